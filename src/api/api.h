@@ -1,0 +1,39 @@
+/* HTTP handlers, one file per resource. Each handler parses, authenticates,
+ * calls the domain (db, pipeline, catalog) and renders; none of them knows
+ * SQL or a provider's wire format. lr_api_route dispatches by method and
+ * path. The helpers below reply on failure and return false, so a handler
+ * reads as a straight line.
+ */
+#ifndef LR_API_H
+#define LR_API_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "app.h"
+#include "http/server.h"
+
+void lr_api_route(lr_req *req, void *app);
+
+/* Resolves the signed-in user or replies 401. */
+bool lr_api_user(lr_app *app, lr_req *req, bool anon_allowed, char user[LR_UUID_LEN + 1]);
+/* Parses a JSON object body or replies 413/415/400. New reference. */
+json_t *lr_api_json_body(lr_req *req);
+/* Keyset cursor: base64url("createdAt|id"). */
+char *lr_api_cursor_encode(const char *created_at, const char *id);
+bool lr_api_cursor_decode(const char *cursor, char created_at[32], char id[LR_UUID_LEN + 1]);
+/* ?limit= within [1,max], default def; replies 400 when malformed. */
+bool lr_api_limit(lr_req *req, int def, int max, int *out);
+void lr_api_db_error(lr_req *req, lr_err e);
+
+void lr_api_infer(lr_app *app, lr_req *req);
+void lr_api_models(lr_app *app, lr_req *req);
+void lr_api_generations_list(lr_app *app, lr_req *req);
+void lr_api_generation_get(lr_app *app, lr_req *req, const char *id);
+void lr_api_credits_balance(lr_app *app, lr_req *req);
+void lr_api_credits_transactions(lr_app *app, lr_req *req);
+void lr_api_admin_credits(lr_app *app, lr_req *req);
+void lr_api_health(lr_app *app, lr_req *req);
+void lr_api_public_file(lr_app *app, lr_req *req, const char *bucket_and_key);
+
+#endif

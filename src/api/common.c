@@ -1,0 +1,169 @@
+/* Request helpers shared by the handlers, and the route table. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "api/api.h"
+#include "auth/auth.h"
+#include "core/log.h"
+
+bool lr_api_user(lr_app *app, lr_req *req, bool anon_allowed, char user[LR_UUID_LEN + 1])
+{
+    const char *reason = NULL;
+    lr_auth_status st = lr_auth_user(app->cfg, lr_req_header(req, "Cookie"),
+                                     lr_req_header(req, "Authorization"), anon_allowed, user,
+                                     &reason);
+    if (st == LR_AUTH_OK)
+        return true;
+    char msg[160];
+    snprintf(msg, sizeof msg, "Unauthorized: %s", reason ? reason : "invalid session");
+    lr_req_set_header(req, "WWW-Authenticate", "Bearer");
+    lr_req_reply_error(req, 401, st == LR_AUTH_MISSING ? "unauthorized" : "invalid_token", msg,
+                       NULL);
+    return false;
+}
+
+json_t *lr_api_json_body(lr_req *req)
+{
+    if (lr_req_body_too_large(req)) {
+        lr_req_reply_error(req, 413, "body_too_large", "Request body is too large", NULL);
+        return NULL;
+    }
+    const char *ct = lr_req_header(req, "Content-Type");
+    if (!ct || strncasecmp(ct, "application/json", 16) != 0 ||
+        (ct[16] != '\0' && ct[16] != ';' && ct[16] != ' ')) {
+        lr_req_reply_error(req, 415, "unsupported_media_type",
+                           "Content-Type must be application/json", NULL);
+        return NULL;
+    }
+    size_t len;
+    const char *body = lr_req_body(req, &len);
+    json_error_t je;
+    json_t *j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    if (!j || !json_is_object(j)) {
+        char msg[256];
+        if (j)
+            snprintf(msg, sizeof msg, "Request body must be a JSON object");
+        else
+            snprintf(msg, sizeof msg, "Malformed JSON body: %s (line %d, column %d)", je.text,
+                     je.line, je.column);
+        json_decref(j);
+        lr_req_reply_error(req, 400, "invalid_json", msg, NULL);
+        return NULL;
+    }
+    return j;
+}
+
+char *lr_api_cursor_encode(const char *created_at, const char *id)
+{
+    char buf[128];
+    int n = snprintf(buf, sizeof buf, "%s|%s", created_at, id);
+    return lr_b64url_encode((const unsigned char *)buf, (size_t)n);
+}
+
+bool lr_api_cursor_decode(const char *cursor, char created_at[32], char id[LR_UUID_LEN + 1])
+{
+    size_t n;
+    char *raw = (char *)lr_b64_decode(cursor, strlen(cursor), &n);
+    if (!raw)
+        return false;
+    char *bar = strchr(raw, '|');
+    bool ok = bar && bar - raw > 0 && bar - raw < 32 &&
+              lr_uuid_valid(bar + 1, strlen(bar + 1)) && strlen(raw) == n;
+    if (ok) {
+        memcpy(created_at, raw, (size_t)(bar - raw));
+        created_at[bar - raw] = '\0';
+        memcpy(id, bar + 1, LR_UUID_LEN + 1);
+    }
+    free(raw);
+    return ok;
+}
+
+bool lr_api_limit(lr_req *req, int def, int max, int *out)
+{
+    const char *v = lr_req_query(req, "limit");
+    long l = def;
+    if (v && lr_parse_long(v, 1, max, &l) != 0) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "limit must be a whole number from 1 to %d", max);
+        lr_req_reply_error(req, 400, "invalid_parameter", msg,
+                           json_pack("{s:s}", "field", "limit"));
+        return false;
+    }
+    *out = (int)l;
+    return true;
+}
+
+void lr_api_db_error(lr_req *req, lr_err e)
+{
+    lr_log(LR_LOG_ERROR, lr_req_id(req), "database error: %s", lr_strerror(e));
+    lr_req_set_header(req, "Retry-After", "1");
+    lr_req_reply_error(req, 503, "database_unavailable",
+                       "The database is unavailable, try again shortly", NULL);
+}
+
+static bool is(const lr_req *req, const char *method)
+{
+    return strcmp(lr_req_method(req), method) == 0;
+}
+
+static void method_not_allowed(lr_req *req, const char *allow)
+{
+    lr_req_set_header(req, "Allow", allow);
+    lr_req_reply_error(req, 405, "method_not_allowed", "Method not allowed", NULL);
+}
+
+void lr_api_route(lr_req *req, void *ctx)
+{
+    lr_app *app = ctx;
+    const char *p = lr_req_path(req);
+    static const char gen_prefix[] = "/api/generations/";
+    static const char file_prefix[] = "/storage/v1/object/public/";
+
+    if (!strcmp(p, "/api/infer")) {
+        if (is(req, "POST"))
+            lr_api_infer(app, req);
+        else
+            method_not_allowed(req, "POST");
+    } else if (!strcmp(p, "/api/models")) {
+        if (is(req, "GET"))
+            lr_api_models(app, req);
+        else
+            method_not_allowed(req, "GET");
+    } else if (!strcmp(p, "/api/generations")) {
+        if (is(req, "GET"))
+            lr_api_generations_list(app, req);
+        else
+            method_not_allowed(req, "GET");
+    } else if (!strncmp(p, gen_prefix, sizeof gen_prefix - 1) && !strchr(p + sizeof gen_prefix - 1, '/')) {
+        if (is(req, "GET"))
+            lr_api_generation_get(app, req, p + sizeof gen_prefix - 1);
+        else
+            method_not_allowed(req, "GET");
+    } else if (!strcmp(p, "/api/credits/balance")) {
+        if (is(req, "GET"))
+            lr_api_credits_balance(app, req);
+        else
+            method_not_allowed(req, "GET");
+    } else if (!strcmp(p, "/api/credits/transactions")) {
+        if (is(req, "GET"))
+            lr_api_credits_transactions(app, req);
+        else
+            method_not_allowed(req, "GET");
+    } else if (!strcmp(p, "/api/admin/credits")) {
+        if (is(req, "POST"))
+            lr_api_admin_credits(app, req);
+        else
+            method_not_allowed(req, "POST");
+    } else if (!strcmp(p, "/healthz") || !strcmp(p, "/api/health")) {
+        lr_api_health(app, req);
+    } else if (!strncmp(p, file_prefix, sizeof file_prefix - 1)) {
+        if (is(req, "GET") || is(req, "HEAD"))
+            lr_api_public_file(app, req, p + sizeof file_prefix - 1);
+        else
+            method_not_allowed(req, "GET, HEAD");
+    } else {
+        lr_req_reply_error(req, 404, "not_found", "Not found", NULL);
+    }
+}

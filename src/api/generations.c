@@ -1,0 +1,90 @@
+/* GET /api/generations (the caller's, newest first, keyset pages) and
+ * GET /api/generations/{id}. Someone else's id answers exactly like a
+ * missing one: a user never learns whether another's generation exists. */
+#include <string.h>
+
+#include "api/api.h"
+
+static const char *const statuses[] = {"pending", "processing", "success", "failed", "canceled"};
+static const char *const types[] = {"photo", "video", "edit", "text"};
+
+static bool one_of(const char *v, const char *const *set, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!strcmp(v, set[i]))
+            return true;
+    }
+    return false;
+}
+
+void lr_api_generations_list(lr_app *app, lr_req *req)
+{
+    char user[LR_UUID_LEN + 1];
+    if (!lr_api_user(app, req, false, user))
+        return;
+    lr_gen_filter f = {0};
+    if (!lr_api_limit(req, 20, 100, &f.limit))
+        return;
+    f.status = lr_req_query(req, "status");
+    f.type = lr_req_query(req, "type");
+    if (f.status && !one_of(f.status, statuses, 5)) {
+        lr_req_reply_error(req, 400, "invalid_parameter",
+                           "status must be pending, processing, success, failed or canceled",
+                           json_pack("{s:s}", "field", "status"));
+        return;
+    }
+    if (f.type && !one_of(f.type, types, 4)) {
+        lr_req_reply_error(req, 400, "invalid_parameter", "type must be photo, video, edit or text",
+                           json_pack("{s:s}", "field", "type"));
+        return;
+    }
+    char created[32], id[LR_UUID_LEN + 1];
+    const char *cursor = lr_req_query(req, "cursor");
+    if (cursor) {
+        if (!lr_api_cursor_decode(cursor, created, id)) {
+            lr_req_reply_error(req, 400, "invalid_parameter", "cursor is not valid",
+                               json_pack("{s:s}", "field", "cursor"));
+            return;
+        }
+        f.before_created_at = created;
+        f.before_id = id;
+    }
+    json_t *rows = NULL;
+    lr_err e = app->db->ops->list_generations(app->db, user, &f, &rows);
+    if (e != LR_OK) {
+        lr_api_db_error(req, e);
+        return;
+    }
+    json_t *next = json_null();
+    size_t n = json_array_size(rows);
+    if (n == (size_t)f.limit) {
+        json_t *last = json_array_get(rows, n - 1);
+        char *c = lr_api_cursor_encode(json_string_value(json_object_get(last, "createdAt")),
+                                       json_string_value(json_object_get(last, "id")));
+        next = c ? json_string(c) : json_null();
+        free(c);
+    }
+    lr_req_reply_json(req, 200,
+                      json_pack("{s:b, s:o, s:o}", "success", 1, "generations", rows,
+                                "nextCursor", next));
+}
+
+void lr_api_generation_get(lr_app *app, lr_req *req, const char *id)
+{
+    char user[LR_UUID_LEN + 1];
+    if (!lr_api_user(app, req, false, user))
+        return;
+    json_t *g = NULL;
+    lr_err e = lr_uuid_valid(id, strlen(id)) ? app->db->ops->get_generation(app->db, user, id, &g)
+                                             : LR_ERR_NOT_FOUND;
+    if (e == LR_ERR_NOT_FOUND) {
+        lr_req_reply_error(req, 404, "generation_not_found", "Generation not found", NULL);
+        return;
+    }
+    if (e != LR_OK) {
+        lr_api_db_error(req, e);
+        return;
+    }
+    json_object_del(g, "userId");
+    lr_req_reply_json(req, 200, json_pack("{s:b, s:o}", "success", 1, "generation", g));
+}

@@ -1,0 +1,262 @@
+/* POST /api/infer: validate, reserve credits, start the generation and
+ * answer when it ends (connection suspended meanwhile) or, past the wait
+ * limit or with Prefer: respond-async, 202 with where to poll. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "api/api.h"
+#include "core/log.h"
+
+#define MAX_PROMPT_BYTES 10000
+
+typedef struct {
+    lr_req *req;
+    char generation_id[LR_UUID_LEN + 1];
+    char model_id[64];
+    char created_at[32];
+    int credits_reserved;
+} infer_wait;
+
+/* Prefer: respond-async and/or wait=N (RFC 7240), comma-separated. */
+static void parse_prefer(const char *h, bool *async, long *wait_s)
+{
+    if (!h)
+        return;
+    char buf[256];
+    snprintf(buf, sizeof buf, "%s", h);
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",;", &save); tok; tok = strtok_r(NULL, ",;", &save)) {
+        while (*tok == ' ' || *tok == '\t')
+            tok++;
+        if (!strncasecmp(tok, "respond-async", 13))
+            *async = true;
+        else if (!strncasecmp(tok, "wait=", 5)) {
+            long v;
+            char *end = tok + 5 + strcspn(tok + 5, " \t");
+            *end = '\0';
+            if (lr_parse_long(tok + 5, 0, 86400, &v) == 0)
+                *wait_s = v;
+        }
+    }
+}
+
+static json_t *pending_body(const infer_wait *w)
+{
+    char location[96];
+    snprintf(location, sizeof location, "/api/generations/%s", w->generation_id);
+    return json_pack("{s:b, s:s, s:s, s:s, s:{s:s, s:s, s:s, s:i, s:s}}", "success", 1,
+                     "generationId", w->generation_id, "status", "processing", "location",
+                     location, "generation", "id", w->generation_id, "modelId", w->model_id,
+                     "status", "processing", "creditsUsed", w->credits_reserved, "createdAt",
+                     w->created_at);
+}
+
+static void answer_pending(infer_wait *w, bool resume)
+{
+    char location[96];
+    snprintf(location, sizeof location, "/api/generations/%s", w->generation_id);
+    lr_req_set_header(w->req, "Location", location);
+    lr_req_set_header(w->req, "Retry-After", "2");
+    if (resume)
+        lr_req_resume_json(w->req, 202, pending_body(w));
+    else
+        lr_req_reply_json(w->req, 202, pending_body(w));
+}
+
+static json_t *success_body(const lr_outcome *o)
+{
+    json_t *meta = json_pack("{s:s, s:s, s:O, s:I, s:i, s:i, s:i, s:s}", "modelId", o->model_id,
+                             "provider", o->provider, "taskIds", o->task_ids, "duration",
+                             (json_int_t)o->duration_ms, "outputsCount", o->outputs_count,
+                             "succeededCount", o->succeeded_count, "failedCount",
+                             o->failed_count, "generationId", o->generation_id);
+    json_t *first = json_array_get(o->urls, 0);
+    json_t *b = json_pack("{s:b, s:O, s:o, s:i, s:s, s:s, s:O, s:i, s:i, s:s}", "success", 1,
+                          "urls", o->urls, "meta", meta, "newBalance", o->balance, "generationId",
+                          o->generation_id, "status", o->status, "url",
+                          first ? first : json_null(), "creditsUsed", o->credits_used, "balance",
+                          o->balance, "createdAt", o->created_at);
+    if (o->text)
+        json_object_set_new(b, "text", json_string(o->text));
+    if (o->failed_count > 0)
+        json_object_set_new(b, "partialError",
+                            json_pack("{s:s, s:s}", "code", o->error_code, "message",
+                                      o->error_message));
+    return b;
+}
+
+static json_t *failure_body(const lr_outcome *o, int refunded, int *status)
+{
+    bool internal = !strcmp(o->error_code, "internal_error");
+    *status = internal ? 500 : 502;
+    char msg[512];
+    if (internal)
+        snprintf(msg, sizeof msg, "%s", o->error_message);
+    else
+        snprintf(msg, sizeof msg, "Generation failed: %s. Your %d credits were refunded.",
+                 o->error_message, refunded);
+    return lr_error_body(o->error_code, msg,
+                         json_pack("{s:s, s:s, s:i, s:i, s:i, s:O}", "generationId",
+                                   o->generation_id, "status", "failed", "refunded",
+                                   internal ? 0 : refunded, "balance", o->balance, "newBalance",
+                                   o->balance, "taskIds", o->task_ids));
+}
+
+/* Pipeline callback: the generation ended (o) or the wait ran out (NULL). */
+static void on_outcome(void *ctx, const lr_outcome *o)
+{
+    infer_wait *w = ctx;
+    if (!o) {
+        answer_pending(w, true);
+    } else if (!strcmp(o->status, "success")) {
+        lr_req_resume_json(w->req, 200, success_body(o));
+    } else {
+        int status;
+        json_t *b = failure_body(o, w->credits_reserved, &status);
+        lr_req_resume_json(w->req, status, b);
+    }
+    free(w);
+}
+
+static bool valid_input_image(json_t *inputs)
+{
+    json_t *url = json_object_get(inputs, "imageUrl");
+    json_t *images = json_object_get(inputs, "images");
+    if (json_is_string(url) && json_string_length(url) > 0)
+        return true;
+    return json_is_array(images) && json_array_size(images) > 0 &&
+           json_is_string(json_array_get(images, 0));
+}
+
+void lr_api_infer(lr_app *app, lr_req *req)
+{
+    char user[LR_UUID_LEN + 1];
+    if (!lr_api_user(app, req, true, user))
+        return;
+    json_t *body = lr_api_json_body(req);
+    if (!body)
+        return;
+    json_t *params = NULL;
+    char *field = NULL, *msg = NULL;
+
+    json_t *jmodel = json_object_get(body, "modelId");
+    json_t *inputs = json_object_get(body, "inputs");
+    json_t *jprompt = json_object_get(inputs, "prompt");
+    if (!json_is_string(jmodel) || !json_string_length(jmodel) || !json_is_string(jprompt) ||
+        !json_string_length(jprompt)) {
+        lr_req_reply_error(req, 400, "missing_fields",
+                           "Missing required fields: modelId and inputs.prompt", NULL);
+        goto out;
+    }
+    const char *prompt = json_string_value(jprompt);
+    if (json_string_length(jprompt) > MAX_PROMPT_BYTES ||
+        strlen(prompt) != json_string_length(jprompt)) {
+        lr_req_reply_error(req, 422, "invalid_prompt",
+                           "inputs.prompt must be at most 10000 bytes of text",
+                           json_pack("{s:s}", "field", "inputs.prompt"));
+        goto out;
+    }
+    const lr_model *m = lr_catalog_find(app->catalog, json_string_value(jmodel));
+    if (!m || !m->enabled) {
+        char text[160];
+        snprintf(text, sizeof text, "Model not found: %.100s", json_string_value(jmodel));
+        lr_req_reply_error(req, 404, "model_not_found", text, NULL);
+        goto out;
+    }
+    if (!strcmp(m->capability, "edit") && !valid_input_image(inputs)) {
+        lr_req_reply_error(req, 400, "missing_input_image",
+                           "This model edits an image: send inputs.imageUrl or inputs.images",
+                           NULL);
+        goto out;
+    }
+    json_t *jcount = json_object_get(body, "outputsCount");
+    int outputs = 1;
+    if (jcount && !json_is_null(jcount)) {
+        if (!json_is_integer(jcount) || json_integer_value(jcount) < 1 ||
+            json_integer_value(jcount) > 4) {
+            lr_req_reply_error(req, 422, "invalid_parameter",
+                               "outputsCount must be a whole number from 1 to 4",
+                               json_pack("{s:s}", "field", "outputsCount"));
+            goto out;
+        }
+        outputs = (int)json_integer_value(jcount);
+    }
+    if (lr_model_validate_params(m, json_object_get(body, "params"), &params, &field, &msg) != 0) {
+        lr_req_reply_error(req, 422, "invalid_parameter", msg ? msg : "Invalid params",
+                           json_pack("{s:s}", "field", field ? field : "params"));
+        goto out;
+    }
+
+    bool async = false;
+    long wait_s = app->cfg->wait_default_s;
+    parse_prefer(lr_req_header(req, "Prefer"), &async, &wait_s);
+    if (wait_s > app->cfg->wait_max_s)
+        wait_s = app->cfg->wait_max_s;
+
+    infer_wait *w = calloc(1, sizeof *w);
+    if (!w)
+        abort();
+    w->req = req;
+    lr_uuid_v4(w->generation_id);
+    snprintf(w->model_id, sizeof w->model_id, "%s", m->id);
+    lr_time_iso(lr_now_ms(), w->created_at);
+    w->credits_reserved = outputs * m->credit_cost;
+
+    lr_reserve_req rr = {
+        .generation_id = w->generation_id,
+        .user_id = user,
+        .type = lr_model_generation_type(m),
+        .model = m->id,
+        .provider = app->provider->name,
+        .prompt = prompt,
+        .params = params,
+        .outputs_count = outputs,
+        .cost = w->credits_reserved,
+        .created_at = w->created_at,
+    };
+    int balance = 0;
+    lr_err e = app->db->ops->reserve(app->db, &rr, &balance);
+    if (e == LR_ERR_INSUFFICIENT) {
+        char text[128];
+        snprintf(text, sizeof text, "Insufficient credits. You have %d, need %d.", balance,
+                 w->credits_reserved);
+        lr_req_reply_error(req, 402, "insufficient_credits", text,
+                           json_pack("{s:i, s:i}", "required", w->credits_reserved, "balance",
+                                     balance));
+        free(w);
+        goto out;
+    }
+    if (e != LR_OK) {
+        lr_api_db_error(req, e);
+        free(w);
+        goto out;
+    }
+    lr_log_fields(LR_LOG_INFO, lr_req_id(req), "generation reserved",
+                  json_pack("{s:s, s:s, s:s, s:i, s:i}", "generation_id", w->generation_id,
+                            "user_id", user, "model", m->id, "outputs", outputs, "cost",
+                            w->credits_reserved));
+    lr_run_req run = {
+        .generation_id = w->generation_id,
+        .user_id = user,
+        .model = m,
+        .prompt = prompt,
+        .params = params,
+        .outputs_count = outputs,
+        .created_at = w->created_at,
+    };
+    if (async || wait_s == 0) {
+        lr_pipeline_start(app->pipeline, &run, 0, NULL, NULL);
+        answer_pending(w, false);
+        free(w);
+    } else {
+        lr_req_suspend(req);
+        lr_pipeline_start(app->pipeline, &run, wait_s * 1000, on_outcome, w);
+    }
+out:
+    free(field);
+    free(msg);
+    json_decref(params);
+    json_decref(body);
+}

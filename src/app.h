@@ -1,0 +1,28 @@
+/* The running server's parts, wired once in main and read-only after:
+ * HTTP handlers receive this as their context. */
+#ifndef LR_APP_H
+#define LR_APP_H
+
+#include <stdint.h>
+
+#include "core/config.h"
+#include "db/db.h"
+#include "pipeline/loop.h"
+#include "pipeline/pipeline.h"
+#include "providers/catalog.h"
+#include "providers/provider.h"
+#include "storage/storage.h"
+
+typedef struct {
+    const lr_config *cfg;
+    lr_db *db;
+    lr_store *store;
+    const lr_catalog *catalog;
+    lr_provider *provider;
+    lr_loop *loop;
+    lr_workers *workers;
+    lr_pipeline *pipeline;
+    int64_t started_ms;
+} lr_app;
+
+#endif

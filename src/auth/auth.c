@@ -1,0 +1,62 @@
+#include "auth/auth.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "auth/jwt.h"
+#include "auth/session.h"
+
+lr_auth_status lr_auth_user(const lr_config *cfg, const char *cookie, const char *authorization,
+                            bool anon_allowed, char user[LR_UUID_LEN + 1], const char **reason)
+{
+    if (cfg->test_mode) {
+        snprintf(user, LR_UUID_LEN + 1, "%s", cfg->test_user_id);
+        return LR_AUTH_OK;
+    }
+    lr_credential cands[LR_SESSION_MAX_CANDIDATES];
+    int n = lr_session_candidates(cookie, authorization, cands, LR_SESSION_MAX_CANDIDATES);
+    if (n == 0) {
+        if (anon_allowed && cfg->allow_anon_infer) {
+            snprintf(user, LR_UUID_LEN + 1, "%s", cfg->test_user_id);
+            return LR_AUTH_OK;
+        }
+        *reason = (cookie || authorization) ? "No usable session token in the request"
+                                            : "Not signed in";
+        return LR_AUTH_MISSING;
+    }
+    lr_jwt_verifier v = {cfg->jwt_secret, cfg->jwt_secret_len, cfg->jwt_audience,
+                         cfg->jwt_leeway_s};
+    lr_auth_status st = LR_AUTH_INVALID;
+    *reason = NULL;
+    for (int i = 0; i < n; i++) {
+        lr_jwt_claims c;
+        lr_jwt_status js =
+            lr_jwt_verify(&v, cands[i].token, strlen(cands[i].token), (int64_t)time(NULL), &c);
+        if (js == LR_JWT_OK) {
+            memcpy(user, c.sub, LR_UUID_LEN + 1);
+            st = LR_AUTH_OK;
+            break;
+        }
+        if (!*reason)
+            *reason = lr_jwt_strerror(js);
+    }
+    lr_session_free(cands, n);
+    return st;
+}
+
+bool lr_auth_service_role(const lr_config *cfg, const char *authorization, const char *apikey)
+{
+    const char *key = cfg->service_role_key;
+    if (!key)
+        return false;
+    const char *given = NULL;
+    if (authorization && !strncasecmp(authorization, "Bearer ", 7))
+        given = authorization + 7;
+    else if (apikey)
+        given = apikey;
+    if (!given)
+        return false;
+    return lr_ct_equal(given, strlen(given), key, strlen(key));
+}

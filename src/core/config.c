@@ -1,0 +1,255 @@
+/* Environment parsing and validation. Every problem is reported, not just
+ * the first, so an operator fixes a broken deployment in one pass. */
+#include "core/config.h"
+
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/util.h"
+
+static int problems;
+
+static void problem(const char *name, const char *what)
+{
+    fprintf(stderr, "config: %s: %s\n", name, what);
+    problems++;
+}
+
+static const char *env(const char *name)
+{
+    const char *v = getenv(name);
+    return (v && *v) ? v : NULL;
+}
+
+static char *env_dup(const char *name, const char *fallback)
+{
+    const char *v = env(name);
+    if (!v)
+        v = fallback;
+    return v ? strdup(v) : NULL;
+}
+
+static bool env_bool(const char *name, bool fallback)
+{
+    const char *v = env(name);
+    if (!v)
+        return fallback;
+    if (!strcasecmp(v, "true") || !strcmp(v, "1") || !strcasecmp(v, "yes") || !strcasecmp(v, "on"))
+        return true;
+    if (!strcasecmp(v, "false") || !strcmp(v, "0") || !strcasecmp(v, "no") || !strcasecmp(v, "off"))
+        return false;
+    problem(name, "must be true or false");
+    return fallback;
+}
+
+static long env_long(const char *name, long fallback, long min, long max)
+{
+    const char *v = env(name);
+    if (!v)
+        return fallback;
+    long out;
+    if (lr_parse_long(v, min, max, &out) != 0) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "must be a whole number from %ld to %ld", min, max);
+        problem(name, msg);
+        return fallback;
+    }
+    return out;
+}
+
+int lr_config_load(lr_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    problems = 0;
+
+    cfg->port = (int)env_long("PORT", 3001, 1, 65535);
+    cfg->data_dir = env_dup("LENSROOM_DATA_DIR", "./lensroom-data");
+    cfg->bucket = env_dup("BUCKET_NAME", "generations");
+    for (const char *p = cfg->bucket; *p; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' ||
+              *p == '.')) {
+            problem("BUCKET_NAME", "only a-z, 0-9, '-', '_' and '.' are allowed");
+            break;
+        }
+    }
+
+    const char *db = env("DATABASE_URL");
+    if (db) {
+        if (!strncmp(db, "postgres://", 11) || !strncmp(db, "postgresql://", 13))
+            problem("DATABASE_URL", "the PostgreSQL backend is not part of this build yet; unset "
+                                    "it to use the embedded SQLite database");
+        else if (!strncmp(db, "sqlite:", 7))
+            cfg->database_url = strdup(db + 7);
+        else
+            problem("DATABASE_URL", "expected sqlite:PATH (or nothing for the default)");
+    }
+
+    const char *secret = env("SUPABASE_JWT_SECRET");
+    if (!secret)
+        secret = env("LENSROOM_JWT_SECRET");
+    if (secret) {
+        if (strlen(secret) < 32)
+            problem("SUPABASE_JWT_SECRET", "must be at least 32 characters");
+        cfg->jwt_secret = (unsigned char *)strdup(secret);
+        cfg->jwt_secret_len = strlen(secret);
+    }
+    /* The audience check is on by default with Supabase's value; setting the
+     * variable to "none" turns it off for foreign token issuers. */
+    const char *aud = getenv("LENSROOM_JWT_AUDIENCE");
+    if (!aud)
+        cfg->jwt_audience = strdup("authenticated");
+    else if (*aud && strcmp(aud, "none") != 0)
+        cfg->jwt_audience = strdup(aud);
+    cfg->jwt_leeway_s = (int)env_long("LENSROOM_JWT_LEEWAY_S", 30, 0, 600);
+
+    cfg->service_role_key = env_dup("SUPABASE_SERVICE_ROLE_KEY", NULL);
+    if (cfg->service_role_key && strlen(cfg->service_role_key) < 20)
+        problem("SUPABASE_SERVICE_ROLE_KEY", "too short to be a secret (at least 20 characters)");
+
+    cfg->kie_api_key = env_dup("KIE_API_KEY", NULL);
+    const char *mock = env("USE_MOCK_INFERENCE");
+    cfg->use_mock = env_bool("USE_MOCK_INFERENCE", true);
+    if (!mock && cfg->kie_api_key)
+        cfg->use_mock = false;
+    cfg->mock_by_default = !mock && !cfg->kie_api_key;
+    if (!cfg->use_mock)
+        problem("KIE_API_KEY", "the Kie.ai provider is not part of this build yet; set "
+                               "USE_MOCK_INFERENCE=true (or unset KIE_API_KEY)");
+    cfg->mock_latency_ms = (int)env_long("LENSROOM_MOCK_LATENCY_MS", 100, 0, 3600 * 1000);
+    const char *rate = env("LENSROOM_MOCK_FAIL_RATE");
+    if (rate) {
+        char *end;
+        errno = 0;
+        double r = strtod(rate, &end);
+        if (errno || *end || !(r >= 0.0 && r <= 1.0))
+            problem("LENSROOM_MOCK_FAIL_RATE", "must be a number from 0 to 1");
+        else
+            cfg->mock_fail_rate = r;
+    }
+    cfg->models_file = env_dup("LENSROOM_MODELS", NULL);
+    if (cfg->models_file && access(cfg->models_file, R_OK) != 0)
+        problem("LENSROOM_MODELS", "file cannot be read");
+
+    cfg->test_mode = env_bool("TEST_MODE", false);
+    cfg->allow_anon_infer = env_bool("ALLOW_ANON_INFER", false);
+    cfg->test_user_id = env_dup("TEST_USER_ID", NULL);
+    if ((cfg->test_mode || cfg->allow_anon_infer) && !cfg->test_user_id)
+        problem("TEST_USER_ID", "required when TEST_MODE or ALLOW_ANON_INFER is true");
+    if (cfg->test_user_id && !lr_uuid_valid(cfg->test_user_id, strlen(cfg->test_user_id)))
+        problem("TEST_USER_ID", "must be a UUID");
+
+    cfg->wait_default_s = (int)env_long("LENSROOM_WAIT_DEFAULT_S", 60, 0, 3600);
+    cfg->wait_max_s = (int)env_long("LENSROOM_WAIT_MAX_S", 300, 1, 3600);
+    if (cfg->wait_default_s > cfg->wait_max_s)
+        problem("LENSROOM_WAIT_DEFAULT_S", "must not exceed LENSROOM_WAIT_MAX_S");
+    cfg->http_threads = (int)env_long("LENSROOM_HTTP_THREADS", 2, 1, 64);
+    cfg->workers = (int)env_long("LENSROOM_WORKERS", 2, 1, 64);
+    cfg->max_connections = (int)env_long("LENSROOM_MAX_CONNECTIONS", 10000, 16, 100000);
+    cfg->max_body_bytes = (size_t)env_long("LENSROOM_MAX_BODY_BYTES", 16L << 20, 1024, 64L << 20);
+
+    lr_log_level lvl = LR_LOG_INFO;
+    const char *ls = env("LENSROOM_LOG_LEVEL");
+    if (ls && lr_log_level_parse(ls, &lvl) != 0)
+        problem("LENSROOM_LOG_LEVEL", "must be debug, info, warn or error");
+    cfg->log_level = (int)lvl;
+
+    const char *pub = env("LENSROOM_PUBLIC_URL");
+    if (pub) {
+        if (strncmp(pub, "http://", 7) && strncmp(pub, "https://", 8))
+            problem("LENSROOM_PUBLIC_URL", "must start with http:// or https://");
+        cfg->public_url = strdup(pub);
+        size_t n = strlen(cfg->public_url);
+        while (n > 0 && cfg->public_url[n - 1] == '/')
+            cfg->public_url[--n] = '\0';
+    } else {
+        char buf[64];
+        snprintf(buf, sizeof buf, "http://localhost:%d", cfg->port);
+        cfg->public_url = strdup(buf);
+    }
+    return problems ? -1 : 0;
+}
+
+/* Reads the generated secret, or creates it with O_EXCL so two processes
+ * starting at once agree on one secret. */
+static int load_or_create_secret(lr_config *cfg)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/jwt-secret", cfg->data_dir);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        size_t n;
+        char *s = lr_read_file(path, &n);
+        if (s) {
+            while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r'))
+                s[--n] = '\0';
+            if (n < 32) {
+                fprintf(stderr, "config: %s: secret file is too short; delete it to regenerate\n",
+                        path);
+                free(s);
+                return -1;
+            }
+            cfg->jwt_secret = (unsigned char *)s;
+            cfg->jwt_secret_len = n;
+            cfg->jwt_secret_from_file = true;
+            return 0;
+        }
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+        if (fd < 0) {
+            if (errno == EEXIST)
+                continue;
+            fprintf(stderr, "config: %s: cannot create the JWT secret file: %s\n", path,
+                    strerror(errno));
+            return -1;
+        }
+        unsigned char raw[32];
+        char hex[65];
+        lr_random_bytes(raw, sizeof raw);
+        lr_hex(raw, sizeof raw, hex);
+        hex[64] = '\n';
+        ssize_t w = write(fd, hex, 65);
+        int rc = fsync(fd);
+        close(fd);
+        if (w != 65 || rc != 0) {
+            unlink(path);
+            fprintf(stderr, "config: %s: cannot write the JWT secret file\n", path);
+            return -1;
+        }
+    }
+    return -1;
+}
+
+int lr_config_prepare_data(lr_config *cfg)
+{
+    if (lr_mkdir_p(cfg->data_dir, 0700) != 0) {
+        fprintf(stderr, "config: LENSROOM_DATA_DIR: cannot create %s: %s\n", cfg->data_dir,
+                strerror(errno));
+        return -1;
+    }
+    if (!cfg->jwt_secret)
+        return load_or_create_secret(cfg);
+    return 0;
+}
+
+void lr_config_free(lr_config *cfg)
+{
+    free(cfg->data_dir);
+    free(cfg->database_url);
+    free(cfg->public_url);
+    free(cfg->bucket);
+    if (cfg->jwt_secret)
+        OPENSSL_cleanse(cfg->jwt_secret, cfg->jwt_secret_len);
+    free(cfg->jwt_secret);
+    free(cfg->jwt_audience);
+    free(cfg->service_role_key);
+    free(cfg->kie_api_key);
+    free(cfg->models_file);
+    free(cfg->test_user_id);
+    memset(cfg, 0, sizeof *cfg);
+}

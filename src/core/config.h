@@ -1,0 +1,60 @@
+/* Server configuration from the environment.
+ *
+ * lr_config_load reads every variable once, validates it and reports each
+ * problem as one line on stderr ("config: NAME: what is wrong"); it returns
+ * non-zero when any was found. The original design's names are accepted
+ * (SUPABASE_JWT_SECRET, SUPABASE_SERVICE_ROLE_KEY, USE_MOCK_INFERENCE,
+ * BUCKET_NAME, KIE_API_KEY, TEST_MODE, ALLOW_ANON_INFER, TEST_USER_ID, PORT);
+ * LENSROOM_* names cover the rest. The struct owns its strings; free with
+ * lr_config_free. Read-only after load, so any thread may read it.
+ */
+#ifndef LR_CONFIG_H
+#define LR_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct {
+    int port;
+    char *data_dir;
+    char *database_url;  /* NULL: SQLite file in data_dir */
+    char *public_url;    /* base of public file URLs, no trailing slash */
+    char *bucket;
+
+    unsigned char *jwt_secret;
+    size_t jwt_secret_len;
+    bool jwt_secret_from_file; /* generated and kept in data_dir */
+    char *jwt_audience;        /* NULL: aud not checked */
+    int jwt_leeway_s;
+    char *service_role_key;
+
+    bool use_mock;
+    bool mock_by_default; /* mock chosen because no provider key is set */
+    char *kie_api_key;
+    int mock_latency_ms;
+    double mock_fail_rate;
+    char *models_file;
+
+    bool test_mode;
+    bool allow_anon_infer;
+    char *test_user_id;
+
+    int wait_default_s;
+    int wait_max_s;
+    int http_threads;
+    int workers;
+    int max_connections;
+    size_t max_body_bytes;
+    int log_level;
+} lr_config;
+
+/* Reads the environment into cfg; 0 when valid. Does not touch the disk. */
+int lr_config_load(lr_config *cfg);
+
+/* Makes sure data_dir exists and a JWT secret is available: when none is
+ * configured, reads data_dir/jwt-secret or creates it (mode 0600). */
+int lr_config_prepare_data(lr_config *cfg);
+
+void lr_config_free(lr_config *cfg);
+
+#endif

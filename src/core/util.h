@@ -1,0 +1,46 @@
+/* Small utilities with no state: UUIDs, clocks, base64url, constant-time
+ * comparison, file helpers. All functions are thread-safe. */
+#ifndef LR_UTIL_H
+#define LR_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define LR_UUID_LEN 36
+
+/* Random (version 4) UUID, lowercase, NUL-terminated in out[37]. */
+void lr_uuid_v4(char out[LR_UUID_LEN + 1]);
+/* True when s[0..len) is a canonical 8-4-4-4-12 hex UUID (either case). */
+bool lr_uuid_valid(const char *s, size_t len);
+
+int64_t lr_now_ms(void);      /* wall clock, ms since the epoch */
+int64_t lr_monotonic_ms(void); /* for deadlines and durations */
+/* ISO-8601 UTC with milliseconds: 2026-11-26T13:38:00.123Z (out[32]). */
+void lr_time_iso(int64_t ms, char out[32]);
+
+/* base64url without padding. Encode returns a malloc'd string. Decode
+ * accepts url or standard alphabet, with or without padding; returns a
+ * malloc'd buffer (NUL-terminated for convenience) or NULL when malformed. */
+char *lr_b64url_encode(const unsigned char *in, size_t len);
+unsigned char *lr_b64_decode(const char *in, size_t len, size_t *out_len);
+
+/* Constant-time equality of two byte strings (length leaks, content not). */
+bool lr_ct_equal(const void *a, size_t alen, const void *b, size_t blen);
+
+/* Uniform random double in [0,1) from the OpenSSL CSPRNG. */
+double lr_random_unit(void);
+void lr_random_bytes(unsigned char *out, size_t len);
+
+/* mkdir -p with the given mode; 0 on success. */
+int lr_mkdir_p(const char *path, unsigned mode);
+/* Reads a whole (small) file; NULL on error. */
+char *lr_read_file(const char *path, size_t *len);
+
+/* Lowercase hex of len bytes into out (2*len+1). */
+void lr_hex(const unsigned char *in, size_t len, char *out);
+
+/* Parses a whole decimal integer in [min,max]; 0 on success. */
+int lr_parse_long(const char *s, long min, long max, long *out);
+
+#endif

@@ -1,0 +1,113 @@
+/* The database interface: credits, the ledger and generations.
+ *
+ * Each backend (SQLite now; PostgreSQL next) fills an lr_db_ops table.
+ * Every operation that moves credits is one transaction inside the
+ * backend, so the money rules hold whatever happens between calls:
+ *   - reserve: balance check + deduction + charge row + generation row;
+ *   - settle:  final status + result/error + at most one refund row
+ *              (a unique index on (generation_id) for refunds enforces it);
+ *   - adjust:  balance change + ledger row, idempotent by key.
+ * Balances never go below zero (CHECK constraint and guarded UPDATE).
+ * All functions are safe to call from any thread; backends pool their
+ * connections. JSON results are new references owned by the caller.
+ */
+#ifndef LR_DB_H
+#define LR_DB_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/err.h"
+#include "core/util.h"
+
+typedef struct lr_db lr_db;
+
+typedef struct {
+    const char *generation_id; /* chosen by the caller (UUID) */
+    const char *user_id;
+    const char *type;  /* photo | video | edit | text */
+    const char *model; /* catalog id */
+    const char *provider;
+    const char *prompt;
+    json_t *params; /* validated params, stored as given */
+    int outputs_count;
+    int cost; /* total: outputs_count x credit cost */
+    const char *created_at;
+} lr_reserve_req;
+
+typedef struct {
+    const char *generation_id;
+    const char *user_id;
+    bool success;          /* at least one output stored */
+    json_t *result_urls;   /* array of public URLs */
+    json_t *task_ids;      /* provider task ids, may be NULL */
+    int succeeded_count;
+    int failed_count;
+    int refund;            /* credits to give back (failed outputs) */
+    const char *error_code;
+    const char *error_message;
+    const char *status;    /* success | failed | canceled */
+    const char *text;      /* text models' answer, kept in metadata */
+    int64_t duration_ms;
+} lr_settle_req;
+
+typedef struct {
+    const char *user_id;
+    int amount; /* positive credit, negative debit */
+    const char *type;
+    const char *description;
+    const char *idempotency_key; /* NULL: not idempotent */
+    json_t *metadata;            /* may be NULL */
+} lr_adjust_req;
+
+typedef struct {
+    int new_balance;
+    char transaction_id[LR_UUID_LEN + 1];
+    bool replayed; /* idempotency key seen before: nothing changed */
+} lr_adjust_result;
+
+typedef struct {
+    const char *status; /* NULL: any */
+    const char *type;   /* NULL: any */
+    const char *before_created_at; /* keyset cursor, both or neither */
+    const char *before_id;
+    int limit;
+} lr_gen_filter;
+
+typedef struct {
+    lr_err (*migrate)(lr_db *db);
+    lr_err (*ping)(lr_db *db);
+    /* LR_ERR_INSUFFICIENT with *balance set when short; nothing written. */
+    lr_err (*reserve)(lr_db *db, const lr_reserve_req *r, int *balance);
+    lr_err (*set_stage)(lr_db *db, const char *generation_id, const char *status,
+                        const char *stage);
+    /* LR_ERR_CONFLICT when the generation is already final (nothing written). */
+    lr_err (*settle)(lr_db *db, const lr_settle_req *s, int *balance);
+    lr_err (*balance)(lr_db *db, const char *user_id, int *balance);
+    lr_err (*adjust)(lr_db *db, const lr_adjust_req *r, lr_adjust_result *out);
+    /* user_id NULL: any user's (admin and pipeline use). */
+    lr_err (*get_generation)(lr_db *db, const char *user_id, const char *id, json_t **out);
+    lr_err (*list_generations)(lr_db *db, const char *user_id, const lr_gen_filter *f,
+                               json_t **out);
+    lr_err (*list_transactions)(lr_db *db, const char *user_id, const char *before_created_at,
+                                const char *before_id, int limit, json_t **out);
+    /* Ids of generations not in a final state (for start-up recovery). */
+    lr_err (*unfinished)(lr_db *db, json_t **ids);
+    void (*close)(lr_db *db);
+} lr_db_ops;
+
+struct lr_db {
+    const lr_db_ops *ops;
+    const char *backend; /* "sqlite" */
+};
+
+/* Opens the backend named by url (a SQLite file path for now) with a pool
+ * of pool_size connections. */
+lr_err lr_db_open(const char *url, int pool_size, lr_db **out, char **errmsg);
+void lr_db_close(lr_db *db);
+
+/* Backend constructors. */
+lr_err lr_db_sqlite_open(const char *path, int pool_size, lr_db **out, char **errmsg);
+
+#endif

@@ -1,0 +1,781 @@
+/* SQLite backend: WAL, a fixed pool of connections, cached statements.
+ *
+ * Writers use BEGIN IMMEDIATE so the write lock is taken up front and two
+ * reservations for one user serialise instead of deadlocking; the balance
+ * guard (amount >= cost in the UPDATE) plus the CHECK constraint keep it
+ * from ever going negative. Each connection caches its prepared statements.
+ */
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "db/db.h"
+
+extern const char lr_sql_sqlite_0001[];
+
+static const struct {
+    const char *version;
+    const char *sql;
+} migrations[] = {{"0001_init", lr_sql_sqlite_0001}};
+
+enum {
+    Q_BEGIN,
+    Q_COMMIT,
+    Q_ROLLBACK,
+    Q_DEBIT,
+    Q_BALANCE,
+    Q_INSERT_GEN,
+    Q_INSERT_TX,
+    Q_STAGE,
+    Q_SETTLE_GEN,
+    Q_CREDIT,
+    Q_ENSURE_ROW,
+    Q_FIND_KEY,
+    Q_GET_GEN,
+    Q_LIST_GEN,
+    Q_LIST_TX,
+    Q_UNFINISHED,
+    Q_COUNT
+};
+
+#define GEN_COLUMNS                                                                                \
+    "id, user_id, type, model, prompt, status, stage, result_urls, credits_used, outputs_count, "  \
+    "succeeded_count, failed_count, provider, provider_task_ids, params, error_code, "            \
+    "error_message, duration_ms, created_at, updated_at, finished_at, metadata"
+
+static const char *const sql_text[Q_COUNT] = {
+    [Q_BEGIN] = "BEGIN IMMEDIATE",
+    [Q_COMMIT] = "COMMIT",
+    [Q_ROLLBACK] = "ROLLBACK",
+    [Q_DEBIT] = "UPDATE credits SET amount = amount - ?1, updated_at = ?3 "
+                "WHERE user_id = ?2 AND amount >= ?1 RETURNING amount",
+    [Q_BALANCE] = "SELECT amount FROM credits WHERE user_id = ?1",
+    [Q_INSERT_GEN] = "INSERT INTO generations (id, user_id, type, model, prompt, status, stage, "
+                     "credits_used, outputs_count, provider, params, created_at, updated_at) "
+                     "VALUES (?1, ?2, ?3, ?4, ?5, 'pending', NULL, ?6, ?7, ?8, ?9, ?10, ?10)",
+    [Q_INSERT_TX] = "INSERT INTO credit_transactions (id, user_id, amount, type, description, "
+                    "metadata, generation_id, idempotency_key, created_at) "
+                    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    [Q_STAGE] = "UPDATE generations SET status = ?2, stage = ?3, updated_at = ?4 "
+                "WHERE id = ?1 AND status IN ('pending', 'processing')",
+    [Q_SETTLE_GEN] = "UPDATE generations SET status = ?2, stage = NULL, result_urls = ?3, "
+                     "provider_task_ids = ?4, succeeded_count = ?5, failed_count = ?6, "
+                     "credits_used = credits_used - ?7, error_code = ?8, error_message = ?9, "
+                     "duration_ms = ?10, updated_at = ?11, finished_at = ?11, "
+                     "metadata = json_set(metadata, '$.text', ?12) "
+                     "WHERE id = ?1 AND status IN ('pending', 'processing') RETURNING user_id",
+    [Q_CREDIT] = "UPDATE credits SET amount = amount + ?1, updated_at = ?3 WHERE user_id = ?2 "
+                 "AND amount + ?1 >= 0 RETURNING amount",
+    [Q_ENSURE_ROW] = "INSERT INTO credits (id, user_id, amount, created_at, updated_at) "
+                     "VALUES (?1, ?2, 0, ?3, ?3) ON CONFLICT (user_id) DO NOTHING",
+    [Q_FIND_KEY] = "SELECT id, amount, type FROM credit_transactions "
+                   "WHERE user_id = ?1 AND idempotency_key = ?2",
+    [Q_GET_GEN] = "SELECT " GEN_COLUMNS " FROM generations WHERE id = ?1 "
+                  "AND (?2 IS NULL OR user_id = ?2)",
+    [Q_LIST_GEN] = "SELECT " GEN_COLUMNS " FROM generations WHERE user_id = ?1 "
+                   "AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR type = ?3) "
+                   "AND (?4 IS NULL OR (created_at, id) < (?4, ?5)) "
+                   "ORDER BY created_at DESC, id DESC LIMIT ?6",
+    [Q_LIST_TX] = "SELECT id, amount, type, description, metadata, generation_id, created_at "
+                  "FROM credit_transactions WHERE user_id = ?1 "
+                  "AND (?2 IS NULL OR (created_at, id) < (?2, ?3)) "
+                  "ORDER BY created_at DESC, id DESC LIMIT ?4",
+    [Q_UNFINISHED] = "SELECT id FROM generations WHERE status IN ('pending', 'processing') "
+                     "ORDER BY created_at",
+};
+
+typedef struct {
+    sqlite3 *h;
+    sqlite3_stmt *st[Q_COUNT];
+} conn;
+
+typedef struct {
+    lr_db base;
+    conn *conns;
+    int n;
+    int *free_stack;
+    int nfree;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} sqlite_db;
+
+static conn *acquire(sqlite_db *d)
+{
+    pthread_mutex_lock(&d->mu);
+    while (d->nfree == 0)
+        pthread_cond_wait(&d->cv, &d->mu);
+    conn *c = &d->conns[d->free_stack[--d->nfree]];
+    pthread_mutex_unlock(&d->mu);
+    return c;
+}
+
+static void release(sqlite_db *d, conn *c)
+{
+    pthread_mutex_lock(&d->mu);
+    d->free_stack[d->nfree++] = (int)(c - d->conns);
+    pthread_cond_signal(&d->cv);
+    pthread_mutex_unlock(&d->mu);
+}
+
+static sqlite3_stmt *stmt(conn *c, int q)
+{
+    if (!c->st[q]) {
+        if (sqlite3_prepare_v3(c->h, sql_text[q], -1, SQLITE_PREPARE_PERSISTENT, &c->st[q],
+                               NULL) != SQLITE_OK) {
+            lr_error("sqlite prepare failed: %s", sqlite3_errmsg(c->h));
+            return NULL;
+        }
+    }
+    return c->st[q];
+}
+
+static void done(sqlite3_stmt *s)
+{
+    if (s) {
+        sqlite3_reset(s);
+        sqlite3_clear_bindings(s);
+    }
+}
+
+static void bind_text(sqlite3_stmt *s, int i, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(s, i);
+}
+
+static void bind_json(sqlite3_stmt *s, int i, json_t *v, const char *fallback)
+{
+    char *t = v ? json_dumps(v, JSON_COMPACT) : NULL;
+    sqlite3_bind_text(s, i, t ? t : fallback, -1, SQLITE_TRANSIENT);
+    free(t);
+}
+
+/* Runs a statement with no result rows; 0 on success. */
+static int exec_q(conn *c, int q)
+{
+    sqlite3_stmt *s = stmt(c, q);
+    if (!s)
+        return -1;
+    int rc = sqlite3_step(s);
+    done(s);
+    if (rc != SQLITE_DONE) {
+        lr_error("sqlite: %s: %s", sql_text[q], sqlite3_errmsg(c->h));
+        return -1;
+    }
+    return 0;
+}
+
+static void rollback(conn *c)
+{
+    if (!sqlite3_get_autocommit(c->h))
+        exec_q(c, Q_ROLLBACK);
+}
+
+static void now_iso(char out[32])
+{
+    lr_time_iso(lr_now_ms(), out);
+}
+
+static lr_err open_conn(const char *path, conn *c, char **errmsg)
+{
+    memset(c, 0, sizeof *c);
+    int rc = sqlite3_open_v2(path, &c->h,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+    if (rc != SQLITE_OK) {
+        if (errmsg && asprintf(errmsg, "cannot open %s: %s", path,
+                               c->h ? sqlite3_errmsg(c->h) : sqlite3_errstr(rc)) < 0)
+            *errmsg = NULL;
+        sqlite3_close(c->h);
+        c->h = NULL;
+        return LR_ERR_DB;
+    }
+    sqlite3_busy_timeout(c->h, 10000);
+    char *err = NULL;
+    if (sqlite3_exec(c->h,
+                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+                     NULL, NULL, &err) != SQLITE_OK) {
+        if (errmsg && asprintf(errmsg, "cannot configure %s: %s", path, err) < 0)
+            *errmsg = NULL;
+        sqlite3_free(err);
+        return LR_ERR_DB;
+    }
+    return LR_OK;
+}
+
+static lr_err sq_migrate(lr_db *db)
+{
+    sqlite_db *d = (sqlite_db *)db;
+    conn *c = acquire(d);
+    lr_err e = LR_OK;
+    char *err = NULL;
+    if (sqlite3_exec(c->h,
+                     "CREATE TABLE IF NOT EXISTS schema_migrations (version TEXT PRIMARY KEY, "
+                     "applied_at TEXT NOT NULL)",
+                     NULL, NULL, &err) != SQLITE_OK)
+        goto fail;
+    for (size_t i = 0; i < sizeof migrations / sizeof *migrations; i++) {
+        if (sqlite3_exec(c->h, "BEGIN IMMEDIATE", NULL, NULL, &err) != SQLITE_OK)
+            goto fail;
+        sqlite3_stmt *s;
+        sqlite3_prepare_v2(c->h, "SELECT 1 FROM schema_migrations WHERE version = ?1", -1, &s,
+                           NULL);
+        sqlite3_bind_text(s, 1, migrations[i].version, -1, SQLITE_STATIC);
+        int seen = sqlite3_step(s) == SQLITE_ROW;
+        sqlite3_finalize(s);
+        if (!seen) {
+            if (sqlite3_exec(c->h, migrations[i].sql, NULL, NULL, &err) != SQLITE_OK)
+                goto fail;
+            char ts[32];
+            now_iso(ts);
+            sqlite3_prepare_v2(c->h,
+                               "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+                               -1, &s, NULL);
+            sqlite3_bind_text(s, 1, migrations[i].version, -1, SQLITE_STATIC);
+            sqlite3_bind_text(s, 2, ts, -1, SQLITE_TRANSIENT);
+            int rc = sqlite3_step(s);
+            sqlite3_finalize(s);
+            if (rc != SQLITE_DONE)
+                goto fail;
+            lr_info("migration applied: %s", migrations[i].version);
+        }
+        if (sqlite3_exec(c->h, "COMMIT", NULL, NULL, &err) != SQLITE_OK)
+            goto fail;
+    }
+    release(d, c);
+    return e;
+fail:
+    lr_error("sqlite migration failed: %s", err ? err : sqlite3_errmsg(c->h));
+    sqlite3_free(err);
+    rollback(c);
+    release(d, c);
+    return LR_ERR_DB;
+}
+
+static lr_err sq_ping(lr_db *db)
+{
+    sqlite_db *d = (sqlite_db *)db;
+    conn *c = acquire(d);
+    int rc = sqlite3_exec(c->h, "SELECT 1 FROM credits LIMIT 1", NULL, NULL, NULL);
+    release(d, c);
+    return rc == SQLITE_OK ? LR_OK : LR_ERR_DB;
+}
+
+/* Current balance inside an open transaction (0 when the user has no row). */
+static int read_balance(conn *c, const char *user_id, int *balance)
+{
+    sqlite3_stmt *s = stmt(c, Q_BALANCE);
+    if (!s)
+        return -1;
+    bind_text(s, 1, user_id);
+    int rc = sqlite3_step(s);
+    *balance = rc == SQLITE_ROW ? sqlite3_column_int(s, 0) : 0;
+    done(s);
+    return (rc == SQLITE_ROW || rc == SQLITE_DONE) ? 0 : -1;
+}
+
+static int insert_tx(conn *c, const char *user_id, int amount, const char *type,
+                     const char *description, json_t *metadata, const char *generation_id,
+                     const char *key, const char *ts, char id_out[LR_UUID_LEN + 1])
+{
+    sqlite3_stmt *s = stmt(c, Q_INSERT_TX);
+    if (!s)
+        return -1;
+    char id[LR_UUID_LEN + 1];
+    lr_uuid_v4(id);
+    bind_text(s, 1, id);
+    bind_text(s, 2, user_id);
+    sqlite3_bind_int(s, 3, amount);
+    bind_text(s, 4, type);
+    bind_text(s, 5, description);
+    bind_json(s, 6, metadata, "{}");
+    bind_text(s, 7, generation_id);
+    bind_text(s, 8, key);
+    bind_text(s, 9, ts);
+    int rc = sqlite3_step(s);
+    done(s);
+    if (rc != SQLITE_DONE) {
+        lr_error("sqlite ledger insert failed: %s", sqlite3_errmsg(c->h));
+        return -1;
+    }
+    if (id_out)
+        memcpy(id_out, id, sizeof id);
+    return 0;
+}
+
+static lr_err sq_reserve(lr_db *db, const lr_reserve_req *r, int *balance)
+{
+    sqlite_db *d = (sqlite_db *)db;
+    conn *c = acquire(d);
+    lr_err e = LR_ERR_DB;
+    if (exec_q(c, Q_BEGIN) != 0)
+        goto out;
+    sqlite3_stmt *s = stmt(c, Q_DEBIT);
+    if (!s)
+        goto fail;
+    sqlite3_bind_int(s, 1, r->cost);
+    bind_text(s, 2, r->user_id);
+    bind_text(s, 3, r->created_at);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW) {
+        *balance = sqlite3_column_int(s, 0);
+        rc = sqlite3_step(s);
+    }
+    int debited = sqlite3_changes(c->h) > 0;
+    done(s);
+    if (rc != SQLITE_DONE)
+        goto fail;
+    if (!debited) {
+        if (read_balance(c, r->user_id, balance) != 0)
+            goto fail;
+        e = LR_ERR_INSUFFICIENT;
+        goto fail;
+    }
+    s = stmt(c, Q_INSERT_GEN);
+    if (!s)
+        goto fail;
+    bind_text(s, 1, r->generation_id);
+    bind_text(s, 2, r->user_id);
+    bind_text(s, 3, r->type);
+    bind_text(s, 4, r->model);
+    bind_text(s, 5, r->prompt);
+    sqlite3_bind_int(s, 6, r->cost);
+    sqlite3_bind_int(s, 7, r->outputs_count);
+    bind_text(s, 8, r->provider);
+    bind_json(s, 9, r->params, "{}");
+    bind_text(s, 10, r->created_at);
+    rc = sqlite3_step(s);
+    done(s);
+    if (rc != SQLITE_DONE)
+        goto fail;
+    char desc[160];
+    snprintf(desc, sizeof desc, "Generation: %s x%d", r->model, r->outputs_count);
+    json_t *meta = json_pack("{s:s, s:i}", "model", r->model, "outputs", r->outputs_count);
+    int txrc = insert_tx(c, r->user_id, -r->cost, "generation", desc, meta, r->generation_id, NULL,
+                         r->created_at, NULL);
+    json_decref(meta);
+    if (txrc != 0)
+        goto fail;
+    if (exec_q(c, Q_COMMIT) != 0)
+        goto fail;
+    release(d, c);
+    return LR_OK;
+fail:
+    rollback(c);
+out:
+    release(d, c);
+    return e;
+}
+
+static lr_err sq_set_stage(lr_db *db, const char *id, const char *status, const char *stage)
+{
+    sqlite_db *d = (sqlite_db *)db;
+    conn *c = acquire(d);
+    sqlite3_stmt *s = stmt(c, Q_STAGE);
+    lr_err e = LR_ERR_DB;
+    if (s) {
+        char ts[32];
+        now_iso(ts);
+        bind_text(s, 1, id);
+        bind_text(s, 2, status);
+        bind_text(s, 3, stage);
+        bind_text(s, 4, ts);
+        int rc = sqlite3_step(s);
+        int changed = sqlite3_changes(c->h);
+        done(s);
+        e = rc != SQLITE_DONE ? LR_ERR_DB : changed ? LR_OK : LR_ERR_CONFLICT;
+    }
+    release(d, c);
+    return e;
+}
+
+static lr_err sq_settle(lr_db *db, const lr_settle_req *q, int *balance)
+{
+    sqlite_db *d = (sqlite_db *)db;
+    conn *c = acquire(d);
+    lr_err e = LR_ERR_DB;
+    char ts[32];
+    now_iso(ts);
+    if (exec_q(c, Q_BEGIN) != 0)
+        goto out;
+    sqlite3_stmt *s = stmt(c, Q_SETTLE_GEN);
+    if (!s)
+        goto fail;
+    bind_text(s, 1, q->generation_id);
+    bind_text(s, 2, q->status);
+    bind_json(s, 3, q->result_urls, "[]");
+    bind_json(s, 4, q->task_ids, "[]");
+    sqlite3_bind_int(s, 5, q->succeeded_count);
+    sqlite3_bind_int(s, 6, q->failed_count);
+    sqlite3_bind_int(s, 7, q->refund);
+    bind_text(s, 8, q->error_code);
+    bind_text(s, 9, q->error_message);
+    sqlite3_bind_int64(s, 10, q->duration_ms);
+    bind_text(s, 11, ts);
+    bind_text(s, 12, q->text);
+    int rc = sqlite3_step(s);
+    char user[LR_UUID_LEN + 1] = "";
+    if (rc == SQLITE_ROW) {
+        snprintf(user, sizeof user, "%s", (const char *)sqlite3_column_text(s, 0));
+        rc = sqlite3_step(s);
+    }
+    done(s);
+    if (rc != SQLITE_DONE)
+        goto fail;
+    if (!user[0]) {
+        e = LR_ERR_CONFLICT; /* already final: settling twice changes nothing */
+        goto fail;
+    }
+    if (q->refund > 0) {
+        char desc[160];
+        snprintf(desc, sizeof desc, "Refund: %s", q->error_code ? q->error_code : "failed");
+        json_t *meta = json_pack("{s:i, s:s*}", "failed_outputs", q->failed_count, "error",
+                                 q->error_message);
+        int txrc = insert_tx(c, user, q->refund, "refund", desc, meta, q->generation_id, NULL, ts,
+                             NULL);
+        json_decref(meta);
+        if (txrc != 0)
+            goto fail;
+        s = stmt(c, Q_CREDIT);
+        if (!s)
+            goto fail;
+        sqlite3_bind_int(s, 1, q->refund);
+        bind_text(s, 2, user);
+        bind_text(s, 3, ts);
+        rc = sqlite3_step(s);
+        int ok = rc == SQLITE_ROW;
+        if (ok)
+            *balance = sqlite3_column_int(s, 0);
+        done(s);
+        if (!ok)
+            goto fail;
+    } else if (read_balance(c, user, balance) != 0) {
+        goto fail;
+    }
+    if (exec_q(c, Q_COMMIT) != 0)
+        goto fail;
+    release(d, c);
+    return LR_OK;
+fail:
+    rollback(c);
+out:
+    release(d, c);
+    return e;
+}
+
+static lr_err sq_balance(lr_db *db, const char *user_id, int *balance)
+{
+    sqlite_db *d = (sqlite_db *)db;
+    conn *c = acquire(d);
+    int rc = read_balance(c, user_id, balance);
+    release(d, c);
+    return rc == 0 ? LR_OK : LR_ERR_DB;
+}
+
+static lr_err sq_adjust(lr_db *db, const lr_adjust_req *r, lr_adjust_result *out)
+{
+    sqlite_db *d = (sqlite_db *)db;
+    conn *c = acquire(d);
+    lr_err e = LR_ERR_DB;
+    char ts[32];
+    now_iso(ts);
+    memset(out, 0, sizeof *out);
+    if (exec_q(c, Q_BEGIN) != 0)
+        goto out;
+    sqlite3_stmt *s;
+    if (r->idempotency_key) {
+        s = stmt(c, Q_FIND_KEY);
+        if (!s)
+            goto fail;
+        bind_text(s, 1, r->user_id);
+        bind_text(s, 2, r->idempotency_key);
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW) {
+            int same = sqlite3_column_int(s, 1) == r->amount &&
+                       !strcmp((const char *)sqlite3_column_text(s, 2), r->type);
+            snprintf(out->transaction_id, sizeof out->transaction_id, "%s",
+                     (const char *)sqlite3_column_text(s, 0));
+            done(s);
+            if (!same) {
+                e = LR_ERR_CONFLICT;
+                goto fail;
+            }
+            out->replayed = true;
+            if (read_balance(c, r->user_id, &out->new_balance) != 0)
+                goto fail;
+            exec_q(c, Q_COMMIT);
+            release(d, c);
+            return LR_OK;
+        }
+        done(s);
+        if (rc != SQLITE_DONE)
+            goto fail;
+    }
+    s = stmt(c, Q_ENSURE_ROW);
+    if (!s)
+        goto fail;
+    char id[LR_UUID_LEN + 1];
+    lr_uuid_v4(id);
+    bind_text(s, 1, id);
+    bind_text(s, 2, r->user_id);
+    bind_text(s, 3, ts);
+    int rc = sqlite3_step(s);
+    done(s);
+    if (rc != SQLITE_DONE)
+        goto fail;
+    s = stmt(c, Q_CREDIT);
+    if (!s)
+        goto fail;
+    sqlite3_bind_int(s, 1, r->amount);
+    bind_text(s, 2, r->user_id);
+    bind_text(s, 3, ts);
+    rc = sqlite3_step(s);
+    int ok = rc == SQLITE_ROW;
+    if (ok)
+        out->new_balance = sqlite3_column_int(s, 0);
+    done(s);
+    if (!ok) {
+        if (rc == SQLITE_DONE && read_balance(c, r->user_id, &out->new_balance) == 0)
+            e = LR_ERR_INSUFFICIENT;
+        goto fail;
+    }
+    if (insert_tx(c, r->user_id, r->amount, r->type, r->description, r->metadata, NULL,
+                  r->idempotency_key, ts, out->transaction_id) != 0)
+        goto fail;
+    if (exec_q(c, Q_COMMIT) != 0)
+        goto fail;
+    release(d, c);
+    return LR_OK;
+fail:
+    rollback(c);
+out:
+    release(d, c);
+    return e;
+}
+
+static json_t *col_text(sqlite3_stmt *s, int i)
+{
+    const unsigned char *t = sqlite3_column_text(s, i);
+    return t ? json_string((const char *)t) : json_null();
+}
+
+static json_t *col_json(sqlite3_stmt *s, int i, json_t *(*fallback)(void))
+{
+    const unsigned char *t = sqlite3_column_text(s, i);
+    json_t *j = t ? json_loads((const char *)t, 0, NULL) : NULL;
+    return j ? j : fallback();
+}
+
+static json_t *generation_row(sqlite3_stmt *s)
+{
+    json_t *g = json_object();
+    json_t *urls = col_json(s, 7, json_array);
+    json_object_set_new(g, "id", col_text(s, 0));
+    json_object_set_new(g, "userId", col_text(s, 1));
+    json_object_set_new(g, "type", col_text(s, 2));
+    json_object_set_new(g, "modelId", col_text(s, 3));
+    json_object_set_new(g, "prompt", col_text(s, 4));
+    json_object_set_new(g, "status", col_text(s, 5));
+    json_object_set_new(g, "stage", col_text(s, 6));
+    json_object_set_new(g, "url", json_incref(json_array_size(urls) ? json_array_get(urls, 0)
+                                                                      : json_null()));
+    json_object_set_new(g, "resultUrls", urls);
+    json_object_set_new(g, "creditsUsed", json_integer(sqlite3_column_int(s, 8)));
+    json_object_set_new(g, "outputsCount", json_integer(sqlite3_column_int(s, 9)));
+    json_object_set_new(g, "succeededCount", json_integer(sqlite3_column_int(s, 10)));
+    json_object_set_new(g, "failedCount", json_integer(sqlite3_column_int(s, 11)));
+    json_object_set_new(g, "provider", col_text(s, 12));
+    json_object_set_new(g, "taskIds", col_json(s, 13, json_array));
+    json_object_set_new(g, "params", col_json(s, 14, json_object));
+    if (sqlite3_column_type(s, 15) != SQLITE_NULL)
+        json_object_set_new(g, "error", json_pack("{s:o, s:o}", "code", col_text(s, 15),
+                                                  "message", col_text(s, 16)));
+    else
+        json_object_set_new(g, "error", json_null());
+    json_object_set_new(g, "durationMs", sqlite3_column_type(s, 17) == SQLITE_NULL
+                                             ? json_null()
+                                             : json_integer(sqlite3_column_int64(s, 17)));
+    json_object_set_new(g, "createdAt", col_text(s, 18));
+    json_object_set_new(g, "updatedAt", col_text(s, 19));
+    json_object_set_new(g, "finishedAt", col_text(s, 20));
+    json_t *meta = col_json(s, 21, json_object);
+    json_t *text = json_object_get(meta, "text");
+    json_object_set(g, "text", json_is_string(text) ? text : json_null());
+    json_decref(meta);
+    return g;
+}
+
+static lr_err sq_get_generation(lr_db *db, const char *user_id, const char *id, json_t **out)
+{
+    sqlite_db *d = (sqlite_db *)db;
+    conn *c = acquire(d);
+    sqlite3_stmt *s = stmt(c, Q_GET_GEN);
+    lr_err e = LR_ERR_DB;
+    if (s) {
+        bind_text(s, 1, id);
+        bind_text(s, 2, user_id);
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW) {
+            *out = generation_row(s);
+            e = LR_OK;
+        } else if (rc == SQLITE_DONE) {
+            e = LR_ERR_NOT_FOUND;
+        }
+        done(s);
+    }
+    release(d, c);
+    return e;
+}
+
+static lr_err sq_list_generations(lr_db *db, const char *user_id, const lr_gen_filter *f,
+                                  json_t **out)
+{
+    sqlite_db *d = (sqlite_db *)db;
+    conn *c = acquire(d);
+    sqlite3_stmt *s = stmt(c, Q_LIST_GEN);
+    lr_err e = LR_ERR_DB;
+    if (s) {
+        bind_text(s, 1, user_id);
+        bind_text(s, 2, f->status);
+        bind_text(s, 3, f->type);
+        bind_text(s, 4, f->before_created_at);
+        bind_text(s, 5, f->before_id);
+        sqlite3_bind_int(s, 6, f->limit);
+        json_t *arr = json_array();
+        int rc;
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+            json_array_append_new(arr, generation_row(s));
+        done(s);
+        if (rc == SQLITE_DONE) {
+            *out = arr;
+            e = LR_OK;
+        } else {
+            json_decref(arr);
+        }
+    }
+    release(d, c);
+    return e;
+}
+
+static lr_err sq_list_transactions(lr_db *db, const char *user_id, const char *before_created_at,
+                                   const char *before_id, int limit, json_t **out)
+{
+    sqlite_db *d = (sqlite_db *)db;
+    conn *c = acquire(d);
+    sqlite3_stmt *s = stmt(c, Q_LIST_TX);
+    lr_err e = LR_ERR_DB;
+    if (s) {
+        bind_text(s, 1, user_id);
+        bind_text(s, 2, before_created_at);
+        bind_text(s, 3, before_id);
+        sqlite3_bind_int(s, 4, limit);
+        json_t *arr = json_array();
+        int rc;
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+            json_t *t = json_object();
+            json_object_set_new(t, "id", col_text(s, 0));
+            json_object_set_new(t, "amount", json_integer(sqlite3_column_int(s, 1)));
+            json_object_set_new(t, "type", col_text(s, 2));
+            json_object_set_new(t, "description", col_text(s, 3));
+            json_object_set_new(t, "metadata", col_json(s, 4, json_object));
+            json_object_set_new(t, "generationId", col_text(s, 5));
+            json_object_set_new(t, "createdAt", col_text(s, 6));
+            json_array_append_new(arr, t);
+        }
+        done(s);
+        if (rc == SQLITE_DONE) {
+            *out = arr;
+            e = LR_OK;
+        } else {
+            json_decref(arr);
+        }
+    }
+    release(d, c);
+    return e;
+}
+
+static lr_err sq_unfinished(lr_db *db, json_t **ids)
+{
+    sqlite_db *d = (sqlite_db *)db;
+    conn *c = acquire(d);
+    sqlite3_stmt *s = stmt(c, Q_UNFINISHED);
+    lr_err e = LR_ERR_DB;
+    if (s) {
+        json_t *arr = json_array();
+        int rc;
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+            json_array_append_new(arr, col_text(s, 0));
+        done(s);
+        if (rc == SQLITE_DONE) {
+            *ids = arr;
+            e = LR_OK;
+        } else {
+            json_decref(arr);
+        }
+    }
+    release(d, c);
+    return e;
+}
+
+static void sq_close(lr_db *db)
+{
+    sqlite_db *d = (sqlite_db *)db;
+    for (int i = 0; i < d->n; i++) {
+        for (int q = 0; q < Q_COUNT; q++)
+            sqlite3_finalize(d->conns[i].st[q]);
+        sqlite3_close(d->conns[i].h);
+    }
+    pthread_mutex_destroy(&d->mu);
+    pthread_cond_destroy(&d->cv);
+    free(d->conns);
+    free(d->free_stack);
+    free(d);
+}
+
+static const lr_db_ops sqlite_ops = {
+    .migrate = sq_migrate,
+    .ping = sq_ping,
+    .reserve = sq_reserve,
+    .set_stage = sq_set_stage,
+    .settle = sq_settle,
+    .balance = sq_balance,
+    .adjust = sq_adjust,
+    .get_generation = sq_get_generation,
+    .list_generations = sq_list_generations,
+    .list_transactions = sq_list_transactions,
+    .unfinished = sq_unfinished,
+    .close = sq_close,
+};
+
+lr_err lr_db_sqlite_open(const char *path, int pool_size, lr_db **out, char **errmsg)
+{
+    sqlite_db *d = calloc(1, sizeof *d);
+    if (!d)
+        return LR_ERR_NOMEM;
+    d->base.ops = &sqlite_ops;
+    d->base.backend = "sqlite";
+    d->conns = calloc((size_t)pool_size, sizeof *d->conns);
+    d->free_stack = calloc((size_t)pool_size, sizeof *d->free_stack);
+    pthread_mutex_init(&d->mu, NULL);
+    pthread_cond_init(&d->cv, NULL);
+    if (!d->conns || !d->free_stack) {
+        sq_close(&d->base);
+        return LR_ERR_NOMEM;
+    }
+    for (int i = 0; i < pool_size; i++) {
+        lr_err e = open_conn(path, &d->conns[i], errmsg);
+        d->n = i + 1;
+        if (e != LR_OK) {
+            sq_close(&d->base);
+            return e;
+        }
+        d->free_stack[d->nfree++] = i;
+    }
+    *out = &d->base;
+    return LR_OK;
+}

@@ -1,0 +1,332 @@
+#include "http/server.h"
+
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/util.h"
+
+#define MAX_EXTRA_HEADERS 8
+
+struct lr_http {
+    struct MHD_Daemon *d;
+    lr_http_opts o;
+};
+
+enum req_state { REQ_NEW, REQ_HANDLING, REQ_SUSPENDED, REQ_READY, REQ_DONE };
+
+struct lr_req {
+    lr_http *h;
+    struct MHD_Connection *conn;
+    const char *method;
+    char *path;
+    char id[LR_UUID_LEN + 1 + 28];
+    char *body;
+    size_t body_len, body_cap;
+    bool too_large;
+    bool want_suspend;
+    int64_t started_ms;
+
+    pthread_mutex_t mu;
+    enum req_state state;
+    int status;
+    struct MHD_Response *resp;
+    char *hdr_name[MAX_EXTRA_HEADERS], *hdr_value[MAX_EXTRA_HEADERS];
+    int nhdr;
+};
+
+const char *lr_req_method(const lr_req *r)
+{
+    return r->method;
+}
+const char *lr_req_path(const lr_req *r)
+{
+    return r->path;
+}
+const char *lr_req_id(const lr_req *r)
+{
+    return r->id;
+}
+const char *lr_req_header(const lr_req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+const char *lr_req_query(const lr_req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+const char *lr_req_body(const lr_req *r, size_t *len)
+{
+    *len = r->body_len;
+    return r->body ? r->body : "";
+}
+bool lr_req_body_too_large(const lr_req *r)
+{
+    return r->too_large;
+}
+
+void lr_req_set_header(lr_req *r, const char *name, const char *value)
+{
+    if (r->nhdr == MAX_EXTRA_HEADERS)
+        return;
+    r->hdr_name[r->nhdr] = strdup(name);
+    r->hdr_value[r->nhdr] = strdup(value);
+    r->nhdr++;
+}
+
+static void decorate(lr_req *r, struct MHD_Response *resp)
+{
+    MHD_add_response_header(resp, "X-Request-Id", r->id);
+    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+    for (int i = 0; i < r->nhdr; i++)
+        MHD_add_response_header(resp, r->hdr_name[i], r->hdr_value[i]);
+}
+
+static struct MHD_Response *json_response(lr_req *r, json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(body);
+    if (!text)
+        text = strdup("{\"success\":false,\"error\":\"Internal error\",\"code\":\"internal_error\"}");
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(resp, "Content-Type", "application/json; charset=utf-8");
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    decorate(r, resp);
+    return resp;
+}
+
+/* Stores the response; the access handler queues it on its way out. */
+static void set_response(lr_req *r, int status, struct MHD_Response *resp)
+{
+    if (r->resp) { /* a handler replied twice: keep the first */
+        MHD_destroy_response(resp);
+        return;
+    }
+    r->status = status;
+    r->resp = resp;
+}
+
+void lr_req_reply_json(lr_req *r, int status, json_t *body)
+{
+    set_response(r, status, json_response(r, body));
+}
+
+json_t *lr_error_body(const char *code, const char *msg, json_t *extra)
+{
+    json_t *o = json_pack("{s:b, s:s, s:s}", "success", 0, "error", msg, "code", code);
+    if (extra) {
+        json_object_update(o, extra);
+        json_decref(extra);
+    }
+    return o;
+}
+
+void lr_req_reply_error(lr_req *r, int status, const char *code, const char *msg, json_t *extra)
+{
+    lr_req_reply_json(r, status, lr_error_body(code, msg, extra));
+}
+
+void lr_req_reply_fd(lr_req *r, int status, int fd, uint64_t offset, uint64_t len,
+                     const char *content_type)
+{
+    struct MHD_Response *resp = MHD_create_response_from_fd_at_offset64(len, fd, offset);
+    if (!resp) {
+        close(fd);
+        lr_req_reply_error(r, 500, "internal_error", "Internal error", NULL);
+        return;
+    }
+    MHD_add_response_header(resp, "Content-Type", content_type);
+    decorate(r, resp);
+    set_response(r, status, resp);
+}
+
+void lr_req_reply_empty(lr_req *r, int status)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
+    decorate(r, resp);
+    set_response(r, status, resp);
+}
+
+void lr_req_suspend(lr_req *r)
+{
+    r->want_suspend = true; /* on_request suspends once the route returns */
+}
+
+void lr_req_resume_json(lr_req *r, int status, json_t *body)
+{
+    struct MHD_Response *resp = json_response(r, body);
+    pthread_mutex_lock(&r->mu);
+    set_response(r, status, resp);
+    bool suspended = r->state == REQ_SUSPENDED;
+    r->state = REQ_READY;
+    /* Not suspended yet means the route is still returning: on_request
+     * sees READY and queues at once. */
+    if (suspended)
+        MHD_resume_connection(r->conn);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static bool safe_request_id(const char *v)
+{
+    size_t n = strlen(v);
+    if (n == 0 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = v[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.'))
+            return false;
+    }
+    return true;
+}
+
+static enum MHD_Result queue(lr_req *r)
+{
+    enum MHD_Result ok = MHD_queue_response(r->conn, (unsigned)r->status, r->resp);
+    r->state = REQ_DONE;
+    return ok;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls)
+{
+    lr_http *h = cls;
+    lr_req *r = *con_cls;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r)
+            return MHD_NO;
+        r->h = h;
+        r->conn = conn;
+        r->method = method;
+        r->path = strdup(url);
+        r->started_ms = lr_monotonic_ms();
+        pthread_mutex_init(&r->mu, NULL);
+        const char *rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+        if (rid && safe_request_id(rid))
+            snprintf(r->id, sizeof r->id, "%s", rid);
+        else
+            lr_uuid_v4(r->id);
+        *con_cls = r;
+        return MHD_YES; /* queueing on the first call would force Connection: close */
+    }
+    if (*upload_size > 0) {
+        size_t n = *upload_size;
+        *upload_size = 0;
+        if (r->too_large || r->body_len + n > h->o.max_body) {
+            r->too_large = true;
+            free(r->body);
+            r->body = NULL;
+            r->body_len = r->body_cap = 0;
+            return MHD_YES;
+        }
+        if (r->body_len + n + 1 > r->body_cap) {
+            size_t cap = r->body_cap ? r->body_cap : 1024;
+            while (cap < r->body_len + n + 1)
+                cap *= 2;
+            char *b = realloc(r->body, cap);
+            if (!b)
+                return MHD_NO;
+            r->body = b;
+            r->body_cap = cap;
+        }
+        memcpy(r->body + r->body_len, upload, n);
+        r->body_len += n;
+        r->body[r->body_len] = '\0';
+        return MHD_YES;
+    }
+
+    pthread_mutex_lock(&r->mu);
+    enum req_state st = r->state;
+    pthread_mutex_unlock(&r->mu);
+    if (st == REQ_READY)
+        return queue(r); /* resumed: the answer is waiting */
+    if (st != REQ_NEW)
+        return MHD_YES;
+
+    r->state = REQ_HANDLING;
+    h->o.route(r, h->o.app);
+    pthread_mutex_lock(&r->mu);
+    enum MHD_Result res = MHD_YES;
+    if (r->state == REQ_READY) {
+        res = queue(r);
+    } else if (r->want_suspend) {
+        r->state = REQ_SUSPENDED;
+        MHD_suspend_connection(conn);
+    } else if (r->resp) {
+        res = queue(r);
+    } else {
+        pthread_mutex_unlock(&r->mu);
+        lr_req_reply_error(r, 500, "internal_error", "Internal error: no response", NULL);
+        pthread_mutex_lock(&r->mu);
+        res = queue(r);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return res;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    lr_req *r = *con_cls;
+    if (!r)
+        return;
+    if (lr_log_enabled(LR_LOG_INFO)) {
+        lr_log_fields(LR_LOG_INFO, r->id, "request",
+                      json_pack("{s:s, s:s, s:i, s:I, s:b}", "method", r->method, "path", r->path,
+                                "status", r->status, "duration_ms",
+                                (json_int_t)(lr_monotonic_ms() - r->started_ms), "completed",
+                                toe == MHD_REQUEST_TERMINATED_COMPLETED_OK));
+    }
+    if (r->resp)
+        MHD_destroy_response(r->resp);
+    for (int i = 0; i < r->nhdr; i++) {
+        free(r->hdr_name[i]);
+        free(r->hdr_value[i]);
+    }
+    pthread_mutex_destroy(&r->mu);
+    free(r->body);
+    free(r->path);
+    free(r);
+    *con_cls = NULL;
+}
+
+lr_http *lr_http_start(const lr_http_opts *o)
+{
+    lr_http *h = calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    h->o = *o;
+    h->d = MHD_start_daemon(
+        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+            MHD_USE_DUAL_STACK,
+        (uint16_t)o->port, NULL, NULL, on_request, h, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned)o->threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)(32 * 1024), MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
+    if (!h->d) {
+        free(h);
+        return NULL;
+    }
+    return h;
+}
+
+void lr_http_quiesce(lr_http *h)
+{
+    if (h && h->d)
+        MHD_quiesce_daemon(h->d);
+}
+
+void lr_http_stop(lr_http *h)
+{
+    if (!h)
+        return;
+    MHD_stop_daemon(h->d);
+    free(h);
+}

@@ -1,0 +1,64 @@
+/* The HTTP server on libmicrohttpd: connections, bodies, replies, and
+ * suspension for answers that come later.
+ *
+ * One lr_req lives per request, created by the server and freed when the
+ * response is sent. The route function runs on an MHD thread once the
+ * whole body is in; it must reply (lr_req_reply_*) or call lr_req_suspend
+ * and arrange for lr_req_resume_* to be called exactly once later, from
+ * any thread. Every response carries X-Request-Id; every request is
+ * logged once as a JSON line when it completes.
+ */
+#ifndef LR_HTTP_SERVER_H
+#define LR_HTTP_SERVER_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct lr_http lr_http;
+typedef struct lr_req lr_req;
+typedef void (*lr_route_fn)(lr_req *req, void *app);
+
+typedef struct {
+    int port;
+    int threads;
+    int max_connections;
+    size_t max_body;
+    lr_route_fn route;
+    void *app;
+} lr_http_opts;
+
+lr_http *lr_http_start(const lr_http_opts *o);
+/* Stops accepting; suspended requests must be resumed before lr_http_stop. */
+void lr_http_quiesce(lr_http *h);
+void lr_http_stop(lr_http *h);
+
+const char *lr_req_method(const lr_req *r);
+const char *lr_req_path(const lr_req *r);
+const char *lr_req_id(const lr_req *r);
+const char *lr_req_header(const lr_req *r, const char *name);
+const char *lr_req_query(const lr_req *r, const char *name);
+const char *lr_req_body(const lr_req *r, size_t *len);
+bool lr_req_body_too_large(const lr_req *r);
+
+/* Extra header for the reply (copied). */
+void lr_req_set_header(lr_req *r, const char *name, const char *value);
+/* Replies with body as JSON (the reference is stolen). */
+void lr_req_reply_json(lr_req *r, int status, json_t *body);
+/* The uniform error body: {"success":false,"error":msg,"code":code,...extra}. */
+void lr_req_reply_error(lr_req *r, int status, const char *code, const char *msg, json_t *extra);
+/* Replies with len bytes of fd from offset (fd is closed by the server). */
+void lr_req_reply_fd(lr_req *r, int status, int fd, uint64_t offset, uint64_t len,
+                     const char *content_type);
+/* An empty reply (e.g. 304). */
+void lr_req_reply_empty(lr_req *r, int status);
+
+void lr_req_suspend(lr_req *r);
+/* Thread-safe; exactly once per suspend. */
+void lr_req_resume_json(lr_req *r, int status, json_t *body);
+
+/* Builds an error body (new reference) for callers that resume later. */
+json_t *lr_error_body(const char *code, const char *msg, json_t *extra);
+
+#endif

@@ -1,0 +1,376 @@
+/* lensroom: command-line dispatch. Each command loads the configuration,
+ * opens what it needs, does its one job and exits non-zero on failure.
+ *   serve | migrate | token | credits grant|balance|history
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "api/api.h"
+#include "app.h"
+#include "auth/jwt.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/util.h"
+#include "http/server.h"
+
+#define VERSION "0.1.0"
+
+static const char usage_main[] =
+    "usage: lensroom <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  serve                         run the HTTP server (PORT, default 3001)\n"
+    "  migrate                       apply the database schema (idempotent)\n"
+    "  token USER_ID [--ttl SECONDS] print a signed access token for a user\n"
+    "  credits grant USER_ID AMOUNT [--reason TEXT] [--key IDEMPOTENCY_KEY]\n"
+    "  credits balance USER_ID\n"
+    "  credits history USER_ID [--limit N]\n"
+    "\n"
+    "Every command reads its configuration from the environment; see README.md.\n"
+    "Run 'lensroom <command> --help' for one command.\n";
+
+static const char usage_serve[] =
+    "usage: lensroom serve\n"
+    "Runs the HTTP API on PORT (default 3001) with data in LENSROOM_DATA_DIR\n"
+    "(default ./lensroom-data). Applies migrations, fails and refunds generations\n"
+    "left unfinished by an earlier run, then serves until SIGINT/SIGTERM.\n";
+static const char usage_migrate[] = "usage: lensroom migrate\n"
+                                    "Applies the database schema; running it again changes nothing.\n";
+static const char usage_token[] =
+    "usage: lensroom token USER_ID [--ttl SECONDS]\n"
+    "Prints an HS256 access token (Supabase claims: sub, role and aud\n"
+    "\"authenticated\", iat, exp) signed with the server's JWT secret.\n"
+    "Default ttl 3600 seconds.\n";
+static const char usage_credits[] =
+    "usage: lensroom credits grant USER_ID AMOUNT [--reason TEXT] [--key KEY]\n"
+    "       lensroom credits balance USER_ID\n"
+    "       lensroom credits history USER_ID [--limit N]\n"
+    "grant adds AMOUNT (negative removes, never below zero) with a ledger row;\n"
+    "with --key, repeating the same grant changes nothing.\n";
+
+static bool wants_help(int argc, char **argv)
+{
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))
+            return true;
+    }
+    return false;
+}
+
+/* Loads config and the data folder; the database too when db is non-NULL. */
+static int setup(lr_config *cfg, lr_db **db, int pool)
+{
+    if (lr_config_load(cfg) != 0 || lr_config_prepare_data(cfg) != 0)
+        return -1;
+    lr_log_set_level((lr_log_level)cfg->log_level);
+    if (!db)
+        return 0;
+    char *path = cfg->database_url;
+    char buf[4096];
+    if (!path) {
+        snprintf(buf, sizeof buf, "%s/lensroom.db", cfg->data_dir);
+        path = buf;
+    }
+    char *err = NULL;
+    if (lr_db_open(path, pool, db, &err) != LR_OK) {
+        fprintf(stderr, "database: %s\n", err ? err : "cannot open");
+        free(err);
+        return -1;
+    }
+    if ((*db)->ops->migrate(*db) != LR_OK) {
+        fprintf(stderr, "database: migration failed\n");
+        lr_db_close(*db);
+        *db = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static volatile sig_atomic_t stop_requested;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
+}
+
+static void announce(const lr_config *cfg, const lr_app *app)
+{
+    lr_log_fields(LR_LOG_INFO, NULL, "lensroom listening",
+                  json_pack("{s:i, s:s, s:s, s:s, s:s, s:s}", "port", cfg->port, "database",
+                            app->db->backend, "storage", app->store->backend, "provider",
+                            app->provider->name, "data_dir", cfg->data_dir, "public_url",
+                            cfg->public_url));
+    if (!strcmp(app->provider->name, "mock"))
+        lr_warn("MOCK PROVIDER ACTIVE%s: generations are synthetic (latency %d ms, failure rate "
+                "%.2f); set KIE_API_KEY for real generations",
+                cfg->mock_by_default ? " (no provider key set)" : " (USE_MOCK_INFERENCE=true)",
+                cfg->mock_latency_ms, cfg->mock_fail_rate);
+    if (cfg->test_mode)
+        lr_warn("TEST_MODE=true: EVERY REQUEST IS USER %s, NO AUTHENTICATION. Never use in "
+                "production.", cfg->test_user_id);
+    if (cfg->allow_anon_infer)
+        lr_warn("ALLOW_ANON_INFER=true: anonymous /api/infer requests spend the credits of "
+                "user %s. Never use in production.", cfg->test_user_id);
+    if (cfg->jwt_secret_from_file)
+        lr_info("JWT secret kept in %s/jwt-secret (set SUPABASE_JWT_SECRET to use your "
+                "project's); mint a token with: lensroom token <user-uuid>", cfg->data_dir);
+}
+
+static int cmd_serve(void)
+{
+    lr_config cfg;
+    lr_db *db = NULL;
+    lr_app app = {0};
+    lr_http *http = NULL;
+    int rc = 1;
+    if (setup(&cfg, NULL, 0) != 0)
+        goto out_cfg;
+    if (setup(&cfg, &db, cfg.http_threads + cfg.workers + 1) != 0)
+        goto out_cfg;
+    char *err = NULL;
+    lr_catalog *catalog = lr_catalog_load(cfg.models_file, &err);
+    if (!catalog) {
+        fprintf(stderr, "config: LENSROOM_MODELS: %s\n", err ? err : "cannot load");
+        free(err);
+        goto out_db;
+    }
+    char root[4096];
+    snprintf(root, sizeof root, "%s/storage", cfg.data_dir);
+    lr_store *store = NULL;
+    if (lr_store_fs_open(root, cfg.bucket, cfg.public_url, &store) != LR_OK)
+        goto out_catalog;
+    app = (lr_app){.cfg = &cfg, .db = db, .store = store, .catalog = catalog,
+                   .started_ms = lr_monotonic_ms()};
+    app.loop = lr_loop_new();
+    app.workers = lr_workers_new(cfg.workers);
+    app.provider = lr_provider_mock_new(app.loop, cfg.mock_latency_ms, cfg.mock_fail_rate);
+    app.pipeline = lr_pipeline_new(db, store, app.provider, app.loop, app.workers);
+    if (!app.loop || !app.workers || !app.provider || !app.pipeline || lr_loop_start(app.loop))
+        goto out_all;
+    int recovered = lr_pipeline_recover(app.pipeline);
+    if (recovered > 0)
+        lr_warn("recovered %d unfinished generations (failed and refunded)", recovered);
+
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    lr_http_opts ho = {.port = cfg.port,
+                       .threads = cfg.http_threads,
+                       .max_connections = cfg.max_connections,
+                       .max_body = cfg.max_body_bytes,
+                       .route = lr_api_route,
+                       .app = &app};
+    http = lr_http_start(&ho);
+    if (!http) {
+        fprintf(stderr, "serve: cannot listen on port %d (in use?)\n", cfg.port);
+        goto out_all;
+    }
+    announce(&cfg, &app);
+    while (!stop_requested)
+        pause();
+    lr_info("shutting down: finishing in-flight generations");
+    lr_http_quiesce(http);
+    lr_pipeline_drain(app.pipeline, 15000);
+    lr_http_stop(http);
+    rc = 0;
+out_all:
+    lr_loop_stop(app.loop);
+    lr_workers_free(app.workers);
+    lr_pipeline_free(app.pipeline);
+    if (app.provider)
+        app.provider->ops->close(app.provider);
+    lr_loop_free(app.loop);
+    lr_store_close(store);
+out_catalog:
+    lr_catalog_free(catalog);
+out_db:
+    lr_db_close(db);
+out_cfg:
+    lr_config_free(&cfg);
+    return rc;
+}
+
+static int cmd_migrate(void)
+{
+    lr_config cfg;
+    lr_db *db = NULL;
+    int rc = setup(&cfg, &db, 1) == 0 ? 0 : 1;
+    if (rc == 0)
+        printf("database schema is up to date (%s)\n", db->backend);
+    lr_db_close(db);
+    lr_config_free(&cfg);
+    return rc;
+}
+
+static int user_arg(const char *s, char out[LR_UUID_LEN + 1])
+{
+    if (!s || !lr_uuid_valid(s, strlen(s))) {
+        fprintf(stderr, "error: USER_ID must be a UUID (got '%s')\n", s ? s : "");
+        return -1;
+    }
+    for (int i = 0; i <= LR_UUID_LEN; i++)
+        out[i] = (s[i] >= 'A' && s[i] <= 'Z') ? (char)(s[i] - 'A' + 'a') : s[i];
+    return 0;
+}
+
+static const char *opt_value(int argc, char **argv, const char *name)
+{
+    for (int i = 0; i + 1 < argc; i++) {
+        if (!strcmp(argv[i], name))
+            return argv[i + 1];
+    }
+    return NULL;
+}
+
+static int cmd_token(int argc, char **argv)
+{
+    char user[LR_UUID_LEN + 1];
+    if (argc < 2 || user_arg(argv[1], user) != 0) {
+        fputs(usage_token, stderr);
+        return 2;
+    }
+    long ttl = 3600;
+    const char *t = opt_value(argc, argv, "--ttl");
+    if (t && lr_parse_long(t, 1, 10L * 365 * 86400, &ttl) != 0) {
+        fprintf(stderr, "error: --ttl must be a positive number of seconds\n");
+        return 2;
+    }
+    lr_config cfg;
+    if (setup(&cfg, NULL, 0) != 0) {
+        lr_config_free(&cfg);
+        return 1;
+    }
+    char *tok = lr_jwt_sign_user(cfg.jwt_secret, cfg.jwt_secret_len, user, (int64_t)time(NULL), ttl);
+    lr_config_free(&cfg);
+    if (!tok)
+        return 1;
+    puts(tok);
+    free(tok);
+    return 0;
+}
+
+static int cmd_credits(int argc, char **argv)
+{
+    if (argc < 3) {
+        fputs(usage_credits, stderr);
+        return 2;
+    }
+    const char *sub = argv[1];
+    char user[LR_UUID_LEN + 1];
+    if (user_arg(argv[2], user) != 0)
+        return 2;
+    long amount = 0, limit = 20;
+    if (!strcmp(sub, "grant")) {
+        if (argc < 4 || lr_parse_long(argv[3], -1000000000, 1000000000, &amount) != 0 ||
+            amount == 0) {
+            fprintf(stderr, "error: AMOUNT must be a non-zero whole number\n");
+            return 2;
+        }
+    } else if (!strcmp(sub, "history")) {
+        const char *l = opt_value(argc, argv, "--limit");
+        if (l && lr_parse_long(l, 1, 1000, &limit) != 0) {
+            fprintf(stderr, "error: --limit must be from 1 to 1000\n");
+            return 2;
+        }
+    } else if (strcmp(sub, "balance") != 0) {
+        fputs(usage_credits, stderr);
+        return 2;
+    }
+    lr_config cfg;
+    lr_db *db = NULL;
+    int rc = 1;
+    if (setup(&cfg, &db, 1) != 0)
+        goto out;
+    if (!strcmp(sub, "grant")) {
+        const char *reason = opt_value(argc, argv, "--reason");
+        lr_adjust_req r = {.user_id = user,
+                           .amount = (int)amount,
+                           .type = amount > 0 ? "bonus" : "adjustment",
+                           .description = reason ? reason : "Granted with lensroom credits grant",
+                           .idempotency_key = opt_value(argc, argv, "--key")};
+        lr_adjust_result res;
+        lr_err e = db->ops->adjust(db, &r, &res);
+        if (e == LR_OK) {
+            printf("%s %ld credits to %s: balance %d (transaction %s)\n",
+                   res.replayed ? "already granted" : amount > 0 ? "granted" : "removed",
+                   amount > 0 ? amount : -amount, user, res.new_balance, res.transaction_id);
+            rc = 0;
+        } else if (e == LR_ERR_INSUFFICIENT) {
+            fprintf(stderr, "error: balance is %d; cannot remove %ld\n", res.new_balance, -amount);
+        } else {
+            fprintf(stderr, "error: %s\n", lr_strerror(e));
+        }
+    } else if (!strcmp(sub, "balance")) {
+        int b;
+        if (db->ops->balance(db, user, &b) == LR_OK) {
+            printf("%d\n", b);
+            rc = 0;
+        }
+    } else {
+        json_t *rows = NULL;
+        if (db->ops->list_transactions(db, user, NULL, NULL, (int)limit, &rows) == LR_OK) {
+            size_t i;
+            json_t *t;
+            printf("%-24s  %8s  %-10s  %s\n", "created_at", "amount", "type", "description");
+            json_array_foreach(rows, i, t)
+            {
+                printf("%-24s  %8lld  %-10s  %s\n",
+                       json_string_value(json_object_get(t, "createdAt")),
+                       (long long)json_integer_value(json_object_get(t, "amount")),
+                       json_string_value(json_object_get(t, "type")),
+                       json_is_string(json_object_get(t, "description"))
+                           ? json_string_value(json_object_get(t, "description"))
+                           : "");
+            }
+            json_decref(rows);
+            rc = 0;
+        }
+    }
+out:
+    lr_db_close(db);
+    lr_config_free(&cfg);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
+        !strcmp(argv[1], "help")) {
+        fputs(usage_main, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--version")) {
+        puts("lensroom " VERSION);
+        return 0;
+    }
+    struct {
+        const char *name;
+        const char *usage;
+    } helps[] = {{"serve", usage_serve},
+                 {"migrate", usage_migrate},
+                 {"token", usage_token},
+                 {"credits", usage_credits}};
+    for (size_t i = 0; i < sizeof helps / sizeof *helps; i++) {
+        if (!strcmp(cmd, helps[i].name) && wants_help(argc - 2, argv + 2)) {
+            fputs(helps[i].usage, stdout);
+            return 0;
+        }
+    }
+    if (!strcmp(cmd, "serve"))
+        return cmd_serve();
+    if (!strcmp(cmd, "migrate"))
+        return cmd_migrate();
+    if (!strcmp(cmd, "token"))
+        return cmd_token(argc - 1, argv + 1);
+    if (!strcmp(cmd, "credits"))
+        return cmd_credits(argc - 1, argv + 1);
+    fprintf(stderr, "lensroom: unknown command '%s'\n\n%s", cmd, usage_main);
+    return 2;
+}

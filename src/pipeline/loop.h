@@ -1,0 +1,38 @@
+/* The event loop: one thread that owns every wait in the server.
+ *
+ * Timers (mock latency, infer wait limits, retries) and, for real
+ * providers, libcurl multi transfers all run here, so a generation that
+ * waits holds no thread. Callbacks run on the loop thread and must not
+ * block; CPU or disk work goes to the worker pool (lr_workers_submit),
+ * which has a fixed number of threads. lr_loop_timer and lr_loop_cancel
+ * may be called from any thread.
+ */
+#ifndef LR_LOOP_H
+#define LR_LOOP_H
+
+#include <stdint.h>
+
+typedef struct lr_loop lr_loop;
+typedef void (*lr_loop_fn)(void *arg);
+typedef uint64_t lr_timer_id;
+
+lr_loop *lr_loop_new(void);
+int lr_loop_start(lr_loop *l);
+/* Stops the thread; pending timers are dropped without running. */
+void lr_loop_stop(lr_loop *l);
+void lr_loop_free(lr_loop *l);
+
+/* Runs fn(arg) on the loop thread after delay_ms; returns an id for cancel. */
+lr_timer_id lr_loop_timer(lr_loop *l, int64_t delay_ms, lr_loop_fn fn, void *arg);
+/* 1 when the timer was removed before running, 0 when it ran or is running. */
+int lr_loop_cancel(lr_loop *l, lr_timer_id id);
+/* Number of timers waiting (for /metrics and tests). */
+int lr_loop_pending(lr_loop *l);
+
+typedef struct lr_workers lr_workers;
+lr_workers *lr_workers_new(int threads);
+void lr_workers_submit(lr_workers *w, lr_loop_fn fn, void *arg);
+/* Runs what is queued, then joins the threads. */
+void lr_workers_free(lr_workers *w);
+
+#endif

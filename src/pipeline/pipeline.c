@@ -1,0 +1,449 @@
+/* Generation runs: one per in-flight generation, in a registry keyed by
+ * id. One mutex guards the registry, each run's counters and the waiters;
+ * it is never held across a database call, a provider call or a waiter
+ * callback. */
+#include "pipeline/pipeline.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/util.h"
+
+#define MAX_OUTPUTS 4
+
+typedef struct run run;
+
+typedef struct waiter {
+    lr_pipeline *p;
+    run *r; /* valid while !fired */
+    lr_wait_fn fn;
+    void *ctx;
+    lr_timer_id timer;
+    bool fired;
+    struct waiter *next;
+} waiter;
+
+struct run {
+    lr_pipeline *p;
+    char id[LR_UUID_LEN + 1];
+    char user_id[LR_UUID_LEN + 1];
+    char created_at[32];
+    const lr_model *model;
+    char *prompt;
+    json_t *params;
+    int outputs;
+    lr_provider_task tasks[MAX_OUTPUTS];
+    char *urls[MAX_OUTPUTS];
+    char *task_ids[MAX_OUTPUTS];
+    char *text;
+    char *err_code, *err_msg;
+    int remaining, succeeded, failed;
+    int64_t started_ms;
+    waiter *waiters;
+    run *next;
+};
+
+typedef struct {
+    run *r;
+    int variant;
+    lr_err (*produce)(lr_provider_task *t, lr_blob_sink *sink);
+} store_job;
+
+#define BUCKETS 1024
+
+struct lr_pipeline {
+    lr_db *db;
+    lr_store *store;
+    lr_provider *provider;
+    lr_loop *loop;
+    lr_workers *workers;
+    pthread_mutex_t mu;
+    pthread_cond_t idle;
+    run *buckets[BUCKETS];
+    int in_flight;
+};
+
+static unsigned bucket_of(const char *id)
+{
+    unsigned h = 2166136261u;
+    for (const char *c = id; *c; c++)
+        h = (h ^ (unsigned char)*c) * 16777619u;
+    return h % BUCKETS;
+}
+
+lr_pipeline *lr_pipeline_new(lr_db *db, lr_store *store, lr_provider *provider, lr_loop *loop,
+                             lr_workers *workers)
+{
+    lr_pipeline *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    *p = (lr_pipeline){.db = db, .store = store, .provider = provider, .loop = loop,
+                       .workers = workers};
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->idle, NULL);
+    return p;
+}
+
+static void run_free(run *r)
+{
+    for (int i = 0; i < MAX_OUTPUTS; i++) {
+        free(r->urls[i]);
+        free(r->task_ids[i]);
+    }
+    free(r->text);
+    free(r->err_code);
+    free(r->err_msg);
+    free(r->prompt);
+    json_decref(r->params);
+    free(r);
+}
+
+static void unregister(lr_pipeline *p, run *r)
+{
+    run **pp = &p->buckets[bucket_of(r->id)];
+    while (*pp && *pp != r)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = r->next;
+    p->in_flight--;
+    if (p->in_flight == 0)
+        pthread_cond_broadcast(&p->idle);
+}
+
+static void waiter_timeout(void *arg)
+{
+    waiter *w = arg;
+    lr_pipeline *p = w->p;
+    pthread_mutex_lock(&p->mu);
+    bool fired = w->fired;
+    w->fired = true;
+    if (!fired) {
+        for (waiter **pw = &w->r->waiters; *pw; pw = &(*pw)->next) {
+            if (*pw == w) {
+                *pw = w->next;
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (!fired)
+        w->fn(w->ctx, NULL);
+    free(w);
+}
+
+/* Settles r in the database and tells its waiters. Runs on a worker. */
+static void settle(run *r)
+{
+    lr_pipeline *p = r->p;
+    json_t *urls = json_array(), *task_ids = json_array();
+    for (int i = 0; i < r->outputs; i++) {
+        if (r->urls[i])
+            json_array_append_new(urls, json_string(r->urls[i]));
+        if (r->task_ids[i])
+            json_array_append_new(task_ids, json_string(r->task_ids[i]));
+    }
+    bool ok = r->succeeded > 0;
+    int cost = r->model->credit_cost;
+    lr_settle_req s = {
+        .generation_id = r->id,
+        .user_id = r->user_id,
+        .success = ok,
+        .status = ok ? "success" : "failed",
+        .result_urls = urls,
+        .task_ids = task_ids,
+        .succeeded_count = r->succeeded,
+        .failed_count = r->failed,
+        .refund = r->failed * cost,
+        .error_code = r->err_code,
+        .error_message = r->err_msg,
+        .text = r->text,
+        .duration_ms = lr_monotonic_ms() - r->started_ms,
+    };
+    int balance = 0;
+    lr_err e = LR_ERR_DB;
+    for (int attempt = 0; attempt < 5 && e != LR_OK && e != LR_ERR_CONFLICT; attempt++) {
+        if (attempt)
+            usleep(50000u << attempt);
+        e = p->db->ops->settle(p->db, &s, &balance);
+    }
+    if (e == LR_ERR_CONFLICT)
+        lr_warn("generation %s was already settled", r->id);
+    else if (e != LR_OK)
+        lr_error("generation %s could not be settled (%s); start-up recovery will refund it",
+                 r->id, lr_strerror(e));
+    lr_outcome o = {
+        .generation_id = r->id,
+        .model_id = r->model->id,
+        .provider = p->provider->name,
+        .status = e == LR_OK ? s.status : "failed",
+        .urls = urls,
+        .task_ids = task_ids,
+        .text = r->text,
+        .outputs_count = r->outputs,
+        .succeeded_count = r->succeeded,
+        .failed_count = r->failed,
+        .credits_used = r->succeeded * cost,
+        .balance = balance,
+        .duration_ms = s.duration_ms,
+        .error_code = e == LR_OK ? r->err_code : "internal_error",
+        .error_message = e == LR_OK ? r->err_msg : "The generation could not be recorded",
+        .created_at = r->created_at,
+    };
+    if (e == LR_OK) {
+        lr_log_fields(LR_LOG_INFO, NULL, "generation settled",
+                      json_pack("{s:s, s:s, s:s, s:i, s:i, s:I}", "generation_id", r->id,
+                                "model", r->model->id, "status", s.status, "succeeded",
+                                r->succeeded, "failed", r->failed, "duration_ms",
+                                (json_int_t)s.duration_ms));
+    }
+
+    pthread_mutex_lock(&p->mu);
+    unregister(p, r);
+    waiter *ws = r->waiters;
+    r->waiters = NULL;
+    for (waiter *w = ws; w; w = w->next)
+        w->fired = true;
+    pthread_mutex_unlock(&p->mu);
+    for (waiter *w = ws, *next; w; w = next) {
+        next = w->next;
+        w->fn(w->ctx, &o);
+        if (lr_loop_cancel(p->loop, w->timer))
+            free(w); /* else the timer is running and frees it */
+    }
+    json_decref(urls);
+    json_decref(task_ids);
+    run_free(r);
+}
+
+static void settle_job(void *arg)
+{
+    settle(arg);
+}
+
+/* Records one output's end; the last one settles. Called with p->mu free. */
+static void output_finished(run *r, int variant, bool ok, const char *code, const char *msg,
+                            bool on_worker)
+{
+    lr_pipeline *p = r->p;
+    pthread_mutex_lock(&p->mu);
+    if (ok) {
+        r->succeeded++;
+    } else {
+        r->failed++;
+        if (!r->err_code) {
+            r->err_code = strdup(code ? code : "provider_failed");
+            r->err_msg = strdup(msg ? msg : "The provider failed");
+        }
+        lr_log(LR_LOG_WARN, NULL, "generation %s output %d failed: %s", r->id, variant,
+               code ? code : "provider_failed");
+    }
+    bool last = --r->remaining == 0;
+    pthread_mutex_unlock(&p->mu);
+    if (!last)
+        return;
+    if (on_worker)
+        settle(r);
+    else
+        lr_workers_submit(p->workers, settle_job, r);
+}
+
+static void store_output(void *arg)
+{
+    store_job *j = arg;
+    run *r = j->r;
+    int v = j->variant;
+    lr_err (*produce)(lr_provider_task *, lr_blob_sink *) = j->produce;
+    free(j);
+    char name[64];
+    if (v == 0)
+        snprintf(name, sizeof name, "%s", r->id);
+    else
+        snprintf(name, sizeof name, "%s_%d", r->id, v);
+    lr_blob_sink *sink = NULL;
+    char *url = NULL;
+    lr_err e = lr_blob_begin(r->p->store, r->user_id, name, LR_STORE_MAX_BYTES, &sink);
+    if (e == LR_OK) {
+        e = produce(&r->tasks[v], sink);
+        if (e == LR_OK)
+            e = lr_blob_finish(sink, &url, NULL, NULL);
+        else
+            lr_blob_abort(sink);
+    }
+    if (e != LR_OK) {
+        lr_error("generation %s output %d could not be stored: %s", r->id, v, lr_strerror(e));
+        output_finished(r, v, false, e == LR_ERR_TOO_LARGE     ? "output_too_large"
+                                     : e == LR_ERR_UNSUPPORTED ? "output_type_not_allowed"
+                                                               : "storage_failed",
+                        e == LR_ERR_TOO_LARGE ? "The provider's output is larger than 50 MB"
+                        : e == LR_ERR_UNSUPPORTED
+                            ? "The provider's output is not an allowed image or video type"
+                            : "The output could not be stored",
+                        true);
+        return;
+    }
+    r->urls[v] = url; /* only this worker writes slot v */
+    output_finished(r, v, true, NULL, NULL, true);
+}
+
+/* The provider's answer for one output (loop thread or worker). */
+static void task_done(lr_provider_task *t, const lr_provider_result *res)
+{
+    run *r = t->owner;
+    lr_pipeline *p = r->p;
+    int v = t->variant;
+    if (res->task_id)
+        r->task_ids[v] = strdup(res->task_id);
+    if (!res->ok) {
+        output_finished(r, v, false, res->error_code, res->error_message, false);
+        return;
+    }
+    if (res->text) {
+        pthread_mutex_lock(&p->mu);
+        if (!r->text)
+            r->text = strdup(res->text);
+        pthread_mutex_unlock(&p->mu);
+        output_finished(r, v, true, NULL, NULL, false);
+        return;
+    }
+    if (!res->produce) {
+        output_finished(r, v, false, "provider_failed", "The provider returned no output", false);
+        return;
+    }
+    store_job *j = malloc(sizeof *j);
+    if (!j)
+        abort();
+    *j = (store_job){r, v, res->produce};
+    lr_workers_submit(p->workers, store_output, j);
+}
+
+lr_err lr_pipeline_start(lr_pipeline *p, const lr_run_req *req, int64_t timeout_ms,
+                         lr_wait_fn wait, void *ctx)
+{
+    if (req->outputs_count < 1 || req->outputs_count > MAX_OUTPUTS)
+        return LR_ERR_INVALID;
+    run *r = calloc(1, sizeof *r);
+    if (!r)
+        return LR_ERR_NOMEM;
+    r->p = p;
+    snprintf(r->id, sizeof r->id, "%s", req->generation_id);
+    snprintf(r->user_id, sizeof r->user_id, "%s", req->user_id);
+    snprintf(r->created_at, sizeof r->created_at, "%s", req->created_at);
+    r->model = req->model;
+    r->prompt = strdup(req->prompt);
+    r->params = json_incref(req->params);
+    r->outputs = r->remaining = req->outputs_count;
+    r->started_ms = lr_monotonic_ms();
+    for (int i = 0; i < r->outputs; i++) {
+        r->tasks[i] = (lr_provider_task){.generation_id = r->id,
+                                         .user_id = r->user_id,
+                                         .model = r->model,
+                                         .prompt = r->prompt,
+                                         .params = r->params,
+                                         .variant = i,
+                                         .done = task_done,
+                                         .owner = r};
+    }
+    p->db->ops->set_stage(p->db, r->id, "processing", "submitted");
+
+    pthread_mutex_lock(&p->mu);
+    unsigned b = bucket_of(r->id);
+    r->next = p->buckets[b];
+    p->buckets[b] = r;
+    p->in_flight++;
+    if (wait) {
+        waiter *w = calloc(1, sizeof *w);
+        if (!w)
+            abort();
+        *w = (waiter){.p = p, .r = r, .fn = wait, .ctx = ctx, .next = r->waiters};
+        r->waiters = w;
+        /* Registered under the lock, so the run cannot settle before the
+         * waiter knows its timer. */
+        w->timer = lr_loop_timer(p->loop, timeout_ms, waiter_timeout, w);
+    }
+    pthread_mutex_unlock(&p->mu);
+
+    for (int i = 0; i < r->outputs; i++) {
+        lr_err e = p->provider->ops->submit(p->provider, &r->tasks[i]);
+        if (e != LR_OK)
+            output_finished(r, i, false, "provider_unavailable", "The provider could not be reached",
+                            false);
+    }
+    return LR_OK;
+}
+
+int lr_pipeline_recover(lr_pipeline *p)
+{
+    json_t *ids = NULL;
+    if (p->db->ops->unfinished(p->db, &ids) != LR_OK)
+        return -1;
+    size_t i;
+    json_t *id;
+    int n = 0;
+    json_array_foreach(ids, i, id)
+    {
+        json_t *g = NULL;
+        if (p->db->ops->get_generation(p->db, NULL, json_string_value(id), &g) != LR_OK)
+            continue;
+        int outputs = (int)json_integer_value(json_object_get(g, "outputsCount"));
+        lr_settle_req s = {
+            .generation_id = json_string_value(id),
+            .status = "failed",
+            .result_urls = NULL,
+            .failed_count = outputs,
+            .refund = (int)json_integer_value(json_object_get(g, "creditsUsed")),
+            .error_code = "interrupted",
+            .error_message = "The server stopped before this generation finished; "
+                             "the credits were refunded",
+        };
+        int balance;
+        if (p->db->ops->settle(p->db, &s, &balance) == LR_OK) {
+            n++;
+            lr_log_fields(LR_LOG_WARN, NULL, "unfinished generation failed and refunded",
+                          json_pack("{s:O, s:i}", "generation_id", id, "refund", s.refund));
+        }
+        json_decref(g);
+    }
+    json_decref(ids);
+    return n;
+}
+
+int lr_pipeline_in_flight(lr_pipeline *p)
+{
+    pthread_mutex_lock(&p->mu);
+    int n = p->in_flight;
+    pthread_mutex_unlock(&p->mu);
+    return n;
+}
+
+void lr_pipeline_drain(lr_pipeline *p, int64_t timeout_ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (timeout_ms % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&p->mu);
+    while (p->in_flight > 0 && pthread_cond_timedwait(&p->idle, &p->mu, &until) == 0)
+        ;
+    if (p->in_flight > 0)
+        lr_warn("%d generations still running at shutdown; they will be refunded at the next "
+                "start", p->in_flight);
+    pthread_mutex_unlock(&p->mu);
+}
+
+void lr_pipeline_free(lr_pipeline *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->idle);
+    free(p);
+}

@@ -1,0 +1,71 @@
+/* The generation pipeline: from a reserved generation to a settled one.
+ *
+ * A caller first reserves (db->reserve: credits charged, row written), then
+ * hands the generation here. The pipeline submits one provider task per
+ * output, streams each result into storage on a worker, and when every
+ * output has ended settles the generation in one transaction: success with
+ * the URLs, or failed with the error and one refund covering every failed
+ * output. Nothing here blocks the loop thread; nothing holds a thread
+ * while a provider works.
+ *
+ * Waiting: lr_pipeline_start can attach a waiter that is called exactly
+ * once, with the outcome or with NULL when timeout_ms passes first. It is
+ * called on a worker or the loop thread and must not block.
+ */
+#ifndef LR_PIPELINE_H
+#define LR_PIPELINE_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "core/err.h"
+#include "db/db.h"
+#include "pipeline/loop.h"
+#include "providers/catalog.h"
+#include "providers/provider.h"
+#include "storage/storage.h"
+
+typedef struct lr_pipeline lr_pipeline;
+
+typedef struct {
+    const char *generation_id;
+    const char *model_id;
+    const char *provider;
+    const char *status; /* success | failed */
+    json_t *urls;
+    json_t *task_ids;
+    const char *text; /* text models */
+    int outputs_count, succeeded_count, failed_count;
+    int credits_used;
+    int balance;
+    int64_t duration_ms;
+    const char *error_code, *error_message;
+    const char *created_at;
+} lr_outcome;
+
+typedef void (*lr_wait_fn)(void *ctx, const lr_outcome *outcome);
+
+typedef struct {
+    const char *generation_id;
+    const char *user_id;
+    const lr_model *model;
+    const char *prompt;
+    json_t *params;
+    int outputs_count;
+    const char *created_at;
+} lr_run_req;
+
+lr_pipeline *lr_pipeline_new(lr_db *db, lr_store *store, lr_provider *provider, lr_loop *loop,
+                             lr_workers *workers);
+/* Starts a reserved generation. wait may be NULL (nobody waits). */
+lr_err lr_pipeline_start(lr_pipeline *p, const lr_run_req *req, int64_t timeout_ms,
+                         lr_wait_fn wait, void *ctx);
+/* Fails and refunds every generation left unfinished by an earlier
+ * process (the mock cannot resume a task). Returns how many. */
+int lr_pipeline_recover(lr_pipeline *p);
+int lr_pipeline_in_flight(lr_pipeline *p);
+/* Waits up to timeout_ms for in-flight generations to settle. */
+void lr_pipeline_drain(lr_pipeline *p, int64_t timeout_ms);
+void lr_pipeline_free(lr_pipeline *p);
+
+#endif

@@ -1,0 +1,45 @@
+/* The model catalog: which models exist, what they cost, which params they
+ * take. Built in (catalog.json, the original design's registry) or loaded
+ * from the JSON file named by LENSROOM_MODELS, in the same format. Read-only
+ * after load: any thread may use it.
+ */
+#ifndef LR_CATALOG_H
+#define LR_CATALOG_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+typedef struct {
+    const char *id;
+    const char *title;
+    const char *provider;
+    const char *capability; /* text | image | edit | video */
+    const char *provider_model;
+    bool enabled;
+    int credit_cost;
+    json_t *params_schema; /* object: name -> {type, default, min, max, options} */
+    json_t *def;           /* the whole definition */
+} lr_model;
+
+typedef struct lr_catalog lr_catalog;
+
+/* file NULL: the built-in catalog. On error returns NULL with *err set
+ * (malloc'd, one line). */
+lr_catalog *lr_catalog_load(const char *file, char **err);
+void lr_catalog_free(lr_catalog *c);
+
+/* NULL when unknown. Disabled models are returned; callers check enabled. */
+const lr_model *lr_catalog_find(const lr_catalog *c, const char *id);
+/* The public array for GET /api/models: enabled models only. New ref. */
+json_t *lr_catalog_public(const lr_catalog *c);
+
+/* The generations.type for a model: photo | edit | video | text. */
+const char *lr_model_generation_type(const lr_model *m);
+
+/* Checks params against the schema: unknown names, types, min/max and
+ * options; fills defaults. On success *out is a new object. On failure
+ * returns -1 with *field and *msg (malloc'd) naming the problem. */
+int lr_model_validate_params(const lr_model *m, json_t *params, json_t **out, char **field,
+                             char **msg);
+
+#endif

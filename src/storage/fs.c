@@ -1,0 +1,191 @@
+/* Local folder backend: objects are files under {root}/{bucket}/{key},
+ * written to a hidden temp file in the same folder and renamed into place
+ * after fsync, so a reader never sees half an object and a crash leaves
+ * at most a stray temp file. Every path is built from a validated key. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/util.h"
+#include "storage/storage.h"
+
+typedef struct {
+    lr_store base;
+    char *dir; /* {root}/{bucket} */
+} fs_store;
+
+struct lr_store_writer {
+    int fd;
+    char *tmp_path;
+    char *final_path;
+};
+
+static char *object_path(fs_store *s, const char *key)
+{
+    char *p;
+    if (!lr_store_key_valid(key) || asprintf(&p, "%s/%s", s->dir, key) < 0)
+        return NULL;
+    return p;
+}
+
+static lr_err fs_open_writer(lr_store *st, const char *key, const char *content_type,
+                             lr_store_writer **out)
+{
+    fs_store *s = (fs_store *)st;
+    char *path = object_path(s, key);
+    if (!path)
+        return LR_ERR_INVALID;
+    char *slash = strrchr(path, '/');
+    *slash = '\0';
+    int mk = lr_mkdir_p(path, 0755);
+    char *tmp = NULL;
+    if (mk == 0 && asprintf(&tmp, "%s/.tmp-XXXXXX", path) < 0)
+        tmp = NULL;
+    *slash = '/';
+    if (!tmp) {
+        lr_error("storage: cannot create folder for %s: %s", key, strerror(errno));
+        free(path);
+        return LR_ERR_IO;
+    }
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        lr_error("storage: cannot create temp file for %s: %s", key, strerror(errno));
+        free(tmp);
+        free(path);
+        return LR_ERR_IO;
+    }
+    fchmod(fd, 0644);
+    lr_store_writer *w = malloc(sizeof *w);
+    if (!w) {
+        close(fd);
+        unlink(tmp);
+        free(tmp);
+        free(path);
+        return LR_ERR_NOMEM;
+    }
+    *w = (lr_store_writer){fd, tmp, path};
+    *out = w;
+    return LR_OK;
+}
+
+static lr_err fs_write(lr_store_writer *w, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(w->fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            lr_error("storage: write failed: %s", strerror(errno));
+            return LR_ERR_IO;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return LR_OK;
+}
+
+static void writer_free(lr_store_writer *w)
+{
+    free(w->tmp_path);
+    free(w->final_path);
+    free(w);
+}
+
+static lr_err fs_commit(lr_store_writer *w)
+{
+    lr_err e = LR_OK;
+    if (fdatasync(w->fd) != 0 || close(w->fd) != 0) {
+        e = LR_ERR_IO;
+        unlink(w->tmp_path);
+    } else if (rename(w->tmp_path, w->final_path) != 0) {
+        e = LR_ERR_IO;
+        unlink(w->tmp_path);
+    }
+    if (e != LR_OK)
+        lr_error("storage: commit failed: %s", strerror(errno));
+    writer_free(w);
+    return e;
+}
+
+static void fs_abort(lr_store_writer *w)
+{
+    close(w->fd);
+    unlink(w->tmp_path);
+    writer_free(w);
+}
+
+static lr_err fs_remove(lr_store *st, const char *key)
+{
+    char *path = object_path((fs_store *)st, key);
+    if (!path)
+        return LR_ERR_INVALID;
+    int rc = unlink(path);
+    int err = errno;
+    free(path);
+    if (rc != 0)
+        return err == ENOENT ? LR_ERR_NOT_FOUND : LR_ERR_IO;
+    return LR_OK;
+}
+
+static lr_err fs_open_local(lr_store *st, const char *key, int *fd, struct stat *sb)
+{
+    char *path = object_path((fs_store *)st, key);
+    if (!path)
+        return LR_ERR_INVALID;
+    /* O_NOFOLLOW: a symlink planted in the tree is never followed out. */
+    int f = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    free(path);
+    if (f < 0)
+        return LR_ERR_NOT_FOUND;
+    if (fstat(f, sb) != 0 || !S_ISREG(sb->st_mode)) {
+        close(f);
+        return LR_ERR_NOT_FOUND;
+    }
+    *fd = f;
+    return LR_OK;
+}
+
+static void fs_close(lr_store *st)
+{
+    fs_store *s = (fs_store *)st;
+    free(s->dir);
+    free(s->base.bucket);
+    free(s->base.public_base);
+    free(s);
+}
+
+static const lr_store_ops fs_ops = {
+    .open_writer = fs_open_writer,
+    .write = fs_write,
+    .commit = fs_commit,
+    .abort = fs_abort,
+    .remove = fs_remove,
+    .open_local = fs_open_local,
+    .close = fs_close,
+};
+
+lr_err lr_store_fs_open(const char *root, const char *bucket, const char *public_base,
+                        lr_store **out)
+{
+    fs_store *s = calloc(1, sizeof *s);
+    if (!s)
+        return LR_ERR_NOMEM;
+    s->base.ops = &fs_ops;
+    s->base.backend = "local";
+    s->base.bucket = strdup(bucket);
+    s->base.public_base = strdup(public_base);
+    if (asprintf(&s->dir, "%s/%s", root, bucket) < 0)
+        s->dir = NULL;
+    if (!s->dir || lr_mkdir_p(s->dir, 0755) != 0) {
+        lr_error("storage: cannot create %s/%s: %s", root, bucket, strerror(errno));
+        fs_close(&s->base);
+        return LR_ERR_IO;
+    }
+    *out = &s->base;
+    return LR_OK;
+}

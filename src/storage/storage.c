@@ -1,0 +1,151 @@
+/* Backend-independent storage: key rules, public URLs and the blob sink. */
+#include "storage/storage.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/util.h"
+
+bool lr_store_key_valid(const char *key)
+{
+    size_t n = key ? strlen(key) : 0;
+    if (n == 0 || n > 1024 || key[0] == '/' || key[n - 1] == '/')
+        return false;
+    size_t seg = 0;
+    for (size_t i = 0; i <= n; i++) {
+        char c = key[i];
+        if (c == '/' || c == '\0') {
+            /* empty, "." and ".." segments would alias or escape */
+            if (seg == 0 || (seg == 1 && key[i - 1] == '.') ||
+                (seg == 2 && key[i - 1] == '.' && key[i - 2] == '.'))
+                return false;
+            seg = 0;
+            continue;
+        }
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.'))
+            return false;
+        if (seg == 0 && c == '.')
+            return false; /* no hidden files: temp files start with '.' */
+        seg++;
+    }
+    return true;
+}
+
+char *lr_store_public_url(const lr_store *s, const char *key)
+{
+    char *url;
+    if (asprintf(&url, "%s/storage/v1/object/public/%s/%s", s->public_base, s->bucket, key) < 0)
+        return NULL;
+    return url;
+}
+
+void lr_store_close(lr_store *s)
+{
+    if (s)
+        s->ops->close(s);
+}
+
+struct lr_blob_sink {
+    lr_store *store;
+    lr_store_writer *w;
+    char *user_id, *name, *key;
+    const lr_mime *mime;
+    unsigned char head[LR_MIME_SNIFF_LEN];
+    size_t head_len;
+    size_t total, max;
+};
+
+lr_err lr_blob_begin(lr_store *s, const char *user_id, const char *name, size_t max_bytes,
+                     lr_blob_sink **out)
+{
+    lr_blob_sink *k = calloc(1, sizeof *k);
+    if (!k)
+        return LR_ERR_NOMEM;
+    k->store = s;
+    k->user_id = strdup(user_id);
+    k->name = strdup(name);
+    k->max = max_bytes;
+    *out = k;
+    return LR_OK;
+}
+
+/* Called once enough bytes are in to name the object. */
+static lr_err open_target(lr_blob_sink *k)
+{
+    k->mime = lr_mime_sniff(k->head, k->head_len);
+    if (!k->mime)
+        return LR_ERR_UNSUPPORTED;
+    const char *folder = strcmp(k->mime->kind, "video") == 0 ? "video" : "photo";
+    if (asprintf(&k->key, "%s/%s/%s.%s", k->user_id, folder, k->name, k->mime->ext) < 0) {
+        k->key = NULL;
+        return LR_ERR_NOMEM;
+    }
+    if (!lr_store_key_valid(k->key))
+        return LR_ERR_INVALID;
+    lr_err e = k->store->ops->open_writer(k->store, k->key, k->mime->content_type, &k->w);
+    if (e != LR_OK)
+        return e;
+    return k->store->ops->write(k->w, k->head, k->head_len);
+}
+
+lr_err lr_blob_write(lr_blob_sink *k, const void *buf, size_t len)
+{
+    if (k->total + len > k->max)
+        return LR_ERR_TOO_LARGE;
+    k->total += len;
+    if (k->w)
+        return k->store->ops->write(k->w, buf, len);
+    size_t take = LR_MIME_SNIFF_LEN - k->head_len;
+    if (take > len)
+        take = len;
+    memcpy(k->head + k->head_len, buf, take);
+    k->head_len += take;
+    if (k->head_len < LR_MIME_SNIFF_LEN)
+        return LR_OK;
+    lr_err e = open_target(k);
+    if (e != LR_OK)
+        return e;
+    return len > take ? k->store->ops->write(k->w, (const char *)buf + take, len - take) : LR_OK;
+}
+
+static void sink_free(lr_blob_sink *k)
+{
+    free(k->user_id);
+    free(k->name);
+    free(k->key);
+    free(k);
+}
+
+lr_err lr_blob_finish(lr_blob_sink *k, char **url, char **key, const lr_mime **mime)
+{
+    lr_err e = LR_OK;
+    if (!k->w)
+        e = k->head_len ? open_target(k) : LR_ERR_UNSUPPORTED;
+    if (e != LR_OK) {
+        lr_blob_abort(k);
+        return e;
+    }
+    e = k->store->ops->commit(k->w);
+    k->w = NULL;
+    if (e == LR_OK) {
+        if (url)
+            *url = lr_store_public_url(k->store, k->key);
+        if (key)
+            *key = strdup(k->key);
+        if (mime)
+            *mime = k->mime;
+    }
+    sink_free(k);
+    return e;
+}
+
+void lr_blob_abort(lr_blob_sink *k)
+{
+    if (!k)
+        return;
+    if (k->w)
+        k->store->ops->abort(k->w);
+    sink_free(k);
+}

@@ -1,0 +1,65 @@
+/* Object storage: the interface every backend fills, and the blob sink that
+ * streams a generation's output into it.
+ *
+ * Keys are relative paths made by the server ({userId}/{photo|video}/
+ * {generationId}.{ext}); lr_store_key_valid refuses anything else (no "..",
+ * no absolute paths, no empty segments, a narrow character set), and every
+ * backend checks it again. Writers stream: nothing is held whole in memory.
+ * A store is shared by all threads; a writer or sink belongs to one caller.
+ */
+#ifndef LR_STORAGE_H
+#define LR_STORAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/stat.h>
+
+#include "core/err.h"
+#include "storage/mime.h"
+
+#define LR_STORE_MAX_BYTES (50u * 1024u * 1024u) /* the bucket's file_size_limit */
+
+typedef struct lr_store lr_store;
+typedef struct lr_store_writer lr_store_writer;
+
+typedef struct {
+    lr_err (*open_writer)(lr_store *s, const char *key, const char *content_type,
+                          lr_store_writer **w);
+    lr_err (*write)(lr_store_writer *w, const void *buf, size_t len);
+    lr_err (*commit)(lr_store_writer *w); /* publishes atomically, frees w */
+    void (*abort)(lr_store_writer *w);    /* discards, frees w */
+    lr_err (*remove)(lr_store *s, const char *key);
+    /* Local backends only: an open read-only fd of the object, for serving. */
+    lr_err (*open_local)(lr_store *s, const char *key, int *fd, struct stat *st);
+    void (*close)(lr_store *s);
+} lr_store_ops;
+
+struct lr_store {
+    const lr_store_ops *ops;
+    const char *backend; /* "local" */
+    char *bucket;
+    char *public_base; /* e.g. http://localhost:3001 */
+};
+
+bool lr_store_key_valid(const char *key);
+/* {public_base}/storage/v1/object/public/{bucket}/{key}, malloc'd. */
+char *lr_store_public_url(const lr_store *s, const char *key);
+void lr_store_close(lr_store *s);
+
+/* The local folder backend: objects under root/{bucket}/{key}. */
+lr_err lr_store_fs_open(const char *root, const char *bucket, const char *public_base,
+                        lr_store **out);
+
+/* A sink decides the object's type from its first bytes, then names it
+ * {user_id}/{photo|video}/{name}.{ext} and streams the rest; more than
+ * max_bytes aborts with LR_ERR_TOO_LARGE, an unknown type with
+ * LR_ERR_UNSUPPORTED. */
+typedef struct lr_blob_sink lr_blob_sink;
+lr_err lr_blob_begin(lr_store *s, const char *user_id, const char *name, size_t max_bytes,
+                     lr_blob_sink **out);
+lr_err lr_blob_write(lr_blob_sink *k, const void *buf, size_t len);
+/* Commits; *url and *key are malloc'd (either may be NULL). Frees k. */
+lr_err lr_blob_finish(lr_blob_sink *k, char **url, char **key, const lr_mime **mime);
+void lr_blob_abort(lr_blob_sink *k);
+
+#endif
