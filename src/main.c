@@ -61,14 +61,18 @@ static bool wants_help(int argc, char **argv)
     return false;
 }
 
-/* Loads config and the data folder; the database too when db is non-NULL. */
-static int setup(lr_config *cfg, lr_db **db, int pool)
+/* Loads config and the data folder. */
+static int load_config(lr_config *cfg)
 {
     if (lr_config_load(cfg) != 0 || lr_config_prepare_data(cfg) != 0)
         return -1;
     lr_log_set_level((lr_log_level)cfg->log_level);
-    if (!db)
-        return 0;
+    return 0;
+}
+
+/* Opens and migrates the configured database. */
+static int open_db(const lr_config *cfg, lr_db **db, int pool)
+{
     char *path = cfg->database_url;
     char buf[4096];
     if (!path) {
@@ -128,9 +132,7 @@ static int cmd_serve(void)
     lr_app app = {0};
     lr_http *http = NULL;
     int rc = 1;
-    if (setup(&cfg, NULL, 0) != 0)
-        goto out_cfg;
-    if (setup(&cfg, &db, cfg.http_threads + cfg.workers + 1) != 0)
+    if (load_config(&cfg) != 0 || open_db(&cfg, &db, cfg.http_threads + cfg.workers + 1) != 0)
         goto out_cfg;
     char *err = NULL;
     lr_catalog *catalog = lr_catalog_load(cfg.models_file, &err);
@@ -200,7 +202,7 @@ static int cmd_migrate(void)
 {
     lr_config cfg;
     lr_db *db = NULL;
-    int rc = setup(&cfg, &db, 1) == 0 ? 0 : 1;
+    int rc = load_config(&cfg) == 0 && open_db(&cfg, &db, 1) == 0 ? 0 : 1;
     if (rc == 0)
         printf("database schema is up to date (%s)\n", db->backend);
     lr_db_close(db);
@@ -242,7 +244,7 @@ static int cmd_token(int argc, char **argv)
         return 2;
     }
     lr_config cfg;
-    if (setup(&cfg, NULL, 0) != 0) {
+    if (load_config(&cfg) != 0) {
         lr_config_free(&cfg);
         return 1;
     }
@@ -285,7 +287,7 @@ static int cmd_credits(int argc, char **argv)
     lr_config cfg;
     lr_db *db = NULL;
     int rc = 1;
-    if (setup(&cfg, &db, 1) != 0)
+    if (load_config(&cfg) != 0 || open_db(&cfg, &db, 1) != 0)
         goto out;
     if (!strcmp(sub, "grant")) {
         const char *reason = opt_value(argc, argv, "--reason");
