@@ -179,6 +179,7 @@ static int cmd_serve(void)
     lr_info("shutting down: finishing in-flight generations");
     lr_http_quiesce(http);
     lr_pipeline_drain(app.pipeline, 15000);
+    lr_http_drain(http, 5000);
     lr_http_stop(http);
     rc = 0;
 out_all:

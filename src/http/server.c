@@ -15,6 +15,8 @@
 struct lr_http {
     struct MHD_Daemon *d;
     lr_http_opts o;
+    pthread_mutex_t mu;
+    int active; /* requests between first call and completion */
 };
 
 enum req_state { REQ_NEW, REQ_HANDLING, REQ_SUSPENDED, REQ_READY, REQ_DONE };
@@ -208,6 +210,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->path = strdup(url);
         r->started_ms = lr_monotonic_ms();
         pthread_mutex_init(&r->mu, NULL);
+        pthread_mutex_lock(&h->mu);
+        h->active++;
+        pthread_mutex_unlock(&h->mu);
         const char *rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
         if (rid && safe_request_id(rid))
             snprintf(r->id, sizeof r->id, "%s", rid);
@@ -274,9 +279,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
+    lr_http *h = cls;
     lr_req *r = *con_cls;
     if (!r)
         return;
+    pthread_mutex_lock(&h->mu);
+    h->active--;
+    pthread_mutex_unlock(&h->mu);
     if (lr_log_enabled(LR_LOG_INFO)) {
         lr_log_fields(LR_LOG_INFO, r->id, "request",
                       json_pack("{s:s, s:s, s:i, s:I, s:b}", "method", r->method, "path", r->path,
@@ -303,6 +312,7 @@ lr_http *lr_http_start(const lr_http_opts *o)
     if (!h)
         return NULL;
     h->o = *o;
+    pthread_mutex_init(&h->mu, NULL);
     h->d = MHD_start_daemon(
         MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
             MHD_USE_DUAL_STACK,
@@ -311,6 +321,7 @@ lr_http *lr_http_start(const lr_http_opts *o)
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)(32 * 1024), MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
     if (!h->d) {
+        pthread_mutex_destroy(&h->mu);
         free(h);
         return NULL;
     }
@@ -323,10 +334,23 @@ void lr_http_quiesce(lr_http *h)
         MHD_quiesce_daemon(h->d);
 }
 
+void lr_http_drain(lr_http *h, int timeout_ms)
+{
+    for (int waited = 0; waited < timeout_ms; waited += 10) {
+        pthread_mutex_lock(&h->mu);
+        int active = h->active;
+        pthread_mutex_unlock(&h->mu);
+        if (active == 0)
+            return;
+        usleep(10000);
+    }
+}
+
 void lr_http_stop(lr_http *h)
 {
     if (!h)
         return;
     MHD_stop_daemon(h->d);
+    pthread_mutex_destroy(&h->mu);
     free(h);
 }

@@ -32,6 +32,8 @@ typedef struct {
 lr_http *lr_http_start(const lr_http_opts *o);
 /* Stops accepting; suspended requests must be resumed before lr_http_stop. */
 void lr_http_quiesce(lr_http *h);
+/* Waits up to timeout_ms until no request is in progress (all answered). */
+void lr_http_drain(lr_http *h, int timeout_ms);
 void lr_http_stop(lr_http *h);
 
 const char *lr_req_method(const lr_req *r);

@@ -110,9 +110,6 @@ static void unregister(lr_pipeline *p, run *r)
         pp = &(*pp)->next;
     if (*pp)
         *pp = r->next;
-    p->in_flight--;
-    if (p->in_flight == 0)
-        pthread_cond_broadcast(&p->idle);
 }
 
 static void waiter_timeout(void *arg)
@@ -215,6 +212,11 @@ static void settle(run *r)
         if (lr_loop_cancel(p->loop, w->timer))
             free(w); /* else the timer is running and frees it */
     }
+    /* Counted down only now, so a drain also waits for the waiters. */
+    pthread_mutex_lock(&p->mu);
+    if (--p->in_flight == 0)
+        pthread_cond_broadcast(&p->idle);
+    pthread_mutex_unlock(&p->mu);
     json_decref(urls);
     json_decref(task_ids);
     run_free(r);
@@ -433,16 +435,54 @@ void lr_pipeline_drain(lr_pipeline *p, int64_t timeout_ms)
     pthread_mutex_lock(&p->mu);
     while (p->in_flight > 0 && pthread_cond_timedwait(&p->idle, &p->mu, &until) == 0)
         ;
-    if (p->in_flight > 0)
-        lr_warn("%d generations still running at shutdown; they will be refunded at the next "
-                "start", p->in_flight);
+    if (p->in_flight == 0) {
+        pthread_mutex_unlock(&p->mu);
+        return;
+    }
+    lr_warn("%d generations still running at shutdown; they will be refunded at the next "
+            "start", p->in_flight);
+    /* Answer whoever still waits (as if their wait ran out), so no HTTP
+     * connection stays suspended. Timer ids decide who frees a waiter:
+     * only a successful cancel hands it to waiter_timeout here. */
+    size_t n = 0, cap = 64;
+    lr_timer_id *ids = malloc(cap * sizeof *ids);
+    waiter **ws = malloc(cap * sizeof *ws);
+    for (unsigned b = 0; b < BUCKETS && ids && ws; b++) {
+        for (run *r = p->buckets[b]; r; r = r->next) {
+            for (waiter *w = r->waiters; w; w = w->next) {
+                if (n == cap) {
+                    cap *= 2;
+                    ids = realloc(ids, cap * sizeof *ids);
+                    ws = realloc(ws, cap * sizeof *ws);
+                    if (!ids || !ws)
+                        abort();
+                }
+                ids[n] = w->timer;
+                ws[n++] = w;
+            }
+        }
+    }
     pthread_mutex_unlock(&p->mu);
+    for (size_t i = 0; i < n; i++) {
+        if (lr_loop_cancel(p->loop, ids[i]))
+            waiter_timeout(ws[i]);
+    }
+    free(ids);
+    free(ws);
 }
 
 void lr_pipeline_free(lr_pipeline *p)
 {
     if (!p)
         return;
+    /* Runs abandoned at shutdown (loop and workers already stopped): their
+     * rows stay unfinished and the next start refunds them. */
+    for (unsigned b = 0; b < BUCKETS; b++) {
+        for (run *r = p->buckets[b], *next; r; r = next) {
+            next = r->next;
+            run_free(r);
+        }
+    }
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->idle);
     free(p);

@@ -17,11 +17,6 @@ typedef struct {
     double fail_rate;
 } mock_provider;
 
-typedef struct {
-    mock_provider *p;
-    lr_provider_task *t;
-} pending;
-
 static int sink_write(void *ctx, const void *buf, size_t len)
 {
     return lr_blob_write(ctx, buf, len) == LR_OK ? 0 : -1;
@@ -52,10 +47,8 @@ static lr_err produce(lr_provider_task *t, lr_blob_sink *sink)
 
 static void fire(void *arg)
 {
-    pending *pd = arg;
-    lr_provider_task *t = pd->t;
-    double rate = pd->p->fail_rate;
-    free(pd);
+    lr_provider_task *t = arg;
+    double rate = ((mock_provider *)t->provider_data)->fail_rate;
     char task_id[64];
     snprintf(task_id, sizeof task_id, "mock-%.8s-%d", t->generation_id, t->variant);
     lr_provider_result r = {.task_id = task_id};
@@ -79,11 +72,8 @@ static void fire(void *arg)
 static lr_err mock_submit(lr_provider *base, lr_provider_task *t)
 {
     mock_provider *p = (mock_provider *)base;
-    pending *pd = malloc(sizeof *pd);
-    if (!pd)
-        return LR_ERR_NOMEM;
-    *pd = (pending){p, t};
-    lr_loop_timer(p->loop, p->latency_ms, fire, pd);
+    t->provider_data = p; /* no allocation: nothing to leak if the loop stops first */
+    lr_loop_timer(p->loop, p->latency_ms, fire, t);
     return LR_OK;
 }
 

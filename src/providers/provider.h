@@ -39,7 +39,8 @@ struct lr_provider_task {
     json_t *params;
     int variant;
     void (*done)(lr_provider_task *t, const lr_provider_result *r);
-    void *owner; /* the pipeline's */
+    void *owner;         /* the pipeline's */
+    void *provider_data; /* the provider's, for the task's lifetime */
 };
 
 typedef struct lr_provider lr_provider;

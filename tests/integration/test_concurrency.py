@@ -1,0 +1,53 @@
+"""Hundreds of simultaneous infers by one user: exactly as many succeed as
+the balance pays for, the rest get 402, and the ledger balances."""
+import http.client
+import json
+import threading
+import unittest
+from concurrent.futures import ThreadPoolExecutor
+
+from harness import ServerTest, new_user
+
+
+class Concurrency(ServerTest):
+    server_env = {"LENSROOM_MOCK_LATENCY_MS": "20"}
+
+    def test_200_parallel_infers_with_credits_for_50(self):
+        user = new_user()
+        self.server.grant(user, 400)
+        tok = self.server.token(user)
+        start = threading.Barrier(50)
+        body = json.dumps({"modelId": "seedream_image", "inputs": {"prompt": "race"},
+                           "params": {}})
+
+        def one(i):
+            if i < 50:
+                start.wait()
+            conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=120)
+            try:
+                conn.request("POST", "/api/infer", body=body, headers={
+                    "Content-Type": "application/json", "Cookie": f"lr_session={tok}"})
+                r = conn.getresponse()
+                return r.status, json.loads(r.read())
+            finally:
+                conn.close()
+
+        with ThreadPoolExecutor(max_workers=200) as ex:
+            results = list(ex.map(one, range(200)))
+        statuses = [s for s, _ in results]
+        self.assertEqual(statuses.count(200), 50, statuses)
+        self.assertEqual(statuses.count(402), 150, statuses)
+        for s, b in results:
+            if s == 402:
+                self.assertEqual(b["code"], "insufficient_credits")
+                self.assertEqual(b["required"], 8)
+        self.assertEqual(self.server.balance(user), 0)
+        self.server.assert_ledger_consistent(self, user)
+        with self.server.db() as c:
+            n, = c.execute("SELECT count(*) FROM generations WHERE user_id = ? AND status = 'success'",
+                           (user,)).fetchone()
+        self.assertEqual(n, 50)
+
+
+if __name__ == "__main__":
+    unittest.main()
