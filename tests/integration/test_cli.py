@@ -1,0 +1,90 @@
+"""The command line: every command has --help, bad arguments exit non-zero
+with a clear line, and credits/migrate work against the same database the
+server uses."""
+import os
+import subprocess
+import unittest
+
+from harness import BIN, Server, new_user
+
+
+class Cli(unittest.TestCase):
+    def setUp(self):
+        self.s = Server()
+        self.addCleanup(self.s.cleanup)
+
+    def test_help_for_every_command(self):
+        for args in (["--help"], ["serve", "--help"], ["migrate", "--help"], ["token", "--help"],
+                     ["credits", "--help"]):
+            r = self.s.cli(*args)
+            self.assertIn("usage: lensroom", r.stdout, args)
+        r = self.s.cli(check=False)
+        self.assertEqual(r.returncode, 2)
+        r = self.s.cli("frobnicate", check=False)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("unknown command", r.stderr)
+
+    def test_migrate_is_idempotent(self):
+        a = self.s.cli("migrate")
+        b = self.s.cli("migrate")
+        self.assertIn("up to date", a.stdout)
+        self.assertIn("up to date", b.stdout)
+        with self.s.db() as c:
+            self.assertEqual(c.execute("SELECT count(*) FROM schema_migrations").fetchone()[0], 1)
+
+    def test_credits_grant_balance_history(self):
+        user = new_user()
+        r = self.s.cli("credits", "grant", user, "30", "--reason", "welcome")
+        self.assertIn("balance 30", r.stdout)
+        r = self.s.cli("credits", "grant", user.upper(), "-10")
+        self.assertIn("balance 20", r.stdout)
+        r = self.s.cli("credits", "grant", user, "-21", check=False)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("balance is 20", r.stderr)
+        r = self.s.cli("credits", "grant", user, "5", "--key", "k1")
+        r = self.s.cli("credits", "grant", user, "5", "--key", "k1")
+        self.assertIn("already granted", r.stdout)
+        self.assertEqual(self.s.cli("credits", "balance", user).stdout.strip(), "25")
+        hist = self.s.cli("credits", "history", user).stdout
+        self.assertIn("welcome", hist)
+        self.assertEqual(len(hist.strip().splitlines()), 4)
+
+    def test_bad_arguments(self):
+        for args in (["token"], ["token", "nope"], ["credits", "grant", "nope", "5"],
+                     ["credits", "grant", new_user(), "abc"], ["credits", "grant", new_user(), "0"],
+                     ["credits", "spend", new_user()], ["token", new_user(), "--ttl", "-5"]):
+            r = self.s.cli(*args, check=False)
+            self.assertEqual(r.returncode, 2, args)
+            self.assertTrue(r.stderr.strip(), args)
+
+    def test_token_secret_is_generated_once_with_mode_0600(self):
+        user = new_user()
+        t1 = self.s.token(user)
+        path = os.path.join(self.s.data_dir, "jwt-secret")
+        self.assertEqual(os.stat(path).st_mode & 0o777, 0o600)
+        with open(path) as f:
+            secret = f.read()
+        self.s.token(user)
+        with open(path) as f:
+            self.assertEqual(f.read(), secret)
+        self.s.start()
+        self.s.grant(user, 3)
+        r = self.s.get("/api/credits/balance", {"Authorization": f"Bearer {t1}"})
+        self.assertEqual(r.json["balance"], 3)
+        self.assertNotIn(secret.strip(), self.s.read_log())
+
+    def test_serve_reports_port_in_use(self):
+        self.s.start()
+        other = Server(data_dir=self.s.data_dir)
+        other.port = self.s.port
+        other.env["PORT"] = str(self.s.port)
+        other.log_path = os.path.join(self.s.data_dir, "other.log")
+        r = subprocess.run([BIN, "serve"], env=other.env, capture_output=True, text=True,
+                           timeout=30)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("cannot listen on port", r.stderr)
+        self.assertNotIn("Sanitizer", r.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
