@@ -100,7 +100,18 @@ typedef struct {
     int nfree;
     pthread_mutex_t mu;
     pthread_cond_t cv;
+    /* All writes go through one dedicated connection under a mutex.
+     * SQLite allows one writer anyway; its busy handler backs off in
+     * milliseconds, and a connection whose cache another connection's
+     * write invalidated re-reads its pages, so a single warm writer is much
+     * faster than writers taking turns. Other processes (the CLI) still
+     * meet busy_timeout. */
+    conn writer;
+    pthread_mutex_t write_mu;
 } sqlite_db;
+
+static conn *acquire_writer(sqlite_db *d);
+static void release_writer(sqlite_db *d, conn *c);
 
 static conn *acquire(sqlite_db *d)
 {
@@ -118,6 +129,18 @@ static void release(sqlite_db *d, conn *c)
     d->free_stack[d->nfree++] = (int)(c - d->conns);
     pthread_cond_signal(&d->cv);
     pthread_mutex_unlock(&d->mu);
+}
+
+static conn *acquire_writer(sqlite_db *d)
+{
+    pthread_mutex_lock(&d->write_mu);
+    return &d->writer;
+}
+
+static void release_writer(sqlite_db *d, conn *c)
+{
+    (void)c;
+    pthread_mutex_unlock(&d->write_mu);
 }
 
 static sqlite3_stmt *stmt(conn *c, int q)
@@ -198,7 +221,8 @@ static lr_err open_conn(const char *path, conn *c, char **errmsg)
     sqlite3_busy_timeout(c->h, 10000);
     char *err = NULL;
     if (sqlite3_exec(c->h,
-                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; "
+                     "PRAGMA mmap_size=268435456;",
                      NULL, NULL, &err) != SQLITE_OK) {
         if (errmsg && asprintf(errmsg, "cannot configure %s: %s", path, err) < 0)
             *errmsg = NULL;
@@ -211,7 +235,7 @@ static lr_err open_conn(const char *path, conn *c, char **errmsg)
 static lr_err sq_migrate(lr_db *db)
 {
     sqlite_db *d = (sqlite_db *)db;
-    conn *c = acquire(d);
+    conn *c = acquire_writer(d);
     lr_err e = LR_OK;
     char *err = NULL;
     if (sqlite3_exec(c->h,
@@ -247,13 +271,13 @@ static lr_err sq_migrate(lr_db *db)
         if (sqlite3_exec(c->h, "COMMIT", NULL, NULL, &err) != SQLITE_OK)
             goto fail;
     }
-    release(d, c);
+    release_writer(d, c);
     return e;
 fail:
     lr_error("sqlite migration failed: %s", err ? err : sqlite3_errmsg(c->h));
     sqlite3_free(err);
     rollback(c);
-    release(d, c);
+    release_writer(d, c);
     return LR_ERR_DB;
 }
 
@@ -311,7 +335,7 @@ static int insert_tx(conn *c, const char *user_id, int amount, const char *type,
 static lr_err sq_reserve(lr_db *db, const lr_reserve_req *r, int *balance)
 {
     sqlite_db *d = (sqlite_db *)db;
-    conn *c = acquire(d);
+    conn *c = acquire_writer(d);
     lr_err e = LR_ERR_DB;
     if (exec_q(c, Q_BEGIN) != 0)
         goto out;
@@ -363,19 +387,19 @@ static lr_err sq_reserve(lr_db *db, const lr_reserve_req *r, int *balance)
         goto fail;
     if (exec_q(c, Q_COMMIT) != 0)
         goto fail;
-    release(d, c);
+    release_writer(d, c);
     return LR_OK;
 fail:
     rollback(c);
 out:
-    release(d, c);
+    release_writer(d, c);
     return e;
 }
 
 static lr_err sq_set_stage(lr_db *db, const char *id, const char *status, const char *stage)
 {
     sqlite_db *d = (sqlite_db *)db;
-    conn *c = acquire(d);
+    conn *c = acquire_writer(d);
     sqlite3_stmt *s = stmt(c, Q_STAGE);
     lr_err e = LR_ERR_DB;
     if (s) {
@@ -390,14 +414,14 @@ static lr_err sq_set_stage(lr_db *db, const char *id, const char *status, const 
         done(s);
         e = rc != SQLITE_DONE ? LR_ERR_DB : changed ? LR_OK : LR_ERR_CONFLICT;
     }
-    release(d, c);
+    release_writer(d, c);
     return e;
 }
 
 static lr_err sq_settle(lr_db *db, const lr_settle_req *q, int *balance)
 {
     sqlite_db *d = (sqlite_db *)db;
-    conn *c = acquire(d);
+    conn *c = acquire_writer(d);
     lr_err e = LR_ERR_DB;
     char ts[32];
     now_iso(ts);
@@ -459,12 +483,12 @@ static lr_err sq_settle(lr_db *db, const lr_settle_req *q, int *balance)
     }
     if (exec_q(c, Q_COMMIT) != 0)
         goto fail;
-    release(d, c);
+    release_writer(d, c);
     return LR_OK;
 fail:
     rollback(c);
 out:
-    release(d, c);
+    release_writer(d, c);
     return e;
 }
 
@@ -480,7 +504,7 @@ static lr_err sq_balance(lr_db *db, const char *user_id, int *balance)
 static lr_err sq_adjust(lr_db *db, const lr_adjust_req *r, lr_adjust_result *out)
 {
     sqlite_db *d = (sqlite_db *)db;
-    conn *c = acquire(d);
+    conn *c = acquire_writer(d);
     lr_err e = LR_ERR_DB;
     char ts[32];
     now_iso(ts);
@@ -509,7 +533,7 @@ static lr_err sq_adjust(lr_db *db, const lr_adjust_req *r, lr_adjust_result *out
             if (read_balance(c, r->user_id, &out->new_balance) != 0)
                 goto fail;
             exec_q(c, Q_COMMIT);
-            release(d, c);
+            release_writer(d, c);
             return LR_OK;
         }
         done(s);
@@ -549,12 +573,12 @@ static lr_err sq_adjust(lr_db *db, const lr_adjust_req *r, lr_adjust_result *out
         goto fail;
     if (exec_q(c, Q_COMMIT) != 0)
         goto fail;
-    release(d, c);
+    release_writer(d, c);
     return LR_OK;
 fail:
     rollback(c);
 out:
-    release(d, c);
+    release_writer(d, c);
     return e;
 }
 
@@ -722,16 +746,22 @@ static lr_err sq_unfinished(lr_db *db, json_t **ids)
     return e;
 }
 
+static void close_conn(conn *c)
+{
+    for (int q = 0; q < Q_COUNT; q++)
+        sqlite3_finalize(c->st[q]);
+    sqlite3_close(c->h);
+}
+
 static void sq_close(lr_db *db)
 {
     sqlite_db *d = (sqlite_db *)db;
-    for (int i = 0; i < d->n; i++) {
-        for (int q = 0; q < Q_COUNT; q++)
-            sqlite3_finalize(d->conns[i].st[q]);
-        sqlite3_close(d->conns[i].h);
-    }
+    for (int i = 0; i < d->n; i++)
+        close_conn(&d->conns[i]);
+    close_conn(&d->writer);
     pthread_mutex_destroy(&d->mu);
     pthread_cond_destroy(&d->cv);
+    pthread_mutex_destroy(&d->write_mu);
     free(d->conns);
     free(d->free_stack);
     free(d);
@@ -763,9 +793,15 @@ lr_err lr_db_sqlite_open(const char *path, int pool_size, lr_db **out, char **er
     d->free_stack = calloc((size_t)pool_size, sizeof *d->free_stack);
     pthread_mutex_init(&d->mu, NULL);
     pthread_cond_init(&d->cv, NULL);
+    pthread_mutex_init(&d->write_mu, NULL);
     if (!d->conns || !d->free_stack) {
         sq_close(&d->base);
         return LR_ERR_NOMEM;
+    }
+    lr_err we = open_conn(path, &d->writer, errmsg);
+    if (we != LR_OK) {
+        sq_close(&d->base);
+        return we;
     }
     for (int i = 0; i < pool_size; i++) {
         lr_err e = open_conn(path, &d->conns[i], errmsg);

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Benchmarks of the release build on the embedded default (SQLite, local
+# storage, mock provider). Prints one line per figure; see bench/README.md.
+#   bench/run.sh                 all
+#   bench/run.sh throughput      infer/s at 0 ms mock latency (1 user, 100 users)
+#   bench/run.sh inflight [N]    N generations held at 10 s mock latency: RSS, threads
+#   bench/run.sh idle            idle RSS and start-up time
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-$PWD/build/lensroom}
+PORT=${BENCH_PORT:-3190}
+work=$(mktemp -d /tmp/lensroom-bench-XXXXXX)
+pid=""
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+
+start() { # start LATENCY_MS
+  rm -rf "$work/data"
+  export LENSROOM_DATA_DIR=$work/data PORT LENSROOM_LOG_LEVEL=warn LENSROOM_MOCK_LATENCY_MS=$1
+  local t0; t0=$(date +%s%N)
+  "$BIN" serve 2>"$work/server.log" &
+  pid=$!
+  until curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null; do sleep 0.01; done
+  startup_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+}
+stop() { kill "$pid"; wait "$pid" || true; pid=""; }
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$pid/status"; }
+threads() { awk '/^Threads/ {print $2}' "/proc/$pid/status"; }
+
+users() { # users N CREDITS_EACH -> tokens file
+  : >"$work/tokens"
+  for _ in $(seq "$1"); do
+    u=$(cat /proc/sys/kernel/random/uuid)
+    "$BIN" credits grant "$u" "$2" >/dev/null
+    "$BIN" token "$u" --ttl 3600 >>"$work/tokens"
+  done
+}
+
+succeeded() {
+  /usr/bin/python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute(\"select count(*) from generations where status='success'\").fetchone()[0])" "$work/data/lensroom.db"
+}
+
+# seedream_image: the full path (reserve, PNG render, file write, settle).
+# anthropic_text: the same path without a file (HTTP + ledger + pipeline).
+throughput() {
+  for model in seedream_image anthropic_text; do
+    for n in 1 100; do
+      start 0
+      users "$n" 1000000000
+      out=$(MODEL=$model TOKENS_FILE=$work/tokens wrk -t2 -c64 -d10s -s bench/infer.lua \
+            "http://127.0.0.1:$PORT" 2>&1)
+      rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+      echo "throughput model=$model users=$n infer/s=$rps succeeded=$(succeeded) rss_kb=$(rss_kb) threads=$(threads) $(echo "$out" | grep '^requests:')"
+      stop
+    done
+  done
+}
+
+inflight() {
+  local n=${1:-5000}
+  start 10000
+  users 1 1000000000
+  TOKENS_FILE=$work/tokens wrk -t2 -c"$n" -d8s --timeout 30s -s bench/infer.lua \
+    "http://127.0.0.1:$PORT" >"$work/wrk.out" 2>&1 &
+  local w=$!
+  sleep 7
+  local held
+  held=$(curl -s "http://127.0.0.1:$PORT/healthz" | /usr/bin/python3 -c "import json,sys; print(json.load(sys.stdin)['inFlight'])")
+  echo "inflight target=$n held=$held rss_kb=$(rss_kb) threads=$(threads)"
+  wait "$w" || true
+  stop
+}
+
+idle() {
+  start 100
+  sleep 0.5
+  echo "idle rss_kb=$(rss_kb) threads=$(threads) startup_ms=$startup_ms"
+  stop
+}
+
+case "${1:-all}" in
+  throughput) throughput ;;
+  inflight) inflight "${2:-5000}" ;;
+  idle) idle ;;
+  all) idle; throughput; inflight 5000 ;;
+  *) echo "usage: $0 [throughput|inflight [N]|idle]" >&2; exit 2 ;;
+esac
