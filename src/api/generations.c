@@ -55,6 +55,9 @@ void lr_api_generations_list(lr_app *app, lr_req *req)
         lr_api_db_error(req, e);
         return;
     }
+    size_t i;
+    json_t *g;
+    json_array_foreach(rows, i, g) json_object_del(g, "userId"); /* always the caller */
     json_t *next = json_null();
     size_t n = json_array_size(rows);
     if (n == (size_t)f.limit) {
