@@ -22,6 +22,8 @@ json_t *lr_api_json_body(lr_req *req);
 /* Keyset cursor: base64url("createdAt|id"). */
 char *lr_api_cursor_encode(const char *created_at, const char *id);
 bool lr_api_cursor_decode(const char *cursor, char created_at[32], char id[LR_UUID_LEN + 1]);
+/* The cursor after a full page of rows (createdAt, id), or JSON null. */
+json_t *lr_api_next_cursor(json_t *rows, int limit);
 /* ?limit= within [1,max], default def; replies 400 when malformed. */
 bool lr_api_limit(lr_req *req, int def, int max, int *out);
 void lr_api_db_error(lr_req *req, lr_err e);

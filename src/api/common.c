@@ -80,6 +80,19 @@ bool lr_api_cursor_decode(const char *cursor, char created_at[32], char id[LR_UU
     return ok;
 }
 
+json_t *lr_api_next_cursor(json_t *rows, int limit)
+{
+    size_t n = json_array_size(rows);
+    if (n == 0 || n < (size_t)limit)
+        return json_null();
+    json_t *last = json_array_get(rows, n - 1);
+    char *c = lr_api_cursor_encode(json_string_value(json_object_get(last, "createdAt")),
+                                   json_string_value(json_object_get(last, "id")));
+    json_t *j = c ? json_string(c) : json_null();
+    free(c);
+    return j;
+}
+
 bool lr_api_limit(lr_req *req, int def, int max, int *out)
 {
     const char *v = lr_req_query(req, "limit");

@@ -42,15 +42,7 @@ void lr_api_credits_transactions(lr_app *app, lr_req *req)
         lr_api_db_error(req, e);
         return;
     }
-    json_t *next = json_null();
-    size_t n = json_array_size(rows);
-    if (n == (size_t)limit) {
-        json_t *last = json_array_get(rows, n - 1);
-        char *c = lr_api_cursor_encode(json_string_value(json_object_get(last, "createdAt")),
-                                       json_string_value(json_object_get(last, "id")));
-        next = c ? json_string(c) : json_null();
-        free(c);
-    }
+    json_t *next = lr_api_next_cursor(rows, limit);
     lr_req_reply_json(req, 200,
                       json_pack("{s:b, s:o, s:o}", "success", 1, "transactions", rows,
                                 "nextCursor", next));

@@ -303,6 +303,23 @@ static int read_balance(conn *c, const char *user_id, int *balance)
     return (rc == SQLITE_ROW || rc == SQLITE_DONE) ? 0 : -1;
 }
 
+/* Adds amount (may be negative) to the user's balance unless that would go
+ * below zero. 0 done (*balance set), 1 refused or no row, -1 error. */
+static int add_credits(conn *c, const char *user_id, int amount, const char *ts, int *balance)
+{
+    sqlite3_stmt *s = stmt(c, Q_CREDIT);
+    if (!s)
+        return -1;
+    sqlite3_bind_int(s, 1, amount);
+    bind_text(s, 2, user_id);
+    bind_text(s, 3, ts);
+    int rc = sqlite3_step(s);
+    if (rc == SQLITE_ROW)
+        *balance = sqlite3_column_int(s, 0);
+    done(s);
+    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? 1 : -1;
+}
+
 static int insert_tx(conn *c, const char *user_id, int amount, const char *type,
                      const char *description, json_t *metadata, const char *generation_id,
                      const char *key, const char *ts, char id_out[LR_UUID_LEN + 1])
@@ -465,18 +482,7 @@ static lr_err sq_settle(lr_db *db, const lr_settle_req *q, int *balance)
         json_decref(meta);
         if (txrc != 0)
             goto fail;
-        s = stmt(c, Q_CREDIT);
-        if (!s)
-            goto fail;
-        sqlite3_bind_int(s, 1, q->refund);
-        bind_text(s, 2, user);
-        bind_text(s, 3, ts);
-        rc = sqlite3_step(s);
-        int ok = rc == SQLITE_ROW;
-        if (ok)
-            *balance = sqlite3_column_int(s, 0);
-        done(s);
-        if (!ok)
+        if (add_credits(c, user, q->refund, ts, balance) != 0)
             goto fail;
     } else if (read_balance(c, user, balance) != 0) {
         goto fail;
@@ -552,19 +558,9 @@ static lr_err sq_adjust(lr_db *db, const lr_adjust_req *r, lr_adjust_result *out
     done(s);
     if (rc != SQLITE_DONE)
         goto fail;
-    s = stmt(c, Q_CREDIT);
-    if (!s)
-        goto fail;
-    sqlite3_bind_int(s, 1, r->amount);
-    bind_text(s, 2, r->user_id);
-    bind_text(s, 3, ts);
-    rc = sqlite3_step(s);
-    int ok = rc == SQLITE_ROW;
-    if (ok)
-        out->new_balance = sqlite3_column_int(s, 0);
-    done(s);
-    if (!ok) {
-        if (rc == SQLITE_DONE && read_balance(c, r->user_id, &out->new_balance) == 0)
+    int added = add_credits(c, r->user_id, r->amount, ts, &out->new_balance);
+    if (added != 0) {
+        if (added == 1 && read_balance(c, r->user_id, &out->new_balance) == 0)
             e = LR_ERR_INSUFFICIENT;
         goto fail;
     }
@@ -634,6 +630,40 @@ static json_t *generation_row(sqlite3_stmt *s)
     return g;
 }
 
+/* Steps s to the end, one JSON value per row; resets s. */
+static lr_err collect(sqlite3_stmt *s, json_t *(*row)(sqlite3_stmt *), json_t **out)
+{
+    json_t *arr = json_array();
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+        json_array_append_new(arr, row(s));
+    done(s);
+    if (rc != SQLITE_DONE) {
+        json_decref(arr);
+        return LR_ERR_DB;
+    }
+    *out = arr;
+    return LR_OK;
+}
+
+static json_t *transaction_row(sqlite3_stmt *s)
+{
+    json_t *t = json_object();
+    json_object_set_new(t, "id", col_text(s, 0));
+    json_object_set_new(t, "amount", json_integer(sqlite3_column_int(s, 1)));
+    json_object_set_new(t, "type", col_text(s, 2));
+    json_object_set_new(t, "description", col_text(s, 3));
+    json_object_set_new(t, "metadata", col_json(s, 4, json_object));
+    json_object_set_new(t, "generationId", col_text(s, 5));
+    json_object_set_new(t, "createdAt", col_text(s, 6));
+    return t;
+}
+
+static json_t *first_column(sqlite3_stmt *s)
+{
+    return col_text(s, 0);
+}
+
 static lr_err sq_get_generation(lr_db *db, const char *user_id, const char *id, json_t **out)
 {
     sqlite_db *d = (sqlite_db *)db;
@@ -670,17 +700,7 @@ static lr_err sq_list_generations(lr_db *db, const char *user_id, const lr_gen_f
         bind_text(s, 4, f->before_created_at);
         bind_text(s, 5, f->before_id);
         sqlite3_bind_int(s, 6, f->limit);
-        json_t *arr = json_array();
-        int rc;
-        while ((rc = sqlite3_step(s)) == SQLITE_ROW)
-            json_array_append_new(arr, generation_row(s));
-        done(s);
-        if (rc == SQLITE_DONE) {
-            *out = arr;
-            e = LR_OK;
-        } else {
-            json_decref(arr);
-        }
+        e = collect(s, generation_row, out);
     }
     release(d, c);
     return e;
@@ -698,26 +718,7 @@ static lr_err sq_list_transactions(lr_db *db, const char *user_id, const char *b
         bind_text(s, 2, before_created_at);
         bind_text(s, 3, before_id);
         sqlite3_bind_int(s, 4, limit);
-        json_t *arr = json_array();
-        int rc;
-        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-            json_t *t = json_object();
-            json_object_set_new(t, "id", col_text(s, 0));
-            json_object_set_new(t, "amount", json_integer(sqlite3_column_int(s, 1)));
-            json_object_set_new(t, "type", col_text(s, 2));
-            json_object_set_new(t, "description", col_text(s, 3));
-            json_object_set_new(t, "metadata", col_json(s, 4, json_object));
-            json_object_set_new(t, "generationId", col_text(s, 5));
-            json_object_set_new(t, "createdAt", col_text(s, 6));
-            json_array_append_new(arr, t);
-        }
-        done(s);
-        if (rc == SQLITE_DONE) {
-            *out = arr;
-            e = LR_OK;
-        } else {
-            json_decref(arr);
-        }
+        e = collect(s, transaction_row, out);
     }
     release(d, c);
     return e;
@@ -728,20 +729,7 @@ static lr_err sq_unfinished(lr_db *db, json_t **ids)
     sqlite_db *d = (sqlite_db *)db;
     conn *c = acquire(d);
     sqlite3_stmt *s = stmt(c, Q_UNFINISHED);
-    lr_err e = LR_ERR_DB;
-    if (s) {
-        json_t *arr = json_array();
-        int rc;
-        while ((rc = sqlite3_step(s)) == SQLITE_ROW)
-            json_array_append_new(arr, col_text(s, 0));
-        done(s);
-        if (rc == SQLITE_DONE) {
-            *ids = arr;
-            e = LR_OK;
-        } else {
-            json_decref(arr);
-        }
-    }
+    lr_err e = s ? collect(s, first_column, ids) : LR_ERR_DB;
     release(d, c);
     return e;
 }
