@@ -36,8 +36,9 @@ static const char usage_main[] =
 static const char usage_serve[] =
     "usage: lensroom serve\n"
     "Runs the HTTP API on PORT (default 3001) with data in LENSROOM_DATA_DIR\n"
-    "(default ./lensroom-data). Applies migrations, fails and refunds generations\n"
-    "left unfinished by an earlier run, then serves until SIGINT/SIGTERM.\n";
+    "(default ./lensroom-data). Applies migrations, then serves until SIGINT/SIGTERM.\n"
+    "Generations left unfinished by a stopped process are failed and refunded once\n"
+    "their lease (LENSROOM_LEASE_S, default 30) runs out.\n";
 static const char usage_migrate[] = "usage: lensroom migrate\n"
                                     "Applies the database schema; running it again changes nothing.\n";
 static const char usage_token[] =
@@ -151,12 +152,15 @@ static int cmd_serve(void)
     app.loop = lr_loop_new();
     app.workers = lr_workers_new(cfg.workers);
     app.provider = lr_provider_mock_new(app.loop, cfg.mock_latency_ms, cfg.mock_fail_rate);
-    app.pipeline = lr_pipeline_new(db, store, app.provider, app.loop, app.workers);
+    app.pipeline =
+        lr_pipeline_new(db, store, app.provider, app.loop, app.workers, cfg.lease_s);
     if (!app.loop || !app.workers || !app.provider || !app.pipeline || lr_loop_start(app.loop))
         goto out_all;
-    int recovered = lr_pipeline_recover(app.pipeline);
-    if (recovered > 0)
-        lr_warn("recovered %d unfinished generations (failed and refunded)", recovered);
+    int reaped = lr_pipeline_reap(app.pipeline);
+    if (reaped > 0)
+        lr_warn("reaped %d generations left unfinished by a stopped process (failed and "
+                "refunded)", reaped);
+    lr_pipeline_start_maintenance(app.pipeline);
 
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa = {.sa_handler = on_signal};

@@ -216,6 +216,8 @@ void lr_api_infer(lr_app *app, lr_req *req)
         .cost = w->credits_reserved,
         .created_at = w->created_at,
     };
+    char lease[32];
+    lr_pipeline_claim(app->pipeline, &rr, lease);
     int balance = 0;
     lr_err e = app->db->ops->reserve(app->db, &rr, &balance);
     if (e == LR_ERR_INSUFFICIENT) {

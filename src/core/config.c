@@ -146,6 +146,7 @@ int lr_config_load(lr_config *cfg)
     if (cfg->test_user_id && !lr_uuid_valid(cfg->test_user_id, strlen(cfg->test_user_id)))
         problem("TEST_USER_ID", "must be a UUID");
 
+    cfg->lease_s = (int)env_long("LENSROOM_LEASE_S", 30, 2, 3600);
     cfg->wait_default_s = (int)env_long("LENSROOM_WAIT_DEFAULT_S", 60, 0, 3600);
     cfg->wait_max_s = (int)env_long("LENSROOM_WAIT_MAX_S", 300, 1, 3600);
     if (cfg->wait_default_s > cfg->wait_max_s)

@@ -39,6 +39,7 @@ typedef struct {
     bool allow_anon_infer;
     char *test_user_id;
 
+    int lease_s; /* claim on a running generation, renewed every lease_s/3 */
     int wait_default_s;
     int wait_max_s;
     int http_threads;

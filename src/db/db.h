@@ -34,6 +34,8 @@ typedef struct {
     int outputs_count;
     int cost; /* total: outputs_count x credit cost */
     const char *created_at;
+    const char *owner;       /* the running process's instance id */
+    const char *lease_until; /* ISO time the claim holds until */
 } lr_reserve_req;
 
 typedef struct {
@@ -92,8 +94,11 @@ typedef struct {
                                json_t **out);
     lr_err (*list_transactions)(lr_db *db, const char *user_id, const char *before_created_at,
                                 const char *before_id, int limit, json_t **out);
-    /* Ids of generations not in a final state (for start-up recovery). */
-    lr_err (*unfinished)(lr_db *db, json_t **ids);
+    /* Extends the lease of every unfinished generation owner runs. */
+    lr_err (*renew_leases)(lr_db *db, const char *owner, const char *lease_until);
+    /* Unfinished generations whose lease ran out before now (their process
+     * died): [{"id", "creditsUsed", "outputsCount"}], at most limit. */
+    lr_err (*expired)(lr_db *db, const char *now, int limit, json_t **rows);
     void (*close)(lr_db *db);
 } lr_db_ops;
 

@@ -15,11 +15,12 @@
 #include "db/db.h"
 
 extern const char lr_sql_sqlite_0001[];
+extern const char lr_sql_sqlite_0002[];
 
 static const struct {
     const char *version;
     const char *sql;
-} migrations[] = {{"0001_init", lr_sql_sqlite_0001}};
+} migrations[] = {{"0001_init", lr_sql_sqlite_0001}, {"0002_leases", lr_sql_sqlite_0002}};
 
 enum {
     Q_BEGIN,
@@ -37,7 +38,8 @@ enum {
     Q_GET_GEN,
     Q_LIST_GEN,
     Q_LIST_TX,
-    Q_UNFINISHED,
+    Q_RENEW,
+    Q_EXPIRED,
     Q_COUNT
 };
 
@@ -54,8 +56,10 @@ static const char *const sql_text[Q_COUNT] = {
                 "WHERE user_id = ?2 AND amount >= ?1 RETURNING amount",
     [Q_BALANCE] = "SELECT amount FROM credits WHERE user_id = ?1",
     [Q_INSERT_GEN] = "INSERT INTO generations (id, user_id, type, model, prompt, status, stage, "
-                     "credits_used, outputs_count, provider, params, created_at, updated_at) "
-                     "VALUES (?1, ?2, ?3, ?4, ?5, 'pending', NULL, ?6, ?7, ?8, ?9, ?10, ?10)",
+                     "credits_used, outputs_count, provider, params, created_at, updated_at, "
+                     "claimed_by, lease_until) "
+                     "VALUES (?1, ?2, ?3, ?4, ?5, 'pending', NULL, ?6, ?7, ?8, ?9, ?10, ?10, ?11, "
+                     "?12)",
     [Q_INSERT_TX] = "INSERT INTO credit_transactions (id, user_id, amount, type, description, "
                     "metadata, generation_id, idempotency_key, created_at) "
                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -83,8 +87,11 @@ static const char *const sql_text[Q_COUNT] = {
                   "FROM credit_transactions WHERE user_id = ?1 "
                   "AND (?2 IS NULL OR (created_at, id) < (?2, ?3)) "
                   "ORDER BY created_at DESC, id DESC LIMIT ?4",
-    [Q_UNFINISHED] = "SELECT id FROM generations WHERE status IN ('pending', 'processing') "
-                     "ORDER BY created_at",
+    [Q_RENEW] = "UPDATE generations SET lease_until = ?2 WHERE claimed_by = ?1 "
+                "AND status IN ('pending', 'processing')",
+    [Q_EXPIRED] = "SELECT id, credits_used, outputs_count FROM generations "
+                  "WHERE status IN ('pending', 'processing') "
+                  "AND (lease_until IS NULL OR lease_until < ?1) ORDER BY created_at LIMIT ?2",
 };
 
 typedef struct {
@@ -390,6 +397,8 @@ static lr_err sq_reserve(lr_db *db, const lr_reserve_req *r, int *balance)
     bind_text(s, 8, r->provider);
     bind_json(s, 9, r->params, "{}");
     bind_text(s, 10, r->created_at);
+    bind_text(s, 11, r->owner);
+    bind_text(s, 12, r->lease_until);
     rc = sqlite3_step(s);
     done(s);
     if (rc != SQLITE_DONE)
@@ -659,9 +668,10 @@ static json_t *transaction_row(sqlite3_stmt *s)
     return t;
 }
 
-static json_t *first_column(sqlite3_stmt *s)
+static json_t *expired_row(sqlite3_stmt *s)
 {
-    return col_text(s, 0);
+    return json_pack("{s:o, s:i, s:i}", "id", col_text(s, 0), "creditsUsed",
+                     sqlite3_column_int(s, 1), "outputsCount", sqlite3_column_int(s, 2));
 }
 
 static lr_err sq_get_generation(lr_db *db, const char *user_id, const char *id, json_t **out)
@@ -724,12 +734,33 @@ static lr_err sq_list_transactions(lr_db *db, const char *user_id, const char *b
     return e;
 }
 
-static lr_err sq_unfinished(lr_db *db, json_t **ids)
+static lr_err sq_renew_leases(lr_db *db, const char *owner, const char *lease_until)
+{
+    sqlite_db *d = (sqlite_db *)db;
+    conn *c = acquire_writer(d);
+    sqlite3_stmt *s = stmt(c, Q_RENEW);
+    lr_err e = LR_ERR_DB;
+    if (s) {
+        bind_text(s, 1, owner);
+        bind_text(s, 2, lease_until);
+        e = sqlite3_step(s) == SQLITE_DONE ? LR_OK : LR_ERR_DB;
+        done(s);
+    }
+    release_writer(d, c);
+    return e;
+}
+
+static lr_err sq_expired(lr_db *db, const char *now, int limit, json_t **rows)
 {
     sqlite_db *d = (sqlite_db *)db;
     conn *c = acquire(d);
-    sqlite3_stmt *s = stmt(c, Q_UNFINISHED);
-    lr_err e = s ? collect(s, first_column, ids) : LR_ERR_DB;
+    sqlite3_stmt *s = stmt(c, Q_EXPIRED);
+    lr_err e = LR_ERR_DB;
+    if (s) {
+        bind_text(s, 1, now);
+        sqlite3_bind_int(s, 2, limit);
+        e = collect(s, expired_row, rows);
+    }
     release(d, c);
     return e;
 }
@@ -766,7 +797,8 @@ static const lr_db_ops sqlite_ops = {
     .get_generation = sq_get_generation,
     .list_generations = sq_list_generations,
     .list_transactions = sq_list_transactions,
-    .unfinished = sq_unfinished,
+    .renew_leases = sq_renew_leases,
+    .expired = sq_expired,
     .close = sq_close,
 };
 

@@ -66,7 +66,21 @@ struct lr_pipeline {
     pthread_cond_t idle;
     run *buckets[BUCKETS];
     int in_flight;
+    int lease_s;
+    char owner[LR_UUID_LEN + 1]; /* this process's instance id */
 };
+
+static void lease_until(const lr_pipeline *p, char buf[32])
+{
+    lr_time_iso(lr_now_ms() + (int64_t)p->lease_s * 1000, buf);
+}
+
+void lr_pipeline_claim(lr_pipeline *p, lr_reserve_req *r, char buf[32])
+{
+    lease_until(p, buf);
+    r->owner = p->owner;
+    r->lease_until = buf;
+}
 
 static unsigned bucket_of(const char *id)
 {
@@ -77,13 +91,14 @@ static unsigned bucket_of(const char *id)
 }
 
 lr_pipeline *lr_pipeline_new(lr_db *db, lr_store *store, lr_provider *provider, lr_loop *loop,
-                             lr_workers *workers)
+                             lr_workers *workers, int lease_s)
 {
     lr_pipeline *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
     *p = (lr_pipeline){.db = db, .store = store, .provider = provider, .loop = loop,
-                       .workers = workers};
+                       .workers = workers, .lease_s = lease_s};
+    lr_uuid_v4(p->owner);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->idle, NULL);
     return p;
@@ -378,40 +393,75 @@ lr_err lr_pipeline_start(lr_pipeline *p, const lr_run_req *req, int64_t timeout_
     return LR_OK;
 }
 
-int lr_pipeline_recover(lr_pipeline *p)
+static bool running_here(lr_pipeline *p, const char *id)
 {
-    json_t *ids = NULL;
-    if (p->db->ops->unfinished(p->db, &ids) != LR_OK)
+    pthread_mutex_lock(&p->mu);
+    run *r = p->buckets[bucket_of(id)];
+    while (r && strcmp(r->id, id) != 0)
+        r = r->next;
+    pthread_mutex_unlock(&p->mu);
+    return r != NULL;
+}
+
+int lr_pipeline_reap(lr_pipeline *p)
+{
+    char now[32];
+    lr_time_iso(lr_now_ms(), now);
+    json_t *rows = NULL;
+    if (p->db->ops->expired(p->db, now, 500, &rows) != LR_OK)
         return -1;
     size_t i;
-    json_t *id;
+    json_t *row;
     int n = 0;
-    json_array_foreach(ids, i, id)
+    json_array_foreach(rows, i, row)
     {
-        json_t *g = NULL;
-        if (p->db->ops->get_generation(p->db, NULL, json_string_value(id), &g) != LR_OK)
-            continue;
-        int outputs = (int)json_integer_value(json_object_get(g, "outputsCount"));
+        const char *id = json_string_value(json_object_get(row, "id"));
+        if (running_here(p, id))
+            continue; /* our own, its renewal was late: it will settle itself */
         lr_settle_req s = {
-            .generation_id = json_string_value(id),
+            .generation_id = id,
             .status = "failed",
-            .result_urls = NULL,
-            .failed_count = outputs,
-            .refund = (int)json_integer_value(json_object_get(g, "creditsUsed")),
+            .failed_count = (int)json_integer_value(json_object_get(row, "outputsCount")),
+            .refund = (int)json_integer_value(json_object_get(row, "creditsUsed")),
             .error_code = "interrupted",
-            .error_message = "The server stopped before this generation finished; "
+            .error_message = "The server running this generation stopped before it finished; "
                              "the credits were refunded",
         };
         int balance;
+        /* settle only touches unfinished rows: a reaper racing another one,
+         * or the owner finishing late, gets LR_ERR_CONFLICT and no refund. */
         if (p->db->ops->settle(p->db, &s, &balance) == LR_OK) {
             n++;
             lr_log_fields(LR_LOG_WARN, NULL, "unfinished generation failed and refunded",
-                          json_pack("{s:O, s:i}", "generation_id", id, "refund", s.refund));
+                          json_pack("{s:s, s:i}", "generation_id", id, "refund", s.refund));
         }
-        json_decref(g);
     }
-    json_decref(ids);
+    json_decref(rows);
     return n;
+}
+
+static void maintenance_timer(void *arg);
+
+static void maintenance_job(void *arg)
+{
+    lr_pipeline *p = arg;
+    char until[32];
+    lease_until(p, until);
+    if (p->db->ops->renew_leases(p->db, p->owner, until) != LR_OK)
+        lr_error("could not renew generation leases; other processes may reap them");
+    lr_pipeline_reap(p);
+    lr_loop_timer(p->loop, (int64_t)p->lease_s * 1000 / 3, maintenance_timer, p);
+}
+
+static void maintenance_timer(void *arg)
+{
+    lr_pipeline *p = arg;
+    lr_workers_submit(p->workers, maintenance_job, p); /* database work: off the loop */
+}
+
+void lr_pipeline_start_maintenance(lr_pipeline *p)
+{
+    lr_loop_timer(p->loop, (int64_t)p->lease_s * 1000 / 3, maintenance_timer, p);
 }
 
 int lr_pipeline_in_flight(lr_pipeline *p)

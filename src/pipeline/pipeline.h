@@ -55,14 +55,22 @@ typedef struct {
     const char *created_at;
 } lr_run_req;
 
+/* lease_s: how long a claim on a generation holds without renewal; the
+ * pipeline renews its own claims every lease_s/3 and reaps expired ones. */
 lr_pipeline *lr_pipeline_new(lr_db *db, lr_store *store, lr_provider *provider, lr_loop *loop,
-                             lr_workers *workers);
+                             lr_workers *workers, int lease_s);
+/* Marks r as claimed by this process (owner and lease_until, which points
+ * into buf) before it is reserved. */
+void lr_pipeline_claim(lr_pipeline *p, lr_reserve_req *r, char buf[32]);
 /* Starts a reserved generation. wait may be NULL (nobody waits). */
 lr_err lr_pipeline_start(lr_pipeline *p, const lr_run_req *req, int64_t timeout_ms,
                          lr_wait_fn wait, void *ctx);
-/* Fails and refunds every generation left unfinished by an earlier
- * process (the mock cannot resume a task). Returns how many. */
-int lr_pipeline_recover(lr_pipeline *p);
+/* Fails and refunds every unfinished generation whose lease ran out (its
+ * process died; the mock cannot resume a task). Returns how many, -1 on a
+ * database error. Called at start and then periodically. */
+int lr_pipeline_reap(lr_pipeline *p);
+/* Starts the periodic lease renewal and reaping on the loop. */
+void lr_pipeline_start_maintenance(lr_pipeline *p);
 int lr_pipeline_in_flight(lr_pipeline *p);
 /* Waits up to timeout_ms for in-flight generations to settle. */
 void lr_pipeline_drain(lr_pipeline *p, int64_t timeout_ms);
