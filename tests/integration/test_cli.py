@@ -30,7 +30,8 @@ class Cli(unittest.TestCase):
         self.assertIn("up to date", a.stdout)
         self.assertIn("up to date", b.stdout)
         with self.s.db() as c:
-            self.assertEqual(c.execute("SELECT count(*) FROM schema_migrations").fetchone()[0], 1)
+            versions = [v for v, in c.execute("SELECT version FROM schema_migrations ORDER BY 1")]
+        self.assertEqual(versions, ["0001_init", "0002_leases"])
 
     def test_credits_grant_balance_history(self):
         user = new_user()
