@@ -4,9 +4,9 @@
 # Idempotent; needs root only when something is missing.
 set -euo pipefail
 
-build=(build-essential cmake pkg-config libmicrohttpd-dev libcurl4-openssl-dev libssl-dev
+build=(build-essential cmake pkg-config libmicrohttpd-dev libcurl4-openssl-dev libssl-dev libpq-dev
        libsqlite3-dev libjansson-dev libpng-dev libavformat-dev libavcodec-dev libavutil-dev)
-test=(libcmocka-dev python3 python3-pil curl)
+test=(libcmocka-dev python3 python3-pil python3-psycopg2 curl postgresql-15)
 bench=(wrk)
 
 want=()

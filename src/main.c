@@ -29,6 +29,7 @@ static const char usage_main[] =
     "  credits grant USER_ID AMOUNT [--reason TEXT] [--key IDEMPOTENCY_KEY]\n"
     "  credits balance USER_ID\n"
     "  credits history USER_ID [--limit N]\n"
+    "  audit                         check the ledger invariants (exit 1 on any violation)\n"
     "\n"
     "Every command reads its configuration from the environment; see README.md.\n"
     "Run 'lensroom <command> --help' for one command.\n";
@@ -52,6 +53,13 @@ static const char usage_credits[] =
     "       lensroom credits history USER_ID [--limit N]\n"
     "grant adds AMOUNT (negative removes, never below zero) with a ledger row;\n"
     "with --key, repeating the same grant changes nothing.\n";
+
+static const char usage_audit[] =
+    "usage: lensroom audit\n"
+    "Checks, on the configured database: every balance equals the sum of its\n"
+    "ledger rows; no balance is negative; every generation has exactly one charge;\n"
+    "every failed or canceled one exactly one refund (and none has two); credits_used\n"
+    "equals charges minus refunds. Prints each violation; exits 1 if there is any.\n";
 
 static bool wants_help(int argc, char **argv)
 {
@@ -215,6 +223,36 @@ static int cmd_migrate(void)
     return rc;
 }
 
+static int cmd_audit(void)
+{
+    lr_config cfg;
+    lr_db *db = NULL;
+    json_t *v = NULL;
+    int rc = 2;
+    if (load_config(&cfg) == 0 && open_db(&cfg, &db, 1) == 0 &&
+        db->ops->audit(db, &v) == LR_OK) {
+        size_t i;
+        json_t *row;
+        json_array_foreach(v, i, row)
+        {
+            printf("violation %s %s: %s\n", json_string_value(json_object_get(row, "kind")),
+                   json_string_value(json_object_get(row, "subject")),
+                   json_string_value(json_object_get(row, "detail")));
+        }
+        if (json_array_size(v) == 0)
+            printf("ledger sound (%s): balances match their ledgers, none negative, every "
+                   "generation charged once and refunded at most once\n",
+                   db->backend);
+        rc = json_array_size(v) ? 1 : 0;
+    } else {
+        fprintf(stderr, "audit: could not run the checks\n");
+    }
+    json_decref(v);
+    lr_db_close(db);
+    lr_config_free(&cfg);
+    return rc;
+}
+
 static int user_arg(const char *s, char out[LR_UUID_LEN + 1])
 {
     if (!s || !lr_uuid_valid(s, strlen(s))) {
@@ -363,7 +401,8 @@ int main(int argc, char **argv)
     } helps[] = {{"serve", usage_serve},
                  {"migrate", usage_migrate},
                  {"token", usage_token},
-                 {"credits", usage_credits}};
+                 {"credits", usage_credits},
+                 {"audit", usage_audit}};
     for (size_t i = 0; i < sizeof helps / sizeof *helps; i++) {
         if (!strcmp(cmd, helps[i].name) && wants_help(argc - 2, argv + 2)) {
             fputs(helps[i].usage, stdout);
@@ -378,6 +417,8 @@ int main(int argc, char **argv)
         return cmd_token(argc - 1, argv + 1);
     if (!strcmp(cmd, "credits"))
         return cmd_credits(argc - 1, argv + 1);
+    if (!strcmp(cmd, "audit"))
+        return cmd_audit();
     fprintf(stderr, "lensroom: unknown command '%s'\n\n%s", cmd, usage_main);
     return 2;
 }

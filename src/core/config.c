@@ -84,12 +84,12 @@ int lr_config_load(lr_config *cfg)
     const char *db = env("DATABASE_URL");
     if (db) {
         if (!strncmp(db, "postgres://", 11) || !strncmp(db, "postgresql://", 13))
-            problem("DATABASE_URL", "the PostgreSQL backend is not part of this build yet; unset "
-                                    "it to use the embedded SQLite database");
+            cfg->database_url = strdup(db);
         else if (!strncmp(db, "sqlite:", 7))
             cfg->database_url = strdup(db + 7);
         else
-            problem("DATABASE_URL", "expected sqlite:PATH (or nothing for the default)");
+            problem("DATABASE_URL", "expected postgres://…, postgresql://… or sqlite:PATH (or "
+                                    "nothing for the embedded default)");
     }
 
     const char *secret = env("SUPABASE_JWT_SECRET");

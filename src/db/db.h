@@ -96,23 +96,31 @@ typedef struct {
                                 const char *before_id, int limit, json_t **out);
     /* Extends the lease of every unfinished generation owner runs. */
     lr_err (*renew_leases)(lr_db *db, const char *owner, const char *lease_until);
-    /* Unfinished generations whose lease ran out before now (their process
-     * died): [{"id", "creditsUsed", "outputsCount"}], at most limit. */
-    lr_err (*expired)(lr_db *db, const char *now, int limit, json_t **rows);
+    /* Fails and refunds (like settle) up to limit unfinished generations
+     * whose lease ran out and that owner does not run: their process died.
+     * Concurrent reapers never take the same row. *reaped: [{"id","refund"}]. */
+    lr_err (*reap_expired)(lr_db *db, const char *owner, int limit, json_t **reaped);
+    /* Ledger invariant violations: [{"kind","subject","detail"}], empty when sound. */
+    lr_err (*audit)(lr_db *db, json_t **violations);
     void (*close)(lr_db *db);
 } lr_db_ops;
 
 struct lr_db {
     const lr_db_ops *ops;
-    const char *backend; /* "sqlite" */
+    const char *backend; /* "sqlite" | "postgres" */
 };
 
-/* Opens the backend named by url (a SQLite file path for now) with a pool
- * of pool_size connections. */
+/* postgres:// or postgresql:// URLs open PostgreSQL; anything else is a
+ * SQLite file path. pool_size connections are opened (lazily for PG). */
 lr_err lr_db_open(const char *url, int pool_size, lr_db **out, char **errmsg);
 void lr_db_close(lr_db *db);
+bool lr_db_url_is_postgres(const char *url);
 
 /* Backend constructors. */
 lr_err lr_db_sqlite_open(const char *path, int pool_size, lr_db **out, char **errmsg);
+lr_err lr_db_pg_open(const char *url, int pool_size, lr_db **out, char **errmsg);
+
+/* The ledger audit query, shared by the backends. */
+extern const char lr_sql_audit[];
 
 #endif

@@ -91,7 +91,8 @@ static const char *const sql_text[Q_COUNT] = {
                 "AND status IN ('pending', 'processing')",
     [Q_EXPIRED] = "SELECT id, credits_used, outputs_count FROM generations "
                   "WHERE status IN ('pending', 'processing') "
-                  "AND (lease_until IS NULL OR lease_until < ?1) ORDER BY created_at LIMIT ?2",
+                  "AND (lease_until IS NULL OR lease_until < ?1) "
+                  "AND (claimed_by IS NULL OR claimed_by <> ?3) ORDER BY created_at LIMIT ?2",
 };
 
 typedef struct {
@@ -750,17 +751,69 @@ static lr_err sq_renew_leases(lr_db *db, const char *owner, const char *lease_un
     return e;
 }
 
-static lr_err sq_expired(lr_db *db, const char *now, int limit, json_t **rows)
+/* Expired rows are read first, then each is settled in its own
+ * transaction; settle's status guard makes a race with another reaper (or
+ * a late owner) harmless: the loser changes nothing. */
+static lr_err sq_reap_expired(lr_db *db, const char *owner, int limit, json_t **reaped)
 {
     sqlite_db *d = (sqlite_db *)db;
+    char now[32];
+    now_iso(now);
     conn *c = acquire(d);
     sqlite3_stmt *s = stmt(c, Q_EXPIRED);
+    json_t *rows = NULL;
     lr_err e = LR_ERR_DB;
     if (s) {
         bind_text(s, 1, now);
         sqlite3_bind_int(s, 2, limit);
-        e = collect(s, expired_row, rows);
+        bind_text(s, 3, owner);
+        e = collect(s, expired_row, &rows);
     }
+    release(d, c);
+    if (e != LR_OK)
+        return e;
+    json_t *out = json_array();
+    size_t i;
+    json_t *row;
+    json_array_foreach(rows, i, row)
+    {
+        int refund = (int)json_integer_value(json_object_get(row, "creditsUsed"));
+        lr_settle_req q = {
+            .generation_id = json_string_value(json_object_get(row, "id")),
+            .status = "failed",
+            .failed_count = (int)json_integer_value(json_object_get(row, "outputsCount")),
+            .refund = refund,
+            .error_code = "interrupted",
+            .error_message = "The server running this generation stopped before it finished; "
+                             "the credits were refunded",
+        };
+        int balance;
+        if (sq_settle(db, &q, &balance) == LR_OK)
+            json_array_append_new(out, json_pack("{s:O, s:i}", "id", json_object_get(row, "id"),
+                                                 "refund", refund));
+    }
+    json_decref(rows);
+    *reaped = out;
+    return LR_OK;
+}
+
+static json_t *audit_row(sqlite3_stmt *s)
+{
+    return json_pack("{s:o, s:o, s:o}", "kind", col_text(s, 0), "subject", col_text(s, 1),
+                     "detail", col_text(s, 2));
+}
+
+static lr_err sq_audit(lr_db *db, json_t **violations)
+{
+    sqlite_db *d = (sqlite_db *)db;
+    conn *c = acquire(d);
+    sqlite3_stmt *s = NULL;
+    lr_err e = LR_ERR_DB;
+    if (sqlite3_prepare_v2(c->h, lr_sql_audit, -1, &s, NULL) == SQLITE_OK)
+        e = collect(s, audit_row, violations);
+    else
+        lr_error("sqlite audit: %s", sqlite3_errmsg(c->h));
+    sqlite3_finalize(s);
     release(d, c);
     return e;
 }
@@ -798,7 +851,8 @@ static const lr_db_ops sqlite_ops = {
     .list_generations = sq_list_generations,
     .list_transactions = sq_list_transactions,
     .renew_leases = sq_renew_leases,
-    .expired = sq_expired,
+    .reap_expired = sq_reap_expired,
+    .audit = sq_audit,
     .close = sq_close,
 };
 

@@ -393,50 +393,21 @@ lr_err lr_pipeline_start(lr_pipeline *p, const lr_run_req *req, int64_t timeout_
     return LR_OK;
 }
 
-static bool running_here(lr_pipeline *p, const char *id)
-{
-    pthread_mutex_lock(&p->mu);
-    run *r = p->buckets[bucket_of(id)];
-    while (r && strcmp(r->id, id) != 0)
-        r = r->next;
-    pthread_mutex_unlock(&p->mu);
-    return r != NULL;
-}
-
 int lr_pipeline_reap(lr_pipeline *p)
 {
-    char now[32];
-    lr_time_iso(lr_now_ms(), now);
-    json_t *rows = NULL;
-    if (p->db->ops->expired(p->db, now, 500, &rows) != LR_OK)
+    json_t *reaped = NULL;
+    if (p->db->ops->reap_expired(p->db, p->owner, 500, &reaped) != LR_OK)
         return -1;
     size_t i;
     json_t *row;
-    int n = 0;
-    json_array_foreach(rows, i, row)
+    json_array_foreach(reaped, i, row)
     {
-        const char *id = json_string_value(json_object_get(row, "id"));
-        if (running_here(p, id))
-            continue; /* our own, its renewal was late: it will settle itself */
-        lr_settle_req s = {
-            .generation_id = id,
-            .status = "failed",
-            .failed_count = (int)json_integer_value(json_object_get(row, "outputsCount")),
-            .refund = (int)json_integer_value(json_object_get(row, "creditsUsed")),
-            .error_code = "interrupted",
-            .error_message = "The server running this generation stopped before it finished; "
-                             "the credits were refunded",
-        };
-        int balance;
-        /* settle only touches unfinished rows: a reaper racing another one,
-         * or the owner finishing late, gets LR_ERR_CONFLICT and no refund. */
-        if (p->db->ops->settle(p->db, &s, &balance) == LR_OK) {
-            n++;
-            lr_log_fields(LR_LOG_WARN, NULL, "unfinished generation failed and refunded",
-                          json_pack("{s:s, s:i}", "generation_id", id, "refund", s.refund));
-        }
+        lr_log_fields(LR_LOG_WARN, NULL, "unfinished generation failed and refunded",
+                      json_pack("{s:O, s:O}", "generation_id", json_object_get(row, "id"),
+                                "refund", json_object_get(row, "refund")));
     }
-    json_decref(rows);
+    int n = (int)json_array_size(reaped);
+    json_decref(reaped);
     return n;
 }
 

@@ -1,5 +1,9 @@
 """Test harness: runs the real lensroom binary on a free port with its own
-data folder, speaks HTTP to it, and reads its SQLite database back.
+data folder, speaks HTTP to it, and reads its database back.
+
+The same tests run on both backends: with LENSROOM_TEST_BACKEND=postgres
+(and LENSROOM_TEST_PG_URL naming the test cluster's admin database) each
+server gets a fresh PostgreSQL database; otherwise its SQLite file.
 
 Every server is stopped with SIGTERM at the end of a test and must exit 0
 with no sanitizer report in its log (the tests run the ASan/UBSan build).
@@ -17,6 +21,52 @@ import unittest
 import uuid
 
 BIN = os.environ.get("LENSROOM_BIN", os.path.join(os.path.dirname(__file__), "../../build-asan/lensroom"))
+BACKEND = os.environ.get("LENSROOM_TEST_BACKEND", "sqlite")
+PG_ADMIN_URL = os.environ.get("LENSROOM_TEST_PG_URL")
+
+
+def pg_connect(url):
+    import psycopg2
+    return psycopg2.connect(url)
+
+
+class PgDatabase:
+    """A throwaway database on the test cluster."""
+
+    def __init__(self):
+        self.name = "lr_" + uuid.uuid4().hex[:16]
+        admin = pg_connect(PG_ADMIN_URL)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(f"CREATE DATABASE {self.name}")
+        admin.close()
+        self.url = PG_ADMIN_URL.replace("/postgres?", f"/{self.name}?", 1)
+
+    def drop(self):
+        admin = pg_connect(PG_ADMIN_URL)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+        admin.close()
+
+
+class PgConn:
+    """sqlite3-like access (execute with ? placeholders) over psycopg2."""
+
+    def __init__(self, url):
+        self.conn = pg_connect(url)
+
+    def execute(self, sql, params=()):
+        cur = self.conn.cursor()
+        cur.execute(sql.replace("?", "%s"), params)
+        return cur
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.conn.commit()
+        self.conn.close()
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
 
@@ -45,7 +95,8 @@ class Response:
 
 
 class Server:
-    def __init__(self, env=None, data_dir=None):
+    def __init__(self, env=None, data_dir=None, database=None):
+        """database: share another Server's PostgreSQL database (its .pg)."""
         self.tmp = None
         if data_dir is None:
             self.tmp = tempfile.TemporaryDirectory(prefix="lensroom-it-")
@@ -63,6 +114,12 @@ class Server:
         for k in ("USE_MOCK_INFERENCE", "KIE_API_KEY", "SUPABASE_JWT_SECRET", "TEST_MODE",
                   "ALLOW_ANON_INFER", "TEST_USER_ID", "SUPABASE_SERVICE_ROLE_KEY", "DATABASE_URL"):
             self.env.pop(k, None)
+        self.pg = None
+        self.owns_pg = False
+        if BACKEND == "postgres":
+            self.pg = database or PgDatabase()
+            self.owns_pg = database is None
+            self.env["DATABASE_URL"] = self.pg.url
         self.env.update(env or {})
         self.proc = None
         self.log_path = os.path.join(data_dir, "server.log")
@@ -123,6 +180,9 @@ class Server:
         finally:
             if self.tmp:
                 self.tmp.cleanup()
+            if self.owns_pg:
+                self.pg.drop()
+                self.owns_pg = False
 
     # -- CLI ---------------------------------------------------------------
     def cli(self, *args, check=True):
@@ -172,6 +232,8 @@ class Server:
 
     # -- database ----------------------------------------------------------
     def db(self):
+        if self.pg:
+            return PgConn(self.pg.url)
         return sqlite3.connect(os.path.join(self.data_dir, "lensroom.db"), timeout=30)
 
     def balance(self, user):
@@ -181,26 +243,30 @@ class Server:
 
     def ledger(self, user):
         with self.db() as c:
-            return c.execute("SELECT amount, type, generation_id FROM credit_transactions "
+            rows = c.execute("SELECT amount, type, generation_id FROM credit_transactions "
                              "WHERE user_id = ? ORDER BY created_at", (user,)).fetchall()
+        return [(a, t, str(g) if g is not None else None) for a, t, g in rows]
 
     def assert_ledger_consistent(self, tc, user):
         rows = self.ledger(user)
         tc.assertEqual(sum(r[0] for r in rows), self.balance(user), rows)
         tc.assertGreaterEqual(self.balance(user), 0)
         with self.db() as c:
-            for gid, status, used, outputs in c.execute(
-                    "SELECT id, status, credits_used, outputs_count FROM generations WHERE user_id = ?",
-                    (user,)):
-                charges = [r for r in rows if r[2] == gid and r[1] == "generation"]
-                refunds = [r for r in rows if r[2] == gid and r[1] == "refund"]
-                tc.assertEqual(len(charges), 1, gid)
-                tc.assertLessEqual(len(refunds), 1, gid)
-                net = -charges[0][0] - sum(r[0] for r in refunds)
-                tc.assertEqual(net, used, gid)
-                if status == "failed":
-                    tc.assertEqual(len(refunds), 1, gid)
-                    tc.assertEqual(used, 0, gid)
+            gens = c.execute("SELECT id, status, credits_used, outputs_count FROM generations "
+                             "WHERE user_id = ?", (user,)).fetchall()
+        for gid, status, used, outputs in gens:
+            gid = str(gid)
+            charges = [r for r in rows if r[2] == gid and r[1] == "generation"]
+            refunds = [r for r in rows if r[2] == gid and r[1] == "refund"]
+            tc.assertEqual(len(charges), 1, gid)
+            tc.assertLessEqual(len(refunds), 1, gid)
+            net = -charges[0][0] - sum(r[0] for r in refunds)
+            tc.assertEqual(net, used, gid)
+            if status == "failed":
+                tc.assertEqual(len(refunds), 1, gid)
+                tc.assertEqual(used, 0, gid)
+        audit = self.cli("audit", check=False)
+        tc.assertEqual(audit.returncode, 0, audit.stdout + audit.stderr)
 
 
 class ServerTest(unittest.TestCase):

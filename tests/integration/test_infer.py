@@ -46,7 +46,7 @@ class InferSuccess(ServerTest):
             status, urls = c.execute("SELECT status, result_urls FROM generations WHERE id = ?",
                                      (gid,)).fetchone()
         self.assertEqual(status, "success")
-        self.assertIn(gid, urls)
+        self.assertIn(gid, str(urls))  # TEXT on SQLite, a decoded list on PostgreSQL
         self.assertIsNotNone(r.header("x-request-id"))
         self.server.assert_ledger_consistent(self, user)
 

@@ -97,7 +97,8 @@ class Recovery(unittest.TestCase):
         s = Server({"LENSROOM_MOCK_LATENCY_MS": "5000", **LEASE})
         self.addCleanup(s.cleanup)
         s.start()
-        reaper = Server({"LENSROOM_MOCK_LATENCY_MS": "5000", **LEASE}, data_dir=s.data_dir)
+        reaper = Server({"LENSROOM_MOCK_LATENCY_MS": "5000", **LEASE}, data_dir=s.data_dir,
+                        database=s.pg)
         reaper.log_path = s.log_path + ".reaper"
         self.addCleanup(reaper.cleanup)
         reaper.start()

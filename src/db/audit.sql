@@ -1,0 +1,36 @@
+-- Ledger invariants, one row per violation (kind, subject, detail). Runs
+-- unchanged on SQLite and PostgreSQL.
+SELECT 'balance_mismatch' AS kind, CAST(u.user_id AS TEXT) AS subject,
+       'balance ' || CAST(COALESCE(c.amount, 0) AS TEXT) || ' but the ledger sums to '
+         || CAST(COALESCE(l.total, 0) AS TEXT) AS detail
+  FROM (SELECT user_id FROM credits UNION SELECT user_id FROM credit_transactions) u
+  LEFT JOIN credits c ON c.user_id = u.user_id
+  LEFT JOIN (SELECT user_id, SUM(amount) AS total FROM credit_transactions GROUP BY user_id) l
+    ON l.user_id = u.user_id
+ WHERE COALESCE(c.amount, 0) <> COALESCE(l.total, 0)
+UNION ALL
+SELECT 'negative_balance', CAST(user_id AS TEXT), 'balance ' || CAST(amount AS TEXT)
+  FROM credits WHERE amount < 0
+UNION ALL
+SELECT 'charge_count', CAST(g.id AS TEXT),
+       g.status || ' generation with ' || CAST(COUNT(t.id) AS TEXT) || ' charges'
+  FROM generations g
+  LEFT JOIN credit_transactions t ON t.generation_id = g.id AND t.type = 'generation'
+ GROUP BY g.id, g.status
+HAVING COUNT(t.id) <> 1
+UNION ALL
+SELECT 'refund_count', CAST(g.id AS TEXT),
+       g.status || ' generation with ' || CAST(COUNT(t.id) AS TEXT) || ' refunds'
+  FROM generations g
+  LEFT JOIN credit_transactions t ON t.generation_id = g.id AND t.type = 'refund'
+ GROUP BY g.id, g.status
+HAVING (g.status IN ('failed', 'canceled') AND COUNT(t.id) <> 1) OR COUNT(t.id) > 1
+UNION ALL
+SELECT 'credits_used_mismatch', CAST(g.id AS TEXT),
+       'credits_used ' || CAST(g.credits_used AS TEXT) || ' but charges minus refunds is '
+         || CAST(-SUM(t.amount) AS TEXT)
+  FROM generations g
+  JOIN credit_transactions t ON t.generation_id = g.id AND t.type IN ('generation', 'refund')
+ WHERE g.status IN ('success', 'failed', 'canceled')
+ GROUP BY g.id, g.credits_used
+HAVING g.credits_used <> -SUM(t.amount)

@@ -1,0 +1,470 @@
+/* PostgreSQL backend on libpq.
+ *
+ * Money-moving steps are SQL functions in the lensroom schema (see
+ * migrations/postgres), so reserve and settle are each one transaction in
+ * one round trip, and several server processes can share the database:
+ * row locks serialise debits of one user, and reaping claims rows with
+ * FOR UPDATE SKIP LOCKED. Connections come from a fixed pool and are opened
+ * lazily; a broken one is reset on next use, and while the server is down
+ * every call fails fast with LR_ERR_UNAVAILABLE (the API answers 503).
+ */
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "db/db.h"
+
+extern const char lr_sql_pg_0001[];
+
+static const struct {
+    const char *version;
+    const char *sql;
+} migrations[] = {{"0001_credits_generations", lr_sql_pg_0001}};
+
+typedef struct {
+    lr_db base;
+    char *url;
+    PGconn **conns;
+    int n;
+    int *free_stack;
+    int nfree;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} pg_db;
+
+/* Server NOTICEs ("already exists, skipping") are routine; keep them out
+ * of stderr, which carries the JSON log. */
+static void on_notice(void *arg, const char *message)
+{
+    (void)arg;
+    lr_debug("postgres notice: %s", message);
+}
+
+static PGconn *connect_db(const char *url)
+{
+    /* Fail fast when the server is away; keep sessions in UTC. */
+    const char *keys[] = {"dbname", "connect_timeout", "options", "application_name", NULL};
+    const char *vals[] = {url, "3", "-c TimeZone=UTC", "lensroom", NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    PQsetNoticeProcessor(c, on_notice, NULL);
+    return c;
+}
+
+/* A usable connection, or NULL (returned to the pool by release). */
+static PGconn *acquire(pg_db *d, int *slot)
+{
+    pthread_mutex_lock(&d->mu);
+    while (d->nfree == 0)
+        pthread_cond_wait(&d->cv, &d->mu);
+    *slot = d->free_stack[--d->nfree];
+    pthread_mutex_unlock(&d->mu);
+    PGconn *c = d->conns[*slot];
+    if (!c) {
+        c = d->conns[*slot] = connect_db(d->url);
+    } else if (PQstatus(c) != CONNECTION_OK) {
+        PQreset(c);
+    }
+    if (PQstatus(c) != CONNECTION_OK) {
+        lr_error("postgres: cannot connect: %s", PQerrorMessage(c));
+        return NULL;
+    }
+    return c;
+}
+
+static void release(pg_db *d, int slot)
+{
+    pthread_mutex_lock(&d->mu);
+    d->free_stack[d->nfree++] = slot;
+    pthread_cond_signal(&d->cv);
+    pthread_mutex_unlock(&d->mu);
+}
+
+/* Runs sql with text parameters; NULL result means the connection failed
+ * (LR_ERR_UNAVAILABLE), a non-OK status is logged and LR_ERR_DB. */
+static lr_err run(PGconn *c, const char *sql, int n, const char *const *params, PGresult **out)
+{
+    PGresult *r = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
+        *out = r;
+        return LR_OK;
+    }
+    bool gone = PQstatus(c) != CONNECTION_OK;
+    lr_error("postgres: %s", r ? PQresultErrorMessage(r) : PQerrorMessage(c));
+    PQclear(r);
+    *out = NULL;
+    return gone ? LR_ERR_UNAVAILABLE : LR_ERR_DB;
+}
+
+/* acquire + run + release for single statements. */
+static lr_err query(pg_db *d, const char *sql, int n, const char *const *params, PGresult **out)
+{
+    int slot;
+    PGconn *c = acquire(d, &slot);
+    lr_err e = c ? run(c, sql, n, params, out) : LR_ERR_UNAVAILABLE;
+    release(d, slot);
+    return e;
+}
+
+static const char *val(PGresult *r, int row, int col)
+{
+    return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
+}
+
+static json_t *json_col(PGresult *r, int row, int col)
+{
+    const char *v = val(r, row, col);
+    json_t *j = v ? json_loads(v, 0, NULL) : NULL;
+    return j ? j : json_null();
+}
+
+static lr_err pg_migrate(lr_db *db)
+{
+    pg_db *d = (pg_db *)db;
+    int slot;
+    PGconn *c = acquire(d, &slot);
+    if (!c) {
+        release(d, slot);
+        return LR_ERR_UNAVAILABLE;
+    }
+    lr_err e = LR_OK;
+    PGresult *r = NULL;
+    for (size_t i = 0; i < sizeof migrations / sizeof *migrations && e == LR_OK; i++) {
+        /* One transaction per migration; the advisory lock makes processes
+         * that start together apply it once, one after the other. */
+        const char *p[] = {migrations[i].version};
+        if ((e = run(c, "BEGIN", 0, NULL, &r)) != LR_OK)
+            break;
+        PQclear(r);
+        if ((e = run(c, "SELECT pg_advisory_xact_lock(7261001)", 0, NULL, &r)) != LR_OK)
+            goto rollback;
+        PQclear(r);
+        if ((e = run(c, "CREATE SCHEMA IF NOT EXISTS lensroom", 0, NULL, &r)) != LR_OK)
+            goto rollback;
+        PQclear(r);
+        if ((e = run(c,
+                     "CREATE TABLE IF NOT EXISTS lensroom.schema_migrations ("
+                     "version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+                     0, NULL, &r)) != LR_OK)
+            goto rollback;
+        PQclear(r);
+        if ((e = run(c, "SELECT 1 FROM lensroom.schema_migrations WHERE version = $1", 1, p,
+                     &r)) != LR_OK)
+            goto rollback;
+        int seen = PQntuples(r) > 0;
+        PQclear(r);
+        if (!seen) {
+            r = PQexec(c, migrations[i].sql); /* several statements: simple protocol */
+            if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) {
+                lr_error("postgres migration %s failed: %s", migrations[i].version,
+                         PQresultErrorMessage(r));
+                PQclear(r);
+                e = LR_ERR_DB;
+                goto rollback;
+            }
+            PQclear(r);
+            if ((e = run(c, "INSERT INTO lensroom.schema_migrations (version) VALUES ($1)", 1, p,
+                         &r)) != LR_OK)
+                goto rollback;
+            PQclear(r);
+            lr_info("migration applied: %s", migrations[i].version);
+        }
+        if ((e = run(c, "COMMIT", 0, NULL, &r)) != LR_OK)
+            goto rollback;
+        PQclear(r);
+        continue;
+    rollback:
+        PQclear(PQexec(c, "ROLLBACK"));
+    }
+    release(d, slot);
+    return e;
+}
+
+static lr_err pg_ping(lr_db *db)
+{
+    PGresult *r;
+    lr_err e = query((pg_db *)db, "SELECT 1 FROM public.credits LIMIT 1", 0, NULL, &r);
+    PQclear(r);
+    return e;
+}
+
+static lr_err pg_reserve(lr_db *db, const lr_reserve_req *q, int *balance)
+{
+    char outputs[16], cost[16];
+    snprintf(outputs, sizeof outputs, "%d", q->outputs_count);
+    snprintf(cost, sizeof cost, "%d", q->cost);
+    char *params = q->params ? json_dumps(q->params, JSON_COMPACT) : NULL;
+    const char *p[] = {q->generation_id, q->user_id, q->type,    q->model,      q->provider,
+                       q->prompt,        params,     outputs,    cost,          q->created_at,
+                       q->owner,         q->lease_until};
+    PGresult *r;
+    lr_err e = query((pg_db *)db,
+                     "SELECT ok, balance FROM lensroom.reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, "
+                     "$10, $11, $12)",
+                     12, p, &r);
+    free(params);
+    if (e != LR_OK)
+        return e;
+    *balance = val(r, 0, 1) ? atoi(val(r, 0, 1)) : 0;
+    e = !strcmp(PQgetvalue(r, 0, 0), "t") ? LR_OK : LR_ERR_INSUFFICIENT;
+    PQclear(r);
+    return e;
+}
+
+static lr_err pg_set_stage(lr_db *db, const char *id, const char *status, const char *stage)
+{
+    const char *p[] = {id, status, stage};
+    PGresult *r;
+    lr_err e = query((pg_db *)db,
+                     "UPDATE public.generations SET status = $2, stage = $3 WHERE id = $1 "
+                     "AND status IN ('pending', 'processing')",
+                     3, p, &r);
+    if (e == LR_OK)
+        e = atoi(PQcmdTuples(r)) > 0 ? LR_OK : LR_ERR_CONFLICT;
+    PQclear(r);
+    return e;
+}
+
+static lr_err pg_settle(lr_db *db, const lr_settle_req *q, int *balance)
+{
+    char ok_n[16], fail_n[16], refund[16], dur[32];
+    snprintf(ok_n, sizeof ok_n, "%d", q->succeeded_count);
+    snprintf(fail_n, sizeof fail_n, "%d", q->failed_count);
+    snprintf(refund, sizeof refund, "%d", q->refund);
+    snprintf(dur, sizeof dur, "%lld", (long long)q->duration_ms);
+    char *urls = q->result_urls ? json_dumps(q->result_urls, JSON_COMPACT) : NULL;
+    char *tasks = q->task_ids ? json_dumps(q->task_ids, JSON_COMPACT) : NULL;
+    const char *p[] = {q->generation_id, q->status, urls,          tasks,
+                       ok_n,             fail_n,    refund,        q->error_code,
+                       q->error_message, dur,       q->text};
+    PGresult *r;
+    lr_err e = query((pg_db *)db,
+                     "SELECT ok, balance FROM lensroom.settle($1, $2, $3, $4, $5, $6, $7, $8, $9, "
+                     "$10, $11)",
+                     11, p, &r);
+    free(urls);
+    free(tasks);
+    if (e != LR_OK)
+        return e;
+    if (!strcmp(PQgetvalue(r, 0, 0), "t")) {
+        *balance = val(r, 0, 1) ? atoi(val(r, 0, 1)) : 0;
+    } else {
+        e = LR_ERR_CONFLICT;
+    }
+    PQclear(r);
+    return e;
+}
+
+static lr_err pg_balance(lr_db *db, const char *user_id, int *balance)
+{
+    const char *p[] = {user_id};
+    PGresult *r;
+    lr_err e = query((pg_db *)db, "SELECT amount FROM public.credits WHERE user_id = $1", 1, p, &r);
+    if (e == LR_OK) {
+        *balance = PQntuples(r) ? atoi(PQgetvalue(r, 0, 0)) : 0;
+        PQclear(r);
+    }
+    return e;
+}
+
+static lr_err pg_adjust(lr_db *db, const lr_adjust_req *q, lr_adjust_result *out)
+{
+    memset(out, 0, sizeof *out);
+    char amount[16];
+    snprintf(amount, sizeof amount, "%d", q->amount);
+    char *meta = q->metadata ? json_dumps(q->metadata, JSON_COMPACT) : NULL;
+    const char *p[] = {q->user_id, amount, q->type, q->description, meta, q->idempotency_key};
+    PGresult *r;
+    lr_err e = query((pg_db *)db,
+                     "SELECT status, balance, transaction_id FROM lensroom.adjust($1, $2, $3, $4, "
+                     "NULL, $5, $6)",
+                     6, p, &r);
+    free(meta);
+    if (e != LR_OK)
+        return e;
+    const char *status = PQgetvalue(r, 0, 0);
+    out->new_balance = val(r, 0, 1) ? atoi(val(r, 0, 1)) : 0;
+    if (val(r, 0, 2))
+        snprintf(out->transaction_id, sizeof out->transaction_id, "%s", val(r, 0, 2));
+    if (!strcmp(status, "insufficient"))
+        e = LR_ERR_INSUFFICIENT;
+    else if (!strcmp(status, "conflict"))
+        e = LR_ERR_CONFLICT;
+    else
+        out->replayed = !strcmp(status, "replayed");
+    PQclear(r);
+    return e;
+}
+
+static lr_err pg_get_generation(lr_db *db, const char *user_id, const char *id, json_t **out)
+{
+    const char *p[] = {id, user_id};
+    PGresult *r;
+    lr_err e = query((pg_db *)db,
+                     "SELECT lensroom.generation_json(g) FROM public.generations g "
+                     "WHERE g.id = $1::uuid AND ($2::uuid IS NULL OR g.user_id = $2::uuid)",
+                     2, p, &r);
+    if (e != LR_OK)
+        return e;
+    if (PQntuples(r) == 0) {
+        e = LR_ERR_NOT_FOUND;
+    } else {
+        *out = json_col(r, 0, 0);
+    }
+    PQclear(r);
+    return e;
+}
+
+/* The one column of a one-row result as a JSON array (from json_agg). */
+static lr_err array_result(PGresult *r, json_t **out)
+{
+    json_t *j = json_col(r, 0, 0);
+    PQclear(r);
+    if (!json_is_array(j)) {
+        json_decref(j);
+        j = json_array();
+    }
+    *out = j;
+    return LR_OK;
+}
+
+static lr_err pg_list_generations(lr_db *db, const char *user_id, const lr_gen_filter *f,
+                                  json_t **out)
+{
+    char limit[16];
+    snprintf(limit, sizeof limit, "%d", f->limit);
+    const char *p[] = {user_id, f->status, f->type, f->before_created_at, f->before_id, limit};
+    PGresult *r;
+    lr_err e = query(
+        (pg_db *)db,
+        "SELECT json_agg(lensroom.generation_json(g) ORDER BY g.created_at DESC, g.id DESC) "
+        "FROM (SELECT * FROM public.generations WHERE user_id = $1 "
+        "AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR type = $3) "
+        "AND ($4::timestamptz IS NULL OR (created_at, id) < ($4::timestamptz, $5::uuid)) "
+        "ORDER BY created_at DESC, id DESC LIMIT $6) g",
+        6, p, &r);
+    return e == LR_OK ? array_result(r, out) : e;
+}
+
+static lr_err pg_list_transactions(lr_db *db, const char *user_id, const char *before_created_at,
+                                   const char *before_id, int limit, json_t **out)
+{
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", limit);
+    const char *p[] = {user_id, before_created_at, before_id, lim};
+    PGresult *r;
+    lr_err e = query(
+        (pg_db *)db,
+        "SELECT json_agg(lensroom.transaction_json(t) ORDER BY t.created_at DESC, t.id DESC) "
+        "FROM (SELECT * FROM public.credit_transactions WHERE user_id = $1 "
+        "AND ($2::timestamptz IS NULL OR (created_at, id) < ($2::timestamptz, $3::uuid)) "
+        "ORDER BY created_at DESC, id DESC LIMIT $4) t",
+        4, p, &r);
+    return e == LR_OK ? array_result(r, out) : e;
+}
+
+static lr_err pg_renew_leases(lr_db *db, const char *owner, const char *lease_until)
+{
+    const char *p[] = {owner, lease_until};
+    PGresult *r;
+    lr_err e = query((pg_db *)db,
+                     "UPDATE public.generations SET lease_until = $2 WHERE claimed_by = $1 "
+                     "AND status IN ('pending', 'processing')",
+                     2, p, &r);
+    PQclear(r);
+    return e;
+}
+
+static lr_err pg_reap_expired(lr_db *db, const char *owner, int limit, json_t **reaped)
+{
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", limit);
+    const char *p[] = {owner, lim};
+    PGresult *r;
+    lr_err e = query((pg_db *)db,
+                     "SELECT json_agg(json_build_object('id', generation_id, 'refund', refund)) "
+                     "FROM lensroom.reap_expired($1, $2)",
+                     2, p, &r);
+    return e == LR_OK ? array_result(r, reaped) : e;
+}
+
+static lr_err pg_audit(lr_db *db, json_t **violations)
+{
+    PGresult *r;
+    lr_err e = query((pg_db *)db, lr_sql_audit, 0, NULL, &r);
+    if (e != LR_OK)
+        return e;
+    json_t *arr = json_array();
+    for (int i = 0; i < PQntuples(r); i++)
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:s}", "kind", PQgetvalue(r, i, 0),
+                                             "subject", PQgetvalue(r, i, 1), "detail",
+                                             PQgetvalue(r, i, 2)));
+    PQclear(r);
+    *violations = arr;
+    return LR_OK;
+}
+
+static void pg_close(lr_db *db)
+{
+    pg_db *d = (pg_db *)db;
+    for (int i = 0; i < d->n; i++)
+        PQfinish(d->conns[i]);
+    pthread_mutex_destroy(&d->mu);
+    pthread_cond_destroy(&d->cv);
+    free(d->conns);
+    free(d->free_stack);
+    free(d->url);
+    free(d);
+}
+
+static const lr_db_ops pg_ops = {
+    .migrate = pg_migrate,
+    .ping = pg_ping,
+    .reserve = pg_reserve,
+    .set_stage = pg_set_stage,
+    .settle = pg_settle,
+    .balance = pg_balance,
+    .adjust = pg_adjust,
+    .get_generation = pg_get_generation,
+    .list_generations = pg_list_generations,
+    .list_transactions = pg_list_transactions,
+    .renew_leases = pg_renew_leases,
+    .reap_expired = pg_reap_expired,
+    .audit = pg_audit,
+    .close = pg_close,
+};
+
+lr_err lr_db_pg_open(const char *url, int pool_size, lr_db **out, char **errmsg)
+{
+    pg_db *d = calloc(1, sizeof *d);
+    if (!d)
+        return LR_ERR_NOMEM;
+    d->base.ops = &pg_ops;
+    d->base.backend = "postgres";
+    d->url = strdup(url);
+    d->n = pool_size;
+    d->conns = calloc((size_t)pool_size, sizeof *d->conns);
+    d->free_stack = calloc((size_t)pool_size, sizeof *d->free_stack);
+    pthread_mutex_init(&d->mu, NULL);
+    pthread_cond_init(&d->cv, NULL);
+    if (!d->url || !d->conns || !d->free_stack) {
+        pg_close(&d->base);
+        return LR_ERR_NOMEM;
+    }
+    for (int i = 0; i < pool_size; i++)
+        d->free_stack[d->nfree++] = i;
+    /* One connection now, so a wrong URL or password fails at start. */
+    d->conns[0] = connect_db(url);
+    if (PQstatus(d->conns[0]) != CONNECTION_OK) {
+        if (errmsg && asprintf(errmsg, "cannot connect to PostgreSQL: %s",
+                               PQerrorMessage(d->conns[0])) < 0)
+            *errmsg = NULL;
+        pg_close(&d->base);
+        return LR_ERR_UNAVAILABLE;
+    }
+    *out = &d->base;
+    return LR_OK;
+}
