@@ -102,6 +102,7 @@ static lr_err run(PGconn *c, const char *sql, int n, const char *const *params, 
 /* acquire + run + release for single statements. */
 static lr_err query(pg_db *d, const char *sql, int n, const char *const *params, PGresult **out)
 {
+    *out = NULL;
     int slot;
     PGconn *c = acquire(d, &slot);
     lr_err e = c ? run(c, sql, n, params, out) : LR_ERR_UNAVAILABLE;

@@ -1,0 +1,292 @@
+"""PostgreSQL-only behaviour: the Supabase-compatible migration (idempotent,
+the original's statements verbatim, in-place upgrade, RLS, storage bucket),
+several server processes sharing one database, and a database outage.
+Skipped on the SQLite run."""
+import http.client
+import json
+import os
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from harness import BACKEND, BIN, PgDatabase, Server, new_user, pg_connect
+
+MIGRATION = os.path.join(os.path.dirname(__file__),
+                         "../../src/db/migrations/postgres/0001_credits_generations.sql")
+PG_SH = os.path.join(os.path.dirname(__file__), "../../scripts/pg.sh")
+
+
+def psql(url, sql=None, file=None):
+    args = ["psql", url, "-v", "ON_ERROR_STOP=1", "-q", "-X"]
+    args += ["-f", file] if file else ["-c", sql]
+    return subprocess.run(args, capture_output=True, text=True, timeout=60)
+
+
+def schema_dump(url):
+    r = subprocess.run(["pg_dump", "--schema-only", "--no-owner", url], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    # pg_dump 15.14+ brackets the dump with a random \restrict key
+    return "\n".join(l for l in r.stdout.splitlines() if not l.startswith(("\\restrict", "\\unrestrict")))
+
+
+@unittest.skipUnless(BACKEND == "postgres", "PostgreSQL backend only")
+class Migration(unittest.TestCase):
+    def setUp(self):
+        self.db = PgDatabase()
+        self.addCleanup(self.db.drop)
+        self.env = dict(os.environ, DATABASE_URL=self.db.url,
+                        LENSROOM_DATA_DIR=tempfile.mkdtemp(prefix="lensroom-mig-"))
+
+    def migrate(self):
+        r = subprocess.run([BIN, "migrate"], env=self.env, capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return r
+
+    def test_applying_twice_changes_nothing(self):
+        self.migrate()
+        first = schema_dump(self.db.url)
+        self.migrate()
+        self.assertEqual(schema_dump(self.db.url), first)
+        # and pasting the file into an SQL editor (twice) over it also works
+        for _ in range(2):
+            r = psql(self.db.url, file=MIGRATION)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(schema_dump(self.db.url), first)
+
+    def test_original_statements_work_verbatim_and_keep_the_ledger(self):
+        self.migrate()
+        u = str(uuid.uuid4())
+        r = psql(self.db.url, f"INSERT INTO public.credits (user_id, amount) VALUES ('{u}', 100) "
+                              f"ON CONFLICT (user_id) DO UPDATE SET amount = 100;")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = psql(self.db.url, f"SELECT * FROM get_user_balance('{u}');")
+        self.assertIn("100", r.stdout)
+        r = psql(self.db.url, f"SELECT * FROM adjust_credits('{u}'::uuid, 10, 'test', "
+                              f"'Manual credit test');")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn('"success" : true', r.stdout)
+        self.assertIn('"new_balance" : 110', r.stdout)
+        r = psql(self.db.url, f"SELECT adjust_credits('{u}'::uuid, -500, 'test');")
+        self.assertIn('"current_balance" : 110', r.stdout)
+        self.assertIn('"required" : 500', r.stdout)
+        # the direct INSERT ... ON CONFLICT was recorded as an adjustment
+        r = subprocess.run([BIN, "audit"], env=self.env, capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        r = subprocess.run([BIN, "credits", "history", u], env=self.env, capture_output=True,
+                           text=True)
+        self.assertIn("adjustment", r.stdout)
+        self.assertIn("Manual credit test", r.stdout)
+
+    def test_upgrades_the_original_schema_in_place(self):
+        original = """
+        CREATE TABLE public.credits (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+          user_id uuid UNIQUE NOT NULL, amount integer NOT NULL DEFAULT 0 CHECK (amount >= 0),
+          created_at timestamptz DEFAULT now(), updated_at timestamptz DEFAULT now());
+        CREATE TABLE public.credit_transactions (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+          user_id uuid NOT NULL, amount integer NOT NULL, type text NOT NULL, description text,
+          metadata jsonb DEFAULT '{}', payment_id uuid, generation_id uuid,
+          created_at timestamptz DEFAULT now());
+        CREATE TABLE public.generations (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+          user_id uuid NOT NULL, type text NOT NULL CHECK (type IN ('photo','video','edit')),
+          model text NOT NULL, prompt text,
+          status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending','processing','success','failed')),
+          result_urls jsonb DEFAULT '[]', credits_used integer DEFAULT 0, preview_path text,
+          poster_path text, preview_status text DEFAULT 'none', metadata jsonb DEFAULT '{}',
+          created_at timestamptz DEFAULT now(), updated_at timestamptz DEFAULT now());
+        ALTER TABLE public.generations ENABLE ROW LEVEL SECURITY;
+        CREATE POLICY "Users can insert own generations" ON public.generations FOR INSERT
+          WITH CHECK (true);
+        CREATE POLICY "Users can update own generations" ON public.generations FOR UPDATE
+          USING (true);
+        CREATE FUNCTION public.get_user_balance(p_user_id uuid) RETURNS integer
+          LANGUAGE sql SECURITY DEFINER AS $$ SELECT 0 $$;
+        INSERT INTO public.credits (user_id, amount)
+          VALUES ('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 40);
+        INSERT INTO public.credit_transactions (user_id, amount, type, description)
+          VALUES ('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 40, 'purchase', 'old purchase');
+        INSERT INTO public.generations (user_id, type, model, prompt, status, credits_used)
+          VALUES ('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa', 'photo', 'seedream_image', 'old', 'success', 8);
+        """
+        r = psql(self.db.url, original)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.migrate()
+        with pg_connect(self.db.url) as c, c.cursor() as cur:
+            cur.execute("SELECT amount FROM credits")
+            self.assertEqual(cur.fetchall(), [(40,)])
+            cur.execute("SELECT prompt, status, outputs_count FROM generations")
+            self.assertEqual(cur.fetchall(), [("old", "success", 1)])
+            cur.execute("SELECT policyname FROM pg_policies WHERE tablename = 'generations'")
+            self.assertEqual([p for p, in cur.fetchall()], ["Users can view own generations"])
+            cur.execute("SELECT get_user_balance('aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa')")
+            self.assertEqual(cur.fetchone(), (40,))
+            cur.execute("SELECT proconfig FROM pg_proc WHERE proname = 'get_user_balance'")
+            self.assertEqual(cur.fetchone(), (["search_path=\"\""],))
+
+    def test_rls_users_read_only_their_rows_and_write_nothing(self):
+        self.migrate()
+        a, b = str(uuid.uuid4()), str(uuid.uuid4())
+        with pg_connect(self.db.url) as c, c.cursor() as cur:
+            for u in (a, b):
+                cur.execute("SELECT adjust_credits(%s::uuid, 10, 'bonus', 'seed')", (u,))
+                cur.execute("INSERT INTO generations (user_id, type, model, prompt) "
+                            "VALUES (%s, 'photo', 'seedream_image', 'p')", (u,))
+        conn = pg_connect(self.db.url)
+        conn.autocommit = True
+        self.addCleanup(conn.close)
+        cur = conn.cursor()
+        cur.execute("SET ROLE authenticated")
+        cur.execute("SELECT set_config('request.jwt.claims', %s, false)",
+                    (json.dumps({"sub": a, "role": "authenticated"}),))
+        for table in ("credits", "credit_transactions", "generations"):
+            cur.execute(f"SELECT DISTINCT user_id::text FROM {table}")
+            self.assertEqual(cur.fetchall(), [(a,)], table)
+        denied = [
+            "UPDATE credits SET amount = 1000",
+            f"INSERT INTO credits (user_id, amount) VALUES ('{a}', 1000)",
+            f"INSERT INTO credit_transactions (user_id, amount, type) VALUES ('{a}', 5, 'bonus')",
+            f"INSERT INTO generations (user_id, type, model) VALUES ('{a}', 'photo', 'x')",
+            "UPDATE generations SET status = 'success', credits_used = 0",
+            f"SELECT adjust_credits('{a}'::uuid, 1000, 'bonus')",
+            f"SELECT get_user_balance('{b}')",
+            "SELECT * FROM lensroom.reserve(gen_random_uuid(), gen_random_uuid(), 'photo', 'm', "
+            "'p', 'x', '{}', 1, 1, now(), NULL, NULL)",
+        ]
+        for sql in denied:
+            with self.assertRaises(Exception, msg=sql):
+                cur.execute(sql)
+        cur.execute("RESET ROLE")
+        cur.execute("SET ROLE anon")
+        for table in ("credits", "credit_transactions", "generations"):
+            with self.assertRaises(Exception, msg=table):
+                cur.execute(f"SELECT count(*) FROM {table}")
+        cur.execute("RESET ROLE")
+        cur.execute("SELECT amount FROM credits ORDER BY user_id")
+        self.assertEqual([x for x, in cur.fetchall()], [10, 10])
+
+    def test_creates_the_bucket_when_a_storage_schema_exists(self):
+        stub = """
+        CREATE SCHEMA storage;
+        CREATE TABLE storage.buckets (id text PRIMARY KEY, name text NOT NULL, owner uuid,
+          public boolean DEFAULT false, file_size_limit bigint, allowed_mime_types text[],
+          created_at timestamptz DEFAULT now(), updated_at timestamptz DEFAULT now());
+        CREATE TABLE storage.objects (id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+          bucket_id text, name text, owner uuid);
+        ALTER TABLE storage.objects ENABLE ROW LEVEL SECURITY;
+        CREATE FUNCTION storage.foldername(name text) RETURNS text[] LANGUAGE sql
+          AS $$ SELECT string_to_array(name, '/') $$;
+        """
+        self.assertEqual(psql(self.db.url, stub).returncode, 0)
+        self.migrate()
+        self.migrate()
+        with pg_connect(self.db.url) as c, c.cursor() as cur:
+            cur.execute("SELECT public, file_size_limit, allowed_mime_types FROM storage.buckets "
+                        "WHERE id = 'generations'")
+            public, limit, mimes = cur.fetchone()
+            self.assertTrue(public)
+            self.assertEqual(limit, 52428800)
+            self.assertIn("video/mp4", mimes)
+            cur.execute("SELECT count(*) FROM pg_policies WHERE schemaname = 'storage' "
+                        "AND policyname LIKE 'LensRoom%'")
+            self.assertEqual(cur.fetchone(), (3,))
+
+
+def post_infer(port, token, n, barrier=None):
+    body = json.dumps({"modelId": "seedream_image", "inputs": {"prompt": "race"}, "params": {}})
+    if barrier:
+        barrier.wait()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        conn.request("POST", "/api/infer", body=body, headers={
+            "Content-Type": "application/json", "Cookie": f"lr_session={token}"})
+        r = conn.getresponse()
+        return r.status, json.loads(r.read())
+    finally:
+        conn.close()
+
+
+@unittest.skipUnless(BACKEND == "postgres", "PostgreSQL backend only")
+class ScaleOut(unittest.TestCase):
+    def test_four_processes_share_one_database_without_overspending(self):
+        secret = "scale-out-shared-secret-at-least-32-characters"
+        env = {"SUPABASE_JWT_SECRET": secret, "LENSROOM_MOCK_LATENCY_MS": "20"}
+        first = Server(env)
+        self.addCleanup(first.cleanup)
+        servers = [first.start()]
+        for _ in range(3):
+            s = Server(env, database=first.pg)
+            self.addCleanup(s.cleanup)
+            servers.append(s.start())
+        user = new_user()
+        first.grant(user, 1200)  # 150 x 8
+        token = first.token(user)
+        barrier = threading.Barrier(400)
+        with ThreadPoolExecutor(max_workers=400) as ex:
+            futures = [ex.submit(post_infer, servers[i % 4].port, token, i, barrier)
+                       for i in range(400)]
+            results = [f.result() for f in futures]
+        statuses = [s for s, _ in results]
+        self.assertEqual(statuses.count(200), 150, statuses)
+        self.assertEqual(statuses.count(402), 250, statuses)
+        self.assertEqual(first.balance(user), 0)
+        first.assert_ledger_consistent(self, user)  # includes lensroom audit
+        with first.db() as c:
+            ok, = c.execute("SELECT count(*) FROM generations WHERE user_id = ? "
+                            "AND status = 'success'", (user,)).fetchone()
+            owners, = c.execute("SELECT count(DISTINCT claimed_by) FROM generations "
+                                "WHERE user_id = ?", (user,)).fetchone()
+        self.assertEqual(ok, 150)
+        self.assertEqual(owners, 4)
+
+
+@unittest.skipUnless(BACKEND == "postgres", "PostgreSQL backend only")
+class Outage(unittest.TestCase):
+    def test_database_down_fails_fast_with_503_then_recovers(self):
+        pgdir = tempfile.mkdtemp(prefix="lensroom-pg-outage-")
+        os.chmod(pgdir, 0o755)
+        pgdir = os.path.join(pgdir, "pg")
+        url = subprocess.run([PG_SH, "start", pgdir], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        self.addCleanup(subprocess.run, [PG_SH, "stop", pgdir], capture_output=True)
+        s = Server({"DATABASE_URL": url})
+        self.addCleanup(s.cleanup)
+        s.pg.drop()  # this server uses its own cluster: read the ledger through the API
+        s.pg, s.owns_pg = None, False
+        s.start()
+        user = new_user()
+        s.grant(user, 16)
+        tok = s.token(user)
+        self.assertEqual(s.infer(tok).status, 200)
+
+        subprocess.run(["runuser", "-u", "postgres", "--", "/usr/lib/postgresql/15/bin/pg_ctl",
+                        "-D", os.path.join(pgdir, "data"), "-m", "fast", "-w", "stop"],
+                       capture_output=True, check=True)
+        t0 = time.time()
+        r = s.infer(tok)
+        self.assertLess(time.time() - t0, 15)
+        self.assertEqual(r.status, 503, r.body)
+        self.assertEqual(r.json["code"], "database_unavailable")
+        self.assertIsNotNone(r.header("retry-after"))
+        self.assertEqual(s.get("/healthz").status, 503)
+
+        subprocess.run(["runuser", "-u", "postgres", "--", "/usr/lib/postgresql/15/bin/pg_ctl",
+                        "-D", os.path.join(pgdir, "data"), "-l", os.path.join(pgdir, "pg2.log"),
+                        "-o", f"-k {pgdir} -c listen_addresses=''", "-w", "start"],
+                       capture_output=True, check=True)
+        deadline = time.time() + 20
+        r = s.infer(tok)
+        while r.status != 200 and time.time() < deadline:
+            time.sleep(0.3)
+            r = s.infer(tok)
+        self.assertEqual(r.status, 200, r.body)
+        bal = s.get("/api/credits/balance", {"Authorization": f"Bearer {tok}"}).json["balance"]
+        self.assertEqual(bal, 0)  # two generations, nothing charged for the failed attempt
+
+
+if __name__ == "__main__":
+    unittest.main()
