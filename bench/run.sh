@@ -5,20 +5,27 @@
 #   bench/run.sh throughput      infer/s at 0 ms mock latency (1 user, 100 users)
 #   bench/run.sh inflight [N]    N generations held at 10 s mock latency: RSS, threads
 #   bench/run.sh idle            idle RSS and start-up time
+#   bench/run.sh postgres        infer/s on a throwaway PostgreSQL 15 (fsync on),
+#                                with the pgbench floor of the same two transactions
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-$PWD/build/lensroom}
 PORT=${BENCH_PORT:-3190}
 work=$(mktemp -d /tmp/lensroom-bench-XXXXXX)
+chmod 755 "$work" # the PostgreSQL benchmark runs its server as user postgres
 pid=""
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 
 start() { # start LATENCY_MS
   rm -rf "$work/data"
+  if [ -n "${PG_URL:-}" ]; then
+    psql -X -q "$PG_URL" -c "DROP DATABASE IF EXISTS bench WITH (FORCE)" -c "CREATE DATABASE bench"
+    export DATABASE_URL=${PG_URL/\/postgres\?//bench?}
+  fi
   export LENSROOM_DATA_DIR=$work/data PORT LENSROOM_LOG_LEVEL=warn LENSROOM_MOCK_LATENCY_MS=$1
   local t0; t0=$(date +%s%N)
-  "$BIN" serve 2>"$work/server.log" &
+  "$BIN" serve 2>>"${BENCH_LOG:-$work/server.log}" &
   pid=$!
   until curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null; do sleep 0.01; done
   startup_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
@@ -37,7 +44,11 @@ users() { # users N CREDITS_EACH -> tokens file
 }
 
 succeeded() {
-  /usr/bin/python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute(\"select count(*) from generations where status='success'\").fetchone()[0])" "$work/data/lensroom.db"
+  if [ -n "${PG_URL:-}" ]; then
+    psql -X -qAt "$DATABASE_URL" -c "select count(*) from generations where status='success'"
+  else
+    /usr/bin/python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute(\"select count(*) from generations where status='success'\").fetchone()[0])" "$work/data/lensroom.db"
+  fi
 }
 
 # seedream_image: the full path (reserve, PNG render, file write, settle).
@@ -78,10 +89,44 @@ idle() {
   stop
 }
 
+# The database floor: pgbench running the server's own reserve and settle
+# functions (two transactions per generation) with 64 clients, 100 users.
+pgbench_floor() {
+  /usr/bin/python3 - "$DATABASE_URL" <<'PY'
+import subprocess, sys, uuid
+url = sys.argv[1]
+sql = "".join(f"SELECT adjust_credits('{uuid.uuid4()}'::uuid, 1000000000, 'bonus');" for _ in range(100))
+subprocess.run(["psql", "-X", "-q", url, "-c", sql], check=True, stdout=subprocess.DEVNULL)
+PY
+  cat >"$work/gen.sql" <<'SQL'
+\set n random(0, 99)
+SELECT user_id AS u FROM credits ORDER BY user_id OFFSET :n LIMIT 1 \gset
+SELECT gen_random_uuid() AS g \gset
+SELECT * FROM lensroom.reserve(:g, :u, 'photo', 'seedream_image', 'mock', 'p', '{}', 1, 8, now(), NULL, NULL);
+SELECT * FROM lensroom.settle(:g, 'success', '["u"]', '[]', 1, 0, 0, NULL, NULL, 1, NULL);
+SQL
+  as_pg_user=""; [ "$(id -u)" -eq 0 ] && as_pg_user="runuser -u postgres --"
+  chmod 644 "$work/gen.sql"; chmod 755 "$work"
+  $as_pg_user /usr/lib/postgresql/15/bin/pgbench -M prepared -n -c 64 -j 2 -T 10 -f "$work/gen.sql" "$DATABASE_URL" 2>&1 \
+    | awk '/tps = / {print "pgbench floor (reserve+settle per generation, 100 users) generations/s=" $3}'
+}
+
+postgres() {
+  pgdir=$work/pg
+  PG_URL=$(scripts/pg.sh start "$pgdir")
+  trap 'scripts/pg.sh stop "$pgdir"; cleanup' EXIT
+  export PG_URL
+  throughput
+  start 0
+  pgbench_floor
+  stop
+}
+
 case "${1:-all}" in
   throughput) throughput ;;
   inflight) inflight "${2:-5000}" ;;
   idle) idle ;;
-  all) idle; throughput; inflight 5000 ;;
-  *) echo "usage: $0 [throughput|inflight [N]|idle]" >&2; exit 2 ;;
+  postgres) postgres ;;
+  all) idle; throughput; inflight 5000; postgres ;;
+  *) echo "usage: $0 [throughput|inflight [N]|idle|postgres]" >&2; exit 2 ;;
 esac
