@@ -6,7 +6,7 @@ set -euo pipefail
 
 build=(build-essential cmake pkg-config libmicrohttpd-dev libcurl4-openssl-dev libssl-dev libpq-dev
        libsqlite3-dev libjansson-dev libpng-dev libavformat-dev libavcodec-dev libavutil-dev)
-test=(libcmocka-dev python3 python3-pil python3-psycopg2 curl postgresql-15)
+test=(libcmocka-dev python3 python3-pil python3-psycopg2 python3-botocore curl postgresql-15)
 bench=(wrk)
 
 want=()
@@ -18,6 +18,11 @@ for set in "${@:-build}"; do
     *) echo "deps.sh: unknown set '$set' (build, test, bench)" >&2; exit 2 ;;
   esac
 done
+
+# The S3 test server (s3rver) runs on Node.js: Debian's unless one is there.
+case " $* " in
+  *" test "*) command -v npm >/dev/null 2>&1 || want+=(nodejs npm) ;;
+esac
 
 missing=()
 for p in "${want[@]}"; do

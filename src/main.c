@@ -2,6 +2,7 @@
  * opens what it needs, does its one job and exits non-zero on failure.
  *   serve | migrate | token | credits grant|balance|history
  */
+#include <curl/curl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -103,6 +104,33 @@ static int open_db(const lr_config *cfg, lr_db **db, int pool)
     return 0;
 }
 
+/* The configured object storage: the local folder or an S3 bucket. */
+static int open_store(const lr_config *cfg, lr_store **store)
+{
+    char dir[4096];
+    lr_err e;
+    if (!strcmp(cfg->storage, "s3")) {
+        snprintf(dir, sizeof dir, "%s/tmp", cfg->data_dir);
+        lr_s3_options o = {.endpoint = cfg->s3_endpoint,
+                           .region = cfg->s3_region,
+                           .bucket = cfg->bucket,
+                           .access_key = cfg->s3_access_key,
+                           .secret_key = cfg->s3_secret_key,
+                           .path_style = cfg->s3_path_style,
+                           .public_url = cfg->s3_public_url,
+                           .tmp_dir = dir,
+                           .part_size = (size_t)cfg->s3_part_size};
+        e = lr_store_s3_open(&o, store);
+    } else {
+        snprintf(dir, sizeof dir, "%s/storage", cfg->data_dir);
+        e = lr_store_fs_open(dir, cfg->bucket, cfg->public_url, store);
+    }
+    if (e != LR_OK)
+        fprintf(stderr, "storage: cannot open the %s backend: %s\n", cfg->storage,
+                lr_strerror(e));
+    return e == LR_OK ? 0 : -1;
+}
+
 static volatile sig_atomic_t stop_requested;
 
 static void on_signal(int sig)
@@ -150,10 +178,8 @@ static int cmd_serve(void)
         free(err);
         goto out_db;
     }
-    char root[4096];
-    snprintf(root, sizeof root, "%s/storage", cfg.data_dir);
     lr_store *store = NULL;
-    if (lr_store_fs_open(root, cfg.bucket, cfg.public_url, &store) != LR_OK)
+    if (open_store(&cfg, &store) != 0)
         goto out_catalog;
     app = (lr_app){.cfg = &cfg, .db = db, .store = store, .catalog = catalog,
                    .started_ms = lr_monotonic_ms()};
@@ -385,6 +411,7 @@ out:
 
 int main(int argc, char **argv)
 {
+    curl_global_init(CURL_GLOBAL_DEFAULT);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
         !strcmp(argv[1], "help")) {
         fputs(usage_main, argc < 2 ? stderr : stdout);

@@ -81,6 +81,32 @@ int lr_config_load(lr_config *cfg)
         }
     }
 
+    /* Storage: S3 when an endpoint is configured, else the local folder. */
+    cfg->s3_endpoint = env_dup("S3_ENDPOINT", NULL);
+    cfg->storage = env_dup("LENSROOM_STORAGE", cfg->s3_endpoint ? "s3" : "local");
+    cfg->s3_region = env_dup("S3_REGION", "us-east-1");
+    cfg->s3_access_key = env_dup("S3_ACCESS_KEY_ID", NULL);
+    cfg->s3_secret_key = env_dup("S3_SECRET_ACCESS_KEY", NULL);
+    cfg->s3_public_url = env_dup("S3_PUBLIC_URL", NULL);
+    cfg->s3_path_style = env_bool("S3_FORCE_PATH_STYLE", true);
+    cfg->s3_part_size = env_long("S3_PART_SIZE", 16L << 20, 1024, 1L << 30);
+    const char *s3_bucket = env("S3_BUCKET");
+    if (s3_bucket) {
+        free(cfg->bucket);
+        cfg->bucket = strdup(s3_bucket);
+    }
+    if (!strcmp(cfg->storage, "s3")) {
+        if (!cfg->s3_endpoint || (strncmp(cfg->s3_endpoint, "http://", 7) &&
+                                  strncmp(cfg->s3_endpoint, "https://", 8)))
+            problem("S3_ENDPOINT", "required for S3 storage, as http(s)://host[:port]");
+        if (!cfg->s3_access_key)
+            problem("S3_ACCESS_KEY_ID", "required for S3 storage");
+        if (!cfg->s3_secret_key)
+            problem("S3_SECRET_ACCESS_KEY", "required for S3 storage");
+    } else if (strcmp(cfg->storage, "local") != 0) {
+        problem("LENSROOM_STORAGE", "must be local or s3");
+    }
+
     const char *db = env("DATABASE_URL");
     if (db) {
         if (!strncmp(db, "postgres://", 11) || !strncmp(db, "postgresql://", 13))
@@ -244,6 +270,14 @@ void lr_config_free(lr_config *cfg)
     free(cfg->database_url);
     free(cfg->public_url);
     free(cfg->bucket);
+    free(cfg->storage);
+    free(cfg->s3_endpoint);
+    free(cfg->s3_region);
+    free(cfg->s3_access_key);
+    if (cfg->s3_secret_key)
+        OPENSSL_cleanse(cfg->s3_secret_key, strlen(cfg->s3_secret_key));
+    free(cfg->s3_secret_key);
+    free(cfg->s3_public_url);
     if (cfg->jwt_secret)
         OPENSSL_cleanse(cfg->jwt_secret, cfg->jwt_secret_len);
     free(cfg->jwt_secret);

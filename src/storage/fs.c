@@ -150,12 +150,17 @@ static lr_err fs_open_local(lr_store *st, const char *key, int *fd, struct stat 
     return LR_OK;
 }
 
+static lr_err fs_ping(lr_store *st)
+{
+    return access(((fs_store *)st)->dir, W_OK) == 0 ? LR_OK : LR_ERR_NOT_FOUND;
+}
+
 static void fs_close(lr_store *st)
 {
     fs_store *s = (fs_store *)st;
     free(s->dir);
     free(s->base.bucket);
-    free(s->base.public_base);
+    free(s->base.url_prefix);
     free(s);
 }
 
@@ -166,6 +171,7 @@ static const lr_store_ops fs_ops = {
     .abort = fs_abort,
     .remove = fs_remove,
     .open_local = fs_open_local,
+    .ping = fs_ping,
     .close = fs_close,
 };
 
@@ -178,7 +184,8 @@ lr_err lr_store_fs_open(const char *root, const char *bucket, const char *public
     s->base.ops = &fs_ops;
     s->base.backend = "local";
     s->base.bucket = strdup(bucket);
-    s->base.public_base = strdup(public_base);
+    if (asprintf(&s->base.url_prefix, "%s/storage/v1/object/public/%s", public_base, bucket) < 0)
+        s->base.url_prefix = NULL;
     if (asprintf(&s->dir, "%s/%s", root, bucket) < 0)
         s->dir = NULL;
     if (!s->dir || lr_mkdir_p(s->dir, 0755) != 0) {

@@ -36,7 +36,7 @@ bool lr_store_key_valid(const char *key)
 char *lr_store_public_url(const lr_store *s, const char *key)
 {
     char *url;
-    if (asprintf(&url, "%s/storage/v1/object/public/%s/%s", s->public_base, s->bucket, key) < 0)
+    if (asprintf(&url, "%s/%s", s->url_prefix, key) < 0)
         return NULL;
     return url;
 }

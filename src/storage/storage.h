@@ -29,26 +29,44 @@ typedef struct {
     lr_err (*commit)(lr_store_writer *w); /* publishes atomically, frees w */
     void (*abort)(lr_store_writer *w);    /* discards, frees w */
     lr_err (*remove)(lr_store *s, const char *key);
-    /* Local backends only: an open read-only fd of the object, for serving. */
+    /* Local backends only (else NULL): an open read-only fd of the object. */
     lr_err (*open_local)(lr_store *s, const char *key, int *fd, struct stat *st);
+    /* The bucket answers (LR_OK), is missing (NOT_FOUND) or unreachable. */
+    lr_err (*ping)(lr_store *s);
     void (*close)(lr_store *s);
 } lr_store_ops;
 
 struct lr_store {
     const lr_store_ops *ops;
-    const char *backend; /* "local" */
+    const char *backend; /* "local" | "s3" */
     char *bucket;
-    char *public_base; /* e.g. http://localhost:3001 */
+    char *url_prefix; /* public URL of the object is url_prefix/key */
 };
 
 bool lr_store_key_valid(const char *key);
-/* {public_base}/storage/v1/object/public/{bucket}/{key}, malloc'd. */
+/* {url_prefix}/{key}, malloc'd. */
 char *lr_store_public_url(const lr_store *s, const char *key);
 void lr_store_close(lr_store *s);
 
-/* The local folder backend: objects under root/{bucket}/{key}. */
+/* The local folder backend: objects under root/{bucket}/{key}, public at
+ * {public_base}/storage/v1/object/public/{bucket}/{key} (Supabase's shape). */
 lr_err lr_store_fs_open(const char *root, const char *bucket, const char *public_base,
                         lr_store **out);
+
+typedef struct {
+    const char *endpoint; /* http(s)://host[:port] */
+    const char *region;
+    const char *bucket;
+    const char *access_key;
+    const char *secret_key;
+    bool path_style;        /* endpoint/bucket/key (else bucket.host/key) */
+    const char *public_url; /* NULL: the object URL itself */
+    const char *tmp_dir;    /* spool files for uploads */
+    size_t part_size;       /* multipart above this (0: 16 MiB; S3 needs >= 5 MiB) */
+} lr_s3_options;
+
+/* The S3-protocol backend (SigV4). */
+lr_err lr_store_s3_open(const lr_s3_options *o, lr_store **out);
 
 /* A sink decides the object's type from its first bytes, then names it
  * {user_id}/{photo|video}/{name}.{ext} and streams the rest; more than
