@@ -187,7 +187,13 @@ static lr_err pg_migrate(lr_db *db)
 static lr_err pg_ping(lr_db *db)
 {
     PGresult *r;
-    lr_err e = query((pg_db *)db, "SELECT 1 FROM public.credits LIMIT 1", 0, NULL, &r);
+    lr_err e = query((pg_db *)db,
+                     "SELECT (SELECT 1 FROM public.credits LIMIT 1), "
+                     "(SELECT 1 FROM public.credit_transactions LIMIT 1), "
+                     "(SELECT 1 FROM public.generations LIMIT 1), "
+                     "'public.get_user_balance(uuid)'::regprocedure, "
+                     "'public.adjust_credits(uuid,integer,text,text,uuid,jsonb)'::regprocedure",
+                     0, NULL, &r);
     PQclear(r);
     return e;
 }

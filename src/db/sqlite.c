@@ -293,7 +293,11 @@ static lr_err sq_ping(lr_db *db)
 {
     sqlite_db *d = (sqlite_db *)db;
     conn *c = acquire(d);
-    int rc = sqlite3_exec(c->h, "SELECT 1 FROM credits LIMIT 1", NULL, NULL, NULL);
+    int rc = sqlite3_exec(c->h,
+                          "SELECT (SELECT 1 FROM credits LIMIT 1), "
+                          "(SELECT 1 FROM credit_transactions LIMIT 1), "
+                          "(SELECT 1 FROM generations LIMIT 1)",
+                          NULL, NULL, NULL);
     release(d, c);
     return rc == SQLITE_OK ? LR_OK : LR_ERR_DB;
 }

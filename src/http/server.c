@@ -306,16 +306,30 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
 }
 
+/* libmicrohttpd aborts on internal inconsistencies: say what it was, as a
+ * log line, before the process goes. */
+static void on_mhd_panic(void *cls, const char *file, unsigned int line, const char *reason)
+{
+    (void)cls;
+    lr_log_fields(LR_LOG_ERROR, NULL, "libmicrohttpd panic",
+                  json_pack("{s:s, s:i, s:s}", "file", file ? file : "", "line", (int)line,
+                            "reason", reason ? reason : ""));
+    abort();
+}
+
 lr_http *lr_http_start(const lr_http_opts *o)
 {
+    MHD_set_panic_func(on_mhd_panic, NULL);
     lr_http *h = calloc(1, sizeof *h);
     if (!h)
         return NULL;
     h->o = *o;
     pthread_mutex_init(&h->mu, NULL);
     h->d = MHD_start_daemon(
+        /* ITC: quiesce and stop must be able to wake the pool threads once the
+         * listening socket is gone. */
         MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
-            MHD_USE_DUAL_STACK,
+            MHD_USE_DUAL_STACK | MHD_USE_ITC,
         (uint16_t)o->port, NULL, NULL, on_request, h, MHD_OPTION_THREAD_POOL_SIZE,
         (unsigned)o->threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_CONNECTION_MEMORY_LIMIT,

@@ -150,6 +150,29 @@ static lr_err fs_open_local(lr_store *st, const char *key, int *fd, struct stat 
     return LR_OK;
 }
 
+static lr_err fs_read(lr_store *st, const char *key, size_t max, char **buf, size_t *len)
+{
+    int fd;
+    struct stat sb;
+    lr_err e = fs_open_local(st, key, &fd, &sb);
+    if (e != LR_OK)
+        return e;
+    if ((size_t)sb.st_size > max) {
+        close(fd);
+        return LR_ERR_TOO_LARGE;
+    }
+    char *b = malloc((size_t)sb.st_size + 1);
+    ssize_t n = b ? read(fd, b, (size_t)sb.st_size) : -1;
+    close(fd);
+    if (n != sb.st_size) {
+        free(b);
+        return LR_ERR_IO;
+    }
+    *buf = b;
+    *len = (size_t)n;
+    return LR_OK;
+}
+
 static lr_err fs_ping(lr_store *st)
 {
     return access(((fs_store *)st)->dir, W_OK) == 0 ? LR_OK : LR_ERR_NOT_FOUND;
@@ -172,6 +195,7 @@ static const lr_store_ops fs_ops = {
     .remove = fs_remove,
     .open_local = fs_open_local,
     .ping = fs_ping,
+    .read = fs_read,
     .close = fs_close,
 };
 

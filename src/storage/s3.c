@@ -318,6 +318,25 @@ static lr_err s3_remove(lr_store *st, const char *key)
     return status == 204 || status == 200 ? LR_OK : status == 404 ? LR_ERR_NOT_FOUND : LR_ERR_IO;
 }
 
+static lr_err s3_read(lr_store *st, const char *key, size_t max, char **buf, size_t *len)
+{
+    if (!lr_store_key_valid(key))
+        return LR_ERR_INVALID;
+    sink_buf resp = {0};
+    long status = s3_call((s3_store *)st, "GET", key, NULL, NULL, NULL, NULL, NULL, &resp, NULL, 0);
+    if (status != 200) {
+        free(resp.buf);
+        return status == 404 ? LR_ERR_NOT_FOUND : LR_ERR_IO;
+    }
+    if (resp.len > max) {
+        free(resp.buf);
+        return LR_ERR_TOO_LARGE;
+    }
+    *buf = resp.buf ? resp.buf : strdup("");
+    *len = resp.len;
+    return LR_OK;
+}
+
 static lr_err s3_ping(lr_store *st)
 {
     long status = s3_call((s3_store *)st, "HEAD", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0);
@@ -347,6 +366,7 @@ static const lr_store_ops s3_ops = {
     .remove = s3_remove,
     .open_local = NULL,
     .ping = s3_ping,
+    .read = s3_read,
     .close = s3_close,
 };
 

@@ -33,6 +33,9 @@ typedef struct {
     lr_err (*open_local)(lr_store *s, const char *key, int *fd, struct stat *st);
     /* The bucket answers (LR_OK), is missing (NOT_FOUND) or unreachable. */
     lr_err (*ping)(lr_store *s);
+    /* Reads a whole object of at most max bytes into *buf (malloc'd), for
+     * checks like `lensroom smoke`; LR_ERR_NOT_FOUND when it is absent. */
+    lr_err (*read)(lr_store *s, const char *key, size_t max, char **buf, size_t *len);
     void (*close)(lr_store *s);
 } lr_store_ops;
 

@@ -15,7 +15,7 @@ class Cli(unittest.TestCase):
 
     def test_help_for_every_command(self):
         for args in (["--help"], ["serve", "--help"], ["migrate", "--help"], ["token", "--help"],
-                     ["credits", "--help"], ["audit", "--help"]):
+                     ["credits", "--help"], ["audit", "--help"], ["smoke", "--help"]):
             r = self.s.cli(*args)
             self.assertIn("usage: lensroom", r.stdout, args)
         r = self.s.cli(check=False)
@@ -67,6 +67,22 @@ class Cli(unittest.TestCase):
         else:
             self.assertEqual(r.returncode, 1)
             self.assertIn(f"violation balance_mismatch {user}", r.stdout)
+
+    def test_smoke_is_green_on_a_migrated_database_and_red_without_tables(self):
+        if BACKEND != "postgres":
+            r = self.s.cli("smoke", check=False)  # nothing migrated yet
+            self.assertEqual(r.returncode, 1, r.stdout)
+            self.assertIn("✗ database", r.stdout)
+            self.assertIn("run lensroom migrate", r.stdout)
+        self.s.cli("migrate")
+        r = self.s.cli("smoke", check=False)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertNotIn("✗", r.stdout)
+        for name in ("env", "database", "credits functions", "generation rows", "bucket",
+                     "upload/download/delete"):
+            self.assertIn(f"✓ {name}", r.stdout)
+        self.assertNotIn("\033[", r.stdout)  # not a terminal: no colours
+        self.assertEqual(self.s.cli("audit", check=False).returncode, 0)
 
     def test_bad_arguments(self):
         for args in (["token"], ["token", "nope"], ["credits", "grant", "nope", "5"],

@@ -93,5 +93,28 @@ class S3Storage(unittest.TestCase):
         self.assert_storage_failure_refunds(self.s3.env(bucket="no-such-bucket"))
 
 
+    def smoke(self, env):
+        s = Server(env)
+        self.addCleanup(s.cleanup)
+        s.cli("migrate")
+        return s.cli("smoke", check=False)
+
+    def test_smoke_is_green_on_s3(self):
+        r = self.smoke(self.s3.env())
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("✓ bucket                 s3 bucket generations reachable", r.stdout)
+        self.assertIn("✓ upload/download/delete", r.stdout)
+
+    def test_smoke_is_red_with_the_reason_for_a_missing_bucket_or_wrong_secret(self):
+        r = self.smoke(self.s3.env(bucket="no-such-bucket"))
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertIn("✗ bucket                 bucket no-such-bucket is missing", r.stdout)
+        r = self.smoke(self.s3.env(secret="not-the-secret"))
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertIn("✗ bucket", r.stdout)
+        self.assertIn("not accessible with these credentials", r.stdout)
+        self.assertIn("✓ database", r.stdout)  # the other checks still ran
+
+
 if __name__ == "__main__":
     unittest.main()
