@@ -32,6 +32,7 @@ void lr_api_infer(lr_app *app, lr_req *req);
 void lr_api_models(lr_app *app, lr_req *req);
 void lr_api_generations_list(lr_app *app, lr_req *req);
 void lr_api_generation_get(lr_app *app, lr_req *req, const char *id);
+void lr_api_generation_delete(lr_app *app, lr_req *req, const char *id);
 void lr_api_credits_balance(lr_app *app, lr_req *req);
 void lr_api_credits_transactions(lr_app *app, lr_req *req);
 void lr_api_admin_credits(lr_app *app, lr_req *req);

@@ -152,8 +152,10 @@ void lr_api_route(lr_req *req, void *ctx)
     } else if (!strncmp(p, gen_prefix, sizeof gen_prefix - 1) && !strchr(p + sizeof gen_prefix - 1, '/')) {
         if (is(req, "GET"))
             lr_api_generation_get(app, req, p + sizeof gen_prefix - 1);
+        else if (is(req, "DELETE"))
+            lr_api_generation_delete(app, req, p + sizeof gen_prefix - 1);
         else
-            method_not_allowed(req, "GET");
+            method_not_allowed(req, "GET, DELETE");
     } else if (!strcmp(p, "/api/credits/balance")) {
         if (is(req, "GET"))
             lr_api_credits_balance(app, req);

@@ -1,6 +1,7 @@
-/* GET /api/generations (the caller's, newest first, keyset pages) and
- * GET /api/generations/{id}. Someone else's id answers exactly like a
- * missing one: a user never learns whether another's generation exists. */
+/* GET /api/generations (the caller's, newest first, keyset pages),
+ * GET /api/generations/{id} and DELETE /api/generations/{id}. Someone
+ * else's id answers exactly like a missing one: a user never learns whether
+ * another's generation exists. */
 #include <string.h>
 
 #include "api/api.h"
@@ -82,4 +83,37 @@ void lr_api_generation_get(lr_app *app, lr_req *req, const char *id)
     }
     json_object_del(g, "userId");
     lr_req_reply_json(req, 200, json_pack("{s:b, s:o}", "success", 1, "generation", g));
+}
+
+/* Hides the generation from its owner and removes its stored files; a
+ * removal that fails is retried by the maintenance job. Credits are not
+ * touched: what was spent stays spent. */
+void lr_api_generation_delete(lr_app *app, lr_req *req, const char *id)
+{
+    char user[LR_UUID_LEN + 1];
+    if (!lr_api_user(app, req, false, user))
+        return;
+    json_t *keys = NULL;
+    lr_err e = lr_uuid_valid(id, strlen(id)) ? app->db->ops->mark_deleted(app->db, user, id, &keys)
+                                             : LR_ERR_NOT_FOUND;
+    if (e == LR_ERR_NOT_FOUND) {
+        lr_req_reply_error(req, 404, "generation_not_found", "Generation not found", NULL);
+        return;
+    }
+    if (e == LR_ERR_CONFLICT) {
+        lr_req_reply_error(req, 409, "generation_running",
+                           "The generation is still running; delete it once it has finished",
+                           NULL);
+        return;
+    }
+    if (e != LR_OK) {
+        lr_api_db_error(req, e);
+        return;
+    }
+    bool removed = lr_pipeline_purge_objects(app->pipeline, id, keys);
+    lr_req_reply_json(req, 200,
+                      json_pack("{s:b, s:s, s:b, s:i, s:b}", "success", 1, "generationId", id,
+                                "deleted", 1, "objects", (int)json_array_size(keys),
+                                "objectsRemoved", removed));
+    json_decref(keys);
 }

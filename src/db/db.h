@@ -43,6 +43,7 @@ typedef struct {
     const char *user_id;
     bool success;          /* at least one output stored */
     json_t *result_urls;   /* array of public URLs */
+    json_t *storage_keys;  /* array of object keys, for deletion later */
     json_t *task_ids;      /* provider task ids, may be NULL */
     int succeeded_count;
     int failed_count;
@@ -100,6 +101,14 @@ typedef struct {
      * whose lease ran out and that owner does not run: their process died.
      * Concurrent reapers never take the same row. *reaped: [{"id","refund"}]. */
     lr_err (*reap_expired)(lr_db *db, const char *owner, int limit, json_t **reaped);
+    /* Hides a finished generation of user_id from its owner and queues its
+     * objects for removal; *keys gets them. NOT_FOUND for missing, deleted
+     * or someone else's; CONFLICT while it still runs. */
+    lr_err (*mark_deleted)(lr_db *db, const char *user_id, const char *id, json_t **keys);
+    /* The objects of deleted generations still to remove: [{"id","keys"}]. */
+    lr_err (*pending_purges)(lr_db *db, int limit, json_t **rows);
+    /* All objects of generation id are gone. */
+    lr_err (*purged)(lr_db *db, const char *id);
     /* Ledger invariant violations: [{"kind","subject","detail"}], empty when sound. */
     lr_err (*audit)(lr_db *db, json_t **violations);
     void (*close)(lr_db *db);

@@ -244,16 +244,18 @@ static lr_err pg_settle(lr_db *db, const lr_settle_req *q, int *balance)
     snprintf(dur, sizeof dur, "%lld", (long long)q->duration_ms);
     char *urls = q->result_urls ? json_dumps(q->result_urls, JSON_COMPACT) : NULL;
     char *tasks = q->task_ids ? json_dumps(q->task_ids, JSON_COMPACT) : NULL;
-    const char *p[] = {q->generation_id, q->status, urls,          tasks,
-                       ok_n,             fail_n,    refund,        q->error_code,
-                       q->error_message, dur,       q->text};
+    char *keys = q->storage_keys ? json_dumps(q->storage_keys, JSON_COMPACT) : NULL;
+    const char *p[] = {q->generation_id, q->status, urls,   tasks,         ok_n,
+                       fail_n,           refund,    q->error_code, q->error_message,
+                       dur,              q->text,   keys};
     PGresult *r;
     lr_err e = query((pg_db *)db,
                      "SELECT ok, balance FROM lensroom.settle($1, $2, $3, $4, $5, $6, $7, $8, $9, "
-                     "$10, $11)",
-                     11, p, &r);
+                     "$10, $11, $12)",
+                     12, p, &r);
     free(urls);
     free(tasks);
+    free(keys);
     if (e != LR_OK)
         return e;
     if (!strcmp(PQgetvalue(r, 0, 0), "t")) {
@@ -312,7 +314,8 @@ static lr_err pg_get_generation(lr_db *db, const char *user_id, const char *id, 
     PGresult *r;
     lr_err e = query((pg_db *)db,
                      "SELECT lensroom.generation_json(g) FROM public.generations g "
-                     "WHERE g.id = $1::uuid AND ($2::uuid IS NULL OR g.user_id = $2::uuid)",
+                     "WHERE g.id = $1::uuid AND ($2::uuid IS NULL OR g.user_id = $2::uuid) "
+                     "AND g.deleted_at IS NULL",
                      2, p, &r);
     if (e != LR_OK)
         return e;
@@ -348,7 +351,7 @@ static lr_err pg_list_generations(lr_db *db, const char *user_id, const lr_gen_f
     lr_err e = query(
         (pg_db *)db,
         "SELECT json_agg(lensroom.generation_json(g) ORDER BY g.created_at DESC, g.id DESC) "
-        "FROM (SELECT * FROM public.generations WHERE user_id = $1 "
+        "FROM (SELECT * FROM public.generations WHERE user_id = $1 AND deleted_at IS NULL "
         "AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR type = $3) "
         "AND ($4::timestamptz IS NULL OR (created_at, id) < ($4::timestamptz, $5::uuid)) "
         "ORDER BY created_at DESC, id DESC LIMIT $6) g",
@@ -371,6 +374,56 @@ static lr_err pg_list_transactions(lr_db *db, const char *user_id, const char *b
         "ORDER BY created_at DESC, id DESC LIMIT $4) t",
         4, p, &r);
     return e == LR_OK ? array_result(r, out) : e;
+}
+
+static lr_err pg_mark_deleted(lr_db *db, const char *user_id, const char *id, json_t **keys)
+{
+    const char *p[] = {id, user_id};
+    PGresult *r;
+    /* One statement: the CTE sees the row before the update, so a running
+     * generation (not updated) is told apart from a missing one. */
+    lr_err e = query((pg_db *)db,
+                     "WITH g AS (SELECT status FROM public.generations WHERE id = $1::uuid "
+                     "AND user_id = $2::uuid AND deleted_at IS NULL), "
+                     "u AS (UPDATE public.generations SET deleted_at = now(), purge_pending = true "
+                     "WHERE id = $1::uuid AND user_id = $2::uuid AND deleted_at IS NULL "
+                     "AND status NOT IN ('pending', 'processing') RETURNING storage_keys) "
+                     "SELECT (SELECT status FROM g), (SELECT storage_keys FROM u)",
+                     2, p, &r);
+    if (e != LR_OK)
+        return e;
+    if (!val(r, 0, 0))
+        e = LR_ERR_NOT_FOUND;
+    else if (!val(r, 0, 1))
+        e = LR_ERR_CONFLICT;
+    else
+        *keys = json_col(r, 0, 1);
+    PQclear(r);
+    return e;
+}
+
+static lr_err pg_pending_purges(lr_db *db, int limit, json_t **rows)
+{
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", limit);
+    const char *p[] = {lim};
+    PGresult *r;
+    lr_err e = query((pg_db *)db,
+                     "SELECT json_agg(json_build_object('id', id, 'keys', storage_keys)) FROM "
+                     "(SELECT id, storage_keys FROM public.generations WHERE purge_pending "
+                     "LIMIT $1) x",
+                     1, p, &r);
+    return e == LR_OK ? array_result(r, rows) : e;
+}
+
+static lr_err pg_purged(lr_db *db, const char *id)
+{
+    const char *p[] = {id};
+    PGresult *r;
+    lr_err e = query((pg_db *)db,
+                     "UPDATE public.generations SET purge_pending = false WHERE id = $1", 1, p, &r);
+    PQclear(r);
+    return e;
 }
 
 static lr_err pg_renew_leases(lr_db *db, const char *owner, const char *lease_until)
@@ -438,6 +491,9 @@ static const lr_db_ops pg_ops = {
     .get_generation = pg_get_generation,
     .list_generations = pg_list_generations,
     .list_transactions = pg_list_transactions,
+    .mark_deleted = pg_mark_deleted,
+    .pending_purges = pg_pending_purges,
+    .purged = pg_purged,
     .renew_leases = pg_renew_leases,
     .reap_expired = pg_reap_expired,
     .audit = pg_audit,

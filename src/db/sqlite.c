@@ -16,11 +16,14 @@
 
 extern const char lr_sql_sqlite_0001[];
 extern const char lr_sql_sqlite_0002[];
+extern const char lr_sql_sqlite_0003[];
 
 static const struct {
     const char *version;
     const char *sql;
-} migrations[] = {{"0001_init", lr_sql_sqlite_0001}, {"0002_leases", lr_sql_sqlite_0002}};
+} migrations[] = {{"0001_init", lr_sql_sqlite_0001},
+                  {"0002_leases", lr_sql_sqlite_0002},
+                  {"0003_deletion", lr_sql_sqlite_0003}};
 
 enum {
     Q_BEGIN,
@@ -38,6 +41,9 @@ enum {
     Q_GET_GEN,
     Q_LIST_GEN,
     Q_LIST_TX,
+    Q_MARK_DELETED,
+    Q_PENDING_PURGES,
+    Q_PURGED,
     Q_RENEW,
     Q_EXPIRED,
     Q_COUNT
@@ -68,7 +74,7 @@ static const char *const sql_text[Q_COUNT] = {
     [Q_SETTLE_GEN] = "UPDATE generations SET status = ?2, stage = NULL, result_urls = ?3, "
                      "provider_task_ids = ?4, succeeded_count = ?5, failed_count = ?6, "
                      "credits_used = credits_used - ?7, error_code = ?8, error_message = ?9, "
-                     "duration_ms = ?10, updated_at = ?11, finished_at = ?11, "
+                     "duration_ms = ?10, updated_at = ?11, finished_at = ?11, storage_keys = ?13, "
                      "metadata = json_set(metadata, '$.text', ?12) "
                      "WHERE id = ?1 AND status IN ('pending', 'processing') RETURNING user_id",
     [Q_CREDIT] = "UPDATE credits SET amount = amount + ?1, updated_at = ?3 WHERE user_id = ?2 "
@@ -78,8 +84,9 @@ static const char *const sql_text[Q_COUNT] = {
     [Q_FIND_KEY] = "SELECT id, amount, type FROM credit_transactions "
                    "WHERE user_id = ?1 AND idempotency_key = ?2",
     [Q_GET_GEN] = "SELECT " GEN_COLUMNS " FROM generations WHERE id = ?1 "
-                  "AND (?2 IS NULL OR user_id = ?2)",
+                  "AND (?2 IS NULL OR user_id = ?2) AND deleted_at IS NULL",
     [Q_LIST_GEN] = "SELECT " GEN_COLUMNS " FROM generations WHERE user_id = ?1 "
+                   "AND deleted_at IS NULL "
                    "AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR type = ?3) "
                    "AND (?4 IS NULL OR (created_at, id) < (?4, ?5)) "
                    "ORDER BY created_at DESC, id DESC LIMIT ?6",
@@ -87,6 +94,12 @@ static const char *const sql_text[Q_COUNT] = {
                   "FROM credit_transactions WHERE user_id = ?1 "
                   "AND (?2 IS NULL OR (created_at, id) < (?2, ?3)) "
                   "ORDER BY created_at DESC, id DESC LIMIT ?4",
+    [Q_MARK_DELETED] = "UPDATE generations SET deleted_at = ?3, updated_at = ?3, "
+                       "purge_pending = 1 WHERE id = ?1 AND user_id = ?2 AND deleted_at IS NULL "
+                       "AND status NOT IN ('pending', 'processing') RETURNING storage_keys",
+    [Q_PENDING_PURGES] = "SELECT id, storage_keys FROM generations WHERE purge_pending = 1 "
+                         "LIMIT ?1",
+    [Q_PURGED] = "UPDATE generations SET purge_pending = 0 WHERE id = ?1",
     [Q_RENEW] = "UPDATE generations SET lease_until = ?2 WHERE claimed_by = ?1 "
                 "AND status IN ('pending', 'processing')",
     [Q_EXPIRED] = "SELECT id, credits_used, outputs_count FROM generations "
@@ -473,6 +486,7 @@ static lr_err sq_settle(lr_db *db, const lr_settle_req *q, int *balance)
     sqlite3_bind_int64(s, 10, q->duration_ms);
     bind_text(s, 11, ts);
     bind_text(s, 12, q->text);
+    bind_json(s, 13, q->storage_keys, "[]");
     int rc = sqlite3_step(s);
     char user[LR_UUID_LEN + 1] = "";
     if (rc == SQLITE_ROW) {
@@ -673,6 +687,11 @@ static json_t *transaction_row(sqlite3_stmt *s)
     return t;
 }
 
+static json_t *purge_row(sqlite3_stmt *s)
+{
+    return json_pack("{s:o, s:o}", "id", col_text(s, 0), "keys", col_json(s, 1, json_array));
+}
+
 static json_t *expired_row(sqlite3_stmt *s)
 {
     return json_pack("{s:o, s:i, s:i}", "id", col_text(s, 0), "creditsUsed",
@@ -736,6 +755,70 @@ static lr_err sq_list_transactions(lr_db *db, const char *user_id, const char *b
         e = collect(s, transaction_row, out);
     }
     release(d, c);
+    return e;
+}
+
+static lr_err sq_mark_deleted(lr_db *db, const char *user_id, const char *id, json_t **keys)
+{
+    sqlite_db *d = (sqlite_db *)db;
+    char ts[32];
+    now_iso(ts);
+    conn *c = acquire_writer(d);
+    sqlite3_stmt *s = stmt(c, Q_MARK_DELETED);
+    lr_err e = LR_ERR_DB;
+    if (s) {
+        bind_text(s, 1, id);
+        bind_text(s, 2, user_id);
+        bind_text(s, 3, ts);
+        int rc = sqlite3_step(s);
+        if (rc == SQLITE_ROW) {
+            *keys = col_json(s, 0, json_array);
+            e = LR_OK;
+        } else if (rc == SQLITE_DONE) {
+            e = LR_ERR_NOT_FOUND;
+        }
+        done(s);
+    }
+    release_writer(d, c);
+    if (e == LR_ERR_NOT_FOUND) {
+        /* Tell "still running" apart from "not yours / gone". */
+        json_t *g = NULL;
+        if (sq_get_generation(db, user_id, id, &g) == LR_OK) {
+            const char *st = json_string_value(json_object_get(g, "status"));
+            if (st && (!strcmp(st, "pending") || !strcmp(st, "processing")))
+                e = LR_ERR_CONFLICT;
+            json_decref(g);
+        }
+    }
+    return e;
+}
+
+static lr_err sq_pending_purges(lr_db *db, int limit, json_t **rows)
+{
+    sqlite_db *d = (sqlite_db *)db;
+    conn *c = acquire(d);
+    sqlite3_stmt *s = stmt(c, Q_PENDING_PURGES);
+    lr_err e = LR_ERR_DB;
+    if (s) {
+        sqlite3_bind_int(s, 1, limit);
+        e = collect(s, purge_row, rows);
+    }
+    release(d, c);
+    return e;
+}
+
+static lr_err sq_purged(lr_db *db, const char *id)
+{
+    sqlite_db *d = (sqlite_db *)db;
+    conn *c = acquire_writer(d);
+    sqlite3_stmt *s = stmt(c, Q_PURGED);
+    lr_err e = LR_ERR_DB;
+    if (s) {
+        bind_text(s, 1, id);
+        e = sqlite3_step(s) == SQLITE_DONE ? LR_OK : LR_ERR_DB;
+        done(s);
+    }
+    release_writer(d, c);
     return e;
 }
 
@@ -854,6 +937,9 @@ static const lr_db_ops sqlite_ops = {
     .get_generation = sq_get_generation,
     .list_generations = sq_list_generations,
     .list_transactions = sq_list_transactions,
+    .mark_deleted = sq_mark_deleted,
+    .pending_purges = sq_pending_purges,
+    .purged = sq_purged,
     .renew_leases = sq_renew_leases,
     .reap_expired = sq_reap_expired,
     .audit = sq_audit,

@@ -39,6 +39,7 @@ struct run {
     int outputs;
     lr_provider_task tasks[MAX_OUTPUTS];
     char *urls[MAX_OUTPUTS];
+    char *keys[MAX_OUTPUTS];
     char *task_ids[MAX_OUTPUTS];
     char *text;
     char *err_code, *err_msg;
@@ -108,6 +109,7 @@ static void run_free(run *r)
 {
     for (int i = 0; i < MAX_OUTPUTS; i++) {
         free(r->urls[i]);
+        free(r->keys[i]);
         free(r->task_ids[i]);
     }
     free(r->text);
@@ -152,10 +154,12 @@ static void waiter_timeout(void *arg)
 static void settle(run *r)
 {
     lr_pipeline *p = r->p;
-    json_t *urls = json_array(), *task_ids = json_array();
+    json_t *urls = json_array(), *task_ids = json_array(), *keys = json_array();
     for (int i = 0; i < r->outputs; i++) {
         if (r->urls[i])
             json_array_append_new(urls, json_string(r->urls[i]));
+        if (r->keys[i])
+            json_array_append_new(keys, json_string(r->keys[i]));
         if (r->task_ids[i])
             json_array_append_new(task_ids, json_string(r->task_ids[i]));
     }
@@ -167,6 +171,7 @@ static void settle(run *r)
         .success = ok,
         .status = ok ? "success" : "failed",
         .result_urls = urls,
+        .storage_keys = keys,
         .task_ids = task_ids,
         .succeeded_count = r->succeeded,
         .failed_count = r->failed,
@@ -233,6 +238,7 @@ static void settle(run *r)
         pthread_cond_broadcast(&p->idle);
     pthread_mutex_unlock(&p->mu);
     json_decref(urls);
+    json_decref(keys);
     json_decref(task_ids);
     run_free(r);
 }
@@ -282,12 +288,12 @@ static void store_output(void *arg)
     else
         snprintf(name, sizeof name, "%s_%d", r->id, v);
     lr_blob_sink *sink = NULL;
-    char *url = NULL;
+    char *url = NULL, *key = NULL;
     lr_err e = lr_blob_begin(r->p->store, r->user_id, name, LR_STORE_MAX_BYTES, &sink);
     if (e == LR_OK) {
         e = produce(&r->tasks[v], sink);
         if (e == LR_OK)
-            e = lr_blob_finish(sink, &url, NULL, NULL);
+            e = lr_blob_finish(sink, &url, &key, NULL);
         else
             lr_blob_abort(sink);
     }
@@ -304,6 +310,7 @@ static void store_output(void *arg)
         return;
     }
     r->urls[v] = url; /* only this worker writes slot v */
+    r->keys[v] = key;
     output_finished(r, v, true, NULL, NULL, true);
 }
 
@@ -411,6 +418,42 @@ int lr_pipeline_reap(lr_pipeline *p)
     return n;
 }
 
+bool lr_pipeline_purge_objects(lr_pipeline *p, const char *id, json_t *keys)
+{
+    bool all = true;
+    size_t i;
+    json_t *k;
+    json_array_foreach(keys, i, k)
+    {
+        lr_err e = p->store->ops->remove(p->store, json_string_value(k));
+        if (e != LR_OK && e != LR_ERR_NOT_FOUND) {
+            lr_warn("could not delete object %s of generation %s (%s); will retry",
+                    json_string_value(k), id, lr_strerror(e));
+            all = false;
+        }
+    }
+    if (all && p->db->ops->purged(p->db, id) != LR_OK)
+        all = false;
+    return all;
+}
+
+/* Retries the removal of objects of deleted generations. */
+static void purge_pending(lr_pipeline *p)
+{
+    json_t *rows = NULL;
+    if (p->db->ops->pending_purges(p->db, 100, &rows) != LR_OK)
+        return;
+    size_t i;
+    json_t *row;
+    json_array_foreach(rows, i, row)
+    {
+        const char *id = json_string_value(json_object_get(row, "id"));
+        if (lr_pipeline_purge_objects(p, id, json_object_get(row, "keys")))
+            lr_info("objects of deleted generation %s removed", id);
+    }
+    json_decref(rows);
+}
+
 static void maintenance_timer(void *arg);
 
 static void maintenance_job(void *arg)
@@ -421,6 +464,7 @@ static void maintenance_job(void *arg)
     if (p->db->ops->renew_leases(p->db, p->owner, until) != LR_OK)
         lr_error("could not renew generation leases; other processes may reap them");
     lr_pipeline_reap(p);
+    purge_pending(p);
     lr_loop_timer(p->loop, (int64_t)p->lease_s * 1000 / 3, maintenance_timer, p);
 }
 

@@ -16,6 +16,7 @@
 #define LR_PIPELINE_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "core/err.h"
@@ -69,7 +70,11 @@ lr_err lr_pipeline_start(lr_pipeline *p, const lr_run_req *req, int64_t timeout_
  * process died; the mock cannot resume a task). Returns how many, -1 on a
  * database error. Called at start and then periodically. */
 int lr_pipeline_reap(lr_pipeline *p);
-/* Starts the periodic lease renewal and reaping on the loop. */
+/* Removes the stored objects of a deleted generation and, when all are
+ * gone, clears its purge_pending flag; false leaves it for the periodic
+ * retry. Blocking (storage calls): not for the loop thread. */
+bool lr_pipeline_purge_objects(lr_pipeline *p, const char *id, json_t *keys);
+/* Starts the periodic lease renewal, reaping and purge retries on the loop. */
 void lr_pipeline_start_maintenance(lr_pipeline *p);
 int lr_pipeline_in_flight(lr_pipeline *p);
 /* Waits up to timeout_ms for in-flight generations to settle. */

@@ -3,6 +3,7 @@ strict SigV4 checker (sigv4_proxy.py). The server under test talks to the
 checker; reads of public URLs and the independent client go to s3rver."""
 import os
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -25,9 +26,7 @@ class S3:
             [S3RVER, "-d", os.path.join(self.dir, "data"), "-a", "127.0.0.1", "-p",
              str(self.port), "--configure-bucket", bucket, "--silent"],
             stdout=self.log, stderr=subprocess.STDOUT)
-        self.proxy = subprocess.Popen(
-            ["/usr/bin/python3", os.path.join(S3_DIR, "sigv4_proxy.py"), str(self.proxy_port),
-             str(self.port), ACCESS, SECRET, REGION], stdout=self.log, stderr=subprocess.STDOUT)
+        self.start_proxy()
         deadline = time.time() + 30
         while time.time() < deadline:
             try:
@@ -38,6 +37,22 @@ class S3:
                     break  # an HTTP answer: it is up
                 time.sleep(0.1)
         time.sleep(0.3)
+
+    def start_proxy(self):
+        self.proxy = subprocess.Popen(
+            ["/usr/bin/python3", os.path.join(S3_DIR, "sigv4_proxy.py"), str(self.proxy_port),
+             str(self.port), ACCESS, SECRET, REGION], stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 10
+        while time.time() < deadline:  # until it accepts connections
+            try:
+                socket.create_connection(("127.0.0.1", self.proxy_port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+
+    def stop_proxy(self):
+        self.proxy.terminate()
+        self.proxy.wait()
 
     @property
     def endpoint(self):

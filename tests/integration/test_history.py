@@ -58,6 +58,32 @@ class History(ServerTest):
         self.assertEqual(self.server.get("/api/generations", self.auth(b)).json["generations"], [])
         self.assertEqual(self.server.get("/api/credits/transactions", self.auth(b)).json["transactions"], [])
 
+    def test_delete_removes_the_file_and_hides_the_generation(self):
+        a, b = new_user(), new_user()
+        self.server.grant(a, 16)
+        tok = self.server.token(a)
+        r = self.server.infer(tok)
+        gid, url = r.json["generationId"], r.json["url"]
+        self.assertEqual(self.server.fetch_url(url).status, 200)
+        ledger = self.server.ledger(a)
+        other = self.server.request("DELETE", f"/api/generations/{gid}", headers=self.auth(b))
+        self.assertEqual(other.status, 404)
+        d = self.server.request("DELETE", f"/api/generations/{gid}", headers=self.auth(a))
+        self.assertEqual(d.status, 200, d.body)
+        self.assertEqual((d.json["deleted"], d.json["objects"], d.json["objectsRemoved"]),
+                         (True, 1, True))
+        self.assertEqual(self.server.fetch_url(url).status, 404)
+        self.assertEqual(self.server.get(f"/api/generations/{gid}", self.auth(a)).status, 404)
+        self.assertEqual(self.server.get("/api/generations", self.auth(a)).json["generations"], [])
+        again = self.server.request("DELETE", f"/api/generations/{gid}", headers=self.auth(a))
+        self.assertEqual(again.status, 404)
+        self.assertEqual(self.server.ledger(a), ledger)  # money is not touched
+        self.server.assert_ledger_consistent(self, a)
+        for bad in ("not-a-uuid", "00000000-0000-4000-8000-000000000000"):
+            r = self.server.request("DELETE", f"/api/generations/{bad}", headers=self.auth(a))
+            self.assertEqual(r.status, 404)
+        self.assertEqual(self.server.request("DELETE", f"/api/generations/{gid}").status, 401)
+
     def test_transactions_list_the_ledger(self):
         user = new_user()
         self.server.grant(user, 20)

@@ -234,6 +234,16 @@ class InferAsync(ServerTest):
         self.assertEqual(len(g["resultUrls"]), 1)
         decode_png(self.server.fetch_url(g["url"]).body)
 
+    def test_deleting_a_running_generation_is_409(self):
+        user = new_user()
+        self.server.grant(user, 8)
+        tok = self.server.token(user)
+        gid = self.server.infer(tok, headers={"Prefer": "respond-async"}).json["generationId"]
+        r = self.server.request("DELETE", f"/api/generations/{gid}",
+                                headers={"Authorization": f"Bearer {tok}"})
+        self.assertEqual(r.status, 409, r.body)
+        self.assertEqual(r.json["code"], "generation_running")
+
     def test_wait_limit_answers_202_and_generation_still_finishes(self):
         user = new_user()
         self.server.grant(user, 8)

@@ -3,6 +3,7 @@ SigV4 checker): the URL serves the generated image, an independent S3
 client reads the same bytes, ranges work, and a wrong secret or a missing
 bucket fails the generation cleanly with a refund."""
 import io
+import time
 import unittest
 import urllib.request
 
@@ -92,6 +93,38 @@ class S3Storage(unittest.TestCase):
     def test_missing_bucket_fails_and_refunds(self):
         self.assert_storage_failure_refunds(self.s3.env(bucket="no-such-bucket"))
 
+
+    def test_delete_removes_the_object_and_retries_when_s3_is_down(self):
+        s3 = S3()  # its own, so stopping it does not disturb the other tests
+        self.addCleanup(s3.close)
+        s = self.server(dict(s3.env(), LENSROOM_LEASE_S="3"))  # maintenance every second
+        user = new_user()
+        s.grant(user, 16)
+        tok = s.token(user)
+        auth = {"Authorization": f"Bearer {tok}"}
+        r1, r2 = s.infer(tok), s.infer(tok)
+        keys = [r.json["url"][len(s3.public_url) + 1:] for r in (r1, r2)]
+        client = s3.client()
+        d = s.request("DELETE", f"/api/generations/{r1.json['generationId']}", headers=auth)
+        self.assertEqual((d.status, d.json["objectsRemoved"]), (200, True), d.body)
+        with self.assertRaises(client.exceptions.NoSuchKey):
+            client.get_object(Bucket=s3.bucket, Key=keys[0])
+        s3.stop_proxy()  # the endpoint is down: the removal must wait, not be forgotten
+        d = s.request("DELETE", f"/api/generations/{r2.json['generationId']}", headers=auth)
+        self.assertEqual((d.status, d.json["objectsRemoved"]), (200, False), d.body)
+        self.assertEqual(s.get(f"/api/generations/{r2.json['generationId']}", auth).status, 404)
+        client.head_object(Bucket=s3.bucket, Key=keys[1])  # still there
+        s3.start_proxy()
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                client.head_object(Bucket=s3.bucket, Key=keys[1])
+                time.sleep(0.2)
+            except client.exceptions.ClientError:
+                break
+        with self.assertRaises(client.exceptions.ClientError):
+            client.head_object(Bucket=s3.bucket, Key=keys[1])
+        self.assertIn("objects of deleted generation", s.read_log())
 
     def smoke(self, env):
         s = Server(env)

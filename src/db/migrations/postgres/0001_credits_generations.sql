@@ -101,6 +101,11 @@ ALTER TABLE public.generations ADD COLUMN IF NOT EXISTS idempotency_key text;
 ALTER TABLE public.generations ADD COLUMN IF NOT EXISTS finished_at timestamptz;
 ALTER TABLE public.generations ADD COLUMN IF NOT EXISTS claimed_by uuid;
 ALTER TABLE public.generations ADD COLUMN IF NOT EXISTS lease_until timestamptz;
+-- Deletion: the row stays (the ledger points at it) but is hidden; its
+-- objects are removed, purge_pending keeps a failed removal for a retry.
+ALTER TABLE public.generations ADD COLUMN IF NOT EXISTS storage_keys jsonb NOT NULL DEFAULT '[]'::jsonb;
+ALTER TABLE public.generations ADD COLUMN IF NOT EXISTS deleted_at timestamptz;
+ALTER TABLE public.generations ADD COLUMN IF NOT EXISTS purge_pending boolean NOT NULL DEFAULT false;
 
 -- The original's CHECKs, widened by 'text' generations and 'canceled'.
 ALTER TABLE public.generations DROP CONSTRAINT IF EXISTS generations_type_check;
@@ -131,6 +136,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS credit_transactions_idempotency
 CREATE INDEX IF NOT EXISTS idx_generations_user_created
   ON public.generations (user_id, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS idx_generations_status ON public.generations (status);
+CREATE INDEX IF NOT EXISTS idx_generations_purge
+  ON public.generations (id) WHERE purge_pending;
 CREATE INDEX IF NOT EXISTS idx_generations_lease
   ON public.generations (lease_until) WHERE status IN ('pending', 'processing');
 
@@ -287,7 +294,7 @@ END $$;
 CREATE OR REPLACE FUNCTION lensroom.settle(
   p_id uuid, p_status text, p_urls jsonb, p_task_ids jsonb, p_succeeded integer,
   p_failed integer, p_refund integer, p_error_code text, p_error_message text,
-  p_duration_ms bigint, p_text text,
+  p_duration_ms bigint, p_text text, p_storage_keys jsonb,
   OUT ok boolean, OUT balance integer)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $$
 DECLARE
@@ -299,6 +306,7 @@ BEGIN
     failed_count = p_failed, credits_used = g.credits_used - p_refund,
     error_code = p_error_code, error_message = p_error_message, duration_ms = p_duration_ms,
     finished_at = now(), lease_until = NULL,
+    storage_keys = coalesce(p_storage_keys, '[]'::jsonb),
     metadata = CASE WHEN p_text IS NULL THEN coalesce(g.metadata, '{}'::jsonb)
                     ELSE coalesce(g.metadata, '{}'::jsonb) || jsonb_build_object('text', p_text) END
    WHERE g.id = p_id AND g.status IN ('pending', 'processing')
@@ -344,7 +352,7 @@ BEGIN
     SELECT * INTO r FROM lensroom.settle(g.id, 'failed', NULL, NULL, 0, g.outputs_count,
       g.credits_used, 'interrupted',
       'The server running this generation stopped before it finished; the credits were refunded',
-      NULL, NULL);
+      NULL, NULL, NULL);
     IF r.ok THEN
       generation_id := g.id;
       refund := g.credits_used;
@@ -392,7 +400,7 @@ CREATE POLICY "Users can view own transactions" ON public.credit_transactions
   FOR SELECT TO authenticated USING (user_id = auth.uid());
 DROP POLICY IF EXISTS "Users can view own generations" ON public.generations;
 CREATE POLICY "Users can view own generations" ON public.generations
-  FOR SELECT TO authenticated USING (user_id = auth.uid());
+  FOR SELECT TO authenticated USING (user_id = auth.uid() AND deleted_at IS NULL);
 
 REVOKE ALL ON public.credits, public.credit_transactions, public.generations FROM anon;
 REVOKE INSERT, UPDATE, DELETE, TRUNCATE
