@@ -20,7 +20,7 @@ test: build
 	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLR_SANITIZE=ON >/dev/null
 	@cmake --build build-asan -j$(JOBS)
 	@test -x build-asan/lensroom
-	@scripts/s3-test-server.sh
+	@scripts/node-test-tools.sh
 	cd build-asan && ctest --output-on-failure --timeout 600
 
 bench: build

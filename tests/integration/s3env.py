@@ -11,7 +11,7 @@ import urllib.request
 
 from harness import free_port
 
-S3_DIR = os.path.join(os.path.dirname(__file__), "../s3")
+S3_DIR = os.path.join(os.path.dirname(__file__), "../node")
 S3RVER = os.path.join(S3_DIR, "node_modules/.bin/s3rver")
 ACCESS, SECRET, REGION = "S3RVER", "S3RVER-secret-for-tests", "us-east-1"
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs the test-time S3 server (s3rver, from npm, pinned by
-# tests/s3/package-lock.json) when it is missing or out of date. Quiet when
+# tests/node/package-lock.json) when it is missing or out of date. Quiet when
 # it is there.
 set -euo pipefail
-cd "$(dirname "$0")/../tests/s3"
+cd "$(dirname "$0")/../tests/node"
 stamp=node_modules/.lensroom-installed
-if [ -x node_modules/.bin/s3rver ] && [ "$stamp" -nt package-lock.json ]; then
+if [ -x node_modules/.bin/s3rver ] && [ -d node_modules/@seriousme ] && [ "$stamp" -nt package-lock.json ]; then
   exit 0
 fi
 npm ci --no-audit --no-fund --loglevel=error >/tmp/lensroom-npm.log 2>&1 || {
