@@ -132,6 +132,10 @@ static int open_store(const lr_config *cfg, lr_store **store)
                            .tmp_dir = dir,
                            .part_size = (size_t)cfg->s3_part_size};
         e = lr_store_s3_open(&o, store);
+    } else if (!strcmp(cfg->storage, "supabase")) {
+        snprintf(dir, sizeof dir, "%s/tmp", cfg->data_dir);
+        e = lr_store_supabase_open(cfg->supabase_url, cfg->service_role_key, cfg->bucket, dir,
+                                   store);
     } else {
         snprintf(dir, sizeof dir, "%s/storage", cfg->data_dir);
         e = lr_store_fs_open(dir, cfg->bucket, cfg->public_url, store);

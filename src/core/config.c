@@ -83,6 +83,7 @@ int lr_config_load(lr_config *cfg)
 
     /* Storage: S3 when an endpoint is configured, else the local folder. */
     cfg->s3_endpoint = env_dup("S3_ENDPOINT", NULL);
+    cfg->supabase_url = env_dup("SUPABASE_URL", env("NEXT_PUBLIC_SUPABASE_URL"));
     cfg->storage = env_dup("LENSROOM_STORAGE", cfg->s3_endpoint ? "s3" : "local");
     cfg->s3_region = env_dup("S3_REGION", "us-east-1");
     cfg->s3_access_key = env_dup("S3_ACCESS_KEY_ID", NULL);
@@ -103,8 +104,14 @@ int lr_config_load(lr_config *cfg)
             problem("S3_ACCESS_KEY_ID", "required for S3 storage");
         if (!cfg->s3_secret_key)
             problem("S3_SECRET_ACCESS_KEY", "required for S3 storage");
+    } else if (!strcmp(cfg->storage, "supabase")) {
+        if (!cfg->supabase_url || (strncmp(cfg->supabase_url, "http://", 7) &&
+                                   strncmp(cfg->supabase_url, "https://", 8)))
+            problem("SUPABASE_URL", "required for Supabase storage, as https://<ref>.supabase.co");
+        if (!env("SUPABASE_SERVICE_ROLE_KEY"))
+            problem("SUPABASE_SERVICE_ROLE_KEY", "required for Supabase storage");
     } else if (strcmp(cfg->storage, "local") != 0) {
-        problem("LENSROOM_STORAGE", "must be local or s3");
+        problem("LENSROOM_STORAGE", "must be local, s3 or supabase");
     }
 
     const char *db = env("DATABASE_URL");
@@ -271,6 +278,7 @@ void lr_config_free(lr_config *cfg)
     free(cfg->public_url);
     free(cfg->bucket);
     free(cfg->storage);
+    free(cfg->supabase_url);
     free(cfg->s3_endpoint);
     free(cfg->s3_region);
     free(cfg->s3_access_key);

@@ -20,7 +20,8 @@ typedef struct {
     char *database_url;  /* NULL: SQLite file in data_dir */
     char *public_url;    /* base of public file URLs, no trailing slash */
     char *bucket;
-    char *storage;       /* "local" | "s3" */
+    char *storage;       /* "local" | "s3" | "supabase" */
+    char *supabase_url;  /* SUPABASE_URL or NEXT_PUBLIC_SUPABASE_URL */
     char *s3_endpoint, *s3_region, *s3_access_key, *s3_secret_key, *s3_public_url;
     bool s3_path_style;
     long s3_part_size;

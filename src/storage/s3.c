@@ -19,6 +19,7 @@
 
 #include "core/log.h"
 #include "core/util.h"
+#include "storage/spool.h"
 #include "storage/storage.h"
 
 typedef struct {
@@ -36,35 +37,15 @@ struct lr_store_writer {
     s3_store *s;
     char *key;
     char *content_type;
-    int fd;
-    size_t size;
-    EVP_MD_CTX *sha;
+    lr_spool spool;
 };
 
-typedef struct {
-    int fd;
-    off_t off;
-    size_t left;
-} body_src;
+typedef lr_spool_range body_src;
 
 typedef struct {
     char *buf;
     size_t len;
 } sink_buf;
-
-static size_t read_body(char *dst, size_t size, size_t n, void *arg)
-{
-    body_src *b = arg;
-    size_t want = size * n < b->left ? size * n : b->left;
-    if (want == 0)
-        return 0;
-    ssize_t got = pread(b->fd, dst, want, b->off);
-    if (got < 0)
-        return CURL_READFUNC_ABORT;
-    b->off += got;
-    b->left -= (size_t)got;
-    return (size_t)got;
-}
 
 /* Keeps at most 64 KiB of a response (S3 answers are small XML). */
 static size_t keep_response(char *src, size_t size, size_t n, void *arg)
@@ -140,7 +121,7 @@ static long s3_call(s3_store *s, const char *method, const char *key, const char
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
     if (body) {
         curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
-        curl_easy_setopt(c, CURLOPT_READFUNCTION, read_body);
+        curl_easy_setopt(c, CURLOPT_READFUNCTION, lr_spool_read_cb);
         curl_easy_setopt(c, CURLOPT_READDATA, body);
         curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)body->left);
     } else if (xml) {
@@ -177,48 +158,29 @@ static lr_err s3_open_writer(lr_store *st, const char *key, const char *content_
     s3_store *s = (s3_store *)st;
     if (!lr_store_key_valid(key))
         return LR_ERR_INVALID;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/s3-spool-XXXXXX", s->tmp_dir);
-    int fd = mkstemp(path);
-    if (fd < 0) {
-        lr_error("s3: cannot create spool file in %s: %s", s->tmp_dir, strerror(errno));
-        return LR_ERR_IO;
-    }
-    unlink(path); /* nameless: gone on close, even after a crash */
     lr_store_writer *w = calloc(1, sizeof *w);
-    if (!w) {
-        close(fd);
+    if (!w)
         return LR_ERR_NOMEM;
+    lr_err e = lr_spool_open(&w->spool, s->tmp_dir);
+    if (e != LR_OK) {
+        free(w);
+        return e;
     }
-    *w = (lr_store_writer){s, strdup(key), strdup(content_type), fd, 0, EVP_MD_CTX_new()};
-    EVP_DigestInit_ex(w->sha, EVP_sha256(), NULL);
+    w->s = s;
+    w->key = strdup(key);
+    w->content_type = strdup(content_type);
     *out = w;
     return LR_OK;
 }
 
 static lr_err s3_write(lr_store_writer *w, const void *buf, size_t len)
 {
-    const char *p = buf;
-    size_t left = len;
-    while (left > 0) {
-        ssize_t n = write(w->fd, p, left);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return LR_ERR_IO;
-        }
-        p += n;
-        left -= (size_t)n;
-    }
-    EVP_DigestUpdate(w->sha, buf, len);
-    w->size += len;
-    return LR_OK;
+    return lr_spool_write(&w->spool, buf, len);
 }
 
 static void writer_free(lr_store_writer *w)
 {
-    close(w->fd);
-    EVP_MD_CTX_free(w->sha);
+    lr_spool_close(&w->spool);
     free(w->key);
     free(w->content_type);
     free(w);
@@ -245,7 +207,8 @@ static lr_err put_multipart(lr_store_writer *w)
     free(resp.buf);
     if (!upload_id)
         return LR_ERR_IO;
-    size_t parts = (w->size + s->part_size - 1) / s->part_size;
+    size_t size = w->spool.size;
+    size_t parts = (size + s->part_size - 1) / s->part_size;
     size_t cap = 128 + parts * 96;
     char *xml = malloc(cap);
     size_t o = (size_t)snprintf(xml, cap, "<CompleteMultipartUpload>");
@@ -257,8 +220,7 @@ static lr_err put_multipart(lr_store_writer *w)
          * semantics of the store, and TLS protects the bytes in transit. */
         snprintf(query, sizeof query, "partNumber=%zu&uploadId=%s", i + 1, upload_id);
         size_t off = i * s->part_size;
-        body_src b = {w->fd, (off_t)off,
-                      w->size - off < s->part_size ? w->size - off : s->part_size};
+        body_src b = {w->spool.fd, (off_t)off, size - off < s->part_size ? size - off : s->part_size};
         if (s3_call(s, "PUT", w->key, query, &b, "UNSIGNED-PAYLOAD", NULL, NULL, NULL, etag,
                     sizeof etag) != 200 ||
             !etag[0])
@@ -289,15 +251,13 @@ static lr_err put_multipart(lr_store_writer *w)
 
 static lr_err s3_commit(lr_store_writer *w)
 {
-    unsigned char d[32];
     char hex[65];
-    EVP_DigestFinal_ex(w->sha, d, NULL);
-    lr_hex(d, 32, hex);
+    lr_spool_sha256_hex(&w->spool, hex);
     lr_err e;
-    if (w->size > w->s->part_size) {
+    if (w->spool.size > w->s->part_size) {
         e = put_multipart(w);
     } else {
-        body_src b = {w->fd, 0, w->size};
+        body_src b = {w->spool.fd, 0, w->spool.size};
         long st = s3_call(w->s, "PUT", w->key, NULL, &b, hex, w->content_type, NULL, NULL, NULL, 0);
         e = st == 200 ? LR_OK : LR_ERR_IO;
     }

@@ -41,7 +41,7 @@ typedef struct {
 
 struct lr_store {
     const lr_store_ops *ops;
-    const char *backend; /* "local" | "s3" */
+    const char *backend; /* "local" | "s3" | "supabase" */
     char *bucket;
     char *url_prefix; /* public URL of the object is url_prefix/key */
 };
@@ -70,6 +70,11 @@ typedef struct {
 
 /* The S3-protocol backend (SigV4). */
 lr_err lr_store_s3_open(const lr_s3_options *o, lr_store **out);
+
+/* Supabase Storage's REST API with the service role key; public URLs
+ * {url}/storage/v1/object/public/{bucket}/{key}. */
+lr_err lr_store_supabase_open(const char *url, const char *service_key, const char *bucket,
+                              const char *tmp_dir, lr_store **out);
 
 /* A sink decides the object's type from its first bytes, then names it
  * {user_id}/{photo|video}/{name}.{ext} and streams the rest; more than

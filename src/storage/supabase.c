@@ -1,0 +1,275 @@
+/* Supabase Storage over its REST API, with the service role key:
+ *   upload  POST   {url}/storage/v1/object/{bucket}/{key}   (x-upsert: true)
+ *   read    GET    {url}/storage/v1/object/{bucket}/{key}
+ *   delete  DELETE {url}/storage/v1/object/{bucket}         {"prefixes":[key]}
+ *   bucket  GET    {url}/storage/v1/bucket/{bucket}
+ *   public  {url}/storage/v1/object/public/{bucket}/{key}
+ * Uploads are spooled (type checked, size known) and streamed from the
+ * spool. Errors come back as {"statusCode","error","message"} and are
+ * logged. Calls block: the pipeline runs them on its workers.
+ */
+#include <curl/curl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/util.h"
+#include "storage/spool.h"
+#include "storage/storage.h"
+
+typedef struct {
+    lr_store base;
+    char *url; /* https://<ref>.supabase.co, no trailing slash */
+    char *auth_header;
+    char *apikey_header;
+    char *tmp_dir;
+} sb_store;
+
+struct lr_store_writer {
+    sb_store *s;
+    char *key;
+    char *content_type;
+    lr_spool spool;
+};
+
+typedef struct {
+    char *buf;
+    size_t len;
+    size_t max;
+    bool too_large;
+} body_buf;
+
+static size_t keep_body(char *src, size_t size, size_t n, void *arg)
+{
+    body_buf *b = arg;
+    size_t len = size * n;
+    if (b->len + len > b->max) {
+        b->too_large = true;
+        return 0; /* abort the transfer */
+    }
+    char *nb = realloc(b->buf, b->len + len + 1);
+    if (!nb)
+        return 0;
+    memcpy(nb + b->len, src, len);
+    b->buf = nb;
+    b->len += len;
+    b->buf[b->len] = '\0';
+    return len;
+}
+
+/* One authenticated request; returns the HTTP status (0: no answer). */
+static long sb_call(sb_store *s, const char *method, const char *path, lr_spool_range *body,
+                    const char *content_type, const char *json, body_buf *resp)
+{
+    CURL *c = curl_easy_init();
+    char *url = NULL;
+    if (!c || asprintf(&url, "%s%s", s->url, path) < 0) {
+        curl_easy_cleanup(c);
+        return 0;
+    }
+    struct curl_slist *h = NULL;
+    h = curl_slist_append(h, s->auth_header);
+    h = curl_slist_append(h, s->apikey_header);
+    char line[160];
+    if (content_type) {
+        snprintf(line, sizeof line, "Content-Type: %s", content_type);
+        h = curl_slist_append(h, line);
+    }
+    if (body)
+        h = curl_slist_append(h, "x-upsert: true");
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (body) {
+        curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(c, CURLOPT_READFUNCTION, lr_spool_read_cb);
+        curl_easy_setopt(c, CURLOPT_READDATA, body);
+        curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)body->left);
+    } else if (json) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, json);
+    }
+    body_buf ignored = {.max = 65536};
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, keep_body);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, resp ? resp : &ignored);
+    long status = 0;
+    CURLcode rc = curl_easy_perform(c);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    else if (!(resp && resp->too_large))
+        lr_error("supabase storage: %s %s: %s", method, path, curl_easy_strerror(rc));
+    if (status >= 300)
+        lr_error("supabase storage: %s %s: HTTP %ld %s", method, path, status,
+                 ignored.buf ? ignored.buf : "");
+    free(ignored.buf);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    free(url);
+    return status;
+}
+
+static lr_err sb_open_writer(lr_store *st, const char *key, const char *content_type,
+                             lr_store_writer **out)
+{
+    sb_store *s = (sb_store *)st;
+    if (!lr_store_key_valid(key))
+        return LR_ERR_INVALID;
+    lr_store_writer *w = calloc(1, sizeof *w);
+    if (!w)
+        return LR_ERR_NOMEM;
+    lr_err e = lr_spool_open(&w->spool, s->tmp_dir);
+    if (e != LR_OK) {
+        free(w);
+        return e;
+    }
+    w->s = s;
+    w->key = strdup(key);
+    w->content_type = strdup(content_type);
+    *out = w;
+    return LR_OK;
+}
+
+static lr_err sb_write(lr_store_writer *w, const void *buf, size_t len)
+{
+    return lr_spool_write(&w->spool, buf, len);
+}
+
+static void writer_free(lr_store_writer *w)
+{
+    lr_spool_close(&w->spool);
+    free(w->key);
+    free(w->content_type);
+    free(w);
+}
+
+static lr_err sb_commit(lr_store_writer *w)
+{
+    char path[2048];
+    snprintf(path, sizeof path, "/storage/v1/object/%s/%s", w->s->base.bucket, w->key);
+    lr_spool_range b = {w->spool.fd, 0, w->spool.size};
+    long status = sb_call(w->s, "POST", path, &b, w->content_type, NULL, NULL);
+    writer_free(w);
+    return status == 200 ? LR_OK : LR_ERR_IO;
+}
+
+static void sb_abort(lr_store_writer *w)
+{
+    writer_free(w);
+}
+
+static lr_err sb_remove(lr_store *st, const char *key)
+{
+    sb_store *s = (sb_store *)st;
+    if (!lr_store_key_valid(key))
+        return LR_ERR_INVALID;
+    char path[1024];
+    snprintf(path, sizeof path, "/storage/v1/object/%s", s->base.bucket);
+    json_t *j = json_pack("{s:[s]}", "prefixes", key);
+    char *body = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    body_buf resp = {.max = 65536};
+    long status = sb_call(s, "DELETE", path, NULL, "application/json", body, &resp);
+    free(body);
+    /* Storage answers 200 with the deleted objects: an empty list means it
+     * was not there. */
+    json_t *arr = resp.buf ? json_loads(resp.buf, 0, NULL) : NULL;
+    lr_err e = status != 200                              ? LR_ERR_IO
+               : json_is_array(arr) && !json_array_size(arr) ? LR_ERR_NOT_FOUND
+                                                            : LR_OK;
+    json_decref(arr);
+    free(resp.buf);
+    return e;
+}
+
+static lr_err sb_read(lr_store *st, const char *key, size_t max, char **buf, size_t *len)
+{
+    sb_store *s = (sb_store *)st;
+    if (!lr_store_key_valid(key))
+        return LR_ERR_INVALID;
+    char path[2048];
+    snprintf(path, sizeof path, "/storage/v1/object/%s/%s", s->base.bucket, key);
+    body_buf resp = {.max = max};
+    long status = sb_call(s, "GET", path, NULL, NULL, NULL, &resp);
+    if (status != 200) {
+        free(resp.buf);
+        return resp.too_large ? LR_ERR_TOO_LARGE
+               : (status == 404 || status == 400) ? LR_ERR_NOT_FOUND
+                                                  : LR_ERR_IO;
+    }
+    *buf = resp.buf ? resp.buf : strdup("");
+    *len = resp.len;
+    return LR_OK;
+}
+
+static lr_err sb_ping(lr_store *st)
+{
+    sb_store *s = (sb_store *)st;
+    char path[1024];
+    snprintf(path, sizeof path, "/storage/v1/bucket/%s", s->base.bucket);
+    long status = sb_call(s, "GET", path, NULL, NULL, NULL, NULL);
+    return status == 200 ? LR_OK : status == 0 ? LR_ERR_UNAVAILABLE : LR_ERR_NOT_FOUND;
+}
+
+static void sb_close(lr_store *st)
+{
+    sb_store *s = (sb_store *)st;
+    free(s->url);
+    if (s->auth_header)
+        OPENSSL_cleanse(s->auth_header, strlen(s->auth_header));
+    if (s->apikey_header)
+        OPENSSL_cleanse(s->apikey_header, strlen(s->apikey_header));
+    free(s->auth_header);
+    free(s->apikey_header);
+    free(s->tmp_dir);
+    free(s->base.bucket);
+    free(s->base.url_prefix);
+    free(s);
+}
+
+static const lr_store_ops sb_ops = {
+    .open_writer = sb_open_writer,
+    .write = sb_write,
+    .commit = sb_commit,
+    .abort = sb_abort,
+    .remove = sb_remove,
+    .open_local = NULL,
+    .ping = sb_ping,
+    .read = sb_read,
+    .close = sb_close,
+};
+
+lr_err lr_store_supabase_open(const char *url, const char *service_key, const char *bucket,
+                              const char *tmp_dir, lr_store **out)
+{
+    sb_store *s = calloc(1, sizeof *s);
+    if (!s)
+        return LR_ERR_NOMEM;
+    s->base.ops = &sb_ops;
+    s->base.backend = "supabase";
+    s->base.bucket = strdup(bucket);
+    s->url = strdup(url);
+    size_t n = s->url ? strlen(s->url) : 0;
+    while (n > 0 && s->url[n - 1] == '/')
+        s->url[--n] = '\0';
+    s->tmp_dir = strdup(tmp_dir);
+    if (asprintf(&s->auth_header, "Authorization: Bearer %s", service_key) < 0)
+        s->auth_header = NULL;
+    if (asprintf(&s->apikey_header, "apikey: %s", service_key) < 0)
+        s->apikey_header = NULL;
+    if (s->url &&
+        asprintf(&s->base.url_prefix, "%s/storage/v1/object/public/%s", s->url, bucket) < 0)
+        s->base.url_prefix = NULL;
+    if (!s->base.bucket || !s->url || !s->tmp_dir || !s->auth_header || !s->apikey_header ||
+        !s->base.url_prefix || lr_mkdir_p(s->tmp_dir, 0700) != 0) {
+        sb_close(&s->base);
+        return LR_ERR_NOMEM;
+    }
+    *out = &s->base;
+    return LR_OK;
+}
