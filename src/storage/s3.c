@@ -35,9 +35,7 @@ typedef struct {
 
 struct lr_store_writer {
     s3_store *s;
-    char *key;
-    char *content_type;
-    lr_spool spool;
+    lr_spooled o;
 };
 
 typedef lr_spool_range body_src;
@@ -159,30 +157,24 @@ static lr_err s3_open_writer(lr_store *st, const char *key, const char *content_
     if (!lr_store_key_valid(key))
         return LR_ERR_INVALID;
     lr_store_writer *w = calloc(1, sizeof *w);
-    if (!w)
-        return LR_ERR_NOMEM;
-    lr_err e = lr_spool_open(&w->spool, s->tmp_dir);
+    lr_err e = w ? lr_spooled_init(&w->o, s->tmp_dir, key, content_type) : LR_ERR_NOMEM;
     if (e != LR_OK) {
         free(w);
         return e;
     }
     w->s = s;
-    w->key = strdup(key);
-    w->content_type = strdup(content_type);
     *out = w;
     return LR_OK;
 }
 
 static lr_err s3_write(lr_store_writer *w, const void *buf, size_t len)
 {
-    return lr_spool_write(&w->spool, buf, len);
+    return lr_spool_write(&w->o.spool, buf, len);
 }
 
 static void writer_free(lr_store_writer *w)
 {
-    lr_spool_close(&w->spool);
-    free(w->key);
-    free(w->content_type);
+    lr_spooled_release(&w->o);
     free(w);
 }
 
@@ -201,13 +193,13 @@ static lr_err put_multipart(lr_store_writer *w)
 {
     s3_store *s = w->s;
     sink_buf resp = {0};
-    long st = s3_call(s, "POST", w->key, "uploads=", NULL, NULL, w->content_type, "", &resp, NULL,
+    long st = s3_call(s, "POST", w->o.key, "uploads=", NULL, NULL, w->o.content_type, "", &resp, NULL,
                       0);
     char *upload_id = st == 200 ? xml_value(resp.buf, "UploadId") : NULL;
     free(resp.buf);
     if (!upload_id)
         return LR_ERR_IO;
-    size_t size = w->spool.size;
+    size_t size = w->o.spool.size;
     size_t parts = (size + s->part_size - 1) / s->part_size;
     size_t cap = 128 + parts * 96;
     char *xml = malloc(cap);
@@ -220,8 +212,8 @@ static lr_err put_multipart(lr_store_writer *w)
          * semantics of the store, and TLS protects the bytes in transit. */
         snprintf(query, sizeof query, "partNumber=%zu&uploadId=%s", i + 1, upload_id);
         size_t off = i * s->part_size;
-        body_src b = {w->spool.fd, (off_t)off, size - off < s->part_size ? size - off : s->part_size};
-        if (s3_call(s, "PUT", w->key, query, &b, "UNSIGNED-PAYLOAD", NULL, NULL, NULL, etag,
+        body_src b = {w->o.spool.fd, (off_t)off, size - off < s->part_size ? size - off : s->part_size};
+        if (s3_call(s, "PUT", w->o.key, query, &b, "UNSIGNED-PAYLOAD", NULL, NULL, NULL, etag,
                     sizeof etag) != 200 ||
             !etag[0])
             e = LR_ERR_IO;
@@ -238,12 +230,12 @@ static lr_err put_multipart(lr_store_writer *w)
         char hex[65];
         EVP_Digest(xml, strlen(xml), d, NULL, EVP_sha256(), NULL);
         lr_hex(d, 32, hex);
-        if (s3_call(s, "POST", w->key, query, NULL, hex, "application/xml", xml, NULL, NULL, 0) !=
+        if (s3_call(s, "POST", w->o.key, query, NULL, hex, "application/xml", xml, NULL, NULL, 0) !=
             200)
             e = LR_ERR_IO;
     }
     if (e != LR_OK)
-        s3_call(s, "DELETE", w->key, query, NULL, NULL, NULL, NULL, NULL, NULL, 0);
+        s3_call(s, "DELETE", w->o.key, query, NULL, NULL, NULL, NULL, NULL, NULL, 0);
     free(xml);
     free(upload_id);
     return e;
@@ -252,13 +244,13 @@ static lr_err put_multipart(lr_store_writer *w)
 static lr_err s3_commit(lr_store_writer *w)
 {
     char hex[65];
-    lr_spool_sha256_hex(&w->spool, hex);
+    lr_spool_sha256_hex(&w->o.spool, hex);
     lr_err e;
-    if (w->spool.size > w->s->part_size) {
+    if (w->o.spool.size > w->s->part_size) {
         e = put_multipart(w);
     } else {
-        body_src b = {w->spool.fd, 0, w->spool.size};
-        long st = s3_call(w->s, "PUT", w->key, NULL, &b, hex, w->content_type, NULL, NULL, NULL, 0);
+        body_src b = {w->o.spool.fd, 0, w->o.spool.size};
+        long st = s3_call(w->s, "PUT", w->o.key, NULL, &b, hex, w->o.content_type, NULL, NULL, NULL, 0);
         e = st == 200 ? LR_OK : LR_ERR_IO;
     }
     writer_free(w);

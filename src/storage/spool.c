@@ -65,6 +65,26 @@ void lr_spool_close(lr_spool *s)
     s->sha = NULL;
 }
 
+lr_err lr_spooled_init(lr_spooled *o, const char *dir, const char *key, const char *content_type)
+{
+    o->key = strdup(key);
+    o->content_type = strdup(content_type);
+    lr_err e = (o->key && o->content_type) ? lr_spool_open(&o->spool, dir) : LR_ERR_NOMEM;
+    if (e != LR_OK) {
+        free(o->key);
+        free(o->content_type);
+        o->key = o->content_type = NULL;
+    }
+    return e;
+}
+
+void lr_spooled_release(lr_spooled *o)
+{
+    lr_spool_close(&o->spool);
+    free(o->key);
+    free(o->content_type);
+}
+
 size_t lr_spool_read_cb(char *dst, size_t size, size_t n, void *arg)
 {
     lr_spool_range *b = arg;

@@ -23,6 +23,17 @@ lr_err lr_spool_write(lr_spool *s, const void *buf, size_t len);
 void lr_spool_sha256_hex(lr_spool *s, char hex[65]);
 void lr_spool_close(lr_spool *s);
 
+/* What remote backends keep per writer: the object's key and type and its
+ * spool. Each backend's struct lr_store_writer embeds one. */
+typedef struct {
+    char *key;
+    char *content_type;
+    lr_spool spool;
+} lr_spooled;
+
+lr_err lr_spooled_init(lr_spooled *o, const char *dir, const char *key, const char *content_type);
+void lr_spooled_release(lr_spooled *o);
+
 /* A byte range of a spool as a libcurl read callback source. */
 typedef struct {
     int fd;

@@ -29,9 +29,7 @@ typedef struct {
 
 struct lr_store_writer {
     sb_store *s;
-    char *key;
-    char *content_type;
-    lr_spool spool;
+    lr_spooled o;
 };
 
 typedef struct {
@@ -121,39 +119,33 @@ static lr_err sb_open_writer(lr_store *st, const char *key, const char *content_
     if (!lr_store_key_valid(key))
         return LR_ERR_INVALID;
     lr_store_writer *w = calloc(1, sizeof *w);
-    if (!w)
-        return LR_ERR_NOMEM;
-    lr_err e = lr_spool_open(&w->spool, s->tmp_dir);
+    lr_err e = w ? lr_spooled_init(&w->o, s->tmp_dir, key, content_type) : LR_ERR_NOMEM;
     if (e != LR_OK) {
         free(w);
         return e;
     }
     w->s = s;
-    w->key = strdup(key);
-    w->content_type = strdup(content_type);
     *out = w;
     return LR_OK;
 }
 
 static lr_err sb_write(lr_store_writer *w, const void *buf, size_t len)
 {
-    return lr_spool_write(&w->spool, buf, len);
+    return lr_spool_write(&w->o.spool, buf, len);
 }
 
 static void writer_free(lr_store_writer *w)
 {
-    lr_spool_close(&w->spool);
-    free(w->key);
-    free(w->content_type);
+    lr_spooled_release(&w->o);
     free(w);
 }
 
 static lr_err sb_commit(lr_store_writer *w)
 {
     char path[2048];
-    snprintf(path, sizeof path, "/storage/v1/object/%s/%s", w->s->base.bucket, w->key);
-    lr_spool_range b = {w->spool.fd, 0, w->spool.size};
-    long status = sb_call(w->s, "POST", path, &b, w->content_type, NULL, NULL);
+    snprintf(path, sizeof path, "/storage/v1/object/%s/%s", w->s->base.bucket, w->o.key);
+    lr_spool_range b = {w->o.spool.fd, 0, w->o.spool.size};
+    long status = sb_call(w->s, "POST", path, &b, w->o.content_type, NULL, NULL);
     writer_free(w);
     return status == 200 ? LR_OK : LR_ERR_IO;
 }
