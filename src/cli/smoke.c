@@ -46,7 +46,7 @@ static void check_env(report *r, const lr_config *cfg)
 /* Ledger round trip on the throwaway user: +10, -10, sums match. */
 static bool check_credits(report *r, lr_db *db, const char *user)
 {
-    lr_adjust_result a, b;
+    lr_adjust_result a = {0}, b = {0};
     lr_adjust_req up = {.user_id = user, .amount = 10, .type = "bonus",
                         .description = "lensroom smoke"};
     lr_adjust_req down = {.user_id = user, .amount = -10, .type = "adjustment",

@@ -517,10 +517,12 @@ void lr_pipeline_drain(lr_pipeline *p, int64_t timeout_ms)
             for (waiter *w = r->waiters; w; w = w->next) {
                 if (n == cap) {
                     cap *= 2;
-                    ids = realloc(ids, cap * sizeof *ids);
-                    ws = realloc(ws, cap * sizeof *ws);
-                    if (!ids || !ws)
-                        abort();
+                    lr_timer_id *ni = realloc(ids, cap * sizeof *ids);
+                    waiter **nw = ni ? realloc(ws, cap * sizeof *ws) : NULL;
+                    if (!ni || !nw)
+                        abort(); /* shutdown path: nothing sensible to fall back to */
+                    ids = ni;
+                    ws = nw;
                 }
                 ids[n] = w->timer;
                 ws[n++] = w;
