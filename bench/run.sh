@@ -102,7 +102,7 @@ PY
 \set n random(0, 99)
 SELECT user_id AS u FROM credits ORDER BY user_id OFFSET :n LIMIT 1 \gset
 SELECT gen_random_uuid() AS g \gset
-SELECT * FROM lensroom.reserve(:g, :u, 'photo', 'seedream_image', 'mock', 'p', '{}', 1, 8, now(), NULL, NULL);
+SELECT * FROM lensroom.reserve(:g, :u, 'photo', 'seedream_image', 'mock', 'p', '{}', 1, 8, now(), NULL, NULL, NULL, NULL, NULL);
 SELECT * FROM lensroom.settle(:g, 'success', '["u"]', '[]', 1, 0, 0, NULL, NULL, 1, NULL, '["k"]');
 SQL
   as_pg_user=""; [ "$(id -u)" -eq 0 ] && as_pg_user="runuser -u postgres --"

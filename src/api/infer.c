@@ -6,6 +6,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <openssl/evp.h>
+
 #include "api/api.h"
 #include "core/log.h"
 
@@ -120,6 +122,116 @@ static void on_outcome(void *ctx, const lr_outcome *o)
     free(w);
 }
 
+/* Idempotency-Key: 1-200 visible ASCII characters, optionally as a quoted
+ * sf-string. Returns false (and replies 400) when malformed. */
+static bool idempotency_key(lr_req *req, char out[204], bool *present)
+{
+    const char *h = lr_req_header(req, "Idempotency-Key");
+    *present = h != NULL;
+    if (!h)
+        return true;
+    size_t n = strlen(h);
+    if (n >= 2 && h[0] == '"' && h[n - 1] == '"') {
+        h++;
+        n -= 2;
+    }
+    bool ok = n >= 1 && n <= 200;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = h[i] >= 0x21 && h[i] <= 0x7e && h[i] != '"';
+    if (!ok) {
+        lr_req_reply_error(req, 400, "invalid_idempotency_key",
+                           "Idempotency-Key must be 1 to 200 visible ASCII characters", NULL);
+        return false;
+    }
+    memcpy(out, h, n);
+    out[n] = '\0';
+    return true;
+}
+
+static void body_sha256(lr_req *req, char hex[65])
+{
+    size_t len;
+    const char *body = lr_req_body(req, &len);
+    unsigned char d[32];
+    EVP_Digest(body, len, d, NULL, EVP_sha256(), NULL);
+    lr_hex(d, 32, hex);
+}
+
+/* The answer for a retry whose key is held by generation g: the result
+ * when it has finished (with the balance as it is now), 409 while it runs. */
+static void replay(lr_app *app, lr_req *req, const char *user, const lr_key_holder *h)
+{
+    json_t *g = NULL;
+    lr_err e = app->db->ops->get_generation(app->db, user, h->generation_id, &g);
+    if (e != LR_OK && e != LR_ERR_NOT_FOUND) {
+        lr_api_db_error(req, e);
+        return;
+    }
+    if (!h->same_request) {
+        lr_req_reply_error(req, 422, "idempotency_key_reused",
+                           "This Idempotency-Key was already used with a different request",
+                           json_pack("{s:s}", "generationId", h->generation_id));
+        json_decref(g);
+        return;
+    }
+    if (e == LR_ERR_NOT_FOUND) {
+        lr_req_reply_error(req, 409, "idempotency_conflict",
+                           "The generation made with this Idempotency-Key was deleted", NULL);
+        return;
+    }
+    const char *status = json_string_value(json_object_get(g, "status"));
+    char location[96];
+    snprintf(location, sizeof location, "/api/generations/%s", h->generation_id);
+    if (!strcmp(status, "pending") || !strcmp(status, "processing")) {
+        lr_req_set_header(req, "Location", location);
+        lr_req_set_header(req, "Retry-After", "2");
+        lr_req_reply_error(req, 409, "idempotency_in_progress",
+                           "A request with this Idempotency-Key is still running",
+                           json_pack("{s:s, s:s}", "generationId", h->generation_id, "location",
+                                     location));
+        json_decref(g);
+        return;
+    }
+    int balance = 0;
+    app->db->ops->balance(app->db, user, &balance);
+    json_t *err = json_object_get(g, "error");
+    lr_outcome o = {
+        .generation_id = h->generation_id,
+        .model_id = json_string_value(json_object_get(g, "modelId")),
+        .provider = json_string_value(json_object_get(g, "provider")),
+        .status = status,
+        .urls = json_object_get(g, "resultUrls"),
+        .task_ids = json_object_get(g, "taskIds"),
+        .text = json_string_value(json_object_get(g, "text")),
+        .outputs_count = (int)json_integer_value(json_object_get(g, "outputsCount")),
+        .succeeded_count = (int)json_integer_value(json_object_get(g, "succeededCount")),
+        .failed_count = (int)json_integer_value(json_object_get(g, "failedCount")),
+        .credits_used = (int)json_integer_value(json_object_get(g, "creditsUsed")),
+        .balance = balance,
+        .duration_ms = json_integer_value(json_object_get(g, "durationMs")),
+        .error_code = json_string_value(json_object_get(err, "code")),
+        .error_message = json_string_value(json_object_get(err, "message")),
+        .created_at = json_string_value(json_object_get(g, "createdAt")),
+    };
+    if (!o.provider)
+        o.provider = app->provider->name;
+    lr_req_set_header(req, "Idempotent-Replayed", "true");
+    if (!strcmp(status, "success")) {
+        lr_req_reply_json(req, 200, success_body(&o));
+    } else {
+        int code;
+        if (!o.error_code)
+            o.error_code = "provider_failed";
+        if (!o.error_message)
+            o.error_message = "The generation failed";
+        const lr_model *m = o.model_id ? lr_catalog_find(app->catalog, o.model_id) : NULL;
+        int refunded = m ? m->credit_cost * o.failed_count : 0;
+        json_t *b = failure_body(&o, refunded, &code);
+        lr_req_reply_json(req, code, b);
+    }
+    json_decref(g);
+}
+
 static bool valid_input_image(json_t *inputs)
 {
     json_t *url = json_object_get(inputs, "imageUrl");
@@ -189,6 +301,14 @@ void lr_api_infer(lr_app *app, lr_req *req)
         goto out;
     }
 
+    char key[204];
+    bool has_key;
+    if (!idempotency_key(req, key, &has_key))
+        goto out;
+    char request_hash[65], key_expiry[32];
+    body_sha256(req, request_hash);
+    lr_time_iso(lr_now_ms() - 24LL * 3600 * 1000, key_expiry);
+
     bool async = false;
     long wait_s = app->cfg->wait_default_s;
     parse_prefer(lr_req_header(req, "Prefer"), &async, &wait_s);
@@ -216,10 +336,21 @@ void lr_api_infer(lr_app *app, lr_req *req)
         .cost = w->credits_reserved,
         .created_at = w->created_at,
     };
+    if (has_key) {
+        rr.idempotency_key = key;
+        rr.request_hash = request_hash;
+        rr.key_expired_before = key_expiry;
+    }
     char lease[32];
     lr_pipeline_claim(app->pipeline, &rr, lease);
     int balance = 0;
-    lr_err e = app->db->ops->reserve(app->db, &rr, &balance);
+    lr_key_holder holder;
+    lr_err e = app->db->ops->reserve(app->db, &rr, &balance, &holder);
+    if (e == LR_ERR_CONFLICT) {
+        replay(app, req, user, &holder);
+        free(w);
+        goto out;
+    }
     if (e == LR_ERR_INSUFFICIENT) {
         char text[128];
         snprintf(text, sizeof text, "Insufficient credits. You have %d, need %d.", balance,

@@ -36,7 +36,17 @@ typedef struct {
     const char *created_at;
     const char *owner;       /* the running process's instance id */
     const char *lease_until; /* ISO time the claim holds until */
+    const char *idempotency_key; /* NULL: none */
+    const char *request_hash;    /* SHA-256 hex of the request body */
+    const char *key_expired_before; /* keys of generations created before are released */
 } lr_reserve_req;
+
+/* When reserve meets a live idempotency key it charges nothing and returns
+ * LR_ERR_CONFLICT with the generation that holds the key. */
+typedef struct {
+    char generation_id[LR_UUID_LEN + 1];
+    bool same_request;
+} lr_key_holder;
 
 typedef struct {
     const char *generation_id;
@@ -81,8 +91,9 @@ typedef struct {
 typedef struct {
     lr_err (*migrate)(lr_db *db);
     lr_err (*ping)(lr_db *db);
-    /* LR_ERR_INSUFFICIENT with *balance set when short; nothing written. */
-    lr_err (*reserve)(lr_db *db, const lr_reserve_req *r, int *balance);
+    /* LR_ERR_INSUFFICIENT with *balance set when short; nothing written.
+     * LR_ERR_CONFLICT with *holder set when the idempotency key is taken. */
+    lr_err (*reserve)(lr_db *db, const lr_reserve_req *r, int *balance, lr_key_holder *holder);
     lr_err (*set_stage)(lr_db *db, const char *generation_id, const char *status,
                         const char *stage);
     /* LR_ERR_CONFLICT when the generation is already final (nothing written). */

@@ -198,25 +198,34 @@ static lr_err pg_ping(lr_db *db)
     return e;
 }
 
-static lr_err pg_reserve(lr_db *db, const lr_reserve_req *q, int *balance)
+static lr_err pg_reserve(lr_db *db, const lr_reserve_req *q, int *balance, lr_key_holder *holder)
 {
     char outputs[16], cost[16];
     snprintf(outputs, sizeof outputs, "%d", q->outputs_count);
     snprintf(cost, sizeof cost, "%d", q->cost);
     char *params = q->params ? json_dumps(q->params, JSON_COMPACT) : NULL;
-    const char *p[] = {q->generation_id, q->user_id, q->type,    q->model,      q->provider,
-                       q->prompt,        params,     outputs,    cost,          q->created_at,
-                       q->owner,         q->lease_until};
+    const char *p[] = {q->generation_id, q->user_id,    q->type,        q->model,
+                       q->provider,      q->prompt,     params,         outputs,
+                       cost,             q->created_at, q->owner,       q->lease_until,
+                       q->idempotency_key, q->request_hash, q->key_expired_before};
     PGresult *r;
     lr_err e = query((pg_db *)db,
-                     "SELECT ok, balance FROM lensroom.reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, "
-                     "$10, $11, $12)",
-                     12, p, &r);
+                     "SELECT ok, balance, holder, same_request FROM lensroom.reserve($1, $2, $3, "
+                     "$4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                     15, p, &r);
     free(params);
     if (e != LR_OK)
         return e;
     *balance = val(r, 0, 1) ? atoi(val(r, 0, 1)) : 0;
-    e = !strcmp(PQgetvalue(r, 0, 0), "t") ? LR_OK : LR_ERR_INSUFFICIENT;
+    if (!strcmp(PQgetvalue(r, 0, 0), "t")) {
+        e = LR_OK;
+    } else if (val(r, 0, 2)) {
+        snprintf(holder->generation_id, sizeof holder->generation_id, "%s", val(r, 0, 2));
+        holder->same_request = val(r, 0, 3) && !strcmp(val(r, 0, 3), "t");
+        e = LR_ERR_CONFLICT;
+    } else {
+        e = LR_ERR_INSUFFICIENT;
+    }
     PQclear(r);
     return e;
 }

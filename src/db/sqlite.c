@@ -17,13 +17,15 @@
 extern const char lr_sql_sqlite_0001[];
 extern const char lr_sql_sqlite_0002[];
 extern const char lr_sql_sqlite_0003[];
+extern const char lr_sql_sqlite_0004[];
 
 static const struct {
     const char *version;
     const char *sql;
 } migrations[] = {{"0001_init", lr_sql_sqlite_0001},
                   {"0002_leases", lr_sql_sqlite_0002},
-                  {"0003_deletion", lr_sql_sqlite_0003}};
+                  {"0003_deletion", lr_sql_sqlite_0003},
+                  {"0004_idempotency", lr_sql_sqlite_0004}};
 
 enum {
     Q_BEGIN,
@@ -41,6 +43,8 @@ enum {
     Q_GET_GEN,
     Q_LIST_GEN,
     Q_LIST_TX,
+    Q_KEY_HOLDER,
+    Q_KEY_RELEASE,
     Q_MARK_DELETED,
     Q_PENDING_PURGES,
     Q_PURGED,
@@ -63,9 +67,9 @@ static const char *const sql_text[Q_COUNT] = {
     [Q_BALANCE] = "SELECT amount FROM credits WHERE user_id = ?1",
     [Q_INSERT_GEN] = "INSERT INTO generations (id, user_id, type, model, prompt, status, stage, "
                      "credits_used, outputs_count, provider, params, created_at, updated_at, "
-                     "claimed_by, lease_until) "
+                     "claimed_by, lease_until, idempotency_key, request_hash) "
                      "VALUES (?1, ?2, ?3, ?4, ?5, 'pending', NULL, ?6, ?7, ?8, ?9, ?10, ?10, ?11, "
-                     "?12)",
+                     "?12, ?13, ?14)",
     [Q_INSERT_TX] = "INSERT INTO credit_transactions (id, user_id, amount, type, description, "
                     "metadata, generation_id, idempotency_key, created_at) "
                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -94,6 +98,9 @@ static const char *const sql_text[Q_COUNT] = {
                   "FROM credit_transactions WHERE user_id = ?1 "
                   "AND (?2 IS NULL OR (created_at, id) < (?2, ?3)) "
                   "ORDER BY created_at DESC, id DESC LIMIT ?4",
+    [Q_KEY_HOLDER] = "SELECT id, request_hash, created_at < ?3 FROM generations "
+                     "WHERE user_id = ?1 AND idempotency_key = ?2",
+    [Q_KEY_RELEASE] = "UPDATE generations SET idempotency_key = NULL WHERE id = ?1",
     [Q_MARK_DELETED] = "UPDATE generations SET deleted_at = ?3, updated_at = ?3, "
                        "purge_pending = 1 WHERE id = ?1 AND user_id = ?2 AND deleted_at IS NULL "
                        "AND status NOT IN ('pending', 'processing') RETURNING storage_keys",
@@ -374,13 +381,61 @@ static int insert_tx(conn *c, const char *user_id, int amount, const char *type,
     return 0;
 }
 
-static lr_err sq_reserve(lr_db *db, const lr_reserve_req *r, int *balance)
+/* Inside the reserve transaction: 1 when a live generation holds the key
+ * (holder filled), 0 when it is free (an expired holder releases it), -1 on
+ * error. */
+static int check_key(conn *c, const lr_reserve_req *r, lr_key_holder *holder)
+{
+    sqlite3_stmt *s = stmt(c, Q_KEY_HOLDER);
+    if (!s)
+        return -1;
+    bind_text(s, 1, r->user_id);
+    bind_text(s, 2, r->idempotency_key);
+    bind_text(s, 3, r->key_expired_before);
+    int rc = sqlite3_step(s), held = 0;
+    char id[LR_UUID_LEN + 1] = "";
+    if (rc == SQLITE_ROW) {
+        snprintf(id, sizeof id, "%s", (const char *)sqlite3_column_text(s, 0));
+        const unsigned char *h = sqlite3_column_text(s, 1);
+        bool expired = sqlite3_column_int(s, 2) != 0;
+        if (!expired) {
+            held = 1;
+            memcpy(holder->generation_id, id, sizeof id);
+            holder->same_request = h && r->request_hash && !strcmp((const char *)h, r->request_hash);
+        }
+    }
+    done(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        return -1;
+    if (rc == SQLITE_ROW && !held) {
+        s = stmt(c, Q_KEY_RELEASE);
+        if (!s)
+            return -1;
+        bind_text(s, 1, id);
+        rc = sqlite3_step(s);
+        done(s);
+        if (rc != SQLITE_DONE)
+            return -1;
+    }
+    return held;
+}
+
+static lr_err sq_reserve(lr_db *db, const lr_reserve_req *r, int *balance, lr_key_holder *holder)
 {
     sqlite_db *d = (sqlite_db *)db;
     conn *c = acquire_writer(d);
     lr_err e = LR_ERR_DB;
     if (exec_q(c, Q_BEGIN) != 0)
         goto out;
+    if (r->idempotency_key) {
+        int held = check_key(c, r, holder);
+        if (held < 0)
+            goto fail;
+        if (held) {
+            e = LR_ERR_CONFLICT;
+            goto fail;
+        }
+    }
     sqlite3_stmt *s = stmt(c, Q_DEBIT);
     if (!s)
         goto fail;
@@ -417,6 +472,8 @@ static lr_err sq_reserve(lr_db *db, const lr_reserve_req *r, int *balance)
     bind_text(s, 10, r->created_at);
     bind_text(s, 11, r->owner);
     bind_text(s, 12, r->lease_until);
+    bind_text(s, 13, r->idempotency_key);
+    bind_text(s, 14, r->request_hash);
     rc = sqlite3_step(s);
     done(s);
     if (rc != SQLITE_DONE)

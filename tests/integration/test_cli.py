@@ -31,7 +31,8 @@ class Cli(unittest.TestCase):
         self.assertIn("up to date", b.stdout)
         table, want = ("lensroom.schema_migrations", ["0001_credits_generations"]) \
             if BACKEND == "postgres" else ("schema_migrations",
-                                           ["0001_init", "0002_leases", "0003_deletion"])
+                                           ["0001_init", "0002_leases", "0003_deletion",
+                                            "0004_idempotency"])
         with self.s.db() as c:
             versions = [v for v, in c.execute(f"SELECT version FROM {table} ORDER BY 1")]
         self.assertEqual(versions, want)

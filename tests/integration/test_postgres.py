@@ -155,7 +155,7 @@ class Migration(unittest.TestCase):
             f"SELECT adjust_credits('{a}'::uuid, 1000, 'bonus')",
             f"SELECT get_user_balance('{b}')",
             "SELECT * FROM lensroom.reserve(gen_random_uuid(), gen_random_uuid(), 'photo', 'm', "
-            "'p', 'x', '{}', 1, 1, now(), NULL, NULL)",
+            "'p', 'x', '{}', 1, 1, now(), NULL, NULL, NULL, NULL, NULL)",
         ]
         for sql in denied:
             with self.assertRaises(Exception, msg=sql):

@@ -62,7 +62,8 @@ static lr_err reserve(lr_db *db, char id[LR_UUID_LEN + 1], int cost, int *balanc
     lr_reserve_req r = {.generation_id = id, .user_id = USER, .type = "photo",
                         .model = "seedream_image", .provider = "mock", .prompt = "p",
                         .outputs_count = 1, .cost = cost, .created_at = ts};
-    return db->ops->reserve(db, &r, balance);
+    lr_key_holder holder;
+    return db->ops->reserve(db, &r, balance, &holder);
 }
 
 /* Sum of ledger rows must equal the balance. */

@@ -106,6 +106,8 @@ ALTER TABLE public.generations ADD COLUMN IF NOT EXISTS lease_until timestamptz;
 ALTER TABLE public.generations ADD COLUMN IF NOT EXISTS storage_keys jsonb NOT NULL DEFAULT '[]'::jsonb;
 ALTER TABLE public.generations ADD COLUMN IF NOT EXISTS deleted_at timestamptz;
 ALTER TABLE public.generations ADD COLUMN IF NOT EXISTS purge_pending boolean NOT NULL DEFAULT false;
+-- Idempotency-Key on POST /api/infer: one generation per user and key (24 h).
+ALTER TABLE public.generations ADD COLUMN IF NOT EXISTS request_hash text;
 
 -- The original's CHECKs, widened by 'text' generations and 'canceled'.
 ALTER TABLE public.generations DROP CONSTRAINT IF EXISTS generations_type_check;
@@ -136,6 +138,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS credit_transactions_idempotency
 CREATE INDEX IF NOT EXISTS idx_generations_user_created
   ON public.generations (user_id, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS idx_generations_status ON public.generations (status);
+CREATE UNIQUE INDEX IF NOT EXISTS generations_idempotency
+  ON public.generations (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS idx_generations_purge
   ON public.generations (id) WHERE purge_pending;
 CREATE INDEX IF NOT EXISTS idx_generations_lease
@@ -261,31 +265,60 @@ END $$;
 CREATE OR REPLACE FUNCTION lensroom.reserve(
   p_id uuid, p_user_id uuid, p_type text, p_model text, p_provider text, p_prompt text,
   p_params jsonb, p_outputs integer, p_cost integer, p_created_at timestamptz,
-  p_owner uuid, p_lease_until timestamptz,
-  OUT ok boolean, OUT balance integer)
+  p_owner uuid, p_lease_until timestamptz, p_key text, p_request_hash text,
+  p_key_expired_before timestamptz,
+  OUT ok boolean, OUT balance integer, OUT holder uuid, OUT same_request boolean)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $$
+DECLARE
+  h record;
 BEGIN
-  PERFORM set_config('lensroom.ledger', 'on', true);
-  UPDATE public.credits c SET amount = c.amount - p_cost
-   WHERE c.user_id = p_user_id AND c.amount >= p_cost
-   RETURNING c.amount INTO balance;
-  IF NOT FOUND THEN
-    PERFORM set_config('lensroom.ledger', 'off', true);
-    SELECT coalesce(max(c.amount), 0) INTO balance FROM public.credits c
-     WHERE c.user_id = p_user_id;
-    ok := false;
-    RETURN;
+  ok := false;
+  -- A live generation holding the idempotency key answers instead; an
+  -- expired one gives the key up.
+  IF p_key IS NOT NULL THEN
+    SELECT g.id, g.request_hash, g.created_at INTO h FROM public.generations g
+     WHERE g.user_id = p_user_id AND g.idempotency_key = p_key FOR UPDATE;
+    IF FOUND THEN
+      IF h.created_at >= p_key_expired_before THEN
+        holder := h.id;
+        same_request := h.request_hash IS NOT DISTINCT FROM p_request_hash;
+        RETURN;
+      END IF;
+      UPDATE public.generations SET idempotency_key = NULL WHERE id = h.id;
+    END IF;
   END IF;
-  INSERT INTO public.generations
-    (id, user_id, type, model, prompt, status, credits_used, outputs_count, provider, params,
-     created_at, updated_at, claimed_by, lease_until)
-  VALUES (p_id, p_user_id, p_type, p_model, p_prompt, 'pending', p_cost, p_outputs, p_provider,
-          coalesce(p_params, '{}'::jsonb), p_created_at, p_created_at, p_owner, p_lease_until);
-  INSERT INTO public.credit_transactions
-    (user_id, amount, type, description, generation_id, metadata, created_at)
-  VALUES (p_user_id, -p_cost, 'generation', 'Generation: ' || p_model || ' x' || p_outputs, p_id,
-          jsonb_build_object('model', p_model, 'outputs', p_outputs), p_created_at);
-  PERFORM set_config('lensroom.ledger', 'off', true);
+  BEGIN
+    PERFORM set_config('lensroom.ledger', 'on', true);
+    UPDATE public.credits c SET amount = c.amount - p_cost
+     WHERE c.user_id = p_user_id AND c.amount >= p_cost
+     RETURNING c.amount INTO balance;
+    IF NOT FOUND THEN
+      PERFORM set_config('lensroom.ledger', 'off', true);
+      SELECT coalesce(max(c.amount), 0) INTO balance FROM public.credits c
+       WHERE c.user_id = p_user_id;
+      RETURN;
+    END IF;
+    INSERT INTO public.generations
+      (id, user_id, type, model, prompt, status, credits_used, outputs_count, provider, params,
+       created_at, updated_at, claimed_by, lease_until, idempotency_key, request_hash)
+    VALUES (p_id, p_user_id, p_type, p_model, p_prompt, 'pending', p_cost, p_outputs,
+            p_provider, coalesce(p_params, '{}'::jsonb), p_created_at, p_created_at, p_owner,
+            p_lease_until, p_key, p_request_hash);
+    INSERT INTO public.credit_transactions
+      (user_id, amount, type, description, generation_id, metadata, created_at)
+    VALUES (p_user_id, -p_cost, 'generation', 'Generation: ' || p_model || ' x' || p_outputs,
+            p_id, jsonb_build_object('model', p_model, 'outputs', p_outputs), p_created_at);
+    PERFORM set_config('lensroom.ledger', 'off', true);
+  EXCEPTION WHEN unique_violation THEN
+    -- A concurrent request with the same key won: its generation answers,
+    -- and this block's debit was rolled back with it.
+    SELECT g.id, g.request_hash INTO h FROM public.generations g
+     WHERE g.user_id = p_user_id AND g.idempotency_key = p_key;
+    holder := h.id;
+    same_request := h.request_hash IS NOT DISTINCT FROM p_request_hash;
+    balance := NULL;
+    RETURN;
+  END;
   ok := true;
 END $$;
 
