@@ -23,7 +23,9 @@ start() { # start LATENCY_MS
     psql -X -q "$PG_URL" -c "DROP DATABASE IF EXISTS bench WITH (FORCE)" -c "CREATE DATABASE bench"
     export DATABASE_URL=${PG_URL/\/postgres\?//bench?}
   fi
-  export LENSROOM_DATA_DIR=$work/data PORT LENSROOM_LOG_LEVEL=warn LENSROOM_MOCK_LATENCY_MS=$1
+  # per-user limits off: the benchmark is one or a hundred very busy users
+  export LENSROOM_DATA_DIR=$work/data PORT LENSROOM_LOG_LEVEL=warn LENSROOM_MOCK_LATENCY_MS=$1 \
+    LENSROOM_USER_RATE_PER_MIN=0 LENSROOM_USER_MAX_IN_FLIGHT=0
   local t0; t0=$(date +%s%N)
   "$BIN" serve 2>>"${BENCH_LOG:-$work/server.log}" &
   pid=$!

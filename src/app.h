@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 
+#include "api/ratelimit.h"
 #include "core/config.h"
 #include "db/db.h"
 #include "pipeline/loop.h"
@@ -22,6 +23,7 @@ typedef struct {
     lr_loop *loop;
     lr_workers *workers;
     lr_pipeline *pipeline;
+    lr_ratelimit *ratelimit;
     int64_t started_ms;
 } lr_app;
 

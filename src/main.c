@@ -203,6 +203,7 @@ static int cmd_serve(void)
     app.provider = lr_provider_mock_new(app.loop, cfg.mock_latency_ms, cfg.mock_fail_rate);
     app.pipeline =
         lr_pipeline_new(db, store, app.provider, app.loop, app.workers, cfg.lease_s);
+    app.ratelimit = lr_ratelimit_new(cfg.user_rate_per_min);
     if (!app.loop || !app.workers || !app.provider || !app.pipeline || lr_loop_start(app.loop))
         goto out_all;
     int reaped = lr_pipeline_reap(app.pipeline);
@@ -239,6 +240,7 @@ out_all:
     lr_loop_stop(app.loop);
     lr_workers_free(app.workers);
     lr_pipeline_free(app.pipeline);
+    lr_ratelimit_free(app.ratelimit);
     if (app.provider)
         app.provider->ops->close(app.provider);
     lr_loop_free(app.loop);

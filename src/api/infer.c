@@ -247,6 +247,16 @@ void lr_api_infer(lr_app *app, lr_req *req)
     char user[LR_UUID_LEN + 1];
     if (!lr_api_user(app, req, true, user))
         return;
+    int retry_after;
+    if (!lr_ratelimit_take(app->ratelimit, user, &retry_after)) {
+        char ra[16];
+        snprintf(ra, sizeof ra, "%d", retry_after);
+        lr_req_set_header(req, "Retry-After", ra);
+        lr_req_reply_error(req, 429, "rate_limited",
+                           "Too many requests: slow down and retry after the given seconds",
+                           json_pack("{s:i}", "retryAfter", retry_after));
+        return;
+    }
     json_t *body = lr_api_json_body(req);
     if (!body)
         return;
@@ -343,9 +353,19 @@ void lr_api_infer(lr_app *app, lr_req *req)
     }
     char lease[32];
     lr_pipeline_claim(app->pipeline, &rr, lease);
+    if (!lr_pipeline_admit(app->pipeline, user, app->cfg->user_max_in_flight)) {
+        lr_req_set_header(req, "Retry-After", "2");
+        lr_req_reply_error(req, 429, "too_many_generations",
+                           "Too many generations running for this user: wait for one to finish",
+                           json_pack("{s:i}", "limit", app->cfg->user_max_in_flight));
+        free(w);
+        goto out;
+    }
     int balance = 0;
     lr_key_holder holder;
     lr_err e = app->db->ops->reserve(app->db, &rr, &balance, &holder);
+    if (e != LR_OK)
+        lr_pipeline_unadmit(app->pipeline, user);
     if (e == LR_ERR_CONFLICT) {
         replay(app, req, user, &holder);
         free(w);
@@ -380,12 +400,17 @@ void lr_api_infer(lr_app *app, lr_req *req)
         .created_at = w->created_at,
     };
     if (async || wait_s == 0) {
-        lr_pipeline_start(app->pipeline, &run, 0, NULL, NULL);
+        if (lr_pipeline_start(app->pipeline, &run, 0, NULL, NULL) != LR_OK)
+            lr_pipeline_unadmit(app->pipeline, user); /* the reaper refunds it */
         answer_pending(w, false);
         free(w);
     } else {
         lr_req_suspend(req);
-        lr_pipeline_start(app->pipeline, &run, wait_s * 1000, on_outcome, w);
+        if (lr_pipeline_start(app->pipeline, &run, wait_s * 1000, on_outcome, w) != LR_OK) {
+            lr_pipeline_unadmit(app->pipeline, user);
+            answer_pending(w, true);
+            free(w);
+        }
     }
 out:
     free(field);

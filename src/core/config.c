@@ -180,6 +180,8 @@ int lr_config_load(lr_config *cfg)
         problem("TEST_USER_ID", "must be a UUID");
 
     cfg->lease_s = (int)env_long("LENSROOM_LEASE_S", 30, 2, 3600);
+    cfg->user_rate_per_min = (int)env_long("LENSROOM_USER_RATE_PER_MIN", 300, 0, 1000000);
+    cfg->user_max_in_flight = (int)env_long("LENSROOM_USER_MAX_IN_FLIGHT", 32, 0, 1000000);
     cfg->wait_default_s = (int)env_long("LENSROOM_WAIT_DEFAULT_S", 60, 0, 3600);
     cfg->wait_max_s = (int)env_long("LENSROOM_WAIT_MAX_S", 300, 1, 3600);
     if (cfg->wait_default_s > cfg->wait_max_s)

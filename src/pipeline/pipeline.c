@@ -57,6 +57,13 @@ typedef struct {
 
 #define BUCKETS 1024
 
+/* Generations in flight per user, for the per-user concurrency limit. */
+typedef struct user_slots {
+    char user[LR_UUID_LEN + 1];
+    int count;
+    struct user_slots *next;
+} user_slots;
+
 struct lr_pipeline {
     lr_db *db;
     lr_store *store;
@@ -67,6 +74,7 @@ struct lr_pipeline {
     pthread_cond_t idle;
     run *buckets[BUCKETS];
     int in_flight;
+    user_slots *slots[BUCKETS];
     int lease_s;
     char owner[LR_UUID_LEN + 1]; /* this process's instance id */
 };
@@ -150,6 +158,48 @@ static void waiter_timeout(void *arg)
     free(w);
 }
 
+/* Adjusts user's slot count by delta; with max > 0, refuses (false) to go
+ * above it. Call with p->mu held. */
+static bool slots_add(lr_pipeline *p, const char *user, int delta, int max)
+{
+    user_slots **pp = &p->slots[bucket_of(user)];
+    while (*pp && strcmp((*pp)->user, user) != 0)
+        pp = &(*pp)->next;
+    user_slots *u = *pp;
+    if (!u) {
+        if (delta <= 0)
+            return true;
+        u = calloc(1, sizeof *u);
+        if (!u)
+            return false;
+        snprintf(u->user, sizeof u->user, "%s", user);
+        *pp = u;
+    }
+    if (delta > 0 && max > 0 && u->count + delta > max)
+        return false;
+    u->count += delta;
+    if (u->count <= 0) {
+        *pp = u->next;
+        free(u);
+    }
+    return true;
+}
+
+bool lr_pipeline_admit(lr_pipeline *p, const char *user, int max)
+{
+    pthread_mutex_lock(&p->mu);
+    bool ok = slots_add(p, user, 1, max);
+    pthread_mutex_unlock(&p->mu);
+    return ok;
+}
+
+void lr_pipeline_unadmit(lr_pipeline *p, const char *user)
+{
+    pthread_mutex_lock(&p->mu);
+    slots_add(p, user, -1, 0);
+    pthread_mutex_unlock(&p->mu);
+}
+
 /* Settles r in the database and tells its waiters. Runs on a worker. */
 static void settle(run *r)
 {
@@ -221,6 +271,7 @@ static void settle(run *r)
 
     pthread_mutex_lock(&p->mu);
     unregister(p, r);
+    slots_add(p, r->user_id, -1, 0);
     waiter *ws = r->waiters;
     r->waiters = NULL;
     for (waiter *w = ws; w; w = w->next)
@@ -548,6 +599,10 @@ void lr_pipeline_free(lr_pipeline *p)
         for (run *r = p->buckets[b], *next; r; r = next) {
             next = r->next;
             run_free(r);
+        }
+        for (user_slots *u = p->slots[b], *next; u; u = next) {
+            next = u->next;
+            free(u);
         }
     }
     pthread_mutex_destroy(&p->mu);

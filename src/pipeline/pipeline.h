@@ -63,7 +63,12 @@ lr_pipeline *lr_pipeline_new(lr_db *db, lr_store *store, lr_provider *provider, 
 /* Marks r as claimed by this process (owner and lease_until, which points
  * into buf) before it is reserved. */
 void lr_pipeline_claim(lr_pipeline *p, lr_reserve_req *r, char buf[32]);
-/* Starts a reserved generation. wait may be NULL (nobody waits). */
+/* Per-user concurrency: admit takes one of user's max slots (max <= 0:
+ * unlimited) or returns false; a started generation gives its slot back
+ * when it settles; a caller that admitted but did not start calls unadmit. */
+bool lr_pipeline_admit(lr_pipeline *p, const char *user, int max);
+void lr_pipeline_unadmit(lr_pipeline *p, const char *user);
+/* Starts a reserved, admitted generation. wait may be NULL (nobody waits). */
 lr_err lr_pipeline_start(lr_pipeline *p, const lr_run_req *req, int64_t timeout_ms,
                          lr_wait_fn wait, void *ctx);
 /* Fails and refunds every unfinished generation whose lease ran out (its

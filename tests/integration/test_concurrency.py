@@ -10,7 +10,8 @@ from harness import ServerTest, new_user
 
 
 class Concurrency(ServerTest):
-    server_env = {"LENSROOM_MOCK_LATENCY_MS": "20"}
+    server_env = {"LENSROOM_MOCK_LATENCY_MS": "20", "LENSROOM_USER_MAX_IN_FLIGHT": "0",
+                  "LENSROOM_USER_RATE_PER_MIN": "0"}
 
     def test_200_parallel_infers_with_credits_for_50(self):
         user = new_user()

@@ -214,7 +214,8 @@ def post_infer(port, token, n, barrier=None):
 class ScaleOut(unittest.TestCase):
     def test_four_processes_share_one_database_without_overspending(self):
         secret = "scale-out-shared-secret-at-least-32-characters"
-        env = {"SUPABASE_JWT_SECRET": secret, "LENSROOM_MOCK_LATENCY_MS": "20"}
+        env = {"SUPABASE_JWT_SECRET": secret, "LENSROOM_MOCK_LATENCY_MS": "20",
+               "LENSROOM_USER_MAX_IN_FLIGHT": "0", "LENSROOM_USER_RATE_PER_MIN": "0"}
         first = Server(env)
         self.addCleanup(first.cleanup)
         servers = [first.start()]
