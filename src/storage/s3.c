@@ -33,10 +33,6 @@ typedef struct {
     size_t part_size;
 } s3_store;
 
-struct lr_store_writer {
-    s3_store *s;
-    lr_spooled o;
-};
 
 typedef lr_spool_range body_src;
 
@@ -112,11 +108,7 @@ static long s3_call(s3_store *s, const char *method, const char *key, const char
     curl_easy_setopt(c, CURLOPT_AWS_SIGV4, s->sigv4);
     curl_easy_setopt(c, CURLOPT_USERPWD, s->userpwd);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    lr_spool_curl_defaults(c);
     if (body) {
         curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
         curl_easy_setopt(c, CURLOPT_READFUNCTION, lr_spool_read_cb);
@@ -153,29 +145,7 @@ static long s3_call(s3_store *s, const char *method, const char *key, const char
 static lr_err s3_open_writer(lr_store *st, const char *key, const char *content_type,
                              lr_store_writer **out)
 {
-    s3_store *s = (s3_store *)st;
-    if (!lr_store_key_valid(key))
-        return LR_ERR_INVALID;
-    lr_store_writer *w = calloc(1, sizeof *w);
-    lr_err e = w ? lr_spooled_init(&w->o, s->tmp_dir, key, content_type) : LR_ERR_NOMEM;
-    if (e != LR_OK) {
-        free(w);
-        return e;
-    }
-    w->s = s;
-    *out = w;
-    return LR_OK;
-}
-
-static lr_err s3_write(lr_store_writer *w, const void *buf, size_t len)
-{
-    return lr_spool_write(&w->o.spool, buf, len);
-}
-
-static void writer_free(lr_store_writer *w)
-{
-    lr_spooled_release(&w->o);
-    free(w);
+    return lr_spooled_open(st, ((s3_store *)st)->tmp_dir, key, content_type, out);
 }
 
 /* Between <UploadId> tags of an S3 answer. */
@@ -191,15 +161,15 @@ static char *xml_value(const char *xml, const char *tag)
 
 static lr_err put_multipart(lr_store_writer *w)
 {
-    s3_store *s = w->s;
+    s3_store *s = w->store;
     sink_buf resp = {0};
-    long st = s3_call(s, "POST", w->o.key, "uploads=", NULL, NULL, w->o.content_type, "", &resp, NULL,
+    long st = s3_call(s, "POST", w->key, "uploads=", NULL, NULL, w->content_type, "", &resp, NULL,
                       0);
     char *upload_id = st == 200 ? xml_value(resp.buf, "UploadId") : NULL;
     free(resp.buf);
     if (!upload_id)
         return LR_ERR_IO;
-    size_t size = w->o.spool.size;
+    size_t size = w->spool.size;
     size_t parts = (size + s->part_size - 1) / s->part_size;
     size_t cap = 128 + parts * 96;
     char *xml = malloc(cap);
@@ -212,8 +182,8 @@ static lr_err put_multipart(lr_store_writer *w)
          * semantics of the store, and TLS protects the bytes in transit. */
         snprintf(query, sizeof query, "partNumber=%zu&uploadId=%s", i + 1, upload_id);
         size_t off = i * s->part_size;
-        body_src b = {w->o.spool.fd, (off_t)off, size - off < s->part_size ? size - off : s->part_size};
-        if (s3_call(s, "PUT", w->o.key, query, &b, "UNSIGNED-PAYLOAD", NULL, NULL, NULL, etag,
+        body_src b = {w->spool.fd, (off_t)off, size - off < s->part_size ? size - off : s->part_size};
+        if (s3_call(s, "PUT", w->key, query, &b, "UNSIGNED-PAYLOAD", NULL, NULL, NULL, etag,
                     sizeof etag) != 200 ||
             !etag[0])
             e = LR_ERR_IO;
@@ -230,12 +200,12 @@ static lr_err put_multipart(lr_store_writer *w)
         char hex[65];
         EVP_Digest(xml, strlen(xml), d, NULL, EVP_sha256(), NULL);
         lr_hex(d, 32, hex);
-        if (s3_call(s, "POST", w->o.key, query, NULL, hex, "application/xml", xml, NULL, NULL, 0) !=
+        if (s3_call(s, "POST", w->key, query, NULL, hex, "application/xml", xml, NULL, NULL, 0) !=
             200)
             e = LR_ERR_IO;
     }
     if (e != LR_OK)
-        s3_call(s, "DELETE", w->o.key, query, NULL, NULL, NULL, NULL, NULL, NULL, 0);
+        s3_call(s, "DELETE", w->key, query, NULL, NULL, NULL, NULL, NULL, NULL, 0);
     free(xml);
     free(upload_id);
     return e;
@@ -244,22 +214,17 @@ static lr_err put_multipart(lr_store_writer *w)
 static lr_err s3_commit(lr_store_writer *w)
 {
     char hex[65];
-    lr_spool_sha256_hex(&w->o.spool, hex);
+    lr_spool_sha256_hex(&w->spool, hex);
     lr_err e;
-    if (w->o.spool.size > w->s->part_size) {
+    if (w->spool.size > ((s3_store *)w->store)->part_size) {
         e = put_multipart(w);
     } else {
-        body_src b = {w->o.spool.fd, 0, w->o.spool.size};
-        long st = s3_call(w->s, "PUT", w->o.key, NULL, &b, hex, w->o.content_type, NULL, NULL, NULL, 0);
+        body_src b = {w->spool.fd, 0, w->spool.size};
+        long st = s3_call((s3_store *)w->store, "PUT", w->key, NULL, &b, hex, w->content_type, NULL, NULL, NULL, 0);
         e = st == 200 ? LR_OK : LR_ERR_IO;
     }
-    writer_free(w);
+    lr_spooled_free(w);
     return e;
-}
-
-static void s3_abort(lr_store_writer *w)
-{
-    writer_free(w);
 }
 
 static lr_err s3_remove(lr_store *st, const char *key)
@@ -312,9 +277,9 @@ static void s3_close(lr_store *st)
 
 static const lr_store_ops s3_ops = {
     .open_writer = s3_open_writer,
-    .write = s3_write,
+    .write = lr_spooled_write,
     .commit = s3_commit,
-    .abort = s3_abort,
+    .abort = lr_spooled_free,
     .remove = s3_remove,
     .open_local = NULL,
     .ping = s3_ping,

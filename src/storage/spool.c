@@ -9,6 +9,7 @@
 
 #include "core/log.h"
 #include "core/util.h"
+#include "storage/storage.h"
 
 lr_err lr_spool_open(lr_spool *s, const char *dir)
 {
@@ -65,24 +66,39 @@ void lr_spool_close(lr_spool *s)
     s->sha = NULL;
 }
 
-lr_err lr_spooled_init(lr_spooled *o, const char *dir, const char *key, const char *content_type)
+lr_err lr_spooled_open(void *store, const char *dir, const char *key, const char *content_type,
+                       struct lr_store_writer **out)
 {
-    o->key = strdup(key);
-    o->content_type = strdup(content_type);
-    lr_err e = (o->key && o->content_type) ? lr_spool_open(&o->spool, dir) : LR_ERR_NOMEM;
+    if (!lr_store_key_valid(key))
+        return LR_ERR_INVALID;
+    struct lr_store_writer *w = calloc(1, sizeof *w);
+    if (!w)
+        return LR_ERR_NOMEM;
+    w->store = store;
+    w->key = strdup(key);
+    w->content_type = strdup(content_type);
+    lr_err e = (w->key && w->content_type) ? lr_spool_open(&w->spool, dir) : LR_ERR_NOMEM;
     if (e != LR_OK) {
-        free(o->key);
-        free(o->content_type);
-        o->key = o->content_type = NULL;
+        free(w->key);
+        free(w->content_type);
+        free(w);
+        return e;
     }
-    return e;
+    *out = w;
+    return LR_OK;
 }
 
-void lr_spooled_release(lr_spooled *o)
+lr_err lr_spooled_write(struct lr_store_writer *w, const void *buf, size_t len)
 {
-    lr_spool_close(&o->spool);
-    free(o->key);
-    free(o->content_type);
+    return lr_spool_write(&w->spool, buf, len);
+}
+
+void lr_spooled_free(struct lr_store_writer *w)
+{
+    lr_spool_close(&w->spool);
+    free(w->key);
+    free(w->content_type);
+    free(w);
 }
 
 size_t lr_spool_read_cb(char *dst, size_t size, size_t n, void *arg)
@@ -97,4 +113,14 @@ size_t lr_spool_read_cb(char *dst, size_t size, size_t n, void *arg)
     b->off += got;
     b->left -= (size_t)got;
     return (size_t)got;
+}
+
+void lr_spool_curl_defaults(void *curl_easy)
+{
+    CURL *c = curl_easy;
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
 }

@@ -23,16 +23,20 @@ lr_err lr_spool_write(lr_spool *s, const void *buf, size_t len);
 void lr_spool_sha256_hex(lr_spool *s, char hex[65]);
 void lr_spool_close(lr_spool *s);
 
-/* What remote backends keep per writer: the object's key and type and its
- * spool. Each backend's struct lr_store_writer embeds one. */
-typedef struct {
+/* The writer of the remote backends (S3, Supabase): which store, the
+ * object's key and type, and its spool. The local backend has its own. */
+struct lr_store_writer {
+    void *store; /* the backend's own store struct */
     char *key;
     char *content_type;
     lr_spool spool;
-} lr_spooled;
+};
 
-lr_err lr_spooled_init(lr_spooled *o, const char *dir, const char *key, const char *content_type);
-void lr_spooled_release(lr_spooled *o);
+/* open_writer/write/abort for remote backends; commit is theirs. */
+lr_err lr_spooled_open(void *store, const char *dir, const char *key, const char *content_type,
+                       struct lr_store_writer **out);
+lr_err lr_spooled_write(struct lr_store_writer *w, const void *buf, size_t len);
+void lr_spooled_free(struct lr_store_writer *w);
 
 /* A byte range of a spool as a libcurl read callback source. */
 typedef struct {
@@ -42,5 +46,9 @@ typedef struct {
 } lr_spool_range;
 
 size_t lr_spool_read_cb(char *dst, size_t size, size_t n, void *range);
+
+/* The transfer options every remote backend uses: no signals, a 10 s
+ * connect timeout, abort when stalled for 60 s, http(s) only. */
+void lr_spool_curl_defaults(void *curl_easy);
 
 #endif

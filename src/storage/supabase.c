@@ -27,10 +27,6 @@ typedef struct {
     char *tmp_dir;
 } sb_store;
 
-struct lr_store_writer {
-    sb_store *s;
-    lr_spooled o;
-};
 
 typedef struct {
     char *buf;
@@ -80,11 +76,7 @@ static long sb_call(sb_store *s, const char *method, const char *path, lr_spool_
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 10L);
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
-    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    lr_spool_curl_defaults(c);
     if (body) {
         curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
         curl_easy_setopt(c, CURLOPT_READFUNCTION, lr_spool_read_cb);
@@ -115,44 +107,17 @@ static long sb_call(sb_store *s, const char *method, const char *path, lr_spool_
 static lr_err sb_open_writer(lr_store *st, const char *key, const char *content_type,
                              lr_store_writer **out)
 {
-    sb_store *s = (sb_store *)st;
-    if (!lr_store_key_valid(key))
-        return LR_ERR_INVALID;
-    lr_store_writer *w = calloc(1, sizeof *w);
-    lr_err e = w ? lr_spooled_init(&w->o, s->tmp_dir, key, content_type) : LR_ERR_NOMEM;
-    if (e != LR_OK) {
-        free(w);
-        return e;
-    }
-    w->s = s;
-    *out = w;
-    return LR_OK;
-}
-
-static lr_err sb_write(lr_store_writer *w, const void *buf, size_t len)
-{
-    return lr_spool_write(&w->o.spool, buf, len);
-}
-
-static void writer_free(lr_store_writer *w)
-{
-    lr_spooled_release(&w->o);
-    free(w);
+    return lr_spooled_open(st, ((sb_store *)st)->tmp_dir, key, content_type, out);
 }
 
 static lr_err sb_commit(lr_store_writer *w)
 {
     char path[2048];
-    snprintf(path, sizeof path, "/storage/v1/object/%s/%s", w->s->base.bucket, w->o.key);
-    lr_spool_range b = {w->o.spool.fd, 0, w->o.spool.size};
-    long status = sb_call(w->s, "POST", path, &b, w->o.content_type, NULL, NULL);
-    writer_free(w);
+    snprintf(path, sizeof path, "/storage/v1/object/%s/%s", ((sb_store *)w->store)->base.bucket, w->key);
+    lr_spool_range b = {w->spool.fd, 0, w->spool.size};
+    long status = sb_call((sb_store *)w->store, "POST", path, &b, w->content_type, NULL, NULL);
+    lr_spooled_free(w);
     return status == 200 ? LR_OK : LR_ERR_IO;
-}
-
-static void sb_abort(lr_store_writer *w)
-{
-    writer_free(w);
 }
 
 static lr_err sb_remove(lr_store *st, const char *key)
@@ -226,9 +191,9 @@ static void sb_close(lr_store *st)
 
 static const lr_store_ops sb_ops = {
     .open_writer = sb_open_writer,
-    .write = sb_write,
+    .write = lr_spooled_write,
     .commit = sb_commit,
-    .abort = sb_abort,
+    .abort = lr_spooled_free,
     .remove = sb_remove,
     .open_local = NULL,
     .ping = sb_ping,
