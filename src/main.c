@@ -94,14 +94,8 @@ static int load_config(lr_config *cfg)
 /* Opens and migrates the configured database. */
 static int open_db(const lr_config *cfg, lr_db **db, int pool)
 {
-    char *path = cfg->database_url;
-    char buf[4096];
-    if (!path) {
-        snprintf(buf, sizeof buf, "%s/lensroom.db", cfg->data_dir);
-        path = buf;
-    }
     char *err = NULL;
-    if (lr_db_open(path, pool, db, &err) != LR_OK) {
+    if (lr_db_open(cfg->database_url, pool, db, &err) != LR_OK) {
         fprintf(stderr, "database: %s\n", err ? err : "cannot open");
         free(err);
         return -1;
@@ -307,13 +301,7 @@ static int cmd_smoke(void)
     }
     lr_db *db = NULL;
     char *db_err = NULL;
-    char path[4096];
-    const char *url = cfg.database_url;
-    if (!url) {
-        snprintf(path, sizeof path, "%s/lensroom.db", cfg.data_dir);
-        url = path;
-    }
-    if (lr_db_open(url, 1, &db, &db_err) != LR_OK)
+    if (lr_db_open(cfg.database_url, 1, &db, &db_err) != LR_OK)
         db = NULL;
     lr_store *store = NULL;
     int srv = open_store(&cfg, &store);

@@ -44,10 +44,13 @@ static void parse_prefer(const char *h, bool *async, long *wait_s)
     }
 }
 
-static json_t *pending_body(const infer_wait *w)
+static void location_of(const char *generation_id, char out[96])
 {
-    char location[96];
-    snprintf(location, sizeof location, "/api/generations/%s", w->generation_id);
+    snprintf(out, 96, "/api/generations/%s", generation_id);
+}
+
+static json_t *pending_body(const infer_wait *w, const char *location)
+{
     return json_pack("{s:b, s:s, s:s, s:s, s:{s:s, s:s, s:s, s:i, s:s}}", "success", 1,
                      "generationId", w->generation_id, "status", "processing", "location",
                      location, "generation", "id", w->generation_id, "modelId", w->model_id,
@@ -58,13 +61,13 @@ static json_t *pending_body(const infer_wait *w)
 static void answer_pending(infer_wait *w, bool resume)
 {
     char location[96];
-    snprintf(location, sizeof location, "/api/generations/%s", w->generation_id);
+    location_of(w->generation_id, location);
     lr_req_set_header(w->req, "Location", location);
     lr_req_set_header(w->req, "Retry-After", "2");
     if (resume)
-        lr_req_resume_json(w->req, 202, pending_body(w));
+        lr_req_resume_json(w->req, 202, pending_body(w, location));
     else
-        lr_req_reply_json(w->req, 202, pending_body(w));
+        lr_req_reply_json(w->req, 202, pending_body(w, location));
 }
 
 static json_t *success_body(const lr_outcome *o)
@@ -181,7 +184,7 @@ static void replay(lr_app *app, lr_req *req, const char *user, const lr_key_hold
     }
     const char *status = json_string_value(json_object_get(g, "status"));
     char location[96];
-    snprintf(location, sizeof location, "/api/generations/%s", h->generation_id);
+    location_of(h->generation_id, location);
     if (!strcmp(status, "pending") || !strcmp(status, "processing")) {
         lr_req_set_header(req, "Location", location);
         lr_req_set_header(req, "Retry-After", "2");

@@ -268,6 +268,10 @@ int lr_config_prepare_data(lr_config *cfg)
                 strerror(errno));
         return -1;
     }
+    if (!cfg->database_url && asprintf(&cfg->database_url, "%s/lensroom.db", cfg->data_dir) < 0) {
+        cfg->database_url = NULL;
+        return -1;
+    }
     if (!cfg->jwt_secret)
         return load_or_create_secret(cfg);
     return 0;

@@ -17,7 +17,7 @@
 typedef struct {
     int port;
     char *data_dir;
-    char *database_url;  /* NULL: SQLite file in data_dir */
+    char *database_url;  /* postgres URL or SQLite path; prepare_data defaults it */
     char *public_url;    /* base of public file URLs, no trailing slash */
     char *bucket;
     char *storage;       /* "local" | "s3" | "supabase" */
@@ -60,7 +60,8 @@ typedef struct {
 int lr_config_load(lr_config *cfg);
 
 /* Makes sure data_dir exists and a JWT secret is available: when none is
- * configured, reads data_dir/jwt-secret or creates it (mode 0600). */
+ * configured, reads data_dir/jwt-secret or creates it (mode 0600). Also
+ * defaults database_url to the SQLite file data_dir/lensroom.db. */
 int lr_config_prepare_data(lr_config *cfg);
 
 void lr_config_free(lr_config *cfg);

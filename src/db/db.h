@@ -51,7 +51,6 @@ typedef struct {
 typedef struct {
     const char *generation_id;
     const char *user_id;
-    bool success;          /* at least one output stored */
     json_t *result_urls;   /* array of public URLs */
     json_t *storage_keys;  /* array of object keys, for deletion later */
     json_t *task_ids;      /* provider task ids, may be NULL */

@@ -175,14 +175,6 @@ int lr_loop_cancel(lr_loop *l, lr_timer_id id)
     return 0;
 }
 
-int lr_loop_pending(lr_loop *l)
-{
-    pthread_mutex_lock(&l->mu);
-    int n = (int)l->n;
-    pthread_mutex_unlock(&l->mu);
-    return n;
-}
-
 typedef struct job {
     lr_loop_fn fn;
     void *arg;

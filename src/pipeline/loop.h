@@ -26,8 +26,6 @@ void lr_loop_free(lr_loop *l);
 lr_timer_id lr_loop_timer(lr_loop *l, int64_t delay_ms, lr_loop_fn fn, void *arg);
 /* 1 when the timer was removed before running, 0 when it ran or is running. */
 int lr_loop_cancel(lr_loop *l, lr_timer_id id);
-/* Number of timers waiting (for /metrics and tests). */
-int lr_loop_pending(lr_loop *l);
 
 typedef struct lr_workers lr_workers;
 lr_workers *lr_workers_new(int threads);

@@ -218,7 +218,6 @@ static void settle(run *r)
     lr_settle_req s = {
         .generation_id = r->id,
         .user_id = r->user_id,
-        .success = ok,
         .status = ok ? "success" : "failed",
         .result_urls = urls,
         .storage_keys = keys,
@@ -326,6 +325,21 @@ static void output_finished(run *r, int variant, bool ok, const char *code, cons
         lr_workers_submit(p->workers, settle_job, r);
 }
 
+/* The user-facing code and message for a failed store. */
+static void storage_failure(lr_err e, const char **code, const char **msg)
+{
+    if (e == LR_ERR_TOO_LARGE) {
+        *code = "output_too_large";
+        *msg = "The provider's output is larger than 50 MB";
+    } else if (e == LR_ERR_UNSUPPORTED) {
+        *code = "output_type_not_allowed";
+        *msg = "The provider's output is not an allowed image or video type";
+    } else {
+        *code = "storage_failed";
+        *msg = "The output could not be stored";
+    }
+}
+
 static void store_output(void *arg)
 {
     store_job *j = arg;
@@ -350,14 +364,9 @@ static void store_output(void *arg)
     }
     if (e != LR_OK) {
         lr_error("generation %s output %d could not be stored: %s", r->id, v, lr_strerror(e));
-        output_finished(r, v, false, e == LR_ERR_TOO_LARGE     ? "output_too_large"
-                                     : e == LR_ERR_UNSUPPORTED ? "output_type_not_allowed"
-                                                               : "storage_failed",
-                        e == LR_ERR_TOO_LARGE ? "The provider's output is larger than 50 MB"
-                        : e == LR_ERR_UNSUPPORTED
-                            ? "The provider's output is not an allowed image or video type"
-                            : "The output could not be stored",
-                        true);
+        const char *code, *msg;
+        storage_failure(e, &code, &msg);
+        output_finished(r, v, false, code, msg, true);
         return;
     }
     r->urls[v] = url; /* only this worker writes slot v */

@@ -1,7 +1,5 @@
 """Hundreds of simultaneous infers by one user: exactly as many succeed as
 the balance pays for, the rest get 402, and the ledger balances."""
-import http.client
-import json
 import threading
 import unittest
 from concurrent.futures import ThreadPoolExecutor
@@ -18,20 +16,12 @@ class Concurrency(ServerTest):
         self.server.grant(user, 400)
         tok = self.server.token(user)
         start = threading.Barrier(50)
-        body = json.dumps({"modelId": "seedream_image", "inputs": {"prompt": "race"},
-                           "params": {}})
 
         def one(i):
             if i < 50:
                 start.wait()
-            conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=120)
-            try:
-                conn.request("POST", "/api/infer", body=body, headers={
-                    "Content-Type": "application/json", "Cookie": f"lr_session={tok}"})
-                r = conn.getresponse()
-                return r.status, json.loads(r.read())
-            finally:
-                conn.close()
+            r = self.server.infer(tok, prompt="race")
+            return r.status, r.json
 
         with ThreadPoolExecutor(max_workers=200) as ex:
             results = list(ex.map(one, range(200)))

@@ -2,7 +2,6 @@
 the original's statements verbatim, in-place upgrade, RLS, storage bucket),
 several server processes sharing one database, and a database outage.
 Skipped on the SQLite run."""
-import http.client
 import json
 import os
 import subprocess
@@ -196,20 +195,6 @@ class Migration(unittest.TestCase):
             self.assertEqual(cur.fetchone(), (3,))
 
 
-def post_infer(port, token, n, barrier=None):
-    body = json.dumps({"modelId": "seedream_image", "inputs": {"prompt": "race"}, "params": {}})
-    if barrier:
-        barrier.wait()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    try:
-        conn.request("POST", "/api/infer", body=body, headers={
-            "Content-Type": "application/json", "Cookie": f"lr_session={token}"})
-        r = conn.getresponse()
-        return r.status, json.loads(r.read())
-    finally:
-        conn.close()
-
-
 @unittest.skipUnless(BACKEND == "postgres", "PostgreSQL backend only")
 class ScaleOut(unittest.TestCase):
     def test_four_processes_share_one_database_without_overspending(self):
@@ -227,11 +212,13 @@ class ScaleOut(unittest.TestCase):
         first.grant(user, 1200)  # 150 x 8
         token = first.token(user)
         barrier = threading.Barrier(400)
+
+        def one(i):
+            barrier.wait()
+            return servers[i % 4].infer(token, prompt="race").status
+
         with ThreadPoolExecutor(max_workers=400) as ex:
-            futures = [ex.submit(post_infer, servers[i % 4].port, token, i, barrier)
-                       for i in range(400)]
-            results = [f.result() for f in futures]
-        statuses = [s for s, _ in results]
+            statuses = list(ex.map(one, range(400)))
         self.assertEqual(statuses.count(200), 150, statuses)
         self.assertEqual(statuses.count(402), 250, statuses)
         self.assertEqual(first.balance(user), 0)
