@@ -8,6 +8,7 @@
 #include "api/ratelimit.h"
 #include "core/config.h"
 #include "db/db.h"
+#include "net/net.h"
 #include "pipeline/loop.h"
 #include "pipeline/pipeline.h"
 #include "providers/catalog.h"
@@ -24,6 +25,8 @@ typedef struct {
     lr_workers *workers;
     lr_pipeline *pipeline;
     lr_ratelimit *ratelimit;
+    struct lr_events *events;
+    const lr_net_policy *net;
     int64_t started_ms;
 } lr_app;
 

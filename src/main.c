@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "api/api.h"
+#include "api/events.h"
 #include "app.h"
 #include "auth/jwt.h"
 #include "cli/smoke.h"
@@ -155,6 +156,10 @@ static void announce(const lr_config *cfg, const lr_app *app)
                             app->db->backend, "storage", app->store->backend, "provider",
                             app->provider->name, "data_dir", cfg->data_dir, "public_url",
                             cfg->public_url));
+    if (strcmp(app->provider->name, "mock") != 0)
+        lr_info("provider: Kie.ai at %s%s; anthropic_text %s", cfg->kie_api_base,
+                cfg->webhook_base_url ? " (callbacks on)" : " (polling only)",
+                cfg->anthropic_api_key ? "via the Anthropic API" : "not configured");
     if (!strcmp(app->provider->name, "mock"))
         lr_warn("MOCK PROVIDER ACTIVE%s: generations are synthetic (latency %d ms, failure rate "
                 "%.2f); set KIE_API_KEY for real generations",
@@ -177,6 +182,7 @@ static int cmd_serve(void)
     lr_db *db = NULL;
     lr_app app = {0};
     lr_http *http = NULL;
+    lr_net_policy *net = NULL;
     int rc = 1;
     if (load_config(&cfg) != 0 || open_db(&cfg, &db, cfg.http_threads + cfg.workers + 1) != 0)
         goto out_cfg;
@@ -194,16 +200,43 @@ static int cmd_serve(void)
                    .started_ms = lr_monotonic_ms()};
     app.loop = lr_loop_new();
     app.workers = lr_workers_new(cfg.workers);
-    app.provider = lr_provider_mock_new(app.loop, cfg.mock_latency_ms, cfg.mock_fail_rate);
-    app.pipeline =
-        lr_pipeline_new(db, store, app.provider, app.loop, app.workers, cfg.lease_s);
+    if (cfg.use_mock) {
+        app.provider = lr_provider_mock_new(app.loop, cfg.mock_latency_ms, cfg.mock_fail_rate);
+    } else {
+        lr_remote_options ro = {
+            .kie_base = cfg.kie_api_base,
+            .kie_key = cfg.kie_api_key,
+            .anthropic_base = cfg.anthropic_api_base,
+            .anthropic_key = cfg.anthropic_api_key,
+            .anthropic_model = cfg.anthropic_model,
+            .callback_base = cfg.webhook_base_url,
+            .callback_key = cfg.jwt_secret,
+            .callback_key_len = cfg.jwt_secret_len,
+            .poll_ms = cfg.kie_poll_ms,
+            .poll_max_ms = cfg.kie_poll_max_ms,
+            .deadline_ms = (int64_t)cfg.task_deadline_s * 1000,
+        };
+        app.provider = lr_provider_remote_new(app.loop, &ro);
+    }
+    net = lr_net_policy_new(cfg.fetch_allow, false, &err);
+    if (!net) {
+        fprintf(stderr, "config: LENSROOM_FETCH_ALLOW: %s\n", err ? err : "invalid");
+        free(err);
+        goto out_all;
+    }
+    app.net = net;
+    app.pipeline = lr_pipeline_new(db, store, app.provider, catalog, net, app.loop, app.workers,
+                                   cfg.lease_s);
     app.ratelimit = lr_ratelimit_new(cfg.user_rate_per_min);
     if (!app.loop || !app.workers || !app.provider || !app.pipeline || lr_loop_start(app.loop))
         goto out_all;
-    int reaped = lr_pipeline_reap(app.pipeline);
-    if (reaped > 0)
-        lr_warn("reaped %d generations left unfinished by a stopped process (failed and "
-                "refunded)", reaped);
+    app.events = lr_events_new(db, app.pipeline, app.loop, app.workers, cfg.sse_keepalive_s);
+    lr_pipeline_observe(app.pipeline, lr_events_observe, app.events);
+    int recovered = lr_pipeline_recover(app.pipeline);
+    if (recovered > 0)
+        lr_warn("took over %d generations left unfinished by a stopped process (provider tasks "
+                "resumed, the rest failed and refunded)",
+                recovered);
     lr_pipeline_start_maintenance(app.pipeline);
 
     signal(SIGPIPE, SIG_IGN);
@@ -226,6 +259,7 @@ static int cmd_serve(void)
         pause();
     lr_info("shutting down: finishing in-flight generations");
     lr_http_quiesce(http);
+    lr_events_close_all(app.events);
     lr_pipeline_drain(app.pipeline, 15000);
     lr_http_drain(http, 5000);
     lr_http_stop(http);
@@ -233,8 +267,10 @@ static int cmd_serve(void)
 out_all:
     lr_loop_stop(app.loop);
     lr_workers_free(app.workers);
+    lr_events_free(app.events);
     lr_pipeline_free(app.pipeline);
     lr_ratelimit_free(app.ratelimit);
+    lr_net_policy_free(net);
     if (app.provider)
         app.provider->ops->close(app.provider);
     lr_loop_free(app.loop);

@@ -127,9 +127,21 @@ static void method_not_allowed(lr_req *req, const char *allow)
     lr_req_reply_error(req, 405, "method_not_allowed", "Method not allowed", NULL);
 }
 
+/* "{id}{suffix}" with a short id: copies the id and returns true. */
+static bool sub_route(const char *rest, const char *suffix, char id[64])
+{
+    size_t n = strlen(rest), k = strlen(suffix);
+    if (n <= k || n - k >= 64 || strcmp(rest + n - k, suffix) != 0)
+        return false;
+    memcpy(id, rest, n - k);
+    id[n - k] = '\0';
+    return strchr(id, '/') == NULL;
+}
+
 void lr_api_route(lr_req *req, void *ctx)
 {
     lr_app *app = ctx;
+    char id[64];
     const char *p = lr_req_path(req);
     static const char gen_prefix[] = "/api/generations/";
     static const char file_prefix[] = "/storage/v1/object/public/";
@@ -149,6 +161,23 @@ void lr_api_route(lr_req *req, void *ctx)
             lr_api_generations_list(app, req);
         else
             method_not_allowed(req, "GET");
+    } else if (!strncmp(p, gen_prefix, sizeof gen_prefix - 1) &&
+               sub_route(p + sizeof gen_prefix - 1, "/cancel", id)) {
+        if (is(req, "POST"))
+            lr_api_generation_cancel(app, req, id);
+        else
+            method_not_allowed(req, "POST");
+    } else if (!strncmp(p, gen_prefix, sizeof gen_prefix - 1) &&
+               sub_route(p + sizeof gen_prefix - 1, "/events", id)) {
+        if (is(req, "GET"))
+            lr_api_generation_events(app, req, id);
+        else
+            method_not_allowed(req, "GET");
+    } else if (!strcmp(p, "/api/webhooks/kie")) {
+        if (is(req, "POST"))
+            lr_api_webhook_kie(app, req);
+        else
+            method_not_allowed(req, "POST");
     } else if (!strncmp(p, gen_prefix, sizeof gen_prefix - 1) && !strchr(p + sizeof gen_prefix - 1, '/')) {
         if (is(req, "GET"))
             lr_api_generation_get(app, req, p + sizeof gen_prefix - 1);

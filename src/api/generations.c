@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "api/events.h"
 
 static const char *const statuses[] = {"pending", "processing", "success", "failed", "canceled"};
 static const char *const types[] = {"photo", "video", "edit", "text"};
@@ -116,4 +117,69 @@ void lr_api_generation_delete(lr_app *app, lr_req *req, const char *id)
                                 "deleted", 1, "objects", (int)json_array_size(keys),
                                 "objectsRemoved", removed));
     json_decref(keys);
+}
+
+/* Cancels a running generation: settled as canceled with every credit of
+ * it refunded, once; a finished one answers 409 with its final state. */
+void lr_api_generation_cancel(lr_app *app, lr_req *req, const char *id)
+{
+    char user[LR_UUID_LEN + 1];
+    if (!lr_api_user(app, req, false, user))
+        return;
+    json_t *g = NULL;
+    lr_err e = lr_uuid_valid(id, strlen(id)) ? lr_pipeline_cancel(app->pipeline, user, id, &g)
+                                             : LR_ERR_NOT_FOUND;
+    if (e == LR_ERR_NOT_FOUND) {
+        lr_req_reply_error(req, 404, "generation_not_found", "Generation not found", NULL);
+        return;
+    }
+    if (e == LR_ERR_CONFLICT) {
+        json_object_del(g, "userId");
+        lr_req_reply_error(req, 409, "generation_finished",
+                           "The generation has already finished; nothing was canceled",
+                           json_pack("{s:o*}", "generation", g));
+        return;
+    }
+    if (e != LR_OK) {
+        json_decref(g);
+        lr_api_db_error(req, e);
+        return;
+    }
+    int balance = 0;
+    app->db->ops->balance(app->db, user, &balance);
+    json_object_del(g, "userId");
+    lr_req_reply_json(req, 200,
+                      json_pack("{s:b, s:s, s:s, s:o*, s:i}", "success", 1, "generationId", id,
+                                "status", "canceled", "generation", g, "balance", balance));
+}
+
+/* Server-Sent Events for one of the caller's generations. */
+void lr_api_generation_events(lr_app *app, lr_req *req, const char *id)
+{
+    char user[LR_UUID_LEN + 1];
+    if (!lr_api_user(app, req, false, user))
+        return;
+    json_t *g = NULL;
+    lr_err e = lr_uuid_valid(id, strlen(id)) ? app->db->ops->get_generation(app->db, user, id, &g)
+                                             : LR_ERR_NOT_FOUND;
+    if (e == LR_ERR_NOT_FOUND) {
+        lr_req_reply_error(req, 404, "generation_not_found", "Generation not found", NULL);
+        return;
+    }
+    if (e != LR_OK) {
+        lr_api_db_error(req, e);
+        return;
+    }
+    const char *last = lr_req_header(req, "Last-Event-ID");
+    if (!last)
+        last = lr_req_query(req, "lastEventId");
+    long last_id = 0;
+    if (last && lr_parse_long(last, 0, 5, &last_id) != 0) {
+        json_decref(g);
+        lr_req_reply_error(req, 400, "invalid_last_event_id",
+                           "Last-Event-ID must be an event id from this stream (0 to 5)", NULL);
+        return;
+    }
+    lr_events_open(app->events, req, user, g, (int)last_id);
+    json_decref(g);
 }

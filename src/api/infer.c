@@ -10,6 +10,7 @@
 
 #include "api/api.h"
 #include "core/log.h"
+#include "storage/mime.h"
 
 #define MAX_PROMPT_BYTES 10000
 
@@ -92,10 +93,29 @@ static json_t *success_body(const lr_outcome *o)
     return b;
 }
 
+/* The HTTP status for a failed generation's error code. */
+static int failure_status(const char *code)
+{
+    static const struct {
+        const char *code;
+        int status;
+    } map[] = {
+        {"internal_error", 500},          {"input_rejected", 422},
+        {"provider_out_of_credits", 503}, {"provider_unavailable", 503},
+        {"provider_not_configured", 503}, {"provider_timeout", 504},
+        {"canceled", 409},
+    };
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
+        if (!strcmp(code, map[i].code))
+            return map[i].status;
+    }
+    return 502;
+}
+
 static json_t *failure_body(const lr_outcome *o, int refunded, int *status)
 {
     bool internal = !strcmp(o->error_code, "internal_error");
-    *status = internal ? 500 : 502;
+    *status = failure_status(o->error_code);
     char msg[512];
     if (internal)
         snprintf(msg, sizeof msg, "%s", o->error_message);
@@ -104,7 +124,7 @@ static json_t *failure_body(const lr_outcome *o, int refunded, int *status)
                  o->error_message, refunded);
     return lr_error_body(o->error_code, msg,
                          json_pack("{s:s, s:s, s:i, s:i, s:i, s:O}", "generationId",
-                                   o->generation_id, "status", "failed", "refunded",
+                                   o->generation_id, "status", o->status, "refunded",
                                    internal ? 0 : refunded, "balance", o->balance, "newBalance",
                                    o->balance, "taskIds", o->task_ids));
 }
@@ -235,14 +255,134 @@ static void replay(lr_app *app, lr_req *req, const char *user, const lr_key_hold
     json_decref(g);
 }
 
-static bool valid_input_image(json_t *inputs)
+#define MAX_INPUT_IMAGES 4
+#define MAX_INPUT_IMAGE_BYTES (10u * 1024u * 1024u)
+
+static bool has_input_image(json_t *inputs)
 {
     json_t *url = json_object_get(inputs, "imageUrl");
     json_t *images = json_object_get(inputs, "images");
-    if (json_is_string(url) && json_string_length(url) > 0)
-        return true;
-    return json_is_array(images) && json_array_size(images) > 0 &&
-           json_is_string(json_array_get(images, 0));
+    return (url && !json_is_null(url)) || (json_is_array(images) && json_array_size(images) > 0);
+}
+
+/* Removes stored input images (the request did not go ahead). */
+static void drop_inputs(lr_app *app, json_t *keys)
+{
+    size_t i;
+    json_t *k;
+    json_array_foreach(keys, i, k) app->store->ops->remove(app->store, json_string_value(k));
+}
+
+/* One data:image/...;base64,... URL: decoded, type-checked by its bytes,
+ * stored under {user}/inputs/. Replies and returns false on a problem. */
+static bool store_data_url(lr_app *app, lr_req *req, const char *user, const char *gen_id, int i,
+                           const char *v, json_t *urls, json_t *keys)
+{
+    const char *comma = strchr(v, ',');
+    if (strncmp(v, "data:", 5) != 0 || !comma || comma - v > 100 ||
+        !memmem(v, (size_t)(comma - v), ";base64", 7)) {
+        lr_req_reply_error(req, 400, "invalid_input_image",
+                           "inputs.images entries must be base64 data URLs "
+                           "(data:image/png;base64,...)",
+                           json_pack("{s:s}", "field", "inputs.images"));
+        return false;
+    }
+    size_t enc = strlen(comma + 1);
+    if (enc / 4 * 3 > MAX_INPUT_IMAGE_BYTES + 3) {
+        lr_req_reply_error(req, 413, "input_image_too_large", "An input image is larger than 10 MB",
+                           json_pack("{s:s}", "field", "inputs.images"));
+        return false;
+    }
+    size_t n = 0;
+    unsigned char *bytes = lr_b64_decode(comma + 1, enc, &n);
+    if (!bytes || n == 0) {
+        free(bytes);
+        lr_req_reply_error(req, 400, "invalid_input_image", "An input image is not valid base64",
+                           json_pack("{s:s}", "field", "inputs.images"));
+        return false;
+    }
+    const lr_mime *mime = lr_mime_sniff(bytes, n);
+    if (!mime || strcmp(mime->kind, "image") != 0) {
+        free(bytes);
+        lr_req_reply_error(req, 415, "unsupported_input_image",
+                           "Input images must be PNG, JPEG, WebP or GIF (checked by content)",
+                           json_pack("{s:s}", "field", "inputs.images"));
+        return false;
+    }
+    char name[64];
+    snprintf(name, sizeof name, "%s_%d", gen_id, i);
+    lr_blob_sink *sink = NULL;
+    char *url = NULL, *key = NULL;
+    lr_err e = lr_blob_begin_in(app->store, user, "inputs", name, MAX_INPUT_IMAGE_BYTES, &sink);
+    if (e == LR_OK) {
+        e = lr_blob_write(sink, bytes, n);
+        if (e == LR_OK)
+            e = lr_blob_finish(sink, &url, &key, NULL);
+        else
+            lr_blob_abort(sink);
+    }
+    free(bytes);
+    if (e != LR_OK) {
+        lr_log(LR_LOG_ERROR, lr_req_id(req), "input image not stored: %s", lr_strerror(e));
+        lr_req_reply_error(req, 502, "storage_failed", "The input image could not be stored",
+                           NULL);
+        return false;
+    }
+    json_array_append_new(urls, json_string(url));
+    json_array_append_new(keys, json_string(key));
+    free(url);
+    free(key);
+    return true;
+}
+
+/* The input images of an edit: inputs.imageUrl (https, public address)
+ * and/or inputs.images (data URLs, stored). *urls: their public URLs. */
+static bool input_images(lr_app *app, lr_req *req, const char *user, const char *gen_id,
+                         json_t *inputs, json_t **urls, json_t **keys)
+{
+    *urls = json_array();
+    *keys = json_array();
+    json_t *url = json_object_get(inputs, "imageUrl");
+    json_t *images = json_object_get(inputs, "images");
+    if (url && !json_is_null(url)) {
+        const char *why = NULL;
+        if (!json_is_string(url) || json_string_length(url) > 2048 ||
+            !lr_net_url_allowed(app->net, json_string_value(url), &why)) {
+            char msg[200];
+            snprintf(msg, sizeof msg, "inputs.imageUrl is not usable: %s",
+                     why ? why : "must be an https URL of at most 2048 characters");
+            lr_req_reply_error(req, 422, "invalid_image_url", msg,
+                               json_pack("{s:s}", "field", "inputs.imageUrl"));
+            return false;
+        }
+        json_array_append(*urls, url);
+    }
+    if (images && !json_is_null(images)) {
+        if (!json_is_array(images) || json_array_size(images) > MAX_INPUT_IMAGES) {
+            lr_req_reply_error(req, 400, "invalid_input_image",
+                               "inputs.images must be an array of at most 4 data URLs",
+                               json_pack("{s:s}", "field", "inputs.images"));
+            return false;
+        }
+        size_t i;
+        json_t *v;
+        json_array_foreach(images, i, v)
+        {
+            if (!json_is_string(v)) {
+                lr_req_reply_error(req, 400, "invalid_input_image",
+                                   "inputs.images entries must be strings (data URLs)",
+                                   json_pack("{s:s}", "field", "inputs.images"));
+                drop_inputs(app, *keys);
+                return false;
+            }
+            if (!store_data_url(app, req, user, gen_id, (int)i, json_string_value(v), *urls,
+                                *keys)) {
+                drop_inputs(app, *keys);
+                return false;
+            }
+        }
+    }
+    return true;
 }
 
 void lr_api_infer(lr_app *app, lr_req *req)
@@ -263,7 +403,7 @@ void lr_api_infer(lr_app *app, lr_req *req)
     json_t *body = lr_api_json_body(req);
     if (!body)
         return;
-    json_t *params = NULL;
+    json_t *params = NULL, *input_urls = NULL, *input_keys = NULL;
     char *field = NULL, *msg = NULL;
 
     json_t *jmodel = json_object_get(body, "modelId");
@@ -290,10 +430,16 @@ void lr_api_infer(lr_app *app, lr_req *req)
         lr_req_reply_error(req, 404, "model_not_found", text, NULL);
         goto out;
     }
-    if (!strcmp(m->capability, "edit") && !valid_input_image(inputs)) {
+    if (!strcmp(m->capability, "edit") && !has_input_image(inputs)) {
         lr_req_reply_error(req, 400, "missing_input_image",
                            "This model edits an image: send inputs.imageUrl or inputs.images",
                            NULL);
+        goto out;
+    }
+    if (!lr_provider_supports(app->provider, m)) {
+        lr_req_set_header(req, "Retry-After", "60");
+        lr_req_reply_error(req, 503, "provider_not_configured",
+                           "This model's provider is not configured on this server", NULL);
         goto out;
     }
     json_t *jcount = json_object_get(body, "outputsCount");
@@ -333,6 +479,11 @@ void lr_api_infer(lr_app *app, lr_req *req)
         abort();
     w->req = req;
     lr_uuid_v4(w->generation_id);
+    if (!strcmp(m->capability, "edit") &&
+        !input_images(app, req, user, w->generation_id, inputs, &input_urls, &input_keys)) {
+        free(w);
+        goto out;
+    }
     snprintf(w->model_id, sizeof w->model_id, "%s", m->id);
     lr_time_iso(lr_now_ms(), w->created_at);
     w->credits_reserved = outputs * m->credit_cost;
@@ -342,7 +493,7 @@ void lr_api_infer(lr_app *app, lr_req *req)
         .user_id = user,
         .type = lr_model_generation_type(m),
         .model = m->id,
-        .provider = app->provider->name,
+        .provider = lr_provider_name_for(app->provider, m),
         .prompt = prompt,
         .params = params,
         .outputs_count = outputs,
@@ -361,14 +512,17 @@ void lr_api_infer(lr_app *app, lr_req *req)
         lr_req_reply_error(req, 429, "too_many_generations",
                            "Too many generations running for this user: wait for one to finish",
                            json_pack("{s:i}", "limit", app->cfg->user_max_in_flight));
+        drop_inputs(app, input_keys);
         free(w);
         goto out;
     }
     int balance = 0;
     lr_key_holder holder;
     lr_err e = app->db->ops->reserve(app->db, &rr, &balance, &holder);
-    if (e != LR_OK)
+    if (e != LR_OK) {
         lr_pipeline_unadmit(app->pipeline, user);
+        drop_inputs(app, input_keys);
+    }
     if (e == LR_ERR_CONFLICT) {
         replay(app, req, user, &holder);
         free(w);
@@ -401,6 +555,7 @@ void lr_api_infer(lr_app *app, lr_req *req)
         .params = params,
         .outputs_count = outputs,
         .created_at = w->created_at,
+        .input_urls = input_urls,
     };
     if (async || wait_s == 0) {
         if (lr_pipeline_start(app->pipeline, &run, 0, NULL, NULL) != LR_OK)
@@ -419,5 +574,7 @@ out:
     free(field);
     free(msg);
     json_decref(params);
+    json_decref(input_urls);
+    json_decref(input_keys);
     json_decref(body);
 }

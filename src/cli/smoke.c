@@ -101,7 +101,7 @@ static void check_generation(report *r, lr_db *db, const char *user)
     lr_err e = db->ops->adjust(db, &grant, &ar);
     lr_key_holder holder;
     if (e == LR_OK && (step = "create", e = db->ops->reserve(db, &rq, &balance, &holder)) == LR_OK &&
-        (step = "update", e = db->ops->set_stage(db, id, "processing", "storing")) == LR_OK &&
+        (step = "update", e = db->ops->set_stage(db, id, "processing", "storing", NULL)) == LR_OK &&
         (step = "settle", e = db->ops->settle(db, &sq, &balance)) == LR_OK &&
         (step = "get", e = db->ops->get_generation(db, user, id, &g)) == LR_OK &&
         (step = "list", e = db->ops->list_generations(db, user, &f, &list)) == LR_OK) {

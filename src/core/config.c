@@ -153,9 +153,28 @@ int lr_config_load(lr_config *cfg)
     if (!mock && cfg->kie_api_key)
         cfg->use_mock = false;
     cfg->mock_by_default = !mock && !cfg->kie_api_key;
-    if (!cfg->use_mock)
-        problem("KIE_API_KEY", "the Kie.ai provider is not part of this build yet; set "
-                               "USE_MOCK_INFERENCE=true (or unset KIE_API_KEY)");
+    if (!cfg->use_mock && !cfg->kie_api_key)
+        problem("USE_MOCK_INFERENCE", "is false but KIE_API_KEY is not set: the real provider "
+                                      "needs a key");
+    cfg->kie_api_base = env_dup("KIE_API_BASE", "https://api.kie.ai");
+    cfg->anthropic_api_key = env_dup("ANTHROPIC_API_KEY", NULL);
+    cfg->anthropic_api_base = env_dup("ANTHROPIC_API_BASE", "https://api.anthropic.com");
+    cfg->anthropic_model = env_dup("ANTHROPIC_MODEL", "claude-sonnet-4-5");
+    const char *bases[] = {"KIE_API_BASE", "ANTHROPIC_API_BASE"};
+    const char *vals[] = {cfg->kie_api_base, cfg->anthropic_api_base};
+    for (int i = 0; i < 2; i++) {
+        if (strncmp(vals[i], "http://", 7) && strncmp(vals[i], "https://", 8))
+            problem(bases[i], "must be an http(s):// URL");
+    }
+    cfg->webhook_base_url = env_dup("LENSROOM_WEBHOOK_BASE_URL", NULL);
+    if (cfg->webhook_base_url && strncmp(cfg->webhook_base_url, "https://", 8) &&
+        strncmp(cfg->webhook_base_url, "http://", 7))
+        problem("LENSROOM_WEBHOOK_BASE_URL", "must be the server's public http(s):// URL");
+    cfg->fetch_allow = env_dup("LENSROOM_FETCH_ALLOW", NULL);
+    cfg->kie_poll_ms = (int)env_long("KIE_POLL_MS", 3000, 10, 600000);
+    cfg->kie_poll_max_ms = (int)env_long("KIE_POLL_MAX_MS", 15000, 10, 600000);
+    cfg->task_deadline_s = (int)env_long("LENSROOM_TASK_DEADLINE_S", 86400, 1, 7 * 86400);
+    cfg->sse_keepalive_s = (int)env_long("LENSROOM_SSE_KEEPALIVE_S", 15, 1, 3600);
     cfg->mock_latency_ms = (int)env_long("LENSROOM_MOCK_LATENCY_MS", 100, 0, 3600 * 1000);
     const char *rate = env("LENSROOM_MOCK_FAIL_RATE");
     if (rate) {
@@ -298,6 +317,12 @@ void lr_config_free(lr_config *cfg)
     free(cfg->jwt_audience);
     free(cfg->service_role_key);
     free(cfg->kie_api_key);
+    free(cfg->kie_api_base);
+    free(cfg->anthropic_api_key);
+    free(cfg->anthropic_api_base);
+    free(cfg->anthropic_model);
+    free(cfg->webhook_base_url);
+    free(cfg->fetch_allow);
     free(cfg->models_file);
     free(cfg->test_user_id);
     memset(cfg, 0, sizeof *cfg);

@@ -36,6 +36,15 @@ typedef struct {
     bool use_mock;
     bool mock_by_default; /* mock chosen because no provider key is set */
     char *kie_api_key;
+    char *kie_api_base;       /* KIE_API_BASE, https://api.kie.ai */
+    char *anthropic_api_key;  /* NULL: anthropic_text not offered by the real provider */
+    char *anthropic_api_base;
+    char *anthropic_model;
+    char *webhook_base_url;   /* public URL Kie's callbacks reach, NULL: poll only */
+    char *fetch_allow;        /* ip:port list that downloads may reach despite the SSRF rules */
+    int kie_poll_ms, kie_poll_max_ms;
+    int task_deadline_s;      /* provider task unfinished after this: failed, refunded */
+    int sse_keepalive_s;
     int mock_latency_ms;
     double mock_fail_rate;
     char *models_file;

@@ -93,8 +93,10 @@ typedef struct {
     /* LR_ERR_INSUFFICIENT with *balance set when short; nothing written.
      * LR_ERR_CONFLICT with *holder set when the idempotency key is taken. */
     lr_err (*reserve)(lr_db *db, const lr_reserve_req *r, int *balance, lr_key_holder *holder);
+    /* Status and stage of an unfinished generation, and (when task_ids is
+     * not NULL) the provider's task ids, one per output, null where none. */
     lr_err (*set_stage)(lr_db *db, const char *generation_id, const char *status,
-                        const char *stage);
+                        const char *stage, json_t *task_ids);
     /* LR_ERR_CONFLICT when the generation is already final (nothing written). */
     lr_err (*settle)(lr_db *db, const lr_settle_req *s, int *balance);
     lr_err (*balance)(lr_db *db, const char *user_id, int *balance);
@@ -107,8 +109,15 @@ typedef struct {
                                 const char *before_id, int limit, json_t **out);
     /* Extends the lease of every unfinished generation owner runs. */
     lr_err (*renew_leases)(lr_db *db, const char *owner, const char *lease_until);
+    /* Claims for owner (until lease_until) up to limit unfinished
+     * generations whose lease ran out and that have provider task ids, to
+     * resume them; *rows: the generations (as get_generation). Concurrent
+     * claimers never take the same row. */
+    lr_err (*claim_resumable)(lr_db *db, const char *owner, const char *lease_until, int limit,
+                              json_t **rows);
     /* Fails and refunds (like settle) up to limit unfinished generations
-     * whose lease ran out and that owner does not run: their process died.
+     * whose lease ran out, that owner does not run and that have no
+     * provider task id: their process died before the provider took them.
      * Concurrent reapers never take the same row. *reaped: [{"id","refund"}]. */
     lr_err (*reap_expired)(lr_db *db, const char *owner, int limit, json_t **reaped);
     /* Hides a finished generation of user_id from its owner and queues its

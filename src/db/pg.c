@@ -18,11 +18,12 @@
 #include "db/db.h"
 
 extern const char lr_sql_pg_0001[];
+extern const char lr_sql_pg_0002[];
 
 static const struct {
     const char *version;
     const char *sql;
-} migrations[] = {{"0001_credits_generations", lr_sql_pg_0001}};
+} migrations[] = {{"0001_credits_generations", lr_sql_pg_0001}, {"0002_resume", lr_sql_pg_0002}};
 
 typedef struct {
     lr_db base;
@@ -230,14 +231,18 @@ static lr_err pg_reserve(lr_db *db, const lr_reserve_req *q, int *balance, lr_ke
     return e;
 }
 
-static lr_err pg_set_stage(lr_db *db, const char *id, const char *status, const char *stage)
+static lr_err pg_set_stage(lr_db *db, const char *id, const char *status, const char *stage,
+                           json_t *task_ids)
 {
-    const char *p[] = {id, status, stage};
+    char *tasks = task_ids ? json_dumps(task_ids, JSON_COMPACT) : NULL;
+    const char *p[] = {id, status, stage, tasks};
     PGresult *r;
     lr_err e = query((pg_db *)db,
-                     "UPDATE public.generations SET status = $2, stage = $3 WHERE id = $1 "
+                     "UPDATE public.generations SET status = $2, stage = $3, "
+                     "provider_task_ids = coalesce($4::jsonb, provider_task_ids) WHERE id = $1 "
                      "AND status IN ('pending', 'processing')",
-                     3, p, &r);
+                     4, p, &r);
+    free(tasks);
     if (e == LR_OK)
         e = atoi(PQcmdTuples(r)) > 0 ? LR_OK : LR_ERR_CONFLICT;
     PQclear(r);
@@ -460,6 +465,19 @@ static lr_err pg_reap_expired(lr_db *db, const char *owner, int limit, json_t **
     return e == LR_OK ? array_result(r, reaped) : e;
 }
 
+static lr_err pg_claim_resumable(lr_db *db, const char *owner, const char *lease_until,
+                                 int limit, json_t **rows)
+{
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", limit);
+    const char *p[] = {owner, lease_until, lim};
+    PGresult *r;
+    lr_err e = query((pg_db *)db,
+                     "SELECT coalesce(json_agg(c), '[]') FROM lensroom.claim_resumable($1, $2, $3) c",
+                     3, p, &r);
+    return e == LR_OK ? array_result(r, rows) : e;
+}
+
 static lr_err pg_audit(lr_db *db, json_t **violations)
 {
     PGresult *r;
@@ -505,6 +523,7 @@ static const lr_db_ops pg_ops = {
     .purged = pg_purged,
     .renew_leases = pg_renew_leases,
     .reap_expired = pg_reap_expired,
+    .claim_resumable = pg_claim_resumable,
     .audit = pg_audit,
     .close = pg_close,
 };

@@ -50,6 +50,8 @@ enum {
     Q_PURGED,
     Q_RENEW,
     Q_EXPIRED,
+    Q_STAGE_TASKS,
+    Q_CLAIM,
     Q_COUNT
 };
 
@@ -112,7 +114,16 @@ static const char *const sql_text[Q_COUNT] = {
     [Q_EXPIRED] = "SELECT id, credits_used, outputs_count FROM generations "
                   "WHERE status IN ('pending', 'processing') "
                   "AND (lease_until IS NULL OR lease_until < ?1) "
-                  "AND (claimed_by IS NULL OR claimed_by <> ?3) ORDER BY created_at LIMIT ?2",
+                  "AND (claimed_by IS NULL OR claimed_by <> ?3) "
+                  "AND provider_task_ids = '[]' ORDER BY created_at LIMIT ?2",
+    [Q_STAGE_TASKS] = "UPDATE generations SET status = ?2, stage = ?3, updated_at = ?4, "
+                      "provider_task_ids = ?5 WHERE id = ?1 AND status IN ('pending', 'processing')",
+    [Q_CLAIM] = "UPDATE generations SET claimed_by = ?3, lease_until = ?4 WHERE id IN ("
+                "SELECT id FROM generations WHERE status IN ('pending', 'processing') "
+                "AND (lease_until IS NULL OR lease_until < ?1) "
+                "AND (claimed_by IS NULL OR claimed_by <> ?3) "
+                "AND provider_task_ids <> '[]' ORDER BY created_at LIMIT ?2) "
+                "RETURNING " GEN_COLUMNS,
 };
 
 typedef struct {
@@ -497,11 +508,12 @@ out:
     return e;
 }
 
-static lr_err sq_set_stage(lr_db *db, const char *id, const char *status, const char *stage)
+static lr_err sq_set_stage(lr_db *db, const char *id, const char *status, const char *stage,
+                           json_t *task_ids)
 {
     sqlite_db *d = (sqlite_db *)db;
     conn *c = acquire_writer(d);
-    sqlite3_stmt *s = stmt(c, Q_STAGE);
+    sqlite3_stmt *s = stmt(c, task_ids ? Q_STAGE_TASKS : Q_STAGE);
     lr_err e = LR_ERR_DB;
     if (s) {
         char ts[32];
@@ -510,6 +522,8 @@ static lr_err sq_set_stage(lr_db *db, const char *id, const char *status, const 
         bind_text(s, 2, status);
         bind_text(s, 3, stage);
         bind_text(s, 4, ts);
+        if (task_ids)
+            bind_json(s, 5, task_ids, "[]");
         int rc = sqlite3_step(s);
         int changed = sqlite3_changes(c->h);
         done(s);
@@ -941,6 +955,26 @@ static lr_err sq_reap_expired(lr_db *db, const char *owner, int limit, json_t **
     return LR_OK;
 }
 
+static lr_err sq_claim_resumable(lr_db *db, const char *owner, const char *lease_until,
+                                 int limit, json_t **rows)
+{
+    sqlite_db *d = (sqlite_db *)db;
+    char now[32];
+    now_iso(now);
+    conn *c = acquire_writer(d);
+    sqlite3_stmt *s = stmt(c, Q_CLAIM);
+    lr_err e = LR_ERR_DB;
+    if (s) {
+        bind_text(s, 1, now);
+        sqlite3_bind_int(s, 2, limit);
+        bind_text(s, 3, owner);
+        bind_text(s, 4, lease_until);
+        e = collect(s, generation_row, rows);
+    }
+    release_writer(d, c);
+    return e;
+}
+
 static json_t *audit_row(sqlite3_stmt *s)
 {
     return json_pack("{s:o, s:o, s:o}", "kind", col_text(s, 0), "subject", col_text(s, 1),
@@ -998,6 +1032,7 @@ static const lr_db_ops sqlite_ops = {
     .pending_purges = sq_pending_purges,
     .purged = sq_purged,
     .renew_leases = sq_renew_leases,
+    .claim_resumable = sq_claim_resumable,
     .reap_expired = sq_reap_expired,
     .audit = sq_audit,
     .close = sq_close,

@@ -154,6 +154,133 @@ void lr_req_reply_empty(lr_req *r, int status)
     set_response(r, status, resp);
 }
 
+struct lr_stream {
+    pthread_mutex_t mu;
+    int refs;
+    struct MHD_Connection *conn;
+    char *buf;
+    size_t len, off, cap;
+    bool closed, gone, suspended;
+};
+
+static void stream_unref(lr_stream *s)
+{
+    pthread_mutex_lock(&s->mu);
+    bool last = --s->refs == 0;
+    pthread_mutex_unlock(&s->mu);
+    if (!last)
+        return;
+    pthread_mutex_destroy(&s->mu);
+    free(s->buf);
+    free(s);
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    lr_stream *s = cls;
+    pthread_mutex_lock(&s->mu);
+    if (s->off < s->len) {
+        size_t n = s->len - s->off < max ? s->len - s->off : max;
+        memcpy(buf, s->buf + s->off, n);
+        s->off += n;
+        if (s->off == s->len)
+            s->off = s->len = 0;
+        pthread_mutex_unlock(&s->mu);
+        return (ssize_t)n;
+    }
+    if (s->closed) {
+        pthread_mutex_unlock(&s->mu);
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    /* Nothing to send: park the connection until the next write (returning
+     * 0 without suspending would make MHD spin). */
+    s->suspended = true;
+    MHD_suspend_connection(s->conn);
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+static void stream_gone(void *cls)
+{
+    lr_stream *s = cls;
+    pthread_mutex_lock(&s->mu);
+    s->gone = true;
+    pthread_mutex_unlock(&s->mu);
+    stream_unref(s);
+}
+
+lr_stream *lr_req_reply_stream(lr_req *r, int status, const char *content_type)
+{
+    lr_stream *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    pthread_mutex_init(&s->mu, NULL);
+    s->refs = 2;
+    s->conn = r->conn;
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, s, stream_gone);
+    if (!resp) {
+        pthread_mutex_destroy(&s->mu);
+        free(s);
+        return NULL;
+    }
+    MHD_add_response_header(resp, "Content-Type", content_type);
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    decorate(r, resp);
+    set_response(r, status, resp);
+    return s;
+}
+
+static void stream_wake(lr_stream *s)
+{
+    if (s->suspended) {
+        s->suspended = false;
+        MHD_resume_connection(s->conn);
+    }
+}
+
+bool lr_stream_write(lr_stream *s, const char *data, size_t len)
+{
+    pthread_mutex_lock(&s->mu);
+    if (s->gone || s->closed) {
+        pthread_mutex_unlock(&s->mu);
+        return false;
+    }
+    if (s->len + len > s->cap) {
+        size_t cap = s->cap ? s->cap : 1024;
+        while (cap < s->len + len)
+            cap *= 2;
+        char *b = realloc(s->buf, cap);
+        if (!b) {
+            pthread_mutex_unlock(&s->mu);
+            return false;
+        }
+        s->buf = b;
+        s->cap = cap;
+    }
+    memcpy(s->buf + s->len, data, len);
+    s->len += len;
+    stream_wake(s);
+    pthread_mutex_unlock(&s->mu);
+    return true;
+}
+
+void lr_stream_close(lr_stream *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->closed = true;
+    if (!s->gone)
+        stream_wake(s);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void lr_stream_release(lr_stream *s)
+{
+    if (s)
+        stream_unref(s);
+}
+
 void lr_req_suspend(lr_req *r)
 {
     r->want_suspend = true; /* on_request suspends once the route returns */

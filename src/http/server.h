@@ -56,6 +56,19 @@ void lr_req_reply_fd(lr_req *r, int status, int fd, uint64_t offset, uint64_t le
 /* An empty reply (e.g. 304). */
 void lr_req_reply_empty(lr_req *r, int status);
 
+/* A streaming reply (Server-Sent Events): the route returns at once and the
+ * body is written later with lr_stream_write from any thread, until
+ * lr_stream_close ends it. The caller owns one reference (drop it with
+ * lr_stream_release), the server the other. lr_stream_write returns false
+ * once the client has gone. While nothing is queued the connection is
+ * suspended, holding no thread. Every stream must be closed before the
+ * server stops. */
+typedef struct lr_stream lr_stream;
+lr_stream *lr_req_reply_stream(lr_req *r, int status, const char *content_type);
+bool lr_stream_write(lr_stream *s, const char *data, size_t len);
+void lr_stream_close(lr_stream *s);
+void lr_stream_release(lr_stream *s);
+
 void lr_req_suspend(lr_req *r);
 /* Thread-safe; exactly once per suspend. */
 void lr_req_resume_json(lr_req *r, int status, json_t *body);

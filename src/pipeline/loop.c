@@ -26,6 +26,7 @@ struct lr_loop {
     timer *heap;
     size_t n, cap;
     lr_timer_id next_id;
+    int transfers;
 };
 
 static void heap_swap(timer *h, size_t a, size_t b)
@@ -83,6 +84,28 @@ lr_loop *lr_loop_new(void)
     return l;
 }
 
+/* Hands finished transfers to their owners; true when any finished. */
+static bool finish_transfers(lr_loop *l)
+{
+    bool any = false;
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(l->multi, &left))) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        CURL *easy = m->easy_handle;
+        CURLcode rc = m->data.result;
+        lr_transfer *t = NULL;
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&t);
+        curl_multi_remove_handle(l->multi, easy);
+        l->transfers--;
+        any = true;
+        if (t)
+            t->done(t, rc);
+    }
+    return any;
+}
+
 static void *loop_main(void *arg)
 {
     lr_loop *l = arg;
@@ -104,6 +127,8 @@ static void *loop_main(void *arg)
         pthread_mutex_unlock(&l->mu);
         int running = 0;
         curl_multi_perform(l->multi, &running);
+        if (finish_transfers(l))
+            continue; /* callbacks may have added timers or transfers */
         curl_multi_poll(l->multi, NULL, 0, wait, NULL);
     }
     return NULL;
@@ -159,6 +184,32 @@ lr_timer_id lr_loop_timer(lr_loop *l, int64_t delay_ms, lr_loop_fn fn, void *arg
     if (first)
         curl_multi_wakeup(l->multi);
     return id;
+}
+
+void lr_loop_post(lr_loop *l, lr_loop_fn fn, void *arg)
+{
+    lr_loop_timer(l, 0, fn, arg);
+}
+
+bool lr_loop_on_thread(lr_loop *l)
+{
+    return l->running && pthread_equal(pthread_self(), l->thread);
+}
+
+void lr_loop_add_transfer(lr_loop *l, lr_transfer *t)
+{
+    curl_easy_setopt(t->easy, CURLOPT_PRIVATE, (char *)t);
+    if (curl_multi_add_handle(l->multi, t->easy) != CURLM_OK) {
+        t->done(t, CURLE_FAILED_INIT);
+        return;
+    }
+    l->transfers++;
+}
+
+void lr_loop_remove_transfer(lr_loop *l, lr_transfer *t)
+{
+    if (curl_multi_remove_handle(l->multi, t->easy) == CURLM_OK)
+        l->transfers--;
 }
 
 int lr_loop_cancel(lr_loop *l, lr_timer_id id)

@@ -10,6 +10,8 @@
 #ifndef LR_LOOP_H
 #define LR_LOOP_H
 
+#include <curl/curl.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 typedef struct lr_loop lr_loop;
@@ -26,6 +28,23 @@ void lr_loop_free(lr_loop *l);
 lr_timer_id lr_loop_timer(lr_loop *l, int64_t delay_ms, lr_loop_fn fn, void *arg);
 /* 1 when the timer was removed before running, 0 when it ran or is running. */
 int lr_loop_cancel(lr_loop *l, lr_timer_id id);
+
+/* Runs fn(arg) on the loop thread as soon as possible (any thread). */
+void lr_loop_post(lr_loop *l, lr_loop_fn fn, void *arg);
+bool lr_loop_on_thread(lr_loop *l);
+
+/* A libcurl transfer driven by the loop. The owner embeds the struct in its
+ * own state, sets easy and done, and adds it on the loop thread; done runs
+ * there once with the result, after the handle left the multi. The owner
+ * keeps the easy handle. A transfer still running at shutdown is simply
+ * dropped: its owner frees the handle (curl_easy_cleanup detaches it). */
+typedef struct lr_transfer {
+    CURL *easy;
+    void (*done)(struct lr_transfer *t, CURLcode rc);
+} lr_transfer;
+void lr_loop_add_transfer(lr_loop *l, lr_transfer *t);
+/* Loop thread only: stops t without calling done. */
+void lr_loop_remove_transfer(lr_loop *l, lr_transfer *t);
 
 typedef struct lr_workers lr_workers;
 lr_workers *lr_workers_new(int threads);

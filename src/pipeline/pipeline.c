@@ -18,6 +18,20 @@
 
 typedef struct run run;
 
+enum stage { ST_PENDING = 1, ST_SUBMITTED, ST_DOWNLOADING, ST_STORING };
+static const char *const stage_names[] = {NULL, "pending", "submitted", "downloading", "storing"};
+
+/* One output's download from the provider's URL into storage. */
+typedef struct {
+    lr_fetch f;
+    run *r;
+    int v;
+    char *url;
+    lr_blob_sink *sink;
+    lr_err write_err;
+    int attempts;
+} download;
+
 typedef struct waiter {
     lr_pipeline *p;
     run *r; /* valid while !fired */
@@ -41,11 +55,16 @@ struct run {
     char *urls[MAX_OUTPUTS];
     char *keys[MAX_OUTPUTS];
     char *task_ids[MAX_OUTPUTS];
+    download *dl[MAX_OUTPUTS];
+    json_t *input_urls;
     char *text;
     char *err_code, *err_msg;
     int remaining, succeeded, failed;
     int64_t started_ms;
     waiter *waiters;
+    int stage, stage_written; /* enum stage */
+    bool tasks_dirty, stage_job, canceled;
+    int refs;
     run *next;
 };
 
@@ -68,6 +87,10 @@ struct lr_pipeline {
     lr_db *db;
     lr_store *store;
     lr_provider *provider;
+    const lr_catalog *catalog;
+    const lr_net_policy *net;
+    lr_observer_fn observer;
+    void *observer_ctx;
     lr_loop *loop;
     lr_workers *workers;
     pthread_mutex_t mu;
@@ -99,33 +122,133 @@ static unsigned bucket_of(const char *id)
     return h % BUCKETS;
 }
 
-lr_pipeline *lr_pipeline_new(lr_db *db, lr_store *store, lr_provider *provider, lr_loop *loop,
+lr_pipeline *lr_pipeline_new(lr_db *db, lr_store *store, lr_provider *provider,
+                             const lr_catalog *catalog, const lr_net_policy *net, lr_loop *loop,
                              lr_workers *workers, int lease_s)
 {
     lr_pipeline *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
-    *p = (lr_pipeline){.db = db, .store = store, .provider = provider, .loop = loop,
-                       .workers = workers, .lease_s = lease_s};
+    *p = (lr_pipeline){.db = db, .store = store, .provider = provider, .catalog = catalog,
+                       .net = net, .loop = loop, .workers = workers, .lease_s = lease_s};
     lr_uuid_v4(p->owner);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->idle, NULL);
     return p;
 }
 
+void lr_pipeline_observe(lr_pipeline *p, lr_observer_fn fn, void *ctx)
+{
+    p->observer = fn;
+    p->observer_ctx = ctx;
+}
+
+static void notify(lr_pipeline *p, const char *id, const char *status, const char *stage)
+{
+    if (p->observer)
+        p->observer(p->observer_ctx, id, status, stage);
+}
+
+static void download_free(download *d)
+{
+    if (!d)
+        return;
+    lr_fetch_release(&d->f);
+    if (d->sink)
+        lr_blob_abort(d->sink);
+    free(d->url);
+    free(d);
+}
+
 static void run_free(run *r)
 {
+    for (int i = 0; i < r->outputs; i++)
+        lr_provider_release(r->p->provider, &r->tasks[i]);
     for (int i = 0; i < MAX_OUTPUTS; i++) {
         free(r->urls[i]);
         free(r->keys[i]);
         free(r->task_ids[i]);
+        download_free(r->dl[i]);
+        free((char *)r->tasks[i].task_id);
     }
+    json_decref(r->input_urls);
     free(r->text);
     free(r->err_code);
     free(r->err_msg);
     free(r->prompt);
     json_decref(r->params);
     free(r);
+}
+
+/* Drops one reference; the last frees the run. */
+static void run_unref(run *r)
+{
+    lr_pipeline *p = r->p;
+    pthread_mutex_lock(&p->mu);
+    bool last = --r->refs == 0;
+    pthread_mutex_unlock(&p->mu);
+    if (last)
+        run_free(r);
+}
+
+static json_t *task_ids_positional(run *r)
+{
+    json_t *a = json_array();
+    for (int i = 0; i < r->outputs; i++)
+        json_array_append_new(a, r->task_ids[i] ? json_string(r->task_ids[i]) : json_null());
+    return a;
+}
+
+/* Writes the run's latest stage and task ids, one job per run at a time so
+ * writes never overtake each other; tells the observer. On a worker. */
+static void stage_job(void *arg)
+{
+    run *r = arg;
+    lr_pipeline *p = r->p;
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        if (r->stage == r->stage_written && !r->tasks_dirty) {
+            r->stage_job = false;
+            pthread_mutex_unlock(&p->mu);
+            break;
+        }
+        int st = r->stage;
+        json_t *tasks = r->tasks_dirty ? task_ids_positional(r) : NULL;
+        r->tasks_dirty = false;
+        pthread_mutex_unlock(&p->mu);
+        lr_err e = p->db->ops->set_stage(p->db, r->id, "processing", stage_names[st], tasks);
+        if (e != LR_OK && e != LR_ERR_CONFLICT)
+            lr_warn("generation %s: stage %s not recorded (%s)", r->id, stage_names[st],
+                    lr_strerror(e));
+        json_decref(tasks);
+        pthread_mutex_lock(&p->mu);
+        bool changed = st != r->stage_written;
+        r->stage_written = st;
+        pthread_mutex_unlock(&p->mu);
+        if (changed)
+            notify(p, r->id, "processing", stage_names[st]);
+    }
+    run_unref(r);
+}
+
+/* Moves the run forward to stage st (never back) and/or marks its task
+ * ids for recording. Any thread. */
+static void advance(run *r, int st, bool tasks_changed)
+{
+    lr_pipeline *p = r->p;
+    pthread_mutex_lock(&p->mu);
+    if (st > r->stage)
+        r->stage = st;
+    if (tasks_changed)
+        r->tasks_dirty = true;
+    bool start = !r->stage_job && (r->stage != r->stage_written || r->tasks_dirty);
+    if (start) {
+        r->stage_job = true;
+        r->refs++;
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (start)
+        lr_workers_submit(p->workers, stage_job, r);
 }
 
 static void unregister(lr_pipeline *p, run *r)
@@ -200,6 +323,19 @@ void lr_pipeline_unadmit(lr_pipeline *p, const char *user)
     pthread_mutex_unlock(&p->mu);
 }
 
+static void remove_objects(lr_pipeline *p, const char *id, json_t *keys)
+{
+    size_t i;
+    json_t *k;
+    json_array_foreach(keys, i, k)
+    {
+        lr_err e = p->store->ops->remove(p->store, json_string_value(k));
+        if (e != LR_OK && e != LR_ERR_NOT_FOUND)
+            lr_warn("could not delete object %s of generation %s (%s)", json_string_value(k), id,
+                    lr_strerror(e));
+    }
+}
+
 /* Settles r in the database and tells its waiters. Runs on a worker. */
 static void settle(run *r)
 {
@@ -232,20 +368,29 @@ static void settle(run *r)
     };
     int balance = 0;
     lr_err e = LR_ERR_DB;
+    pthread_mutex_lock(&p->mu);
+    bool canceled = r->canceled;
+    pthread_mutex_unlock(&p->mu);
+    if (canceled)
+        e = LR_ERR_CONFLICT; /* the cancel settled it already */
     for (int attempt = 0; attempt < 5 && e != LR_OK && e != LR_ERR_CONFLICT; attempt++) {
         if (attempt)
             usleep(50000u << attempt);
         e = p->db->ops->settle(p->db, &s, &balance);
     }
-    if (e == LR_ERR_CONFLICT)
-        lr_warn("generation %s was already settled", r->id);
+    if (e == LR_ERR_CONFLICT) {
+        /* Canceled (or reaped) meanwhile: what was stored is nobody's. */
+        if (!canceled)
+            lr_warn("generation %s was already settled", r->id);
+        remove_objects(p, r->id, keys);
+    }
     else if (e != LR_OK)
         lr_error("generation %s could not be settled (%s); start-up recovery will refund it",
                  r->id, lr_strerror(e));
     lr_outcome o = {
         .generation_id = r->id,
         .model_id = r->model->id,
-        .provider = p->provider->name,
+        .provider = lr_provider_name_for(p->provider, r->model),
         .status = e == LR_OK ? s.status : "failed",
         .urls = urls,
         .task_ids = task_ids,
@@ -268,6 +413,8 @@ static void settle(run *r)
                                 (json_int_t)s.duration_ms));
     }
 
+    if (e == LR_OK)
+        notify(p, r->id, s.status, NULL);
     pthread_mutex_lock(&p->mu);
     unregister(p, r);
     slots_add(p, r->user_id, -1, 0);
@@ -290,7 +437,7 @@ static void settle(run *r)
     json_decref(urls);
     json_decref(keys);
     json_decref(task_ids);
-    run_free(r);
+    run_unref(r);
 }
 
 static void settle_job(void *arg)
@@ -340,6 +487,14 @@ static void storage_failure(lr_err e, const char **code, const char **msg)
     }
 }
 
+static void output_name(const run *r, int v, char name[64])
+{
+    if (v == 0)
+        snprintf(name, 64, "%s", r->id);
+    else
+        snprintf(name, 64, "%s_%d", r->id, v);
+}
+
 static void store_output(void *arg)
 {
     store_job *j = arg;
@@ -348,12 +503,10 @@ static void store_output(void *arg)
     lr_err (*produce)(lr_provider_task *, lr_blob_sink *) = j->produce;
     free(j);
     char name[64];
-    if (v == 0)
-        snprintf(name, sizeof name, "%s", r->id);
-    else
-        snprintf(name, sizeof name, "%s_%d", r->id, v);
+    output_name(r, v, name);
     lr_blob_sink *sink = NULL;
     char *url = NULL, *key = NULL;
+    advance(r, ST_STORING, false);
     lr_err e = lr_blob_begin(r->p->store, r->user_id, name, LR_STORE_MAX_BYTES, &sink);
     if (e == LR_OK) {
         e = produce(&r->tasks[v], sink);
@@ -374,14 +527,127 @@ static void store_output(void *arg)
     output_finished(r, v, true, NULL, NULL, true);
 }
 
+/* ---- downloads: the provider's URL streamed into storage on the loop ---- */
+
+static void download_start(void *arg);
+
+static int download_write(void *ctx, const void *buf, size_t len)
+{
+    download *d = ctx;
+    lr_err e = lr_blob_write(d->sink, buf, len);
+    if (e != LR_OK) {
+        d->write_err = e;
+        return -1;
+    }
+    return 0;
+}
+
+/* The bytes are all in: commit (an upload for remote storage) on a worker. */
+static void download_commit(void *arg)
+{
+    download *d = arg;
+    run *r = d->r;
+    int v = d->v;
+    advance(r, ST_STORING, false);
+    char *url = NULL, *key = NULL;
+    lr_blob_sink *sink = d->sink;
+    d->sink = NULL;
+    lr_err e = lr_blob_finish(sink, &url, &key, NULL);
+    if (e != LR_OK) {
+        lr_error("generation %s output %d could not be stored: %s", r->id, v, lr_strerror(e));
+        const char *code, *msg;
+        storage_failure(e, &code, &msg);
+        output_finished(r, v, false, code, msg, true);
+        return;
+    }
+    r->urls[v] = url;
+    r->keys[v] = key;
+    output_finished(r, v, true, NULL, NULL, true);
+}
+
+static void download_done(lr_fetch *f, lr_err e)
+{
+    download *d = (download *)f;
+    run *r = d->r;
+    if (e == LR_OK) {
+        lr_workers_submit(r->p->workers, download_commit, d);
+        return;
+    }
+    if (d->sink) {
+        lr_blob_abort(d->sink);
+        d->sink = NULL;
+    }
+    const char *code = "download_failed";
+    char msg[320];
+    if (e == LR_ERR_IO && d->write_err != LR_OK) {
+        const char *m;
+        storage_failure(d->write_err, &code, &m);
+        snprintf(msg, sizeof msg, "%s", m);
+    } else if (e == LR_ERR_TOO_LARGE) {
+        const char *m;
+        storage_failure(e, &code, &m);
+        snprintf(msg, sizeof msg, "%s", m);
+    } else if (e == LR_ERR_INVALID) {
+        code = "output_url_refused";
+        snprintf(msg, sizeof msg, "The provider's result URL was refused (%s)", f->why);
+    } else if (++d->attempts < 4 && !atomic_load(&r->tasks[d->v].canceled)) {
+        lr_warn("generation %s output %d: download failed (%s), retrying", r->id, d->v, f->why);
+        lr_loop_timer(r->p->loop, 1000LL << d->attempts, download_start, d);
+        return;
+    } else {
+        snprintf(msg, sizeof msg, "The result could not be downloaded from the provider (%s)",
+                 f->why);
+    }
+    lr_error("generation %s output %d: %s", r->id, d->v, msg);
+    output_finished(r, d->v, false, code, msg, false);
+}
+
+static void download_start(void *arg)
+{
+    download *d = arg;
+    run *r = d->r;
+    char name[64];
+    output_name(r, d->v, name);
+    d->write_err = LR_OK;
+    lr_err e = lr_blob_begin(r->p->store, r->user_id, name, LR_STORE_MAX_BYTES, &d->sink);
+    if (e != LR_OK) {
+        const char *code, *msg;
+        storage_failure(e, &code, &msg);
+        output_finished(r, d->v, false, code, msg, false);
+        return;
+    }
+    d->f.loop = r->p->loop;
+    d->f.policy = r->p->net;
+    d->f.max_bytes = LR_STORE_MAX_BYTES;
+    d->f.write = download_write;
+    d->f.done = download_done;
+    d->f.ctx = d;
+    lr_fetch_start(&d->f, d->url);
+}
+
+/* A provider reported the task id of output v: record it. */
+static void task_submitted(lr_provider_task *t, const char *task_id)
+{
+    run *r = t->owner;
+    pthread_mutex_lock(&r->p->mu);
+    free(r->task_ids[t->variant]);
+    r->task_ids[t->variant] = strdup(task_id);
+    pthread_mutex_unlock(&r->p->mu);
+    advance(r, ST_SUBMITTED, true);
+}
+
 /* The provider's answer for one output (loop thread or worker). */
 static void task_done(lr_provider_task *t, const lr_provider_result *res)
 {
     run *r = t->owner;
     lr_pipeline *p = r->p;
     int v = t->variant;
-    if (res->task_id)
-        r->task_ids[v] = strdup(res->task_id);
+    if (res->task_id) {
+        pthread_mutex_lock(&p->mu);
+        if (!r->task_ids[v])
+            r->task_ids[v] = strdup(res->task_id);
+        pthread_mutex_unlock(&p->mu);
+    }
     if (!res->ok) {
         output_finished(r, v, false, res->error_code, res->error_message, false);
         return;
@@ -392,6 +658,18 @@ static void task_done(lr_provider_task *t, const lr_provider_result *res)
             r->text = strdup(res->text);
         pthread_mutex_unlock(&p->mu);
         output_finished(r, v, true, NULL, NULL, false);
+        return;
+    }
+    if (res->url) {
+        download *d = calloc(1, sizeof *d);
+        if (!d)
+            abort();
+        d->r = r;
+        d->v = v;
+        d->url = strdup(res->url);
+        r->dl[v] = d;
+        advance(r, ST_DOWNLOADING, false);
+        lr_loop_post(p->loop, download_start, d);
         return;
     }
     if (!res->produce) {
@@ -405,8 +683,10 @@ static void task_done(lr_provider_task *t, const lr_provider_result *res)
     lr_workers_submit(p->workers, store_output, j);
 }
 
-lr_err lr_pipeline_start(lr_pipeline *p, const lr_run_req *req, int64_t timeout_ms,
-                         lr_wait_fn wait, void *ctx)
+/* Registers and submits a run. task_ids (resume): the provider's ids per
+ * output, JSON null where none was recorded (that output fails). */
+static lr_err start_run(lr_pipeline *p, const lr_run_req *req, json_t *task_ids,
+                        int64_t timeout_ms, lr_wait_fn wait, void *ctx)
 {
     if (req->outputs_count < 1 || req->outputs_count > MAX_OUTPUTS)
         return LR_ERR_INVALID;
@@ -420,25 +700,37 @@ lr_err lr_pipeline_start(lr_pipeline *p, const lr_run_req *req, int64_t timeout_
     r->model = req->model;
     r->prompt = strdup(req->prompt);
     r->params = json_incref(req->params);
+    r->input_urls = json_incref(req->input_urls);
     r->outputs = r->remaining = req->outputs_count;
     r->started_ms = lr_monotonic_ms();
+    r->refs = 1;
+    r->stage = r->stage_written = ST_SUBMITTED;
     for (int i = 0; i < r->outputs; i++) {
+        const char *tid = json_string_value(json_array_get(task_ids, (size_t)i));
         r->tasks[i] = (lr_provider_task){.generation_id = r->id,
                                          .user_id = r->user_id,
                                          .model = r->model,
                                          .prompt = r->prompt,
                                          .params = r->params,
                                          .variant = i,
+                                         .input_urls = r->input_urls,
+                                         .task_id = tid ? strdup(tid) : NULL,
+                                         .submitted = task_submitted,
                                          .done = task_done,
                                          .owner = r};
+        if (tid)
+            r->task_ids[i] = strdup(tid);
     }
-    p->db->ops->set_stage(p->db, r->id, "processing", "submitted");
+    if (!task_ids)
+        p->db->ops->set_stage(p->db, r->id, "processing", "submitted", NULL);
 
     pthread_mutex_lock(&p->mu);
     unsigned b = bucket_of(r->id);
     r->next = p->buckets[b];
     p->buckets[b] = r;
     p->in_flight++;
+    if (task_ids)
+        slots_add(p, r->user_id, 1, 0);
     if (wait) {
         waiter *w = calloc(1, sizeof *w);
         if (!w)
@@ -452,30 +744,229 @@ lr_err lr_pipeline_start(lr_pipeline *p, const lr_run_req *req, int64_t timeout_
     pthread_mutex_unlock(&p->mu);
 
     for (int i = 0; i < r->outputs; i++) {
+        if (task_ids && !r->tasks[i].task_id) {
+            output_finished(r, i, false, "interrupted",
+                            "The server stopped before the provider accepted this output", false);
+            continue;
+        }
         lr_err e = p->provider->ops->submit(p->provider, &r->tasks[i]);
-        if (e != LR_OK)
+        if (e == LR_ERR_UNSUPPORTED)
+            output_finished(r, i, false, "provider_not_configured",
+                            "No provider is configured for this model", false);
+        else if (e != LR_OK)
             output_finished(r, i, false, "provider_unavailable", "The provider could not be reached",
                             false);
     }
     return LR_OK;
 }
 
-int lr_pipeline_reap(lr_pipeline *p)
+lr_err lr_pipeline_start(lr_pipeline *p, const lr_run_req *req, int64_t timeout_ms,
+                         lr_wait_fn wait, void *ctx)
 {
+    return start_run(p, req, NULL, timeout_ms, wait, ctx);
+}
+
+/* Resumes a generation another (dead) process left with provider tasks. */
+static void resume_row(lr_pipeline *p, json_t *g)
+{
+    const char *id = json_string_value(json_object_get(g, "id"));
+    const lr_model *m = lr_catalog_find(p->catalog,
+                                        json_string_value(json_object_get(g, "modelId")));
+    json_t *tasks = json_object_get(g, "taskIds");
+    int outputs = (int)json_integer_value(json_object_get(g, "outputsCount"));
+    if (!m || outputs < 1 || outputs > MAX_OUTPUTS || !json_is_array(tasks)) {
+        lr_settle_req q = {.generation_id = id, .status = "failed", .failed_count = outputs,
+                           .refund = (int)json_integer_value(json_object_get(g, "creditsUsed")),
+                           .error_code = "interrupted",
+                           .error_message = "The generation could not be resumed; the credits "
+                                            "were refunded"};
+        int balance;
+        p->db->ops->settle(p->db, &q, &balance);
+        notify(p, id, "failed", NULL);
+        return;
+    }
+    lr_run_req req = {
+        .generation_id = id,
+        .user_id = json_string_value(json_object_get(g, "userId")),
+        .model = m,
+        .prompt = json_string_value(json_object_get(g, "prompt")),
+        .params = json_object_get(g, "params"),
+        .outputs_count = outputs,
+        .created_at = json_string_value(json_object_get(g, "createdAt")),
+    };
+    if (!req.user_id || !req.prompt || !req.created_at)
+        return;
+    lr_log_fields(LR_LOG_WARN, NULL, "resuming generation left by a stopped process",
+                  json_pack("{s:s, s:O}", "generation_id", id, "task_ids", tasks));
+    start_run(p, &req, tasks, 0, NULL, NULL);
+}
+
+int lr_pipeline_recover(lr_pipeline *p)
+{
+    char until[32];
+    lease_until(p, until);
+    json_t *rows = NULL;
+    int n = 0;
+    if (p->db->ops->claim_resumable(p->db, p->owner, until, 200, &rows) != LR_OK)
+        return -1;
+    size_t i;
+    json_t *g;
+    json_array_foreach(rows, i, g)
+    {
+        resume_row(p, g);
+        n++;
+    }
+    json_decref(rows);
+
     json_t *reaped = NULL;
     if (p->db->ops->reap_expired(p->db, p->owner, 500, &reaped) != LR_OK)
         return -1;
-    size_t i;
     json_t *row;
     json_array_foreach(reaped, i, row)
     {
         lr_log_fields(LR_LOG_WARN, NULL, "unfinished generation failed and refunded",
                       json_pack("{s:O, s:O}", "generation_id", json_object_get(row, "id"),
                                 "refund", json_object_get(row, "refund")));
+        notify(p, json_string_value(json_object_get(row, "id")), "failed", NULL);
     }
-    int n = (int)json_array_size(reaped);
+    n += (int)json_array_size(reaped);
     json_decref(reaped);
     return n;
+}
+
+static run *find_run(lr_pipeline *p, const char *id)
+{
+    for (run *r = p->buckets[bucket_of(id)]; r; r = r->next) {
+        if (!strcmp(r->id, id))
+            return r;
+    }
+    return NULL;
+}
+
+bool lr_pipeline_is_local(lr_pipeline *p, const char *id)
+{
+    pthread_mutex_lock(&p->mu);
+    bool local = find_run(p, id) != NULL;
+    pthread_mutex_unlock(&p->mu);
+    return local;
+}
+
+lr_err lr_pipeline_cancel(lr_pipeline *p, const char *user, const char *id, json_t **out)
+{
+    json_t *g = NULL;
+    lr_err e = p->db->ops->get_generation(p->db, user, id, &g);
+    if (e != LR_OK)
+        return e;
+    const char *status = json_string_value(json_object_get(g, "status"));
+    if (strcmp(status, "pending") != 0 && strcmp(status, "processing") != 0) {
+        if (out)
+            *out = g;
+        else
+            json_decref(g);
+        return LR_ERR_CONFLICT;
+    }
+    int outputs = (int)json_integer_value(json_object_get(g, "outputsCount"));
+    lr_settle_req q = {
+        .generation_id = id,
+        .user_id = user,
+        .status = "canceled",
+        .task_ids = json_object_get(g, "taskIds"),
+        .failed_count = outputs,
+        .refund = (int)json_integer_value(json_object_get(g, "creditsUsed")),
+        .error_code = "canceled",
+        .error_message = "Canceled by the user; the credits were refunded",
+    };
+    int balance = 0;
+    /* Mark the local run first, so its own settle does not race ours. */
+    pthread_mutex_lock(&p->mu);
+    run *r = find_run(p, id);
+    if (r)
+        r->canceled = true;
+    pthread_mutex_unlock(&p->mu);
+    e = p->db->ops->settle(p->db, &q, &balance);
+    json_decref(g);
+    if (e != LR_OK) {
+        if (out)
+            p->db->ops->get_generation(p->db, user, id, out);
+        return e;
+    }
+    lr_log_fields(LR_LOG_INFO, NULL, "generation canceled",
+                  json_pack("{s:s, s:i}", "generation_id", id, "refund", q.refund));
+    notify(p, id, "canceled", NULL);
+    pthread_mutex_lock(&p->mu);
+    r = find_run(p, id);
+    waiter *ws = NULL;
+    const lr_model *model = NULL;
+    char created[32] = "";
+    if (r) {
+        for (int i = 0; i < r->outputs; i++) {
+            atomic_store(&r->tasks[i].canceled, true);
+            lr_pipeline_poke(p, id, i);
+        }
+        ws = r->waiters;
+        r->waiters = NULL;
+        for (waiter *w = ws; w; w = w->next)
+            w->fired = true;
+        model = r->model;
+        snprintf(created, sizeof created, "%s", r->created_at);
+    }
+    pthread_mutex_unlock(&p->mu);
+    if (ws) {
+        json_t *empty = json_array();
+        lr_outcome o = {
+            .generation_id = id,
+            .model_id = model->id,
+            .provider = lr_provider_name_for(p->provider, model),
+            .status = "canceled",
+            .urls = empty,
+            .task_ids = empty,
+            .outputs_count = outputs,
+            .failed_count = outputs,
+            .balance = balance,
+            .error_code = "canceled",
+            .error_message = "Canceled by the user",
+            .created_at = created,
+        };
+        for (waiter *w = ws, *next; w; w = next) {
+            next = w->next;
+            w->fn(w->ctx, &o);
+            if (lr_loop_cancel(p->loop, w->timer))
+                free(w);
+        }
+        json_decref(empty);
+    }
+    if (out)
+        p->db->ops->get_generation(p->db, user, id, out);
+    return LR_OK;
+}
+
+typedef struct {
+    lr_pipeline *p;
+    char id[LR_UUID_LEN + 1];
+    int variant;
+} poke_req;
+
+static void poke_on_loop(void *arg)
+{
+    poke_req *q = arg;
+    lr_pipeline *p = q->p;
+    pthread_mutex_lock(&p->mu);
+    run *r = find_run(p, q->id);
+    if (r && q->variant >= 0 && q->variant < r->outputs)
+        lr_provider_poke(p->provider, &r->tasks[q->variant]);
+    pthread_mutex_unlock(&p->mu);
+    free(q);
+}
+
+void lr_pipeline_poke(lr_pipeline *p, const char *id, int variant)
+{
+    poke_req *q = calloc(1, sizeof *q);
+    if (!q)
+        return;
+    q->p = p;
+    snprintf(q->id, sizeof q->id, "%s", id);
+    q->variant = variant;
+    lr_loop_post(p->loop, poke_on_loop, q);
 }
 
 bool lr_pipeline_purge_objects(lr_pipeline *p, const char *id, json_t *keys)
@@ -523,7 +1014,7 @@ static void maintenance_job(void *arg)
     lease_until(p, until);
     if (p->db->ops->renew_leases(p->db, p->owner, until) != LR_OK)
         lr_error("could not renew generation leases; other processes may reap them");
-    lr_pipeline_reap(p);
+    lr_pipeline_recover(p);
     purge_pending(p);
     lr_loop_timer(p->loop, (int64_t)p->lease_s * 1000 / 3, maintenance_timer, p);
 }

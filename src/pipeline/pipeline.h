@@ -8,6 +8,13 @@
  * output. Nothing here blocks the loop thread; nothing holds a thread
  * while a provider works.
  *
+ * Providers that answer with a URL (Kie.ai) get their result downloaded on
+ * the loop (libcurl multi, streamed into storage, address policy applied);
+ * their task ids are recorded on the row as soon as known, so after a
+ * crash lr_pipeline_recover resumes those tasks; generations without one
+ * are failed and refunded. Every change of stage (submitted, downloading,
+ * storing) and the final status go to the observer (the SSE hub).
+ *
  * Waiting: lr_pipeline_start can attach a waiter that is called exactly
  * once, with the outcome or with NULL when timeout_ms passes first. It is
  * called on a worker or the loop thread and must not block.
@@ -23,6 +30,7 @@
 #include "db/db.h"
 #include "pipeline/loop.h"
 #include "providers/catalog.h"
+#include "net/net.h"
 #include "providers/provider.h"
 #include "storage/storage.h"
 
@@ -32,7 +40,7 @@ typedef struct {
     const char *generation_id;
     const char *model_id;
     const char *provider;
-    const char *status; /* success | failed */
+    const char *status; /* success | failed | canceled */
     json_t *urls;
     json_t *task_ids;
     const char *text; /* text models */
@@ -54,12 +62,20 @@ typedef struct {
     json_t *params;
     int outputs_count;
     const char *created_at;
+    json_t *input_urls; /* public URLs of input images, or NULL */
 } lr_run_req;
+
+/* Called on a worker or the loop thread for every stage change and once
+ * with the final status (stage NULL). Must not block. */
+typedef void (*lr_observer_fn)(void *ctx, const char *generation_id, const char *status,
+                               const char *stage);
 
 /* lease_s: how long a claim on a generation holds without renewal; the
  * pipeline renews its own claims every lease_s/3 and reaps expired ones. */
-lr_pipeline *lr_pipeline_new(lr_db *db, lr_store *store, lr_provider *provider, lr_loop *loop,
+lr_pipeline *lr_pipeline_new(lr_db *db, lr_store *store, lr_provider *provider,
+                             const lr_catalog *catalog, const lr_net_policy *net, lr_loop *loop,
                              lr_workers *workers, int lease_s);
+void lr_pipeline_observe(lr_pipeline *p, lr_observer_fn fn, void *ctx);
 /* Marks r as claimed by this process (owner and lease_until, which points
  * into buf) before it is reserved. */
 void lr_pipeline_claim(lr_pipeline *p, lr_reserve_req *r, char buf[32]);
@@ -71,10 +87,19 @@ void lr_pipeline_unadmit(lr_pipeline *p, const char *user);
 /* Starts a reserved, admitted generation. wait may be NULL (nobody waits). */
 lr_err lr_pipeline_start(lr_pipeline *p, const lr_run_req *req, int64_t timeout_ms,
                          lr_wait_fn wait, void *ctx);
-/* Fails and refunds every unfinished generation whose lease ran out (its
- * process died; the mock cannot resume a task). Returns how many, -1 on a
- * database error. Called at start and then periodically. */
-int lr_pipeline_reap(lr_pipeline *p);
+/* Takes over unfinished generations whose lease ran out (their process
+ * died): those with provider task ids are resumed by polling the tasks,
+ * the others are failed and refunded. Returns how many were handled, -1 on
+ * a database error. Called at start and then periodically. */
+int lr_pipeline_recover(lr_pipeline *p);
+/* Cancels user's unfinished generation: settled as canceled with a full
+ * refund (exactly once, whichever process runs it); the provider is told
+ * to stop and waiters answered. NOT_FOUND; CONFLICT when already final.
+ * *out (may be NULL): the generation afterwards. */
+lr_err lr_pipeline_cancel(lr_pipeline *p, const char *user, const char *id, json_t **out);
+/* A provider callback said a task of generation id may have changed. */
+void lr_pipeline_poke(lr_pipeline *p, const char *id, int variant);
+bool lr_pipeline_is_local(lr_pipeline *p, const char *id);
 /* Removes the stored objects of a deleted generation and, when all are
  * gone, clears its purge_pending flag; false leaves it for the periodic
  * retry. Blocking (storage calls): not for the loop thread. */

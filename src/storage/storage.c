@@ -51,6 +51,7 @@ struct lr_blob_sink {
     lr_store *store;
     lr_store_writer *w;
     char *user_id, *name, *key;
+    const char *folder; /* NULL: by type (photo | video) */
     const lr_mime *mime;
     unsigned char head[LR_MIME_SNIFF_LEN];
     size_t head_len;
@@ -60,10 +61,17 @@ struct lr_blob_sink {
 lr_err lr_blob_begin(lr_store *s, const char *user_id, const char *name, size_t max_bytes,
                      lr_blob_sink **out)
 {
+    return lr_blob_begin_in(s, user_id, NULL, name, max_bytes, out);
+}
+
+lr_err lr_blob_begin_in(lr_store *s, const char *user_id, const char *folder, const char *name,
+                        size_t max_bytes, lr_blob_sink **out)
+{
     lr_blob_sink *k = calloc(1, sizeof *k);
     if (!k)
         return LR_ERR_NOMEM;
     k->store = s;
+    k->folder = folder;
     k->user_id = strdup(user_id);
     k->name = strdup(name);
     k->max = max_bytes;
@@ -77,7 +85,9 @@ static lr_err open_target(lr_blob_sink *k)
     k->mime = lr_mime_sniff(k->head, k->head_len);
     if (!k->mime)
         return LR_ERR_UNSUPPORTED;
-    const char *folder = strcmp(k->mime->kind, "video") == 0 ? "video" : "photo";
+    const char *folder = k->folder                              ? k->folder
+                         : strcmp(k->mime->kind, "video") == 0 ? "video"
+                                                               : "photo";
     if (asprintf(&k->key, "%s/%s/%s.%s", k->user_id, folder, k->name, k->mime->ext) < 0) {
         k->key = NULL;
         return LR_ERR_NOMEM;

@@ -83,6 +83,9 @@ lr_err lr_store_supabase_open(const char *url, const char *service_key, const ch
 typedef struct lr_blob_sink lr_blob_sink;
 lr_err lr_blob_begin(lr_store *s, const char *user_id, const char *name, size_t max_bytes,
                      lr_blob_sink **out);
+/* The same under {user_id}/{folder}/ (a static string, e.g. "inputs"). */
+lr_err lr_blob_begin_in(lr_store *s, const char *user_id, const char *folder, const char *name,
+                        size_t max_bytes, lr_blob_sink **out);
 lr_err lr_blob_write(lr_blob_sink *k, const void *buf, size_t len);
 /* Commits; *url and *key are malloc'd (either may be NULL). Frees k. */
 lr_err lr_blob_finish(lr_blob_sink *k, char **url, char **key, const lr_mime **mime);

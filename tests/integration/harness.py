@@ -111,7 +111,8 @@ class Server:
             "ASAN_OPTIONS": "detect_leaks=1",
             "UBSAN_OPTIONS": "print_stacktrace=1",
         })
-        for k in ("USE_MOCK_INFERENCE", "KIE_API_KEY", "SUPABASE_JWT_SECRET", "TEST_MODE",
+        for k in ("USE_MOCK_INFERENCE", "KIE_API_KEY", "KIE_API_BASE", "ANTHROPIC_API_KEY",
+                  "ANTHROPIC_API_BASE", "LENSROOM_FETCH_ALLOW", "SUPABASE_JWT_SECRET", "TEST_MODE",
                   "ALLOW_ANON_INFER", "TEST_USER_ID", "SUPABASE_SERVICE_ROLE_KEY", "DATABASE_URL"):
             self.env.pop(k, None)
         self.pg = None

@@ -1,0 +1,276 @@
+/* Watchers in one list under one mutex; events are written to the HTTP
+ * stream while the mutex is held, so a watcher's events never interleave
+ * or go backwards. Database reads happen outside it, on workers. */
+#include "api/events.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/util.h"
+
+#define EV_FINAL 5
+#define TICK_MS 1000
+#define REMOTE_POLL_MS 2000
+#define LOCAL_POLL_MS 10000
+
+static const char *const names[] = {NULL, "pending", "submitted", "downloading", "storing"};
+
+typedef struct watcher {
+    lr_stream *s;
+    char id[LR_UUID_LEN + 1];
+    char user[LR_UUID_LEN + 1];
+    bool has_file; /* image/video: downloading and storing happen on success */
+    int last;      /* last event id sent */
+    int64_t last_write_ms, last_poll_ms;
+    struct watcher *next;
+} watcher;
+
+struct lr_events {
+    lr_db *db;
+    lr_pipeline *pipeline;
+    lr_loop *loop;
+    lr_workers *workers;
+    int keepalive_ms;
+    pthread_mutex_t mu;
+    watcher *list;
+    bool stopping, tick_running;
+};
+
+static int stage_event(const char *stage)
+{
+    for (int i = 1; i < EV_FINAL; i++) {
+        if (stage && !strcmp(stage, names[i]))
+            return i;
+    }
+    return 2; /* processing without a stage: handed to the provider */
+}
+
+static bool final_status(const char *status)
+{
+    return status && (!strcmp(status, "success") || !strcmp(status, "failed") ||
+                      !strcmp(status, "canceled"));
+}
+
+static void write_event(watcher *w, int id, const char *event, json_t *data)
+{
+    char *text = json_dumps(data, JSON_COMPACT);
+    size_t n = strlen(text) + strlen(event) + 64;
+    char *buf = malloc(n);
+    int len = snprintf(buf, n, "id: %d\nevent: %s\ndata: %s\n\n", id, event, text);
+    lr_stream_write(w->s, buf, (size_t)len);
+    free(buf);
+    free(text);
+    w->last = id;
+    w->last_write_ms = lr_monotonic_ms();
+}
+
+/* Brings w up to (status, stage); g is the row for the final event (may be
+ * NULL for stage changes). Returns true when the stream is finished. Call
+ * with h->mu held. */
+static bool catch_up(watcher *w, const char *status, const char *stage, json_t *g)
+{
+    if (final_status(status)) {
+        if (w->last >= EV_FINAL)
+            return true;
+        int upto = !strcmp(status, "success") && w->has_file ? 4 : 0;
+        for (int i = w->last + 1; i <= upto; i++)
+            write_event(w, i, names[i],
+                        json_pack("{s:s, s:s, s:s}", "generationId", w->id, "status",
+                                  i == 1 ? "pending" : "processing", "stage", names[i]));
+        json_t *data = g ? json_deep_copy(g) : json_pack("{s:s, s:s}", "id", w->id, "status", status);
+        json_object_del(data, "userId");
+        json_object_set_new(data, "generationId", json_string(w->id));
+        write_event(w, EV_FINAL, status, data);
+        json_decref(data);
+        lr_stream_close(w->s);
+        return true;
+    }
+    int target = !strcmp(status, "pending") ? 1 : stage_event(stage);
+    for (int i = w->last + 1; i <= target; i++)
+        write_event(w, i, names[i],
+                    json_pack("{s:s, s:s, s:s}", "generationId", w->id, "status",
+                              i == 1 ? "pending" : "processing", "stage", names[i]));
+    return false;
+}
+
+static void unlink_watcher(lr_events *h, watcher *w)
+{
+    for (watcher **pw = &h->list; *pw; pw = &(*pw)->next) {
+        if (*pw == w) {
+            *pw = w->next;
+            break;
+        }
+    }
+    lr_stream_release(w->s);
+    free(w);
+}
+
+static bool any_watcher(lr_events *h, const char *id)
+{
+    for (watcher *w = h->list; w; w = w->next) {
+        if (!strcmp(w->id, id))
+            return true;
+    }
+    return false;
+}
+
+/* Applies a state to every watcher of id. */
+static void apply(lr_events *h, const char *id, const char *status, const char *stage, json_t *g)
+{
+    pthread_mutex_lock(&h->mu);
+    for (watcher *w = h->list, *next; w; w = next) {
+        next = w->next;
+        if (strcmp(w->id, id) != 0)
+            continue;
+        if (catch_up(w, status, stage, g))
+            unlink_watcher(h, w);
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+void lr_events_observe(void *hub, const char *id, const char *status, const char *stage)
+{
+    lr_events *h = hub;
+    pthread_mutex_lock(&h->mu);
+    bool watched = any_watcher(h, id);
+    pthread_mutex_unlock(&h->mu);
+    if (!watched)
+        return;
+    json_t *g = NULL;
+    if (final_status(status) && h->db->ops->get_generation(h->db, NULL, id, &g) != LR_OK)
+        g = NULL;
+    apply(h, id, status, stage, g);
+    json_decref(g);
+}
+
+static void poll_row(lr_events *h, const char *id)
+{
+    json_t *g = NULL;
+    if (h->db->ops->get_generation(h->db, NULL, id, &g) != LR_OK)
+        return;
+    apply(h, id, json_string_value(json_object_get(g, "status")),
+          json_string_value(json_object_get(g, "stage")), g);
+    json_decref(g);
+}
+
+static void tick_timer(void *arg);
+
+/* On a worker: keep-alives, gone clients, and re-reads from the database. */
+static void tick_job(void *arg)
+{
+    lr_events *h = arg;
+    int64_t now = lr_monotonic_ms();
+    size_t n = 0, cap = 16;
+    char (*ids)[LR_UUID_LEN + 1] = malloc(cap * sizeof *ids);
+    pthread_mutex_lock(&h->mu);
+    for (watcher *w = h->list, *next; w; w = next) {
+        next = w->next;
+        if (now - w->last_write_ms >= h->keepalive_ms) {
+            w->last_write_ms = now;
+            if (!lr_stream_write(w->s, ": keep-alive\n\n", 14)) {
+                unlink_watcher(h, w); /* the client went away */
+                continue;
+            }
+        }
+        int every = lr_pipeline_is_local(h->pipeline, w->id) ? LOCAL_POLL_MS : REMOTE_POLL_MS;
+        if (now - w->last_poll_ms >= every) {
+            w->last_poll_ms = now;
+            if (n == cap) {
+                cap *= 2;
+                ids = realloc(ids, cap * sizeof *ids);
+            }
+            if (ids)
+                memcpy(ids[n++], w->id, LR_UUID_LEN + 1);
+        }
+    }
+    bool stopping = h->stopping || !h->list; /* the next open starts it again */
+    if (stopping)
+        h->tick_running = false;
+    pthread_mutex_unlock(&h->mu);
+    for (size_t i = 0; ids && i < n; i++)
+        poll_row(h, ids[i]);
+    free(ids);
+    if (!stopping)
+        lr_loop_timer(h->loop, TICK_MS, tick_timer, h);
+}
+
+static void tick_timer(void *arg)
+{
+    lr_events *h = arg;
+    lr_workers_submit(h->workers, tick_job, h);
+}
+
+lr_events *lr_events_new(lr_db *db, lr_pipeline *pipeline, lr_loop *loop, lr_workers *workers,
+                         int keepalive_s)
+{
+    lr_events *h = calloc(1, sizeof *h);
+    if (!h)
+        return NULL;
+    *h = (lr_events){.db = db, .pipeline = pipeline, .loop = loop, .workers = workers,
+                     .keepalive_ms = keepalive_s * 1000};
+    pthread_mutex_init(&h->mu, NULL);
+    return h;
+}
+
+void lr_events_open(lr_events *h, lr_req *req, const char *user, json_t *g, int last_event_id)
+{
+    lr_stream *s = lr_req_reply_stream(req, 200, "text/event-stream; charset=utf-8");
+    if (!s) {
+        lr_req_reply_error(req, 500, "internal_error", "Internal error", NULL);
+        return;
+    }
+    watcher *w = calloc(1, sizeof *w);
+    if (!w)
+        abort();
+    w->s = s;
+    snprintf(w->id, sizeof w->id, "%s", json_string_value(json_object_get(g, "id")));
+    snprintf(w->user, sizeof w->user, "%s", user);
+    const char *type = json_string_value(json_object_get(g, "type"));
+    w->has_file = type && strcmp(type, "text") != 0;
+    w->last = last_event_id;
+    w->last_write_ms = w->last_poll_ms = lr_monotonic_ms();
+    lr_stream_write(s, "retry: 2000\n\n", 13);
+    pthread_mutex_lock(&h->mu);
+    bool done = h->stopping || catch_up(w, json_string_value(json_object_get(g, "status")),
+                                         json_string_value(json_object_get(g, "stage")), g);
+    if (done) {
+        if (h->stopping)
+            lr_stream_close(s);
+        lr_stream_release(s);
+        free(w);
+    } else {
+        w->next = h->list;
+        h->list = w;
+        if (!h->tick_running) {
+            h->tick_running = true;
+            lr_loop_timer(h->loop, TICK_MS, tick_timer, h);
+        }
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+void lr_events_close_all(lr_events *h)
+{
+    if (!h)
+        return;
+    pthread_mutex_lock(&h->mu);
+    h->stopping = true;
+    while (h->list) {
+        watcher *w = h->list;
+        lr_stream_close(w->s);
+        unlink_watcher(h, w);
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+void lr_events_free(lr_events *h)
+{
+    if (!h)
+        return;
+    lr_events_close_all(h);
+    pthread_mutex_destroy(&h->mu);
+    free(h);
+}

@@ -1,0 +1,31 @@
+/* The Server-Sent Events hub behind GET /api/generations/{id}/events.
+ *
+ * Each stream watches one generation. Events carry fixed ids by stage —
+ * 1 pending, 2 submitted, 3 downloading, 4 storing, 5 the final status
+ * (success, failed or canceled) — so a client reconnecting with
+ * Last-Event-ID gets exactly what it has not seen, from any process. Local
+ * changes arrive from the pipeline's observer; generations run by another
+ * process (and, as a safety net, local ones) are re-read from the database
+ * on a timer, which also sends keep-alive comments. The stream ends after
+ * the final event.
+ */
+#ifndef LR_API_EVENTS_H
+#define LR_API_EVENTS_H
+
+#include "app.h"
+#include "http/server.h"
+
+typedef struct lr_events lr_events;
+
+lr_events *lr_events_new(lr_db *db, lr_pipeline *pipeline, lr_loop *loop, lr_workers *workers,
+                         int keepalive_s);
+/* The pipeline observer (lr_pipeline_observe(p, lr_events_observe, hub)). */
+void lr_events_observe(void *hub, const char *generation_id, const char *status,
+                       const char *stage);
+/* Opens a stream on req for user's generation g (its current row). */
+void lr_events_open(lr_events *h, lr_req *req, const char *user, json_t *g, int last_event_id);
+/* Ends every stream (shutdown: clients reconnect elsewhere). */
+void lr_events_close_all(lr_events *h);
+void lr_events_free(lr_events *h);
+
+#endif

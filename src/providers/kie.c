@@ -1,0 +1,489 @@
+/* Kie.ai: create a task, record its id, poll its status with backoff until
+ * it ends, hand the result URL to the pipeline. Two APIs share the shape:
+ * the "market" (POST /api/v1/jobs/createTask, GET /api/v1/jobs/recordInfo)
+ * and Veo (POST /api/v1/veo/generate, GET /api/v1/veo/record-info). Every
+ * answer is an envelope {code, msg, data}; a code other than 200 in an
+ * HTTP 200 answer is a failure too.
+ *
+ * Failure policy. Creating: bad input (400/422) ends the task with Kie's
+ * message; a rejected key (401/403) or an empty Kie account (402) ends it
+ * with a log line for the operator; rate limits (429) wait and retry; 5xx,
+ * 455, malformed answers and network errors retry a few times. Polling:
+ * nothing but Kie's own verdict or the deadline ends a task; errors and
+ * timeouts only slow the polling down. All of it runs on the loop thread. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/util.h"
+#include "providers/remote.h"
+
+#define CREATE_ATTEMPTS 4
+
+typedef struct {
+    lr_provider base;
+    lr_loop *loop;
+    lr_remote_options o;
+    char *base_url, *key, *callback_base;
+    unsigned char *cb_key;
+} kie_provider;
+
+enum phase { CREATING, POLLING, FINISHED };
+
+typedef struct {
+    lr_call call;
+    kie_provider *kp;
+    lr_provider_task *t;
+    enum phase phase;
+    bool veo;
+    bool busy; /* a call or a timer is pending */
+    int attempts;     /* consecutive failures of the current step */
+    int polls;
+    int not_found;
+    int64_t deadline; /* monotonic ms */
+    lr_timer_id timer;
+    char task_id[160];
+    bool warned_auth;
+} kie_task;
+
+static void kie_step(void *arg);
+
+static void finish_fail(kie_task *k, const char *code, const char *msg)
+{
+    k->phase = FINISHED;
+    lr_remote_fail(k->t, k->task_id, code, msg); /* k may be gone after this */
+}
+
+static void schedule(kie_task *k, int delay_ms)
+{
+    if (lr_monotonic_ms() + delay_ms > k->deadline) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "Kie.ai did not finish the task within %lld s",
+                 (long long)(k->kp->o.deadline_ms / 1000));
+        finish_fail(k, "provider_timeout", msg);
+        return;
+    }
+    k->busy = true;
+    k->timer = lr_loop_timer(k->kp->loop, delay_ms, kie_step, k);
+}
+
+/* The envelope's code (HTTP status when absent), msg and data. */
+static json_t *envelope(const lr_call *c, long *code, const char **msg)
+{
+    json_t *j = c->status ? json_loads(c->body, 0, NULL) : NULL;
+    *code = c->status;
+    *msg = NULL;
+    if (json_is_object(j)) {
+        json_t *jc = json_object_get(j, "code");
+        if (json_is_integer(jc) && c->status == 200)
+            *code = (long)json_integer_value(jc);
+        *msg = json_string_value(json_object_get(j, "msg"));
+        if (!*msg)
+            *msg = json_string_value(json_object_get(j, "message"));
+    } else if (j) {
+        json_decref(j);
+        j = NULL;
+    }
+    return j;
+}
+
+static json_t *create_body(const kie_task *k)
+{
+    const lr_provider_task *t = k->t;
+    json_t *p = t->params;
+    if (k->veo) {
+        json_t *b = json_pack("{s:s, s:s}", "prompt", t->prompt, "model",
+                              t->model->provider_model ? t->model->provider_model : "veo3");
+        json_t *ar = json_object_get(p, "aspectRatio");
+        if (ar)
+            json_object_set(b, "aspectRatio", ar);
+        return b;
+    }
+    json_t *input = json_pack("{s:s}", "prompt", t->prompt);
+    const char *model = t->model->provider_model;
+    if (!strcmp(t->model->capability, "edit")) {
+        json_object_set_new(input, "image_urls",
+                            t->input_urls ? json_deep_copy(t->input_urls) : json_array());
+        const char *keys[] = {"aspectRatio", "resolution", "useGoogleSearch"};
+        for (size_t i = 0; i < 3; i++) {
+            json_t *v = json_object_get(p, keys[i]);
+            if (v)
+                json_object_set(input, keys[i], v);
+        }
+        json_object_set_new(input, "output_format", json_string("png"));
+    } else {
+        json_t *size = json_object_get(p, "image_size");
+        json_object_set_new(input, "image_size", size ? json_incref(size) : json_string("square_hd"));
+        json_object_set_new(input, "guidance_scale", json_real(2.5));
+        json_object_set_new(input, "enable_safety_checker", json_true());
+    }
+    return json_pack("{s:s, s:o}", "model", model, "input", input);
+}
+
+static struct curl_slist *headers(const kie_provider *kp, bool json)
+{
+    char auth[600];
+    snprintf(auth, sizeof auth, "Bearer %s", kp->key);
+    struct curl_slist *h = lr_remote_header(NULL, "Authorization", auth);
+    h = lr_remote_header(h, "Accept", "application/json");
+    if (json)
+        h = lr_remote_header(h, "Content-Type", "application/json");
+    return h;
+}
+
+static void on_create(lr_call *c);
+static void on_poll(lr_call *c);
+
+static void start_create(kie_task *k)
+{
+    json_t *b = create_body(k);
+    if (k->kp->callback_base) {
+        char token[65], url[1024];
+        lr_provider_callback_token(k->kp->cb_key, k->kp->o.callback_key_len, k->t->generation_id,
+                                   k->t->variant, token);
+        snprintf(url, sizeof url, "%s/api/webhooks/kie?generation=%s&variant=%d&token=%s",
+                 k->kp->callback_base, k->t->generation_id, k->t->variant, token);
+        json_object_set_new(b, "callBackUrl", json_string(url));
+    }
+    char *body = json_dumps(b, JSON_COMPACT);
+    json_decref(b);
+    char url[600];
+    snprintf(url, sizeof url, "%s%s", k->kp->base_url,
+             k->veo ? "/api/v1/veo/generate" : "/api/v1/jobs/createTask");
+    k->busy = true;
+    k->timer = 0;
+    k->call.done = on_create;
+    k->call.ctx = k;
+    lr_call_start(k->kp->loop, &k->call, "POST", url, headers(k->kp, true), body, 60000);
+    free(body);
+}
+
+static void start_poll(kie_task *k)
+{
+    char *esc = curl_easy_escape(NULL, k->task_id, 0);
+    char url[800];
+    snprintf(url, sizeof url, "%s%s%s", k->kp->base_url,
+             k->veo ? "/api/v1/veo/record-info?taskId=" : "/api/v1/jobs/recordInfo?taskId=",
+             esc ? esc : "");
+    curl_free(esc);
+    k->busy = true;
+    k->timer = 0;
+    k->call.done = on_poll;
+    k->call.ctx = k;
+    lr_call_start(k->kp->loop, &k->call, "GET", url, headers(k->kp, false), NULL, 30000);
+}
+
+static void kie_step(void *arg)
+{
+    kie_task *k = arg;
+    k->busy = false;
+    if (atomic_load(&k->t->canceled)) {
+        finish_fail(k, "canceled", "Canceled");
+        return;
+    }
+    if (k->phase == CREATING)
+        start_create(k);
+    else if (k->phase == POLLING)
+        start_poll(k);
+}
+
+static int poll_delay(kie_task *k)
+{
+    return lr_remote_backoff(k->kp->o.poll_ms, k->polls++, k->kp->o.poll_max_ms);
+}
+
+static void operator_auth_problem(kie_task *k, long code, const char *msg)
+{
+    if (code == 402)
+        lr_error("Kie.ai refused task for generation %s: the Kie.ai account has no credits "
+                 "left (402%s%s); top it up at kie.ai",
+                 k->t->generation_id, msg ? ": " : "", msg ? msg : "");
+    else
+        lr_error("Kie.ai rejected KIE_API_KEY (%ld%s%s): check the key in the server's "
+                 "environment",
+                 code, msg ? ": " : "", msg ? msg : "");
+}
+
+static void on_create(lr_call *c)
+{
+    kie_task *k = c->ctx;
+    k->busy = false;
+    long code;
+    const char *msg;
+    json_t *j = envelope(c, &code, &msg);
+    const char *task_id = json_string_value(json_object_get(json_object_get(j, "data"), "taskId"));
+    char text[400];
+    if (c->status == 200 && code == 200 && task_id && *task_id && strlen(task_id) < sizeof k->task_id) {
+        snprintf(k->task_id, sizeof k->task_id, "%s", task_id);
+        json_decref(j);
+        k->phase = POLLING;
+        k->attempts = 0;
+        lr_log(LR_LOG_INFO, NULL, "generation %s output %d: Kie.ai task %s created",
+               k->t->generation_id, k->t->variant, k->task_id);
+        k->t->submitted(k->t, k->task_id);
+        schedule(k, poll_delay(k));
+        return;
+    }
+    snprintf(text, sizeof text, "%s", msg ? msg : "");
+    json_decref(j);
+    if (code == 400 || code == 422 || code == 404) {
+        char m[480];
+        snprintf(m, sizeof m, "Kie.ai rejected the request: %s", text[0] ? text : "invalid input");
+        finish_fail(k, "input_rejected", m);
+        return;
+    }
+    if (code == 401 || code == 403 || code == 402) {
+        operator_auth_problem(k, code, text[0] ? text : NULL);
+        if (code == 402)
+            finish_fail(k, "provider_out_of_credits",
+                        "The image provider is temporarily unavailable; try again later");
+        else
+            finish_fail(k, "provider_auth", "The image provider rejected the server's credentials");
+        return;
+    }
+    if (code == 429) {
+        int wait = c->retry_after_s >= 0 ? c->retry_after_s * 1000
+                                         : lr_remote_backoff(1000, k->attempts, 30000);
+        k->attempts++;
+        lr_warn("Kie.ai rate-limited task creation for generation %s; retrying in %d ms",
+                k->t->generation_id, wait);
+        schedule(k, wait);
+        return;
+    }
+    /* Network errors, 5xx, 455, malformed answers: a few more tries. */
+    if (++k->attempts < CREATE_ATTEMPTS) {
+        lr_warn("Kie.ai task creation for generation %s failed (%s %ld); retrying",
+                k->t->generation_id, c->status ? "HTTP/code" : c->error, code);
+        schedule(k, lr_remote_backoff(1000, k->attempts, 20000));
+        return;
+    }
+    if (code == 455 || code == 503) {
+        finish_fail(k, "provider_unavailable", "The image provider is under maintenance; try again later");
+        return;
+    }
+    char m[480];
+    snprintf(m, sizeof m, "Kie.ai could not create the task (%s)",
+             c->status == 0 ? "no answer" : text[0] ? text : "server error");
+    finish_fail(k, "provider_error", m);
+}
+
+/* The first URL of resultUrls / result_urls in o, where the value may be
+ * an array or a JSON string holding one. */
+static const char *first_url(json_t *o, json_t **holder)
+{
+    const char *names[] = {"resultUrls", "result_urls"};
+    for (size_t i = 0; i < 2; i++) {
+        json_t *v = json_object_get(o, names[i]);
+        if (json_is_string(v)) {
+            json_t *parsed = json_loads(json_string_value(v), 0, NULL);
+            if (parsed) {
+                *holder = parsed;
+                v = parsed;
+            }
+        }
+        if (json_is_array(v) && json_is_string(json_array_get(v, 0)))
+            return json_string_value(json_array_get(v, 0));
+    }
+    return NULL;
+}
+
+static void succeed(kie_task *k, const char *url)
+{
+    k->phase = FINISHED;
+    lr_provider_result r = {.ok = true, .url = url, .task_id = k->task_id};
+    k->t->done(k->t, &r);
+}
+
+static void on_poll(lr_call *c)
+{
+    kie_task *k = c->ctx;
+    k->busy = false;
+    if (atomic_load(&k->t->canceled)) {
+        finish_fail(k, "canceled", "Canceled");
+        return;
+    }
+    long code;
+    const char *msg;
+    json_t *j = envelope(c, &code, &msg);
+    json_t *data = json_object_get(j, "data");
+    if (c->status != 200 || code != 200 || !json_is_object(data)) {
+        if (code == 401 || code == 403 || code == 402) {
+            if (!k->warned_auth)
+                operator_auth_problem(k, code, msg);
+            k->warned_auth = true;
+        } else if (code == 404 && ++k->not_found >= 5) {
+            json_decref(j);
+            finish_fail(k, "provider_failed", "Kie.ai no longer knows this task");
+            return;
+        }
+        lr_warn("Kie.ai status of task %s unavailable (%s, %ld); polling again later", k->task_id,
+                c->status ? "answer" : c->error, code);
+        json_decref(j);
+        schedule(k, c->retry_after_s > 0 ? c->retry_after_s * 1000 : poll_delay(k));
+        return;
+    }
+    k->not_found = 0;
+    json_t *holder = NULL;
+    if (k->veo) {
+        json_t *flag = json_object_get(data, "successFlag");
+        long f = json_is_integer(flag) ? (long)json_integer_value(flag) : 0;
+        if (f == 1) {
+            const char *url = first_url(json_object_get(data, "response"), &holder);
+            if (!url)
+                url = first_url(data, &holder);
+            if (url) {
+                char *u = strdup(url);
+                json_decref(holder);
+                json_decref(j);
+                succeed(k, u);
+                free(u);
+            } else {
+                json_decref(j);
+                finish_fail(k, "provider_failed", "Kie.ai reported success without a result URL");
+            }
+            return;
+        }
+        if (f != 0) {
+            const char *em = json_string_value(json_object_get(data, "errorMessage"));
+            char m[480];
+            snprintf(m, sizeof m, "Kie.ai could not generate the video: %s",
+                     em ? em : msg ? msg : "generation failed");
+            json_decref(j);
+            finish_fail(k, "provider_failed", m);
+            return;
+        }
+    } else {
+        const char *state = json_string_value(json_object_get(data, "state"));
+        if (state && !strcmp(state, "success")) {
+            json_t *rj = json_object_get(data, "resultJson");
+            const char *url = first_url(json_is_object(rj) ? rj : data, &holder);
+            if (!url && json_is_string(rj)) {
+                json_t *parsed = json_loads(json_string_value(rj), 0, NULL);
+                json_t *h2 = NULL;
+                url = parsed ? first_url(parsed, &h2) : NULL;
+                char *u = url ? strdup(url) : NULL;
+                json_decref(h2);
+                json_decref(parsed);
+                json_decref(j);
+                if (u) {
+                    succeed(k, u);
+                    free(u);
+                } else {
+                    finish_fail(k, "provider_failed", "Kie.ai reported success without a result URL");
+                }
+                return;
+            }
+            char *u = url ? strdup(url) : NULL;
+            json_decref(holder);
+            json_decref(j);
+            if (u) {
+                succeed(k, u);
+                free(u);
+            } else {
+                finish_fail(k, "provider_failed", "Kie.ai reported success without a result URL");
+            }
+            return;
+        }
+        if (state && !strcmp(state, "fail")) {
+            const char *fm = json_string_value(json_object_get(data, "failMsg"));
+            char m[480];
+            snprintf(m, sizeof m, "Kie.ai could not generate the image: %s",
+                     fm && *fm ? fm : "generation failed");
+            json_decref(j);
+            finish_fail(k, "provider_failed", m);
+            return;
+        }
+    }
+    json_decref(j);
+    /* waiting, queuing, generating, or a state we do not know: ask again */
+    schedule(k, poll_delay(k));
+}
+
+static void kie_begin(void *arg)
+{
+    kie_task *k = arg;
+    if (k->t->task_id && *k->t->task_id) {
+        snprintf(k->task_id, sizeof k->task_id, "%s", k->t->task_id);
+        k->phase = POLLING;
+        start_poll(k);
+    } else {
+        start_create(k);
+    }
+}
+
+static lr_err kie_submit(lr_provider *p, lr_provider_task *t)
+{
+    kie_provider *kp = (kie_provider *)p;
+    kie_task *k = calloc(1, sizeof *k);
+    if (!k)
+        return LR_ERR_NOMEM;
+    k->kp = kp;
+    k->t = t;
+    k->veo = !strcmp(t->model->capability, "video");
+    k->deadline = lr_monotonic_ms() + kp->o.deadline_ms;
+    k->busy = true;
+    t->provider_data = k;
+    lr_loop_post(kp->loop, kie_begin, k);
+    return LR_OK;
+}
+
+/* A callback said the task changed (or it was canceled): take the next
+ * step now instead of at the next tick. Loop thread. */
+static void kie_poke(lr_provider *p, lr_provider_task *t)
+{
+    kie_task *k = t->provider_data;
+    if (!k || k->phase == FINISHED || !k->busy || !k->timer)
+        return;
+    if (lr_loop_cancel(k->kp->loop, k->timer))
+        k->timer = lr_loop_timer(k->kp->loop, 0, kie_step, k);
+}
+
+static void kie_release(lr_provider *p, lr_provider_task *t)
+{
+    kie_task *k = t->provider_data;
+    if (!k)
+        return;
+    lr_call_release(&k->call);
+    free(k);
+    t->provider_data = NULL;
+}
+
+static void kie_close(lr_provider *p)
+{
+    kie_provider *kp = (kie_provider *)p;
+    free(kp->base_url);
+    free(kp->key);
+    free(kp->callback_base);
+    free(kp->cb_key);
+    free(kp);
+}
+
+static const lr_provider_ops kie_ops = {
+    .submit = kie_submit,
+    .poke = kie_poke,
+    .release = kie_release,
+    .close = kie_close,
+};
+
+lr_provider *lr_kie_new(lr_loop *loop, const lr_remote_options *o)
+{
+    kie_provider *kp = calloc(1, sizeof *kp);
+    if (!kp)
+        return NULL;
+    kp->base.ops = &kie_ops;
+    kp->base.name = "kie";
+    kp->loop = loop;
+    kp->o = *o;
+    kp->base_url = strdup(o->kie_base);
+    size_t n = strlen(kp->base_url);
+    while (n > 0 && kp->base_url[n - 1] == '/')
+        kp->base_url[--n] = '\0';
+    kp->key = strdup(o->kie_key);
+    kp->callback_base = o->callback_base ? strdup(o->callback_base) : NULL;
+    if (o->callback_key_len) {
+        kp->cb_key = malloc(o->callback_key_len);
+        memcpy(kp->cb_key, o->callback_key, o->callback_key_len);
+    }
+    return &kp->base;
+}
