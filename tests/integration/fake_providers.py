@@ -12,7 +12,8 @@ Faults are chosen per task by tokens in the prompt, e.g. "[create_401]":
   create_401 create_401_in_200 create_402 create_422 create_429_once
   create_455 create_500 create_500_once create_malformed create_no_task_id
   poll_never poll_fail poll_500_3 poll_malformed_2 poll_401_once poll_404
-  dl_slow dl_cut dl_cut_once dl_big dl_html dl_redirect_local dl_404
+  dl_slow dl_cut dl_cut_once dl_big dl_html dl_404
+  dl_redirect_local dl_redirect_local_https dl_redirect_name
   hold (finishes only when release() is called)   delay_<seconds>
   a_400 a_429_once a_529_once a_500_once a_malformed a_401
 """
@@ -106,6 +107,14 @@ class FakeProviders:
         self.internal.daemon_threads = True
         self.internal.fake = self
         self.internal_hits = 0
+        self.loopback_name = None  # a host name that resolves to 127.0.0.1, if any
+        for name in (socket.gethostname(), "localhost."):
+            try:
+                if socket.gethostbyname(name).startswith("127."):
+                    self.loopback_name = name
+                    break
+            except OSError:
+                pass
         for srv in (self.httpd, self.internal):
             threading.Thread(target=srv.serve_forever, daemon=True).start()
 
@@ -278,9 +287,17 @@ class FakeProviders:
         if "dl_html" in f:
             return h._send(200, b"<!doctype html><html><body>not an image</body></html>" * 10,
                            ctype="image/png")
+        redirect = None
+        iport = self.internal.server_address[1]
         if "dl_redirect_local" in f:
+            redirect = f"http://127.0.0.1:{iport}/files/x.png"
+        elif "dl_redirect_local_https" in f:
+            redirect = f"https://127.0.0.1:{iport}/files/x.png"
+        elif "dl_redirect_name" in f:
+            redirect = f"https://{self.loopback_name}:{iport}/files/x.png"
+        if redirect:
             h.send_response(302)
-            h.send_header("Location", f"http://127.0.0.1:{self.internal.server_address[1]}/files/x.png")
+            h.send_header("Location", redirect)
             h.send_header("Content-Length", "0")
             h.end_headers()
             return
