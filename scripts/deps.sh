@@ -7,7 +7,7 @@ set -euo pipefail
 build=(build-essential cmake pkg-config libmicrohttpd-dev libcurl4-openssl-dev libssl-dev libpq-dev
        libsqlite3-dev libjansson-dev libpng-dev libavformat-dev libavcodec-dev libavutil-dev)
 test=(libcmocka-dev python3 python3-pil python3-psycopg2 python3-botocore python3-yaml
-      python3-jsonschema curl postgresql-15)
+      python3-jsonschema curl postgresql-15 chromium)
 bench=(wrk)
 
 want=()

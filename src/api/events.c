@@ -54,9 +54,11 @@ static bool final_status(const char *status)
                       !strcmp(status, "canceled"));
 }
 
+/* Writes one event; takes the reference to data. */
 static void write_event(watcher *w, int id, const char *event, json_t *data)
 {
     char *text = json_dumps(data, JSON_COMPACT);
+    json_decref(data);
     size_t n = strlen(text) + strlen(event) + 64;
     char *buf = malloc(n);
     int len = snprintf(buf, n, "id: %d\nevent: %s\ndata: %s\n\n", id, event, text);
@@ -84,7 +86,6 @@ static bool catch_up(watcher *w, const char *status, const char *stage, json_t *
         json_object_del(data, "userId");
         json_object_set_new(data, "generationId", json_string(w->id));
         write_event(w, EV_FINAL, status, data);
-        json_decref(data);
         lr_stream_close(w->s);
         return true;
     }

@@ -180,6 +180,13 @@ void lr_api_generation_events(lr_app *app, lr_req *req, const char *id)
                            "Last-Event-ID must be an event id from this stream (0 to 5)", NULL);
         return;
     }
+    const char *status = json_string_value(json_object_get(g, "status"));
+    if (last_id >= 5 && strcmp(status, "pending") != 0 && strcmp(status, "processing") != 0) {
+        /* the client has seen the end: 204 tells EventSource to stop reconnecting */
+        json_decref(g);
+        lr_req_reply_empty(req, 204);
+        return;
+    }
     lr_events_open(app->events, req, user, g, (int)last_id);
     json_decref(g);
 }
