@@ -7,6 +7,8 @@
 #   bench/run.sh idle            idle RSS and start-up time
 #   bench/run.sh postgres        infer/s on a throwaway PostgreSQL 15 (fsync on),
 #                                with the pgbench floor of the same two transactions
+#   bench/run.sh store50         peak RSS while a 50 MB Kie.ai result (faked) is
+#                                downloaded and stored
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-$PWD/build/lensroom}
@@ -129,6 +131,7 @@ case "${1:-all}" in
   inflight) inflight "${2:-5000}" ;;
   idle) idle ;;
   postgres) postgres ;;
-  all) idle; throughput; inflight 5000; postgres ;;
-  *) echo "usage: $0 [throughput|inflight [N]|idle|postgres]" >&2; exit 2 ;;
+  store50) /usr/bin/python3 bench/store50.py "$BIN" ;;
+  all) idle; throughput; inflight 5000; postgres; /usr/bin/python3 bench/store50.py "$BIN" ;;
+  *) echo "usage: $0 [throughput|inflight [N]|idle|postgres|store50]" >&2; exit 2 ;;
 esac

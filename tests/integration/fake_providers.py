@@ -12,7 +12,7 @@ Faults are chosen per task by tokens in the prompt, e.g. "[create_401]":
   create_401 create_401_in_200 create_402 create_422 create_429_once
   create_455 create_500 create_500_once create_malformed create_no_task_id
   poll_never poll_fail poll_500_3 poll_malformed_2 poll_401_once poll_404
-  dl_slow dl_cut dl_cut_once dl_big dl_html dl_404
+  dl_slow dl_cut dl_cut_once dl_big (60 MB) dl_50mb (just under the limit) dl_html dl_404
   dl_redirect_local dl_redirect_local_https dl_redirect_name
   hold (finishes only when release() is called)   delay_<seconds>
   a_400 a_429_once a_529_once a_500_once a_malformed a_401
@@ -40,6 +40,13 @@ def png_bytes(size=64, color=(200, 40, 90)):
 
 def faults_of(text):
     return set(re.findall(r"\[([a-z0-9_]+)\]", text or ""))
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        pass  # clients that vanish (a SIGKILLed server) are expected here
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -98,12 +105,12 @@ class FakeProviders:
         self.lock = threading.Lock()
         self.released = threading.Event()
         self.once = set()
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd = _Server(("127.0.0.1", 0), _Handler)
         self.httpd.daemon_threads = True
         self.httpd.fake = self
         self.port = self.httpd.server_address[1]
         # an "internal" service that redirects must never reach
-        self.internal = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.internal = _Server(("127.0.0.1", 0), _Handler)
         self.internal.daemon_threads = True
         self.internal.fake = self
         self.internal_hits = 0
@@ -301,8 +308,8 @@ class FakeProviders:
             h.send_header("Content-Length", "0")
             h.end_headers()
             return
-        if "dl_big" in f:
-            total = 60 * 1024 * 1024
+        if "dl_big" in f or "dl_50mb" in f:
+            total = 60 * 1024 * 1024 if "dl_big" in f else 50 * 1024 * 1024 - 4096
             h.send_response(200)
             h.send_header("Content-Type", "image/png")
             if "dl_big_chunked" not in f:

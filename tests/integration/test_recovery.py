@@ -1,10 +1,13 @@
 """A crash never strands credits: after SIGKILL with generations in flight,
-their lease runs out and the next process fails and refunds each exactly
-once; nothing is left pending or processing."""
+their lease runs out and the next process takes them over — generations
+whose provider task id was recorded are resumed by polling that task
+(Kie.ai, faked), the others are failed and refunded exactly once; nothing
+is left pending or processing."""
 import threading
 import time
 import unittest
 
+from fake_providers import FakeProviders
 from harness import Server, new_user
 
 LEASE = {"LENSROOM_LEASE_S": "2"}
@@ -109,6 +112,94 @@ class Recovery(unittest.TestCase):
         self.assertEqual(s.balance(user), 0)
         s.assert_ledger_consistent(self, user)
         self.assertNotIn("failed and refunded", reaper.read_log())
+
+
+class ResumeProviderTasks(unittest.TestCase):
+    def setUp(self):
+        self.fake = FakeProviders(mp4=b"")
+        self.addCleanup(self.fake.close)
+        self.fake.released.clear()
+
+    def test_sigkill_with_100_tasks_at_kie_then_restart_resumes_every_one(self):
+        env = self.fake.env()
+        env.update(LEASE)
+        env.update({"LENSROOM_USER_MAX_IN_FLIGHT": "0", "LENSROOM_USER_RATE_PER_MIN": "0"})
+        s = Server(env)
+        self.addCleanup(s.cleanup)
+        s.start()
+        user = new_user()
+        s.grant(user, 800)
+        tok = s.token(user)
+        ids = {}
+        for i in range(100):
+            fail = i % 5 == 0
+            r = s.infer(tok, prompt=f"item {i} [hold]" + (" [poll_fail]" if fail else ""),
+                        headers={"Prefer": "respond-async"})
+            self.assertEqual(r.status, 202, r.body)
+            ids[r.json["generationId"]] = fail
+
+        def with_task_ids():
+            with s.db() as c:
+                rows = c.execute("SELECT provider_task_ids FROM generations WHERE user_id = ? "
+                                 "AND status = 'processing'", (user,)).fetchall()
+            return sum(1 for (t,) in rows if t not in ("[]", []))
+
+        self.assertTrue(wait_for(lambda: with_task_ids() == 100, 60), with_task_ids())
+        s.kill()
+        self.assertEqual(s.balance(user), 0)
+        # The provider finishes every task while no server is running.
+        self.fake.release()
+        time.sleep(0.5)
+        s.start()
+
+        def unfinished():
+            with s.db() as c:
+                return c.execute("SELECT count(*) FROM generations WHERE user_id = ? AND status "
+                                 "IN ('pending','processing')", (user,)).fetchone()[0]
+
+        self.assertTrue(wait_for(lambda: unfinished() == 0, 120), unfinished())
+        self.assertIn("resuming generation left by a stopped process", s.read_log())
+        with s.db() as c:
+            rows = c.execute("SELECT id, status, error_code, result_urls FROM generations "
+                             "WHERE user_id = ?", (user,)).fetchall()
+        self.assertEqual(len(rows), 100)
+        cookie = {"Cookie": f"lr_session={tok}"}
+        for gid, status, code, _ in rows:
+            gid = str(gid)
+            if ids[gid]:
+                self.assertEqual((status, code), ("failed", "provider_failed"), gid)
+            else:
+                self.assertEqual(status, "success", (gid, code))
+        # a few stored results read back as the fake's PNG
+        ok = [str(g) for g, st, _, _ in rows if st == "success"][:5]
+        for gid in ok:
+            g = s.get(f"/api/generations/{gid}", headers=cookie).json["generation"]
+            self.assertEqual(s.fetch_url(g["url"]).body, self.fake.png)
+        self.assertEqual(s.balance(user), 800 - 80 * 8)
+        s.assert_ledger_consistent(self, user)
+
+    def test_generation_without_task_id_is_refunded(self):
+        """Killed before Kie answered the create call: nothing to resume."""
+        env = self.fake.env()
+        env.update(LEASE)
+        s = Server(env)
+        self.addCleanup(s.cleanup)
+        s.start()
+        user = new_user()
+        s.grant(user, 8)
+        with s.db() as c:
+            pass
+        r = s.infer(s.token(user), prompt="x [create_500]", headers={"Prefer": "respond-async"})
+        self.assertEqual(r.status, 202)
+        time.sleep(0.3)  # first create attempt failed; the retry waits
+        s.kill()
+        s.start()
+        self.assertTrue(wait_for(lambda: s.balance(user) == 8))
+        with s.db() as c:
+            status, code = c.execute("SELECT status, error_code FROM generations WHERE user_id = ?",
+                                     (user,)).fetchone()
+        self.assertEqual((status, code), ("failed", "interrupted"))
+        s.assert_ledger_consistent(self, user)
 
 
 if __name__ == "__main__":
