@@ -267,6 +267,8 @@ static int cmd_serve(void)
 out_all:
     lr_loop_stop(app.loop);
     lr_workers_free(app.workers);
+    if (app.pipeline)
+        lr_pipeline_release_claims(app.pipeline);
     lr_events_free(app.events);
     lr_pipeline_free(app.pipeline);
     lr_ratelimit_free(app.ratelimit);

@@ -1089,6 +1089,16 @@ void lr_pipeline_drain(lr_pipeline *p, int64_t timeout_ms)
     free(ws);
 }
 
+void lr_pipeline_release_claims(lr_pipeline *p)
+{
+    if (lr_pipeline_in_flight(p) == 0)
+        return;
+    char past[32];
+    lr_time_iso(lr_now_ms() - 1000, past);
+    if (p->db->ops->renew_leases(p->db, p->owner, past) != LR_OK)
+        lr_warn("could not give up generation claims; they are taken over when the lease ends");
+}
+
 void lr_pipeline_free(lr_pipeline *p)
 {
     if (!p)

@@ -107,6 +107,10 @@ bool lr_pipeline_purge_objects(lr_pipeline *p, const char *id, json_t *keys);
 /* Starts the periodic lease renewal, reaping and purge retries on the loop. */
 void lr_pipeline_start_maintenance(lr_pipeline *p);
 int lr_pipeline_in_flight(lr_pipeline *p);
+/* Shutdown, after the loop and workers stopped: gives up this process's
+ * claims at once, so the next process resumes (or refunds) what is left
+ * without waiting for the lease to run out. */
+void lr_pipeline_release_claims(lr_pipeline *p);
 /* Waits up to timeout_ms for in-flight generations to settle. */
 void lr_pipeline_drain(lr_pipeline *p, int64_t timeout_ms);
 void lr_pipeline_free(lr_pipeline *p);

@@ -268,24 +268,35 @@ static void on_create(lr_call *c)
     finish_fail(k, "provider_error", m);
 }
 
-/* The first URL of resultUrls / result_urls in o, where the value may be
- * an array or a JSON string holding one. */
-static const char *first_url(json_t *o, json_t **holder)
+/* The first result URL in o's resultUrls / result_urls, where the value
+ * may be an array or a JSON string holding one. malloc'd, or NULL. */
+static char *first_url(json_t *o)
 {
     const char *names[] = {"resultUrls", "result_urls"};
     for (size_t i = 0; i < 2; i++) {
         json_t *v = json_object_get(o, names[i]);
-        if (json_is_string(v)) {
-            json_t *parsed = json_loads(json_string_value(v), 0, NULL);
-            if (parsed) {
-                *holder = parsed;
-                v = parsed;
-            }
-        }
-        if (json_is_array(v) && json_is_string(json_array_get(v, 0)))
-            return json_string_value(json_array_get(v, 0));
+        json_t *parsed = json_is_string(v) ? json_loads(json_string_value(v), 0, NULL) : NULL;
+        if (parsed)
+            v = parsed;
+        json_t *u = json_is_array(v) ? json_array_get(v, 0) : NULL;
+        char *url = json_is_string(u) ? strdup(json_string_value(u)) : NULL;
+        json_decref(parsed);
+        if (url)
+            return url;
     }
     return NULL;
+}
+
+/* The result URL of a finished task record: market tasks keep it in
+ * resultJson (a JSON string, sometimes an object), Veo in response. */
+static char *result_url(json_t *data, bool veo)
+{
+    json_t *holder = json_object_get(data, veo ? "response" : "resultJson");
+    json_t *parsed = json_is_string(holder) ? json_loads(json_string_value(holder), 0, NULL)
+                                            : json_incref(holder);
+    char *url = first_url(parsed);
+    json_decref(parsed);
+    return url ? url : first_url(data);
 }
 
 static void succeed(kie_task *k, const char *url)
@@ -324,76 +335,38 @@ static void on_poll(lr_call *c)
         return;
     }
     k->not_found = 0;
-    json_t *holder = NULL;
+    bool success, failed;
+    const char *why;
     if (k->veo) {
         json_t *flag = json_object_get(data, "successFlag");
         long f = json_is_integer(flag) ? (long)json_integer_value(flag) : 0;
-        if (f == 1) {
-            const char *url = first_url(json_object_get(data, "response"), &holder);
-            if (!url)
-                url = first_url(data, &holder);
-            if (url) {
-                char *u = strdup(url);
-                json_decref(holder);
-                json_decref(j);
-                succeed(k, u);
-                free(u);
-            } else {
-                json_decref(j);
-                finish_fail(k, "provider_failed", "Kie.ai reported success without a result URL");
-            }
-            return;
-        }
-        if (f != 0) {
-            const char *em = json_string_value(json_object_get(data, "errorMessage"));
-            char m[480];
-            snprintf(m, sizeof m, "Kie.ai could not generate the video: %s",
-                     em ? em : msg ? msg : "generation failed");
-            json_decref(j);
-            finish_fail(k, "provider_failed", m);
-            return;
-        }
+        success = f == 1;
+        failed = f != 0 && f != 1; /* -1, or 2/3 in some clients */
+        why = json_string_value(json_object_get(data, "errorMessage"));
     } else {
         const char *state = json_string_value(json_object_get(data, "state"));
-        if (state && !strcmp(state, "success")) {
-            json_t *rj = json_object_get(data, "resultJson");
-            const char *url = first_url(json_is_object(rj) ? rj : data, &holder);
-            if (!url && json_is_string(rj)) {
-                json_t *parsed = json_loads(json_string_value(rj), 0, NULL);
-                json_t *h2 = NULL;
-                url = parsed ? first_url(parsed, &h2) : NULL;
-                char *u = url ? strdup(url) : NULL;
-                json_decref(h2);
-                json_decref(parsed);
-                json_decref(j);
-                if (u) {
-                    succeed(k, u);
-                    free(u);
-                } else {
-                    finish_fail(k, "provider_failed", "Kie.ai reported success without a result URL");
-                }
-                return;
-            }
-            char *u = url ? strdup(url) : NULL;
-            json_decref(holder);
-            json_decref(j);
-            if (u) {
-                succeed(k, u);
-                free(u);
-            } else {
-                finish_fail(k, "provider_failed", "Kie.ai reported success without a result URL");
-            }
-            return;
+        success = state && !strcmp(state, "success");
+        failed = state && !strcmp(state, "fail");
+        why = json_string_value(json_object_get(data, "failMsg"));
+    }
+    if (success) {
+        char *url = result_url(data, k->veo);
+        json_decref(j);
+        if (url) {
+            succeed(k, url);
+            free(url);
+        } else {
+            finish_fail(k, "provider_failed", "Kie.ai reported success without a result URL");
         }
-        if (state && !strcmp(state, "fail")) {
-            const char *fm = json_string_value(json_object_get(data, "failMsg"));
-            char m[480];
-            snprintf(m, sizeof m, "Kie.ai could not generate the image: %s",
-                     fm && *fm ? fm : "generation failed");
-            json_decref(j);
-            finish_fail(k, "provider_failed", m);
-            return;
-        }
+        return;
+    }
+    if (failed) {
+        char m[480];
+        snprintf(m, sizeof m, "Kie.ai could not generate the %s: %s", k->veo ? "video" : "image",
+                 why && *why ? why : msg ? msg : "generation failed");
+        json_decref(j);
+        finish_fail(k, "provider_failed", m);
+        return;
     }
     json_decref(j);
     /* waiting, queuing, generating, or a state we do not know: ask again */

@@ -168,6 +168,31 @@ class ConfigErrors(unittest.TestCase):
             self.assertIn(f"config: {name}:", log)
         self.assertNotIn("short", log.replace("too short", ""), "the secret must not be echoed")
 
+    def test_bad_provider_configuration(self):
+        s = Server({"USE_MOCK_INFERENCE": "false", "KIE_API_BASE": "ftp://x",
+                    "ANTHROPIC_API_BASE": "nope", "LENSROOM_FETCH_ALLOW": "example.com:80",
+                    "LENSROOM_WEBHOOK_BASE_URL": "example.com", "KIE_POLL_MS": "0"})
+        self.addCleanup(s.cleanup)
+        s.start(expect_ok=False)
+        code = s.proc.wait(timeout=30)
+        s.proc = None
+        s.log.close()
+        s.log = None
+        self.assertNotEqual(code, 0)
+        log = s.read_log()
+        for name in ("USE_MOCK_INFERENCE", "KIE_API_BASE", "ANTHROPIC_API_BASE",
+                     "LENSROOM_WEBHOOK_BASE_URL", "KIE_POLL_MS"):
+            self.assertIn(f"config: {name}:", log)
+        # the allow-list is checked once the rest is valid
+        s2 = Server({"LENSROOM_FETCH_ALLOW": "example.com:80"})
+        self.addCleanup(s2.cleanup)
+        s2.start(expect_ok=False)
+        self.assertNotEqual(s2.proc.wait(timeout=30), 0)
+        s2.proc = None
+        s2.log.close()
+        s2.log = None
+        self.assertIn("config: LENSROOM_FETCH_ALLOW: 'example.com' is not ip:port", s2.read_log())
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -192,6 +192,30 @@ class PollFaults(KieBase):
         self.assertEqual(self.server.balance(self.user), 192)
 
 
+class Idempotency(KieBase):
+    def test_retry_with_same_key_creates_one_kie_task_and_charges_once(self):
+        prompt = f"once [delay_2] {time.time()}"
+        key = {"Idempotency-Key": "retry-" + str(time.time())}
+        first = self.infer(prompt, headers={**key, "Prefer": "wait=0"})
+        self.assertEqual(first.status, 202, first.body)
+        running = self.infer(prompt, headers=key)  # while Kie still works on it
+        self.assertEqual(running.status, 409, running.body)
+        self.assertEqual(running.json["code"], "idempotency_in_progress")
+        gid = first.json["generationId"]
+        deadline = time.time() + 20
+        while time.time() < deadline and self.generation(gid)["status"] == "processing":
+            time.sleep(0.2)
+        replay = self.infer(prompt, headers=key)
+        self.assertEqual(replay.status, 200, replay.body)
+        self.assertEqual(replay.header("Idempotent-Replayed"), "true")
+        self.assertEqual(replay.json["generationId"], gid)
+        creates = [x for x in FAKE.requests_to("/api/v1/jobs/createTask")
+                   if x["body"]["input"]["prompt"] == prompt]
+        self.assertEqual(len(creates), 1)
+        self.assertEqual(self.server.balance(self.user), 192)
+        self.server.assert_ledger_consistent(self, self.user)
+
+
 class Deadline(KieBase):
     extra_env = {"LENSROOM_TASK_DEADLINE_S": "2"}
 

@@ -14,8 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from harness import BACKEND, BIN, PgDatabase, Server, new_user, pg_connect
 
-MIGRATION = os.path.join(os.path.dirname(__file__),
-                         "../../src/db/migrations/postgres/0001_credits_generations.sql")
+MIGRATION_DIR = os.path.join(os.path.dirname(__file__), "../../src/db/migrations/postgres")
+MIGRATION = os.path.join(MIGRATION_DIR, "0001_credits_generations.sql")
+MIGRATIONS = sorted(os.path.join(MIGRATION_DIR, f) for f in os.listdir(MIGRATION_DIR))
 PG_SH = os.path.join(os.path.dirname(__file__), "../../scripts/pg.sh")
 
 
@@ -52,10 +53,11 @@ class Migration(unittest.TestCase):
         first = schema_dump(self.db.url)
         self.migrate()
         self.assertEqual(schema_dump(self.db.url), first)
-        # and pasting the file into an SQL editor (twice) over it also works
+        # and pasting the files, in order, into an SQL editor (twice) over it also works
         for _ in range(2):
-            r = psql(self.db.url, file=MIGRATION)
-            self.assertEqual(r.returncode, 0, r.stderr)
+            for f in MIGRATIONS:
+                r = psql(self.db.url, file=f)
+                self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(schema_dump(self.db.url), first)
 
     def test_original_statements_work_verbatim_and_keep_the_ledger(self):

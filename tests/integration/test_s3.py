@@ -49,6 +49,23 @@ class S3Storage(unittest.TestCase):
         self.assertEqual(r.json["newBalance"], 8)
         s.assert_ledger_consistent(self, user)
 
+    def test_kie_result_streamed_into_the_bucket(self):
+        """A Kie.ai result (fake) downloaded on the loop, spooled and uploaded."""
+        from fake_providers import FakeProviders
+        fake = FakeProviders(mp4=b"")
+        self.addCleanup(fake.close)
+        env = self.s3.env()
+        env.update(fake.env())
+        s = self.server(env)
+        user = new_user()
+        s.grant(user, 8)
+        r = s.infer(s.token(user), prompt="to the bucket [dl_slow]")
+        self.assertEqual(r.status, 200, r.body)
+        key = f"{user}/photo/{r.json['generationId']}.png"
+        obj = self.s3.client().get_object(Bucket=self.s3.bucket, Key=key)
+        self.assertEqual(obj["Body"].read(), fake.png)
+        s.assert_ledger_consistent(self, user)
+
     def test_video_goes_to_the_video_folder(self):
         s = self.server(self.s3.env())
         user = new_user()
