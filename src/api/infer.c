@@ -556,6 +556,7 @@ void lr_api_infer(lr_app *app, lr_req *req)
         .outputs_count = outputs,
         .created_at = w->created_at,
         .input_urls = input_urls,
+        .input_keys = input_keys,
     };
     if (async || wait_s == 0) {
         if (lr_pipeline_start(app->pipeline, &run, 0, NULL, NULL) != LR_OK)

@@ -18,6 +18,8 @@ int64_t lr_now_ms(void);      /* wall clock, ms since the epoch */
 int64_t lr_monotonic_ms(void); /* for deadlines and durations */
 /* ISO-8601 UTC with milliseconds: 2026-11-26T13:38:00.123Z (out[32]). */
 void lr_time_iso(int64_t ms, char out[32]);
+/* The inverse (UTC, fraction optional); -1 when s is not such a time. */
+int64_t lr_time_parse_iso(const char *s);
 
 /* base64url without padding. Encode returns a malloc'd string. Decode
  * accepts url or standard alphabet, with or without padding; returns a

@@ -2,6 +2,7 @@
 
 #include <microhttpd.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@ struct lr_http {
     lr_http_opts o;
     pthread_mutex_t mu;
     int active; /* requests between first call and completion */
+    atomic_bool closing;
 };
 
 enum req_state { REQ_NEW, REQ_HANDLING, REQ_SUSPENDED, REQ_READY, REQ_DONE };
@@ -383,7 +385,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
 
     r->state = REQ_HANDLING;
-    h->o.route(r, h->o.app);
+    if (atomic_load(&h->closing)) {
+        lr_req_set_header(r, "Connection", "close");
+        lr_req_set_header(r, "Retry-After", "1");
+        lr_req_reply_error(r, 503, "shutting_down", "The server is shutting down; retry", NULL);
+    } else {
+        h->o.route(r, h->o.app);
+    }
     pthread_mutex_lock(&r->mu);
     enum MHD_Result res = MHD_YES;
     if (r->state == REQ_READY) {
@@ -453,8 +461,7 @@ lr_http *lr_http_start(const lr_http_opts *o)
     h->o = *o;
     pthread_mutex_init(&h->mu, NULL);
     h->d = MHD_start_daemon(
-        /* ITC: quiesce and stop must be able to wake the pool threads once the
-         * listening socket is gone. */
+        /* ITC: stop must be able to wake the pool threads. */
         MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
             MHD_USE_DUAL_STACK | MHD_USE_ITC,
         (uint16_t)o->port, NULL, NULL, on_request, h, MHD_OPTION_THREAD_POOL_SIZE,
@@ -469,10 +476,15 @@ lr_http *lr_http_start(const lr_http_opts *o)
     return h;
 }
 
+/* Not MHD_quiesce_daemon: with a thread pool on epoll, 0.9.75 removes the
+ * listening socket from each worker's epoll set from the calling thread
+ * while the worker may do the same on its own (it sees was_quiesced), and
+ * the loser panics ("Failed to remove listen FD from epoll set", seen in
+ * our tests). New requests are refused with 503 instead. */
 void lr_http_quiesce(lr_http *h)
 {
-    if (h && h->d)
-        MHD_quiesce_daemon(h->d);
+    if (h)
+        atomic_store(&h->closing, true);
 }
 
 void lr_http_drain(lr_http *h, int timeout_ms)

@@ -30,7 +30,8 @@ typedef struct {
 } lr_http_opts;
 
 lr_http *lr_http_start(const lr_http_opts *o);
-/* Stops accepting; suspended requests must be resumed before lr_http_stop. */
+/* From now on every new request is answered 503 shutting_down (Connection:
+ * close); suspended requests must be resumed before lr_http_stop. */
 void lr_http_quiesce(lr_http *h);
 /* Waits up to timeout_ms until no request is in progress (all answered). */
 void lr_http_drain(lr_http *h, int timeout_ms);

@@ -57,6 +57,7 @@ struct run {
     char *task_ids[MAX_OUTPUTS];
     download *dl[MAX_OUTPUTS];
     json_t *input_urls;
+    json_t *input_keys; /* stored input images: deleted with the generation */
     char *text;
     char *err_code, *err_msg;
     int remaining, succeeded, failed;
@@ -172,6 +173,7 @@ static void run_free(run *r)
         free((char *)r->tasks[i].task_id);
     }
     json_decref(r->input_urls);
+    json_decref(r->input_keys);
     free(r->text);
     free(r->err_code);
     free(r->err_msg);
@@ -249,6 +251,21 @@ static void advance(run *r, int st, bool tasks_changed)
     pthread_mutex_unlock(&p->mu);
     if (start)
         lr_workers_submit(p->workers, stage_job, r);
+}
+
+/* Like advance, but only tells the observer: for stages that last
+ * milliseconds (the mock's bytes going into storage), where a database
+ * write per generation would cost more than the stage is worth. */
+static void announce(run *r, int st)
+{
+    lr_pipeline *p = r->p;
+    pthread_mutex_lock(&p->mu);
+    bool moved = st > r->stage && !r->stage_job;
+    if (moved)
+        r->stage = r->stage_written = st;
+    pthread_mutex_unlock(&p->mu);
+    if (moved)
+        notify(p, r->id, "processing", stage_names[st]);
 }
 
 static void unregister(lr_pipeline *p, run *r)
@@ -349,6 +366,8 @@ static void settle(run *r)
         if (r->task_ids[i])
             json_array_append_new(task_ids, json_string(r->task_ids[i]));
     }
+    if (r->input_keys)
+        json_array_extend(keys, r->input_keys);
     bool ok = r->succeeded > 0;
     int cost = r->model->credit_cost;
     lr_settle_req s = {
@@ -506,7 +525,7 @@ static void store_output(void *arg)
     output_name(r, v, name);
     lr_blob_sink *sink = NULL;
     char *url = NULL, *key = NULL;
-    advance(r, ST_STORING, false);
+    announce(r, ST_STORING);
     lr_err e = lr_blob_begin(r->p->store, r->user_id, name, LR_STORE_MAX_BYTES, &sink);
     if (e == LR_OK) {
         e = produce(&r->tasks[v], sink);
@@ -660,6 +679,10 @@ static void task_done(lr_provider_task *t, const lr_provider_result *res)
         output_finished(r, v, true, NULL, NULL, false);
         return;
     }
+    if (res->url && atomic_load(&t->canceled)) {
+        output_finished(r, v, false, "canceled", "Canceled", false); /* nothing to keep */
+        return;
+    }
     if (res->url) {
         download *d = calloc(1, sizeof *d);
         if (!d)
@@ -701,8 +724,12 @@ static lr_err start_run(lr_pipeline *p, const lr_run_req *req, json_t *task_ids,
     r->prompt = strdup(req->prompt);
     r->params = json_incref(req->params);
     r->input_urls = json_incref(req->input_urls);
+    r->input_keys = json_incref(req->input_keys);
     r->outputs = r->remaining = req->outputs_count;
     r->started_ms = lr_monotonic_ms();
+    int64_t created_ms = lr_time_parse_iso(req->created_at);
+    if (created_ms < 0 || created_ms > lr_now_ms())
+        created_ms = lr_now_ms();
     r->refs = 1;
     r->stage = r->stage_written = ST_SUBMITTED;
     for (int i = 0; i < r->outputs; i++) {
@@ -715,6 +742,7 @@ static lr_err start_run(lr_pipeline *p, const lr_run_req *req, json_t *task_ids,
                                          .variant = i,
                                          .input_urls = r->input_urls,
                                          .task_id = tid ? strdup(tid) : NULL,
+                                         .created_ms = created_ms,
                                          .submitted = task_submitted,
                                          .done = task_done,
                                          .owner = r};

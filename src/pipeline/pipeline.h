@@ -63,6 +63,7 @@ typedef struct {
     int outputs_count;
     const char *created_at;
     json_t *input_urls; /* public URLs of input images, or NULL */
+    json_t *input_keys; /* their object keys (removed with the generation), or NULL */
 } lr_run_req;
 
 /* Called on a worker or the loop thread for every stage change and once

@@ -394,7 +394,9 @@ static lr_err kie_submit(lr_provider *p, lr_provider_task *t)
     k->kp = kp;
     k->t = t;
     k->veo = !strcmp(t->model->capability, "video");
-    k->deadline = lr_monotonic_ms() + kp->o.deadline_ms;
+    /* The deadline counts from the generation's creation, also across restarts. */
+    int64_t age = t->created_ms > 0 ? lr_now_ms() - t->created_ms : 0;
+    k->deadline = lr_monotonic_ms() + kp->o.deadline_ms - (age > 0 ? age : 0);
     k->busy = true;
     t->provider_data = k;
     lr_loop_post(kp->loop, kie_begin, k);

@@ -48,6 +48,7 @@ struct lr_provider_task {
     int variant;
     json_t *input_urls; /* public URLs of input images (edit models), or NULL */
     const char *task_id; /* set when resuming a task the provider already has */
+    int64_t created_ms;  /* when the generation was created (deadlines count from it) */
     atomic_bool canceled;
     void (*submitted)(lr_provider_task *t, const char *task_id);
     void (*done)(lr_provider_task *t, const lr_provider_result *r);

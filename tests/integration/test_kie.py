@@ -303,6 +303,13 @@ class EditInputs(KieBase):
         self.assertIn(f"/{self.user}/inputs/{b['generationId']}_0.png", urls[0])
         self.assertEqual(self.server.fetch_url(urls[0]).body, FAKE.png)
         self.assertEqual(create["body"]["input"]["aspectRatio"], "16:9")
+        # deleting the generation removes the uploaded input with the result
+        d = self.server.request("DELETE", f"/api/generations/{b['generationId']}",
+                                headers={"Cookie": f"lr_session={self.token}"})
+        self.assertEqual(d.status, 200, d.body)
+        self.assertEqual(d.json["objects"], 2)
+        self.assertEqual(self.server.fetch_url(urls[0]).status, 404)
+        self.assertEqual(self.server.fetch_url(b["url"]).status, 404)
 
     def test_image_url_passes_through(self):
         r = self.infer("sharper", model="nano_banana_pro_edit",
