@@ -215,6 +215,7 @@ static int cmd_serve(void)
             .poll_ms = cfg.kie_poll_ms,
             .poll_max_ms = cfg.kie_poll_max_ms,
             .deadline_ms = (int64_t)cfg.task_deadline_s * 1000,
+            .retry_ms = cfg.retry_ms,
         };
         app.provider = lr_provider_remote_new(app.loop, &ro);
     }
@@ -227,6 +228,8 @@ static int cmd_serve(void)
     app.net = net;
     app.pipeline = lr_pipeline_new(db, store, app.provider, catalog, net, app.loop, app.workers,
                                    cfg.lease_s);
+    if (app.pipeline)
+        lr_pipeline_set_retry(app.pipeline, cfg.retry_ms);
     app.ratelimit = lr_ratelimit_new(cfg.user_rate_per_min);
     if (!app.loop || !app.workers || !app.provider || !app.pipeline || lr_loop_start(app.loop))
         goto out_all;

@@ -174,6 +174,7 @@ int lr_config_load(lr_config *cfg)
     cfg->kie_poll_ms = (int)env_long("KIE_POLL_MS", 3000, 10, 600000);
     cfg->kie_poll_max_ms = (int)env_long("KIE_POLL_MAX_MS", 15000, 10, 600000);
     cfg->task_deadline_s = (int)env_long("LENSROOM_TASK_DEADLINE_S", 86400, 1, 7 * 86400);
+    cfg->retry_ms = (int)env_long("LENSROOM_RETRY_MS", 1000, 10, 60000);
     cfg->sse_keepalive_s = (int)env_long("LENSROOM_SSE_KEEPALIVE_S", 15, 1, 3600);
     cfg->mock_latency_ms = (int)env_long("LENSROOM_MOCK_LATENCY_MS", 100, 0, 3600 * 1000);
     const char *rate = env("LENSROOM_MOCK_FAIL_RATE");

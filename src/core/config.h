@@ -43,7 +43,8 @@ typedef struct {
     char *webhook_base_url;   /* public URL Kie's callbacks reach, NULL: poll only */
     char *fetch_allow;        /* ip:port list that downloads may reach despite the SSRF rules */
     int kie_poll_ms, kie_poll_max_ms;
-    int task_deadline_s;      /* provider task unfinished after this: failed, refunded */
+    int task_deadline_s;
+    int retry_ms;             /* LENSROOM_RETRY_MS: first delay of provider/download retries */      /* provider task unfinished after this: failed, refunded */
     int sse_keepalive_s;
     int mock_latency_ms;
     double mock_fail_rate;

@@ -1,6 +1,6 @@
 /* Timer heap on a dedicated thread, woken through libcurl's multi handle
- * (curl_multi_wakeup), so provider transfers join the same poll later
- * without a second loop. The worker pool is a plain queue and condition. */
+ * (curl_multi_wakeup), so provider calls and downloads share one poll with
+ * the timers. The worker pool is a plain queue and condition. */
 #include "pipeline/loop.h"
 
 #include <curl/curl.h>
@@ -26,7 +26,6 @@ struct lr_loop {
     timer *heap;
     size_t n, cap;
     lr_timer_id next_id;
-    int transfers;
 };
 
 static void heap_swap(timer *h, size_t a, size_t b)
@@ -98,7 +97,6 @@ static bool finish_transfers(lr_loop *l)
         lr_transfer *t = NULL;
         curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&t);
         curl_multi_remove_handle(l->multi, easy);
-        l->transfers--;
         any = true;
         if (t)
             t->done(t, rc);
@@ -191,25 +189,11 @@ void lr_loop_post(lr_loop *l, lr_loop_fn fn, void *arg)
     lr_loop_timer(l, 0, fn, arg);
 }
 
-bool lr_loop_on_thread(lr_loop *l)
-{
-    return l->running && pthread_equal(pthread_self(), l->thread);
-}
-
 void lr_loop_add_transfer(lr_loop *l, lr_transfer *t)
 {
     curl_easy_setopt(t->easy, CURLOPT_PRIVATE, (char *)t);
-    if (curl_multi_add_handle(l->multi, t->easy) != CURLM_OK) {
+    if (curl_multi_add_handle(l->multi, t->easy) != CURLM_OK)
         t->done(t, CURLE_FAILED_INIT);
-        return;
-    }
-    l->transfers++;
-}
-
-void lr_loop_remove_transfer(lr_loop *l, lr_transfer *t)
-{
-    if (curl_multi_remove_handle(l->multi, t->easy) == CURLM_OK)
-        l->transfers--;
 }
 
 int lr_loop_cancel(lr_loop *l, lr_timer_id id)

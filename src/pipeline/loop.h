@@ -1,7 +1,7 @@
 /* The event loop: one thread that owns every wait in the server.
  *
- * Timers (mock latency, infer wait limits, retries) and, for real
- * providers, libcurl multi transfers all run here, so a generation that
+ * Timers (mock latency, infer wait limits, retries, polls) and the real
+ * providers' libcurl multi transfers (API calls, downloads) all run here, so a generation that
  * waits holds no thread. Callbacks run on the loop thread and must not
  * block; CPU or disk work goes to the worker pool (lr_workers_submit),
  * which has a fixed number of threads. lr_loop_timer and lr_loop_cancel
@@ -31,7 +31,6 @@ int lr_loop_cancel(lr_loop *l, lr_timer_id id);
 
 /* Runs fn(arg) on the loop thread as soon as possible (any thread). */
 void lr_loop_post(lr_loop *l, lr_loop_fn fn, void *arg);
-bool lr_loop_on_thread(lr_loop *l);
 
 /* A libcurl transfer driven by the loop. The owner embeds the struct in its
  * own state, sets easy and done, and adds it on the loop thread; done runs
@@ -43,8 +42,6 @@ typedef struct lr_transfer {
     void (*done)(struct lr_transfer *t, CURLcode rc);
 } lr_transfer;
 void lr_loop_add_transfer(lr_loop *l, lr_transfer *t);
-/* Loop thread only: stops t without calling done. */
-void lr_loop_remove_transfer(lr_loop *l, lr_transfer *t);
 
 typedef struct lr_workers lr_workers;
 lr_workers *lr_workers_new(int threads);

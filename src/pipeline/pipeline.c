@@ -100,6 +100,7 @@ struct lr_pipeline {
     int in_flight;
     user_slots *slots[BUCKETS];
     int lease_s;
+    int retry_ms; /* first delay before retrying a download */
     char owner[LR_UUID_LEN + 1]; /* this process's instance id */
 };
 
@@ -131,11 +132,17 @@ lr_pipeline *lr_pipeline_new(lr_db *db, lr_store *store, lr_provider *provider,
     if (!p)
         return NULL;
     *p = (lr_pipeline){.db = db, .store = store, .provider = provider, .catalog = catalog,
-                       .net = net, .loop = loop, .workers = workers, .lease_s = lease_s};
+                       .net = net, .loop = loop, .workers = workers, .lease_s = lease_s,
+                       .retry_ms = 1000};
     lr_uuid_v4(p->owner);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->idle, NULL);
     return p;
+}
+
+void lr_pipeline_set_retry(lr_pipeline *p, int retry_ms)
+{
+    p->retry_ms = retry_ms > 0 ? retry_ms : 1000;
 }
 
 void lr_pipeline_observe(lr_pipeline *p, lr_observer_fn fn, void *ctx)
@@ -611,7 +618,7 @@ static void download_done(lr_fetch *f, lr_err e)
         snprintf(msg, sizeof msg, "The provider's result URL was refused (%s)", f->why);
     } else if (++d->attempts < 4 && !atomic_load(&r->tasks[d->v].canceled)) {
         lr_warn("generation %s output %d: download failed (%s), retrying", r->id, d->v, f->why);
-        lr_loop_timer(r->p->loop, 1000LL << d->attempts, download_start, d);
+        lr_loop_timer(r->p->loop, (int64_t)r->p->retry_ms << d->attempts, download_start, d);
         return;
     } else {
         snprintf(msg, sizeof msg, "The result could not be downloaded from the provider (%s)",

@@ -77,6 +77,8 @@ lr_pipeline *lr_pipeline_new(lr_db *db, lr_store *store, lr_provider *provider,
                              const lr_catalog *catalog, const lr_net_policy *net, lr_loop *loop,
                              lr_workers *workers, int lease_s);
 void lr_pipeline_observe(lr_pipeline *p, lr_observer_fn fn, void *ctx);
+/* First delay before a failed download is retried (doubling; default 1 s). */
+void lr_pipeline_set_retry(lr_pipeline *p, int retry_ms);
 /* Marks r as claimed by this process (owner and lease_until, which points
  * into buf) before it is reserved. */
 void lr_pipeline_claim(lr_pipeline *p, lr_reserve_req *r, char buf[32]);

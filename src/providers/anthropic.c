@@ -16,6 +16,7 @@ typedef struct {
     lr_provider base;
     lr_loop *loop;
     char *base_url, *key, *model;
+    int retry_ms;
 } anthropic_provider;
 
 typedef struct {
@@ -59,7 +60,7 @@ static void send_request(void *arg)
 static void retry(anthropic_task *a, const char *why)
 {
     int wait = a->call.retry_after_s >= 0 ? a->call.retry_after_s * 1000
-                                          : lr_remote_backoff(1000, a->attempts, 30000);
+                                          : lr_remote_backoff(a->ap->retry_ms, a->attempts, 30000);
     a->attempts++;
     if (lr_monotonic_ms() + wait > a->deadline) {
         lr_remote_fail(a->t, NULL, "provider_unavailable",
@@ -184,5 +185,6 @@ lr_provider *lr_anthropic_new(lr_loop *loop, const lr_remote_options *o)
         ap->base_url[--n] = '\0';
     ap->key = strdup(o->anthropic_key);
     ap->model = strdup(o->anthropic_model);
+    ap->retry_ms = o->retry_ms > 0 ? o->retry_ms : 1000;
     return &ap->base;
 }

@@ -244,7 +244,7 @@ static void on_create(lr_call *c)
     }
     if (code == 429) {
         int wait = c->retry_after_s >= 0 ? c->retry_after_s * 1000
-                                         : lr_remote_backoff(1000, k->attempts, 30000);
+                                         : lr_remote_backoff(k->kp->o.retry_ms, k->attempts, 30000);
         k->attempts++;
         lr_warn("Kie.ai rate-limited task creation for generation %s; retrying in %d ms",
                 k->t->generation_id, wait);
@@ -255,7 +255,7 @@ static void on_create(lr_call *c)
     if (++k->attempts < CREATE_ATTEMPTS) {
         lr_warn("Kie.ai task creation for generation %s failed (%s %ld); retrying",
                 k->t->generation_id, c->status ? "HTTP/code" : c->error, code);
-        schedule(k, lr_remote_backoff(1000, k->attempts, 20000));
+        schedule(k, lr_remote_backoff(k->kp->o.retry_ms, k->attempts, 20000));
         return;
     }
     if (code == 455 || code == 503) {
@@ -450,6 +450,8 @@ lr_provider *lr_kie_new(lr_loop *loop, const lr_remote_options *o)
     kp->base.name = "kie";
     kp->loop = loop;
     kp->o = *o;
+    if (kp->o.retry_ms <= 0)
+        kp->o.retry_ms = 1000;
     kp->base_url = strdup(o->kie_base);
     size_t n = strlen(kp->base_url);
     while (n > 0 && kp->base_url[n - 1] == '/')

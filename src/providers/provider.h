@@ -60,7 +60,8 @@ typedef struct lr_provider lr_provider;
 
 typedef struct {
     lr_err (*submit)(lr_provider *p, lr_provider_task *t);
-    /* Optional: look at the task now (a callback hinted it changed). Any thread. */
+    /* Optional: take the task's next step now (a callback hinted it
+     * changed, or it was canceled). Loop thread; must not call done. */
     void (*poke)(lr_provider *p, lr_provider_task *t);
     /* Optional: frees the provider's per-task state. */
     void (*release)(lr_provider *p, lr_provider_task *t);
@@ -98,6 +99,7 @@ typedef struct {
     int poll_ms;                 /* first status poll after this, growing to poll_max_ms */
     int poll_max_ms;
     int64_t deadline_ms;         /* a task unfinished after this fails (and is refunded) */
+    int retry_ms;                /* first delay before retrying a failed call */
 } lr_remote_options;
 
 /* The real providers behind one router: Kie.ai (market and Veo APIs) for

@@ -140,6 +140,7 @@ class FakeProviders:
             "LENSROOM_FETCH_ALLOW": f"127.0.0.1:{self.port}",
             "KIE_POLL_MS": "100",
             "KIE_POLL_MAX_MS": "400",
+            "LENSROOM_RETRY_MS": "100",
         }
 
     def close(self):
