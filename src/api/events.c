@@ -179,9 +179,12 @@ static void tick_job(void *arg)
         int every = lr_pipeline_is_local(h->pipeline, w->id) ? LOCAL_POLL_MS : REMOTE_POLL_MS;
         if (now - w->last_poll_ms >= every) {
             w->last_poll_ms = now;
-            if (n == cap) {
+            if (ids && n == cap) {
+                char(*more)[LR_UUID_LEN + 1] = realloc(ids, 2 * cap * sizeof *ids);
+                if (!more)
+                    continue; /* polled on a later tick */
+                ids = more;
                 cap *= 2;
-                ids = realloc(ids, cap * sizeof *ids);
             }
             if (ids)
                 memcpy(ids[n++], w->id, LR_UUID_LEN + 1);
