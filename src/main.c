@@ -251,7 +251,8 @@ static int cmd_serve(void)
                        .max_connections = cfg.max_connections,
                        .max_body = cfg.max_body_bytes,
                        .route = lr_api_route,
-                       .app = &app};
+                       .app = &app,
+                       .cors_origins = cfg.cors_origins};
     http = lr_http_start(&ho);
     if (!http) {
         fprintf(stderr, "serve: cannot listen on port %d (in use?)\n", cfg.port);

@@ -176,6 +176,19 @@ int lr_config_load(lr_config *cfg)
     cfg->task_deadline_s = (int)env_long("LENSROOM_TASK_DEADLINE_S", 86400, 1, 7 * 86400);
     cfg->retry_ms = (int)env_long("LENSROOM_RETRY_MS", 1000, 10, 60000);
     cfg->sse_keepalive_s = (int)env_long("LENSROOM_SSE_KEEPALIVE_S", 15, 1, 3600);
+    cfg->cors_origins = env_dup("LENSROOM_CORS_ORIGINS", NULL);
+    if (cfg->cors_origins) {
+        char *copy = strdup(cfg->cors_origins), *save = NULL;
+        for (char *o = strtok_r(copy, ", ", &save); o; o = strtok_r(NULL, ", ", &save)) {
+            const char *host = strstr(o, "://");
+            if ((strncmp(o, "https://", 8) && strncmp(o, "http://", 7)) || !host[3] ||
+                strchr(host + 3, '/'))
+                problem("LENSROOM_CORS_ORIGINS",
+                        "each entry must be an exact origin like https://app.example.com "
+                        "(scheme://host[:port], no path, no *)");
+        }
+        free(copy);
+    }
     cfg->mock_latency_ms = (int)env_long("LENSROOM_MOCK_LATENCY_MS", 100, 0, 3600 * 1000);
     const char *rate = env("LENSROOM_MOCK_FAIL_RATE");
     if (rate) {
@@ -324,6 +337,7 @@ void lr_config_free(lr_config *cfg)
     free(cfg->anthropic_model);
     free(cfg->webhook_base_url);
     free(cfg->fetch_allow);
+    free(cfg->cors_origins);
     free(cfg->models_file);
     free(cfg->test_user_id);
     memset(cfg, 0, sizeof *cfg);

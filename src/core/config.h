@@ -46,6 +46,7 @@ typedef struct {
     int task_deadline_s;
     int retry_ms;             /* LENSROOM_RETRY_MS: first delay of provider/download retries */      /* provider task unfinished after this: failed, refunded */
     int sse_keepalive_s;
+    char *cors_origins;       /* LENSROOM_CORS_ORIGINS: exact origins, comma-separated */
     int mock_latency_ms;
     double mock_fail_rate;
     char *models_file;

@@ -82,8 +82,35 @@ void lr_req_set_header(lr_req *r, const char *name, const char *value)
     r->nhdr++;
 }
 
+/* The request's Origin when it is on the CORS allow-list (exact match). */
+static const char *allowed_origin(const lr_req *r)
+{
+    const char *list = r->h->o.cors_origins;
+    const char *origin = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Origin");
+    if (!list || !origin || !*origin)
+        return NULL;
+    size_t n = strlen(origin);
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ", ");
+        if (len == n && !memcmp(p, origin, n))
+            return origin;
+        p += len;
+        p += strspn(p, ", ");
+    }
+    return NULL;
+}
+
 static void decorate(lr_req *r, struct MHD_Response *resp)
 {
+    const char *origin = allowed_origin(r);
+    if (origin) {
+        MHD_add_response_header(resp, "Access-Control-Allow-Origin", origin);
+        MHD_add_response_header(resp, "Access-Control-Allow-Credentials", "true");
+        MHD_add_response_header(resp, "Access-Control-Expose-Headers",
+                                "Location, Retry-After, X-Request-Id, Idempotent-Replayed");
+    }
+    if (r->h->o.cors_origins)
+        MHD_add_response_header(resp, "Vary", "Origin");
     MHD_add_response_header(resp, "X-Request-Id", r->id);
     MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
     for (int i = 0; i < r->nhdr; i++)
@@ -385,7 +412,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
 
     r->state = REQ_HANDLING;
-    if (atomic_load(&h->closing)) {
+    if (!strcmp(method, "OPTIONS") &&
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Access-Control-Request-Method")) {
+        /* CORS preflight: allowed origins get the rules, others nothing */
+        if (allowed_origin(r)) {
+            lr_req_set_header(r, "Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS");
+            lr_req_set_header(r, "Access-Control-Allow-Headers",
+                              "Authorization, Content-Type, Idempotency-Key, Prefer, "
+                              "X-Request-Id, Last-Event-ID");
+            lr_req_set_header(r, "Access-Control-Max-Age", "600");
+            lr_req_reply_empty(r, 204);
+        } else {
+            lr_req_reply_error(r, 403, "origin_not_allowed",
+                               "This origin may not call the API (LENSROOM_CORS_ORIGINS)", NULL);
+        }
+    } else if (atomic_load(&h->closing)) {
         lr_req_set_header(r, "Connection", "close");
         lr_req_set_header(r, "Retry-After", "1");
         lr_req_reply_error(r, 503, "shutting_down", "The server is shutting down; retry", NULL);

@@ -27,6 +27,9 @@ typedef struct {
     size_t max_body;
     lr_route_fn route;
     void *app;
+    /* Browser origins allowed to call the API with credentials (CORS):
+     * "https://app.example.com,http://localhost:3000"; NULL: none. */
+    const char *cors_origins;
 } lr_http_opts;
 
 lr_http *lr_http_start(const lr_http_opts *o);

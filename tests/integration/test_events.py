@@ -218,8 +218,12 @@ class Cancel(Base):
 
 
 PAGE = """<!doctype html><html><body><script>
+// The server is another origin (another port): it allows this one by
+// LENSROOM_CORS_ORIGINS, and the session cookie (host-only, 127.0.0.1) goes
+// along because of withCredentials.
+document.cookie = "lr_session=%(token)s; path=/";
 const seen = [];
-const es = new EventSource(%(url)s);
+const es = new EventSource(%(url)s, {withCredentials: true});
 function report(done) {
   fetch("/report", {method: "POST", body: JSON.stringify({seen: seen, done: done})});
 }
@@ -235,35 +239,25 @@ es.onerror = () => report(false);
 
 
 class Browser(unittest.TestCase):
-    """A real browser's EventSource receives the whole sequence."""
+    """A real browser's EventSource, on another origin allowed by CORS and
+    signed in with the session cookie, receives the whole sequence."""
 
     def test_eventsource_in_headless_chromium(self):
         self.assertTrue(shutil.which("chromium"), "chromium missing: scripts/deps.sh test installs it")
-        user = new_user()
-        env = FAKE.env()
-        env.update({"TEST_MODE": "true", "TEST_USER_ID": user})
-        server = Server(env).start()
-        self.addCleanup(server.cleanup)
-        server.grant(user, 50)
-        r = server.request("POST", "/api/infer", body={"modelId": "seedream_image",
-                                                       "inputs": {"prompt": "browser [delay_2]"}},
-                           headers={"Prefer": "respond-async"})
-        self.assertEqual(r.status, 202, r.body)
-        gid = r.json["generationId"]
-        url = f"http://127.0.0.1:{server.port}/api/generations/{gid}/events"
         reports = []
-        page = (PAGE % {"url": json.dumps(url)}).encode()
+        page = {}
 
         class Page(BaseHTTPRequestHandler):
             def log_message(self, *a):
                 pass
 
             def do_GET(self):
+                body = page["html"]
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html")
-                self.send_header("Content-Length", str(len(page)))
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(page)
+                self.wfile.write(body)
 
             def do_POST(self):
                 n = int(self.headers.get("Content-Length") or 0)
@@ -275,15 +269,27 @@ class Browser(unittest.TestCase):
         threading.Thread(target=site.serve_forever, daemon=True).start()
         self.addCleanup(site.server_close)
         self.addCleanup(site.shutdown)
+        origin = f"http://127.0.0.1:{site.server_address[1]}"
+
+        env = FAKE.env()
+        env["LENSROOM_CORS_ORIGINS"] = origin
+        server = Server(env).start()
+        self.addCleanup(server.cleanup)
+        user = new_user()
+        server.grant(user, 50)
+        token = server.token(user)
+        r = server.infer(token, prompt="browser [delay_2]", headers={"Prefer": "respond-async"})
+        self.assertEqual(r.status, 202, r.body)
+        gid = r.json["generationId"]
+        url = f"http://127.0.0.1:{server.port}/api/generations/{gid}/events"
+        page["html"] = (PAGE % {"url": json.dumps(url), "token": token}).encode()
+
         profile = tempfile.mkdtemp(prefix="lensroom-chromium-")
         self.addCleanup(shutil.rmtree, profile, True)
-        # The page lives on another origin; web security is off so no CORS
-        # setup is needed for this test (TEST_MODE stands in for the cookie).
         browser = subprocess.Popen(
             ["chromium", "--headless=new", "--no-sandbox", "--disable-gpu",
-             "--disable-dev-shm-usage", "--disable-web-security", "--no-first-run",
-             f"--user-data-dir={profile}",
-             f"http://127.0.0.1:{site.server_address[1]}/page.html"],
+             "--disable-dev-shm-usage", "--no-first-run", f"--user-data-dir={profile}",
+             f"{origin}/page.html"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.time() + 60
@@ -293,12 +299,54 @@ class Browser(unittest.TestCase):
             browser.kill()
             browser.wait()
         done = [x for x in reports if x["done"]]
-        self.assertTrue(done, reports)
+        self.assertTrue(done, (reports, server.read_log()[-2000:]))
         seen = done[0]["seen"]
         self.assertEqual([(x["id"], x["event"]) for x in seen],
                          [("1", "pending"), ("2", "submitted"), ("3", "downloading"),
                           ("4", "storing"), ("5", "success")], seen)
         self.assertTrue(seen[-1]["url"].endswith(".png"))
+
+
+class Cors(unittest.TestCase):
+    ORIGIN = "https://app.example.com"
+
+    def test_allowed_origin_preflight_and_answers(self):
+        s = Server({"LENSROOM_CORS_ORIGINS": f"{self.ORIGIN}, http://localhost:5173"}).start()
+        self.addCleanup(s.cleanup)
+        pre = s.request("OPTIONS", "/api/infer", headers={
+            "Origin": self.ORIGIN, "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type, idempotency-key"})
+        self.assertEqual(pre.status, 204)
+        self.assertEqual(pre.header("Access-Control-Allow-Origin"), self.ORIGIN)
+        self.assertEqual(pre.header("Access-Control-Allow-Credentials"), "true")
+        self.assertIn("POST", pre.header("Access-Control-Allow-Methods"))
+        self.assertIn("Idempotency-Key", pre.header("Access-Control-Allow-Headers"))
+        r = s.get("/api/models", headers={"Origin": "http://localhost:5173"})
+        self.assertEqual(r.header("Access-Control-Allow-Origin"), "http://localhost:5173")
+        self.assertEqual(r.header("Vary"), "Origin")
+        self.assertIn("Location", r.header("Access-Control-Expose-Headers"))
+        # not on the list: no CORS headers, preflight refused
+        evil = s.get("/api/models", headers={"Origin": "https://evil.example"})
+        self.assertIsNone(evil.header("Access-Control-Allow-Origin"))
+        pre = s.request("OPTIONS", "/api/infer", headers={
+            "Origin": "https://evil.example", "Access-Control-Request-Method": "POST"})
+        self.assertEqual(pre.status, 403)
+        self.assertEqual(pre.json["code"], "origin_not_allowed")
+        self.assertIsNone(pre.header("Access-Control-Allow-Origin"))
+
+    def test_off_by_default_and_validated(self):
+        s = Server().start()
+        self.addCleanup(s.cleanup)
+        r = s.get("/api/models", headers={"Origin": self.ORIGIN})
+        self.assertIsNone(r.header("Access-Control-Allow-Origin"))
+        bad = Server({"LENSROOM_CORS_ORIGINS": "*"})
+        self.addCleanup(bad.cleanup)
+        bad.start(expect_ok=False)
+        self.assertNotEqual(bad.proc.wait(timeout=30), 0)
+        bad.proc = None
+        bad.log.close()
+        bad.log = None
+        self.assertIn("config: LENSROOM_CORS_ORIGINS:", bad.read_log())
 
 
 if __name__ == "__main__":
