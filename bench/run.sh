@@ -9,6 +9,7 @@
 #                                with the pgbench floor of the same two transactions
 #   bench/run.sh store50         peak RSS while a 50 MB Kie.ai result (faked) is
 #                                downloaded and stored
+#   bench/run.sh kie_inflight [N] N generations held at the fake Kie.ai: RSS, threads
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-$PWD/build/lensroom}
@@ -132,6 +133,7 @@ case "${1:-all}" in
   idle) idle ;;
   postgres) postgres ;;
   store50) /usr/bin/python3 bench/store50.py "$BIN" ;;
+  kie_inflight) /usr/bin/python3 bench/kie_inflight.py "${2:-1000}" "$BIN" ;;
   all) idle; throughput; inflight 5000; postgres; /usr/bin/python3 bench/store50.py "$BIN" ;;
-  *) echo "usage: $0 [throughput|inflight [N]|idle|postgres|store50]" >&2; exit 2 ;;
+  *) echo "usage: $0 [throughput|inflight [N]|idle|postgres|store50|kie_inflight [N]]" >&2; exit 2 ;;
 esac
