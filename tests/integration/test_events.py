@@ -78,7 +78,7 @@ class Base(unittest.TestCase):
 
 class Events(Base):
     def test_curl_sees_every_stage_in_order(self):
-        gid = self.start("stages [delay_2]")
+        gid = self.start("stages [delay_3]")
         out = subprocess.run(["curl", "-sN", "--max-time", "30", "-H", f"Cookie: lr_session={self.token}",
                               f"http://127.0.0.1:{self.server.port}/api/generations/{gid}/events"],
                              capture_output=True, text=True, timeout=40)
