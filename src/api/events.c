@@ -22,7 +22,8 @@ typedef struct watcher {
     lr_stream *s;
     char id[LR_UUID_LEN + 1];
     char user[LR_UUID_LEN + 1];
-    bool has_file; /* image/video: downloading and storing happen on success */
+    bool has_file;  /* image/video: storing happens on success */
+    bool downloads; /* and downloading (a remote provider; the mock renders in place) */
     int last;      /* last event id sent */
     int64_t last_write_ms, last_poll_ms;
     struct watcher *next;
@@ -77,11 +78,16 @@ static bool catch_up(watcher *w, const char *status, const char *stage, json_t *
     if (final_status(status)) {
         if (w->last >= EV_FINAL)
             return true;
-        int upto = !strcmp(status, "success") && w->has_file ? 4 : 0;
-        for (int i = w->last + 1; i <= upto; i++)
+        /* every generation was pending and handed on; a stored file also
+         * went through storing (and downloading, from a remote provider) */
+        int upto = !strcmp(status, "success") && w->has_file ? 4 : 2;
+        for (int i = w->last + 1; i <= upto; i++) {
+            if (i == 3 && !w->downloads)
+                continue;
             write_event(w, i, names[i],
                         json_pack("{s:s, s:s, s:s}", "generationId", w->id, "status",
                                   i == 1 ? "pending" : "processing", "stage", names[i]));
+        }
         json_t *data = g ? json_deep_copy(g) : json_pack("{s:s, s:s}", "id", w->id, "status", status);
         json_object_del(data, "userId");
         json_object_set_new(data, "generationId", json_string(w->id));
@@ -90,10 +96,13 @@ static bool catch_up(watcher *w, const char *status, const char *stage, json_t *
         return true;
     }
     int target = !strcmp(status, "pending") ? 1 : stage_event(stage);
-    for (int i = w->last + 1; i <= target; i++)
+    for (int i = w->last + 1; i <= target; i++) {
+        if (i == 3 && !w->downloads)
+            continue;
         write_event(w, i, names[i],
                     json_pack("{s:s, s:s, s:s}", "generationId", w->id, "status",
                               i == 1 ? "pending" : "processing", "stage", names[i]));
+    }
     return false;
 }
 
@@ -234,6 +243,8 @@ void lr_events_open(lr_events *h, lr_req *req, const char *user, json_t *g, int 
     snprintf(w->user, sizeof w->user, "%s", user);
     const char *type = json_string_value(json_object_get(g, "type"));
     w->has_file = type && strcmp(type, "text") != 0;
+    const char *provider = json_string_value(json_object_get(g, "provider"));
+    w->downloads = w->has_file && !(provider && !strcmp(provider, "mock"));
     w->last = last_event_id;
     w->last_write_ms = w->last_poll_ms = lr_monotonic_ms();
     lr_stream_write(s, "retry: 2000\n\n", 13);

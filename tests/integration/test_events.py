@@ -115,6 +115,33 @@ class Events(Base):
         self.assertEqual([(i, e) for i, e, _ in events], [(1, "pending"), (2, "submitted"), (5, "failed")])
         self.assertEqual(events[-1][2]["error"]["code"], "provider_failed")
 
+    def test_late_client_gets_the_whole_story(self):
+        gid = self.start("fails early [poll_fail]")
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            g = self.server.get(f"/api/generations/{gid}", headers=self.cookie).json["generation"]
+            if g["status"] == "failed":
+                break
+            time.sleep(0.1)
+        r, body = self.stream(gid)
+        self.assertEqual([(i, e) for i, e, _ in parse_sse(body)[0]],
+                         [(1, "pending"), (2, "submitted"), (5, "failed")])
+
+    def test_mock_generation_has_no_download_stage(self):
+        s = Server({"LENSROOM_MOCK_LATENCY_MS": "300"}).start()
+        self.addCleanup(s.cleanup)
+        u = new_user()
+        s.grant(u, 8)
+        tok = s.token(u)
+        r = s.infer(tok, headers={"Prefer": "respond-async"})
+        gid = r.json["generationId"]
+        conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=30)
+        conn.request("GET", f"/api/generations/{gid}/events",
+                     headers={"Cookie": f"lr_session={tok}"})
+        body = conn.getresponse().read().decode()
+        self.assertEqual([(i, e) for i, e, _ in parse_sse(body)[0]],
+                         [(1, "pending"), (2, "submitted"), (4, "storing"), (5, "success")])
+
     def test_text_generation(self):
         gid = self.start("hello", model="anthropic_text")
         r, body = self.stream(gid)
