@@ -18,16 +18,6 @@ from fake_providers import FakeProviders  # noqa: E402
 from harness import Server, new_user  # noqa: E402
 
 
-def proc_status(pid):
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            if k in ("VmRSS", "Threads"):
-                out[k] = int(v.split()[0])
-    return out
-
-
 def count(s, sql):
     with s.db() as c:
         return c.execute(sql).fetchone()[0]
@@ -45,7 +35,7 @@ def main():
         user = new_user()
         s.grant(user, 8 * N)
         tok = s.token(user)
-        idle = proc_status(s.proc.pid)
+        idle = s.proc_status("VmRSS", "Threads")
 
         def submit(lo, hi):
             for i in range(lo, hi):
@@ -64,7 +54,7 @@ def main():
         while time.time() < deadline and count(s, sql) < N:
             time.sleep(0.5)
         time.sleep(10)  # a few polling rounds
-        held = proc_status(s.proc.pid)
+        held = s.proc_status("VmRSS", "Threads")
         held_n = count(s, sql)
         t0 = time.time()
         fake.release()

@@ -15,16 +15,6 @@ from fake_providers import FakeProviders  # noqa: E402
 from harness import Server, new_user  # noqa: E402
 
 
-def status(pid):
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            if k in ("VmRSS", "VmHWM"):
-                out[k] = int(v.split()[0])
-    return out
-
-
 def main():
     fake = FakeProviders(mp4=b"")
     env = fake.env()
@@ -37,12 +27,12 @@ def main():
         r = s.infer(tok, prompt="warm-up")  # a small result first: every code path loaded
         assert r.status == 200, r.body
         time.sleep(0.5)
-        before = status(s.proc.pid)
+        before = s.proc_status("VmRSS", "VmHWM")
         t0 = time.time()
         r = s.infer(tok, prompt="big [dl_50mb]")
         took = time.time() - t0
         assert r.status == 200, r.body
-        after = status(s.proc.pid)
+        after = s.proc_status("VmRSS", "VmHWM")
         path = os.path.join(s.data_dir, "storage")
         size = max(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
         print(f"store50 file_bytes={size} seconds={took:.2f} rss_before_kb={before['VmRSS']} "

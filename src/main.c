@@ -219,7 +219,7 @@ static int cmd_serve(void)
         };
         app.provider = lr_provider_remote_new(app.loop, &ro);
     }
-    net = lr_net_policy_new(cfg.fetch_allow, false, &err);
+    net = lr_net_policy_new(cfg.fetch_allow, &err);
     if (!net) {
         fprintf(stderr, "config: LENSROOM_FETCH_ALLOW: %s\n", err ? err : "invalid");
         free(err);

@@ -70,6 +70,19 @@ static void write_event(watcher *w, int id, const char *event, json_t *data)
     w->last_write_ms = lr_monotonic_ms();
 }
 
+/* Sends the stage events after w's last up to target, skipping
+ * downloading where the provider never downloads. */
+static void stages_upto(watcher *w, int target)
+{
+    for (int i = w->last + 1; i <= target; i++) {
+        if (i == 3 && !w->downloads)
+            continue;
+        write_event(w, i, names[i],
+                    json_pack("{s:s, s:s, s:s}", "generationId", w->id, "status",
+                              i == 1 ? "pending" : "processing", "stage", names[i]));
+    }
+}
+
 /* Brings w up to (status, stage); g is the row for the final event (may be
  * NULL for stage changes). Returns true when the stream is finished. Call
  * with h->mu held. */
@@ -80,14 +93,7 @@ static bool catch_up(watcher *w, const char *status, const char *stage, json_t *
             return true;
         /* every generation was pending and handed on; a stored file also
          * went through storing (and downloading, from a remote provider) */
-        int upto = !strcmp(status, "success") && w->has_file ? 4 : 2;
-        for (int i = w->last + 1; i <= upto; i++) {
-            if (i == 3 && !w->downloads)
-                continue;
-            write_event(w, i, names[i],
-                        json_pack("{s:s, s:s, s:s}", "generationId", w->id, "status",
-                                  i == 1 ? "pending" : "processing", "stage", names[i]));
-        }
+        stages_upto(w, !strcmp(status, "success") && w->has_file ? 4 : 2);
         json_t *data = g ? json_deep_copy(g) : json_pack("{s:s, s:s}", "id", w->id, "status", status);
         json_object_del(data, "userId");
         json_object_set_new(data, "generationId", json_string(w->id));
@@ -95,14 +101,7 @@ static bool catch_up(watcher *w, const char *status, const char *stage, json_t *
         lr_stream_close(w->s);
         return true;
     }
-    int target = !strcmp(status, "pending") ? 1 : stage_event(stage);
-    for (int i = w->last + 1; i <= target; i++) {
-        if (i == 3 && !w->downloads)
-            continue;
-        write_event(w, i, names[i],
-                    json_pack("{s:s, s:s, s:s}", "generationId", w->id, "status",
-                              i == 1 ? "pending" : "processing", "stage", names[i]));
-    }
+    stages_upto(w, !strcmp(status, "pending") ? 1 : stage_event(stage));
     return false;
 }
 

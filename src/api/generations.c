@@ -66,24 +66,38 @@ void lr_api_generations_list(lr_app *app, lr_req *req)
                                 "nextCursor", next));
 }
 
-void lr_api_generation_get(lr_app *app, lr_req *req, const char *id)
+/* Replies 404 (missing, malformed id or someone else's) or 503 for e;
+ * true when e is LR_OK. */
+static bool found(lr_req *req, lr_err e)
 {
-    char user[LR_UUID_LEN + 1];
+    if (e == LR_ERR_NOT_FOUND)
+        lr_req_reply_error(req, 404, "generation_not_found", "Generation not found", NULL);
+    else if (e != LR_OK)
+        lr_api_db_error(req, e);
+    return e == LR_OK;
+}
+
+/* The signed-in caller's generation id (userId removed), or NULL after a
+ * 401/404/503 reply. */
+static json_t *own_generation(lr_app *app, lr_req *req, const char *id, char user[LR_UUID_LEN + 1])
+{
     if (!lr_api_user(app, req, false, user))
-        return;
+        return NULL;
     json_t *g = NULL;
     lr_err e = lr_uuid_valid(id, strlen(id)) ? app->db->ops->get_generation(app->db, user, id, &g)
                                              : LR_ERR_NOT_FOUND;
-    if (e == LR_ERR_NOT_FOUND) {
-        lr_req_reply_error(req, 404, "generation_not_found", "Generation not found", NULL);
-        return;
-    }
-    if (e != LR_OK) {
-        lr_api_db_error(req, e);
-        return;
-    }
+    if (!found(req, e))
+        return NULL;
     json_object_del(g, "userId");
-    lr_req_reply_json(req, 200, json_pack("{s:b, s:o}", "success", 1, "generation", g));
+    return g;
+}
+
+void lr_api_generation_get(lr_app *app, lr_req *req, const char *id)
+{
+    char user[LR_UUID_LEN + 1];
+    json_t *g = own_generation(app, req, id, user);
+    if (g)
+        lr_req_reply_json(req, 200, json_pack("{s:b, s:o}", "success", 1, "generation", g));
 }
 
 /* Hides the generation from its owner and removes its stored files; a
@@ -97,20 +111,14 @@ void lr_api_generation_delete(lr_app *app, lr_req *req, const char *id)
     json_t *keys = NULL;
     lr_err e = lr_uuid_valid(id, strlen(id)) ? app->db->ops->mark_deleted(app->db, user, id, &keys)
                                              : LR_ERR_NOT_FOUND;
-    if (e == LR_ERR_NOT_FOUND) {
-        lr_req_reply_error(req, 404, "generation_not_found", "Generation not found", NULL);
-        return;
-    }
     if (e == LR_ERR_CONFLICT) {
         lr_req_reply_error(req, 409, "generation_running",
                            "The generation is still running; delete it once it has finished",
                            NULL);
         return;
     }
-    if (e != LR_OK) {
-        lr_api_db_error(req, e);
+    if (!found(req, e))
         return;
-    }
     bool removed = lr_pipeline_purge_objects(app->pipeline, id, keys);
     lr_req_reply_json(req, 200,
                       json_pack("{s:b, s:s, s:b, s:i, s:b}", "success", 1, "generationId", id,
@@ -127,27 +135,21 @@ void lr_api_generation_cancel(lr_app *app, lr_req *req, const char *id)
     if (!lr_api_user(app, req, false, user))
         return;
     json_t *g = NULL;
-    lr_err e = lr_uuid_valid(id, strlen(id)) ? lr_pipeline_cancel(app->pipeline, user, id, &g)
-                                             : LR_ERR_NOT_FOUND;
-    if (e == LR_ERR_NOT_FOUND) {
-        lr_req_reply_error(req, 404, "generation_not_found", "Generation not found", NULL);
-        return;
-    }
+    int balance = 0;
+    lr_err e = lr_uuid_valid(id, strlen(id))
+                   ? lr_pipeline_cancel(app->pipeline, user, id, &g, &balance)
+                   : LR_ERR_NOT_FOUND;
+    json_object_del(g, "userId");
     if (e == LR_ERR_CONFLICT) {
-        json_object_del(g, "userId");
         lr_req_reply_error(req, 409, "generation_finished",
                            "The generation has already finished; nothing was canceled",
                            json_pack("{s:o*}", "generation", g));
         return;
     }
-    if (e != LR_OK) {
+    if (!found(req, e)) {
         json_decref(g);
-        lr_api_db_error(req, e);
         return;
     }
-    int balance = 0;
-    app->db->ops->balance(app->db, user, &balance);
-    json_object_del(g, "userId");
     lr_req_reply_json(req, 200,
                       json_pack("{s:b, s:s, s:s, s:o*, s:i}", "success", 1, "generationId", id,
                                 "status", "canceled", "generation", g, "balance", balance));
@@ -157,19 +159,9 @@ void lr_api_generation_cancel(lr_app *app, lr_req *req, const char *id)
 void lr_api_generation_events(lr_app *app, lr_req *req, const char *id)
 {
     char user[LR_UUID_LEN + 1];
-    if (!lr_api_user(app, req, false, user))
+    json_t *g = own_generation(app, req, id, user);
+    if (!g)
         return;
-    json_t *g = NULL;
-    lr_err e = lr_uuid_valid(id, strlen(id)) ? app->db->ops->get_generation(app->db, user, id, &g)
-                                             : LR_ERR_NOT_FOUND;
-    if (e == LR_ERR_NOT_FOUND) {
-        lr_req_reply_error(req, 404, "generation_not_found", "Generation not found", NULL);
-        return;
-    }
-    if (e != LR_OK) {
-        lr_api_db_error(req, e);
-        return;
-    }
     const char *last = lr_req_header(req, "Last-Event-ID");
     if (!last)
         last = lr_req_query(req, "lastEventId");

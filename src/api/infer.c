@@ -265,14 +265,6 @@ static bool has_input_image(json_t *inputs)
     return (url && !json_is_null(url)) || (json_is_array(images) && json_array_size(images) > 0);
 }
 
-/* Removes stored input images (the request did not go ahead). */
-static void drop_inputs(lr_app *app, json_t *keys)
-{
-    size_t i;
-    json_t *k;
-    json_array_foreach(keys, i, k) app->store->ops->remove(app->store, json_string_value(k));
-}
-
 /* One data:image/...;base64,... URL: decoded, type-checked by its bytes,
  * stored under {user}/inputs/. Replies and returns false on a problem. */
 static bool store_data_url(lr_app *app, lr_req *req, const char *user, const char *gen_id, int i,
@@ -372,12 +364,12 @@ static bool input_images(lr_app *app, lr_req *req, const char *user, const char 
                 lr_req_reply_error(req, 400, "invalid_input_image",
                                    "inputs.images entries must be strings (data URLs)",
                                    json_pack("{s:s}", "field", "inputs.images"));
-                drop_inputs(app, *keys);
+                lr_store_remove_keys(app->store, *keys);
                 return false;
             }
             if (!store_data_url(app, req, user, gen_id, (int)i, json_string_value(v), *urls,
                                 *keys)) {
-                drop_inputs(app, *keys);
+                lr_store_remove_keys(app->store, *keys);
                 return false;
             }
         }
@@ -512,7 +504,7 @@ void lr_api_infer(lr_app *app, lr_req *req)
         lr_req_reply_error(req, 429, "too_many_generations",
                            "Too many generations running for this user: wait for one to finish",
                            json_pack("{s:i}", "limit", app->cfg->user_max_in_flight));
-        drop_inputs(app, input_keys);
+        lr_store_remove_keys(app->store, input_keys); /* not going ahead */
         free(w);
         goto out;
     }
@@ -521,7 +513,7 @@ void lr_api_infer(lr_app *app, lr_req *req)
     lr_err e = app->db->ops->reserve(app->db, &rr, &balance, &holder);
     if (e != LR_OK) {
         lr_pipeline_unadmit(app->pipeline, user);
-        drop_inputs(app, input_keys);
+        lr_store_remove_keys(app->store, input_keys); /* not going ahead */
     }
     if (e == LR_ERR_CONFLICT) {
         replay(app, req, user, &holder);

@@ -39,6 +39,11 @@ int lr_mkdir_p(const char *path, unsigned mode);
 /* Reads a whole (small) file; NULL on error. */
 char *lr_read_file(const char *path, size_t *len);
 
+/* Appends n bytes to the malloc'd buffer *buf of *len used / *cap
+ * allocated bytes, growing it by doubling and keeping it NUL-terminated.
+ * -1 (buffer unchanged) when out of memory. */
+int lr_buf_append(char **buf, size_t *len, size_t *cap, const void *data, size_t n);
+
 /* Lowercase hex of len bytes into out (2*len+1). */
 void lr_hex(const unsigned char *in, size_t len, char *out);
 

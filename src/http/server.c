@@ -276,23 +276,11 @@ bool lr_stream_write(lr_stream *s, const char *data, size_t len)
         pthread_mutex_unlock(&s->mu);
         return false;
     }
-    if (s->len + len > s->cap) {
-        size_t cap = s->cap ? s->cap : 1024;
-        while (cap < s->len + len)
-            cap *= 2;
-        char *b = realloc(s->buf, cap);
-        if (!b) {
-            pthread_mutex_unlock(&s->mu);
-            return false;
-        }
-        s->buf = b;
-        s->cap = cap;
-    }
-    memcpy(s->buf + s->len, data, len);
-    s->len += len;
-    stream_wake(s);
+    bool ok = lr_buf_append(&s->buf, &s->len, &s->cap, data, len) == 0;
+    if (ok)
+        stream_wake(s);
     pthread_mutex_unlock(&s->mu);
-    return true;
+    return ok;
 }
 
 void lr_stream_close(lr_stream *s)
@@ -387,20 +375,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             r->body_len = r->body_cap = 0;
             return MHD_YES;
         }
-        if (r->body_len + n + 1 > r->body_cap) {
-            size_t cap = r->body_cap ? r->body_cap : 1024;
-            while (cap < r->body_len + n + 1)
-                cap *= 2;
-            char *b = realloc(r->body, cap);
-            if (!b)
-                return MHD_NO;
-            r->body = b;
-            r->body_cap = cap;
-        }
-        memcpy(r->body + r->body_len, upload, n);
-        r->body_len += n;
-        r->body[r->body_len] = '\0';
-        return MHD_YES;
+        return lr_buf_append(&r->body, &r->body_len, &r->body_cap, upload, n) == 0 ? MHD_YES
+                                                                                  : MHD_NO;
     }
 
     pthread_mutex_lock(&r->mu);

@@ -2,6 +2,8 @@
  * in curl's resolver, bodies stream through callbacks. */
 #include "net/net.h"
 
+#include "core/util.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -20,7 +22,6 @@ typedef struct {
 } allowed_addr;
 
 struct lr_net_policy {
-    bool allow_private;
     allowed_addr *allow;
     size_t n;
 };
@@ -50,12 +51,11 @@ static bool parse_addr(const char *host, int *family, unsigned char out[16])
     return false;
 }
 
-lr_net_policy *lr_net_policy_new(const char *allow_csv, bool allow_private, char **err)
+lr_net_policy *lr_net_policy_new(const char *allow_csv, char **err)
 {
     lr_net_policy *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
-    p->allow_private = allow_private;
     if (!allow_csv || !*allow_csv)
         return p;
     char *copy = strdup(allow_csv), *save = NULL;
@@ -164,7 +164,7 @@ bool lr_net_url_allowed(const lr_net_policy *p, const char *url, const char **wh
         *why = "only https URLs are fetched";
         goto out;
     }
-    if (literal && internal(family, a) && !listed && !p->allow_private) {
+    if (literal && internal(family, a) && !listed) {
         *why = "the URL points to a private or loopback address";
         goto out;
     }
@@ -187,20 +187,7 @@ static size_t call_write(char *ptr, size_t size, size_t nmemb, void *ud)
     size_t n = size * nmemb;
     if (c->len + n + 1 > CALL_MAX_BODY)
         return 0; /* aborts: no provider answer is this large */
-    if (c->len + n + 1 > c->cap) {
-        size_t cap = c->cap ? c->cap : 4096;
-        while (cap < c->len + n + 1)
-            cap *= 2;
-        char *b = realloc(c->body, cap);
-        if (!b)
-            return 0;
-        c->body = b;
-        c->cap = cap;
-    }
-    memcpy(c->body + c->len, ptr, n);
-    c->len += n;
-    c->body[c->len] = '\0';
-    return n;
+    return lr_buf_append(&c->body, &c->len, &c->cap, ptr, n) == 0 ? n : 0;
 }
 
 static size_t call_header(char *buf, size_t size, size_t nitems, void *ud)
@@ -304,8 +291,7 @@ static curl_socket_t fetch_socket(void *ud, curlsocktype purpose, struct curl_so
         ip = (const unsigned char *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
         port = ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
     }
-    if (!ip || (lr_net_addr_internal(sa) && !f->policy->allow_private &&
-                !allowed(f->policy, family, ip, port))) {
+    if (!ip || (lr_net_addr_internal(sa) && !allowed(f->policy, family, ip, port))) {
         f->refused = true;
         char text[INET6_ADDRSTRLEN] = "?";
         if (ip)
@@ -344,33 +330,28 @@ static size_t fetch_write(char *ptr, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
-static void fetch_finish(lr_fetch *f, lr_err e)
-{
-    f->done(f, e);
-}
-
 static void fetch_begin(lr_fetch *f);
 
 static void fetch_done(lr_transfer *t, CURLcode rc)
 {
     lr_fetch *f = (lr_fetch *)t;
     if (f->refused) {
-        fetch_finish(f, LR_ERR_INVALID);
+        f->done(f, LR_ERR_INVALID);
         return;
     }
     if (f->too_large) {
         snprintf(f->why, sizeof f->why, "larger than %zu bytes", f->max_bytes);
-        fetch_finish(f, LR_ERR_TOO_LARGE);
+        f->done(f, LR_ERR_TOO_LARGE);
         return;
     }
     if (f->write_failed) {
         snprintf(f->why, sizeof f->why, "the storage refused the bytes");
-        fetch_finish(f, LR_ERR_IO);
+        f->done(f, LR_ERR_IO);
         return;
     }
     if (rc != CURLE_OK) {
         snprintf(f->why, sizeof f->why, "%s", curl_easy_strerror(rc));
-        fetch_finish(f, LR_ERR_UNAVAILABLE);
+        f->done(f, LR_ERR_UNAVAILABLE);
         return;
     }
     curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &f->status);
@@ -380,11 +361,11 @@ static void fetch_done(lr_transfer *t, CURLcode rc)
         const char *why = NULL;
         if (!next || ++f->redirects > MAX_REDIRECTS) {
             snprintf(f->why, sizeof f->why, "redirect without target or too many redirects");
-            fetch_finish(f, LR_ERR_UNAVAILABLE);
+            f->done(f, LR_ERR_UNAVAILABLE);
         } else if (!lr_net_url_allowed(f->policy, next, &why)) {
             f->refused = true;
             snprintf(f->why, sizeof f->why, "redirect refused: %s", why);
-            fetch_finish(f, LR_ERR_INVALID);
+            f->done(f, LR_ERR_INVALID);
         } else {
             char *copy = strdup(next); /* next belongs to the handle */
             free(f->url);
@@ -395,11 +376,11 @@ static void fetch_done(lr_transfer *t, CURLcode rc)
     }
     if (f->status < 200 || f->status > 299) {
         snprintf(f->why, sizeof f->why, "HTTP %ld", f->status);
-        fetch_finish(f, f->status == 404 || f->status == 410 ? LR_ERR_NOT_FOUND
+        f->done(f, f->status == 404 || f->status == 410 ? LR_ERR_NOT_FOUND
                                                               : LR_ERR_UNAVAILABLE);
         return;
     }
-    fetch_finish(f, LR_OK);
+    f->done(f, LR_OK);
 }
 
 static void fetch_begin(lr_fetch *f)
@@ -431,7 +412,7 @@ static void fetch_begin(lr_fetch *f)
 static void fetch_refuse_later(void *arg)
 {
     lr_fetch *f = arg;
-    fetch_finish(f, LR_ERR_INVALID);
+    f->done(f, LR_ERR_INVALID);
 }
 
 void lr_fetch_start(lr_fetch *f, const char *url)

@@ -21,9 +21,8 @@
 
 typedef struct lr_net_policy lr_net_policy;
 
-/* allow_csv: "ip:port,ip:port" (may be NULL). allow_private: development
- * only, lets private and loopback addresses through. */
-lr_net_policy *lr_net_policy_new(const char *allow_csv, bool allow_private, char **err);
+/* allow_csv: "ip:port,ip:port" (may be NULL); *err says what is wrong. */
+lr_net_policy *lr_net_policy_new(const char *allow_csv, char **err);
 void lr_net_policy_free(lr_net_policy *p);
 /* Scheme and host check before any connection: https, or http to an
  * allowed ip:port; no credentials in the URL; a literal internal address

@@ -347,19 +347,6 @@ void lr_pipeline_unadmit(lr_pipeline *p, const char *user)
     pthread_mutex_unlock(&p->mu);
 }
 
-static void remove_objects(lr_pipeline *p, const char *id, json_t *keys)
-{
-    size_t i;
-    json_t *k;
-    json_array_foreach(keys, i, k)
-    {
-        lr_err e = p->store->ops->remove(p->store, json_string_value(k));
-        if (e != LR_OK && e != LR_ERR_NOT_FOUND)
-            lr_warn("could not delete object %s of generation %s (%s)", json_string_value(k), id,
-                    lr_strerror(e));
-    }
-}
-
 /* Settles r in the database and tells its waiters. Runs on a worker. */
 static void settle(run *r)
 {
@@ -408,11 +395,11 @@ static void settle(run *r)
         /* Canceled (or reaped) meanwhile: what was stored is nobody's. */
         if (!canceled)
             lr_warn("generation %s was already settled", r->id);
-        remove_objects(p, r->id, keys);
-    }
-    else if (e != LR_OK)
+        lr_store_remove_keys(p->store, keys);
+    } else if (e != LR_OK) {
         lr_error("generation %s could not be settled (%s); start-up recovery will refund it",
                  r->id, lr_strerror(e));
+    }
     lr_outcome o = {
         .generation_id = r->id,
         .model_id = r->model->id,
@@ -521,26 +508,15 @@ static void output_name(const run *r, int v, char name[64])
         snprintf(name, 64, "%s_%d", r->id, v);
 }
 
-static void store_output(void *arg)
+/* Output v's bytes are all in sink (e is how writing them went): commit
+ * and record the stored object, or fail the output. On a worker. */
+static void commit_output(run *r, int v, lr_blob_sink *sink, lr_err e)
 {
-    store_job *j = arg;
-    run *r = j->r;
-    int v = j->variant;
-    lr_err (*produce)(lr_provider_task *, lr_blob_sink *) = j->produce;
-    free(j);
-    char name[64];
-    output_name(r, v, name);
-    lr_blob_sink *sink = NULL;
     char *url = NULL, *key = NULL;
-    announce(r, ST_STORING);
-    lr_err e = lr_blob_begin(r->p->store, r->user_id, name, LR_STORE_MAX_BYTES, &sink);
-    if (e == LR_OK) {
-        e = produce(&r->tasks[v], sink);
-        if (e == LR_OK)
-            e = lr_blob_finish(sink, &url, &key, NULL);
-        else
-            lr_blob_abort(sink);
-    }
+    if (e == LR_OK)
+        e = lr_blob_finish(sink, &url, &key, NULL);
+    else if (sink)
+        lr_blob_abort(sink);
     if (e != LR_OK) {
         lr_error("generation %s output %d could not be stored: %s", r->id, v, lr_strerror(e));
         const char *code, *msg;
@@ -551,6 +527,23 @@ static void store_output(void *arg)
     r->urls[v] = url; /* only this worker writes slot v */
     r->keys[v] = key;
     output_finished(r, v, true, NULL, NULL, true);
+}
+
+static void store_output(void *arg)
+{
+    store_job *j = arg;
+    run *r = j->r;
+    int v = j->variant;
+    lr_err (*produce)(lr_provider_task *, lr_blob_sink *) = j->produce;
+    free(j);
+    char name[64];
+    output_name(r, v, name);
+    lr_blob_sink *sink = NULL;
+    announce(r, ST_STORING);
+    lr_err e = lr_blob_begin(r->p->store, r->user_id, name, LR_STORE_MAX_BYTES, &sink);
+    if (e == LR_OK)
+        e = produce(&r->tasks[v], sink);
+    commit_output(r, v, sink, e);
 }
 
 /* ---- downloads: the provider's URL streamed into storage on the loop ---- */
@@ -572,23 +565,10 @@ static int download_write(void *ctx, const void *buf, size_t len)
 static void download_commit(void *arg)
 {
     download *d = arg;
-    run *r = d->r;
-    int v = d->v;
-    advance(r, ST_STORING, false);
-    char *url = NULL, *key = NULL;
+    advance(d->r, ST_STORING, false);
     lr_blob_sink *sink = d->sink;
     d->sink = NULL;
-    lr_err e = lr_blob_finish(sink, &url, &key, NULL);
-    if (e != LR_OK) {
-        lr_error("generation %s output %d could not be stored: %s", r->id, v, lr_strerror(e));
-        const char *code, *msg;
-        storage_failure(e, &code, &msg);
-        output_finished(r, v, false, code, msg, true);
-        return;
-    }
-    r->urls[v] = url;
-    r->keys[v] = key;
-    output_finished(r, v, true, NULL, NULL, true);
+    commit_output(d->r, d->v, sink, LR_OK);
 }
 
 static void download_done(lr_fetch *f, lr_err e)
@@ -886,7 +866,8 @@ bool lr_pipeline_is_local(lr_pipeline *p, const char *id)
     return local;
 }
 
-lr_err lr_pipeline_cancel(lr_pipeline *p, const char *user, const char *id, json_t **out)
+lr_err lr_pipeline_cancel(lr_pipeline *p, const char *user, const char *id, json_t **out,
+                          int *balance_out)
 {
     json_t *g = NULL;
     lr_err e = p->db->ops->get_generation(p->db, user, id, &g);
@@ -972,6 +953,8 @@ lr_err lr_pipeline_cancel(lr_pipeline *p, const char *user, const char *id, json
     }
     if (out)
         p->db->ops->get_generation(p->db, user, id, out);
+    if (balance_out)
+        *balance_out = balance;
     return LR_OK;
 }
 
@@ -1006,21 +989,11 @@ void lr_pipeline_poke(lr_pipeline *p, const char *id, int variant)
 
 bool lr_pipeline_purge_objects(lr_pipeline *p, const char *id, json_t *keys)
 {
-    bool all = true;
-    size_t i;
-    json_t *k;
-    json_array_foreach(keys, i, k)
-    {
-        lr_err e = p->store->ops->remove(p->store, json_string_value(k));
-        if (e != LR_OK && e != LR_ERR_NOT_FOUND) {
-            lr_warn("could not delete object %s of generation %s (%s); will retry",
-                    json_string_value(k), id, lr_strerror(e));
-            all = false;
-        }
+    if (!lr_store_remove_keys(p->store, keys)) {
+        lr_warn("objects of deleted generation %s not all removed; will retry", id);
+        return false;
     }
-    if (all && p->db->ops->purged(p->db, id) != LR_OK)
-        all = false;
-    return all;
+    return p->db->ops->purged(p->db, id) == LR_OK;
 }
 
 /* Retries the removal of objects of deleted generations. */

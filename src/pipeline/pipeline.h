@@ -98,8 +98,10 @@ int lr_pipeline_recover(lr_pipeline *p);
 /* Cancels user's unfinished generation: settled as canceled with a full
  * refund (exactly once, whichever process runs it); the provider is told
  * to stop and waiters answered. NOT_FOUND; CONFLICT when already final.
- * *out (may be NULL): the generation afterwards. */
-lr_err lr_pipeline_cancel(lr_pipeline *p, const char *user, const char *id, json_t **out);
+ * *out (may be NULL): the generation afterwards; *balance: the user's
+ * balance after the refund (LR_OK only). */
+lr_err lr_pipeline_cancel(lr_pipeline *p, const char *user, const char *id, json_t **out,
+                          int *balance);
 /* A provider callback said a task of generation id may have changed. */
 void lr_pipeline_poke(lr_pipeline *p, const char *id, int variant);
 bool lr_pipeline_is_local(lr_pipeline *p, const char *id);

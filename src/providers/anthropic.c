@@ -127,11 +127,6 @@ static void on_answer(lr_call *c)
     retry(a, why); /* 429, 529, 5xx, network errors, malformed answers */
 }
 
-static void begin(void *arg)
-{
-    send_request(arg);
-}
-
 static lr_err anthropic_submit(lr_provider *p, lr_provider_task *t)
 {
     anthropic_provider *ap = (anthropic_provider *)p;
@@ -142,7 +137,7 @@ static lr_err anthropic_submit(lr_provider *p, lr_provider_task *t)
     a->t = t;
     a->deadline = lr_monotonic_ms() + ANTHROPIC_DEADLINE_MS;
     t->provider_data = a;
-    lr_loop_post(ap->loop, begin, a);
+    lr_loop_post(ap->loop, send_request, a);
     return LR_OK;
 }
 

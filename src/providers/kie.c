@@ -37,12 +37,11 @@ typedef struct {
     lr_provider_task *t;
     enum phase phase;
     bool veo;
-    bool busy; /* a call or a timer is pending */
+    lr_timer_id timer; /* the next step, when one is scheduled (else 0) */
     int attempts;     /* consecutive failures of the current step */
     int polls;
     int not_found;
     int64_t deadline; /* monotonic ms */
-    lr_timer_id timer;
     char task_id[160];
     bool warned_auth;
 } kie_task;
@@ -64,7 +63,6 @@ static void schedule(kie_task *k, int delay_ms)
         finish_fail(k, "provider_timeout", msg);
         return;
     }
-    k->busy = true;
     k->timer = lr_loop_timer(k->kp->loop, delay_ms, kie_step, k);
 }
 
@@ -151,8 +149,7 @@ static void start_create(kie_task *k)
     char url[600];
     snprintf(url, sizeof url, "%s%s", k->kp->base_url,
              k->veo ? "/api/v1/veo/generate" : "/api/v1/jobs/createTask");
-    k->busy = true;
-    k->timer = 0;
+    k->timer = 0; /* a call is running, no timer */
     k->call.done = on_create;
     k->call.ctx = k;
     lr_call_start(k->kp->loop, &k->call, "POST", url, headers(k->kp, true), body, 60000);
@@ -167,8 +164,7 @@ static void start_poll(kie_task *k)
              k->veo ? "/api/v1/veo/record-info?taskId=" : "/api/v1/jobs/recordInfo?taskId=",
              esc ? esc : "");
     curl_free(esc);
-    k->busy = true;
-    k->timer = 0;
+    k->timer = 0; /* a call is running, no timer */
     k->call.done = on_poll;
     k->call.ctx = k;
     lr_call_start(k->kp->loop, &k->call, "GET", url, headers(k->kp, false), NULL, 30000);
@@ -177,7 +173,6 @@ static void start_poll(kie_task *k)
 static void kie_step(void *arg)
 {
     kie_task *k = arg;
-    k->busy = false;
     if (atomic_load(&k->t->canceled)) {
         finish_fail(k, "canceled", "Canceled");
         return;
@@ -208,7 +203,6 @@ static void operator_auth_problem(kie_task *k, long code, const char *msg)
 static void on_create(lr_call *c)
 {
     kie_task *k = c->ctx;
-    k->busy = false;
     long code;
     const char *msg;
     json_t *j = envelope(c, &code, &msg);
@@ -309,7 +303,6 @@ static void succeed(kie_task *k, const char *url)
 static void on_poll(lr_call *c)
 {
     kie_task *k = c->ctx;
-    k->busy = false;
     if (atomic_load(&k->t->canceled)) {
         finish_fail(k, "canceled", "Canceled");
         return;
@@ -397,7 +390,6 @@ static lr_err kie_submit(lr_provider *p, lr_provider_task *t)
     /* The deadline counts from the generation's creation, also across restarts. */
     int64_t age = t->created_ms > 0 ? lr_now_ms() - t->created_ms : 0;
     k->deadline = lr_monotonic_ms() + kp->o.deadline_ms - (age > 0 ? age : 0);
-    k->busy = true;
     t->provider_data = k;
     lr_loop_post(kp->loop, kie_begin, k);
     return LR_OK;
@@ -408,7 +400,7 @@ static lr_err kie_submit(lr_provider *p, lr_provider_task *t)
 static void kie_poke(lr_provider *p, lr_provider_task *t)
 {
     kie_task *k = t->provider_data;
-    if (!k || k->phase == FINISHED || !k->busy || !k->timer)
+    if (!k || k->phase == FINISHED || !k->timer) /* nothing scheduled: a call is running */
         return;
     if (lr_loop_cancel(k->kp->loop, k->timer))
         k->timer = lr_loop_timer(k->kp->loop, 0, kie_step, k);

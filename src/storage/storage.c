@@ -5,7 +5,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/log.h"
 #include "core/util.h"
+
+bool lr_store_remove_keys(lr_store *s, json_t *keys)
+{
+    bool all = true;
+    size_t i;
+    json_t *k;
+    json_array_foreach(keys, i, k)
+    {
+        lr_err e = s->ops->remove(s, json_string_value(k));
+        if (e != LR_OK && e != LR_ERR_NOT_FOUND) {
+            lr_warn("could not delete object %s (%s)", json_string_value(k), lr_strerror(e));
+            all = false;
+        }
+    }
+    return all;
+}
 
 bool lr_store_key_valid(const char *key)
 {

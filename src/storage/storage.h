@@ -10,6 +10,7 @@
 #ifndef LR_STORAGE_H
 #define LR_STORAGE_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/stat.h>
@@ -47,6 +48,9 @@ struct lr_store {
 };
 
 bool lr_store_key_valid(const char *key);
+/* Removes every key of the JSON array keys (missing ones count as removed);
+ * logs each failure. True when all are gone. Blocking (remote backends). */
+bool lr_store_remove_keys(lr_store *s, json_t *keys);
 /* {url_prefix}/{key}, malloc'd. */
 char *lr_store_public_url(const lr_store *s, const char *key);
 void lr_store_close(lr_store *s);

@@ -144,6 +144,25 @@ class Server:
                 time.sleep(0.05)
         raise AssertionError("server did not come up:\n" + self.read_log())
 
+    def start_refused(self):
+        """Starts a server that must refuse to run; returns (exit code, log)."""
+        self.start(expect_ok=False)
+        code = self.proc.wait(timeout=30)
+        self.proc = None
+        self.log.close()
+        self.log = None
+        return code, self.read_log()
+
+    def proc_status(self, *fields):
+        """Fields of /proc/<pid>/status as ints (kB for Vm*), e.g. VmRSS."""
+        out = {}
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k in fields:
+                    out[k] = int(v.split()[0])
+        return out
+
     def read_log(self):
         with open(self.log_path, "r", errors="replace") as f:
             return f.read()

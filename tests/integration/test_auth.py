@@ -157,13 +157,8 @@ class ConfigErrors(unittest.TestCase):
         s = Server({"PORT": "99999", "TEST_MODE": "true", "LENSROOM_MOCK_FAIL_RATE": "2",
                     "SUPABASE_JWT_SECRET": "short"})
         self.addCleanup(s.cleanup)
-        s.start(expect_ok=False)
-        code = s.proc.wait(timeout=30)
-        s.proc = None
-        s.log.close()
-        s.log = None
+        code, log = s.start_refused()
         self.assertNotEqual(code, 0)
-        log = s.read_log()
         for name in ("PORT", "TEST_USER_ID", "LENSROOM_MOCK_FAIL_RATE", "SUPABASE_JWT_SECRET"):
             self.assertIn(f"config: {name}:", log)
         self.assertNotIn("short", log.replace("too short", ""), "the secret must not be echoed")
@@ -173,25 +168,17 @@ class ConfigErrors(unittest.TestCase):
                     "ANTHROPIC_API_BASE": "nope", "LENSROOM_FETCH_ALLOW": "example.com:80",
                     "LENSROOM_WEBHOOK_BASE_URL": "example.com", "KIE_POLL_MS": "0"})
         self.addCleanup(s.cleanup)
-        s.start(expect_ok=False)
-        code = s.proc.wait(timeout=30)
-        s.proc = None
-        s.log.close()
-        s.log = None
+        code, log = s.start_refused()
         self.assertNotEqual(code, 0)
-        log = s.read_log()
         for name in ("USE_MOCK_INFERENCE", "KIE_API_BASE", "ANTHROPIC_API_BASE",
                      "LENSROOM_WEBHOOK_BASE_URL", "KIE_POLL_MS"):
             self.assertIn(f"config: {name}:", log)
         # the allow-list is checked once the rest is valid
         s2 = Server({"LENSROOM_FETCH_ALLOW": "example.com:80"})
         self.addCleanup(s2.cleanup)
-        s2.start(expect_ok=False)
-        self.assertNotEqual(s2.proc.wait(timeout=30), 0)
-        s2.proc = None
-        s2.log.close()
-        s2.log = None
-        self.assertIn("config: LENSROOM_FETCH_ALLOW: 'example.com' is not ip:port", s2.read_log())
+        code, log = s2.start_refused()
+        self.assertNotEqual(code, 0)
+        self.assertIn("config: LENSROOM_FETCH_ALLOW: 'example.com' is not ip:port", log)
 
 
 if __name__ == "__main__":

@@ -368,12 +368,9 @@ class Cors(unittest.TestCase):
         self.assertIsNone(r.header("Access-Control-Allow-Origin"))
         bad = Server({"LENSROOM_CORS_ORIGINS": "*"})
         self.addCleanup(bad.cleanup)
-        bad.start(expect_ok=False)
-        self.assertNotEqual(bad.proc.wait(timeout=30), 0)
-        bad.proc = None
-        bad.log.close()
-        bad.log = None
-        self.assertIn("config: LENSROOM_CORS_ORIGINS:", bad.read_log())
+        code, log = bad.start_refused()
+        self.assertNotEqual(code, 0)
+        self.assertIn("config: LENSROOM_CORS_ORIGINS:", log)
 
 
 if __name__ == "__main__":

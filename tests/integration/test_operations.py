@@ -55,13 +55,10 @@ class ModelsOverride(unittest.TestCase):
         path = self.models_file('[{"id": "x", "capability": "image", "creditCost": 0}]')
         s = Server({"LENSROOM_MODELS": path})
         self.addCleanup(s.cleanup)
-        s.start(expect_ok=False)
-        self.assertNotEqual(s.proc.wait(timeout=30), 0)
-        s.proc = None
-        s.log.close()
-        s.log = None
-        self.assertIn("config: LENSROOM_MODELS: model x: creditCost", s.read_log())
-        self.assertNotIn("Sanitizer", s.read_log())
+        code, log = s.start_refused()
+        self.assertNotEqual(code, 0)
+        self.assertIn("config: LENSROOM_MODELS: model x: creditCost", log)
+        self.assertNotIn("Sanitizer", log)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ static void test_internal_addresses(void **state)
 static void test_url_rules(void **state)
 {
     char *err = NULL;
-    lr_net_policy *p = lr_net_policy_new("127.0.0.1:8080,[::1]:9000", false, &err);
+    lr_net_policy *p = lr_net_policy_new("127.0.0.1:8080,[::1]:9000", &err);
     assert_non_null(p);
     const char *why;
     assert_true(lr_net_url_allowed(p, "https://cdn.example.com/a.png", &why));
@@ -74,14 +74,14 @@ static void test_url_rules(void **state)
 static void test_bad_allow_list(void **state)
 {
     char *err = NULL;
-    assert_null(lr_net_policy_new("example.com:80", false, &err));
+    assert_null(lr_net_policy_new("example.com:80", &err));
     assert_non_null(err);
     free(err);
     err = NULL;
-    assert_null(lr_net_policy_new("127.0.0.1", false, &err));
+    assert_null(lr_net_policy_new("127.0.0.1", &err));
     free(err);
     err = NULL;
-    assert_null(lr_net_policy_new("127.0.0.1:99999", false, &err));
+    assert_null(lr_net_policy_new("127.0.0.1:99999", &err));
     free(err);
 }
 
