@@ -756,6 +756,9 @@ static lr_err start_run(lr_pipeline *p, const lr_run_req *req, json_t *task_ids,
          * waiter knows its timer. */
         w->timer = lr_loop_timer(p->loop, timeout_ms, waiter_timeout, w);
     }
+    /* Held while submitting: an output may end, and the run settle and
+     * go, before submit returns (the mock at 0 ms does exactly that). */
+    r->refs++;
     pthread_mutex_unlock(&p->mu);
 
     for (int i = 0; i < r->outputs; i++) {
@@ -772,6 +775,7 @@ static lr_err start_run(lr_pipeline *p, const lr_run_req *req, json_t *task_ids,
             output_finished(r, i, false, "provider_unavailable", "The provider could not be reached",
                             false);
     }
+    run_unref(r);
     return LR_OK;
 }
 
