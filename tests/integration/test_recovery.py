@@ -74,6 +74,26 @@ class Recovery(unittest.TestCase):
                                 (user,)).fetchone()
         self.assertEqual(status, "success")
 
+    def test_requests_after_sigterm_are_refused_while_draining(self):
+        s = Server({"LENSROOM_MOCK_LATENCY_MS": "4000"})
+        self.addCleanup(s.cleanup)
+        s.start()
+        user = new_user()
+        s.grant(user, 8)
+        result = {}
+        t = threading.Thread(target=lambda: result.update(r=s.infer(s.token(user))))
+        t.start()
+        self.assertTrue(wait_for(lambda: s.get("/healthz").json["inFlight"] == 1, 10))
+        s.proc.send_signal(15)  # the in-flight generation keeps the process draining
+        self.assertTrue(wait_for(lambda: "shutting down" in s.read_log(), 10))
+        r = s.get("/api/models")
+        self.assertEqual(r.status, 503, r.body)
+        self.assertEqual(r.json["code"], "shutting_down")
+        self.assertEqual(r.header("Connection"), "close")
+        t.join(30)
+        self.assertEqual(result["r"].status, 200, result["r"].body)  # finished, not dropped
+        s.stop()
+
     def test_sigterm_with_long_generation_answers_202_and_next_start_refunds(self):
         s = Server({"LENSROOM_MOCK_LATENCY_MS": "60000", **LEASE})
         self.addCleanup(s.cleanup)
@@ -176,6 +196,45 @@ class ResumeProviderTasks(unittest.TestCase):
             g = s.get(f"/api/generations/{gid}", headers=cookie).json["generation"]
             self.assertEqual(s.fetch_url(g["url"]).body, self.fake.png)
         self.assertEqual(s.balance(user), 800 - 80 * 8)
+        s.assert_ledger_consistent(self, user)
+
+    def test_deadline_counts_from_creation_across_a_restart(self):
+        """A task that never finishes, resumed after its deadline passed
+        while no server ran: one last look at Kie, then failed and refunded
+        (not a fresh deadline of polling)."""
+        env = self.fake.env()
+        env.update(LEASE)
+        env["LENSROOM_TASK_DEADLINE_S"] = "3"
+        s = Server(env)
+        self.addCleanup(s.cleanup)
+        s.start()
+        user = new_user()
+        s.grant(user, 8)
+        prompt = f"forever [poll_never] {time.time()}"
+        r = s.infer(s.token(user), prompt=prompt, headers={"Prefer": "respond-async"})
+        self.assertEqual(r.status, 202)
+        gid = r.json["generationId"]
+
+        def task_id():
+            with s.db() as c:
+                t, = c.execute("SELECT provider_task_ids FROM generations WHERE id = ?",
+                               (gid,)).fetchone()
+            t = t if isinstance(t, list) else __import__("json").loads(t)
+            return t[0] if t else None
+
+        self.assertTrue(wait_for(lambda: task_id() is not None, 10))
+        tid = task_id()
+        s.kill()
+        time.sleep(3.5)  # the deadline passes while no server runs
+        polls_before = len(self.fake.requests_to(f"/api/v1/jobs/recordInfo?taskId={tid}"))
+        s.start()
+        self.assertTrue(wait_for(lambda: s.balance(user) == 8, 20))
+        with s.db() as c:
+            status, code = c.execute("SELECT status, error_code FROM generations WHERE id = ?",
+                                     (gid,)).fetchone()
+        self.assertEqual((status, code), ("failed", "provider_timeout"))
+        polls_after = len(self.fake.requests_to(f"/api/v1/jobs/recordInfo?taskId={tid}"))
+        self.assertEqual(polls_after - polls_before, 1)
         s.assert_ledger_consistent(self, user)
 
     def test_generation_without_task_id_is_refunded(self):
