@@ -15,8 +15,8 @@ lr_auth_status lr_auth_user(const lr_config *cfg, const char *cookie, const char
         snprintf(user, LR_UUID_LEN + 1, "%s", cfg->test_user_id);
         return LR_AUTH_OK;
     }
-    lr_credential cands[LR_SESSION_MAX_CANDIDATES];
-    int n = lr_session_candidates(cookie, authorization, cands, LR_SESSION_MAX_CANDIDATES);
+    lr_credential *cands;
+    int n = lr_session_candidates(cookie, authorization, &cands);
     if (n == 0) {
         if (anon_allowed && cfg->allow_anon_infer) {
             snprintf(user, LR_UUID_LEN + 1, "%s", cfg->test_user_id);

@@ -10,9 +10,6 @@
 
 #include "core/util.h"
 
-#define MAX_COOKIE_VALUE 65536
-#define MAX_CHUNKS 16
-
 typedef struct {
     const char *name;
     size_t name_len;
@@ -20,33 +17,68 @@ typedef struct {
     size_t value_len;
 } cookie;
 
-static int parse_cookies(const char *h, cookie *out, int max)
+typedef struct {
+    cookie *v;
+    size_t n, cap;
+} cookie_list;
+
+typedef struct {
+    lr_credential *v;
+    int n, cap;
+} cred_list;
+
+/* One cookie of a Supabase session: sb-<ref>-auth-token[.idx]. */
+typedef struct {
+    const cookie *c;
+    size_t base_len; /* length of sb-<ref>-auth-token within c->name */
+    long idx;        /* chunk index, -1 for the unsplit cookie */
+    size_t pos;      /* position in the header, to keep its order */
+} sb_part;
+
+static bool grow(void **v, size_t *cap, size_t need, size_t size)
 {
-    int n = 0;
-    const char *p = h;
-    while (p && *p && n < max) {
-        while (*p == ' ' || *p == '\t' || *p == ';')
+    if (need <= *cap)
+        return true;
+    size_t cap2 = *cap ? *cap * 2 : 16;
+    void *nv = realloc(*v, cap2 * size);
+    if (!nv)
+        return false;
+    *v = nv;
+    *cap = cap2;
+    return true;
+}
+
+/* Splits "a=1; b=2" into name/value pairs pointing into h (len bytes, a NUL
+ * inside ends it). Quotes around a value are dropped. */
+static bool parse_cookies(const char *h, size_t len, cookie_list *out)
+{
+    const char *p = h, *hend = h + len;
+    while (p < hend) {
+        while (p < hend && (*p == ' ' || *p == '\t' || *p == ';'))
             p++;
-        const char *end = strchr(p, ';');
+        const char *end = memchr(p, ';', (size_t)(hend - p));
         if (!end)
-            end = p + strlen(p);
+            end = hend;
         const char *eq = memchr(p, '=', (size_t)(end - p));
         if (eq && eq > p) {
-            const char *v = eq + 1, *ve = end;
-            const char *ne = eq;
+            const char *v = eq + 1, *ve = end, *ne = eq;
             while (ne > p && (ne[-1] == ' ' || ne[-1] == '\t'))
                 ne--;
+            while (v < ve && (*v == ' ' || *v == '\t'))
+                v++;
             while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
                 ve--;
             if (ve - v >= 2 && *v == '"' && ve[-1] == '"') {
                 v++;
                 ve--;
             }
-            out[n++] = (cookie){p, (size_t)(ne - p), v, (size_t)(ve - v)};
+            if (!grow((void **)&out->v, &out->cap, out->n + 1, sizeof *out->v))
+                return false;
+            out->v[out->n++] = (cookie){p, (size_t)(ne - p), v, (size_t)(ve - v)};
         }
-        p = *end ? end + 1 : end;
+        p = end < hend ? end + 1 : end;
     }
-    return n;
+    return true;
 }
 
 static int hexval(char c)
@@ -60,8 +92,9 @@ static int hexval(char c)
     return -1;
 }
 
-/* Cookie values from browsers may be percent-encoded (encodeURIComponent). */
-static char *percent_decode(const char *s, size_t len)
+/* Cookie values are written with encodeURIComponent by the cookie library
+ * @supabase/ssr uses; a malformed escape stays as it is, as there. */
+static char *percent_decode(const char *s, size_t len, size_t *out_len)
 {
     char *out = malloc(len + 1);
     if (!out)
@@ -76,43 +109,44 @@ static char *percent_decode(const char *s, size_t len)
         }
     }
     out[o] = '\0';
-    if (strlen(out) != o) { /* an encoded NUL: refuse rather than truncate */
+    if (memchr(out, '\0', o)) { /* an encoded NUL: refuse rather than truncate */
         free(out);
         return NULL;
     }
+    *out_len = o;
     return out;
 }
 
-static bool looks_like_jwt(const char *s)
+static bool looks_like_jwt(const char *s, size_t len)
 {
     int dots = 0;
-    for (const char *p = s; *p; p++) {
-        if (*p == '.')
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == '.')
             dots++;
-        else if (!(isalnum((unsigned char)*p) || *p == '-' || *p == '_' || *p == '='))
+        else if (!(isalnum((unsigned char)s[i]) || s[i] == '-' || s[i] == '_' || s[i] == '='))
             return false;
     }
     return dots == 2;
 }
 
-/* Extracts the access token from a Supabase session cookie value. */
-static char *token_from_session_value(const char *value)
+/* The access token inside a decoded session value, or NULL when the value
+ * is not one of the shapes in session.h. */
+static char *token_from_session_value(const char *value, size_t len)
 {
     char *decoded = NULL;
     const char *json_text = value;
-    size_t json_len = strlen(value);
-    if (!strncmp(value, "base64-", 7)) {
-        size_t n;
-        decoded = (char *)lr_b64_decode(value + 7, strlen(value + 7), &n);
+    size_t json_len = len;
+    if (len >= 7 && !memcmp(value, "base64-", 7)) {
+        decoded = (char *)lr_b64_decode(value + 7, len - 7, &json_len);
         if (!decoded)
             return NULL;
         json_text = decoded;
-        json_len = n;
-    } else if (looks_like_jwt(value)) {
-        return strdup(value);
+    } else if (looks_like_jwt(value, len)) {
+        return strndup(value, len);
     }
     char *token = NULL;
-    json_t *j = json_loadb(json_text, json_len, 0, NULL);
+    /* user_metadata may hold "\u0000"; the token itself is checked below. */
+    json_t *j = json_loadb(json_text, json_len, JSON_ALLOW_NUL, NULL);
     json_t *t = NULL;
     if (json_is_object(j))
         t = json_object_get(j, "access_token");
@@ -126,10 +160,22 @@ static char *token_from_session_value(const char *value)
     return token;
 }
 
-/* Matches sb-<ref>-auth-token with an optional .N chunk suffix. Returns
- * the length of the base name (without suffix), chunk index in *idx (-1
- * when unchunked), or 0 when the name does not match. */
-static size_t supabase_cookie_name(const cookie *c, int *idx)
+static char *token_from_cookie_value(const char *v, size_t len)
+{
+    size_t n;
+    char *raw = percent_decode(v, len, &n);
+    if (!raw)
+        return NULL;
+    char *token = token_from_session_value(raw, n);
+    free(raw);
+    return token;
+}
+
+/* Matches sb-<ref>-auth-token with an optional .N chunk suffix (N is 0 or
+ * has no leading zero, as @supabase/ssr writes it). Returns the length of
+ * the name without the suffix, the chunk index in *idx (-1 when unsplit),
+ * or 0 when the name does not match. */
+static size_t supabase_cookie_name(const cookie *c, long *idx)
 {
     static const char suffix[] = "-auth-token";
     const size_t sl = sizeof suffix - 1;
@@ -137,21 +183,22 @@ static size_t supabase_cookie_name(const cookie *c, int *idx)
         return 0;
     size_t base = c->name_len;
     *idx = -1;
-    const char *dot = memchr(c->name, '.', c->name_len);
+    const char *dot = memrchr(c->name, '.', c->name_len);
     if (dot) {
         base = (size_t)(dot - c->name);
-        long v = 0;
         size_t digits = c->name_len - base - 1;
-        if (digits == 0 || digits > 2)
+        if (digits == 0 || digits > 9 || (digits > 1 && dot[1] == '0'))
             return 0;
-        for (size_t i = base + 1; i < c->name_len; i++) {
-            if (!isdigit((unsigned char)c->name[i]))
+        long v = 0;
+        for (size_t i = 1; i <= digits; i++) {
+            if (!isdigit((unsigned char)dot[i]))
                 return 0;
-            v = v * 10 + (c->name[i] - '0');
+            v = v * 10 + (dot[i] - '0');
         }
-        *idx = (int)v;
+        *idx = v;
     }
-    if (base < 3 + 1 + sl || strncmp(c->name + base - sl, suffix, sl) != 0)
+    if (base < 3 + 1 + sl || strncmp(c->name + base - sl, suffix, sl) != 0 ||
+        memchr(c->name, '.', base))
         return 0;
     return base;
 }
@@ -161,102 +208,187 @@ static bool name_is(const cookie *c, const char *name)
     return c->name_len == strlen(name) && !strncmp(c->name, name, c->name_len);
 }
 
-static int push(lr_credential *out, int n, int max, char *token, const char *source)
+/* Takes ownership of token (NULL or empty: nothing to add). */
+static void push(cred_list *l, char *token, const char *source)
 {
-    if (!token)
-        return n;
-    if (n >= max || !*token) {
+    if (!token || !*token) {
         free(token);
-        return n;
+        return;
     }
-    out[n].token = token;
-    out[n].source = source;
-    return n + 1;
+    size_t cap = (size_t)l->cap;
+    if (!grow((void **)&l->v, &cap, (size_t)l->n + 1, sizeof *l->v)) {
+        free(token);
+        return;
+    }
+    l->cap = (int)cap;
+    l->v[l->n++] = (lr_credential){token, source};
 }
 
-static char *supabase_session_token(const cookie *cs, int nc)
+static int part_cmp(const void *a, const void *b)
 {
-    /* The first sb-*-auth-token name seen decides the project ref. */
-    const cookie *first = NULL;
-    size_t base = 0;
-    int idx;
-    for (int i = 0; i < nc && !first; i++) {
-        if ((base = supabase_cookie_name(&cs[i], &idx)) > 0)
-            first = &cs[i];
+    const sb_part *x = a, *y = b;
+    size_t n = x->base_len < y->base_len ? x->base_len : y->base_len;
+    int c = memcmp(x->c->name, y->c->name, n);
+    if (c)
+        return c;
+    if (x->base_len != y->base_len)
+        return x->base_len < y->base_len ? -1 : 1;
+    if (x->idx != y->idx)
+        return x->idx < y->idx ? -1 : 1;
+    return x->pos < y->pos ? -1 : x->pos > y->pos;
+}
+
+static bool same_project(const sb_part *a, const sb_part *b)
+{
+    return a->base_len == b->base_len && !memcmp(a->c->name, b->c->name, a->base_len);
+}
+
+/* Joins chunks .0, .1, … of one project (parts sorted by index, then by
+ * position) until an index is missing; NULL when there is no .0. */
+static char *joined_chunks(const sb_part *g, size_t n)
+{
+    size_t i = 0, total = 0, o = 0;
+    while (i < n && g[i].idx < 0)
+        i++;
+    size_t first = i;
+    for (long want = 0; i < n && g[i].idx == want; want++) {
+        total += g[i].c->value_len;
+        while (i < n && g[i].idx == want) /* repeated name: the first one counts */
+            i++;
     }
-    if (!first)
+    if (i == first)
         return NULL;
-    const cookie *whole = NULL, *chunks[MAX_CHUNKS] = {0};
-    for (int i = 0; i < nc; i++) {
-        size_t b = supabase_cookie_name(&cs[i], &idx);
-        if (b != base || strncmp(cs[i].name, first->name, base) != 0)
+    char *s = malloc(total + 1);
+    if (!s)
+        return NULL;
+    long want = 0;
+    for (size_t k = first; k < i; k++) {
+        if (g[k].idx != want)
             continue;
-        if (idx < 0)
-            whole = &cs[i];
-        else if (idx < MAX_CHUNKS)
-            chunks[idx] = &cs[i];
+        memcpy(s + o, g[k].c->value, g[k].c->value_len);
+        o += g[k].c->value_len;
+        want++;
     }
-    char *raw = NULL;
-    if (chunks[0]) {
-        size_t total = 0;
-        int n = 0;
-        while (n < MAX_CHUNKS && chunks[n])
-            total += chunks[n++]->value_len;
-        if (total > MAX_COOKIE_VALUE)
-            return NULL;
-        char *joined = malloc(total + 1);
-        if (!joined)
-            return NULL;
-        size_t o = 0;
-        for (int i = 0; i < n; i++) {
-            memcpy(joined + o, chunks[i]->value, chunks[i]->value_len);
-            o += chunks[i]->value_len;
+    s[o] = '\0';
+    return s;
+}
+
+/* Offers the candidates of one project: unsplit first, then chunks. */
+static void project_candidates(const sb_part *g, size_t n, cred_list *out)
+{
+    int before = out->n;
+    if (g[0].idx < 0)
+        push(out, token_from_cookie_value(g[0].c->value, g[0].c->value_len), "sb-auth-token");
+    char *joined = joined_chunks(g, n);
+    if (!joined)
+        return;
+    char *token = token_from_cookie_value(joined, strlen(joined));
+    free(joined);
+    if (token && out->n > before && !strcmp(out->v[out->n - 1].token, token))
+        free(token); /* the same session twice: one try is enough */
+    else
+        push(out, token, "sb-auth-token-chunks");
+}
+
+static int first_pos_cmp(const void *a, const void *b)
+{
+    const size_t *x = a, *y = b; /* {first position, start, length} */
+    return x[0] < y[0] ? -1 : x[0] > y[0];
+}
+
+static void supabase_candidates(const cookie_list *cs, cred_list *out)
+{
+    sb_part *parts = NULL;
+    size_t np = 0, cap = 0;
+    for (size_t i = 0; i < cs->n; i++) {
+        long idx;
+        size_t base = supabase_cookie_name(&cs->v[i], &idx);
+        if (!base)
+            continue;
+        if (!grow((void **)&parts, &cap, np + 1, sizeof *parts))
+            goto out;
+        parts[np++] = (sb_part){&cs->v[i], base, idx, i};
+    }
+    if (np == 0)
+        goto out;
+    qsort(parts, np, sizeof *parts, part_cmp);
+    /* Groups (one per project), then put back in header order. */
+    size_t (*groups)[3] = malloc(np * sizeof *groups);
+    if (!groups)
+        goto out;
+    size_t ng = 0;
+    for (size_t i = 0; i < np;) {
+        size_t j = i, first = parts[i].pos;
+        while (j < np && same_project(&parts[i], &parts[j])) {
+            if (parts[j].pos < first)
+                first = parts[j].pos;
+            j++;
         }
-        raw = percent_decode(joined, o);
-        free(joined);
-    } else if (whole && whole->value_len <= MAX_COOKIE_VALUE) {
-        raw = percent_decode(whole->value, whole->value_len);
+        groups[ng][0] = first;
+        groups[ng][1] = i;
+        groups[ng][2] = j - i;
+        ng++;
+        i = j;
     }
-    if (!raw)
-        return NULL;
-    char *token = token_from_session_value(raw);
-    free(raw);
-    return token;
+    qsort(groups, ng, sizeof *groups, first_pos_cmp);
+    for (size_t g = 0; g < ng; g++)
+        project_candidates(&parts[groups[g][1]], groups[g][2], out);
+    free(groups);
+out:
+    free(parts);
+}
+
+static void bearer_candidate(const char *authorization, cred_list *out)
+{
+    if (strncasecmp(authorization, "Bearer ", 7) != 0)
+        return;
+    const char *t = authorization + 7;
+    while (*t == ' ')
+        t++;
+    size_t len = strlen(t);
+    while (len > 0 && t[len - 1] == ' ')
+        len--;
+    /* An API key (sb_publishable_…, sb_secret_…) is not a user's token; no
+     * JWT starts with "sb_" (its header is base64url of '{'). */
+    if (len == 0 || len > LR_SESSION_MAX_HEADER || !strncmp(t, "sb_", 3))
+        return;
+    push(out, strndup(t, len), "authorization");
 }
 
 int lr_session_candidates(const char *cookie_header, const char *authorization,
-                          lr_credential *out, int max)
+                          lr_credential **out)
 {
-    int n = 0;
-    if (cookie_header && strlen(cookie_header) <= 4 * MAX_COOKIE_VALUE) {
-        cookie cs[64];
-        int nc = parse_cookies(cookie_header, cs, 64);
-        static const char *const bare[] = {"lr_session", "sb-access-token", "supabase-auth-token"};
-        for (size_t b = 0; b < sizeof bare / sizeof *bare; b++) {
-            for (int i = 0; i < nc; i++) {
-                if (name_is(&cs[i], bare[b]) && cs[i].value_len <= MAX_COOKIE_VALUE) {
-                    n = push(out, n, max, percent_decode(cs[i].value, cs[i].value_len), bare[b]);
-                    break;
+    cred_list l = {0};
+    size_t hlen = cookie_header ? strnlen(cookie_header, LR_SESSION_MAX_HEADER + 1) : 0;
+    if (hlen > 0 && hlen <= LR_SESSION_MAX_HEADER) {
+        cookie_list cs = {0};
+        if (parse_cookies(cookie_header, hlen, &cs)) {
+            static const char *const bare[] = {"lr_session", "sb-access-token",
+                                               "supabase-auth-token"};
+            for (size_t b = 0; b < sizeof bare / sizeof *bare; b++) {
+                for (size_t i = 0; i < cs.n; i++) {
+                    size_t n;
+                    if (name_is(&cs.v[i], bare[b]))
+                        push(&l, percent_decode(cs.v[i].value, cs.v[i].value_len, &n), bare[b]);
                 }
             }
+            supabase_candidates(&cs, &l);
         }
-        n = push(out, n, max, supabase_session_token(cs, nc), "sb-auth-token");
+        free(cs.v);
     }
-    if (authorization && !strncasecmp(authorization, "Bearer ", 7)) {
-        const char *t = authorization + 7;
-        while (*t == ' ')
-            t++;
-        size_t len = strlen(t);
-        while (len > 0 && t[len - 1] == ' ')
-            len--;
-        if (len > 0 && len <= MAX_COOKIE_VALUE)
-            n = push(out, n, max, strndup(t, len), "authorization");
+    if (authorization)
+        bearer_candidate(authorization, &l);
+    if (l.n == 0) {
+        free(l.v);
+        l.v = NULL;
     }
-    return n;
+    *out = l.v;
+    return l.n;
 }
 
 void lr_session_free(lr_credential *c, int n)
 {
     for (int i = 0; i < n; i++)
         free(c[i].token);
+    free(c);
 }

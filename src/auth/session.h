@@ -1,31 +1,48 @@
 /* Finding the caller's access token in a request, the way the original
- * design and Supabase clients send it. Candidates come out in the
- * original's priority order:
- *   1. cookie lr_session
- *   2. cookies sb-access-token, supabase-auth-token (a bare JWT)
- *   3. cookie sb-<ref>-auth-token (JSON object with access_token, JSON
- *      array whose element 0 is the token, or "base64-" + base64url of
- *      either), possibly split into .0, .1, … chunks joined in order
- *   4. Authorization: Bearer <token>
+ * design and Supabase clients send it. Candidates come out in this order,
+ * and lr_auth_user tries each until one verifies:
+ *   1. cookie lr_session (every occurrence, in header order)
+ *   2. cookies sb-access-token, then supabase-auth-token (a bare JWT)
+ *   3. cookies sb-<ref>-auth-token, one project after the other in the
+ *      order each project's first cookie appears in the header; for each,
+ *      the unsplit cookie first, then the chunks .0, .1, … joined up to
+ *      the first missing index (as @supabase/ssr 0.12 reads them). A value
+ *      is percent-decoded, then "base64-" + base64(url) of JSON, JSON (an
+ *      object with access_token, or an array whose element 0 is the
+ *      token), or a bare JWT; one that does not decode counts as absent.
+ *      Every project is offered, so a stale cookie from another project
+ *      (or an old session) cannot hide the valid one.
+ *   4. Authorization: Bearer <token>, unless the token is an sb_… API key
+ *      (supabase-js forwards its publishable or secret key there when no
+ *      one is signed in; it is not a user credential).
+ * When a cookie name repeats, the first occurrence is used (as the cookie
+ * parser of @supabase/ssr does), except for the bare cookies of 1 and 2.
+ *
+ * There is no fixed number of cookies or candidates: both grow with the
+ * header, which is bounded by LR_SESSION_MAX_HEADER (the HTTP server's own
+ * header limit is lower), so the work is linear in the header's size.
  * Nothing is verified here; auth.h does that. Inputs are never trusted to
- * be NUL-free or well-formed; every path has a length bound.
+ * be NUL-free or well-formed. Thread-safe.
  */
 #ifndef LR_SESSION_H
 #define LR_SESSION_H
 
 #include <stddef.h>
 
-#define LR_SESSION_MAX_CANDIDATES 6
+/* A Cookie or Authorization header longer than this is ignored. */
+#define LR_SESSION_MAX_HEADER ((size_t)1 << 20)
 
 typedef struct {
-    char *token;        /* malloc'd */
+    char *token;        /* malloc'd, NUL-free */
     const char *source; /* static name of where it came from */
 } lr_credential;
 
-/* Fills out[] (up to max) and returns how many; free with
- * lr_session_free. Either header may be NULL. */
+/* Stores a malloc'd array of every candidate in *out (NULL when there is
+ * none) and returns how many; free with lr_session_free. Either header may
+ * be NULL. */
 int lr_session_candidates(const char *cookie_header, const char *authorization,
-                          lr_credential *out, int max);
+                          lr_credential **out);
+/* Frees the tokens and the array. */
 void lr_session_free(lr_credential *c, int n);
 
 #endif
