@@ -129,7 +129,7 @@ static int open_store(const lr_config *cfg, lr_store **store)
         e = lr_store_s3_open(&o, store);
     } else if (!strcmp(cfg->storage, "supabase")) {
         snprintf(dir, sizeof dir, "%s/tmp", cfg->data_dir);
-        e = lr_store_supabase_open(cfg->supabase_url, cfg->service_role_key, cfg->bucket, dir,
+        e = lr_store_supabase_open(cfg->supabase_url, cfg->service_key, cfg->bucket, dir,
                                    store);
     } else {
         snprintf(dir, sizeof dir, "%s/storage", cfg->data_dir);

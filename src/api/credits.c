@@ -51,17 +51,20 @@ void lr_api_credits_transactions(lr_app *app, lr_req *req)
 static const char *const grant_types[] = {"purchase", "bonus", "refund", "adjustment"};
 
 /* POST /api/admin/credits {userId, amount, type?, description?, idempotencyKey?}
- * with the service role key. Idempotent by key (body or Idempotency-Key). */
+ * with the secret or service role key (apikey, else Bearer). Idempotent by key (body or Idempotency-Key). */
 void lr_api_admin_credits(lr_app *app, lr_req *req)
 {
-    if (!app->cfg->service_role_key) {
+    if (!app->cfg->service_key) {
         lr_req_reply_error(req, 401, "admin_disabled",
-                           "Admin API disabled: set SUPABASE_SERVICE_ROLE_KEY", NULL);
+                           "Admin API disabled: set SUPABASE_SECRET_KEY or "
+                           "SUPABASE_SERVICE_ROLE_KEY", NULL);
         return;
     }
     if (!lr_auth_service_role(app->cfg, lr_req_header(req, "Authorization"),
                               lr_req_header(req, "apikey"))) {
-        lr_req_reply_error(req, 401, "unauthorized", "Unauthorized: service role key required",
+        lr_req_reply_error(req, 401, "unauthorized",
+                           "Unauthorized: the secret (service role) key is required, in apikey "
+                           "or as Bearer",
                            NULL);
         return;
     }

@@ -46,17 +46,32 @@ lr_auth_status lr_auth_user(const lr_config *cfg, const char *cookie, const char
     return st;
 }
 
+/* Constant time over both configured keys, so the answer's timing tells
+ * neither which key matched nor how much of one. */
+static bool is_server_key(const lr_config *cfg, const char *given, size_t len)
+{
+    bool ok = false;
+    const char *keys[] = {cfg->secret_key, cfg->service_role_key};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+        ok |= keys[i] && lr_ct_equal(given, len, keys[i], strlen(keys[i]));
+    return ok;
+}
+
 bool lr_auth_service_role(const lr_config *cfg, const char *authorization, const char *apikey)
 {
-    const char *key = cfg->service_role_key;
-    if (!key)
+    if (!cfg->service_key)
         return false;
-    const char *given = NULL;
-    if (authorization && !strncasecmp(authorization, "Bearer ", 7))
-        given = authorization + 7;
-    else if (apikey)
-        given = apikey;
-    if (!given)
+    /* apikey wins: a client made with the secret key sends it there and
+     * may carry a signed-in user's token in Authorization beside it. */
+    if (apikey)
+        return is_server_key(cfg, apikey, strlen(apikey));
+    if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
         return false;
-    return lr_ct_equal(given, strlen(given), key, strlen(key));
+    const char *t = authorization + 7;
+    while (*t == ' ')
+        t++;
+    size_t len = strlen(t);
+    while (len > 0 && t[len - 1] == ' ')
+        len--;
+    return len > 0 && is_server_key(cfg, t, len);
 }

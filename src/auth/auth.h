@@ -1,5 +1,6 @@
 /* Who is calling: a user (from a verified access token) or the service
- * role (the SUPABASE_SERVICE_ROLE_KEY, compared in constant time).
+ * role (SUPABASE_SECRET_KEY or SUPABASE_SERVICE_ROLE_KEY, compared in
+ * constant time).
  *
  * lr_auth_user tries the session candidates in the original's order and
  * takes the first that verifies; when none does, *reason says why the
@@ -20,7 +21,9 @@ typedef enum { LR_AUTH_OK = 0, LR_AUTH_MISSING, LR_AUTH_INVALID } lr_auth_status
 lr_auth_status lr_auth_user(const lr_config *cfg, const char *cookie, const char *authorization,
                             bool anon_allowed, char user[LR_UUID_LEN + 1], const char **reason);
 
-/* True when Authorization: Bearer or apikey carries the service role key. */
+/* True when the request carries SUPABASE_SECRET_KEY or
+ * SUPABASE_SERVICE_ROLE_KEY: in apikey when that header is present (it
+ * wins over Authorization), else as Authorization: Bearer. */
 bool lr_auth_service_role(const lr_config *cfg, const char *authorization, const char *apikey);
 
 #endif

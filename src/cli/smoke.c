@@ -39,8 +39,9 @@ static void check_env(report *r, const lr_config *cfg)
          cfg->bucket, cfg->use_mock ? "mock" : "kie",
          cfg->jwt_secret_from_file ? "generated (data dir)" : "from environment");
     line(r, true, "service role key",
-         cfg->service_role_key ? "set (admin API enabled)"
-                               : "not set (admin API disabled; optional)");
+         !cfg->service_key ? "not set (admin API disabled; optional)"
+         : !strncmp(cfg->service_key, "sb_secret_", 10) ? "sb_secret_ key set (admin API enabled)"
+                                                         : "set (admin API enabled)");
 }
 
 /* Ledger round trip on the throwaway user: +10, -10, sums match. */

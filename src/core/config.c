@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <openssl/crypto.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,6 +66,59 @@ static long env_long(const char *name, long fallback, long min, long max)
     return out;
 }
 
+/* The role claim of a legacy API key (an HS256 JWT), malloc'd; NULL when
+ * key is not a JWT. Only configured keys are read this way: the sb_ keys
+ * are opaque and never parsed. */
+static char *legacy_key_role(const char *key)
+{
+    const char *p1 = strchr(key, '.'), *p2 = p1 ? strchr(p1 + 1, '.') : NULL;
+    if (strncmp(key, "eyJ", 3) != 0 || !p2 || strchr(p2 + 1, '.'))
+        return NULL;
+    size_t n;
+    char *payload = (char *)lr_b64_decode(p1 + 1, (size_t)(p2 - p1 - 1), &n);
+    json_t *j = payload ? json_loadb(payload, n, 0, NULL) : NULL;
+    json_t *role = json_object_get(j, "role");
+    char *out = json_is_string(role) ? strdup(json_string_value(role))
+                : json_is_object(j)  ? strdup("")
+                                     : NULL;
+    json_decref(j);
+    free(payload);
+    return out;
+}
+
+/* Refuses the keys people paste by mistake: the publishable (or anon) key
+ * where the secret one belongs, a legacy JWT in SUPABASE_SECRET_KEY, and
+ * anything with spaces or control characters (it goes into HTTP headers). */
+static void check_server_key(const char *name, const char *key, bool sb_secret_only)
+{
+    for (const char *p = key; *p; p++) {
+        if (*p <= ' ' || *p == 0x7f) {
+            problem(name, "contains a space or control character (copied with a line break?)");
+            return;
+        }
+    }
+    char *role = NULL;
+    if (!strncmp(key, "sb_publishable_", 15))
+        problem(name, "is a publishable key (sb_publishable_…), which is public; the server "
+                      "needs the secret key (sb_secret_…, Project Settings → API Keys)");
+    else if (!strncmp(key, "sb_", 3) && strncmp(key, "sb_secret_", 10) != 0)
+        problem(name, "is an sb_ key of an unknown kind; expected sb_secret_…");
+    else if (sb_secret_only && strncmp(key, "sb_secret_", 10) != 0)
+        problem(name, (role = legacy_key_role(key))
+                          ? "holds a legacy JWT key: put it in SUPABASE_SERVICE_ROLE_KEY, or use "
+                            "an sb_secret_… key here"
+                          : "must be a secret key, sb_secret_… (Project Settings → API Keys)");
+    else if ((role = legacy_key_role(key)) && strcmp(role, "service_role") != 0)
+        problem(name, !strcmp(role, "anon")
+                          ? "is the anon key (a JWT with role anon), which is public; use the "
+                            "service_role key or an sb_secret_… key"
+                          : "is a JWT without role service_role; use the service_role key or an "
+                            "sb_secret_… key");
+    else if (strlen(key) < 20)
+        problem(name, "too short to be a secret (at least 20 characters)");
+    free(role);
+}
+
 int lr_config_load(lr_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -108,8 +162,9 @@ int lr_config_load(lr_config *cfg)
         if (!cfg->supabase_url || (strncmp(cfg->supabase_url, "http://", 7) &&
                                    strncmp(cfg->supabase_url, "https://", 8)))
             problem("SUPABASE_URL", "required for Supabase storage, as https://<ref>.supabase.co");
-        if (!env("SUPABASE_SERVICE_ROLE_KEY"))
-            problem("SUPABASE_SERVICE_ROLE_KEY", "required for Supabase storage");
+        if (!env("SUPABASE_SECRET_KEY") && !env("SUPABASE_SERVICE_ROLE_KEY"))
+            problem("SUPABASE_SECRET_KEY", "required for Supabase storage (or the legacy "
+                                           "SUPABASE_SERVICE_ROLE_KEY)");
     } else if (strcmp(cfg->storage, "local") != 0) {
         problem("LENSROOM_STORAGE", "must be local, s3 or supabase");
     }
@@ -143,9 +198,13 @@ int lr_config_load(lr_config *cfg)
         cfg->jwt_audience = strdup(aud);
     cfg->jwt_leeway_s = (int)env_long("LENSROOM_JWT_LEEWAY_S", 30, 0, 600);
 
+    cfg->secret_key = env_dup("SUPABASE_SECRET_KEY", NULL);
     cfg->service_role_key = env_dup("SUPABASE_SERVICE_ROLE_KEY", NULL);
-    if (cfg->service_role_key && strlen(cfg->service_role_key) < 20)
-        problem("SUPABASE_SERVICE_ROLE_KEY", "too short to be a secret (at least 20 characters)");
+    if (cfg->secret_key)
+        check_server_key("SUPABASE_SECRET_KEY", cfg->secret_key, true);
+    if (cfg->service_role_key)
+        check_server_key("SUPABASE_SERVICE_ROLE_KEY", cfg->service_role_key, false);
+    cfg->service_key = cfg->secret_key ? cfg->secret_key : cfg->service_role_key;
 
     cfg->kie_api_key = env_dup("KIE_API_KEY", NULL);
     const char *mock = env("USE_MOCK_INFERENCE");
@@ -329,6 +388,11 @@ void lr_config_free(lr_config *cfg)
         OPENSSL_cleanse(cfg->jwt_secret, cfg->jwt_secret_len);
     free(cfg->jwt_secret);
     free(cfg->jwt_audience);
+    if (cfg->secret_key)
+        OPENSSL_cleanse(cfg->secret_key, strlen(cfg->secret_key));
+    free(cfg->secret_key);
+    if (cfg->service_role_key)
+        OPENSSL_cleanse(cfg->service_role_key, strlen(cfg->service_role_key));
     free(cfg->service_role_key);
     free(cfg->kie_api_key);
     free(cfg->kie_api_base);

@@ -31,7 +31,14 @@ typedef struct {
     bool jwt_secret_from_file; /* generated and kept in data_dir */
     char *jwt_audience;        /* NULL: aud not checked */
     int jwt_leeway_s;
+    /* Server-side Supabase API keys, never logged: SUPABASE_SECRET_KEY
+     * (sb_secret_…) and SUPABASE_SERVICE_ROLE_KEY (the legacy service_role
+     * JWT, an sb_secret_… key, or any admin secret without Supabase). The
+     * admin API takes either; Storage calls use service_key, which is the
+     * secret key when both are set. */
+    char *secret_key;
     char *service_role_key;
+    const char *service_key; /* borrowed from one of the two; NULL: neither */
 
     bool use_mock;
     bool mock_by_default; /* mock chosen because no provider key is set */

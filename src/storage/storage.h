@@ -75,8 +75,9 @@ typedef struct {
 /* The S3-protocol backend (SigV4). */
 lr_err lr_store_s3_open(const lr_s3_options *o, lr_store **out);
 
-/* Supabase Storage's REST API with the service role key; public URLs
- * {url}/storage/v1/object/public/{bucket}/{key}. */
+/* Supabase Storage's REST API with the secret key (sb_secret_…: sent in
+ * apikey only) or a legacy service_role JWT (apikey and Bearer); public
+ * URLs {url}/storage/v1/object/public/{bucket}/{key}. */
 lr_err lr_store_supabase_open(const char *url, const char *service_key, const char *bucket,
                               const char *tmp_dir, lr_store **out);
 

@@ -1,4 +1,7 @@
-/* Supabase Storage over its REST API, with the service role key:
+/* Supabase Storage over its REST API, with the project's secret key. An
+ * sb_secret_… key goes in apikey only: it is not a JWT, and Supabase's API
+ * keys guide puts it nowhere else (as Bearer it is refused). A legacy
+ * service_role JWT goes in both headers, as Supabase's clients send it.
  *   upload  POST   {url}/storage/v1/object/{bucket}/{key}   (x-upsert: true)
  *   read    GET    {url}/storage/v1/object/{bucket}/{key}
  *   delete  DELETE {url}/storage/v1/object/{bucket}         {"prefixes":[key]}
@@ -22,7 +25,7 @@
 typedef struct {
     lr_store base;
     char *url; /* https://<ref>.supabase.co, no trailing slash */
-    char *auth_header;
+    char *auth_header; /* NULL for an sb_secret_… key */
     char *apikey_header;
     char *tmp_dir;
 } sb_store;
@@ -64,7 +67,8 @@ static long sb_call(sb_store *s, const char *method, const char *path, lr_spool_
         return 0;
     }
     struct curl_slist *h = NULL;
-    h = curl_slist_append(h, s->auth_header);
+    if (s->auth_header)
+        h = curl_slist_append(h, s->auth_header);
     h = curl_slist_append(h, s->apikey_header);
     char line[160];
     if (content_type) {
@@ -215,14 +219,15 @@ lr_err lr_store_supabase_open(const char *url, const char *service_key, const ch
     while (n > 0 && s->url[n - 1] == '/')
         s->url[--n] = '\0';
     s->tmp_dir = strdup(tmp_dir);
-    if (asprintf(&s->auth_header, "Authorization: Bearer %s", service_key) < 0)
+    bool jwt_key = strncmp(service_key, "sb_", 3) != 0;
+    if (jwt_key && asprintf(&s->auth_header, "Authorization: Bearer %s", service_key) < 0)
         s->auth_header = NULL;
     if (asprintf(&s->apikey_header, "apikey: %s", service_key) < 0)
         s->apikey_header = NULL;
     if (s->url &&
         asprintf(&s->base.url_prefix, "%s/storage/v1/object/public/%s", s->url, bucket) < 0)
         s->base.url_prefix = NULL;
-    if (!s->base.bucket || !s->url || !s->tmp_dir || !s->auth_header || !s->apikey_header ||
+    if (!s->base.bucket || !s->url || !s->tmp_dir || (jwt_key && !s->auth_header) || !s->apikey_header ||
         !s->base.url_prefix || lr_mkdir_p(s->tmp_dir, 0700) != 0) {
         sb_close(&s->base);
         return LR_ERR_NOMEM;

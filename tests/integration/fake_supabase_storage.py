@@ -1,7 +1,10 @@
 """A faithful stand-in for Supabase Storage's REST API, for tests (facts in
-shared/reference/supabase.md): service-role auth on Authorization and
-apikey, buckets with public flag, file_size_limit and allowed_mime_types,
-x-upsert, Supabase-shaped JSON errors, public URLs, prefix deletes.
+shared/reference/supabase.md): buckets with public flag, file_size_limit and
+allowed_mime_types, x-upsert, Supabase-shaped JSON errors, public URLs,
+prefix deletes. Auth as Supabase takes the server's key: a secret key
+(sb_secret_…) in apikey alone, since it is not a JWT (sent as Bearer it is
+refused); a legacy service_role JWT in apikey and as Bearer. Every request
+is recorded with its headers in .requests (method, path, headers).
 
 usage (in-process): FakeStorage(key, buckets={"generations": {...}}).start()
 """
@@ -24,6 +27,12 @@ class FakeStorage:
         self.requests = []
         self.port = free_port()
         self.lock = threading.Lock()
+
+    def bearer_headers(self):
+        """Every Authorization header the server sent (None when absent)."""
+        with self.lock:
+            return [next((v for k, v in h.items() if k.lower() == "authorization"), None)
+                    for _, _, h in self.requests]
 
     @property
     def url(self):
@@ -51,8 +60,12 @@ class FakeStorage:
                 self.reply(status, {"statusCode": str(status), "error": error, "message": message})
 
             def authorized(self):
-                auth = self.headers.get("Authorization", "")
-                return auth == f"Bearer {fake.key}" and self.headers.get("apikey") == fake.key
+                auth = self.headers.get("Authorization")
+                if self.headers.get("apikey") != fake.key:
+                    return False
+                if fake.key.startswith("sb_"):
+                    return auth is None
+                return auth == f"Bearer {fake.key}"
 
             def body(self):
                 n = int(self.headers.get("Content-Length") or 0)
@@ -70,6 +83,8 @@ class FakeStorage:
                     if not b or not b["public"] or not obj:
                         return self.error(404, "not_found", "Object not found")
                     return self.reply(200, obj[1], obj[0])
+                if (self.headers.get("Authorization") or "").startswith("Bearer sb_"):
+                    return self.error(401, "InvalidJWT", "Invalid Compact JWS")
                 if not self.authorized():
                     return self.error(403, "Unauthorized", "invalid signature")
                 if path.startswith("/storage/v1/bucket/"):
