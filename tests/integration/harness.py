@@ -113,7 +113,8 @@ class Server:
         })
         for k in ("USE_MOCK_INFERENCE", "KIE_API_KEY", "KIE_API_BASE", "ANTHROPIC_API_KEY",
                   "ANTHROPIC_API_BASE", "LENSROOM_FETCH_ALLOW", "SUPABASE_JWT_SECRET", "TEST_MODE",
-                  "ALLOW_ANON_INFER", "TEST_USER_ID", "SUPABASE_SERVICE_ROLE_KEY", "DATABASE_URL"):
+                  "ALLOW_ANON_INFER", "TEST_USER_ID", "SUPABASE_SERVICE_ROLE_KEY", "DATABASE_URL",
+                  "SUPABASE_SECRET_KEY"):
             self.env.pop(k, None)
         self.pg = None
         self.owns_pg = False
