@@ -54,7 +54,7 @@ class InferSuccess(ServerTest):
         user = new_user()
         self.server.grant(user, 100)
         r = self.server.infer(self.server.token(user), extra={"outputsCount": 3},
-                              params={"image_size": "landscape"})
+                              params={"image_size": "landscape_16_9"})
         self.assertEqual(r.status, 200, r.body)
         b = r.json
         self.assertEqual(len(b["urls"]), 3)
