@@ -17,8 +17,14 @@ void lr_api_route(lr_req *req, void *app);
 
 /* Resolves the signed-in user or replies 401. */
 bool lr_api_user(lr_app *app, lr_req *req, bool anon_allowed, char user[LR_UUID_LEN + 1]);
-/* Parses a JSON object body or replies 413/415/400. New reference. */
+/* Parses a JSON object body or replies 413/415/400. A string holding
+ * U+0000 is refused (400 invalid_json, its dotted path in `field`). New
+ * reference. */
 json_t *lr_api_json_body(lr_req *req);
+/* As lr_api_json_body, but U+0000 is let through in the string at the
+ * dotted path nul_field ("inputs.prompt"), which the caller must then
+ * refuse itself with its own error (json_string_length vs strlen). */
+json_t *lr_api_json_body_nul(lr_req *req, const char *nul_field);
 /* Keyset cursor: base64url("createdAt|id"). */
 char *lr_api_cursor_encode(const char *created_at, const char *id);
 bool lr_api_cursor_decode(const char *cursor, char created_at[32], char id[LR_UUID_LEN + 1]);

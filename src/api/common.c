@@ -24,7 +24,39 @@ bool lr_api_user(lr_app *app, lr_req *req, bool anon_allowed, char user[LR_UUID_
     return false;
 }
 
+/* Whether a string in j (at dotted path `path`, `len` bytes of `size`
+ * used) other than the one at `allowed` holds U+0000; path then names it.
+ * jansson refuses U+0000 in keys itself, so only values are searched. */
+static bool nul_string(json_t *j, char *path, size_t len, size_t size, const char *allowed)
+{
+    if (json_is_string(j))
+        return strlen(json_string_value(j)) != json_string_length(j) &&
+               !(allowed && !strcmp(path, allowed));
+    const char *key;
+    size_t i;
+    json_t *v;
+    json_object_foreach(j, key, v)
+    {
+        snprintf(path + len, size - len, "%s%s", len ? "." : "", key);
+        if (nul_string(v, path, strlen(path), size, allowed))
+            return true;
+    }
+    json_array_foreach(j, i, v)
+    {
+        snprintf(path + len, size - len, "[%zu]", i);
+        if (nul_string(v, path, strlen(path), size, allowed))
+            return true;
+    }
+    path[len] = '\0';
+    return false;
+}
+
 json_t *lr_api_json_body(lr_req *req)
+{
+    return lr_api_json_body_nul(req, NULL);
+}
+
+json_t *lr_api_json_body_nul(lr_req *req, const char *nul_field)
 {
     if (lr_req_body_too_large(req)) {
         lr_req_reply_error(req, 413, "body_too_large", "Request body is too large", NULL);
@@ -40,7 +72,15 @@ json_t *lr_api_json_body(lr_req *req)
     size_t len;
     const char *body = lr_req_body(req, &len);
     json_error_t je;
-    json_t *j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *j = json_loadb(body, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
+    char path[128] = "";
+    if (json_is_object(j) && nul_string(j, path, 0, sizeof path, nul_field)) {
+        char msg[192];
+        snprintf(msg, sizeof msg, "%s must not contain NUL characters (\\u0000)", path);
+        json_decref(j);
+        lr_req_reply_error(req, 400, "invalid_json", msg, json_pack("{s:s}", "field", path));
+        return NULL;
+    }
     if (!j || !json_is_object(j)) {
         char msg[256];
         if (j)

@@ -392,7 +392,7 @@ void lr_api_infer(lr_app *app, lr_req *req)
                            json_pack("{s:i}", "retryAfter", retry_after));
         return;
     }
-    json_t *body = lr_api_json_body(req);
+    json_t *body = lr_api_json_body_nul(req, "inputs.prompt");
     if (!body)
         return;
     json_t *params = NULL, *input_urls = NULL, *input_keys = NULL;
@@ -411,7 +411,9 @@ void lr_api_infer(lr_app *app, lr_req *req)
     if (json_string_length(jprompt) > MAX_PROMPT_BYTES ||
         strlen(prompt) != json_string_length(jprompt)) {
         lr_req_reply_error(req, 422, "invalid_prompt",
-                           "inputs.prompt must be at most 10000 bytes of text",
+                           strlen(prompt) != json_string_length(jprompt)
+                               ? "inputs.prompt must not contain NUL characters (\\u0000)"
+                               : "inputs.prompt must be at most 10000 bytes of text",
                            json_pack("{s:s}", "field", "inputs.prompt"));
         goto out;
     }

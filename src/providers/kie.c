@@ -86,36 +86,87 @@ static json_t *envelope(const lr_call *c, long *code, const char **msg)
     return j;
 }
 
+/* A model as its page on docs.kie.ai documents it: the list field its input
+ * image URLs go in, our parameter names that Kie spells differently, and
+ * inputs we always send (a parameter of the same name overrides one). A
+ * model not listed here (a LENSROOM_MODELS catalog) gets its parameters
+ * under their own names and its input images as image_urls. */
+typedef struct {
+    const char *model;
+    const char *images;
+    const char *renames[2][2]; /* {ours, Kie's} */
+    const char *fixed;         /* JSON object text, or NULL */
+} kie_model;
+
+static const kie_model kie_models[] = {
+    /* docs.kie.ai/market/seedream/seedream: prompt, image_size, guidance_scale, seed */
+    {"bytedance/seedream", NULL, {{NULL}},
+     "{\"image_size\": \"square_hd\", \"guidance_scale\": 2.5}"},
+    /* docs.kie.ai/market/google/nano-banana-edit: image_urls, aspect_ratio, output_format */
+    {"google/nano-banana-edit", "image_urls", {{"aspectRatio", "aspect_ratio"}},
+     "{\"output_format\": \"png\"}"},
+    /* docs.kie.ai/market/google/pro-image-to-image ("nano-banana-pro"):
+     * image_input, aspect_ratio, resolution, output_format */
+    {"nano-banana-pro", "image_input", {{"aspectRatio", "aspect_ratio"}},
+     "{\"output_format\": \"png\"}"},
+    /* docs.kie.ai/veo3-api/generate-veo-3-video: fields beside prompt and model */
+    {"veo3", NULL, {{"aspectRatio", "aspect_ratio"}}, NULL},
+    {"veo3_fast", NULL, {{"aspectRatio", "aspect_ratio"}}, NULL},
+};
+
+static const kie_model *kie_model_find(const char *model)
+{
+    for (size_t i = 0; model && i < sizeof kie_models / sizeof kie_models[0]; i++) {
+        if (!strcmp(kie_models[i].model, model))
+            return &kie_models[i];
+    }
+    return NULL;
+}
+
+/* Kie's name for our parameter `name` of model km. */
+static const char *kie_name(const kie_model *km, const char *name)
+{
+    for (size_t i = 0; km && i < 2 && km->renames[i][0]; i++) {
+        if (!strcmp(km->renames[i][0], name))
+            return km->renames[i][1];
+    }
+    return name;
+}
+
+/* The model's inputs: the fixed ones, then the generation's parameters
+ * under Kie's names, into o (borrowed). */
+static void put_params(json_t *o, const kie_model *km, json_t *params)
+{
+    json_t *fixed = km && km->fixed ? json_loads(km->fixed, 0, NULL) : NULL;
+    json_object_update(o, fixed);
+    json_decref(fixed);
+    const char *name;
+    json_t *v;
+    json_object_foreach(params, name, v)
+    {
+        if (!json_is_null(v))
+            json_object_set(o, kie_name(km, name), v);
+    }
+}
+
 static json_t *create_body(const kie_task *k)
 {
     const lr_provider_task *t = k->t;
-    json_t *p = t->params;
+    const char *model = t->model->provider_model;
     if (k->veo) {
-        json_t *b = json_pack("{s:s, s:s}", "prompt", t->prompt, "model",
-                              t->model->provider_model ? t->model->provider_model : "veo3");
-        json_t *ar = json_object_get(p, "aspectRatio");
-        if (ar)
-            json_object_set(b, "aspectRatio", ar);
+        if (!model)
+            model = "veo3";
+        json_t *b = json_pack("{s:s, s:s}", "prompt", t->prompt, "model", model);
+        put_params(b, kie_model_find(model), t->params);
         return b;
     }
-    json_t *input = json_pack("{s:s}", "prompt", t->prompt);
-    const char *model = t->model->provider_model;
-    if (!strcmp(t->model->capability, "edit")) {
-        json_object_set_new(input, "image_urls",
+    const kie_model *km = kie_model_find(model);
+    json_t *input = json_object();
+    put_params(input, km, t->params);
+    json_object_set_new(input, "prompt", json_string(t->prompt));
+    if (!strcmp(t->model->capability, "edit"))
+        json_object_set_new(input, km && km->images ? km->images : "image_urls",
                             t->input_urls ? json_deep_copy(t->input_urls) : json_array());
-        const char *keys[] = {"aspectRatio", "resolution", "useGoogleSearch"};
-        for (size_t i = 0; i < 3; i++) {
-            json_t *v = json_object_get(p, keys[i]);
-            if (v)
-                json_object_set(input, keys[i], v);
-        }
-        json_object_set_new(input, "output_format", json_string("png"));
-    } else {
-        json_t *size = json_object_get(p, "image_size");
-        json_object_set_new(input, "image_size", size ? json_incref(size) : json_string("square_hd"));
-        json_object_set_new(input, "guidance_scale", json_real(2.5));
-        json_object_set_new(input, "enable_safety_checker", json_true());
-    }
     return json_pack("{s:s, s:o}", "model", model, "input", input);
 }
 
@@ -263,7 +314,9 @@ static void on_create(lr_call *c)
 }
 
 /* The first result URL in o's resultUrls / result_urls, where the value
- * may be an array or a JSON string holding one. malloc'd, or NULL. */
+ * may be an array or a JSON string holding one. An empty string is no URL:
+ * a "success" without one is Kie's failure (provider_failed, refunded),
+ * not an address for the download to refuse. malloc'd, or NULL. */
 static char *first_url(json_t *o)
 {
     const char *names[] = {"resultUrls", "result_urls"};
@@ -272,8 +325,16 @@ static char *first_url(json_t *o)
         json_t *parsed = json_is_string(v) ? json_loads(json_string_value(v), 0, NULL) : NULL;
         if (parsed)
             v = parsed;
-        json_t *u = json_is_array(v) ? json_array_get(v, 0) : NULL;
-        char *url = json_is_string(u) ? strdup(json_string_value(u)) : NULL;
+        char *url = NULL;
+        size_t j;
+        json_t *u;
+        json_array_foreach(v, j, u)
+        {
+            if (json_string_length(u) > 0) {
+                url = strdup(json_string_value(u));
+                break;
+            }
+        }
         json_decref(parsed);
         if (url)
             return url;

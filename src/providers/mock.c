@@ -27,9 +27,9 @@ static void dimensions(const lr_provider_task *t, int *w, int *h)
     const char *size = json_string_value(json_object_get(t->params, "image_size"));
     const char *ratio = json_string_value(json_object_get(t->params, "aspectRatio"));
     *w = *h = 256;
-    if ((size && !strcmp(size, "portrait")) || (ratio && !strcmp(ratio, "9:16")))
+    if ((size && !strncmp(size, "portrait", 8)) || (ratio && !strcmp(ratio, "9:16")))
         *w = 144;
-    else if ((size && !strcmp(size, "landscape")) || (ratio && !strcmp(ratio, "16:9")))
+    else if ((size && !strncmp(size, "landscape", 9)) || (ratio && !strcmp(ratio, "16:9")))
         *h = 144;
 }
 

@@ -8,6 +8,15 @@ They speak the documented shapes (../shared/reference/kie.md): envelopes
 {"type":"error","error":{...}} bodies. Result files are real: a PNG made
 with PIL and an MP4 made by libavcodec (taken from the server's own mock).
 
+Requests are checked against the fields Kie's model pages document
+(KIE_MODELS below): an unknown model, a field the page does not list, a
+value outside its enum or a missing required field is answered as Kie
+answers a validation error, {"code": 422, "msg": ...}.
+
+A finished market task's resultJson can be made to carry no usable URL with
+result_empty_string ([""]), result_empty_list ([]) or result_missing (no
+resultUrls at all); Veo's response likewise.
+
 Faults are chosen per task by tokens in the prompt, e.g. "[create_401]":
   create_401 create_401_in_200 create_402 create_422 create_429_once
   create_455 create_500 create_500_once create_malformed create_no_task_id
@@ -29,6 +38,66 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 KIE_KEY = "test-kie-key"
 ANTHROPIC_KEY = "test-anthropic-key"
+
+# The request fields of each Kie model as its docs.kie.ai page lists them:
+# field -> a type, or the list of allowed values.
+#   market/seedream/seedream, market/google/nano-banana-edit,
+#   market/google/pro-image-to-image ("nano-banana-pro"),
+#   veo3-api/generate-veo-3-video
+RATIOS = ["1:1", "9:16", "16:9", "3:4", "4:3", "3:2", "2:3", "5:4", "4:5", "21:9", "auto"]
+KIE_MODELS = {
+    "bytedance/seedream": {
+        "required": ["prompt"],
+        "fields": {"prompt": str, "seed": int, "guidance_scale": (int, float),
+                   "image_size": ["square", "square_hd", "portrait_4_3", "portrait_16_9",
+                                  "landscape_4_3", "landscape_16_9"]}},
+    "google/nano-banana-edit": {
+        "required": ["prompt", "image_urls"],
+        "fields": {"prompt": str, "image_urls": list, "output_format": ["png", "jpeg"],
+                   "aspect_ratio": RATIOS,
+                   "image_size": RATIOS}},  # the older name, listed as deprecated
+    "nano-banana-pro": {
+        "required": ["prompt"],
+        "fields": {"prompt": str, "image_input": list, "aspect_ratio": RATIOS,
+                   "resolution": ["1K", "2K", "4K"], "output_format": ["png", "jpg"]}},
+}
+VEO_FIELDS = {
+    "required": ["prompt"],
+    "fields": {"prompt": str, "imageUrls": list, "model": ["veo3", "veo3_fast", "veo3_lite"],
+               "generationType": ["TEXT_2_VIDEO", "FIRST_AND_LAST_FRAMES_2_VIDEO",
+                                  "REFERENCE_2_VIDEO"],
+               "aspect_ratio": ["16:9", "9:16", "Auto"], "seeds": int, "callBackUrl": str,
+               "enableFallback": bool, "enableTranslation": bool, "watermark": str,
+               "resolution": ["720p", "1080p", "4k"]}}
+
+
+def validation_error(body, veo):
+    """Kie's complaint about a create request, or None when it is as documented."""
+    if veo:
+        spec, values = VEO_FIELDS, body
+    else:
+        extra = set(body) - {"model", "callBackUrl", "input"}
+        if extra:
+            return f"unknown field(s): {', '.join(sorted(extra))}"
+        spec = KIE_MODELS.get(body.get("model"))
+        if spec is None:
+            return f"model {body.get('model')!r} is not supported"
+        values = body.get("input")
+        if not isinstance(values, dict):
+            return "input is required"
+    for name in spec["required"]:
+        if values.get(name) in (None, "", []):
+            return f"{name} is required"
+    for name, v in values.items():
+        allowed = spec["fields"].get(name)
+        if allowed is None:
+            return f"{name} is not a parameter of this model"
+        if isinstance(allowed, list):
+            if v not in allowed:
+                return f"{name} must be one of {', '.join(allowed)}"
+        elif not isinstance(v, allowed) or (allowed is int and isinstance(v, bool)):
+            return f"{name} has the wrong type"
+    return None
 
 
 def png_bytes(size=64, color=(200, 40, 90)):
@@ -175,6 +244,9 @@ class FakeProviders:
         if not isinstance(body, dict):
             return h._send(200, {"code": 422, "msg": "body must be JSON"})
         prompt = body.get("prompt") if veo else (body.get("input") or {}).get("prompt")
+        invalid = validation_error(body, veo)
+        if invalid:
+            return h._send(200, {"code": 422, "msg": invalid, "data": None})
         f = faults_of(prompt)
         key = ("create", prompt)
         if "create_401" in f:
@@ -203,7 +275,7 @@ class FakeProviders:
             if x.startswith("delay_"):
                 delay = float(x[6:])
         with self.lock:
-            self.tasks[tid] = {"veo": veo, "body": body, "prompt": prompt, "faults": f,
+            self.tasks[tid] = {"tid": tid, "veo": veo, "body": body, "prompt": prompt, "faults": f,
                                "created": time.time(), "ready_at": time.time() + delay,
                                "polls": 0, "callback": body.get("callBackUrl")}
         if body.get("callBackUrl"):
@@ -264,7 +336,7 @@ class FakeProviders:
                 data.update(successFlag=-1, errorMessage="video generation failed: unsafe")
             elif done:
                 data.update(successFlag=1, response={"taskId": tid,
-                                                     "resultUrls": [self.file_url(tid, "mp4")]},
+                                                     **self._result_urls(t, "mp4")},
                             completeTime=now)
         else:
             data = {"taskId": tid, "model": t["body"].get("model"),
@@ -275,8 +347,18 @@ class FakeProviders:
                 data.update(state="fail", failCode="500", failMsg="image generation failed: nsfw")
             elif done:
                 data.update(state="success", completeTime=now,
-                            resultJson=json.dumps({"resultUrls": [self.file_url(tid, "png")]}))
+                            resultJson=json.dumps(self._result_urls(t, "png")))
         h._send(200, {"code": 200, "msg": "success", "data": data})
+
+    def _result_urls(self, t, ext):
+        f = t["faults"]
+        if "result_empty_string" in f:
+            return {"resultUrls": [""]}
+        if "result_empty_list" in f:
+            return {"resultUrls": []}
+        if "result_missing" in f:
+            return {}
+        return {"resultUrls": [self.file_url(t["tid"], ext)]}
 
     def serve_file(self, h):
         if h.server is self.internal:

@@ -54,7 +54,7 @@ class InferSuccess(ServerTest):
         user = new_user()
         self.server.grant(user, 100)
         r = self.server.infer(self.server.token(user), extra={"outputsCount": 3},
-                              params={"image_size": "landscape"})
+                              params={"image_size": "landscape_16_9"})
         self.assertEqual(r.status, 200, r.body)
         b = r.json
         self.assertEqual(len(b["urls"]), 3)
@@ -143,6 +143,44 @@ class InferErrors(ServerTest):
         for raw in (b"{", b"not json", b"", b"[1,2]", b'"str"', b'{"modelId": "seedream_image",}',
                     b"\xff\xfe", b'{"a":1,"a":2}'):
             self.assertError(self.post(raw), 400, "invalid_json")
+
+    def assertNothingRecorded(self):
+        self.assertEqual([t for _, t, _ in self.server.ledger(self.user)], ["bonus"])
+        with self.server.db() as c:
+            self.assertEqual(c.execute("SELECT count(*) FROM generations").fetchone()[0], 0)
+
+    def test_nul_in_the_prompt_is_422_invalid_prompt(self):
+        for prompt in ("\\u0000", "a dragon\\u0000", "\\u0000a dragon", "a \\u0000 dragon"):
+            with self.subTest(prompt=prompt):
+                raw = ('{"modelId":"seedream_image","inputs":{"prompt":"%s"},"params":{}}'
+                       % prompt).encode()
+                b = self.assertError(self.post(raw), 422, "invalid_prompt")
+                self.assertEqual(b["field"], "inputs.prompt")
+                self.assertIn("NUL", b["error"])
+        b = self.assertError(self.server.infer(self.tok, prompt="x" * 10001), 422,
+                             "invalid_prompt")
+        self.assertIn("10000 bytes", b["error"])
+        self.assertNothingRecorded()
+
+    def test_nul_anywhere_else_is_400_naming_the_field(self):
+        cases = [
+            ('{"modelId":"seedream_image\\u0000x","inputs":{"prompt":"p"}}', "modelId"),
+            ('{"modelId":"seedream_image","inputs":{"prompt":"p"},'
+             '"params":{"image_size":"square_hd\\u0000"}}', "params.image_size"),
+            ('{"modelId":"nano_banana_edit","inputs":{"prompt":"p",'
+             '"images":["data:image/png;base64,AA==","\\u0000"]}}', "inputs.images[1]"),
+            ('{"modelId":"seedream_image","inputs":{"prompt":"p","imageUrl":"https://a\\u0000b"}}',
+             "inputs.imageUrl"),
+        ]
+        for raw, field in cases:
+            with self.subTest(field=field):
+                b = self.assertError(self.post(raw.encode()), 400, "invalid_json")
+                self.assertEqual(b["field"], field)
+                self.assertIn("NUL", b["error"])
+        b = self.assertError(self.post(b'{"modelId":"seedream_image","inputs":{"prompt":"p"},'
+                                       b'"a\u0000b":1}'), 400, "invalid_json")
+        self.assertIn("NUL", b["error"])
+        self.assertNothingRecorded()
 
     def test_missing_fields_is_400(self):
         bodies = [{}, {"modelId": "seedream_image"}, {"inputs": {"prompt": "x"}},

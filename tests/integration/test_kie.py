@@ -5,6 +5,7 @@ charged once on success, charged and refunded once on failure."""
 import base64
 import json
 import os
+import tempfile
 import time
 import unittest
 
@@ -83,15 +84,16 @@ class KieBase(unittest.TestCase):
 
 class MarketAndVeo(KieBase):
     def test_seedream_request_mapping_and_stored_result(self):
-        b = self.assert_success(self.infer("a red fox", params={"image_size": "landscape"}))
+        b = self.assert_success(self.infer("a red fox", params={"image_size": "landscape_16_9"}))
         self.assertEqual(b["meta"]["provider"], "kie")
         create = [x for x in FAKE.requests_to("/api/v1/jobs/createTask")
                   if x["body"]["input"]["prompt"] == "a red fox"][0]
         self.assertEqual(create["headers"]["Authorization"], f"Bearer {KIE_KEY}")
         self.assertEqual(create["body"]["model"], "bytedance/seedream")
-        self.assertEqual(create["body"]["input"], {"prompt": "a red fox", "image_size": "landscape",
-                                                   "guidance_scale": 2.5,
-                                                   "enable_safety_checker": True})
+        # docs.kie.ai/market/seedream/seedream: prompt, image_size, guidance_scale, seed
+        self.assertEqual(create["body"]["input"], {"prompt": "a red fox",
+                                                   "image_size": "landscape_16_9",
+                                                   "guidance_scale": 2.5})
         self.assertNotIn("callBackUrl", create["body"])  # no public URL configured
         tid = b["meta"]["taskIds"][0]
         self.assertTrue(FAKE.requests_to(f"/api/v1/jobs/recordInfo?taskId={tid}"))
@@ -103,8 +105,24 @@ class MarketAndVeo(KieBase):
         create = [x for x in FAKE.requests_to("/api/v1/veo/generate")
                   if x["body"]["prompt"] == "waves at dusk"][0]
         self.assertEqual(create["body"]["model"], "veo3")
-        self.assertEqual(create["body"]["aspectRatio"], "9:16")
+        # docs.kie.ai/veo3-api/generate-veo-3-video: aspect_ratio 16:9, 9:16 or Auto
+        self.assertEqual(create["body"]["aspect_ratio"], "9:16")
+        self.assertNotIn("aspectRatio", create["body"])
         self.assertTrue(FAKE.requests_to(f"/api/v1/veo/record-info?taskId={b['meta']['taskIds'][0]}"))
+
+    def test_veo_offers_only_the_ratios_kie_lists(self):
+        r = self.infer("square waves", model="veo3_video", params={"aspectRatio": "1:1"})
+        self.assertEqual(r.status, 422, r.body)
+        self.assertEqual(r.json["code"], "invalid_parameter")
+        self.assertEqual(r.json["field"], "aspectRatio")
+        self.assertIsInstance(r.json["error"], str)
+        self.assertEqual(self.server.balance(self.user), 200)
+        self.assertEqual(self.server.ledger(self.user)[1:], [])
+        self.assertFalse([x for x in FAKE.requests_to("/api/v1/veo/generate")
+                          if x["body"]["prompt"] == "square waves"])
+        models = {m["id"]: m for m in self.server.get("/api/models").json}
+        self.assertEqual(models["veo3_video"]["paramsSchema"]["aspectRatio"]["options"],
+                         ["16:9", "9:16"])
 
     def test_veo_failure_is_refunded(self):
         self.assert_failed(self.infer("storm [poll_fail]", model="veo3_video"), 502,
@@ -172,6 +190,14 @@ class PollFaults(KieBase):
 
     def test_task_failed_at_kie(self):
         self.assert_failed(self.infer("x [poll_fail]"), 502, "provider_failed", text="nsfw")
+
+    def test_success_without_a_result_url_is_a_provider_failure(self):
+        for fault in ("result_empty_string", "result_empty_list", "result_missing"):
+            with self.subTest(fault=fault):
+                self.assert_failed(self.infer(f"x [{fault}]"), 502, "provider_failed",
+                                   text="without a result URL")
+        self.assert_failed(self.infer("x [result_empty_string]", model="veo3_video"), 502,
+                           "provider_failed", cost=25, text="without a result URL")
 
     def test_task_unknown_to_kie(self):
         self.assert_failed(self.infer("x [poll_404]"), 502, "provider_failed",
@@ -302,7 +328,11 @@ class EditInputs(KieBase):
         self.assertEqual(len(urls), 1)
         self.assertIn(f"/{self.user}/inputs/{b['generationId']}_0.png", urls[0])
         self.assertEqual(self.server.fetch_url(urls[0]).body, FAKE.png)
-        self.assertEqual(create["body"]["input"]["aspectRatio"], "16:9")
+        # docs.kie.ai/market/google/nano-banana-edit
+        self.assertEqual(create["body"]["input"]["aspect_ratio"], "16:9")
+        self.assertEqual(create["body"]["input"]["output_format"], "png")
+        self.assertEqual(set(create["body"]["input"]),
+                         {"prompt", "image_urls", "aspect_ratio", "output_format"})
         # deleting the generation removes the uploaded input with the result
         d = self.server.request("DELETE", f"/api/generations/{b['generationId']}",
                                 headers={"Cookie": f"lr_session={self.token}"})
@@ -313,22 +343,27 @@ class EditInputs(KieBase):
 
     def test_image_url_passes_through(self):
         r = self.infer("sharper", model="nano_banana_pro_edit",
-                       params={"resolution": "2K", "useGoogleSearch": True},
+                       params={"resolution": "2K"},
                        extra={"inputs": {"prompt": "sharper",
                                          "imageUrl": "https://images.example.com/cat.png"}})
         self.assert_success(r, cost=10)
         create = [x for x in FAKE.requests_to("/api/v1/jobs/createTask")
                   if x["body"]["input"]["prompt"] == "sharper"][0]
-        self.assertEqual(create["body"]["model"], "google/nano-banana-pro-edit")
-        self.assertEqual(create["body"]["input"]["image_urls"],
-                         ["https://images.example.com/cat.png"])
-        self.assertEqual(create["body"]["input"]["resolution"], "2K")
-        self.assertIs(create["body"]["input"]["useGoogleSearch"], True)
+        # docs.kie.ai/market/google/pro-image-to-image: nano-banana-pro, image_input
+        self.assertEqual(create["body"]["model"], "nano-banana-pro")
+        self.assertEqual(create["body"]["input"], {
+            "prompt": "sharper", "image_input": ["https://images.example.com/cat.png"],
+            "aspect_ratio": "1:1", "resolution": "2K", "output_format": "png"})
 
-    def check_refused(self, inputs, status, code):
+    def test_pro_edit_takes_no_google_search_flag(self):
+        self.check_refused({"imageUrl": "https://images.example.com/cat.png"}, 422,
+                           "invalid_parameter", model="nano_banana_pro_edit",
+                           params={"useGoogleSearch": True})
+
+    def check_refused(self, inputs, status, code, model="nano_banana_edit", params=None):
         body_inputs = {"prompt": "edit"}
         body_inputs.update(inputs)
-        r = self.infer("edit", model="nano_banana_edit", extra={"inputs": body_inputs})
+        r = self.infer("edit", model=model, params=params, extra={"inputs": body_inputs})
         self.assertEqual(r.status, status, r.body)
         self.assertEqual(r.json["code"], code)
         self.assertIsInstance(r.json["error"], str)
@@ -351,6 +386,34 @@ class EditInputs(KieBase):
                            "input_image_too_large")
         self.check_refused({"images": [self.data_url(FAKE.png)] * 5}, 400, "invalid_input_image")
         self.check_refused({"images": [7]}, 400, "invalid_input_image")
+
+
+class FakeKieChecksFields(KieBase):
+    """The fake refuses what Kie's pages do not document, as Kie's 422: a
+    catalog with the old mapping ends input_rejected and refunded."""
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix="lensroom-models-")
+        self.addCleanup(self.tmp.cleanup)
+        path = os.path.join(self.tmp.name, "models.json")
+        edit = {"provider": "kie", "capability": "edit", "enabled": True, "creditCost": 8}
+        with open(path, "w") as f:
+            json.dump([
+                dict(edit, id="old_pro_edit", title="old", providerModel="google/nano-banana-pro-edit",
+                     paramsSchema={}),
+                dict(edit, id="wrong_field", title="wrong", providerModel="google/nano-banana-edit",
+                     paramsSchema={"resolution": {"type": "string", "default": "2K"}}),
+            ], f)
+        self.extra_env = {"LENSROOM_MODELS": path}
+        super().setUp()
+
+    def test_undocumented_model_or_field_is_kies_422(self):
+        inputs = {"prompt": "p", "imageUrl": "https://images.example.com/cat.png"}
+        for model, why in (("old_pro_edit", "not supported"),
+                           ("wrong_field", "resolution is not a parameter")):
+            with self.subTest(model=model):
+                self.assert_failed(self.infer("p", model=model, extra={"inputs": inputs}), 422,
+                                   "input_rejected", text=why)
 
 
 class Anthropic(KieBase):

@@ -85,9 +85,12 @@ static void test_params_defaults_and_rejections(void **state)
     assert_int_equal(json_integer_value(json_object_get(out, "max_tokens")), 800);
     json_decref(out);
 
-    assert_int_equal(validate(pro, "{\"useGoogleSearch\":\"yes\"}", &out, &field), -1);
+    assert_int_equal(validate(pro, "{\"resolution\":\"8K\"}", &out, &field), -1);
     free(field);
-    assert_int_equal(validate(pro, "{\"useGoogleSearch\":true,\"resolution\":\"4K\"}", &out, &field),
+    assert_int_equal(validate(pro, "{\"useGoogleSearch\":true}", &out, &field), -1);
+    assert_string_equal(field, "useGoogleSearch"); /* not a Kie field of nano-banana-pro */
+    free(field);
+    assert_int_equal(validate(pro, "{\"aspectRatio\":\"16:9\",\"resolution\":\"4K\"}", &out, &field),
                      0);
     json_decref(out);
     lr_catalog_free(c);
