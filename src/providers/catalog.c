@@ -45,6 +45,9 @@ static int check_schema(const char *id, json_t *schema, char **err)
         json_t *opt = json_object_get(spec, "options");
         if (opt && !json_is_array(opt))
             return fail(err, "model %s: param %s: options must be an array", id, name);
+        json_t *al = json_object_get(spec, "aliases");
+        if (al && !json_is_object(al))
+            return fail(err, "model %s: param %s: aliases must be an object", id, name);
     }
     return 0;
 }
@@ -237,6 +240,13 @@ int lr_model_validate_params(const lr_model *m, json_t *params, json_t **out, ch
                 json_object_set(res, name, def);
             continue;
         }
+        /* An alias is an older spelling of an option (the original front
+         * end's "portrait"): stored and sent under today's name. */
+        json_t *canon = json_is_string(v)
+                            ? json_object_get(json_object_get(spec, "aliases"), json_string_value(v))
+                            : NULL;
+        if (canon)
+            v = canon;
         if (check_value(name, spec, v, field, msg) != 0) {
             json_decref(res);
             return -1;

@@ -17,7 +17,7 @@ typedef struct {
     const char *provider_model;
     bool enabled;
     int credit_cost;
-    json_t *params_schema; /* object: name -> {type, default, min, max, options} */
+    json_t *params_schema; /* object: name -> {type, default, min, max, options, aliases} */
     json_t *def;           /* the whole definition */
 } lr_model;
 
@@ -37,7 +37,8 @@ json_t *lr_catalog_public(const lr_catalog *c);
 const char *lr_model_generation_type(const lr_model *m);
 
 /* Checks params against the schema: unknown names, types, min/max and
- * options; fills defaults. On success *out is a new object. On failure
+ * options; maps aliases (older spellings of an option) to the option they
+ * name; fills defaults. On success *out is a new object. On failure
  * returns -1 with *field and *msg (malloc'd) naming the problem. */
 int lr_model_validate_params(const lr_model *m, json_t *params, json_t **out, char **field,
                              char **msg);

@@ -83,6 +83,14 @@ class KieBase(unittest.TestCase):
 
 
 class MarketAndVeo(KieBase):
+    def test_seedream_original_size_names_reach_kie_as_its_own(self):
+        # the original front end sends "portrait"; Kie lists portrait_4_3
+        b = self.assert_success(self.infer("a tall tower", params={"image_size": "portrait"}))
+        create = [x for x in FAKE.requests_to("/api/v1/jobs/createTask")
+                  if x["body"]["input"]["prompt"] == "a tall tower"][0]
+        self.assertEqual(create["body"]["input"]["image_size"], "portrait_4_3")
+        self.assertEqual(self.generation(b["generationId"])["params"]["image_size"], "portrait_4_3")
+
     def test_seedream_request_mapping_and_stored_result(self):
         b = self.assert_success(self.infer("a red fox", params={"image_size": "landscape_16_9"}))
         self.assertEqual(b["meta"]["provider"], "kie")

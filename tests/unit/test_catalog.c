@@ -65,6 +65,14 @@ static void test_params_defaults_and_rejections(void **state)
     assert_int_equal(validate(seed, NULL, &out, &field), 0);
     json_decref(out);
 
+    /* the original front end's spellings become Kie's */
+    assert_int_equal(validate(seed, "{\"image_size\":\"portrait\"}", &out, &field), 0);
+    assert_string_equal(json_string_value(json_object_get(out, "image_size")), "portrait_4_3");
+    json_decref(out);
+    assert_int_equal(validate(seed, "{\"image_size\":\"landscape\"}", &out, &field), 0);
+    assert_string_equal(json_string_value(json_object_get(out, "image_size")), "landscape_4_3");
+    json_decref(out);
+
     assert_int_equal(validate(seed, "{\"image_size\":\"huge\"}", &out, &field), -1);
     assert_string_equal(field, "image_size");
     free(field);
