@@ -94,7 +94,8 @@ static void test_expired_token_rejected_after_leeway(void **state)
     char *tok = lr_jwt_sign_user(KEY, sizeof KEY - 1, USER, NULL, NOW - 3600, 3600 - 40);
     assert_int_equal(check(tok), LR_JWT_EXPIRED);
     free(tok);
-    tok = lr_jwt_sign_user(KEY, sizeof KEY - 1, USER, NULL, NOW - 3600, 3600 - 10); /* within leeway */
+    /* within the leeway */
+    tok = lr_jwt_sign_user(KEY, sizeof KEY - 1, USER, NULL, NOW - 3600, 3600 - 10);
     assert_int_equal(check(tok), LR_JWT_OK);
     free(tok);
 }
@@ -247,7 +248,8 @@ static void test_crit_header_is_rejected(void **state)
              USER, NOW + 600);
     const char *headers[] = {"{\"alg\":\"HS256\",\"crit\":[\"x-unknown\"],\"x-unknown\":1}",
                              "{\"alg\":\"HS256\",\"crit\":[\"b64\"],\"b64\":false}",
-                             "{\"alg\":\"HS256\",\"crit\":[]}", "{\"alg\":\"HS256\",\"crit\":\"exp\"}"};
+                             "{\"alg\":\"HS256\",\"crit\":[]}",
+                             "{\"alg\":\"HS256\",\"crit\":\"exp\"}"};
     for (size_t i = 0; i < sizeof headers / sizeof *headers; i++) {
         char *tok = forge(headers[i], payload, KEY, sizeof KEY - 1);
         assert_int_equal(check(tok), LR_JWT_BAD_CRIT);
@@ -525,10 +527,12 @@ static void test_jwk_key_building_refuses_what_it_cannot_trust(void **state)
     /* A symmetric key, other curves, a truncated point, the right key under the wrong alg. */
     assert_int_equal(jwk_status("{\"kty\":\"oct\",\"k\":\"c2VjcmV0\",\"kid\":\"o\"}", &key),
                      LR_ERR_UNSUPPORTED);
-    assert_int_equal(jwk_status("{\"kty\":\"EC\",\"crv\":\"P-384\",\"x\":\"AA\",\"y\":\"AA\"}", &key),
-                     LR_ERR_UNSUPPORTED);
-    assert_int_equal(jwk_status("{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"AA\",\"y\":\"AA\"}", &key),
-                     LR_ERR_INVALID);
+    assert_int_equal(
+        jwk_status("{\"kty\":\"EC\",\"crv\":\"P-384\",\"x\":\"AA\",\"y\":\"AA\"}", &key),
+        LR_ERR_UNSUPPORTED);
+    assert_int_equal(
+        jwk_status("{\"kty\":\"EC\",\"crv\":\"P-256\",\"x\":\"AA\",\"y\":\"AA\"}", &key),
+        LR_ERR_INVALID);
     ec = public_jwk(k->ec, "a", "RS256");
     assert_int_equal(jwk_status(ec, &key), LR_ERR_UNSUPPORTED);
     free(ec);
