@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "api/ratelimit.h"
+#include "auth/jwks.h"
 #include "core/config.h"
 #include "db/db.h"
 #include "net/net.h"
@@ -27,6 +28,7 @@ typedef struct {
     lr_ratelimit *ratelimit;
     struct lr_events *events;
     const lr_net_policy *net;
+    lr_jwks *jwks; /* NULL: HS256 tokens only */
     int64_t started_ms;
 } lr_app;
 

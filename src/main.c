@@ -49,7 +49,8 @@ static const char usage_migrate[] = "usage: lensroom migrate\n"
 static const char usage_token[] =
     "usage: lensroom token USER_ID [--ttl SECONDS]\n"
     "Prints an HS256 access token (Supabase claims: sub, role and aud\n"
-    "\"authenticated\", iat, exp) signed with the server's JWT secret.\n"
+    "\"authenticated\", iat, exp; iss {SUPABASE_URL}/auth/v1 when SUPABASE_URL\n"
+    "is set) signed with the server's JWT secret.\n"
     "Default ttl 3600 seconds.\n";
 static const char usage_credits[] =
     "usage: lensroom credits grant USER_ID AMOUNT [--reason TEXT] [--key KEY]\n"
@@ -171,6 +172,10 @@ static void announce(const lr_config *cfg, const lr_app *app)
     if (cfg->allow_anon_infer)
         lr_warn("ALLOW_ANON_INFER=true: anonymous /api/infer requests spend the credits of "
                 "user %s. Never use in production.", cfg->test_user_id);
+    if (cfg->jwks_url)
+        lr_info("user tokens: HS256 with the JWT secret, ES256/RS256 with the keys at %s%s%s",
+                cfg->jwks_url, cfg->jwt_issuer ? "; iss must be " : "",
+                cfg->jwt_issuer ? cfg->jwt_issuer : "");
     if (cfg->jwt_secret_from_file)
         lr_info("JWT secret kept in %s/jwt-secret (set SUPABASE_JWT_SECRET to use your "
                 "project's); mint a token with: lensroom token <user-uuid>", cfg->data_dir);
@@ -233,6 +238,11 @@ static int cmd_serve(void)
     app.ratelimit = lr_ratelimit_new(cfg.user_rate_per_min);
     if (!app.loop || !app.workers || !app.provider || !app.pipeline || lr_loop_start(app.loop))
         goto out_all;
+    if (cfg.jwks_url) {
+        app.jwks = lr_jwks_new(&(lr_jwks_opts){
+            .loop = app.loop, .url = cfg.jwks_url, .refetch_s = cfg.jwks_refetch_s});
+        lr_jwks_start(app.jwks);
+    }
     app.events = lr_events_new(db, app.pipeline, app.loop, app.workers, cfg.sse_keepalive_s);
     lr_pipeline_observe(app.pipeline, lr_events_observe, app.events);
     int recovered = lr_pipeline_recover(app.pipeline);
@@ -277,6 +287,7 @@ out_all:
     lr_pipeline_free(app.pipeline);
     lr_ratelimit_free(app.ratelimit);
     lr_net_policy_free(net);
+    lr_jwks_free(app.jwks);
     if (app.provider)
         app.provider->ops->close(app.provider);
     lr_loop_free(app.loop);
@@ -393,7 +404,8 @@ static int cmd_token(int argc, char **argv)
         lr_config_free(&cfg);
         return 1;
     }
-    char *tok = lr_jwt_sign_user(cfg.jwt_secret, cfg.jwt_secret_len, user, (int64_t)time(NULL), ttl);
+    char *tok = lr_jwt_sign_user(cfg.jwt_secret, cfg.jwt_secret_len, user, cfg.jwt_issuer,
+                                 (int64_t)time(NULL), ttl);
     lr_config_free(&cfg);
     if (!tok)
         return 1;

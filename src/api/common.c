@@ -11,7 +11,7 @@
 bool lr_api_user(lr_app *app, lr_req *req, bool anon_allowed, char user[LR_UUID_LEN + 1])
 {
     const char *reason = NULL;
-    lr_auth_status st = lr_auth_user(app->cfg, lr_req_header(req, "Cookie"),
+    lr_auth_status st = lr_auth_user(app->cfg, app->jwks, lr_req_header(req, "Cookie"),
                                      lr_req_header(req, "Authorization"), anon_allowed, user,
                                      &reason);
     if (st == LR_AUTH_OK)

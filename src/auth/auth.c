@@ -8,8 +8,9 @@
 #include "auth/jwt.h"
 #include "auth/session.h"
 
-lr_auth_status lr_auth_user(const lr_config *cfg, const char *cookie, const char *authorization,
-                            bool anon_allowed, char user[LR_UUID_LEN + 1], const char **reason)
+lr_auth_status lr_auth_user(const lr_config *cfg, lr_jwks *jwks, const char *cookie,
+                            const char *authorization, bool anon_allowed,
+                            char user[LR_UUID_LEN + 1], const char **reason)
 {
     if (cfg->test_mode) {
         snprintf(user, LR_UUID_LEN + 1, "%s", cfg->test_user_id);
@@ -26,8 +27,13 @@ lr_auth_status lr_auth_user(const lr_config *cfg, const char *cookie, const char
                                             : "Not signed in";
         return LR_AUTH_MISSING;
     }
-    lr_jwt_verifier v = {cfg->jwt_secret, cfg->jwt_secret_len, cfg->jwt_audience,
-                         cfg->jwt_leeway_s};
+    lr_jwt_verifier v = {.key = cfg->jwt_secret,
+                         .key_len = cfg->jwt_secret_len,
+                         .audience = cfg->jwt_audience,
+                         .leeway_s = cfg->jwt_leeway_s,
+                         .issuer = cfg->jwt_issuer,
+                         .lookup = jwks ? lr_jwks_lookup : NULL,
+                         .lookup_ctx = jwks};
     lr_auth_status st = LR_AUTH_INVALID;
     *reason = NULL;
     for (int i = 0; i < n; i++) {

@@ -13,13 +13,18 @@
 
 #include <stdbool.h>
 
+#include "auth/jwks.h"
 #include "core/config.h"
 #include "core/util.h"
 
 typedef enum { LR_AUTH_OK = 0, LR_AUTH_MISSING, LR_AUTH_INVALID } lr_auth_status;
 
-lr_auth_status lr_auth_user(const lr_config *cfg, const char *cookie, const char *authorization,
-                            bool anon_allowed, char user[LR_UUID_LEN + 1], const char **reason);
+/* Every user token is verified here, by one verifier: HS256 with the
+ * configured secret, ES256/RS256 with the keys in jwks (NULL: none
+ * configured), iss checked when SUPABASE_URL is set (cfg->jwt_issuer). */
+lr_auth_status lr_auth_user(const lr_config *cfg, lr_jwks *jwks, const char *cookie,
+                            const char *authorization, bool anon_allowed,
+                            char user[LR_UUID_LEN + 1], const char **reason);
 
 /* True when the request carries SUPABASE_SECRET_KEY or
  * SUPABASE_SERVICE_ROLE_KEY: in apikey when that header is present (it

@@ -119,6 +119,45 @@ static void check_server_key(const char *name, const char *key, bool sb_secret_o
     free(role);
 }
 
+/* http(s)://host… with no user:password@ (the URL is logged). */
+static bool plain_http_url(const char *url)
+{
+    const char *host = strstr(url, "://");
+    if ((strncmp(url, "http://", 7) && strncmp(url, "https://", 8)) || !host[3])
+        return false;
+    size_t authority = strcspn(host + 3, "/?#");
+    return !memchr(host + 3, '@', authority);
+}
+
+/* The project's issuer and JWKS URL follow SUPABASE_URL (trailing slashes
+ * dropped); SUPABASE_JWKS_URL names another JWKS, or "off" for none. */
+static void load_jwks(lr_config *cfg)
+{
+    char *base = cfg->supabase_url ? strdup(cfg->supabase_url) : NULL;
+    size_t n = base ? strlen(base) : 0;
+    while (n > 0 && base[n - 1] == '/')
+        base[--n] = '\0';
+    if (base && !plain_http_url(base)) {
+        if (strcmp(cfg->storage, "supabase") != 0) /* that check reports it already */
+            problem("SUPABASE_URL", "must be the project's http(s):// URL, e.g. "
+                                    "https://<ref>.supabase.co");
+    } else if (base && asprintf(&cfg->jwt_issuer, "%s/auth/v1", base) < 0)
+        cfg->jwt_issuer = NULL;
+    const char *url = env("SUPABASE_JWKS_URL");
+    if (url && (!strcasecmp(url, "off") || !strcasecmp(url, "none"))) {
+        /* HS256 only */
+    } else if (url) {
+        if (!plain_http_url(url))
+            problem("SUPABASE_JWKS_URL", "must be an http(s):// URL without credentials (or off)");
+        cfg->jwks_url = strdup(url);
+    } else if (cfg->jwt_issuer &&
+               asprintf(&cfg->jwks_url, "%s/.well-known/jwks.json", cfg->jwt_issuer) < 0) {
+        cfg->jwks_url = NULL;
+    }
+    free(base);
+    cfg->jwks_refetch_s = (int)env_long("LENSROOM_JWKS_REFETCH_S", 5, 1, 3600);
+}
+
 int lr_config_load(lr_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -197,6 +236,7 @@ int lr_config_load(lr_config *cfg)
     else if (*aud && strcmp(aud, "none") != 0)
         cfg->jwt_audience = strdup(aud);
     cfg->jwt_leeway_s = (int)env_long("LENSROOM_JWT_LEEWAY_S", 30, 0, 600);
+    load_jwks(cfg);
 
     cfg->secret_key = env_dup("SUPABASE_SECRET_KEY", NULL);
     cfg->service_role_key = env_dup("SUPABASE_SERVICE_ROLE_KEY", NULL);
@@ -393,6 +433,8 @@ void lr_config_free(lr_config *cfg)
     free(cfg->secret_key);
     if (cfg->service_role_key)
         OPENSSL_cleanse(cfg->service_role_key, strlen(cfg->service_role_key));
+    free(cfg->jwks_url);
+    free(cfg->jwt_issuer);
     free(cfg->service_role_key);
     free(cfg->kie_api_key);
     free(cfg->kie_api_base);

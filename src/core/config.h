@@ -31,6 +31,11 @@ typedef struct {
     bool jwt_secret_from_file; /* generated and kept in data_dir */
     char *jwt_audience;        /* NULL: aud not checked */
     int jwt_leeway_s;
+    /* ES256/RS256 user tokens: keys from a JWKS, issuer of the project. */
+    char *jwks_url;      /* SUPABASE_JWKS_URL, else {supabase_url}/auth/v1/.well-known/jwks.json;
+                            NULL (also SUPABASE_JWKS_URL=off): HS256 only */
+    char *jwt_issuer;    /* {supabase_url}/auth/v1: required iss; NULL without SUPABASE_URL */
+    int jwks_refetch_s;  /* LENSROOM_JWKS_REFETCH_S: least seconds between two JWKS fetches */
     /* Server-side Supabase API keys, never logged: SUPABASE_SECRET_KEY
      * (sb_secret_…) and SUPABASE_SERVICE_ROLE_KEY (the legacy service_role
      * JWT, an sb_secret_… key, or any admin secret without Supabase). The

@@ -185,8 +185,8 @@ static size_t call_write(char *ptr, size_t size, size_t nmemb, void *ud)
 {
     lr_call *c = ud;
     size_t n = size * nmemb;
-    if (c->len + n + 1 > CALL_MAX_BODY)
-        return 0; /* aborts: no provider answer is this large */
+    if (c->len + n + 1 > (c->max_len ? c->max_len : CALL_MAX_BODY))
+        return 0; /* aborts: no answer we call for is this large */
     return lr_buf_append(&c->body, &c->len, &c->cap, ptr, n) == 0 ? n : 0;
 }
 

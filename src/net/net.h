@@ -43,12 +43,15 @@ typedef struct lr_call {
     CURLcode rc;
     int retry_after_s; /* -1: none given */
     char error[CURL_ERROR_SIZE];
+    size_t max_len; /* answer bytes accepted, else the transfer fails; 0: 1 MB */
     void (*done)(struct lr_call *c);
     void *ctx;
 } lr_call;
 
 /* Starts method url with the given headers (the list is taken) and body
- * (copied; NULL for none); at most 1 MB of answer is kept. Loop thread. */
+ * (copied; NULL for none); an answer over max_len (1 MB by default) fails
+ * the call (CURLE_WRITE_ERROR). During done, c->xfer.easy still answers
+ * curl_easy_getinfo / curl_easy_header. Loop thread. */
 void lr_call_start(lr_loop *l, lr_call *c, const char *method, const char *url,
                    struct curl_slist *headers, const char *body, long timeout_ms);
 void lr_call_release(lr_call *c);

@@ -28,11 +28,17 @@ class FakeStorage:
         self.port = free_port()
         self.lock = threading.Lock()
 
-    def bearer_headers(self):
-        """Every Authorization header the server sent (None when absent)."""
+    @property
+    def storage_requests(self):
+        """The Storage API calls (the server also asks this host for the
+        project's JWKS, a public endpoint that takes no key)."""
         with self.lock:
-            return [next((v for k, v in h.items() if k.lower() == "authorization"), None)
-                    for _, _, h in self.requests]
+            return [r for r in self.requests if r[1].startswith("/storage/")]
+
+    def bearer_headers(self):
+        """Every Authorization header the server sent to Storage (None when absent)."""
+        return [next((v for k, v in h.items() if k.lower() == "authorization"), None)
+                for _, _, h in self.storage_requests]
 
     @property
     def url(self):

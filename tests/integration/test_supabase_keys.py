@@ -162,16 +162,16 @@ class StorageKeys(unittest.TestCase):
                     {"SUPABASE_SERVICE_ROLE_KEY": SB_SECRET},
                     {"SUPABASE_SECRET_KEY": SB_SECRET, "SUPABASE_SERVICE_ROLE_KEY": SERVICE_JWT}):
             fake, s = self.run_infer(SB_SECRET, env)
-            methods = {m for m, _, _ in fake.requests}
+            methods = {m for m, _, _ in fake.storage_requests}
             self.assertTrue({"GET", "POST", "DELETE"} <= methods, fake.requests)
             self.assertEqual(set(fake.bearer_headers()), {None}, env)
-            self.assertTrue(all(h.get("apikey") == SB_SECRET for _, _, h in fake.requests))
+            self.assertTrue(all(h.get("apikey") == SB_SECRET for _, _, h in fake.storage_requests))
             self.assertNotIn(SB_SECRET[len("sb_secret_"):], s.read_log())
 
     def test_legacy_jwt_key_is_sent_in_both_headers(self):
         fake, s = self.run_infer(SERVICE_JWT, {"SUPABASE_SERVICE_ROLE_KEY": SERVICE_JWT})
         self.assertEqual(set(fake.bearer_headers()), {"Bearer " + SERVICE_JWT})
-        self.assertTrue(all(h.get("apikey") == SERVICE_JWT for _, _, h in fake.requests))
+        self.assertTrue(all(h.get("apikey") == SERVICE_JWT for _, _, h in fake.storage_requests))
 
 
 if __name__ == "__main__":
