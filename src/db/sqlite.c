@@ -135,8 +135,8 @@ static const char *const sql_text[Q_COUNT] = {
     [Q_AUDIT] = lr_sql_audit,
     [Q_MIGRATION_SEEN] = "SELECT 1 FROM schema_migrations WHERE version = ?1",
     [Q_MIGRATION_RECORD] = "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
-    [Q_PING] = "SELECT (SELECT 1 FROM credits LIMIT 1), (SELECT 1 FROM credit_transactions LIMIT 1), "
-               "(SELECT 1 FROM generations LIMIT 1)",
+    [Q_PING] = "SELECT (SELECT 1 FROM credits LIMIT 1), "
+               "(SELECT 1 FROM credit_transactions LIMIT 1), (SELECT 1 FROM generations LIMIT 1)",
 };
 
 typedef struct {
@@ -271,7 +271,10 @@ static lr_err run(conn *c, int q, const arg *args, size_t n, row_fn fn, void *ou
     return LR_OK;
 }
 
-/* run on a pooled connection: a reader, or the writer when write is set. */
+enum { READ = 0, WRITE = 1 };
+
+/* run on a pooled connection: a reader, or the writer when write is set
+ * (all writes share the one writer connection). */
 static lr_err query(sqlite_db *d, bool write, int q, const arg *args, size_t n, row_fn fn,
                     void *out)
 {
@@ -284,8 +287,6 @@ static lr_err query(sqlite_db *d, bool write, int q, const arg *args, size_t n, 
     return e;
 }
 
-enum { READ = 0, WRITE = 1 };
-
 static void rollback(conn *c)
 {
     if (!sqlite3_get_autocommit(c->h))
@@ -297,7 +298,7 @@ static void now_iso(char out[32])
     lr_time_iso(lr_now_ms(), out);
 }
 
-/* Row readers. */
+/* Row readers for statements with one scalar column. */
 
 static void col_int(sqlite3_stmt *s, void *out)
 {
@@ -556,8 +557,9 @@ static lr_err sq_set_stage(lr_db *db, const char *id, const char *status, const 
                               ARGS(A_TEXT(id), A_TEXT(status), A_TEXT(stage), A_TEXT(ts),
                                    A_JSON(task_ids, "[]")),
                               NULL, NULL)
-                        : run(c, Q_STAGE, ARGS(A_TEXT(id), A_TEXT(status), A_TEXT(stage), A_TEXT(ts)),
-                              NULL, NULL);
+                        : run(c, Q_STAGE,
+                              ARGS(A_TEXT(id), A_TEXT(status), A_TEXT(stage), A_TEXT(ts)), NULL,
+                              NULL);
     if (e == LR_OK && sqlite3_changes(c->h) == 0)
         e = LR_ERR_CONFLICT;
     release_writer(d, c);

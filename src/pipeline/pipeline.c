@@ -224,7 +224,8 @@ static void stage_job(void *arg)
             break;
         }
         int st = r->stage;
-        json_t *tasks = r->tasks_dirty ? task_ids_positional(r->task_ids, (size_t)r->outputs) : NULL;
+        json_t *tasks =
+            r->tasks_dirty ? task_ids_positional(r->task_ids, (size_t)r->outputs) : NULL;
         r->tasks_dirty = false;
         pthread_mutex_unlock(&p->mu);
         lr_err e = p->db->ops->set_stage(p->db, r->id, "processing", stage_names[st], tasks);
