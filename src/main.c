@@ -317,27 +317,21 @@ static int cmd_audit(void)
 {
     lr_config cfg;
     lr_db *db = NULL;
-    json_t *v = NULL;
+    lr_violation_list v = {0};
     int rc = 2;
     if (load_config(&cfg) == 0 && open_db(&cfg, &db, 1) == 0 &&
         db->ops->audit(db, &v) == LR_OK) {
-        size_t i;
-        json_t *row;
-        json_array_foreach(v, i, row)
-        {
-            printf("violation %s %s: %s\n", json_string_value(json_object_get(row, "kind")),
-                   json_string_value(json_object_get(row, "subject")),
-                   json_string_value(json_object_get(row, "detail")));
-        }
-        if (json_array_size(v) == 0)
+        for (size_t i = 0; i < v.n; i++)
+            printf("violation %s %s: %s\n", v.v[i].kind, v.v[i].subject, v.v[i].detail);
+        if (v.n == 0)
             printf("ledger sound (%s): balances match their ledgers, none negative, every "
                    "generation charged once and refunded at most once\n",
                    db->backend);
-        rc = json_array_size(v) ? 1 : 0;
+        rc = v.n ? 1 : 0;
     } else {
         fprintf(stderr, "audit: could not run the checks\n");
     }
-    json_decref(v);
+    lr_violation_list_clear(&v);
     lr_db_close(db);
     lr_config_free(&cfg);
     return rc;
@@ -472,22 +466,15 @@ static int cmd_credits(int argc, char **argv)
             rc = 0;
         }
     } else {
-        json_t *rows = NULL;
+        lr_ledger_list rows;
         if (db->ops->list_transactions(db, user, NULL, NULL, (int)limit, &rows) == LR_OK) {
-            size_t i;
-            json_t *t;
             printf("%-24s  %8s  %-10s  %s\n", "created_at", "amount", "type", "description");
-            json_array_foreach(rows, i, t)
-            {
-                printf("%-24s  %8lld  %-10s  %s\n",
-                       json_string_value(json_object_get(t, "createdAt")),
-                       (long long)json_integer_value(json_object_get(t, "amount")),
-                       json_string_value(json_object_get(t, "type")),
-                       json_is_string(json_object_get(t, "description"))
-                           ? json_string_value(json_object_get(t, "description"))
-                           : "");
+            for (size_t i = 0; i < rows.n; i++) {
+                const lr_ledger_row *t = &rows.v[i];
+                printf("%-24s  %8d  %-10s  %s\n", t->created_at, t->amount, t->type,
+                       t->description ? t->description : "");
             }
-            json_decref(rows);
+            lr_ledger_list_clear(&rows);
             rc = 0;
         }
     }

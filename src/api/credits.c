@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "api/render.h"
 #include "auth/auth.h"
 #include "core/log.h"
 
@@ -35,13 +36,15 @@ void lr_api_credits_transactions(lr_app *app, lr_req *req)
                            json_pack("{s:s}", "field", "cursor"));
         return;
     }
-    json_t *rows = NULL;
+    lr_ledger_list list;
     lr_err e = app->db->ops->list_transactions(app->db, user, cursor ? created : NULL,
-                                               cursor ? id : NULL, limit, &rows);
+                                               cursor ? id : NULL, limit, &list);
     if (e != LR_OK) {
         lr_api_db_error(req, e);
         return;
     }
+    json_t *rows = lr_render_ledger(&list);
+    lr_ledger_list_clear(&list);
     json_t *next = lr_api_next_cursor(rows, limit);
     lr_req_reply_json(req, 200,
                       json_pack("{s:b, s:o, s:o}", "success", 1, "transactions", rows,

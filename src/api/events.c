@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/render.h"
 #include "core/log.h"
 #include "core/util.h"
 
@@ -95,7 +96,6 @@ static bool catch_up(watcher *w, const char *status, const char *stage, json_t *
          * went through storing (and downloading, from a remote provider) */
         stages_upto(w, !strcmp(status, "success") && w->has_file ? 4 : 2);
         json_t *data = g ? json_deep_copy(g) : json_pack("{s:s, s:s}", "id", w->id, "status", status);
-        json_object_del(data, "userId");
         json_object_set_new(data, "generationId", json_string(w->id));
         write_event(w, EV_FINAL, status, data);
         lr_stream_close(w->s);
@@ -148,21 +148,24 @@ void lr_events_observe(void *hub, const char *id, const char *status, const char
     pthread_mutex_unlock(&h->mu);
     if (!watched)
         return;
-    json_t *g = NULL;
-    if (final_status(status) && h->db->ops->get_generation(h->db, NULL, id, &g) != LR_OK)
-        g = NULL;
-    apply(h, id, status, stage, g);
-    json_decref(g);
+    lr_generation g = {0};
+    json_t *row = NULL;
+    if (final_status(status) && h->db->ops->get_generation(h->db, NULL, id, &g) == LR_OK)
+        row = lr_render_generation(&g);
+    apply(h, id, status, stage, row);
+    json_decref(row);
+    lr_generation_clear(&g);
 }
 
 static void poll_row(lr_events *h, const char *id)
 {
-    json_t *g = NULL;
+    lr_generation g = {0};
     if (h->db->ops->get_generation(h->db, NULL, id, &g) != LR_OK)
         return;
-    apply(h, id, json_string_value(json_object_get(g, "status")),
-          json_string_value(json_object_get(g, "stage")), g);
-    json_decref(g);
+    json_t *row = final_status(g.status) ? lr_render_generation(&g) : NULL;
+    apply(h, id, g.status, g.stage, row);
+    json_decref(row);
+    lr_generation_clear(&g);
 }
 
 static void tick_timer(void *arg);
@@ -227,7 +230,8 @@ lr_events *lr_events_new(lr_db *db, lr_pipeline *pipeline, lr_loop *loop, lr_wor
     return h;
 }
 
-void lr_events_open(lr_events *h, lr_req *req, const char *user, json_t *g, int last_event_id)
+void lr_events_open(lr_events *h, lr_req *req, const char *user, const lr_generation *g,
+                    int last_event_id)
 {
     lr_stream *s = lr_req_reply_stream(req, 200, "text/event-stream; charset=utf-8");
     if (!s) {
@@ -238,18 +242,16 @@ void lr_events_open(lr_events *h, lr_req *req, const char *user, json_t *g, int 
     if (!w)
         abort();
     w->s = s;
-    snprintf(w->id, sizeof w->id, "%s", json_string_value(json_object_get(g, "id")));
+    snprintf(w->id, sizeof w->id, "%s", g->id);
     snprintf(w->user, sizeof w->user, "%s", user);
-    const char *type = json_string_value(json_object_get(g, "type"));
-    w->has_file = type && strcmp(type, "text") != 0;
-    const char *provider = json_string_value(json_object_get(g, "provider"));
-    w->downloads = w->has_file && !(provider && !strcmp(provider, "mock"));
+    w->has_file = g->type && strcmp(g->type, "text") != 0;
+    w->downloads = w->has_file && !(g->provider && !strcmp(g->provider, "mock"));
     w->last = last_event_id;
     w->last_write_ms = w->last_poll_ms = lr_monotonic_ms();
     lr_stream_write(s, "retry: 2000\n\n", 13);
+    json_t *row = final_status(g->status) ? lr_render_generation(g) : NULL;
     pthread_mutex_lock(&h->mu);
-    bool done = h->stopping || catch_up(w, json_string_value(json_object_get(g, "status")),
-                                         json_string_value(json_object_get(g, "stage")), g);
+    bool done = h->stopping || catch_up(w, g->status, g->stage, row);
     if (done) {
         if (h->stopping)
             lr_stream_close(s);
@@ -264,6 +266,7 @@ void lr_events_open(lr_events *h, lr_req *req, const char *user, json_t *g, int 
         }
     }
     pthread_mutex_unlock(&h->mu);
+    json_decref(row);
 }
 
 void lr_events_close_all(lr_events *h)

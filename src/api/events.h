@@ -23,7 +23,8 @@ lr_events *lr_events_new(lr_db *db, lr_pipeline *pipeline, lr_loop *loop, lr_wor
 void lr_events_observe(void *hub, const char *generation_id, const char *status,
                        const char *stage);
 /* Opens a stream on req for user's generation g (its current row). */
-void lr_events_open(lr_events *h, lr_req *req, const char *user, json_t *g, int last_event_id);
+void lr_events_open(lr_events *h, lr_req *req, const char *user, const lr_generation *g,
+                    int last_event_id);
 /* Ends every stream (shutdown: clients reconnect elsewhere). */
 void lr_events_close_all(lr_events *h);
 void lr_events_free(lr_events *h);

@@ -6,6 +6,7 @@
 
 #include "api/api.h"
 #include "api/events.h"
+#include "api/render.h"
 
 static const char *const statuses[] = {"pending", "processing", "success", "failed", "canceled"};
 static const char *const types[] = {"photo", "video", "edit", "text"};
@@ -51,15 +52,14 @@ void lr_api_generations_list(lr_app *app, lr_req *req)
         f.before_created_at = created;
         f.before_id = id;
     }
-    json_t *rows = NULL;
-    lr_err e = app->db->ops->list_generations(app->db, user, &f, &rows);
+    lr_generation_list list;
+    lr_err e = app->db->ops->list_generations(app->db, user, &f, &list);
     if (e != LR_OK) {
         lr_api_db_error(req, e);
         return;
     }
-    size_t i;
-    json_t *g;
-    json_array_foreach(rows, i, g) json_object_del(g, "userId"); /* always the caller */
+    json_t *rows = lr_render_generations(&list);
+    lr_generation_list_clear(&list);
     json_t *next = lr_api_next_cursor(rows, f.limit);
     lr_req_reply_json(req, 200,
                       json_pack("{s:b, s:o, s:o}", "success", 1, "generations", rows,
@@ -77,27 +77,27 @@ static bool found(lr_req *req, lr_err e)
     return e == LR_OK;
 }
 
-/* The signed-in caller's generation id (userId removed), or NULL after a
+/* The signed-in caller's generation id into g, or false after a
  * 401/404/503 reply. */
-static json_t *own_generation(lr_app *app, lr_req *req, const char *id, char user[LR_UUID_LEN + 1])
+static bool own_generation(lr_app *app, lr_req *req, const char *id, char user[LR_UUID_LEN + 1],
+                           lr_generation *g)
 {
     if (!lr_api_user(app, req, false, user))
-        return NULL;
-    json_t *g = NULL;
-    lr_err e = lr_uuid_valid(id, strlen(id)) ? app->db->ops->get_generation(app->db, user, id, &g)
+        return false;
+    lr_err e = lr_uuid_valid(id, strlen(id)) ? app->db->ops->get_generation(app->db, user, id, g)
                                              : LR_ERR_NOT_FOUND;
-    if (!found(req, e))
-        return NULL;
-    json_object_del(g, "userId");
-    return g;
+    return found(req, e);
 }
 
 void lr_api_generation_get(lr_app *app, lr_req *req, const char *id)
 {
     char user[LR_UUID_LEN + 1];
-    json_t *g = own_generation(app, req, id, user);
-    if (g)
-        lr_req_reply_json(req, 200, json_pack("{s:b, s:o}", "success", 1, "generation", g));
+    lr_generation g = {0};
+    if (own_generation(app, req, id, user, &g))
+        lr_req_reply_json(req, 200,
+                          json_pack("{s:b, s:o}", "success", 1, "generation",
+                                    lr_render_generation(&g)));
+    lr_generation_clear(&g);
 }
 
 /* Hides the generation from its owner and removes its stored files; a
@@ -108,7 +108,7 @@ void lr_api_generation_delete(lr_app *app, lr_req *req, const char *id)
     char user[LR_UUID_LEN + 1];
     if (!lr_api_user(app, req, false, user))
         return;
-    json_t *keys = NULL;
+    lr_strv keys = {0};
     lr_err e = lr_uuid_valid(id, strlen(id)) ? app->db->ops->mark_deleted(app->db, user, id, &keys)
                                              : LR_ERR_NOT_FOUND;
     if (e == LR_ERR_CONFLICT) {
@@ -119,12 +119,11 @@ void lr_api_generation_delete(lr_app *app, lr_req *req, const char *id)
     }
     if (!found(req, e))
         return;
-    bool removed = lr_pipeline_purge_objects(app->pipeline, id, keys);
+    bool removed = lr_pipeline_purge_objects(app->pipeline, id, &keys);
     lr_req_reply_json(req, 200,
                       json_pack("{s:b, s:s, s:b, s:i, s:b}", "success", 1, "generationId", id,
-                                "deleted", 1, "objects", (int)json_array_size(keys),
-                                "objectsRemoved", removed));
-    json_decref(keys);
+                                "deleted", 1, "objects", (int)keys.n, "objectsRemoved", removed));
+    lr_strv_clear(&keys);
 }
 
 /* Cancels a running generation: settled as canceled with every credit of
@@ -134,51 +133,44 @@ void lr_api_generation_cancel(lr_app *app, lr_req *req, const char *id)
     char user[LR_UUID_LEN + 1];
     if (!lr_api_user(app, req, false, user))
         return;
-    json_t *g = NULL;
+    lr_generation g = {0};
     int balance = 0;
     lr_err e = lr_uuid_valid(id, strlen(id))
                    ? lr_pipeline_cancel(app->pipeline, user, id, &g, &balance)
                    : LR_ERR_NOT_FOUND;
-    json_object_del(g, "userId");
+    json_t *gj = g.id ? lr_render_generation(&g) : NULL;
+    lr_generation_clear(&g);
     if (e == LR_ERR_CONFLICT) {
         lr_req_reply_error(req, 409, "generation_finished",
                            "The generation has already finished; nothing was canceled",
-                           json_pack("{s:o*}", "generation", g));
-        return;
+                           json_pack("{s:o*}", "generation", gj));
+    } else if (found(req, e)) {
+        lr_req_reply_json(req, 200,
+                          json_pack("{s:b, s:s, s:s, s:o*, s:i}", "success", 1, "generationId",
+                                    id, "status", "canceled", "generation", gj, "balance",
+                                    balance));
+    } else {
+        json_decref(gj);
     }
-    if (!found(req, e)) {
-        json_decref(g);
-        return;
-    }
-    lr_req_reply_json(req, 200,
-                      json_pack("{s:b, s:s, s:s, s:o*, s:i}", "success", 1, "generationId", id,
-                                "status", "canceled", "generation", g, "balance", balance));
 }
 
 /* Server-Sent Events for one of the caller's generations. */
 void lr_api_generation_events(lr_app *app, lr_req *req, const char *id)
 {
     char user[LR_UUID_LEN + 1];
-    json_t *g = own_generation(app, req, id, user);
-    if (!g)
+    lr_generation g = {0};
+    if (!own_generation(app, req, id, user, &g))
         return;
     const char *last = lr_req_header(req, "Last-Event-ID");
     if (!last)
         last = lr_req_query(req, "lastEventId");
     long last_id = 0;
-    if (last && lr_parse_long(last, 0, 5, &last_id) != 0) {
-        json_decref(g);
+    if (last && lr_parse_long(last, 0, 5, &last_id) != 0)
         lr_req_reply_error(req, 400, "invalid_last_event_id",
                            "Last-Event-ID must be an event id from this stream (0 to 5)", NULL);
-        return;
-    }
-    const char *status = json_string_value(json_object_get(g, "status"));
-    if (last_id >= 5 && strcmp(status, "pending") != 0 && strcmp(status, "processing") != 0) {
-        /* the client has seen the end: 204 tells EventSource to stop reconnecting */
-        json_decref(g);
-        lr_req_reply_empty(req, 204);
-        return;
-    }
-    lr_events_open(app->events, req, user, g, (int)last_id);
-    json_decref(g);
+    else if (last_id >= 5 && !lr_generation_unfinished(&g))
+        lr_req_reply_empty(req, 204); /* the client has seen the end: EventSource stops */
+    else
+        lr_events_open(app->events, req, user, &g, (int)last_id);
+    lr_generation_clear(&g);
 }

@@ -9,6 +9,7 @@
 #include <openssl/evp.h>
 
 #include "api/api.h"
+#include "api/render.h"
 #include "core/log.h"
 #include "storage/mime.h"
 
@@ -184,7 +185,7 @@ static void body_sha256(lr_req *req, char hex[65])
  * when it has finished (with the balance as it is now), 409 while it runs. */
 static void replay(lr_app *app, lr_req *req, const char *user, const lr_key_holder *h)
 {
-    json_t *g = NULL;
+    lr_generation g = {0};
     lr_err e = app->db->ops->get_generation(app->db, user, h->generation_id, &g);
     if (e != LR_OK && e != LR_ERR_NOT_FOUND) {
         lr_api_db_error(req, e);
@@ -194,7 +195,7 @@ static void replay(lr_app *app, lr_req *req, const char *user, const lr_key_hold
         lr_req_reply_error(req, 422, "idempotency_key_reused",
                            "This Idempotency-Key was already used with a different request",
                            json_pack("{s:s}", "generationId", h->generation_id));
-        json_decref(g);
+        lr_generation_clear(&g);
         return;
     }
     if (e == LR_ERR_NOT_FOUND) {
@@ -202,44 +203,43 @@ static void replay(lr_app *app, lr_req *req, const char *user, const lr_key_hold
                            "The generation made with this Idempotency-Key was deleted", NULL);
         return;
     }
-    const char *status = json_string_value(json_object_get(g, "status"));
     char location[96];
     location_of(h->generation_id, location);
-    if (!strcmp(status, "pending") || !strcmp(status, "processing")) {
+    if (lr_generation_unfinished(&g)) {
         lr_req_set_header(req, "Location", location);
         lr_req_set_header(req, "Retry-After", "2");
         lr_req_reply_error(req, 409, "idempotency_in_progress",
                            "A request with this Idempotency-Key is still running",
                            json_pack("{s:s, s:s}", "generationId", h->generation_id, "location",
                                      location));
-        json_decref(g);
+        lr_generation_clear(&g);
         return;
     }
     int balance = 0;
     app->db->ops->balance(app->db, user, &balance);
-    json_t *err = json_object_get(g, "error");
+    json_t *urls = lr_render_strv(&g.result_urls), *task_ids = lr_render_strv(&g.task_ids);
     lr_outcome o = {
         .generation_id = h->generation_id,
-        .model_id = json_string_value(json_object_get(g, "modelId")),
-        .provider = json_string_value(json_object_get(g, "provider")),
-        .status = status,
-        .urls = json_object_get(g, "resultUrls"),
-        .task_ids = json_object_get(g, "taskIds"),
-        .text = json_string_value(json_object_get(g, "text")),
-        .outputs_count = (int)json_integer_value(json_object_get(g, "outputsCount")),
-        .succeeded_count = (int)json_integer_value(json_object_get(g, "succeededCount")),
-        .failed_count = (int)json_integer_value(json_object_get(g, "failedCount")),
-        .credits_used = (int)json_integer_value(json_object_get(g, "creditsUsed")),
+        .model_id = g.model,
+        .provider = g.provider,
+        .status = g.status,
+        .urls = urls,
+        .task_ids = task_ids,
+        .text = g.text,
+        .outputs_count = g.outputs_count,
+        .succeeded_count = g.succeeded_count,
+        .failed_count = g.failed_count,
+        .credits_used = g.credits_used,
         .balance = balance,
-        .duration_ms = json_integer_value(json_object_get(g, "durationMs")),
-        .error_code = json_string_value(json_object_get(err, "code")),
-        .error_message = json_string_value(json_object_get(err, "message")),
-        .created_at = json_string_value(json_object_get(g, "createdAt")),
+        .duration_ms = g.has_duration ? g.duration_ms : 0,
+        .error_code = g.error_code,
+        .error_message = g.error_message,
+        .created_at = g.created_at,
     };
     if (!o.provider)
         o.provider = app->provider->name;
     lr_req_set_header(req, "Idempotent-Replayed", "true");
-    if (!strcmp(status, "success")) {
+    if (!strcmp(g.status, "success")) {
         lr_req_reply_json(req, 200, success_body(&o));
     } else {
         int code;
@@ -252,7 +252,9 @@ static void replay(lr_app *app, lr_req *req, const char *user, const lr_key_hold
         json_t *b = failure_body(&o, refunded, &code);
         lr_req_reply_json(req, code, b);
     }
-    json_decref(g);
+    json_decref(urls);
+    json_decref(task_ids);
+    lr_generation_clear(&g);
 }
 
 #define MAX_INPUT_IMAGES 4

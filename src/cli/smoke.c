@@ -64,14 +64,13 @@ static bool check_credits(report *r, lr_db *db, const char *user)
         line(r, false, "credits functions", "adjust/balance failed: %s", lr_strerror(e));
         return false;
     }
-    json_t *rows = NULL;
+    lr_ledger_list rows;
     long sum = 0;
     if (db->ops->list_transactions(db, user, NULL, NULL, 100000, &rows) == LR_OK) {
-        size_t i;
-        json_t *t;
-        json_array_foreach(rows, i, t) sum += json_integer_value(json_object_get(t, "amount"));
+        for (size_t i = 0; i < rows.n; i++)
+            sum += rows.v[i].amount;
+        lr_ledger_list_clear(&rows);
     }
-    json_decref(rows);
     line(r, sum == after, "credits functions",
          sum == after ? "grant +10 and -10 on user %s: balance back to %d, ledger sums to it"
                       : "user %s: balance %d but the ledger sums to another value",
@@ -96,7 +95,8 @@ static void check_generation(report *r, lr_db *db, const char *user)
                         .error_code = "smoke", .error_message = "lensroom smoke test row"};
     lr_adjust_req back = {.user_id = user, .amount = -1, .type = "adjustment",
                           .description = "lensroom smoke generation"};
-    json_t *g = NULL, *list = NULL;
+    lr_generation g = {0};
+    lr_generation_list list = {0};
     lr_gen_filter f = {.limit = 5};
     const char *step = "grant";
     lr_err e = db->ops->adjust(db, &grant, &ar);
@@ -107,12 +107,9 @@ static void check_generation(report *r, lr_db *db, const char *user)
         (step = "get", e = db->ops->get_generation(db, user, id, &g)) == LR_OK &&
         (step = "list", e = db->ops->list_generations(db, user, &f, &list)) == LR_OK) {
         bool listed = false;
-        size_t i;
-        json_t *x;
-        json_array_foreach(list, i, x) listed |= !strcmp(
-            json_string_value(json_object_get(x, "id")), id);
-        const char *st = json_string_value(json_object_get(g, "status"));
-        bool ok = listed && st && !strcmp(st, "failed");
+        for (size_t i = 0; i < list.n; i++)
+            listed |= !strcmp(list.v[i].id, id);
+        bool ok = listed && g.status && !strcmp(g.status, "failed");
         line(r, ok, "generation rows",
              ok ? "create, update, settle (refund), get and list of %s" : "%s not listed or "
                                                                            "wrong status",
@@ -121,8 +118,8 @@ static void check_generation(report *r, lr_db *db, const char *user)
         line(r, false, "generation rows", "%s failed: %s", step, lr_strerror(e));
     }
     db->ops->adjust(db, &back, &ar);
-    json_decref(g);
-    json_decref(list);
+    lr_generation_clear(&g);
+    lr_generation_list_clear(&list);
 }
 
 typedef struct {

@@ -71,6 +71,32 @@ void lr_time_iso(int64_t ms, char out[32])
     snprintf(out + n, 32 - n, ".%03dZ", (int)(ms % 1000));
 }
 
+void *lr_xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p)
+        abort();
+    return p;
+}
+
+void *lr_xcalloc(size_t count, size_t size)
+{
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p)
+        abort();
+    return p;
+}
+
+char *lr_xstrdup(const char *s)
+{
+    if (!s)
+        return NULL;
+    char *d = strdup(s);
+    if (!d)
+        abort();
+    return d;
+}
+
 int lr_buf_append(char **buf, size_t *len, size_t *cap, const void *data, size_t n)
 {
     if (*len + n + 1 > *cap) {

@@ -44,6 +44,13 @@ char *lr_read_file(const char *path, size_t *len);
  * -1 (buffer unchanged) when out of memory. */
 int lr_buf_append(char **buf, size_t *len, size_t *cap, const void *data, size_t n);
 
+/* Allocation that aborts when memory runs out, so callers never check
+ * (as redis's zmalloc and h2o's h2o_mem_alloc do). lr_xstrdup(NULL) is
+ * NULL. */
+void *lr_xmalloc(size_t n);
+void *lr_xcalloc(size_t count, size_t size);
+char *lr_xstrdup(const char *s);
+
 /* Lowercase hex of len bytes into out (2*len+1). */
 void lr_hex(const unsigned char *in, size_t len, char *out);
 

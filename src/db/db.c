@@ -1,5 +1,6 @@
 #include "db/db.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 bool lr_db_url_is_postgres(const char *url)
@@ -18,4 +19,81 @@ void lr_db_close(lr_db *db)
 {
     if (db)
         db->ops->close(db);
+}
+
+void lr_strv_clear(lr_strv *a)
+{
+    for (size_t i = 0; i < a->n; i++)
+        free(a->v[i]);
+    free(a->v);
+    *a = (lr_strv){0};
+}
+
+void lr_generation_clear(lr_generation *g)
+{
+    char *strings[] = {g->id,         g->user_id,       g->type,       g->model,
+                       g->prompt,     g->status,        g->stage,      g->provider,
+                       g->error_code, g->error_message, g->created_at, g->updated_at,
+                       g->finished_at, g->text};
+    for (size_t i = 0; i < sizeof strings / sizeof *strings; i++)
+        free(strings[i]);
+    lr_strv_clear(&g->result_urls);
+    lr_strv_clear(&g->task_ids);
+    json_decref(g->params);
+    *g = (lr_generation){0};
+}
+
+bool lr_generation_unfinished(const lr_generation *g)
+{
+    return g->status && (!strcmp(g->status, "pending") || !strcmp(g->status, "processing"));
+}
+
+void lr_generation_list_clear(lr_generation_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        lr_generation_clear(&l->v[i]);
+    free(l->v);
+    *l = (lr_generation_list){0};
+}
+
+void lr_ledger_list_clear(lr_ledger_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        lr_ledger_row *t = &l->v[i];
+        free(t->id);
+        free(t->type);
+        free(t->description);
+        json_decref(t->metadata);
+        free(t->generation_id);
+        free(t->created_at);
+    }
+    free(l->v);
+    *l = (lr_ledger_list){0};
+}
+
+void lr_reaped_list_clear(lr_reaped_list *l)
+{
+    free(l->v);
+    *l = (lr_reaped_list){0};
+}
+
+void lr_purge_list_clear(lr_purge_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->v[i].id);
+        lr_strv_clear(&l->v[i].keys);
+    }
+    free(l->v);
+    *l = (lr_purge_list){0};
+}
+
+void lr_violation_list_clear(lr_violation_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->v[i].kind);
+        free(l->v[i].subject);
+        free(l->v[i].detail);
+    }
+    free(l->v);
+    *l = (lr_violation_list){0};
 }

@@ -1,6 +1,7 @@
 /* The database interface: credits, the ledger and generations.
  *
- * Each backend (SQLite now; PostgreSQL next) fills an lr_db_ops table.
+ * Each backend (SQLite in sqlite.c, PostgreSQL in pg.c) fills an lr_db_ops
+ * table; tests/unit/test_ledger.c runs the same conformance suite on both.
  * Every operation that moves credits is one transaction inside the
  * backend, so the money rules hold whatever happens between calls:
  *   - reserve: balance check + deduction + charge row + generation row;
@@ -9,7 +10,15 @@
  *   - adjust:  balance change + ledger row, idempotent by key.
  * Balances never go below zero (CHECK constraint and guarded UPDATE).
  * All functions are safe to call from any thread; backends pool their
- * connections. JSON results are new references owned by the caller.
+ * connections.
+ *
+ * Writes take typed requests (lr_reserve_req, lr_settle_req); reads fill
+ * typed records (lr_generation, lr_ledger_row, ...) that the caller owns
+ * and releases with the matching _clear function, which also accepts a
+ * zeroed record. Field names are the columns', never the API's: the JSON
+ * a client sees is rendered in api/render.c. json_t fields in requests are
+ * borrowed; json_t fields in records (params, metadata: opaque objects a
+ * user or admin supplied) are references the record owns.
  */
 #ifndef LR_DB_H
 #define LR_DB_H
@@ -87,6 +96,97 @@ typedef struct {
     int limit;
 } lr_gen_filter;
 
+/* Strings owned by the array; an entry may be NULL (a slot without a
+ * value, as an output whose provider task never started). */
+typedef struct {
+    char **v;
+    size_t n;
+} lr_strv;
+
+/* A generation as stored. Strings are NULL where the column is. */
+typedef struct {
+    char *id, *user_id;
+    char *type;  /* photo | video | edit | text */
+    char *model; /* catalog id */
+    char *prompt;
+    char *status; /* pending | processing | success | failed | canceled */
+    char *stage;  /* while processing: submitted | downloading | storing */
+    char *provider;
+    lr_strv result_urls; /* public URLs of the stored outputs */
+    lr_strv task_ids;    /* the provider's task ids, one per output, NULL where none */
+    int credits_used;    /* charged minus refunded */
+    int outputs_count, succeeded_count, failed_count;
+    json_t *params; /* the validated params as reserved, {} when none */
+    char *error_code, *error_message;
+    bool has_duration;
+    int64_t duration_ms;
+    char *created_at, *updated_at, *finished_at; /* ISO-8601 UTC */
+    char *text;                                  /* a text model's answer */
+} lr_generation;
+
+/* One ledger row (credit_transactions). */
+typedef struct {
+    char *id;
+    int amount; /* positive credit, negative debit */
+    char *type; /* generation | refund | purchase | bonus | adjustment */
+    char *description;
+    json_t *metadata; /* as stored, {} when none */
+    char *generation_id;
+    char *created_at;
+} lr_ledger_row;
+
+/* An unfinished generation that reap_expired failed and refunded. */
+typedef struct {
+    char id[LR_UUID_LEN + 1];
+    int refund;
+} lr_reaped;
+
+/* A deleted generation whose stored objects are still to remove. */
+typedef struct {
+    char *id;
+    lr_strv keys;
+} lr_purge;
+
+/* A broken ledger invariant, from the audit query. */
+typedef struct {
+    char *kind, *subject, *detail;
+} lr_violation;
+
+/* Arrays of records: v[0..n), owned with their contents. */
+typedef struct {
+    lr_generation *v;
+    size_t n;
+} lr_generation_list;
+typedef struct {
+    lr_ledger_row *v;
+    size_t n;
+} lr_ledger_list;
+typedef struct {
+    lr_reaped *v;
+    size_t n;
+} lr_reaped_list;
+typedef struct {
+    lr_purge *v;
+    size_t n;
+} lr_purge_list;
+typedef struct {
+    lr_violation *v;
+    size_t n;
+} lr_violation_list;
+
+/* Release what a record or list owns and zero it (the struct itself is
+ * the caller's, usually on the stack). */
+void lr_strv_clear(lr_strv *a);
+void lr_generation_clear(lr_generation *g);
+void lr_generation_list_clear(lr_generation_list *l);
+void lr_ledger_list_clear(lr_ledger_list *l);
+void lr_reaped_list_clear(lr_reaped_list *l);
+void lr_purge_list_clear(lr_purge_list *l);
+void lr_violation_list_clear(lr_violation_list *l);
+
+/* True for pending and processing: the generation has not settled. */
+bool lr_generation_unfinished(const lr_generation *g);
+
 typedef struct {
     lr_err (*migrate)(lr_db *db);
     lr_err (*ping)(lr_db *db);
@@ -101,35 +201,38 @@ typedef struct {
     lr_err (*settle)(lr_db *db, const lr_settle_req *s, int *balance);
     lr_err (*balance)(lr_db *db, const char *user_id, int *balance);
     lr_err (*adjust)(lr_db *db, const lr_adjust_req *r, lr_adjust_result *out);
-    /* user_id NULL: any user's (admin and pipeline use). */
-    lr_err (*get_generation)(lr_db *db, const char *user_id, const char *id, json_t **out);
+    /* user_id NULL: any user's (admin and pipeline use). NOT_FOUND for a
+     * missing, deleted or (user_id set) someone else's generation. */
+    lr_err (*get_generation)(lr_db *db, const char *user_id, const char *id, lr_generation *out);
+    /* user_id's generations, newest first, filtered and keyset-paged by f. */
     lr_err (*list_generations)(lr_db *db, const char *user_id, const lr_gen_filter *f,
-                               json_t **out);
+                               lr_generation_list *out);
+    /* user_id's ledger rows, newest first; the cursor is both or neither. */
     lr_err (*list_transactions)(lr_db *db, const char *user_id, const char *before_created_at,
-                                const char *before_id, int limit, json_t **out);
+                                const char *before_id, int limit, lr_ledger_list *out);
     /* Extends the lease of every unfinished generation owner runs. */
     lr_err (*renew_leases)(lr_db *db, const char *owner, const char *lease_until);
     /* Claims for owner (until lease_until) up to limit unfinished
      * generations whose lease ran out and that have provider task ids, to
-     * resume them; *rows: the generations (as get_generation). Concurrent
-     * claimers never take the same row. */
+     * resume them; *rows: the generations as claimed. Concurrent claimers
+     * never take the same row. */
     lr_err (*claim_resumable)(lr_db *db, const char *owner, const char *lease_until, int limit,
-                              json_t **rows);
+                              lr_generation_list *rows);
     /* Fails and refunds (like settle) up to limit unfinished generations
      * whose lease ran out, that owner does not run and that have no
      * provider task id: their process died before the provider took them.
-     * Concurrent reapers never take the same row. *reaped: [{"id","refund"}]. */
-    lr_err (*reap_expired)(lr_db *db, const char *owner, int limit, json_t **reaped);
+     * Concurrent reapers never take the same row. *reaped: what was. */
+    lr_err (*reap_expired)(lr_db *db, const char *owner, int limit, lr_reaped_list *reaped);
     /* Hides a finished generation of user_id from its owner and queues its
      * objects for removal; *keys gets them. NOT_FOUND for missing, deleted
      * or someone else's; CONFLICT while it still runs. */
-    lr_err (*mark_deleted)(lr_db *db, const char *user_id, const char *id, json_t **keys);
-    /* The objects of deleted generations still to remove: [{"id","keys"}]. */
-    lr_err (*pending_purges)(lr_db *db, int limit, json_t **rows);
+    lr_err (*mark_deleted)(lr_db *db, const char *user_id, const char *id, lr_strv *keys);
+    /* The objects of deleted generations still to remove. */
+    lr_err (*pending_purges)(lr_db *db, int limit, lr_purge_list *rows);
     /* All objects of generation id are gone. */
     lr_err (*purged)(lr_db *db, const char *id);
-    /* Ledger invariant violations: [{"kind","subject","detail"}], empty when sound. */
-    lr_err (*audit)(lr_db *db, json_t **violations);
+    /* Ledger invariant violations; none (n == 0) when the ledger is sound. */
+    lr_err (*audit)(lr_db *db, lr_violation_list *violations);
     void (*close)(lr_db *db);
 } lr_db_ops;
 

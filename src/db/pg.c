@@ -7,6 +7,13 @@
  * FOR UPDATE SKIP LOCKED. Connections come from a fixed pool and are opened
  * lazily; a broken one is reset on next use, and while the server is down
  * every call fails fast with LR_ERR_UNAVAILABLE (the API answers 503).
+ *
+ * Reads are plain SELECTs of typed columns, decoded by rows.c as the
+ * SQLite backend's are. The JSON-building functions the first version
+ * read through (lensroom.generation_json, transaction_json and
+ * claim_resumable) are no longer called; they stay in the schema so a
+ * process of that version keeps working beside this one during a rolling
+ * upgrade.
  */
 #include <libpq-fe.h>
 #include <pthread.h>
@@ -16,6 +23,7 @@
 
 #include "core/log.h"
 #include "db/db.h"
+#include "db/rows.h"
 
 extern const char lr_sql_pg_0001[];
 extern const char lr_sql_pg_0002[];
@@ -116,12 +124,38 @@ static const char *val(PGresult *r, int row, int col)
     return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
 }
 
-static json_t *json_col(PGresult *r, int row, int col)
+/* Hands each row of r, as ncols text columns, to add (rows.h). */
+static void each_row(PGresult *r, int ncols, lr_db_row_fn add, void *list)
 {
-    const char *v = val(r, row, col);
-    json_t *j = v ? json_loads(v, 0, NULL) : NULL;
-    return j ? j : json_null();
+    const char *col[GC_COUNT];
+    for (int i = 0; i < PQntuples(r); i++) {
+        for (int j = 0; j < ncols; j++)
+            col[j] = val(r, i, j);
+        add(col, list);
+    }
 }
+
+/* query, with every result row appended to list by add. */
+static lr_err query_rows(pg_db *d, const char *sql, int n, const char *const *params,
+                         lr_db_row_fn add, int ncols, void *list)
+{
+    PGresult *r;
+    lr_err e = query(d, sql, n, params, &r);
+    if (e == LR_OK)
+        each_row(r, ncols, add, list);
+    PQclear(r);
+    return e;
+}
+
+/* A generation's columns in the order of rows.h (GC_*), times as the
+ * server writes them (ISO-8601 UTC). */
+#define GEN_COLUMNS                                                                                \
+    "g.id, g.user_id, g.type, g.model, g.prompt, g.status, g.stage, "                             \
+    "coalesce(g.result_urls, '[]'::jsonb), g.credits_used, g.outputs_count, g.succeeded_count, "  \
+    "g.failed_count, g.provider, g.provider_task_ids, g.params, g.error_code, g.error_message, "   \
+    "g.duration_ms, lensroom.iso(g.created_at), lensroom.iso(g.updated_at), "                     \
+    "lensroom.iso(g.finished_at), "                                                               \
+    "CASE WHEN jsonb_typeof(g.metadata -> 'text') = 'string' THEN g.metadata ->> 'text' END"
 
 static lr_err pg_migrate(lr_db *db)
 {
@@ -322,78 +356,57 @@ static lr_err pg_adjust(lr_db *db, const lr_adjust_req *q, lr_adjust_result *out
     return e;
 }
 
-static lr_err pg_get_generation(lr_db *db, const char *user_id, const char *id, json_t **out)
+static lr_err pg_get_generation(lr_db *db, const char *user_id, const char *id,
+                                lr_generation *out)
 {
     const char *p[] = {id, user_id};
-    PGresult *r;
-    lr_err e = query((pg_db *)db,
-                     "SELECT lensroom.generation_json(g) FROM public.generations g "
-                     "WHERE g.id = $1::uuid AND ($2::uuid IS NULL OR g.user_id = $2::uuid) "
-                     "AND g.deleted_at IS NULL",
-                     2, p, &r);
-    if (e != LR_OK)
-        return e;
-    if (PQntuples(r) == 0) {
-        e = LR_ERR_NOT_FOUND;
-    } else {
-        *out = json_col(r, 0, 0);
-    }
-    PQclear(r);
-    return e;
-}
-
-/* The one column of a one-row result as a JSON array (from json_agg). */
-static lr_err array_result(PGresult *r, json_t **out)
-{
-    json_t *j = json_col(r, 0, 0);
-    PQclear(r);
-    if (!json_is_array(j)) {
-        json_decref(j);
-        j = json_array();
-    }
-    *out = j;
-    return LR_OK;
+    lr_generation_list l = {0};
+    lr_err e = query_rows((pg_db *)db,
+                          "SELECT " GEN_COLUMNS " FROM public.generations g "
+                          "WHERE g.id = $1::uuid AND ($2::uuid IS NULL OR g.user_id = $2::uuid) "
+                          "AND g.deleted_at IS NULL",
+                          2, p, lr_db_add_generation, GC_COUNT, &l);
+    return lr_db_first_generation(e, &l, out);
 }
 
 static lr_err pg_list_generations(lr_db *db, const char *user_id, const lr_gen_filter *f,
-                                  json_t **out)
+                                  lr_generation_list *out)
 {
     char limit[16];
     snprintf(limit, sizeof limit, "%d", f->limit);
     const char *p[] = {user_id, f->status, f->type, f->before_created_at, f->before_id, limit};
-    PGresult *r;
-    lr_err e = query(
+    *out = (lr_generation_list){0};
+    return query_rows(
         (pg_db *)db,
-        "SELECT json_agg(lensroom.generation_json(g) ORDER BY g.created_at DESC, g.id DESC) "
-        "FROM (SELECT * FROM public.generations WHERE user_id = $1 AND deleted_at IS NULL "
-        "AND ($2::text IS NULL OR status = $2) AND ($3::text IS NULL OR type = $3) "
-        "AND ($4::timestamptz IS NULL OR (created_at, id) < ($4::timestamptz, $5::uuid)) "
-        "ORDER BY created_at DESC, id DESC LIMIT $6) g",
-        6, p, &r);
-    return e == LR_OK ? array_result(r, out) : e;
+        "SELECT " GEN_COLUMNS " FROM public.generations g WHERE g.user_id = $1 "
+        "AND g.deleted_at IS NULL AND ($2::text IS NULL OR g.status = $2) "
+        "AND ($3::text IS NULL OR g.type = $3) "
+        "AND ($4::timestamptz IS NULL OR (g.created_at, g.id) < ($4::timestamptz, $5::uuid)) "
+        "ORDER BY g.created_at DESC, g.id DESC LIMIT $6",
+        6, p, lr_db_add_generation, GC_COUNT, out);
 }
 
 static lr_err pg_list_transactions(lr_db *db, const char *user_id, const char *before_created_at,
-                                   const char *before_id, int limit, json_t **out)
+                                   const char *before_id, int limit, lr_ledger_list *out)
 {
     char lim[16];
     snprintf(lim, sizeof lim, "%d", limit);
     const char *p[] = {user_id, before_created_at, before_id, lim};
-    PGresult *r;
-    lr_err e = query(
+    *out = (lr_ledger_list){0};
+    return query_rows(
         (pg_db *)db,
-        "SELECT json_agg(lensroom.transaction_json(t) ORDER BY t.created_at DESC, t.id DESC) "
-        "FROM (SELECT * FROM public.credit_transactions WHERE user_id = $1 "
+        "SELECT id, amount, type, description, coalesce(metadata, '{}'::jsonb), generation_id, "
+        "lensroom.iso(created_at) FROM public.credit_transactions WHERE user_id = $1 "
         "AND ($2::timestamptz IS NULL OR (created_at, id) < ($2::timestamptz, $3::uuid)) "
-        "ORDER BY created_at DESC, id DESC LIMIT $4) t",
-        4, p, &r);
-    return e == LR_OK ? array_result(r, out) : e;
+        "ORDER BY created_at DESC, id DESC LIMIT $4",
+        4, p, lr_db_add_ledger_row, LC_COUNT, out);
 }
 
-static lr_err pg_mark_deleted(lr_db *db, const char *user_id, const char *id, json_t **keys)
+static lr_err pg_mark_deleted(lr_db *db, const char *user_id, const char *id, lr_strv *keys)
 {
     const char *p[] = {id, user_id};
     PGresult *r;
+    *keys = (lr_strv){0};
     /* One statement: the CTE sees the row before the update, so a running
      * generation (not updated) is told apart from a missing one. */
     lr_err e = query((pg_db *)db,
@@ -411,23 +424,21 @@ static lr_err pg_mark_deleted(lr_db *db, const char *user_id, const char *id, js
     else if (!val(r, 0, 1))
         e = LR_ERR_CONFLICT;
     else
-        *keys = json_col(r, 0, 1);
+        lr_db_strv_parse(val(r, 0, 1), keys);
     PQclear(r);
     return e;
 }
 
-static lr_err pg_pending_purges(lr_db *db, int limit, json_t **rows)
+static lr_err pg_pending_purges(lr_db *db, int limit, lr_purge_list *rows)
 {
     char lim[16];
     snprintf(lim, sizeof lim, "%d", limit);
     const char *p[] = {lim};
-    PGresult *r;
-    lr_err e = query((pg_db *)db,
-                     "SELECT json_agg(json_build_object('id', id, 'keys', storage_keys)) FROM "
-                     "(SELECT id, storage_keys FROM public.generations WHERE purge_pending "
-                     "LIMIT $1) x",
-                     1, p, &r);
-    return e == LR_OK ? array_result(r, rows) : e;
+    *rows = (lr_purge_list){0};
+    return query_rows((pg_db *)db,
+                      "SELECT id, storage_keys FROM public.generations WHERE purge_pending "
+                      "LIMIT $1",
+                      1, p, lr_db_add_purge, PC_COUNT, rows);
 }
 
 static lr_err pg_purged(lr_db *db, const char *id)
@@ -452,46 +463,51 @@ static lr_err pg_renew_leases(lr_db *db, const char *owner, const char *lease_un
     return e;
 }
 
-static lr_err pg_reap_expired(lr_db *db, const char *owner, int limit, json_t **reaped)
+static void add_reaped(const char *const *col, void *out)
+{
+    lr_reaped_list *l = out;
+    l->v = lr_db_grow(l->v, l->n, sizeof *l->v);
+    snprintf(l->v[l->n].id, sizeof l->v[l->n].id, "%s", col[0]);
+    l->v[l->n++].refund = atoi(col[1]);
+}
+
+static lr_err pg_reap_expired(lr_db *db, const char *owner, int limit, lr_reaped_list *reaped)
 {
     char lim[16];
     snprintf(lim, sizeof lim, "%d", limit);
     const char *p[] = {owner, lim};
-    PGresult *r;
-    lr_err e = query((pg_db *)db,
-                     "SELECT json_agg(json_build_object('id', generation_id, 'refund', refund)) "
-                     "FROM lensroom.reap_expired($1, $2)",
-                     2, p, &r);
-    return e == LR_OK ? array_result(r, reaped) : e;
+    *reaped = (lr_reaped_list){0};
+    return query_rows((pg_db *)db,
+                      "SELECT generation_id, refund FROM lensroom.reap_expired($1, $2)", 2, p,
+                      add_reaped, 2, reaped);
 }
 
+/* Claims with FOR UPDATE SKIP LOCKED: concurrent claimers skip each
+ * other's rows instead of waiting for them. */
 static lr_err pg_claim_resumable(lr_db *db, const char *owner, const char *lease_until,
-                                 int limit, json_t **rows)
+                                 int limit, lr_generation_list *rows)
 {
     char lim[16];
     snprintf(lim, sizeof lim, "%d", limit);
     const char *p[] = {owner, lease_until, lim};
-    PGresult *r;
-    lr_err e = query((pg_db *)db,
-                     "SELECT coalesce(json_agg(c), '[]') FROM lensroom.claim_resumable($1, $2, $3) c",
-                     3, p, &r);
-    return e == LR_OK ? array_result(r, rows) : e;
+    *rows = (lr_generation_list){0};
+    return query_rows(
+        (pg_db *)db,
+        "UPDATE public.generations g SET claimed_by = $1::uuid, lease_until = $2::timestamptz "
+        "WHERE g.id IN (SELECT x.id FROM public.generations x "
+        "WHERE x.status IN ('pending', 'processing') "
+        "AND (x.lease_until IS NULL OR x.lease_until < now()) "
+        "AND x.claimed_by IS DISTINCT FROM $1::uuid "
+        "AND coalesce(x.provider_task_ids, '[]'::jsonb) <> '[]'::jsonb "
+        "ORDER BY x.created_at LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING " GEN_COLUMNS,
+        3, p, lr_db_add_generation, GC_COUNT, rows);
 }
 
-static lr_err pg_audit(lr_db *db, json_t **violations)
+static lr_err pg_audit(lr_db *db, lr_violation_list *violations)
 {
-    PGresult *r;
-    lr_err e = query((pg_db *)db, lr_sql_audit, 0, NULL, &r);
-    if (e != LR_OK)
-        return e;
-    json_t *arr = json_array();
-    for (int i = 0; i < PQntuples(r); i++)
-        json_array_append_new(arr, json_pack("{s:s, s:s, s:s}", "kind", PQgetvalue(r, i, 0),
-                                             "subject", PQgetvalue(r, i, 1), "detail",
-                                             PQgetvalue(r, i, 2)));
-    PQclear(r);
-    *violations = arr;
-    return LR_OK;
+    *violations = (lr_violation_list){0};
+    return query_rows((pg_db *)db, lr_sql_audit, 0, NULL, lr_db_add_violation, VC_COUNT,
+                      violations);
 }
 
 static void pg_close(lr_db *db)

@@ -7,12 +7,14 @@
  */
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/log.h"
 #include "db/db.h"
+#include "db/rows.h"
 
 extern const char lr_sql_sqlite_0001[];
 extern const char lr_sql_sqlite_0002[];
@@ -52,13 +54,19 @@ enum {
     Q_EXPIRED,
     Q_STAGE_TASKS,
     Q_CLAIM,
+    Q_AUDIT,
+    Q_MIGRATION_SEEN,
+    Q_MIGRATION_RECORD,
+    Q_PING,
     Q_COUNT
 };
 
+/* A generation's columns in the order of rows.h (GC_*). */
 #define GEN_COLUMNS                                                                                \
     "id, user_id, type, model, prompt, status, stage, result_urls, credits_used, outputs_count, "  \
     "succeeded_count, failed_count, provider, provider_task_ids, params, error_code, "            \
-    "error_message, duration_ms, created_at, updated_at, finished_at, metadata"
+    "error_message, duration_ms, created_at, updated_at, finished_at, "                           \
+    "CASE WHEN json_type(metadata, '$.text') = 'text' THEN json_extract(metadata, '$.text') END"
 
 static const char *const sql_text[Q_COUNT] = {
     [Q_BEGIN] = "BEGIN IMMEDIATE",
@@ -124,6 +132,11 @@ static const char *const sql_text[Q_COUNT] = {
                 "AND (claimed_by IS NULL OR claimed_by <> ?3) "
                 "AND provider_task_ids <> '[]' ORDER BY created_at LIMIT ?2) "
                 "RETURNING " GEN_COLUMNS,
+    [Q_AUDIT] = lr_sql_audit,
+    [Q_MIGRATION_SEEN] = "SELECT 1 FROM schema_migrations WHERE version = ?1",
+    [Q_MIGRATION_RECORD] = "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
+    [Q_PING] = "SELECT (SELECT 1 FROM credits LIMIT 1), "
+               "(SELECT 1 FROM credit_transactions LIMIT 1), (SELECT 1 FROM generations LIMIT 1)",
 };
 
 typedef struct {
@@ -194,54 +207,127 @@ static sqlite3_stmt *stmt(conn *c, int q)
     return c->st[q];
 }
 
-static void done(sqlite3_stmt *s)
+/* A statement parameter; the arguments of run bind ?1, ?2, ... in order. */
+typedef struct {
+    enum { ARG_TEXT, ARG_INT, ARG_JSON } kind;
+    const char *text; /* ARG_TEXT (NULL binds NULL), or ARG_JSON's value for NULL */
+    int64_t num;
+    json_t *json;
+} arg;
+
+#define A_TEXT(v) ((arg){.kind = ARG_TEXT, .text = (v)})
+#define A_INT(v) ((arg){.kind = ARG_INT, .num = (v)})
+#define A_JSON(v, fallback) ((arg){.kind = ARG_JSON, .json = (v), .text = (fallback)})
+/* An argument list for run: ARGS(A_TEXT(id), A_INT(n)). */
+#define ARGS(...)                                                                                  \
+    (const arg[]){__VA_ARGS__}, sizeof((const arg[]){__VA_ARGS__}) / sizeof(arg)
+#define NO_ARGS NULL, 0
+
+static void bind_arg(sqlite3_stmt *s, int i, const arg *a)
 {
-    if (s) {
-        sqlite3_reset(s);
-        sqlite3_clear_bindings(s);
+    char *t = NULL;
+    switch (a->kind) {
+    case ARG_INT:
+        sqlite3_bind_int64(s, i, a->num);
+        return;
+    case ARG_JSON:
+        t = a->json ? json_dumps(a->json, JSON_COMPACT) : NULL;
+        sqlite3_bind_text(s, i, t ? t : a->text, -1, SQLITE_TRANSIENT);
+        free(t);
+        return;
+    case ARG_TEXT:
+        if (a->text)
+            sqlite3_bind_text(s, i, a->text, -1, SQLITE_TRANSIENT);
+        else
+            sqlite3_bind_null(s, i);
+        return;
     }
 }
 
-static void bind_text(sqlite3_stmt *s, int i, const char *v)
-{
-    if (v)
-        sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT);
-    else
-        sqlite3_bind_null(s, i);
-}
+/* Called for each result row; reads the columns it needs into out. */
+typedef void (*row_fn)(sqlite3_stmt *s, void *out);
 
-static void bind_json(sqlite3_stmt *s, int i, json_t *v, const char *fallback)
-{
-    char *t = v ? json_dumps(v, JSON_COMPACT) : NULL;
-    sqlite3_bind_text(s, i, t ? t : fallback, -1, SQLITE_TRANSIENT);
-    free(t);
-}
-
-/* Runs a statement with no result rows; 0 on success. */
-static int exec_q(conn *c, int q)
+/* Runs statement q on c with args bound, handing each result row to fn
+ * (NULL: rows are not read); the statement is left reset and unbound.
+ * LR_ERR_DB (logged) when it fails. */
+static lr_err run(conn *c, int q, const arg *args, size_t n, row_fn fn, void *out)
 {
     sqlite3_stmt *s = stmt(c, q);
     if (!s)
-        return -1;
-    int rc = sqlite3_step(s);
-    done(s);
+        return LR_ERR_DB;
+    for (size_t i = 0; i < n; i++)
+        bind_arg(s, (int)i + 1, &args[i]);
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (fn)
+            fn(s, out);
+    }
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
     if (rc != SQLITE_DONE) {
         lr_error("sqlite: %s: %s", sql_text[q], sqlite3_errmsg(c->h));
-        return -1;
+        return LR_ERR_DB;
     }
-    return 0;
+    return LR_OK;
+}
+
+enum { READ = 0, WRITE = 1 };
+
+/* run on a pooled connection: a reader, or the writer when write is set
+ * (all writes share the one writer connection). */
+static lr_err query(sqlite_db *d, bool write, int q, const arg *args, size_t n, row_fn fn,
+                    void *out)
+{
+    conn *c = write ? acquire_writer(d) : acquire(d);
+    lr_err e = run(c, q, args, n, fn, out);
+    if (write)
+        release_writer(d, c);
+    else
+        release(d, c);
+    return e;
 }
 
 static void rollback(conn *c)
 {
     if (!sqlite3_get_autocommit(c->h))
-        exec_q(c, Q_ROLLBACK);
+        run(c, Q_ROLLBACK, NO_ARGS, NULL, NULL);
 }
 
 static void now_iso(char out[32])
 {
     lr_time_iso(lr_now_ms(), out);
 }
+
+/* Row readers for statements with one scalar column. */
+
+static void col_int(sqlite3_stmt *s, void *out)
+{
+    *(int *)out = sqlite3_column_int(s, 0);
+}
+
+static void col_uuid(sqlite3_stmt *s, void *out)
+{
+    const unsigned char *t = sqlite3_column_text(s, 0);
+    snprintf(out, LR_UUID_LEN + 1, "%s", t ? (const char *)t : "");
+}
+
+/* Rows decoded by rows.c: each column read as text. */
+typedef struct {
+    lr_db_row_fn add;
+    int ncols;
+    void *list;
+} text_rows;
+
+static void text_row(sqlite3_stmt *s, void *out)
+{
+    text_rows *t = out;
+    const char *col[GC_COUNT];
+    for (int i = 0; i < t->ncols; i++)
+        col[i] = (const char *)sqlite3_column_text(s, i);
+    t->add(col, t->list);
+}
+
+#define INTO(fn, n, list) text_row, &(text_rows){(fn), (n), (list)}
 
 static lr_err open_conn(const char *path, conn *c, char **errmsg)
 {
@@ -271,238 +357,190 @@ static lr_err open_conn(const char *path, conn *c, char **errmsg)
     return LR_OK;
 }
 
+static void set_flag(sqlite3_stmt *s, void *out)
+{
+    (void)s;
+    *(bool *)out = true;
+}
+
+/* Applies migration i unless schema_migrations says it was. */
+static lr_err apply_migration(conn *c, size_t i, char **err)
+{
+    lr_err e = run(c, Q_BEGIN, NO_ARGS, NULL, NULL);
+    bool seen = false;
+    if (e == LR_OK)
+        e = run(c, Q_MIGRATION_SEEN, ARGS(A_TEXT(migrations[i].version)), set_flag, &seen);
+    if (e == LR_OK && !seen) {
+        char ts[32];
+        now_iso(ts);
+        if (sqlite3_exec(c->h, migrations[i].sql, NULL, NULL, err) != SQLITE_OK)
+            e = LR_ERR_DB;
+        if (e == LR_OK)
+            e = run(c, Q_MIGRATION_RECORD, ARGS(A_TEXT(migrations[i].version), A_TEXT(ts)),
+                    NULL, NULL);
+        if (e == LR_OK)
+            lr_info("migration applied: %s", migrations[i].version);
+    }
+    if (e == LR_OK)
+        e = run(c, Q_COMMIT, NO_ARGS, NULL, NULL);
+    if (e != LR_OK)
+        rollback(c);
+    return e;
+}
+
 static lr_err sq_migrate(lr_db *db)
 {
     sqlite_db *d = (sqlite_db *)db;
     conn *c = acquire_writer(d);
-    lr_err e = LR_OK;
     char *err = NULL;
-    if (sqlite3_exec(c->h,
-                     "CREATE TABLE IF NOT EXISTS schema_migrations (version TEXT PRIMARY KEY, "
-                     "applied_at TEXT NOT NULL)",
-                     NULL, NULL, &err) != SQLITE_OK)
-        goto fail;
-    for (size_t i = 0; i < sizeof migrations / sizeof *migrations; i++) {
-        if (sqlite3_exec(c->h, "BEGIN IMMEDIATE", NULL, NULL, &err) != SQLITE_OK)
-            goto fail;
-        sqlite3_stmt *s;
-        sqlite3_prepare_v2(c->h, "SELECT 1 FROM schema_migrations WHERE version = ?1", -1, &s,
-                           NULL);
-        sqlite3_bind_text(s, 1, migrations[i].version, -1, SQLITE_STATIC);
-        int seen = sqlite3_step(s) == SQLITE_ROW;
-        sqlite3_finalize(s);
-        if (!seen) {
-            if (sqlite3_exec(c->h, migrations[i].sql, NULL, NULL, &err) != SQLITE_OK)
-                goto fail;
-            char ts[32];
-            now_iso(ts);
-            sqlite3_prepare_v2(c->h,
-                               "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
-                               -1, &s, NULL);
-            sqlite3_bind_text(s, 1, migrations[i].version, -1, SQLITE_STATIC);
-            sqlite3_bind_text(s, 2, ts, -1, SQLITE_TRANSIENT);
-            int rc = sqlite3_step(s);
-            sqlite3_finalize(s);
-            if (rc != SQLITE_DONE)
-                goto fail;
-            lr_info("migration applied: %s", migrations[i].version);
-        }
-        if (sqlite3_exec(c->h, "COMMIT", NULL, NULL, &err) != SQLITE_OK)
-            goto fail;
-    }
+    lr_err e = sqlite3_exec(c->h,
+                            "CREATE TABLE IF NOT EXISTS schema_migrations (version TEXT PRIMARY "
+                            "KEY, applied_at TEXT NOT NULL)",
+                            NULL, NULL, &err) == SQLITE_OK
+                   ? LR_OK
+                   : LR_ERR_DB;
+    for (size_t i = 0; e == LR_OK && i < sizeof migrations / sizeof *migrations; i++)
+        e = apply_migration(c, i, &err);
+    if (e != LR_OK)
+        lr_error("sqlite migration failed: %s", err ? err : sqlite3_errmsg(c->h));
+    sqlite3_free(err);
     release_writer(d, c);
     return e;
-fail:
-    lr_error("sqlite migration failed: %s", err ? err : sqlite3_errmsg(c->h));
-    sqlite3_free(err);
-    rollback(c);
-    release_writer(d, c);
-    return LR_ERR_DB;
 }
 
 static lr_err sq_ping(lr_db *db)
 {
-    sqlite_db *d = (sqlite_db *)db;
-    conn *c = acquire(d);
-    int rc = sqlite3_exec(c->h,
-                          "SELECT (SELECT 1 FROM credits LIMIT 1), "
-                          "(SELECT 1 FROM credit_transactions LIMIT 1), "
-                          "(SELECT 1 FROM generations LIMIT 1)",
-                          NULL, NULL, NULL);
-    release(d, c);
-    return rc == SQLITE_OK ? LR_OK : LR_ERR_DB;
+    return query((sqlite_db *)db, READ, Q_PING, NO_ARGS, NULL, NULL);
 }
 
 /* Current balance inside an open transaction (0 when the user has no row). */
-static int read_balance(conn *c, const char *user_id, int *balance)
+static lr_err read_balance(conn *c, const char *user_id, int *balance)
 {
-    sqlite3_stmt *s = stmt(c, Q_BALANCE);
-    if (!s)
-        return -1;
-    bind_text(s, 1, user_id);
-    int rc = sqlite3_step(s);
-    *balance = rc == SQLITE_ROW ? sqlite3_column_int(s, 0) : 0;
-    done(s);
-    return (rc == SQLITE_ROW || rc == SQLITE_DONE) ? 0 : -1;
+    *balance = 0;
+    return run(c, Q_BALANCE, ARGS(A_TEXT(user_id)), col_int, balance);
 }
 
 /* Adds amount (may be negative) to the user's balance unless that would go
- * below zero. 0 done (*balance set), 1 refused or no row, -1 error. */
-static int add_credits(conn *c, const char *user_id, int amount, const char *ts, int *balance)
+ * below zero: LR_OK with *balance set; LR_ERR_INSUFFICIENT when refused or
+ * the user has no row. */
+static lr_err add_credits(conn *c, const char *user_id, int amount, const char *ts, int *balance)
 {
-    sqlite3_stmt *s = stmt(c, Q_CREDIT);
-    if (!s)
-        return -1;
-    sqlite3_bind_int(s, 1, amount);
-    bind_text(s, 2, user_id);
-    bind_text(s, 3, ts);
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW)
-        *balance = sqlite3_column_int(s, 0);
-    done(s);
-    return rc == SQLITE_ROW ? 0 : rc == SQLITE_DONE ? 1 : -1;
+    lr_err e = run(c, Q_CREDIT, ARGS(A_INT(amount), A_TEXT(user_id), A_TEXT(ts)), col_int,
+                   balance);
+    if (e == LR_OK && sqlite3_changes(c->h) == 0)
+        e = LR_ERR_INSUFFICIENT;
+    return e;
 }
 
-static int insert_tx(conn *c, const char *user_id, int amount, const char *type,
-                     const char *description, json_t *metadata, const char *generation_id,
-                     const char *key, const char *ts, char id_out[LR_UUID_LEN + 1])
+/* A ledger row to write. */
+typedef struct {
+    const char *user_id;
+    int amount;
+    const char *type, *description;
+    json_t *metadata; /* NULL: {} */
+    const char *generation_id, *key, *ts;
+} ledger_entry;
+
+static lr_err insert_tx(conn *c, const ledger_entry *t, char id_out[LR_UUID_LEN + 1])
 {
-    sqlite3_stmt *s = stmt(c, Q_INSERT_TX);
-    if (!s)
-        return -1;
     char id[LR_UUID_LEN + 1];
     lr_uuid_v4(id);
-    bind_text(s, 1, id);
-    bind_text(s, 2, user_id);
-    sqlite3_bind_int(s, 3, amount);
-    bind_text(s, 4, type);
-    bind_text(s, 5, description);
-    bind_json(s, 6, metadata, "{}");
-    bind_text(s, 7, generation_id);
-    bind_text(s, 8, key);
-    bind_text(s, 9, ts);
-    int rc = sqlite3_step(s);
-    done(s);
-    if (rc != SQLITE_DONE) {
-        lr_error("sqlite ledger insert failed: %s", sqlite3_errmsg(c->h));
-        return -1;
-    }
-    if (id_out)
+    lr_err e = run(c, Q_INSERT_TX,
+                   ARGS(A_TEXT(id), A_TEXT(t->user_id), A_INT(t->amount), A_TEXT(t->type),
+                        A_TEXT(t->description), A_JSON(t->metadata, "{}"),
+                        A_TEXT(t->generation_id), A_TEXT(t->key), A_TEXT(t->ts)),
+                   NULL, NULL);
+    if (e == LR_OK && id_out)
         memcpy(id_out, id, sizeof id);
-    return 0;
+    return e;
 }
 
-/* Inside the reserve transaction: 1 when a live generation holds the key
- * (holder filled), 0 when it is free (an expired holder releases it), -1 on
- * error. */
-static int check_key(conn *c, const lr_reserve_req *r, lr_key_holder *holder)
+/* Who holds an idempotency key: the generation, its request hash, and
+ * whether its hold has expired. */
+typedef struct {
+    bool found, expired;
+    char id[LR_UUID_LEN + 1];
+    char *request_hash;
+} key_row;
+
+static void read_key_row(sqlite3_stmt *s, void *out)
 {
-    sqlite3_stmt *s = stmt(c, Q_KEY_HOLDER);
-    if (!s)
-        return -1;
-    bind_text(s, 1, r->user_id);
-    bind_text(s, 2, r->idempotency_key);
-    bind_text(s, 3, r->key_expired_before);
-    int rc = sqlite3_step(s), held = 0;
-    char id[LR_UUID_LEN + 1] = "";
-    if (rc == SQLITE_ROW) {
-        snprintf(id, sizeof id, "%s", (const char *)sqlite3_column_text(s, 0));
-        const unsigned char *h = sqlite3_column_text(s, 1);
-        bool expired = sqlite3_column_int(s, 2) != 0;
-        if (!expired) {
-            held = 1;
-            memcpy(holder->generation_id, id, sizeof id);
-            holder->same_request = h && r->request_hash && !strcmp((const char *)h, r->request_hash);
-        }
+    key_row *k = out;
+    k->found = true;
+    snprintf(k->id, sizeof k->id, "%s", (const char *)sqlite3_column_text(s, 0));
+    k->request_hash = lr_xstrdup((const char *)sqlite3_column_text(s, 1));
+    k->expired = sqlite3_column_int(s, 2) != 0;
+}
+
+/* Inside the reserve transaction: *held when a live generation holds the
+ * key (holder filled); an expired holder releases it. */
+static lr_err check_key(conn *c, const lr_reserve_req *r, lr_key_holder *holder, bool *held)
+{
+    key_row k = {0};
+    lr_err e = run(c, Q_KEY_HOLDER,
+                   ARGS(A_TEXT(r->user_id), A_TEXT(r->idempotency_key),
+                        A_TEXT(r->key_expired_before)),
+                   read_key_row, &k);
+    *held = e == LR_OK && k.found && !k.expired;
+    if (*held) {
+        memcpy(holder->generation_id, k.id, sizeof k.id);
+        holder->same_request =
+            k.request_hash && r->request_hash && !strcmp(k.request_hash, r->request_hash);
+    } else if (e == LR_OK && k.found) {
+        e = run(c, Q_KEY_RELEASE, ARGS(A_TEXT(k.id)), NULL, NULL);
     }
-    done(s);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return -1;
-    if (rc == SQLITE_ROW && !held) {
-        s = stmt(c, Q_KEY_RELEASE);
-        if (!s)
-            return -1;
-        bind_text(s, 1, id);
-        rc = sqlite3_step(s);
-        done(s);
-        if (rc != SQLITE_DONE)
-            return -1;
+    free(k.request_hash);
+    return e;
+}
+
+/* The debit, generation row and charge of a reservation, inside its
+ * transaction. LR_ERR_INSUFFICIENT (with *balance) when the user is short. */
+static lr_err reserve_rows(conn *c, const lr_reserve_req *r, int *balance)
+{
+    lr_err e = run(c, Q_DEBIT, ARGS(A_INT(r->cost), A_TEXT(r->user_id), A_TEXT(r->created_at)),
+                   col_int, balance);
+    if (e != LR_OK)
+        return e;
+    if (sqlite3_changes(c->h) == 0) {
+        e = read_balance(c, r->user_id, balance);
+        return e == LR_OK ? LR_ERR_INSUFFICIENT : e;
     }
-    return held;
+    e = run(c, Q_INSERT_GEN,
+            ARGS(A_TEXT(r->generation_id), A_TEXT(r->user_id), A_TEXT(r->type), A_TEXT(r->model),
+                 A_TEXT(r->prompt), A_INT(r->cost), A_INT(r->outputs_count), A_TEXT(r->provider),
+                 A_JSON(r->params, "{}"), A_TEXT(r->created_at), A_TEXT(r->owner),
+                 A_TEXT(r->lease_until), A_TEXT(r->idempotency_key), A_TEXT(r->request_hash)),
+            NULL, NULL);
+    if (e != LR_OK)
+        return e;
+    char desc[160];
+    snprintf(desc, sizeof desc, "Generation: %s x%d", r->model, r->outputs_count);
+    json_t *meta = json_pack("{s:s, s:i}", "model", r->model, "outputs", r->outputs_count);
+    e = insert_tx(c,
+                  &(ledger_entry){.user_id = r->user_id, .amount = -r->cost,
+                                  .type = "generation", .description = desc, .metadata = meta,
+                                  .generation_id = r->generation_id, .ts = r->created_at},
+                  NULL);
+    json_decref(meta);
+    return e;
 }
 
 static lr_err sq_reserve(lr_db *db, const lr_reserve_req *r, int *balance, lr_key_holder *holder)
 {
     sqlite_db *d = (sqlite_db *)db;
     conn *c = acquire_writer(d);
-    lr_err e = LR_ERR_DB;
-    if (exec_q(c, Q_BEGIN) != 0)
+    lr_err e = run(c, Q_BEGIN, NO_ARGS, NULL, NULL);
+    if (e != LR_OK)
         goto out;
-    if (r->idempotency_key) {
-        int held = check_key(c, r, holder);
-        if (held < 0)
-            goto fail;
-        if (held) {
-            e = LR_ERR_CONFLICT;
-            goto fail;
-        }
-    }
-    sqlite3_stmt *s = stmt(c, Q_DEBIT);
-    if (!s)
-        goto fail;
-    sqlite3_bind_int(s, 1, r->cost);
-    bind_text(s, 2, r->user_id);
-    bind_text(s, 3, r->created_at);
-    int rc = sqlite3_step(s);
-    if (rc == SQLITE_ROW) {
-        *balance = sqlite3_column_int(s, 0);
-        rc = sqlite3_step(s);
-    }
-    int debited = sqlite3_changes(c->h) > 0;
-    done(s);
-    if (rc != SQLITE_DONE)
-        goto fail;
-    if (!debited) {
-        if (read_balance(c, r->user_id, balance) != 0)
-            goto fail;
-        e = LR_ERR_INSUFFICIENT;
-        goto fail;
-    }
-    s = stmt(c, Q_INSERT_GEN);
-    if (!s)
-        goto fail;
-    bind_text(s, 1, r->generation_id);
-    bind_text(s, 2, r->user_id);
-    bind_text(s, 3, r->type);
-    bind_text(s, 4, r->model);
-    bind_text(s, 5, r->prompt);
-    sqlite3_bind_int(s, 6, r->cost);
-    sqlite3_bind_int(s, 7, r->outputs_count);
-    bind_text(s, 8, r->provider);
-    bind_json(s, 9, r->params, "{}");
-    bind_text(s, 10, r->created_at);
-    bind_text(s, 11, r->owner);
-    bind_text(s, 12, r->lease_until);
-    bind_text(s, 13, r->idempotency_key);
-    bind_text(s, 14, r->request_hash);
-    rc = sqlite3_step(s);
-    done(s);
-    if (rc != SQLITE_DONE)
-        goto fail;
-    char desc[160];
-    snprintf(desc, sizeof desc, "Generation: %s x%d", r->model, r->outputs_count);
-    json_t *meta = json_pack("{s:s, s:i}", "model", r->model, "outputs", r->outputs_count);
-    int txrc = insert_tx(c, r->user_id, -r->cost, "generation", desc, meta, r->generation_id, NULL,
-                         r->created_at, NULL);
-    json_decref(meta);
-    if (txrc != 0)
-        goto fail;
-    if (exec_q(c, Q_COMMIT) != 0)
-        goto fail;
-    release_writer(d, c);
-    return LR_OK;
-fail:
-    rollback(c);
+    bool held = false;
+    if (r->idempotency_key && (e = check_key(c, r, holder, &held)) == LR_OK && held)
+        e = LR_ERR_CONFLICT;
+    if (e == LR_OK)
+        e = reserve_rows(c, r, balance);
+    if (e == LR_OK)
+        e = run(c, Q_COMMIT, NO_ARGS, NULL, NULL);
+    if (e != LR_OK)
+        rollback(c);
 out:
     release_writer(d, c);
     return e;
@@ -512,86 +550,69 @@ static lr_err sq_set_stage(lr_db *db, const char *id, const char *status, const 
                            json_t *task_ids)
 {
     sqlite_db *d = (sqlite_db *)db;
+    char ts[32];
+    now_iso(ts);
     conn *c = acquire_writer(d);
-    sqlite3_stmt *s = stmt(c, task_ids ? Q_STAGE_TASKS : Q_STAGE);
-    lr_err e = LR_ERR_DB;
-    if (s) {
-        char ts[32];
-        now_iso(ts);
-        bind_text(s, 1, id);
-        bind_text(s, 2, status);
-        bind_text(s, 3, stage);
-        bind_text(s, 4, ts);
-        if (task_ids)
-            bind_json(s, 5, task_ids, "[]");
-        int rc = sqlite3_step(s);
-        int changed = sqlite3_changes(c->h);
-        done(s);
-        e = rc != SQLITE_DONE ? LR_ERR_DB : changed ? LR_OK : LR_ERR_CONFLICT;
-    }
+    lr_err e = task_ids ? run(c, Q_STAGE_TASKS,
+                              ARGS(A_TEXT(id), A_TEXT(status), A_TEXT(stage), A_TEXT(ts),
+                                   A_JSON(task_ids, "[]")),
+                              NULL, NULL)
+                        : run(c, Q_STAGE,
+                              ARGS(A_TEXT(id), A_TEXT(status), A_TEXT(stage), A_TEXT(ts)), NULL,
+                              NULL);
+    if (e == LR_OK && sqlite3_changes(c->h) == 0)
+        e = LR_ERR_CONFLICT;
     release_writer(d, c);
+    return e;
+}
+
+/* The final status and the refund of a settlement, inside its
+ * transaction. LR_ERR_CONFLICT when the generation is already final. */
+static lr_err settle_rows(conn *c, const lr_settle_req *q, const char *ts, int *balance)
+{
+    char user[LR_UUID_LEN + 1] = "";
+    lr_err e = run(c, Q_SETTLE_GEN,
+                   ARGS(A_TEXT(q->generation_id), A_TEXT(q->status), A_JSON(q->result_urls, "[]"),
+                        A_JSON(q->task_ids, "[]"), A_INT(q->succeeded_count),
+                        A_INT(q->failed_count), A_INT(q->refund), A_TEXT(q->error_code),
+                        A_TEXT(q->error_message), A_INT(q->duration_ms), A_TEXT(ts),
+                        A_TEXT(q->text), A_JSON(q->storage_keys, "[]")),
+                   col_uuid, user);
+    if (e != LR_OK)
+        return e;
+    if (!user[0])
+        return LR_ERR_CONFLICT; /* already final: settling twice changes nothing */
+    if (q->refund <= 0)
+        return read_balance(c, user, balance);
+    char desc[160];
+    snprintf(desc, sizeof desc, "Refund: %s", q->error_code ? q->error_code : "failed");
+    json_t *meta =
+        json_pack("{s:i, s:s*}", "failed_outputs", q->failed_count, "error", q->error_message);
+    e = insert_tx(c,
+                  &(ledger_entry){.user_id = user, .amount = q->refund, .type = "refund",
+                                  .description = desc, .metadata = meta,
+                                  .generation_id = q->generation_id, .ts = ts},
+                  NULL);
+    json_decref(meta);
+    if (e == LR_OK && add_credits(c, user, q->refund, ts, balance) != LR_OK)
+        e = LR_ERR_DB;
     return e;
 }
 
 static lr_err sq_settle(lr_db *db, const lr_settle_req *q, int *balance)
 {
     sqlite_db *d = (sqlite_db *)db;
-    conn *c = acquire_writer(d);
-    lr_err e = LR_ERR_DB;
     char ts[32];
     now_iso(ts);
-    if (exec_q(c, Q_BEGIN) != 0)
+    conn *c = acquire_writer(d);
+    lr_err e = run(c, Q_BEGIN, NO_ARGS, NULL, NULL);
+    if (e != LR_OK)
         goto out;
-    sqlite3_stmt *s = stmt(c, Q_SETTLE_GEN);
-    if (!s)
-        goto fail;
-    bind_text(s, 1, q->generation_id);
-    bind_text(s, 2, q->status);
-    bind_json(s, 3, q->result_urls, "[]");
-    bind_json(s, 4, q->task_ids, "[]");
-    sqlite3_bind_int(s, 5, q->succeeded_count);
-    sqlite3_bind_int(s, 6, q->failed_count);
-    sqlite3_bind_int(s, 7, q->refund);
-    bind_text(s, 8, q->error_code);
-    bind_text(s, 9, q->error_message);
-    sqlite3_bind_int64(s, 10, q->duration_ms);
-    bind_text(s, 11, ts);
-    bind_text(s, 12, q->text);
-    bind_json(s, 13, q->storage_keys, "[]");
-    int rc = sqlite3_step(s);
-    char user[LR_UUID_LEN + 1] = "";
-    if (rc == SQLITE_ROW) {
-        snprintf(user, sizeof user, "%s", (const char *)sqlite3_column_text(s, 0));
-        rc = sqlite3_step(s);
-    }
-    done(s);
-    if (rc != SQLITE_DONE)
-        goto fail;
-    if (!user[0]) {
-        e = LR_ERR_CONFLICT; /* already final: settling twice changes nothing */
-        goto fail;
-    }
-    if (q->refund > 0) {
-        char desc[160];
-        snprintf(desc, sizeof desc, "Refund: %s", q->error_code ? q->error_code : "failed");
-        json_t *meta = json_pack("{s:i, s:s*}", "failed_outputs", q->failed_count, "error",
-                                 q->error_message);
-        int txrc = insert_tx(c, user, q->refund, "refund", desc, meta, q->generation_id, NULL, ts,
-                             NULL);
-        json_decref(meta);
-        if (txrc != 0)
-            goto fail;
-        if (add_credits(c, user, q->refund, ts, balance) != 0)
-            goto fail;
-    } else if (read_balance(c, user, balance) != 0) {
-        goto fail;
-    }
-    if (exec_q(c, Q_COMMIT) != 0)
-        goto fail;
-    release_writer(d, c);
-    return LR_OK;
-fail:
-    rollback(c);
+    e = settle_rows(c, q, ts, balance);
+    if (e == LR_OK)
+        e = run(c, Q_COMMIT, NO_ARGS, NULL, NULL);
+    if (e != LR_OK)
+        rollback(c);
 out:
     release_writer(d, c);
     return e;
@@ -601,398 +622,254 @@ static lr_err sq_balance(lr_db *db, const char *user_id, int *balance)
 {
     sqlite_db *d = (sqlite_db *)db;
     conn *c = acquire(d);
-    int rc = read_balance(c, user_id, balance);
+    lr_err e = read_balance(c, user_id, balance);
     release(d, c);
-    return rc == 0 ? LR_OK : LR_ERR_DB;
+    return e;
+}
+
+/* A ledger row found by its idempotency key. */
+typedef struct {
+    bool found;
+    char id[LR_UUID_LEN + 1];
+    int amount;
+    char *type;
+} keyed_tx;
+
+static void read_keyed_tx(sqlite3_stmt *s, void *out)
+{
+    keyed_tx *k = out;
+    k->found = true;
+    snprintf(k->id, sizeof k->id, "%s", (const char *)sqlite3_column_text(s, 0));
+    k->amount = sqlite3_column_int(s, 1);
+    k->type = lr_xstrdup((const char *)sqlite3_column_text(s, 2));
+}
+
+/* Inside the adjust transaction: a grant whose key was seen before changes
+ * nothing (*replayed) when it is the same grant, CONFLICT when not. */
+static lr_err adjust_replay(conn *c, const lr_adjust_req *r, lr_adjust_result *out, bool *replayed)
+{
+    keyed_tx k = {0};
+    lr_err e = run(c, Q_FIND_KEY, ARGS(A_TEXT(r->user_id), A_TEXT(r->idempotency_key)),
+                   read_keyed_tx, &k);
+    *replayed = e == LR_OK && k.found;
+    if (*replayed) {
+        memcpy(out->transaction_id, k.id, sizeof k.id);
+        out->replayed = true;
+        if (k.amount != r->amount || !k.type || strcmp(k.type, r->type) != 0)
+            e = LR_ERR_CONFLICT;
+        else
+            e = read_balance(c, r->user_id, &out->new_balance);
+    }
+    free(k.type);
+    return e;
+}
+
+/* The balance change and its ledger row, inside the adjust transaction. */
+static lr_err adjust_rows(conn *c, const lr_adjust_req *r, const char *ts, lr_adjust_result *out)
+{
+    char id[LR_UUID_LEN + 1];
+    lr_uuid_v4(id);
+    lr_err e = run(c, Q_ENSURE_ROW, ARGS(A_TEXT(id), A_TEXT(r->user_id), A_TEXT(ts)), NULL, NULL);
+    if (e == LR_OK)
+        e = add_credits(c, r->user_id, r->amount, ts, &out->new_balance);
+    if (e == LR_ERR_INSUFFICIENT && read_balance(c, r->user_id, &out->new_balance) != LR_OK)
+        e = LR_ERR_DB;
+    if (e == LR_OK)
+        e = insert_tx(c,
+                      &(ledger_entry){.user_id = r->user_id, .amount = r->amount,
+                                      .type = r->type, .description = r->description,
+                                      .metadata = r->metadata, .key = r->idempotency_key,
+                                      .ts = ts},
+                      out->transaction_id);
+    return e;
 }
 
 static lr_err sq_adjust(lr_db *db, const lr_adjust_req *r, lr_adjust_result *out)
 {
     sqlite_db *d = (sqlite_db *)db;
-    conn *c = acquire_writer(d);
-    lr_err e = LR_ERR_DB;
     char ts[32];
     now_iso(ts);
     memset(out, 0, sizeof *out);
-    if (exec_q(c, Q_BEGIN) != 0)
+    conn *c = acquire_writer(d);
+    lr_err e = run(c, Q_BEGIN, NO_ARGS, NULL, NULL);
+    if (e != LR_OK)
         goto out;
-    sqlite3_stmt *s;
-    if (r->idempotency_key) {
-        s = stmt(c, Q_FIND_KEY);
-        if (!s)
-            goto fail;
-        bind_text(s, 1, r->user_id);
-        bind_text(s, 2, r->idempotency_key);
-        int rc = sqlite3_step(s);
-        if (rc == SQLITE_ROW) {
-            int same = sqlite3_column_int(s, 1) == r->amount &&
-                       !strcmp((const char *)sqlite3_column_text(s, 2), r->type);
-            snprintf(out->transaction_id, sizeof out->transaction_id, "%s",
-                     (const char *)sqlite3_column_text(s, 0));
-            done(s);
-            if (!same) {
-                e = LR_ERR_CONFLICT;
-                goto fail;
-            }
-            out->replayed = true;
-            if (read_balance(c, r->user_id, &out->new_balance) != 0)
-                goto fail;
-            exec_q(c, Q_COMMIT);
-            release_writer(d, c);
-            return LR_OK;
-        }
-        done(s);
-        if (rc != SQLITE_DONE)
-            goto fail;
-    }
-    s = stmt(c, Q_ENSURE_ROW);
-    if (!s)
-        goto fail;
-    char id[LR_UUID_LEN + 1];
-    lr_uuid_v4(id);
-    bind_text(s, 1, id);
-    bind_text(s, 2, r->user_id);
-    bind_text(s, 3, ts);
-    int rc = sqlite3_step(s);
-    done(s);
-    if (rc != SQLITE_DONE)
-        goto fail;
-    int added = add_credits(c, r->user_id, r->amount, ts, &out->new_balance);
-    if (added != 0) {
-        if (added == 1 && read_balance(c, r->user_id, &out->new_balance) == 0)
-            e = LR_ERR_INSUFFICIENT;
-        goto fail;
-    }
-    if (insert_tx(c, r->user_id, r->amount, r->type, r->description, r->metadata, NULL,
-                  r->idempotency_key, ts, out->transaction_id) != 0)
-        goto fail;
-    if (exec_q(c, Q_COMMIT) != 0)
-        goto fail;
-    release_writer(d, c);
-    return LR_OK;
-fail:
-    rollback(c);
+    bool replayed = false;
+    if (r->idempotency_key)
+        e = adjust_replay(c, r, out, &replayed);
+    if (e == LR_OK && !replayed)
+        e = adjust_rows(c, r, ts, out);
+    if (e == LR_OK)
+        e = run(c, Q_COMMIT, NO_ARGS, NULL, NULL);
+    if (e != LR_OK)
+        rollback(c);
 out:
     release_writer(d, c);
     return e;
 }
 
-static json_t *col_text(sqlite3_stmt *s, int i)
+static lr_err sq_get_generation(lr_db *db, const char *user_id, const char *id,
+                                lr_generation *out)
 {
-    const unsigned char *t = sqlite3_column_text(s, i);
-    return t ? json_string((const char *)t) : json_null();
-}
-
-static json_t *col_json(sqlite3_stmt *s, int i, json_t *(*fallback)(void))
-{
-    const unsigned char *t = sqlite3_column_text(s, i);
-    json_t *j = t ? json_loads((const char *)t, 0, NULL) : NULL;
-    return j ? j : fallback();
-}
-
-static json_t *generation_row(sqlite3_stmt *s)
-{
-    json_t *g = json_object();
-    json_t *urls = col_json(s, 7, json_array);
-    json_object_set_new(g, "id", col_text(s, 0));
-    json_object_set_new(g, "userId", col_text(s, 1));
-    json_object_set_new(g, "type", col_text(s, 2));
-    json_object_set_new(g, "modelId", col_text(s, 3));
-    json_object_set_new(g, "prompt", col_text(s, 4));
-    json_object_set_new(g, "status", col_text(s, 5));
-    json_object_set_new(g, "stage", col_text(s, 6));
-    json_object_set_new(g, "url", json_incref(json_array_size(urls) ? json_array_get(urls, 0)
-                                                                      : json_null()));
-    json_object_set_new(g, "resultUrls", urls);
-    json_object_set_new(g, "creditsUsed", json_integer(sqlite3_column_int(s, 8)));
-    json_object_set_new(g, "outputsCount", json_integer(sqlite3_column_int(s, 9)));
-    json_object_set_new(g, "succeededCount", json_integer(sqlite3_column_int(s, 10)));
-    json_object_set_new(g, "failedCount", json_integer(sqlite3_column_int(s, 11)));
-    json_object_set_new(g, "provider", col_text(s, 12));
-    json_object_set_new(g, "taskIds", col_json(s, 13, json_array));
-    json_object_set_new(g, "params", col_json(s, 14, json_object));
-    if (sqlite3_column_type(s, 15) != SQLITE_NULL)
-        json_object_set_new(g, "error", json_pack("{s:o, s:o}", "code", col_text(s, 15),
-                                                  "message", col_text(s, 16)));
-    else
-        json_object_set_new(g, "error", json_null());
-    json_object_set_new(g, "durationMs", sqlite3_column_type(s, 17) == SQLITE_NULL
-                                             ? json_null()
-                                             : json_integer(sqlite3_column_int64(s, 17)));
-    json_object_set_new(g, "createdAt", col_text(s, 18));
-    json_object_set_new(g, "updatedAt", col_text(s, 19));
-    json_object_set_new(g, "finishedAt", col_text(s, 20));
-    json_t *meta = col_json(s, 21, json_object);
-    json_t *text = json_object_get(meta, "text");
-    json_object_set(g, "text", json_is_string(text) ? text : json_null());
-    json_decref(meta);
-    return g;
-}
-
-/* Steps s to the end, one JSON value per row; resets s. */
-static lr_err collect(sqlite3_stmt *s, json_t *(*row)(sqlite3_stmt *), json_t **out)
-{
-    json_t *arr = json_array();
-    int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
-        json_array_append_new(arr, row(s));
-    done(s);
-    if (rc != SQLITE_DONE) {
-        json_decref(arr);
-        return LR_ERR_DB;
-    }
-    *out = arr;
-    return LR_OK;
-}
-
-static json_t *transaction_row(sqlite3_stmt *s)
-{
-    json_t *t = json_object();
-    json_object_set_new(t, "id", col_text(s, 0));
-    json_object_set_new(t, "amount", json_integer(sqlite3_column_int(s, 1)));
-    json_object_set_new(t, "type", col_text(s, 2));
-    json_object_set_new(t, "description", col_text(s, 3));
-    json_object_set_new(t, "metadata", col_json(s, 4, json_object));
-    json_object_set_new(t, "generationId", col_text(s, 5));
-    json_object_set_new(t, "createdAt", col_text(s, 6));
-    return t;
-}
-
-static json_t *purge_row(sqlite3_stmt *s)
-{
-    return json_pack("{s:o, s:o}", "id", col_text(s, 0), "keys", col_json(s, 1, json_array));
-}
-
-static json_t *expired_row(sqlite3_stmt *s)
-{
-    return json_pack("{s:o, s:i, s:i}", "id", col_text(s, 0), "creditsUsed",
-                     sqlite3_column_int(s, 1), "outputsCount", sqlite3_column_int(s, 2));
-}
-
-static lr_err sq_get_generation(lr_db *db, const char *user_id, const char *id, json_t **out)
-{
-    sqlite_db *d = (sqlite_db *)db;
-    conn *c = acquire(d);
-    sqlite3_stmt *s = stmt(c, Q_GET_GEN);
-    lr_err e = LR_ERR_DB;
-    if (s) {
-        bind_text(s, 1, id);
-        bind_text(s, 2, user_id);
-        int rc = sqlite3_step(s);
-        if (rc == SQLITE_ROW) {
-            *out = generation_row(s);
-            e = LR_OK;
-        } else if (rc == SQLITE_DONE) {
-            e = LR_ERR_NOT_FOUND;
-        }
-        done(s);
-    }
-    release(d, c);
-    return e;
+    lr_generation_list l = {0};
+    lr_err e = query((sqlite_db *)db, READ, Q_GET_GEN, ARGS(A_TEXT(id), A_TEXT(user_id)),
+                     INTO(lr_db_add_generation, GC_COUNT, &l));
+    return lr_db_first_generation(e, &l, out);
 }
 
 static lr_err sq_list_generations(lr_db *db, const char *user_id, const lr_gen_filter *f,
-                                  json_t **out)
+                                  lr_generation_list *out)
 {
-    sqlite_db *d = (sqlite_db *)db;
-    conn *c = acquire(d);
-    sqlite3_stmt *s = stmt(c, Q_LIST_GEN);
-    lr_err e = LR_ERR_DB;
-    if (s) {
-        bind_text(s, 1, user_id);
-        bind_text(s, 2, f->status);
-        bind_text(s, 3, f->type);
-        bind_text(s, 4, f->before_created_at);
-        bind_text(s, 5, f->before_id);
-        sqlite3_bind_int(s, 6, f->limit);
-        e = collect(s, generation_row, out);
-    }
-    release(d, c);
+    *out = (lr_generation_list){0};
+    lr_err e = query((sqlite_db *)db, READ, Q_LIST_GEN,
+                     ARGS(A_TEXT(user_id), A_TEXT(f->status), A_TEXT(f->type),
+                          A_TEXT(f->before_created_at), A_TEXT(f->before_id), A_INT(f->limit)),
+                     INTO(lr_db_add_generation, GC_COUNT, out));
+    if (e != LR_OK)
+        lr_generation_list_clear(out);
     return e;
 }
 
 static lr_err sq_list_transactions(lr_db *db, const char *user_id, const char *before_created_at,
-                                   const char *before_id, int limit, json_t **out)
+                                   const char *before_id, int limit, lr_ledger_list *out)
 {
-    sqlite_db *d = (sqlite_db *)db;
-    conn *c = acquire(d);
-    sqlite3_stmt *s = stmt(c, Q_LIST_TX);
-    lr_err e = LR_ERR_DB;
-    if (s) {
-        bind_text(s, 1, user_id);
-        bind_text(s, 2, before_created_at);
-        bind_text(s, 3, before_id);
-        sqlite3_bind_int(s, 4, limit);
-        e = collect(s, transaction_row, out);
-    }
-    release(d, c);
+    *out = (lr_ledger_list){0};
+    lr_err e = query((sqlite_db *)db, READ, Q_LIST_TX,
+                     ARGS(A_TEXT(user_id), A_TEXT(before_created_at), A_TEXT(before_id),
+                          A_INT(limit)),
+                     INTO(lr_db_add_ledger_row, LC_COUNT, out));
+    if (e != LR_OK)
+        lr_ledger_list_clear(out);
     return e;
 }
 
-static lr_err sq_mark_deleted(lr_db *db, const char *user_id, const char *id, json_t **keys)
+/* The storage keys a deletion returned, and whether it matched a row. */
+typedef struct {
+    bool marked;
+    lr_strv *keys;
+} deletion;
+
+static void read_deletion(sqlite3_stmt *s, void *out)
 {
-    sqlite_db *d = (sqlite_db *)db;
+    deletion *del = out;
+    del->marked = true;
+    lr_strv_clear(del->keys);
+    lr_db_strv_parse((const char *)sqlite3_column_text(s, 0), del->keys);
+}
+
+static lr_err sq_mark_deleted(lr_db *db, const char *user_id, const char *id, lr_strv *keys)
+{
     char ts[32];
     now_iso(ts);
-    conn *c = acquire_writer(d);
-    sqlite3_stmt *s = stmt(c, Q_MARK_DELETED);
-    lr_err e = LR_ERR_DB;
-    if (s) {
-        bind_text(s, 1, id);
-        bind_text(s, 2, user_id);
-        bind_text(s, 3, ts);
-        int rc = sqlite3_step(s);
-        if (rc == SQLITE_ROW) {
-            *keys = col_json(s, 0, json_array);
-            e = LR_OK;
-        } else if (rc == SQLITE_DONE) {
-            e = LR_ERR_NOT_FOUND;
-        }
-        done(s);
-    }
-    release_writer(d, c);
-    if (e == LR_ERR_NOT_FOUND) {
-        /* Tell "still running" apart from "not yours / gone". */
-        json_t *g = NULL;
-        if (sq_get_generation(db, user_id, id, &g) == LR_OK) {
-            const char *st = json_string_value(json_object_get(g, "status"));
-            if (st && (!strcmp(st, "pending") || !strcmp(st, "processing")))
-                e = LR_ERR_CONFLICT;
-            json_decref(g);
-        }
-    }
+    *keys = (lr_strv){0};
+    deletion del = {.keys = keys};
+    lr_err e = query((sqlite_db *)db, WRITE, Q_MARK_DELETED,
+                     ARGS(A_TEXT(id), A_TEXT(user_id), A_TEXT(ts)), read_deletion, &del);
+    if (e != LR_OK || del.marked)
+        return e;
+    /* Nothing marked: tell "still running" apart from "not yours / gone". */
+    lr_generation g = {0};
+    e = sq_get_generation(db, user_id, id, &g);
+    if (e == LR_OK)
+        e = lr_generation_unfinished(&g) ? LR_ERR_CONFLICT : LR_ERR_NOT_FOUND;
+    lr_generation_clear(&g);
     return e;
 }
 
-static lr_err sq_pending_purges(lr_db *db, int limit, json_t **rows)
+static lr_err sq_pending_purges(lr_db *db, int limit, lr_purge_list *rows)
 {
-    sqlite_db *d = (sqlite_db *)db;
-    conn *c = acquire(d);
-    sqlite3_stmt *s = stmt(c, Q_PENDING_PURGES);
-    lr_err e = LR_ERR_DB;
-    if (s) {
-        sqlite3_bind_int(s, 1, limit);
-        e = collect(s, purge_row, rows);
-    }
-    release(d, c);
+    *rows = (lr_purge_list){0};
+    lr_err e =
+        query((sqlite_db *)db, READ, Q_PENDING_PURGES, ARGS(A_INT(limit)),
+                 INTO(lr_db_add_purge, PC_COUNT, rows));
+    if (e != LR_OK)
+        lr_purge_list_clear(rows);
     return e;
 }
 
 static lr_err sq_purged(lr_db *db, const char *id)
 {
-    sqlite_db *d = (sqlite_db *)db;
-    conn *c = acquire_writer(d);
-    sqlite3_stmt *s = stmt(c, Q_PURGED);
-    lr_err e = LR_ERR_DB;
-    if (s) {
-        bind_text(s, 1, id);
-        e = sqlite3_step(s) == SQLITE_DONE ? LR_OK : LR_ERR_DB;
-        done(s);
-    }
-    release_writer(d, c);
-    return e;
+    return query((sqlite_db *)db, WRITE, Q_PURGED, ARGS(A_TEXT(id)), NULL, NULL);
 }
 
 static lr_err sq_renew_leases(lr_db *db, const char *owner, const char *lease_until)
 {
-    sqlite_db *d = (sqlite_db *)db;
-    conn *c = acquire_writer(d);
-    sqlite3_stmt *s = stmt(c, Q_RENEW);
-    lr_err e = LR_ERR_DB;
-    if (s) {
-        bind_text(s, 1, owner);
-        bind_text(s, 2, lease_until);
-        e = sqlite3_step(s) == SQLITE_DONE ? LR_OK : LR_ERR_DB;
-        done(s);
-    }
-    release_writer(d, c);
-    return e;
+    return query((sqlite_db *)db, WRITE, Q_RENEW, ARGS(A_TEXT(owner), A_TEXT(lease_until)), NULL,
+                 NULL);
+}
+
+/* An unfinished generation whose lease ran out, before it is reaped. */
+typedef struct {
+    lr_reaped *v; /* refund: its credits_used */
+    int *outputs;
+    size_t n;
+} expired_list;
+
+static void add_expired(sqlite3_stmt *s, void *out)
+{
+    expired_list *l = out;
+    l->v = lr_db_grow(l->v, l->n, sizeof *l->v);
+    l->outputs = lr_db_grow(l->outputs, l->n, sizeof *l->outputs);
+    snprintf(l->v[l->n].id, sizeof l->v[l->n].id, "%s", (const char *)sqlite3_column_text(s, 0));
+    l->v[l->n].refund = sqlite3_column_int(s, 1);
+    l->outputs[l->n++] = sqlite3_column_int(s, 2);
 }
 
 /* Expired rows are read first, then each is settled in its own
  * transaction; settle's status guard makes a race with another reaper (or
  * a late owner) harmless: the loser changes nothing. */
-static lr_err sq_reap_expired(lr_db *db, const char *owner, int limit, json_t **reaped)
+static lr_err sq_reap_expired(lr_db *db, const char *owner, int limit, lr_reaped_list *reaped)
 {
-    sqlite_db *d = (sqlite_db *)db;
     char now[32];
     now_iso(now);
-    conn *c = acquire(d);
-    sqlite3_stmt *s = stmt(c, Q_EXPIRED);
-    json_t *rows = NULL;
-    lr_err e = LR_ERR_DB;
-    if (s) {
-        bind_text(s, 1, now);
-        sqlite3_bind_int(s, 2, limit);
-        bind_text(s, 3, owner);
-        e = collect(s, expired_row, &rows);
-    }
-    release(d, c);
-    if (e != LR_OK)
-        return e;
-    json_t *out = json_array();
-    size_t i;
-    json_t *row;
-    json_array_foreach(rows, i, row)
-    {
-        int refund = (int)json_integer_value(json_object_get(row, "creditsUsed"));
+    expired_list x = {0};
+    size_t kept = 0;
+    *reaped = (lr_reaped_list){0};
+    lr_err e = query((sqlite_db *)db, READ, Q_EXPIRED,
+                     ARGS(A_TEXT(now), A_INT(limit), A_TEXT(owner)), add_expired, &x);
+    for (size_t i = 0; e == LR_OK && i < x.n; i++) {
         lr_settle_req q = {
-            .generation_id = json_string_value(json_object_get(row, "id")),
+            .generation_id = x.v[i].id,
             .status = "failed",
-            .failed_count = (int)json_integer_value(json_object_get(row, "outputsCount")),
-            .refund = refund,
+            .failed_count = x.outputs[i],
+            .refund = x.v[i].refund,
             .error_code = "interrupted",
             .error_message = "The server running this generation stopped before it finished; "
                              "the credits were refunded",
         };
         int balance;
         if (sq_settle(db, &q, &balance) == LR_OK)
-            json_array_append_new(out, json_pack("{s:O, s:i}", "id", json_object_get(row, "id"),
-                                                 "refund", refund));
+            x.v[kept++] = x.v[i]; /* the loser of a race reports nothing */
     }
-    json_decref(rows);
-    *reaped = out;
-    return LR_OK;
-}
-
-static lr_err sq_claim_resumable(lr_db *db, const char *owner, const char *lease_until,
-                                 int limit, json_t **rows)
-{
-    sqlite_db *d = (sqlite_db *)db;
-    char now[32];
-    now_iso(now);
-    conn *c = acquire_writer(d);
-    sqlite3_stmt *s = stmt(c, Q_CLAIM);
-    lr_err e = LR_ERR_DB;
-    if (s) {
-        bind_text(s, 1, now);
-        sqlite3_bind_int(s, 2, limit);
-        bind_text(s, 3, owner);
-        bind_text(s, 4, lease_until);
-        e = collect(s, generation_row, rows);
-    }
-    release_writer(d, c);
+    free(x.outputs);
+    if (e == LR_OK)
+        *reaped = (lr_reaped_list){.v = x.v, .n = kept};
+    else
+        free(x.v);
     return e;
 }
 
-static json_t *audit_row(sqlite3_stmt *s)
+static lr_err sq_claim_resumable(lr_db *db, const char *owner, const char *lease_until,
+                                 int limit, lr_generation_list *rows)
 {
-    return json_pack("{s:o, s:o, s:o}", "kind", col_text(s, 0), "subject", col_text(s, 1),
-                     "detail", col_text(s, 2));
+    char now[32];
+    now_iso(now);
+    *rows = (lr_generation_list){0};
+    lr_err e = query((sqlite_db *)db, WRITE, Q_CLAIM,
+                     ARGS(A_TEXT(now), A_INT(limit), A_TEXT(owner), A_TEXT(lease_until)),
+                     INTO(lr_db_add_generation, GC_COUNT, rows));
+    if (e != LR_OK)
+        lr_generation_list_clear(rows);
+    return e;
 }
 
-static lr_err sq_audit(lr_db *db, json_t **violations)
+static lr_err sq_audit(lr_db *db, lr_violation_list *violations)
 {
-    sqlite_db *d = (sqlite_db *)db;
-    conn *c = acquire(d);
-    sqlite3_stmt *s = NULL;
-    lr_err e = LR_ERR_DB;
-    if (sqlite3_prepare_v2(c->h, lr_sql_audit, -1, &s, NULL) == SQLITE_OK)
-        e = collect(s, audit_row, violations);
-    else
-        lr_error("sqlite audit: %s", sqlite3_errmsg(c->h));
-    sqlite3_finalize(s);
-    release(d, c);
+    *violations = (lr_violation_list){0};
+    lr_err e = query((sqlite_db *)db, READ, Q_AUDIT, NO_ARGS,
+                     INTO(lr_db_add_violation, VC_COUNT, violations));
+    if (e != LR_OK)
+        lr_violation_list_clear(violations);
     return e;
 }
 

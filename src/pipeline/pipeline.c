@@ -200,11 +200,13 @@ static void run_unref(run *r)
         run_free(r);
 }
 
-static json_t *task_ids_positional(run *r)
+/* Task ids per output, null where none: the form set_stage and settle
+ * store. */
+static json_t *task_ids_positional(char *const *ids, size_t n)
 {
     json_t *a = json_array();
-    for (int i = 0; i < r->outputs; i++)
-        json_array_append_new(a, r->task_ids[i] ? json_string(r->task_ids[i]) : json_null());
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, ids[i] ? json_string(ids[i]) : json_null());
     return a;
 }
 
@@ -222,7 +224,8 @@ static void stage_job(void *arg)
             break;
         }
         int st = r->stage;
-        json_t *tasks = r->tasks_dirty ? task_ids_positional(r) : NULL;
+        json_t *tasks =
+            r->tasks_dirty ? task_ids_positional(r->task_ids, (size_t)r->outputs) : NULL;
         r->tasks_dirty = false;
         pthread_mutex_unlock(&p->mu);
         lr_err e = p->db->ops->set_stage(p->db, r->id, "processing", stage_names[st], tasks);
@@ -694,8 +697,8 @@ static void task_done(lr_provider_task *t, const lr_provider_result *res)
 }
 
 /* Registers and submits a run. task_ids (resume): the provider's ids per
- * output, JSON null where none was recorded (that output fails). */
-static lr_err start_run(lr_pipeline *p, const lr_run_req *req, json_t *task_ids,
+ * output, NULL where none was recorded (that output fails). */
+static lr_err start_run(lr_pipeline *p, const lr_run_req *req, const lr_strv *task_ids,
                         int64_t timeout_ms, lr_wait_fn wait, void *ctx)
 {
     if (req->outputs_count < 1 || req->outputs_count > MAX_OUTPUTS)
@@ -720,7 +723,7 @@ static lr_err start_run(lr_pipeline *p, const lr_run_req *req, json_t *task_ids,
     r->refs = 1;
     r->stage = r->stage_written = ST_SUBMITTED;
     for (int i = 0; i < r->outputs; i++) {
-        const char *tid = json_string_value(json_array_get(task_ids, (size_t)i));
+        const char *tid = task_ids && (size_t)i < task_ids->n ? task_ids->v[i] : NULL;
         r->tasks[i] = (lr_provider_task){.generation_id = r->id,
                                          .user_id = r->user_id,
                                          .model = r->model,
@@ -786,70 +789,61 @@ lr_err lr_pipeline_start(lr_pipeline *p, const lr_run_req *req, int64_t timeout_
 }
 
 /* Resumes a generation another (dead) process left with provider tasks. */
-static void resume_row(lr_pipeline *p, json_t *g)
+static void resume_row(lr_pipeline *p, const lr_generation *g)
 {
-    const char *id = json_string_value(json_object_get(g, "id"));
-    const lr_model *m = lr_catalog_find(p->catalog,
-                                        json_string_value(json_object_get(g, "modelId")));
-    json_t *tasks = json_object_get(g, "taskIds");
-    int outputs = (int)json_integer_value(json_object_get(g, "outputsCount"));
-    if (!m || outputs < 1 || outputs > MAX_OUTPUTS || !json_is_array(tasks)) {
-        lr_settle_req q = {.generation_id = id, .status = "failed", .failed_count = outputs,
-                           .refund = (int)json_integer_value(json_object_get(g, "creditsUsed")),
+    const lr_model *m = g->model ? lr_catalog_find(p->catalog, g->model) : NULL;
+    int outputs = g->outputs_count;
+    if (!m || outputs < 1 || outputs > MAX_OUTPUTS) {
+        lr_settle_req q = {.generation_id = g->id, .status = "failed", .failed_count = outputs,
+                           .refund = g->credits_used,
                            .error_code = "interrupted",
                            .error_message = "The generation could not be resumed; the credits "
                                             "were refunded"};
         int balance;
         p->db->ops->settle(p->db, &q, &balance);
-        notify(p, id, "failed", NULL);
+        notify(p, g->id, "failed", NULL);
         return;
     }
     lr_run_req req = {
-        .generation_id = id,
-        .user_id = json_string_value(json_object_get(g, "userId")),
+        .generation_id = g->id,
+        .user_id = g->user_id,
         .model = m,
-        .prompt = json_string_value(json_object_get(g, "prompt")),
-        .params = json_object_get(g, "params"),
+        .prompt = g->prompt,
+        .params = g->params,
         .outputs_count = outputs,
-        .created_at = json_string_value(json_object_get(g, "createdAt")),
+        .created_at = g->created_at,
     };
     if (!req.user_id || !req.prompt || !req.created_at)
         return;
     lr_log_fields(LR_LOG_WARN, NULL, "resuming generation left by a stopped process",
-                  json_pack("{s:s, s:O}", "generation_id", id, "task_ids", tasks));
-    start_run(p, &req, tasks, 0, NULL, NULL);
+                  json_pack("{s:s, s:o}", "generation_id", g->id, "task_ids",
+                            task_ids_positional(g->task_ids.v, g->task_ids.n)));
+    start_run(p, &req, &g->task_ids, 0, NULL, NULL);
 }
 
 int lr_pipeline_recover(lr_pipeline *p)
 {
     char until[32];
     lease_until(p, until);
-    json_t *rows = NULL;
-    int n = 0;
+    lr_generation_list rows;
     if (p->db->ops->claim_resumable(p->db, p->owner, until, 200, &rows) != LR_OK)
         return -1;
-    size_t i;
-    json_t *g;
-    json_array_foreach(rows, i, g)
-    {
-        resume_row(p, g);
-        n++;
-    }
-    json_decref(rows);
+    for (size_t i = 0; i < rows.n; i++)
+        resume_row(p, &rows.v[i]);
+    int n = (int)rows.n;
+    lr_generation_list_clear(&rows);
 
-    json_t *reaped = NULL;
+    lr_reaped_list reaped;
     if (p->db->ops->reap_expired(p->db, p->owner, 500, &reaped) != LR_OK)
         return -1;
-    json_t *row;
-    json_array_foreach(reaped, i, row)
-    {
+    for (size_t i = 0; i < reaped.n; i++) {
         lr_log_fields(LR_LOG_WARN, NULL, "unfinished generation failed and refunded",
-                      json_pack("{s:O, s:O}", "generation_id", json_object_get(row, "id"),
-                                "refund", json_object_get(row, "refund")));
-        notify(p, json_string_value(json_object_get(row, "id")), "failed", NULL);
+                      json_pack("{s:s, s:i}", "generation_id", reaped.v[i].id, "refund",
+                                reaped.v[i].refund));
+        notify(p, reaped.v[i].id, "failed", NULL);
     }
-    n += (int)json_array_size(reaped);
-    json_decref(reaped);
+    n += (int)reaped.n;
+    lr_reaped_list_clear(&reaped);
     return n;
 }
 
@@ -870,51 +864,12 @@ bool lr_pipeline_is_local(lr_pipeline *p, const char *id)
     return local;
 }
 
-lr_err lr_pipeline_cancel(lr_pipeline *p, const char *user, const char *id, json_t **out,
-                          int *balance_out)
+/* After a cancel settled generation id: tells the local run's provider
+ * tasks to stop and answers its waiters with the canceled outcome. */
+static void stop_canceled_run(lr_pipeline *p, const char *id, int outputs, int balance)
 {
-    json_t *g = NULL;
-    lr_err e = p->db->ops->get_generation(p->db, user, id, &g);
-    if (e != LR_OK)
-        return e;
-    const char *status = json_string_value(json_object_get(g, "status"));
-    if (strcmp(status, "pending") != 0 && strcmp(status, "processing") != 0) {
-        if (out)
-            *out = g;
-        else
-            json_decref(g);
-        return LR_ERR_CONFLICT;
-    }
-    int outputs = (int)json_integer_value(json_object_get(g, "outputsCount"));
-    lr_settle_req q = {
-        .generation_id = id,
-        .user_id = user,
-        .status = "canceled",
-        .task_ids = json_object_get(g, "taskIds"),
-        .failed_count = outputs,
-        .refund = (int)json_integer_value(json_object_get(g, "creditsUsed")),
-        .error_code = "canceled",
-        .error_message = "Canceled by the user; the credits were refunded",
-    };
-    int balance = 0;
-    /* Mark the local run first, so its own settle does not race ours. */
     pthread_mutex_lock(&p->mu);
     run *r = find_run(p, id);
-    if (r)
-        r->canceled = true;
-    pthread_mutex_unlock(&p->mu);
-    e = p->db->ops->settle(p->db, &q, &balance);
-    json_decref(g);
-    if (e != LR_OK) {
-        if (out)
-            p->db->ops->get_generation(p->db, user, id, out);
-        return e;
-    }
-    lr_log_fields(LR_LOG_INFO, NULL, "generation canceled",
-                  json_pack("{s:s, s:i}", "generation_id", id, "refund", q.refund));
-    notify(p, id, "canceled", NULL);
-    pthread_mutex_lock(&p->mu);
-    r = find_run(p, id);
     waiter *ws = NULL;
     const lr_model *model = NULL;
     char created[32] = "";
@@ -931,35 +886,86 @@ lr_err lr_pipeline_cancel(lr_pipeline *p, const char *user, const char *id, json
         snprintf(created, sizeof created, "%s", r->created_at);
     }
     pthread_mutex_unlock(&p->mu);
-    if (ws) {
-        json_t *empty = json_array();
-        lr_outcome o = {
-            .generation_id = id,
-            .model_id = model->id,
-            .provider = lr_provider_name_for(p->provider, model),
-            .status = "canceled",
-            .urls = empty,
-            .task_ids = empty,
-            .outputs_count = outputs,
-            .failed_count = outputs,
-            .balance = balance,
-            .error_code = "canceled",
-            .error_message = "Canceled by the user",
-            .created_at = created,
-        };
-        for (waiter *w = ws, *next; w; w = next) {
-            next = w->next;
-            w->fn(w->ctx, &o);
-            if (lr_loop_cancel(p->loop, w->timer))
-                free(w);
-        }
-        json_decref(empty);
+    if (!ws)
+        return;
+    json_t *empty = json_array();
+    lr_outcome o = {
+        .generation_id = id,
+        .model_id = model->id,
+        .provider = lr_provider_name_for(p->provider, model),
+        .status = "canceled",
+        .urls = empty,
+        .task_ids = empty,
+        .outputs_count = outputs,
+        .failed_count = outputs,
+        .balance = balance,
+        .error_code = "canceled",
+        .error_message = "Canceled by the user",
+        .created_at = created,
+    };
+    for (waiter *w = ws, *next; w; w = next) {
+        next = w->next;
+        w->fn(w->ctx, &o);
+        if (lr_loop_cancel(p->loop, w->timer))
+            free(w);
+    }
+    json_decref(empty);
+}
+
+/* Settles unfinished generation g as canceled with a full refund. */
+static lr_err settle_canceled(lr_pipeline *p, const lr_generation *g, int *balance)
+{
+    json_t *tasks = task_ids_positional(g->task_ids.v, g->task_ids.n); /* kept as they were */
+    lr_settle_req q = {
+        .generation_id = g->id,
+        .user_id = g->user_id,
+        .status = "canceled",
+        .task_ids = tasks,
+        .failed_count = g->outputs_count,
+        .refund = g->credits_used,
+        .error_code = "canceled",
+        .error_message = "Canceled by the user; the credits were refunded",
+    };
+    /* Mark the local run first, so its own settle does not race ours. */
+    pthread_mutex_lock(&p->mu);
+    run *r = find_run(p, g->id);
+    if (r)
+        r->canceled = true;
+    pthread_mutex_unlock(&p->mu);
+    lr_err e = p->db->ops->settle(p->db, &q, balance);
+    json_decref(tasks);
+    if (e == LR_OK)
+        lr_log_fields(LR_LOG_INFO, NULL, "generation canceled",
+                      json_pack("{s:s, s:i}", "generation_id", g->id, "refund", q.refund));
+    return e;
+}
+
+lr_err lr_pipeline_cancel(lr_pipeline *p, const char *user, const char *id, lr_generation *out,
+                          int *balance_out)
+{
+    lr_generation g = {0};
+    lr_err e = p->db->ops->get_generation(p->db, user, id, &g);
+    if (e == LR_OK && !lr_generation_unfinished(&g))
+        e = LR_ERR_CONFLICT;
+    if (e != LR_OK) {
+        if (out)
+            *out = g;
+        else
+            lr_generation_clear(&g);
+        return e;
+    }
+    int balance = 0, outputs = g.outputs_count;
+    e = settle_canceled(p, &g, &balance);
+    lr_generation_clear(&g);
+    if (e == LR_OK) {
+        notify(p, id, "canceled", NULL);
+        stop_canceled_run(p, id, outputs, balance);
     }
     if (out)
         p->db->ops->get_generation(p->db, user, id, out);
-    if (balance_out)
+    if (balance_out && e == LR_OK)
         *balance_out = balance;
-    return LR_OK;
+    return e;
 }
 
 typedef struct {
@@ -991,9 +997,17 @@ void lr_pipeline_poke(lr_pipeline *p, const char *id, int variant)
     lr_loop_post(p->loop, poke_on_loop, q);
 }
 
-bool lr_pipeline_purge_objects(lr_pipeline *p, const char *id, json_t *keys)
+bool lr_pipeline_purge_objects(lr_pipeline *p, const char *id, const lr_strv *keys)
 {
-    if (!lr_store_remove_keys(p->store, keys)) {
+    bool all = true;
+    for (size_t i = 0; i < keys->n; i++) {
+        lr_err e = keys->v[i] ? p->store->ops->remove(p->store, keys->v[i]) : LR_OK;
+        if (e != LR_OK && e != LR_ERR_NOT_FOUND) {
+            lr_warn("could not delete object %s (%s)", keys->v[i], lr_strerror(e));
+            all = false;
+        }
+    }
+    if (!all) {
         lr_warn("objects of deleted generation %s not all removed; will retry", id);
         return false;
     }
@@ -1003,18 +1017,14 @@ bool lr_pipeline_purge_objects(lr_pipeline *p, const char *id, json_t *keys)
 /* Retries the removal of objects of deleted generations. */
 static void purge_pending(lr_pipeline *p)
 {
-    json_t *rows = NULL;
+    lr_purge_list rows;
     if (p->db->ops->pending_purges(p->db, 100, &rows) != LR_OK)
         return;
-    size_t i;
-    json_t *row;
-    json_array_foreach(rows, i, row)
-    {
-        const char *id = json_string_value(json_object_get(row, "id"));
-        if (lr_pipeline_purge_objects(p, id, json_object_get(row, "keys")))
-            lr_info("objects of deleted generation %s removed", id);
+    for (size_t i = 0; i < rows.n; i++) {
+        if (lr_pipeline_purge_objects(p, rows.v[i].id, &rows.v[i].keys))
+            lr_info("objects of deleted generation %s removed", rows.v[i].id);
     }
-    json_decref(rows);
+    lr_purge_list_clear(&rows);
 }
 
 static void maintenance_timer(void *arg);

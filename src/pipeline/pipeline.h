@@ -98,17 +98,19 @@ int lr_pipeline_recover(lr_pipeline *p);
 /* Cancels user's unfinished generation: settled as canceled with a full
  * refund (exactly once, whichever process runs it); the provider is told
  * to stop and waiters answered. NOT_FOUND; CONFLICT when already final.
- * *out (may be NULL): the generation afterwards; *balance: the user's
- * balance after the refund (LR_OK only). */
-lr_err lr_pipeline_cancel(lr_pipeline *p, const char *user, const char *id, json_t **out,
+ * *out (may be NULL; the caller clears it): the generation afterwards,
+ * zeroed when there is none; *balance: the user's balance after the
+ * refund (LR_OK only). */
+lr_err lr_pipeline_cancel(lr_pipeline *p, const char *user, const char *id, lr_generation *out,
                           int *balance);
 /* A provider callback said a task of generation id may have changed. */
 void lr_pipeline_poke(lr_pipeline *p, const char *id, int variant);
 bool lr_pipeline_is_local(lr_pipeline *p, const char *id);
-/* Removes the stored objects of a deleted generation and, when all are
- * gone, clears its purge_pending flag; false leaves it for the periodic
- * retry. Blocking (storage calls): not for the loop thread. */
-bool lr_pipeline_purge_objects(lr_pipeline *p, const char *id, json_t *keys);
+/* Removes the stored objects (keys, as mark_deleted gave them) of a
+ * deleted generation and, when all are gone, clears its purge_pending
+ * flag; false leaves it for the periodic retry. Blocking (storage calls):
+ * not for the loop thread. */
+bool lr_pipeline_purge_objects(lr_pipeline *p, const char *id, const lr_strv *keys);
 /* Starts the periodic lease renewal, reaping and purge retries on the loop. */
 void lr_pipeline_start_maintenance(lr_pipeline *p);
 int lr_pipeline_in_flight(lr_pipeline *p);

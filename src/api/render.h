@@ -1,0 +1,26 @@
+/* The API's JSON for the records the database returns: the one place that
+ * knows the wire's field names (camelCase) and shapes, whichever backend
+ * the record came from. Every function returns a new reference that
+ * shares nothing with the record, so either may go first.
+ */
+#ifndef LR_API_RENDER_H
+#define LR_API_RENDER_H
+
+#include <jansson.h>
+
+#include "db/db.h"
+
+/* An array of strings, null where an entry is NULL. */
+json_t *lr_render_strv(const lr_strv *a);
+/* {id, type, modelId, prompt, status, stage, url, resultUrls, creditsUsed,
+ *  outputsCount, succeededCount, failedCount, provider, taskIds, params,
+ *  error: {code, message} | null, durationMs, createdAt, updatedAt,
+ *  finishedAt, text}. The owner's id is not part of it: a user only ever
+ * sees their own generations. */
+json_t *lr_render_generation(const lr_generation *g);
+json_t *lr_render_generations(const lr_generation_list *l);
+/* {id, amount, type, description, metadata, generationId, createdAt}. */
+json_t *lr_render_ledger_row(const lr_ledger_row *t);
+json_t *lr_render_ledger(const lr_ledger_list *l);
+
+#endif

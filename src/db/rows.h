@@ -1,0 +1,67 @@
+/* Rows into records, shared by the backends.
+ *
+ * Each backend SELECTs the columns of a record in the order of the enums
+ * below and hands them over as text (NULL for SQL NULL): SQLite's and
+ * libpq's text forms of integers and JSON agree, so one decoder serves
+ * both and a record reads the same whichever database it came from. The
+ * column text is copied; the caller keeps ownership of it.
+ */
+#ifndef LR_DB_ROWS_H
+#define LR_DB_ROWS_H
+
+#include <stddef.h>
+
+#include "db/db.h"
+
+enum {
+    GC_ID,
+    GC_USER_ID,
+    GC_TYPE,
+    GC_MODEL,
+    GC_PROMPT,
+    GC_STATUS,
+    GC_STAGE,
+    GC_RESULT_URLS, /* JSON array of strings */
+    GC_CREDITS_USED,
+    GC_OUTPUTS_COUNT,
+    GC_SUCCEEDED_COUNT,
+    GC_FAILED_COUNT,
+    GC_PROVIDER,
+    GC_TASK_IDS, /* JSON array of strings and nulls */
+    GC_PARAMS,   /* JSON object */
+    GC_ERROR_CODE,
+    GC_ERROR_MESSAGE,
+    GC_DURATION_MS,
+    GC_CREATED_AT,
+    GC_UPDATED_AT,
+    GC_FINISHED_AT,
+    GC_TEXT, /* metadata.text when it is a string */
+    GC_COUNT
+};
+
+enum { LC_ID, LC_AMOUNT, LC_TYPE, LC_DESCRIPTION, LC_METADATA, LC_GENERATION_ID, LC_CREATED_AT,
+       LC_COUNT };
+
+enum { PC_ID, PC_KEYS, PC_COUNT };
+
+enum { VC_KIND, VC_SUBJECT, VC_DETAIL, VC_COUNT };
+
+/* Appends the record of one row (col: its columns) to the list out, an
+ * lr_generation_list, lr_ledger_list, lr_purge_list or lr_violation_list. */
+typedef void (*lr_db_row_fn)(const char *const *col, void *out);
+void lr_db_add_generation(const char *const *col, void *out);
+void lr_db_add_ledger_row(const char *const *col, void *out);
+void lr_db_add_purge(const char *const *col, void *out);
+void lr_db_add_violation(const char *const *col, void *out);
+/* A stored JSON array of strings (and nulls) into a; anything else gives
+ * an empty array. */
+void lr_db_strv_parse(const char *json, lr_strv *a);
+
+/* v (n elements of size bytes) with room for one more, zeroed at v[n];
+ * grows by doubling. */
+void *lr_db_grow(void *v, size_t n, size_t size);
+/* Moves the first generation of l into out and clears l; NOT_FOUND when l
+ * is empty. e: the read's result, passed through when not LR_OK. */
+lr_err lr_db_first_generation(lr_err e, lr_generation_list *l, lr_generation *out);
+
+#endif

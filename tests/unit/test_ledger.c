@@ -1,0 +1,554 @@
+/* The ledger conformance suite: the money rules and the typed reads of
+ * the database interface, run unchanged on every backend. With
+ * LR_TEST_DB_URL unset it runs on a fresh SQLite file per test; with a
+ * postgres:// URL, on that database (CTest points it at the test
+ * cluster). Each test works for a user of its own, so tests sharing one
+ * PostgreSQL database do not see each other's money. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "db/db.h"
+
+typedef struct {
+    char path[64]; /* SQLite file, "" on PostgreSQL */
+    char user[LR_UUID_LEN + 1];
+    lr_db *db;
+} fixture;
+
+static int setup(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    const char *url = getenv("LR_TEST_DB_URL");
+    if (!url || !*url) {
+        snprintf(f->path, sizeof f->path, "/tmp/lr-ledger-%d-%ld.db", getpid(), random());
+        url = f->path;
+    }
+    char *err = NULL;
+    lr_err e = lr_db_open(url, 4, &f->db, &err);
+    if (e != LR_OK)
+        fail_msg("cannot open %s: %s", url, err ? err : lr_strerror(e));
+    assert_int_equal(f->db->ops->migrate(f->db), LR_OK);
+    assert_int_equal(f->db->ops->migrate(f->db), LR_OK); /* idempotent */
+    lr_uuid_v4(f->user);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    lr_db_close(f->db);
+    if (f->path[0]) {
+        char p[96];
+        unlink(f->path);
+        snprintf(p, sizeof p, "%s-wal", f->path);
+        unlink(p);
+        snprintf(p, sizeof p, "%s-shm", f->path);
+        unlink(p);
+    }
+    free(f);
+    return 0;
+}
+
+static void grant(fixture *f, int amount, const char *key)
+{
+    lr_adjust_req r = {.user_id = f->user, .amount = amount, .type = "bonus",
+                       .idempotency_key = key};
+    lr_adjust_result res;
+    assert_int_equal(f->db->ops->adjust(f->db, &r, &res), LR_OK);
+}
+
+/* A reservation's fields; the helpers below fill what a test leaves out. */
+typedef struct {
+    int cost, outputs;
+    int64_t created_ms;     /* 0: now */
+    int64_t lease_ms;       /* lease from now (0: an hour); negative: already run out */
+    const char *owner;      /* NULL: a fresh one */
+    const char *key, *hash; /* idempotency key and request hash */
+    json_t *params;
+} reservation;
+
+static lr_err reserve_with(fixture *f, const reservation *v, char id[LR_UUID_LEN + 1], int *balance,
+                           lr_key_holder *holder)
+{
+    lr_uuid_v4(id);
+    char ts[32], lease[32], owner[LR_UUID_LEN + 1], expired[32];
+    int64_t now = lr_now_ms();
+    lr_time_iso(v->created_ms ? v->created_ms : now, ts);
+    lr_time_iso(now + (v->lease_ms ? v->lease_ms : 3600 * 1000), lease);
+    lr_time_iso(now - 24 * 3600 * 1000, expired);
+    lr_uuid_v4(owner);
+    lr_reserve_req r = {.generation_id = id, .user_id = f->user, .type = "photo",
+                        .model = "seedream_image", .provider = "mock", .prompt = "a red fox",
+                        .params = v->params, .outputs_count = v->outputs ? v->outputs : 1,
+                        .cost = v->cost, .created_at = ts, .owner = v->owner ? v->owner : owner,
+                        .lease_until = lease, .idempotency_key = v->key,
+                        .request_hash = v->hash, .key_expired_before = expired};
+    lr_key_holder h;
+    return f->db->ops->reserve(f->db, &r, balance, holder ? holder : &h);
+}
+
+static lr_err reserve(fixture *f, char id[LR_UUID_LEN + 1], int cost, int *balance)
+{
+    return reserve_with(f, &(reservation){.cost = cost}, id, balance, NULL);
+}
+
+static int balance_of(fixture *f)
+{
+    int balance = -1;
+    assert_int_equal(f->db->ops->balance(f->db, f->user, &balance), LR_OK);
+    return balance;
+}
+
+/* The ledger rows sum to the balance, which is not negative. */
+static void assert_ledger_consistent(fixture *f)
+{
+    lr_ledger_list rows;
+    assert_int_equal(f->db->ops->list_transactions(f->db, f->user, NULL, NULL, 100000, &rows),
+                     LR_OK);
+    long sum = 0;
+    for (size_t i = 0; i < rows.n; i++)
+        sum += rows.v[i].amount;
+    lr_ledger_list_clear(&rows);
+    int balance = balance_of(f);
+    assert_int_equal(sum, balance);
+    assert_true(balance >= 0);
+}
+
+/* How many ledger rows of type for generation id. */
+static int ledger_rows(fixture *f, const char *id, const char *type)
+{
+    lr_ledger_list rows;
+    assert_int_equal(f->db->ops->list_transactions(f->db, f->user, NULL, NULL, 100000, &rows),
+                     LR_OK);
+    int n = 0;
+    for (size_t i = 0; i < rows.n; i++)
+        n += rows.v[i].generation_id && !strcmp(rows.v[i].generation_id, id) &&
+             !strcmp(rows.v[i].type, type);
+    lr_ledger_list_clear(&rows);
+    return n;
+}
+
+static void assert_audit_sound(fixture *f)
+{
+    lr_violation_list v;
+    assert_int_equal(f->db->ops->audit(f->db, &v), LR_OK);
+    for (size_t i = 0; i < v.n; i++)
+        print_error("violation %s %s: %s\n", v.v[i].kind, v.v[i].subject, v.v[i].detail);
+    assert_int_equal(v.n, 0);
+    lr_violation_list_clear(&v);
+}
+
+static void test_reserve_short_changes_nothing(void **state)
+{
+    fixture *f = *state;
+    char id[LR_UUID_LEN + 1];
+    int balance = -1;
+    assert_int_equal(reserve(f, id, 8, &balance), LR_ERR_INSUFFICIENT);
+    assert_int_equal(balance, 0);
+    grant(f, 5, NULL);
+    assert_int_equal(reserve(f, id, 8, &balance), LR_ERR_INSUFFICIENT);
+    assert_int_equal(balance, 5);
+    lr_generation g;
+    assert_int_equal(f->db->ops->get_generation(f->db, NULL, id, &g), LR_ERR_NOT_FOUND);
+    assert_null(g.id);
+    assert_int_equal(ledger_rows(f, id, "generation"), 0);
+    assert_ledger_consistent(f);
+}
+
+static void test_settle_failed_refunds_exactly_once(void **state)
+{
+    fixture *f = *state;
+    grant(f, 20, NULL);
+    char id[LR_UUID_LEN + 1];
+    int balance;
+    assert_int_equal(reserve(f, id, 8, &balance), LR_OK);
+    assert_int_equal(balance, 12);
+    lr_settle_req s = {.generation_id = id, .status = "failed", .failed_count = 1, .refund = 8,
+                       .error_code = "provider_failed", .error_message = "boom"};
+    assert_int_equal(f->db->ops->settle(f->db, &s, &balance), LR_OK);
+    assert_int_equal(balance, 20);
+    assert_int_equal(f->db->ops->settle(f->db, &s, &balance), LR_ERR_CONFLICT);
+    assert_int_equal(balance_of(f), 20);
+    assert_int_equal(ledger_rows(f, id, "generation"), 1);
+    assert_int_equal(ledger_rows(f, id, "refund"), 1);
+    lr_generation g;
+    assert_int_equal(f->db->ops->get_generation(f->db, f->user, id, &g), LR_OK);
+    assert_string_equal(g.status, "failed");
+    assert_null(g.stage);
+    assert_int_equal(g.credits_used, 0);
+    assert_int_equal(g.failed_count, 1);
+    assert_string_equal(g.error_code, "provider_failed");
+    assert_string_equal(g.error_message, "boom");
+    assert_int_equal(g.result_urls.n, 0);
+    assert_non_null(g.finished_at);
+    lr_generation_clear(&g);
+    /* someone else's generation is not found */
+    char other[LR_UUID_LEN + 1];
+    lr_uuid_v4(other);
+    assert_int_equal(f->db->ops->get_generation(f->db, other, id, &g), LR_ERR_NOT_FOUND);
+    assert_ledger_consistent(f);
+    assert_audit_sound(f);
+}
+
+static void test_settle_success_charges_once_and_reads_back_typed(void **state)
+{
+    fixture *f = *state;
+    grant(f, 10, NULL);
+    char id[LR_UUID_LEN + 1];
+    int balance;
+    int64_t before = lr_now_ms();
+    json_t *params = json_pack("{s:s, s:i}", "aspectRatio", "16:9", "seed", 7);
+    assert_int_equal(
+        reserve_with(f, &(reservation){.cost = 6, .outputs = 2, .params = params}, id, &balance,
+                     NULL),
+        LR_OK);
+    assert_int_equal(balance, 4);
+    json_t *tasks = json_pack("[s, n]", "task-1");
+    assert_int_equal(f->db->ops->set_stage(f->db, id, "processing", "storing", tasks), LR_OK);
+    lr_generation g;
+    assert_int_equal(f->db->ops->get_generation(f->db, NULL, id, &g), LR_OK);
+    assert_string_equal(g.status, "processing");
+    assert_string_equal(g.stage, "storing");
+    assert_int_equal(g.task_ids.n, 2);
+    assert_string_equal(g.task_ids.v[0], "task-1");
+    assert_null(g.task_ids.v[1]);
+    assert_false(g.has_duration);
+    assert_null(g.finished_at);
+    assert_true(lr_generation_unfinished(&g));
+    lr_generation_clear(&g);
+
+    json_t *urls = json_pack("[s, s]", "https://cdn.example/a.png", "https://cdn.example/b.png");
+    json_t *keys = json_pack("[s, s]", "u/photo/a.png", "u/photo/b.png");
+    lr_settle_req s = {.generation_id = id, .status = "success", .result_urls = urls,
+                       .storage_keys = keys, .task_ids = tasks, .succeeded_count = 2,
+                       .text = "two foxes", .duration_ms = 1234};
+    assert_int_equal(f->db->ops->settle(f->db, &s, &balance), LR_OK);
+    assert_int_equal(balance, 4);
+    assert_int_equal(f->db->ops->get_generation(f->db, f->user, id, &g), LR_OK);
+    assert_string_equal(g.id, id);
+    assert_string_equal(g.user_id, f->user);
+    assert_string_equal(g.type, "photo");
+    assert_string_equal(g.model, "seedream_image");
+    assert_string_equal(g.provider, "mock");
+    assert_string_equal(g.prompt, "a red fox");
+    assert_string_equal(g.status, "success");
+    assert_false(lr_generation_unfinished(&g));
+    assert_int_equal(g.result_urls.n, 2);
+    assert_string_equal(g.result_urls.v[1], "https://cdn.example/b.png");
+    assert_int_equal(g.credits_used, 6);
+    assert_int_equal(g.outputs_count, 2);
+    assert_int_equal(g.succeeded_count, 2);
+    assert_int_equal(g.failed_count, 0);
+    assert_true(json_equal(g.params, params));
+    assert_null(g.error_code);
+    assert_true(g.has_duration);
+    assert_int_equal(g.duration_ms, 1234);
+    assert_string_equal(g.text, "two foxes");
+    int64_t created = lr_time_parse_iso(g.created_at);
+    assert_true(created >= before - 1000 && created <= lr_now_ms() + 1000);
+    assert_true(lr_time_parse_iso(g.finished_at) >= created);
+    assert_non_null(g.updated_at);
+    lr_generation_clear(&g);
+    assert_int_equal(ledger_rows(f, id, "generation"), 1);
+    assert_int_equal(ledger_rows(f, id, "refund"), 0);
+    json_decref(params);
+    json_decref(tasks);
+    json_decref(urls);
+    json_decref(keys);
+    assert_ledger_consistent(f);
+    assert_audit_sound(f);
+}
+
+static void test_grant_idempotent_by_key_and_never_negative(void **state)
+{
+    fixture *f = *state;
+    lr_adjust_req r = {.user_id = f->user, .amount = 50, .type = "purchase",
+                       .description = "pack", .idempotency_key = "pay-1"};
+    lr_adjust_result a, b;
+    assert_int_equal(f->db->ops->adjust(f->db, &r, &a), LR_OK);
+    assert_false(a.replayed);
+    assert_int_equal(f->db->ops->adjust(f->db, &r, &b), LR_OK);
+    assert_true(b.replayed);
+    assert_string_equal(a.transaction_id, b.transaction_id);
+    assert_int_equal(b.new_balance, 50);
+    r.amount = 60;
+    assert_int_equal(f->db->ops->adjust(f->db, &r, &b), LR_ERR_CONFLICT);
+    lr_adjust_req debit = {.user_id = f->user, .amount = -51, .type = "adjustment"};
+    assert_int_equal(f->db->ops->adjust(f->db, &debit, &b), LR_ERR_INSUFFICIENT);
+    assert_int_equal(b.new_balance, 50);
+    assert_int_equal(balance_of(f), 50);
+    lr_ledger_list rows;
+    assert_int_equal(f->db->ops->list_transactions(f->db, f->user, NULL, NULL, 10, &rows), LR_OK);
+    assert_int_equal(rows.n, 1);
+    assert_string_equal(rows.v[0].id, a.transaction_id);
+    assert_int_equal(rows.v[0].amount, 50);
+    assert_string_equal(rows.v[0].type, "purchase");
+    assert_string_equal(rows.v[0].description, "pack");
+    assert_true(json_is_object(rows.v[0].metadata));
+    assert_null(rows.v[0].generation_id);
+    assert_true(lr_time_parse_iso(rows.v[0].created_at) > 0);
+    lr_ledger_list_clear(&rows);
+    assert_ledger_consistent(f);
+}
+
+static void test_reserve_idempotent_by_key(void **state)
+{
+    fixture *f = *state;
+    grant(f, 10, NULL);
+    char id[LR_UUID_LEN + 1], again[LR_UUID_LEN + 1];
+    int balance;
+    lr_key_holder h = {0};
+    reservation v = {.cost = 3, .key = "retry-1", .hash = "aaaa"};
+    assert_int_equal(reserve_with(f, &v, id, &balance, &h), LR_OK);
+    assert_int_equal(reserve_with(f, &v, again, &balance, &h), LR_ERR_CONFLICT);
+    assert_string_equal(h.generation_id, id);
+    assert_true(h.same_request);
+    v.hash = "bbbb";
+    assert_int_equal(reserve_with(f, &v, again, &balance, &h), LR_ERR_CONFLICT);
+    assert_false(h.same_request);
+    assert_int_equal(balance_of(f), 7); /* charged once */
+    lr_generation g;
+    assert_int_equal(f->db->ops->get_generation(f->db, NULL, again, &g), LR_ERR_NOT_FOUND);
+    /* a key held by a generation older than the hold is free again */
+    v.created_ms = lr_now_ms() - 25 * 3600 * 1000;
+    v.key = "retry-2";
+    assert_int_equal(reserve_with(f, &v, id, &balance, &h), LR_OK);
+    v.created_ms = 0;
+    assert_int_equal(reserve_with(f, &v, again, &balance, &h), LR_OK);
+    assert_int_equal(balance_of(f), 1);
+    assert_ledger_consistent(f);
+}
+
+static void test_lists_are_newest_first_in_keyset_pages(void **state)
+{
+    fixture *f = *state;
+    grant(f, 10, NULL);
+    char ids[3][LR_UUID_LEN + 1];
+    int balance;
+    int64_t t0 = lr_now_ms() - 10000;
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(
+            reserve_with(f, &(reservation){.cost = 1, .created_ms = t0 + i * 1000}, ids[i],
+                         &balance, NULL),
+            LR_OK);
+    lr_gen_filter filter = {.limit = 2};
+    lr_generation_list page;
+    assert_int_equal(f->db->ops->list_generations(f->db, f->user, &filter, &page), LR_OK);
+    assert_int_equal(page.n, 2);
+    assert_string_equal(page.v[0].id, ids[2]);
+    assert_string_equal(page.v[1].id, ids[1]);
+    char created[32], last[LR_UUID_LEN + 1];
+    snprintf(created, sizeof created, "%s", page.v[1].created_at);
+    snprintf(last, sizeof last, "%s", page.v[1].id);
+    lr_generation_list_clear(&page);
+    filter.before_created_at = created;
+    filter.before_id = last;
+    assert_int_equal(f->db->ops->list_generations(f->db, f->user, &filter, &page), LR_OK);
+    assert_int_equal(page.n, 1);
+    assert_string_equal(page.v[0].id, ids[0]);
+    lr_generation_list_clear(&page);
+    lr_gen_filter done = {.limit = 10, .status = "success"};
+    assert_int_equal(f->db->ops->list_generations(f->db, f->user, &done, &page), LR_OK);
+    assert_int_equal(page.n, 0);
+    lr_generation_list_clear(&page);
+
+    lr_ledger_list rows;
+    assert_int_equal(f->db->ops->list_transactions(f->db, f->user, NULL, NULL, 2, &rows), LR_OK);
+    assert_int_equal(rows.n, 2); /* the grant (now), then the newest charge */
+    assert_string_equal(rows.v[0].type, "bonus");
+    assert_string_equal(rows.v[1].generation_id, ids[2]);
+    assert_int_equal(rows.v[1].amount, -1);
+    assert_string_equal(rows.v[1].type, "generation");
+    snprintf(created, sizeof created, "%s", rows.v[1].created_at);
+    snprintf(last, sizeof last, "%s", rows.v[1].id);
+    lr_ledger_list_clear(&rows);
+    assert_int_equal(f->db->ops->list_transactions(f->db, f->user, created, last, 10, &rows),
+                     LR_OK);
+    assert_int_equal(rows.n, 2); /* the two older charges */
+    assert_string_equal(rows.v[0].generation_id, ids[1]);
+    assert_string_equal(rows.v[1].generation_id, ids[0]);
+    lr_ledger_list_clear(&rows);
+}
+
+static void test_delete_hides_and_queues_objects(void **state)
+{
+    fixture *f = *state;
+    grant(f, 5, NULL);
+    char id[LR_UUID_LEN + 1];
+    int balance;
+    assert_int_equal(reserve(f, id, 2, &balance), LR_OK);
+    lr_strv keys;
+    assert_int_equal(f->db->ops->mark_deleted(f->db, f->user, id, &keys), LR_ERR_CONFLICT);
+    json_t *stored = json_pack("[s]", "u/photo/x.png");
+    lr_settle_req s = {.generation_id = id, .status = "success", .succeeded_count = 1,
+                       .storage_keys = stored};
+    assert_int_equal(f->db->ops->settle(f->db, &s, &balance), LR_OK);
+    char other[LR_UUID_LEN + 1];
+    lr_uuid_v4(other);
+    assert_int_equal(f->db->ops->mark_deleted(f->db, other, id, &keys), LR_ERR_NOT_FOUND);
+    assert_int_equal(f->db->ops->mark_deleted(f->db, f->user, id, &keys), LR_OK);
+    assert_int_equal(keys.n, 1);
+    assert_string_equal(keys.v[0], "u/photo/x.png");
+    lr_strv_clear(&keys);
+    assert_int_equal(f->db->ops->mark_deleted(f->db, f->user, id, &keys), LR_ERR_NOT_FOUND);
+    lr_generation g;
+    assert_int_equal(f->db->ops->get_generation(f->db, f->user, id, &g), LR_ERR_NOT_FOUND);
+
+    lr_purge_list purges;
+    assert_int_equal(f->db->ops->pending_purges(f->db, 100000, &purges), LR_OK);
+    bool queued = false;
+    for (size_t i = 0; i < purges.n; i++)
+        queued |= !strcmp(purges.v[i].id, id) && purges.v[i].keys.n == 1;
+    lr_purge_list_clear(&purges);
+    assert_true(queued);
+    assert_int_equal(f->db->ops->purged(f->db, id), LR_OK);
+    assert_int_equal(f->db->ops->pending_purges(f->db, 100000, &purges), LR_OK);
+    for (size_t i = 0; i < purges.n; i++)
+        assert_string_not_equal(purges.v[i].id, id);
+    lr_purge_list_clear(&purges);
+    json_decref(stored);
+    assert_int_equal(balance_of(f), 3); /* deleting moves no credit */
+    assert_ledger_consistent(f);
+}
+
+static void test_expired_work_is_reaped_or_claimed_once(void **state)
+{
+    fixture *f = *state;
+    grant(f, 10, NULL);
+    char dead[LR_UUID_LEN + 1], live[LR_UUID_LEN + 1], held[LR_UUID_LEN + 1];
+    int balance;
+    /* a dead process's generation the provider never took, and one it did */
+    assert_int_equal(reserve_with(f, &(reservation){.cost = 2, .lease_ms = -60000}, dead,
+                                  &balance, NULL),
+                     LR_OK);
+    assert_int_equal(reserve_with(f, &(reservation){.cost = 3, .lease_ms = -60000}, live,
+                                  &balance, NULL),
+                     LR_OK);
+    json_t *tasks = json_pack("[s]", "task-9");
+    assert_int_equal(f->db->ops->set_stage(f->db, live, "processing", "submitted", tasks),
+                     LR_OK);
+    /* and one whose lease still holds */
+    assert_int_equal(reserve(f, held, 1, &balance), LR_OK);
+    assert_int_equal(balance_of(f), 4);
+
+    char me[LR_UUID_LEN + 1], until[32];
+    lr_uuid_v4(me);
+    lr_time_iso(lr_now_ms() + 60000, until);
+    lr_generation_list claimed;
+    assert_int_equal(f->db->ops->claim_resumable(f->db, me, until, 100000, &claimed), LR_OK);
+    const lr_generation *mine = NULL;
+    for (size_t i = 0; i < claimed.n; i++) {
+        assert_string_not_equal(claimed.v[i].id, dead);
+        assert_string_not_equal(claimed.v[i].id, held);
+        if (!strcmp(claimed.v[i].id, live))
+            mine = &claimed.v[i];
+    }
+    assert_non_null(mine);
+    assert_string_equal(mine->user_id, f->user);
+    assert_int_equal(mine->task_ids.n, 1);
+    assert_string_equal(mine->task_ids.v[0], "task-9");
+    assert_int_equal(mine->credits_used, 3);
+    lr_generation_list_clear(&claimed);
+    char rival[LR_UUID_LEN + 1];
+    lr_uuid_v4(rival);
+    assert_int_equal(f->db->ops->claim_resumable(f->db, rival, until, 100000, &claimed), LR_OK);
+    for (size_t i = 0; i < claimed.n; i++)
+        assert_string_not_equal(claimed.v[i].id, live); /* my lease holds now */
+    lr_generation_list_clear(&claimed);
+
+    lr_reaped_list reaped;
+    assert_int_equal(f->db->ops->reap_expired(f->db, me, 100000, &reaped), LR_OK);
+    int refunded = -1;
+    for (size_t i = 0; i < reaped.n; i++) {
+        assert_string_not_equal(reaped.v[i].id, live);
+        assert_string_not_equal(reaped.v[i].id, held);
+        if (!strcmp(reaped.v[i].id, dead))
+            refunded = reaped.v[i].refund;
+    }
+    lr_reaped_list_clear(&reaped);
+    assert_int_equal(refunded, 2);
+    assert_int_equal(balance_of(f), 6);
+    assert_int_equal(f->db->ops->reap_expired(f->db, rival, 100000, &reaped), LR_OK);
+    for (size_t i = 0; i < reaped.n; i++)
+        assert_string_not_equal(reaped.v[i].id, dead); /* refunded once */
+    lr_reaped_list_clear(&reaped);
+    lr_generation g;
+    assert_int_equal(f->db->ops->get_generation(f->db, f->user, dead, &g), LR_OK);
+    assert_string_equal(g.status, "failed");
+    assert_string_equal(g.error_code, "interrupted");
+    lr_generation_clear(&g);
+    assert_int_equal(ledger_rows(f, dead, "refund"), 1);
+    json_decref(tasks);
+    assert_ledger_consistent(f);
+    assert_audit_sound(f);
+}
+
+typedef struct {
+    fixture *f;
+    int ok, short_;
+} worker_arg;
+
+static void *spend(void *p)
+{
+    worker_arg *a = p;
+    for (int i = 0; i < 100; i++) {
+        char id[LR_UUID_LEN + 1];
+        int balance;
+        lr_err e = reserve(a->f, id, 3, &balance);
+        if (e == LR_OK)
+            a->ok++;
+        else if (e == LR_ERR_INSUFFICIENT)
+            a->short_++;
+    }
+    return NULL;
+}
+
+static void test_concurrent_reserves_never_overspend(void **state)
+{
+    fixture *f = *state;
+    grant(f, 600, NULL); /* 200 reservations of 3 */
+    pthread_t t[4];
+    worker_arg a[4];
+    for (int i = 0; i < 4; i++) {
+        a[i] = (worker_arg){f, 0, 0};
+        pthread_create(&t[i], NULL, spend, &a[i]);
+    }
+    int ok = 0, short_ = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        ok += a[i].ok;
+        short_ += a[i].short_;
+    }
+    assert_int_equal(ok, 200);
+    assert_int_equal(short_, 200);
+    assert_int_equal(balance_of(f), 0);
+    assert_ledger_consistent(f);
+    assert_audit_sound(f);
+}
+
+int main(void)
+{
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_reserve_short_changes_nothing),
+        T(test_settle_failed_refunds_exactly_once),
+        T(test_settle_success_charges_once_and_reads_back_typed),
+        T(test_grant_idempotent_by_key_and_never_negative),
+        T(test_reserve_idempotent_by_key),
+        T(test_lists_are_newest_first_in_keyset_pages),
+        T(test_delete_hides_and_queues_objects),
+        T(test_expired_work_is_reaped_or_claimed_once),
+        T(test_concurrent_reserves_never_overspend),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
