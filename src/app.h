@@ -5,12 +5,12 @@
 
 #include <stdint.h>
 
-#include "api/ratelimit.h"
+#include "pipeline/ratelimit.h"
 #include "auth/jwks.h"
 #include "core/config.h"
 #include "db/db.h"
 #include "net/net.h"
-#include "pipeline/loop.h"
+#include "loop/loop.h"
 #include "pipeline/pipeline.h"
 #include "providers/catalog.h"
 #include "providers/provider.h"

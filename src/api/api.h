@@ -1,8 +1,8 @@
 /* HTTP handlers, one file per resource. Each handler parses, authenticates,
  * calls the domain (db, pipeline, catalog) and renders; none of them knows
- * SQL or a provider's wire format. lr_api_route dispatches by method and
- * path. The helpers below reply on failure and return false, so a handler
- * reads as a straight line.
+ * SQL or a provider's wire format. lr_api_route (routes.c, the route
+ * table) dispatches by method and path. The helpers below reply on
+ * failure and return false, so a handler reads as a straight line.
  */
 #ifndef LR_API_H
 #define LR_API_H

@@ -30,7 +30,7 @@
 
 #include "auth/jwt.h"
 #include "core/err.h"
-#include "pipeline/loop.h"
+#include "loop/loop.h"
 
 #define LR_JWKS_MAX_BYTES (64 * 1024) /* a JWKS answer larger than this is refused */
 #define LR_JWKS_MAX_KEYS 32

@@ -17,7 +17,7 @@
 #include <stddef.h>
 
 #include "core/err.h"
-#include "pipeline/loop.h"
+#include "loop/loop.h"
 
 typedef struct lr_net_policy lr_net_policy;
 

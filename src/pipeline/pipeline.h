@@ -28,7 +28,7 @@
 
 #include "core/err.h"
 #include "db/db.h"
-#include "pipeline/loop.h"
+#include "loop/loop.h"
 #include "providers/catalog.h"
 #include "net/net.h"
 #include "providers/provider.h"

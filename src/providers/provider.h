@@ -22,7 +22,7 @@
 #include <stdint.h>
 
 #include "core/err.h"
-#include "pipeline/loop.h"
+#include "loop/loop.h"
 #include "providers/catalog.h"
 #include "storage/storage.h"
 

@@ -1,5 +1,5 @@
 /* Internal to the real providers: the Kie.ai and Anthropic halves the
- * router (remote.c) puts together, and what they share. */
+ * router (remote.c) puts together, and what they share (provider.c). */
 #ifndef LR_PROVIDERS_REMOTE_H
 #define LR_PROVIDERS_REMOTE_H
 

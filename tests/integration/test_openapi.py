@@ -150,13 +150,20 @@ class Spec(unittest.TestCase):
         self.assertEqual(codes - documented, set())
 
     def test_every_route_is_documented(self):
-        with open(os.path.join(ROOT, "src/api/common.c")) as f:
-            router = f.read()
-        routes = set(re.findall(r'!strcmp\(p, "(/[^"]+)"\)', router))
-        self.assertIn("/api/infer", routes)
-        self.assertEqual(routes - set(DOC["paths"]), set())
-        self.assertIn("/api/generations/{id}", DOC["paths"])
-        self.assertIn("/storage/v1/object/public/{bucket}/{key}", DOC["paths"])
+        with open(os.path.join(ROOT, "src/api/routes.c")) as f:
+            table = f.read()
+        rows = re.findall(r'\{(NULL|"[A-Z]+"), (EXACT|ID_SUFFIX|REST), "([^"]+)", (NULL|"[^"]*")', table)
+        self.assertGreater(len(rows), 10)
+        for method, kind, prefix, suffix in rows:
+            if kind == "EXACT":
+                path = prefix
+            elif kind == "ID_SUFFIX":
+                path = prefix + "{id}" + suffix.strip('"')
+            else:
+                path = prefix + "{bucket}/{key}"
+            self.assertIn(path, DOC["paths"], path)
+            if method != "NULL":
+                self.assertIn(method.strip('"').lower(), DOC["paths"][path], (method, path))
 
 
 class Answers(ServerTest):

@@ -1,7 +1,7 @@
 /* Timer heap on a dedicated thread, woken through libcurl's multi handle
  * (curl_multi_wakeup), so provider calls and downloads share one poll with
  * the timers. The worker pool is a plain queue and condition. */
-#include "pipeline/loop.h"
+#include "loop/loop.h"
 
 #include <curl/curl.h>
 #include <pthread.h>

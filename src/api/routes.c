@@ -1,0 +1,91 @@
+/* The route table: which handler answers which method and path. A path
+ * that matches a route but not its method is 405 with Allow listing the
+ * methods that path takes; no match is 404. */
+#include <stdio.h>
+#include <string.h>
+
+#include "api/api.h"
+
+typedef enum {
+    EXACT,     /* path == prefix */
+    ID_SUFFIX, /* prefix + {id} + suffix, the id without '/' */
+    REST,      /* prefix + anything (the handler gets the rest) */
+} match_kind;
+
+typedef struct {
+    const char *method; /* NULL: any */
+    match_kind match;
+    const char *prefix;
+    const char *suffix; /* ID_SUFFIX only: "" for a bare {id} */
+    void (*plain)(lr_app *app, lr_req *req);
+    void (*with_arg)(lr_app *app, lr_req *req, const char *arg);
+} route;
+
+static const route routes[] = {
+    {"POST", EXACT, "/api/infer", NULL, lr_api_infer, NULL},
+    {"GET", EXACT, "/api/models", NULL, lr_api_models, NULL},
+    {"GET", EXACT, "/api/generations", NULL, lr_api_generations_list, NULL},
+    {"POST", ID_SUFFIX, "/api/generations/", "/cancel", NULL, lr_api_generation_cancel},
+    {"GET", ID_SUFFIX, "/api/generations/", "/events", NULL, lr_api_generation_events},
+    {"GET", ID_SUFFIX, "/api/generations/", "", NULL, lr_api_generation_get},
+    {"DELETE", ID_SUFFIX, "/api/generations/", "", NULL, lr_api_generation_delete},
+    {"POST", EXACT, "/api/webhooks/kie", NULL, lr_api_webhook_kie, NULL},
+    {"GET", EXACT, "/api/credits/balance", NULL, lr_api_credits_balance, NULL},
+    {"GET", EXACT, "/api/credits/transactions", NULL, lr_api_credits_transactions, NULL},
+    {"POST", EXACT, "/api/admin/credits", NULL, lr_api_admin_credits, NULL},
+    {NULL, EXACT, "/healthz", NULL, lr_api_health, NULL},
+    {NULL, EXACT, "/api/health", NULL, lr_api_health, NULL},
+    {"GET", REST, "/storage/v1/object/public/", NULL, NULL, lr_api_public_file},
+    {"HEAD", REST, "/storage/v1/object/public/", NULL, NULL, lr_api_public_file},
+};
+
+/* Whether path matches r; *arg is then the {id} (copied into buf) or the
+ * rest of the path. */
+static bool matches(const route *r, const char *path, const char **arg, char *buf, size_t size)
+{
+    size_t lp = strlen(r->prefix);
+    if (r->match == EXACT)
+        return strcmp(path, r->prefix) == 0;
+    if (strncmp(path, r->prefix, lp) != 0)
+        return false;
+    const char *rest = path + lp;
+    size_t n = strlen(rest);
+    *arg = rest;
+    if (r->match == REST)
+        return true;
+    size_t k = strlen(r->suffix);
+    if (n <= k || n - k >= size || strcmp(rest + n - k, r->suffix) != 0)
+        return false;
+    memcpy(buf, rest, n - k);
+    buf[n - k] = '\0';
+    *arg = buf;
+    return strchr(buf, '/') == NULL;
+}
+
+void lr_api_route(lr_req *req, void *ctx)
+{
+    lr_app *app = ctx;
+    const char *path = lr_req_path(req), *method = lr_req_method(req);
+    const char *arg = NULL;
+    char id[64], allow[64] = "";
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        const route *r = &routes[i];
+        if (!matches(r, path, &arg, id, sizeof id))
+            continue;
+        if (!r->method || !strcmp(r->method, method)) {
+            if (r->plain)
+                r->plain(app, req);
+            else
+                r->with_arg(app, req, arg);
+            return;
+        }
+        size_t used = strlen(allow);
+        snprintf(allow + used, sizeof allow - used, "%s%s", used ? ", " : "", r->method);
+    }
+    if (*allow) {
+        lr_req_set_header(req, "Allow", allow);
+        lr_req_reply_error(req, 405, "method_not_allowed", "Method not allowed", NULL);
+        return;
+    }
+    lr_req_reply_error(req, 404, "not_found", "Not found", NULL);
+}
