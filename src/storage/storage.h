@@ -32,7 +32,8 @@ typedef struct {
     lr_err (*remove)(lr_store *s, const char *key);
     /* Local backends only (else NULL): an open read-only fd of the object. */
     lr_err (*open_local)(lr_store *s, const char *key, int *fd, struct stat *st);
-    /* The bucket answers (LR_OK), is missing (NOT_FOUND) or unreachable. */
+    /* The bucket answers (LR_OK), is missing (NOT_FOUND), refuses these
+     * credentials (DENIED: 401/403) or is unreachable (UNAVAILABLE). */
     lr_err (*ping)(lr_store *s);
     /* Reads a whole object of at most max bytes into *buf (malloc'd), for
      * checks like `lensroom smoke`; LR_ERR_NOT_FOUND when it is absent. */

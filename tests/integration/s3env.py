@@ -50,6 +50,11 @@ class S3:
             except OSError:
                 time.sleep(0.05)
 
+    def requests(self):
+        """The lines "METHOD PATH STATUS" the signature checker logged so far."""
+        with open(os.path.join(self.dir, "s3.log"), errors="replace") as f:
+            return [l.rstrip("\n") for l in f if l[:4] in ("GET ", "PUT ", "POST", "HEAD", "DELE")]
+
     def stop_proxy(self):
         self.proxy.terminate()
         self.proxy.wait()
