@@ -319,6 +319,7 @@ lr_err lr_store_s3_open(const lr_s3_options *o, lr_store **out)
         s3_close(&s->base);
         return LR_ERR_NOMEM;
     }
+    lr_temp_sweep(s->tmp_dir, LR_SPOOL_PREFIX, 0);
     n = strlen(s->base.url_prefix);
     while (n > 0 && s->base.url_prefix[n - 1] == '/')
         s->base.url_prefix[--n] = '\0';

@@ -229,6 +229,7 @@ lr_err lr_store_supabase_open(const char *url, const char *service_key, const ch
         sb_close(&s->base);
         return LR_ERR_NOMEM;
     }
+    lr_temp_sweep(s->tmp_dir, LR_SPOOL_PREFIX, 0);
     *out = &s->base;
     return LR_OK;
 }
