@@ -102,26 +102,29 @@ static void writer_free(lr_store_writer *w)
     free(w);
 }
 
+/* Renamed while still open: the temp file's lock is held until it has
+ * its final name, so a sweep never takes a file being committed. */
 static lr_err fs_commit(lr_store_writer *w)
 {
     lr_err e = LR_OK;
-    if (fdatasync(w->fd) != 0 || close(w->fd) != 0) {
+    if (fdatasync(w->fd) != 0 || rename(w->tmp_path, w->final_path) != 0) {
         e = LR_ERR_IO;
-        unlink(w->tmp_path);
-    } else if (rename(w->tmp_path, w->final_path) != 0) {
-        e = LR_ERR_IO;
+        lr_error("storage: commit failed: %s", strerror(errno));
         unlink(w->tmp_path);
     }
-    if (e != LR_OK)
+    if (close(w->fd) != 0 && e == LR_OK) {
+        e = LR_ERR_IO;
         lr_error("storage: commit failed: %s", strerror(errno));
+        unlink(w->final_path);
+    }
     writer_free(w);
     return e;
 }
 
 static void fs_abort(lr_store_writer *w)
 {
-    close(w->fd);
     unlink(w->tmp_path);
+    close(w->fd);
     writer_free(w);
 }
 
