@@ -139,14 +139,30 @@ static int mem_write(void *ctx, const void *buf, size_t len)
     return 0;
 }
 
+/* Why the bucket check failed, in the operator's terms: a 403 is the key
+ * (or its rights), anything else the bucket's name. */
+static const char *ping_failure(const lr_store *store, lr_err e)
+{
+    bool s3 = !strcmp(store->backend, "s3");
+    switch (e) {
+    case LR_ERR_DENIED:
+        return s3 ? "refused these credentials (403): wrong S3_ACCESS_KEY_ID or "
+                    "S3_SECRET_ACCESS_KEY, or the key has no access to this bucket"
+                  : "refused the service role key (403): check SUPABASE_SERVICE_ROLE_KEY";
+    case LR_ERR_NOT_FOUND:
+        return s3 ? "is missing: create it, or fix S3_BUCKET"
+                  : "is missing: create it, or fix BUCKET_NAME";
+    default:
+        return "is unreachable (no answer from the endpoint)";
+    }
+}
+
 /* Upload a small PNG, read it back byte for byte, delete it, check it is gone. */
 static void check_storage(report *r, lr_store *store, const char *user)
 {
     lr_err e = store->ops->ping(store);
     if (e != LR_OK) {
-        line(r, false, "bucket", "bucket %s %s", store->bucket,
-             e == LR_ERR_NOT_FOUND ? "is missing or not accessible with these credentials"
-                                   : "is unreachable");
+        line(r, false, "bucket", "bucket %s %s", store->bucket, ping_failure(store, e));
         line(r, false, "upload/download/delete", "skipped: the bucket is not reachable");
         return;
     }

@@ -183,7 +183,12 @@ int lr_config_load(lr_config *cfg)
     cfg->s3_secret_key = env_dup("S3_SECRET_ACCESS_KEY", NULL);
     cfg->s3_public_url = env_dup("S3_PUBLIC_URL", NULL);
     cfg->s3_path_style = env_bool("S3_FORCE_PATH_STYLE", true);
-    cfg->s3_part_size = env_long("S3_PART_SIZE", 16L << 20, 1024, 1L << 30);
+    /* S3 refuses multipart parts under 5 MiB (EntityTooSmall) at the end of
+     * the upload; s3rver and MinIO do not, so refuse it here, at start. */
+    cfg->s3_part_size = env_long("S3_PART_SIZE", 16L << 20, 1, 1L << 30);
+    if (cfg->s3_part_size < 5L << 20)
+        problem("S3_PART_SIZE", "must be at least 5242880 (5 MiB): S3 refuses smaller "
+                                "multipart parts with EntityTooSmall");
     const char *s3_bucket = env("S3_BUCKET");
     if (s3_bucket) {
         free(cfg->bucket);

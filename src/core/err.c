@@ -15,6 +15,7 @@ const char *lr_strerror(lr_err e)
     case LR_ERR_DB: return "database error";
     case LR_ERR_UNAVAILABLE: return "unavailable";
     case LR_ERR_PROVIDER: return "provider error";
+    case LR_ERR_DENIED: return "access denied";
     }
     return "unknown error";
 }

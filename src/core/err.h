@@ -20,6 +20,7 @@ typedef enum {
     LR_ERR_DB = -9,
     LR_ERR_UNAVAILABLE = -10, /* backend down, retry later */
     LR_ERR_PROVIDER = -11,
+    LR_ERR_DENIED = -12,      /* a backend refused our credentials (401/403) */
 } lr_err;
 
 const char *lr_strerror(lr_err e);

@@ -1,7 +1,9 @@
 /* Local folder backend: objects are files under {root}/{bucket}/{key},
- * written to a hidden temp file in the same folder and renamed into place
- * after fsync, so a reader never sees half an object and a crash leaves
- * at most a stray temp file. Every path is built from a validated key. */
+ * written to a hidden, locked temp file (.tmp-XXXXXX) in the same folder
+ * and renamed into place after fsync, so a reader never sees half an
+ * object. A crash leaves at most that temp file; opening the store sweeps
+ * the ones no live process holds (lr_temp_sweep). Every path is built
+ * from a validated key. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -12,6 +14,10 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "storage/storage.h"
+
+#define FS_TEMP_PREFIX ".tmp-"
+/* {user}/{photo|video|inputs}/{file}, with room to spare. */
+#define FS_SWEEP_DEPTH 4
 
 typedef struct {
     lr_store base;
@@ -43,7 +49,7 @@ static lr_err fs_open_writer(lr_store *st, const char *key, const char *content_
     *slash = '\0';
     int mk = lr_mkdir_p(path, 0755);
     char *tmp = NULL;
-    if (mk == 0 && asprintf(&tmp, "%s/.tmp-XXXXXX", path) < 0)
+    if (mk == 0 && asprintf(&tmp, "%s/" FS_TEMP_PREFIX "XXXXXX", path) < 0)
         tmp = NULL;
     *slash = '/';
     if (!tmp) {
@@ -51,7 +57,7 @@ static lr_err fs_open_writer(lr_store *st, const char *key, const char *content_
         free(path);
         return LR_ERR_IO;
     }
-    int fd = mkstemp(tmp);
+    int fd = lr_temp_create(tmp);
     if (fd < 0) {
         lr_error("storage: cannot create temp file for %s: %s", key, strerror(errno));
         free(tmp);
@@ -96,26 +102,29 @@ static void writer_free(lr_store_writer *w)
     free(w);
 }
 
+/* Renamed while still open: the temp file's lock is held until it has
+ * its final name, so a sweep never takes a file being committed. */
 static lr_err fs_commit(lr_store_writer *w)
 {
     lr_err e = LR_OK;
-    if (fdatasync(w->fd) != 0 || close(w->fd) != 0) {
+    if (fdatasync(w->fd) != 0 || rename(w->tmp_path, w->final_path) != 0) {
         e = LR_ERR_IO;
-        unlink(w->tmp_path);
-    } else if (rename(w->tmp_path, w->final_path) != 0) {
-        e = LR_ERR_IO;
+        lr_error("storage: commit failed: %s", strerror(errno));
         unlink(w->tmp_path);
     }
-    if (e != LR_OK)
+    if (close(w->fd) != 0 && e == LR_OK) {
+        e = LR_ERR_IO;
         lr_error("storage: commit failed: %s", strerror(errno));
+        unlink(w->final_path);
+    }
     writer_free(w);
     return e;
 }
 
 static void fs_abort(lr_store_writer *w)
 {
-    close(w->fd);
     unlink(w->tmp_path);
+    close(w->fd);
     writer_free(w);
 }
 
@@ -217,6 +226,7 @@ lr_err lr_store_fs_open(const char *root, const char *bucket, const char *public
         fs_close(&s->base);
         return LR_ERR_IO;
     }
+    lr_temp_sweep(s->dir, FS_TEMP_PREFIX, FS_SWEEP_DEPTH);
     *out = &s->base;
     return LR_OK;
 }

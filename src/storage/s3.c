@@ -257,6 +257,8 @@ static lr_err s3_read(lr_store *st, const char *key, size_t max, char **buf, siz
 static lr_err s3_ping(lr_store *st)
 {
     long status = s3_call((s3_store *)st, "HEAD", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0);
+    if (status == 401 || status == 403)
+        return LR_ERR_DENIED;
     return status == 200 ? LR_OK : status == 0 ? LR_ERR_UNAVAILABLE : LR_ERR_NOT_FOUND;
 }
 
@@ -317,6 +319,7 @@ lr_err lr_store_s3_open(const lr_s3_options *o, lr_store **out)
         s3_close(&s->base);
         return LR_ERR_NOMEM;
     }
+    lr_temp_sweep(s->tmp_dir, LR_SPOOL_PREFIX, 0);
     n = strlen(s->base.url_prefix);
     while (n > 0 && s->base.url_prefix[n - 1] == '/')
         s->base.url_prefix[--n] = '\0';

@@ -1,26 +1,117 @@
 #include "storage/spool.h"
 
+#include <ctype.h>
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/log.h"
 #include "core/util.h"
 #include "storage/storage.h"
 
+int lr_temp_create(char *path_template)
+{
+    int fd = mkostemp(path_template, O_CLOEXEC);
+    /* Locked before anything else happens to it: from here on a sweep by
+     * another process (a restart beside a running one, `lensroom smoke`)
+     * sees a live writer and leaves the file alone. */
+    if (fd >= 0 && flock(fd, LOCK_EX) != 0) {
+        int err = errno;
+        close(fd);
+        unlink(path_template);
+        errno = err;
+        return -1;
+    }
+    return fd;
+}
+
+/* prefix followed by exactly mkstemp's six letters and digits. */
+static bool temp_name(const char *name, const char *prefix)
+{
+    size_t p = strlen(prefix);
+    if (strncmp(name, prefix, p) != 0 || strlen(name + p) != 6)
+        return false;
+    for (const char *c = name + p; *c; c++)
+        if (!isalnum((unsigned char)*c))
+            return false;
+    return true;
+}
+
+/* Removes dirfd/name if it is a regular file whose writer is gone: the
+ * lock a writer holds until it exits is free. */
+static bool remove_abandoned(int dirfd, const char *name)
+{
+    int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    struct stat st;
+    bool gone = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && flock(fd, LOCK_EX | LOCK_NB) == 0 &&
+                unlinkat(dirfd, name, 0) == 0;
+    close(fd);
+    return gone;
+}
+
+static int sweep_fd(int dirfd, const char *prefix, int depth)
+{
+    DIR *d = fdopendir(dirfd);
+    if (!d) {
+        close(dirfd);
+        return 0;
+    }
+    int removed = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        if (temp_name(e->d_name, prefix)) {
+            removed += remove_abandoned(dirfd, e->d_name);
+        } else if (depth > 0 && e->d_name[0] != '.' &&
+                   (e->d_type == DT_DIR || e->d_type == DT_UNKNOWN)) {
+            int sub = openat(dirfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (sub >= 0)
+                removed += sweep_fd(sub, prefix, depth - 1);
+        }
+    }
+    closedir(d);
+    return removed;
+}
+
+int lr_temp_sweep(const char *dir, const char *prefix, int depth)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    int removed = sweep_fd(fd, prefix, depth);
+    if (removed > 0)
+        lr_info("storage: removed %d temp file%s left in %s by a stopped process", removed,
+                removed == 1 ? "" : "s", dir);
+    return removed;
+}
+
 lr_err lr_spool_open(lr_spool *s, const char *dir)
 {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/spool-XXXXXX", dir);
-    s->fd = mkstemp(path);
+    /* Nameless from the start where the file system can (O_TMPFILE): a
+     * crash leaves nothing. Else a named, locked file unlinked at once;
+     * lr_temp_sweep takes what a crash between the two calls left. */
+    s->fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (s->fd < 0) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/" LR_SPOOL_PREFIX "XXXXXX", dir);
+        s->fd = lr_temp_create(path);
+        if (s->fd >= 0)
+            unlink(path);
+    }
     if (s->fd < 0) {
         lr_error("storage: cannot create spool file in %s: %s", dir, strerror(errno));
         return LR_ERR_IO;
     }
-    unlink(path); /* nameless: gone on close, even after a crash */
     s->size = 0;
     s->sha = EVP_MD_CTX_new();
     if (!s->sha || !EVP_DigestInit_ex(s->sha, EVP_sha256(), NULL)) {

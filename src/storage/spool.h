@@ -17,6 +17,10 @@ typedef struct {
     EVP_MD_CTX *sha;
 } lr_spool;
 
+/* Spool files are nameless (O_TMPFILE); where the file system cannot do
+ * that, they are named LR_SPOOL_PREFIX "XXXXXX" in dir for an instant. */
+#define LR_SPOOL_PREFIX "spool-"
+
 lr_err lr_spool_open(lr_spool *s, const char *dir);
 lr_err lr_spool_write(lr_spool *s, const void *buf, size_t len);
 /* Hex SHA-256 of everything written; call once, after the last write. */

@@ -32,7 +32,8 @@ typedef struct {
     lr_err (*remove)(lr_store *s, const char *key);
     /* Local backends only (else NULL): an open read-only fd of the object. */
     lr_err (*open_local)(lr_store *s, const char *key, int *fd, struct stat *st);
-    /* The bucket answers (LR_OK), is missing (NOT_FOUND) or unreachable. */
+    /* The bucket answers (LR_OK), is missing (NOT_FOUND), refuses these
+     * credentials (DENIED: 401/403) or is unreachable (UNAVAILABLE). */
     lr_err (*ping)(lr_store *s);
     /* Reads a whole object of at most max bytes into *buf (malloc'd), for
      * checks like `lensroom smoke`; LR_ERR_NOT_FOUND when it is absent. */
@@ -48,6 +49,18 @@ struct lr_store {
 };
 
 bool lr_store_key_valid(const char *key);
+
+/* Temp files. A writer's bytes go to a temp file named {prefix}XXXXXX
+ * (mkstemp's six characters; keys never start with '.', spool files live
+ * outside the bucket), on which the writer holds an exclusive flock(2)
+ * for as long as it lives. lr_temp_create makes and locks one (mode 0600:
+ * the caller widens it). lr_temp_sweep removes from dir, and with depth
+ * > 0 from its subfolders, the temp files with that prefix no process
+ * holds: what a kill -9 left. Only those names, only regular files, never
+ * through a symlink; a live writer's file is never touched. Returns how
+ * many it removed and logs them. */
+int lr_temp_create(char *path_template);
+int lr_temp_sweep(const char *dir, const char *prefix, int depth);
 /* Removes every key of the JSON array keys (missing ones count as removed);
  * logs each failure. True when all are gone. Blocking (remote backends). */
 bool lr_store_remove_keys(lr_store *s, json_t *keys);

@@ -174,6 +174,8 @@ static lr_err sb_ping(lr_store *st)
     char path[1024];
     snprintf(path, sizeof path, "/storage/v1/bucket/%s", s->base.bucket);
     long status = sb_call(s, "GET", path, NULL, NULL, NULL, NULL);
+    if (status == 401 || status == 403)
+        return LR_ERR_DENIED;
     return status == 200 ? LR_OK : status == 0 ? LR_ERR_UNAVAILABLE : LR_ERR_NOT_FOUND;
 }
 
@@ -232,6 +234,7 @@ lr_err lr_store_supabase_open(const char *url, const char *service_key, const ch
         sb_close(&s->base);
         return LR_ERR_NOMEM;
     }
+    lr_temp_sweep(s->tmp_dir, LR_SPOOL_PREFIX, 0);
     *out = &s->base;
     return LR_OK;
 }

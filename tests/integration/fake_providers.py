@@ -21,7 +21,8 @@ Faults are chosen per task by tokens in the prompt, e.g. "[create_401]":
   create_401 create_401_in_200 create_402 create_422 create_429_once
   create_455 create_500 create_500_once create_malformed create_no_task_id
   poll_never poll_fail poll_500_3 poll_malformed_2 poll_401_once poll_404
-  dl_slow dl_cut dl_cut_once dl_big (60 MB) dl_50mb (just under the limit) dl_html dl_404
+  dl_slow dl_hold (half the file, the rest once release() is called)
+  dl_cut dl_cut_once dl_big (60 MB) dl_50mb (just under the limit) dl_html dl_404
   dl_redirect_local dl_redirect_local_https dl_redirect_name
   hold (finishes only when release() is called)   delay_<seconds>
   a_400 a_429_once a_529_once a_500_once a_malformed a_401
@@ -408,6 +409,19 @@ class FakeProviders:
             except OSError:
                 pass
             h.close_connection = True
+            return
+        if "dl_hold" in f:
+            h.send_response(200)
+            h.send_header("Content-Type", ctype)
+            h.send_header("Content-Length", str(len(body)))
+            h.end_headers()
+            h.wfile.write(body[: len(body) // 2])
+            h.wfile.flush()
+            self.released.wait(120)
+            try:
+                h.wfile.write(body[len(body) // 2:])
+            except OSError:
+                pass  # the server is gone (a test killed it)
             return
         if "dl_cut" in f or ("dl_cut_once" in f and self._first_time(("cut", tid))):
             h.send_response(200)

@@ -70,6 +70,18 @@ class PgConn:
 SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
 
 
+def wait_for(cond, timeout=30, interval=0.1):
+    """Polls cond() until it is truthy or timeout seconds pass; returns its
+    last value. Tests order events with this, never with a fixed sleep."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(interval)
+    return cond()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -134,7 +146,7 @@ class Server:
                                      stderr=subprocess.STDOUT)
         if not expect_ok:
             return self
-        deadline = time.time() + 20
+        deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise AssertionError("server exited at start:\n" + self.read_log())
@@ -244,6 +256,21 @@ class Server:
         h = {"Cookie": f"lr_session={token}"}
         h.update(headers or {})
         return self.request("POST", "/api/infer", body=body, headers=h)
+
+    def generation_status(self, gid, token):
+        r = self.get(f"/api/generations/{gid}", {"Authorization": f"Bearer {token}"})
+        return r.json["generation"]["status"] if r.status == 200 else None
+
+    def wait_settled(self, gid, token, timeout=60):
+        """Waits until generation gid has a final status and returns it."""
+        final = ("success", "failed", "canceled")
+        st = wait_for(lambda: self.generation_status(gid, token) in final, timeout, 0.2)
+        status = self.generation_status(gid, token)
+        assert st, f"generation {gid} still {status} after {timeout} s"
+        return status
+
+    def in_flight(self):
+        return self.get("/healthz").json["inFlight"]
 
     def fetch_url(self, url):
         """GETs a public URL the server returned (it names localhost:PORT)."""

@@ -27,28 +27,31 @@ class S3:
              str(self.port), "--configure-bucket", bucket, "--silent"],
             stdout=self.log, stderr=subprocess.STDOUT)
         self.start_proxy()
+        # Up once s3rver lists the configured bucket (it is created at start).
         deadline = time.time() + 30
         while time.time() < deadline:
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=1)
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/{bucket}", timeout=5)
                 break
-            except OSError as e:
-                if hasattr(e, "code"):
-                    break  # an HTTP answer: it is up
+            except OSError:
                 time.sleep(0.1)
-        time.sleep(0.3)
 
     def start_proxy(self):
         self.proxy = subprocess.Popen(
             ["/usr/bin/python3", os.path.join(S3_DIR, "sigv4_proxy.py"), str(self.proxy_port),
              str(self.port), ACCESS, SECRET, REGION], stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 10
+        deadline = time.time() + 30
         while time.time() < deadline:  # until it accepts connections
             try:
                 socket.create_connection(("127.0.0.1", self.proxy_port), timeout=1).close()
                 return
             except OSError:
                 time.sleep(0.05)
+
+    def requests(self):
+        """The lines "METHOD PATH STATUS" the signature checker logged so far."""
+        with open(os.path.join(self.dir, "s3.log"), errors="replace") as f:
+            return [l.rstrip("\n") for l in f if l[:4] in ("GET ", "PUT ", "POST", "HEAD", "DELE")]
 
     def stop_proxy(self):
         self.proxy.terminate()

@@ -13,7 +13,7 @@ import unittest
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from fake_providers import FakeProviders
-from harness import Server, new_user
+from harness import Server, new_user, wait_for
 
 FAKE = None
 
@@ -65,15 +65,21 @@ class Base(unittest.TestCase):
         self.assertEqual(r.status, 202, r.body)
         return r.json["generationId"]
 
-    def stream(self, gid, headers=None, timeout=30):
+    def stream(self, gid, headers=None, timeout=30, live=None):
+        """Reads the whole event stream; sets the threading.Event live once
+        the first event arrived (the stream is open on the server)."""
         conn = http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=timeout)
         h = dict(self.cookie)
         h.update(headers or {})
         conn.request("GET", f"/api/generations/{gid}/events", headers=h)
         r = conn.getresponse()
-        body = r.read().decode()
+        lines = []
+        for line in iter(r.readline, b""):
+            lines.append(line)
+            if live is not None and line.startswith(b"event:"):
+                live.set()
         conn.close()
-        return r, body
+        return r, b"".join(lines).decode()
 
 
 class Events(Base):
@@ -192,7 +198,7 @@ class Cancel(Base):
 
         th = threading.Thread(target=wait_infer)
         th.start()
-        deadline = time.time() + 10
+        deadline = time.time() + 30
         gid = None
         while time.time() < deadline and not gid:
             rows = self.server.get("/api/generations", headers=self.cookie).json["generations"]
@@ -202,9 +208,11 @@ class Cancel(Base):
         self.assertEqual(self.server.balance(self.user), 92)
 
         got = {}
-        t2 = threading.Thread(target=lambda: got.update(zip(("r", "body"), self.stream(gid))))
+        live = threading.Event()
+        t2 = threading.Thread(
+            target=lambda: got.update(zip(("r", "body"), self.stream(gid, live=live))))
         t2.start()
-        time.sleep(0.5)
+        self.assertTrue(live.wait(30), "the event stream did not open")
         r = self.cancel(gid)
         self.assertEqual(r.status, 200, r.body)
         self.assertEqual(r.json["status"], "canceled")
@@ -220,11 +228,15 @@ class Cancel(Base):
         self.assertEqual(again.status, 409)
         self.assertEqual(again.json["code"], "generation_finished")
         self.assertEqual(again.json["generation"]["status"], "canceled")
-        # Kie finishes the task later: nothing changes, nothing is stored
+        # Kie finishes the task later: nothing changes, nothing is stored.
+        # The cancel ended the run (its task stopped polling Kie): once the
+        # server tracks nothing, Kie's result can no longer reach it.
+        self.assertTrue(wait_for(lambda: self.server.in_flight() == 0, 30))
+        tid = rows[0]["taskIds"][0]
         FAKE.release()
-        time.sleep(1.5)
         g = self.server.get(f"/api/generations/{gid}", headers=self.cookie).json["generation"]
         self.assertEqual(g["status"], "canceled")
+        self.assertEqual(FAKE.requests_to(f"/files/{tid}"), [])
         self.assertEqual(self.server.balance(self.user), 100)
         refunds = [x for x in self.server.ledger(self.user) if x[1] == "refund"]
         self.assertEqual(len(refunds), 1)

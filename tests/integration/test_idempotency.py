@@ -3,7 +3,6 @@ charges nothing; the key with another body is 422; while the first request
 runs, 409; keys are per user; racing duplicates make one generation."""
 import json
 import threading
-import time
 import unittest
 from concurrent.futures import ThreadPoolExecutor
 
@@ -85,7 +84,7 @@ class Idempotency(ServerTest):
 
 
 class IdempotencyWhileRunning(ServerTest):
-    server_env = {"LENSROOM_MOCK_LATENCY_MS": "1500"}
+    server_env = {"LENSROOM_MOCK_LATENCY_MS": "3000"}
 
     def test_duplicate_while_running_is_409_then_replays(self):
         user = new_user()
@@ -97,7 +96,7 @@ class IdempotencyWhileRunning(ServerTest):
         self.assertEqual(dup.status, 409, dup.body)
         self.assertEqual(dup.json["code"], "idempotency_in_progress")
         self.assertEqual(dup.header("location"), f"/api/generations/{first.json['generationId']}")
-        time.sleep(2.5)
+        self.assertEqual(self.server.wait_settled(first.json["generationId"], tok), "success")
         done = self.server.infer(tok, headers=key_headers("slow"))
         self.assertEqual(done.status, 200, done.body)
         self.assertEqual(done.json["generationId"], first.json["generationId"])

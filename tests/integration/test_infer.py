@@ -249,7 +249,7 @@ class InferErrors(ServerTest):
 
 
 class InferAsync(ServerTest):
-    server_env = {"LENSROOM_MOCK_LATENCY_MS": "1500"}
+    server_env = {"LENSROOM_MOCK_LATENCY_MS": "3000"}
 
     def test_respond_async_answers_202_then_poll_shows_success(self):
         user = new_user()
@@ -289,9 +289,7 @@ class InferAsync(ServerTest):
         r = self.server.infer(tok, headers={"Prefer": "wait=1"})
         self.assertEqual(r.status, 202, r.body)
         gid = r.json["generationId"]
-        time.sleep(2.5)
-        g = self.server.get(f"/api/generations/{gid}", {"Authorization": f"Bearer {tok}"})
-        self.assertEqual(g.json["generation"]["status"], "success")
+        self.assertEqual(self.server.wait_settled(gid, tok), "success")
         self.server.assert_ledger_consistent(self, user)
 
     def test_waiting_longer_than_latency_gets_200(self):

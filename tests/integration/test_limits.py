@@ -1,7 +1,6 @@
 """Per-user limits on POST /api/infer: request rate and generations in
 flight, each answered with 429 + Retry-After, charging nothing, and not
 touching other users."""
-import time
 import unittest
 
 from harness import ServerTest, new_user
@@ -27,15 +26,15 @@ class RateLimit(ServerTest):
 
 
 class InFlightLimit(ServerTest):
-    server_env = {"LENSROOM_USER_MAX_IN_FLIGHT": "2", "LENSROOM_MOCK_LATENCY_MS": "1500"}
+    server_env = {"LENSROOM_USER_MAX_IN_FLIGHT": "2", "LENSROOM_MOCK_LATENCY_MS": "4000"}
 
     def test_third_running_generation_is_429_until_one_finishes(self):
         user = new_user()
         self.server.grant(user, 80)
         tok = self.server.token(user)
         async_ = {"Prefer": "respond-async"}
-        self.assertEqual(self.server.infer(tok, headers=async_).status, 202)
-        self.assertEqual(self.server.infer(tok, headers=async_).status, 202)
+        running = [self.server.infer(tok, headers=async_) for _ in range(2)]
+        self.assertEqual([x.status for x in running], [202, 202])
         r = self.server.infer(tok, headers=async_)
         self.assertEqual(r.status, 429, r.body)
         self.assertEqual(r.json["code"], "too_many_generations")
@@ -43,7 +42,8 @@ class InFlightLimit(ServerTest):
         self.assertEqual(self.server.balance(user), 64)  # the refused one charged nothing
         r = self.server.infer(tok, headers={"Prefer": "wait=20"})  # limits do not queue
         self.assertEqual(r.status, 429)
-        time.sleep(2.5)
+        for x in running:
+            self.server.wait_settled(x.json["generationId"], tok)
         self.assertEqual(self.server.infer(tok).status, 200)  # slots freed on settle
         self.server.assert_ledger_consistent(self, user)
 

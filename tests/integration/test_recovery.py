@@ -8,18 +8,9 @@ import time
 import unittest
 
 from fake_providers import FakeProviders
-from harness import Server, new_user
+from harness import Server, new_user, wait_for
 
 LEASE = {"LENSROOM_LEASE_S": "2"}
-
-
-def wait_for(cond, timeout=20):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if cond():
-            return True
-        time.sleep(0.1)
-    return cond()
 
 
 class Recovery(unittest.TestCase):
@@ -57,15 +48,18 @@ class Recovery(unittest.TestCase):
         s.assert_ledger_consistent(self, user)
 
     def test_sigterm_waits_for_in_flight_generations(self):
-        s = Server({"LENSROOM_MOCK_LATENCY_MS": "1500"})
+        s = Server({"LENSROOM_MOCK_LATENCY_MS": "4000"})
         self.addCleanup(s.cleanup)
         s.start()
         user = new_user()
         s.grant(user, 8)
+        tok = s.token(user)
         result = {}
-        t = threading.Thread(target=lambda: result.update(r=s.infer(s.token(user))))
+        t = threading.Thread(target=lambda: result.update(r=s.infer(tok)))
         t.start()
-        time.sleep(0.7)
+        # SIGTERM only once the server runs the generation (not before the
+        # request even left this process).
+        self.assertTrue(wait_for(lambda: s.in_flight() == 1, 30))
         s.stop()  # SIGTERM: the generation still completes and is answered
         t.join()
         self.assertEqual(result["r"].status, 200, result["r"].body)
@@ -75,7 +69,7 @@ class Recovery(unittest.TestCase):
         self.assertEqual(status, "success")
 
     def test_requests_after_sigterm_are_refused_while_draining(self):
-        s = Server({"LENSROOM_MOCK_LATENCY_MS": "4000"})
+        s = Server({"LENSROOM_MOCK_LATENCY_MS": "8000"})
         self.addCleanup(s.cleanup)
         s.start()
         user = new_user()
@@ -83,9 +77,9 @@ class Recovery(unittest.TestCase):
         result = {}
         t = threading.Thread(target=lambda: result.update(r=s.infer(s.token(user))))
         t.start()
-        self.assertTrue(wait_for(lambda: s.get("/healthz").json["inFlight"] == 1, 10))
+        self.assertTrue(wait_for(lambda: s.get("/healthz").json["inFlight"] == 1, 30))
         s.proc.send_signal(15)  # the in-flight generation keeps the process draining
-        self.assertTrue(wait_for(lambda: "shutting down" in s.read_log(), 10))
+        self.assertTrue(wait_for(lambda: "shutting down" in s.read_log(), 30))
         r = s.get("/api/models")
         self.assertEqual(r.status, 503, r.body)
         self.assertEqual(r.json["code"], "shutting_down")
@@ -104,7 +98,7 @@ class Recovery(unittest.TestCase):
         t = threading.Thread(target=lambda: result.update(
             r=s.infer(s.token(user), headers={"Prefer": "wait=120"})))
         t.start()
-        time.sleep(1)
+        self.assertTrue(wait_for(lambda: s.in_flight() == 1, 30))
         s.proc.send_signal(15)
         t.join(timeout=60)
         self.assertEqual(result["r"].status, 202, result["r"].body)
@@ -167,9 +161,9 @@ class ResumeProviderTasks(unittest.TestCase):
         self.assertTrue(wait_for(lambda: with_task_ids() == 100, 60), with_task_ids())
         s.kill()
         self.assertEqual(s.balance(user), 0)
-        # The provider finishes every task while no server is running.
+        # The provider finishes every task while no server is running (the
+        # fake answers "success" to every poll from now on).
         self.fake.release()
-        time.sleep(0.5)
         s.start()
 
         def unfinished():
@@ -222,13 +216,16 @@ class ResumeProviderTasks(unittest.TestCase):
             t = t if isinstance(t, list) else __import__("json").loads(t)
             return t[0] if t else None
 
-        self.assertTrue(wait_for(lambda: task_id() is not None, 10))
+        self.assertTrue(wait_for(lambda: task_id() is not None, 30))
         tid = task_id()
         s.kill()
-        time.sleep(3.5)  # the deadline passes while no server runs
+        # The deadline (3 s from the generation's creation, before Kie's
+        # task was) passes while no server runs.
+        created = self.fake.tasks[tid]["created"]
+        self.assertTrue(wait_for(lambda: time.time() > created + 3.5, 30))
         polls_before = len(self.fake.requests_to(f"/api/v1/jobs/recordInfo?taskId={tid}"))
         s.start()
-        self.assertTrue(wait_for(lambda: s.balance(user) == 8, 20))
+        self.assertTrue(wait_for(lambda: s.balance(user) == 8, 60))
         with s.db() as c:
             status, code = c.execute("SELECT status, error_code FROM generations WHERE id = ?",
                                      (gid,)).fetchone()
@@ -246,11 +243,16 @@ class ResumeProviderTasks(unittest.TestCase):
         s.start()
         user = new_user()
         s.grant(user, 8)
-        with s.db() as c:
-            pass
-        r = s.infer(s.token(user), prompt="x [create_500]", headers={"Prefer": "respond-async"})
+        prompt = f"x [create_500] {time.time()}"
+        r = s.infer(s.token(user), prompt=prompt, headers={"Prefer": "respond-async"})
         self.assertEqual(r.status, 202)
-        time.sleep(0.3)  # first create attempt failed; the retry waits
+
+        def creates():
+            return [x for x in self.fake.requests_to("/api/v1/jobs/createTask")
+                    if ((x["body"] or {}).get("input") or {}).get("prompt") == prompt]
+
+        # the first create attempt failed; the retry waits
+        self.assertTrue(wait_for(lambda: creates(), 30))
         s.kill()
         s.start()
         self.assertTrue(wait_for(lambda: s.balance(user) == 8))

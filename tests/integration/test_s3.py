@@ -79,7 +79,17 @@ class S3Storage(unittest.TestCase):
         self.assertEqual(obj["Body"].read()[4:8], b"ftyp")
 
     def test_large_objects_go_up_as_multipart(self):
-        env = dict(self.s3.env(), S3_PART_SIZE="4096")  # tiny parts, to exercise it
+        """S3's smallest part (5 MiB), and a real 11 MiB PNG from the fake Kie: three parts."""
+        import os
+        from fake_providers import FakeProviders
+        fake = FakeProviders(mp4=b"")
+        self.addCleanup(fake.close)
+        buf = io.BytesIO()
+        Image.frombytes("RGB", (1920, 1920), os.urandom(1920 * 1920 * 3)).save(buf, "PNG",
+                                                                              compress_level=1)
+        fake.png = buf.getvalue()
+        self.assertGreater(len(fake.png), 2 * 5242880)
+        env = dict(self.s3.env(), S3_PART_SIZE="5242880", **fake.env())
         s = self.server(env)
         user = new_user()
         s.grant(user, 8)
@@ -88,9 +98,18 @@ class S3Storage(unittest.TestCase):
         key = r.json["url"][len(self.s3.public_url) + 1:]
         obj = self.s3.client().get_object(Bucket=self.s3.bucket, Key=key)
         data = obj["Body"].read()
-        self.assertGreater(len(data), 8192)  # three parts or more
-        self.assertEqual(data, urllib.request.urlopen(r.json["url"], timeout=10).read())
-        Image.open(io.BytesIO(data)).load()
+        self.assertEqual(data, fake.png)
+        parts = [l for l in self.s3.requests() if l.startswith(f"PUT /{self.s3.bucket}/{key}?")
+                 and "partNumber=" in l and l.endswith(" 200")]
+        self.assertEqual(len(parts), 3, parts)
+        self.assertEqual(data, urllib.request.urlopen(r.json["url"], timeout=30).read())
+
+    def test_part_size_under_5_mib_is_refused_at_start(self):
+        s = Server(dict(self.s3.env(), S3_PART_SIZE="5242879"))
+        self.addCleanup(s.cleanup)
+        code, log = s.start_refused()
+        self.assertNotEqual(code, 0)
+        self.assertIn("config: S3_PART_SIZE: must be at least 5242880 (5 MiB)", log)
 
     def assert_storage_failure_refunds(self, env):
         s = self.server(env)
@@ -155,14 +174,17 @@ class S3Storage(unittest.TestCase):
         self.assertIn("✓ bucket                 s3 bucket generations reachable", r.stdout)
         self.assertIn("✓ upload/download/delete", r.stdout)
 
-    def test_smoke_is_red_with_the_reason_for_a_missing_bucket_or_wrong_secret(self):
+    def test_smoke_tells_a_missing_bucket_from_wrong_credentials(self):
         r = self.smoke(self.s3.env(bucket="no-such-bucket"))
         self.assertEqual(r.returncode, 1, r.stdout)
-        self.assertIn("✗ bucket                 bucket no-such-bucket is missing", r.stdout)
+        self.assertIn("✗ bucket                 bucket no-such-bucket is missing: create it, "
+                      "or fix S3_BUCKET", r.stdout)
+        self.assertNotIn("credentials", r.stdout)
         r = self.smoke(self.s3.env(secret="not-the-secret"))
         self.assertEqual(r.returncode, 1, r.stdout)
-        self.assertIn("✗ bucket", r.stdout)
-        self.assertIn("not accessible with these credentials", r.stdout)
+        self.assertIn("✗ bucket                 bucket generations refused these credentials "
+                      "(403): wrong S3_ACCESS_KEY_ID or S3_SECRET_ACCESS_KEY", r.stdout)
+        self.assertNotIn("is missing", r.stdout)
         self.assertIn("✓ database", r.stdout)  # the other checks still ran
 
 

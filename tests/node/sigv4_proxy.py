@@ -3,7 +3,8 @@ signature. Every request must carry a well-formed SigV4 Authorization for
 the expected access key and region, a payload hash that matches the body
 (or UNSIGNED-PAYLOAD), and a signature that botocore, recomputing it with
 the expected secret, agrees with; otherwise 403 SignatureDoesNotMatch.
-Good requests are forwarded to s3rver unchanged.
+Good requests are forwarded to s3rver unchanged. Every request is logged
+on stdout as "METHOD PATH STATUS", so tests can see what was sent.
 
 usage: sigv4_proxy.py LISTEN_PORT UPSTREAM_PORT ACCESS_KEY SECRET REGION
 """
@@ -28,6 +29,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+    def log_request(self, code="-", size="-"):
+        print(f"{self.command} {self.path} {code}", flush=True)
 
     def deny(self, why):
         body = (f"<?xml version=\"1.0\"?><Error><Code>SignatureDoesNotMatch</Code>"

@@ -2,6 +2,7 @@
  * local folder backend. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -135,6 +136,43 @@ static void test_local_open_refuses_traversal(void **state)
     assert_int_equal(f->s->ops->open_local(f->s, "/etc/passwd", &fd, &st), LR_ERR_INVALID);
 }
 
+static bool exists(const char *dir, const char *name)
+{
+    char p[256];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    return access(p, F_OK) == 0;
+}
+
+static void touch(const char *dir, const char *name)
+{
+    char p[256];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    FILE *fp = fopen(p, "w");
+    assert_non_null(fp);
+    fclose(fp);
+}
+
+/* A temp file is removed only once nobody holds it, only with our name. */
+static void test_sweep_takes_only_abandoned_temp_files(void **state)
+{
+    fixture *f = *state;
+    char live[128];
+    snprintf(live, sizeof live, "%s/.tmp-XXXXXX", f->dir);
+    int fd = lr_temp_create(live);
+    assert_true(fd >= 0);
+    touch(f->dir, ".tmp-dead01");
+    touch(f->dir, ".tmp-toolong");
+    touch(f->dir, "kept.png");
+    assert_int_equal(lr_temp_sweep(f->dir, ".tmp-", 0), 1);
+    assert_false(exists(f->dir, ".tmp-dead01"));
+    assert_int_equal(access(live, F_OK), 0); /* its writer (this fd) still holds it */
+    assert_true(exists(f->dir, ".tmp-toolong"));
+    assert_true(exists(f->dir, "kept.png"));
+    close(fd); /* the writer is gone */
+    assert_int_equal(lr_temp_sweep(f->dir, ".tmp-", 0), 1);
+    assert_int_not_equal(access(live, F_OK), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -146,6 +184,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_sink_aborts_past_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_local_open_refuses_traversal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sweep_takes_only_abandoned_temp_files, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

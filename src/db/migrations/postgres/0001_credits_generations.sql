@@ -16,9 +16,27 @@
 --   * every change of a balance has a ledger row, including direct
 --     INSERT/UPDATE on public.credits (a trigger records the difference).
 
--- Roles and auth.uid(), only where Supabase has not made them.
+-- Roles and auth.uid(), only where Supabase has not made them. Creating
+-- roles takes a superuser (service_role's BYPASSRLS above all); on plain
+-- PostgreSQL with an ordinary owner role, a superuser creates them once
+-- (docs/SETUP.md, "Plain PostgreSQL") and this says so instead of failing
+-- on the first CREATE ROLE.
 DO $$
+DECLARE
+  missing text;
 BEGIN
+  SELECT string_agg(r, ', ') INTO missing
+    FROM unnest(ARRAY['anon', 'authenticated', 'service_role']) AS r
+   WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r);
+  IF missing IS NOT NULL
+     AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+    RAISE EXCEPTION 'the roles % are missing, and % is not a superuser who could create them',
+      missing, current_user
+      USING HINT = 'Run once as a superuser: CREATE ROLE anon NOLOGIN NOINHERIT; '
+                   'CREATE ROLE authenticated NOLOGIN NOINHERIT; '
+                   'CREATE ROLE service_role NOLOGIN NOINHERIT BYPASSRLS; '
+                   '(docs/SETUP.md, "Plain PostgreSQL"), then run lensroom migrate again.';
+  END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN
     CREATE ROLE anon NOLOGIN NOINHERIT;
   END IF;
