@@ -25,6 +25,10 @@ typedef struct {
     int threads;
     int max_connections;
     size_t max_body;
+    /* Largest request header block (request line, fields, blank line);
+     * larger ones are answered 431. Sets libmicrohttpd's memory per
+     * connection (about twice this). */
+    size_t max_header_bytes;
     lr_route_fn route;
     void *app;
     /* Browser origins allowed to call the API with credentials (CORS):
