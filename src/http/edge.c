@@ -4,6 +4,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,8 @@
 #define MHD_ENTRY_BYTES 64
 /* Room left in the pool for the response's header and the body buffer. */
 #define MHD_POOL_RESERVE 4096
+/* Receive buffer for a connection once its header block passed. */
+#define BODY_RCVBUF (4 << 20)
 
 /* ---- framing rules (RFC 9112) ------------------------------------------ */
 
@@ -410,6 +413,21 @@ static void drain(lr_edge *e, pend *p)
     }
 }
 
+/* The listening socket's fixed receive buffer (big enough to peek at a
+ * whole header block) turns off the kernel's buffer autotuning and clamps
+ * the TCP window; open both up again for the body, which libmicrohttpd
+ * reads as it comes (the kernel caps this at net.core.rmem_max). */
+static void open_window(int fd)
+{
+    int want = BODY_RCVBUF, got = 0;
+    socklen_t len = sizeof got;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &want, sizeof want);
+    if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &got, &len) == 0 && got > 0) {
+        int clamp = got / 2;
+        setsockopt(fd, IPPROTO_TCP, TCP_WINDOW_CLAMP, &clamp, sizeof clamp);
+    }
+}
+
 static void on_readable(lr_edge *e, pend *p)
 {
     if (p->lingering) {
@@ -430,6 +448,7 @@ static void on_readable(lr_edge *e, pend *p)
     if (s == SCAN_OK) {
         epoll_ctl(e->ep, EPOLL_CTL_DEL, p->fd, NULL);
         unlink_pend(e, p);
+        open_window(p->fd);
         if (e->o.handoff(e->o.cls, p->fd, (struct sockaddr *)&p->addr, p->addr_len)) {
             free(p);
             return;
@@ -488,8 +507,9 @@ static void expire(lr_edge *e)
         next = p->next;
         if (p->deadline > now)
             continue;
-        if (p->lingering) {
-            drop(e, p);
+        char c;
+        if (p->lingering || recv(p->fd, &c, 1, MSG_PEEK) <= 0) {
+            drop(e, p); /* answered, or never began a request: nothing to say */
             continue;
         }
         block b = {.v = {408, "request_timeout", "The request headers did not arrive in time"}};

@@ -126,6 +126,26 @@ class Edge(ServerTest):
         self.assertEqual(a.status, 200, a.body)
         self.assertEqual(a.json["balance"], 10)
 
+    def test_more_cookies_than_the_server_can_hold_are_431_json(self):
+        cookies = "; ".join(f"c{i}=v" for i in range(4000))  # 30 KB, 4,000 cookies
+        a = self.assert_refused(f"GET /healthz HTTP/1.1\r\nHost: x\r\nCookie: {cookies}\r\n\r\n".encode(),
+                                431, "header_too_large")
+        self.assertIn("cookies", a.json["error"])
+
+    def test_near_the_limits_every_answer_is_json(self):
+        # around the memory estimate: either served or refused, never
+        # libmicrohttpd's own answer
+        for total, per in ((40000, 60), (40000, 120), (63000, 300), (65400, 300), (65400, 1000)):
+            n = total // (per + 2)
+            cookie = "; ".join(f"c{i:05d}={'v' * (per - 7)}" for i in range(n))
+            extra = "".join(f"X-H{i}: v\r\n" for i in range(20))
+            a = self.exchange(f"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}"
+                              f"Cookie: {cookie}\r\n\r\n".encode())
+            with self.subTest(total=total, per=per, status=a.status):
+                self.assertIn(a.status, (200, 431))
+                self.assertEqual(a.header("content-type"), "application/json; charset=utf-8")
+                self.assertEqual(a.after, b"")
+
     # -- request line and Host --------------------------------------------
     def test_garbage_request_lines_are_400_json(self):
         for line in (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", b"HELLO\r\n\r\n",
