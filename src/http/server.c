@@ -590,11 +590,11 @@ lr_http *lr_http_start(const lr_http_opts *o)
     return h;
 }
 
-/* Not MHD_quiesce_daemon: with a thread pool on epoll, 0.9.75 removes the
- * listening socket from each worker's epoll set from the calling thread
- * while the worker may do the same on its own (it sees was_quiesced), and
- * the loser panics ("Failed to remove listen FD from epoll set", seen in
- * our tests). New requests are refused with 503 instead. */
+/* The edge keeps accepting until lr_http_stop, so that a client arriving
+ * now gets an answer (503) rather than a refused connection. (Before the
+ * edge owned the listening socket, MHD_quiesce_daemon was no option
+ * either: with a thread pool on epoll, 0.9.75 removes the listening socket
+ * from each worker's epoll set from two threads and the loser panics.) */
 void lr_http_quiesce(lr_http *h)
 {
     if (h)
