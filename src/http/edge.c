@@ -105,7 +105,8 @@ lr_edge_verdict lr_edge_judge(const lr_edge_fields *f, bool http11)
             return (lr_edge_verdict){400, "bad_framing",
                                      "Content-Length and Transfer-Encoding together"};
         if (!http11)
-            return (lr_edge_verdict){400, "bad_framing", "Transfer-Encoding in an HTTP/1.0 request"};
+            return (lr_edge_verdict){400, "bad_framing",
+                                     "Transfer-Encoding in an HTTP/1.0 request"};
         if (f->codings == 0 || !f->chunked_last || f->chunked_twice)
             return (lr_edge_verdict){400, "bad_framing",
                                      "Transfer-Encoding must end with chunked, once"};
@@ -203,7 +204,8 @@ static enum scan request_line(block *b, const char *l, size_t len, bool *http11)
     }
     if (vlen == 8 && !memcmp(ver, "HTTP/", 5) && ver[5] >= '0' && ver[5] <= '9' && ver[6] == '.' &&
         ver[7] >= '0' && ver[7] <= '9')
-        return refuse(b, 505, "http_version_not_supported", "Only HTTP/1.0 and HTTP/1.1 are served");
+        return refuse(b, 505, "http_version_not_supported",
+                      "Only HTTP/1.0 and HTTP/1.1 are served");
     return refuse(b, 400, "bad_request_line", "The request line is not METHOD TARGET HTTP/1.x");
 }
 
@@ -269,8 +271,11 @@ static enum scan scan_block(block *b, const char *buf, size_t n, size_t max, siz
     long len = line_at(buf, n, at, &next);
     if (len < 0) {
         if (hopeless_prefix(buf + at, n - at))
-            return refuse(b, 400, "bad_request_line", "The request line is not METHOD TARGET HTTP/1.x");
-        return n > max ? refuse(b, 431, "header_too_large", "The request line is too long") : SCAN_MORE;
+            return refuse(b, 400, "bad_request_line",
+                          "The request line is not METHOD TARGET HTTP/1.x");
+        if (n > max)
+            return refuse(b, 431, "header_too_large", "The request line is too long");
+        return SCAN_MORE;
     }
     bool http11 = false;
     if (request_line(b, buf + at, (size_t)len, &http11) != SCAN_OK)
@@ -393,7 +398,8 @@ static void answer(lr_edge *e, pend *p, const block *b)
     if (b->method)
         json_object_set_new(fields, "method", json_stringn(b->method, b->method_len));
     if (b->target)
-        json_object_set_new(fields, "path", json_stringn(b->target, b->target_len < 200 ? b->target_len : 200));
+        json_object_set_new(fields, "path",
+                            json_stringn(b->target, b->target_len < 200 ? b->target_len : 200));
     lr_log_fields(LR_LOG_INFO, rid, "request refused at the edge", fields);
     shutdown(p->fd, SHUT_WR);
     p->lingering = true;
@@ -461,7 +467,8 @@ static void on_readable(lr_edge *e, pend *p)
         e->head = p;
         struct epoll_event ev = {.events = EPOLLIN | EPOLLET | EPOLLRDHUP, .data.ptr = p};
         epoll_ctl(e->ep, EPOLL_CTL_ADD, p->fd, &ev);
-        b.v = (lr_edge_verdict){503, "too_many_connections", "The server is at its connection limit; retry"};
+        b.v = (lr_edge_verdict){503, "too_many_connections",
+                                "The server is at its connection limit; retry"};
     }
     answer(e, p, &b);
     drain(e, p); /* what was peeked, and the client's close if it came */
