@@ -198,8 +198,9 @@ static enum scan request_line(block *b, const char *l, size_t len, bool *http11)
     b->target_len = i - t;
     const char *ver = l + i + 1;
     size_t vlen = len - i - 1;
-    if (vlen == 8 && !memcmp(ver, "HTTP/1.", 7) && (ver[7] == '0' || ver[7] == '1')) {
-        *http11 = ver[7] == '1';
+    /* RFC 9110 2.5: a higher minor version is served as 1.1 */
+    if (vlen == 8 && !memcmp(ver, "HTTP/1.", 7) && ver[7] >= '0' && ver[7] <= '9') {
+        *http11 = ver[7] != '0';
         return SCAN_OK;
     }
     if (vlen == 8 && !memcmp(ver, "HTTP/", 5) && ver[5] >= '0' && ver[5] <= '9' && ver[6] == '.' &&

@@ -355,7 +355,7 @@ static lr_edge_verdict judge(const lr_http *h, struct MHD_Connection *conn, cons
         return (lr_edge_verdict){431, "header_too_large", "Request headers are too large"};
     lr_edge_fields f = {0};
     MHD_get_connection_values_n(conn, MHD_HEADER_KIND, feed_field, &f);
-    return lr_edge_judge(&f, !strcmp(version, MHD_HTTP_VERSION_1_1));
+    return lr_edge_judge(&f, strcmp(version, MHD_HTTP_VERSION_1_0) != 0);
 }
 
 /* Access-Control-Allow-Headers for a preflight: the headers the browser

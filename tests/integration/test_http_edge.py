@@ -155,6 +155,11 @@ class Edge(ServerTest):
 
     def test_unknown_http_version_is_505_json(self):
         self.assert_refused(b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505, "http_version_not_supported")
+        self.assert_refused(b"GET / HTTP/0.9\r\nHost: x\r\n\r\n", 505, "http_version_not_supported")
+        # a higher 1.x minor version is served as HTTP/1.1 (RFC 9110 2.5), Host included
+        self.assert_refused(b"GET /healthz HTTP/1.2\r\n\r\n", 400, "missing_host")
+        a = self.exchange(b"GET /healthz HTTP/1.2\r\nHost: x\r\nConnection: close\r\n\r\n")
+        self.assertEqual(a.status, 200, a.body)
 
     def test_http11_without_host_is_400_and_http10_without_host_is_served(self):
         self.assert_refused(b"GET /healthz HTTP/1.1\r\n\r\n", 400, "missing_host")
