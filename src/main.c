@@ -260,6 +260,7 @@ static int cmd_serve(void)
                        .threads = cfg.http_threads,
                        .max_connections = cfg.max_connections,
                        .max_body = cfg.max_body_bytes,
+                       .max_header_bytes = cfg.max_header_bytes,
                        .route = lr_api_route,
                        .app = &app,
                        .cors_origins = cfg.cors_origins};

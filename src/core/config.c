@@ -327,6 +327,8 @@ int lr_config_load(lr_config *cfg)
     cfg->workers = (int)env_long("LENSROOM_WORKERS", 2, 1, 64);
     cfg->max_connections = (int)env_long("LENSROOM_MAX_CONNECTIONS", 10000, 16, 100000);
     cfg->max_body_bytes = (size_t)env_long("LENSROOM_MAX_BODY_BYTES", 16L << 20, 1024, 64L << 20);
+    cfg->max_header_bytes =
+        (size_t)env_long("LENSROOM_MAX_HEADER_BYTES", 64L << 10, 8L << 10, 128L << 10);
 
     lr_log_level lvl = LR_LOG_INFO;
     const char *ls = env("LENSROOM_LOG_LEVEL");

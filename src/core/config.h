@@ -76,6 +76,7 @@ typedef struct {
     int workers;
     int max_connections;
     size_t max_body_bytes;
+    size_t max_header_bytes; /* request line + header fields; libmicrohttpd's pool is ~2x */
     int log_level;
 } lr_config;
 

@@ -2,6 +2,7 @@
 
 #include <microhttpd.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,11 +11,17 @@
 
 #include "core/log.h"
 #include "core/util.h"
+#include "http/edge.h"
 
 #define MAX_EXTRA_HEADERS 8
+/* Preflight answer when the browser's list of headers is not reflected. */
+#define LR_HTTP_ALLOW_HEADERS                                                                   \
+    "authorization, content-type, apikey, x-client-info, idempotency-key, prefer, "           \
+    "last-event-id, x-request-id, sentry-trace, baggage"
 
 struct lr_http {
     struct MHD_Daemon *d;
+    lr_edge *edge;
     lr_http_opts o;
     pthread_mutex_t mu;
     int active; /* requests between first call and completion */
@@ -85,19 +92,10 @@ void lr_req_set_header(lr_req *r, const char *name, const char *value)
 /* The request's Origin when it is on the CORS allow-list (exact match). */
 static const char *allowed_origin(const lr_req *r)
 {
-    const char *list = r->h->o.cors_origins;
     const char *origin = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Origin");
-    if (!list || !origin || !*origin)
+    if (!origin || !lr_edge_origin_allowed(r->h->o.cors_origins, origin, strlen(origin)))
         return NULL;
-    size_t n = strlen(origin);
-    for (const char *p = list; *p;) {
-        size_t len = strcspn(p, ", ");
-        if (len == n && !memcmp(p, origin, n))
-            return origin;
-        p += len;
-        p += strspn(p, ", ");
-    }
-    return NULL;
+    return origin;
 }
 
 static void decorate(lr_req *r, struct MHD_Response *resp)
@@ -106,8 +104,7 @@ static void decorate(lr_req *r, struct MHD_Response *resp)
     if (origin) {
         MHD_add_response_header(resp, "Access-Control-Allow-Origin", origin);
         MHD_add_response_header(resp, "Access-Control-Allow-Credentials", "true");
-        MHD_add_response_header(resp, "Access-Control-Expose-Headers",
-                                "Location, Retry-After, X-Request-Id, Idempotent-Replayed");
+        MHD_add_response_header(resp, "Access-Control-Expose-Headers", LR_HTTP_EXPOSE_HEADERS);
     }
     if (r->h->o.cors_origins)
         MHD_add_response_header(resp, "Vary", "Origin");
@@ -338,6 +335,48 @@ static enum MHD_Result queue(lr_req *r)
     return ok;
 }
 
+static enum MHD_Result feed_field(void *cls, enum MHD_ValueKind kind, const char *key,
+                                  size_t key_size, const char *value, size_t value_size)
+{
+    (void)kind;
+    lr_edge_field(cls, key, key_size, value, value_size);
+    return MHD_YES;
+}
+
+/* The edge checked the first request of the connection before
+ * libmicrohttpd read it; later requests on a kept-alive connection reach
+ * us unchecked, so the same framing rules run here, on the fields
+ * libmicrohttpd parsed, before it reads any body. */
+static lr_edge_verdict judge(const lr_http *h, struct MHD_Connection *conn, const char *version)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    if (ci && ci->header_size > h->o.max_header_bytes)
+        return (lr_edge_verdict){431, "header_too_large", "Request headers are too large"};
+    lr_edge_fields f = {0};
+    MHD_get_connection_values_n(conn, MHD_HEADER_KIND, feed_field, &f);
+    return lr_edge_judge(&f, strcmp(version, MHD_HTTP_VERSION_1_0) != 0);
+}
+
+/* Access-Control-Allow-Headers for a preflight: the headers the browser
+ * asks for, reflected when they are a plain list of header names (the
+ * origin is already on the allow-list, and authentication does not depend
+ * on any other header), else the ones our API reads. */
+static void allow_request_headers(lr_req *r)
+{
+    const char *asked =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Access-Control-Request-Headers");
+    size_t n = asked ? strlen(asked) : 0;
+    bool plain = n > 0 && n <= 1024;
+    for (size_t i = 0; plain && i < n; i++) {
+        char c = asked[i];
+        plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                c == '-' || c == '_' || c == ',' || c == ' ';
+    }
+    lr_req_set_header(r, "Access-Control-Allow-Headers",
+                      plain ? asked : LR_HTTP_ALLOW_HEADERS);
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload,
                                   size_t *upload_size, void **con_cls)
@@ -363,7 +402,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         else
             lr_uuid_v4(r->id);
         *con_cls = r;
-        return MHD_YES; /* queueing on the first call would force Connection: close */
+        lr_edge_verdict v = judge(h, conn, version);
+        if (v.status == 0)
+            return MHD_YES; /* queueing on the first call would force Connection: close */
+        /* Refused before the body is read: answering now makes
+         * libmicrohttpd drop the body and close, so no byte after this
+         * header block is read as another request (RFC 9112 6.1, 6.3). */
+        r->state = REQ_HANDLING;
+        lr_req_set_header(r, "Connection", "close");
+        lr_req_reply_error(r, v.status, v.code, v.msg, NULL);
+        return queue(r);
     }
     if (*upload_size > 0) {
         size_t n = *upload_size;
@@ -393,10 +441,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         /* CORS preflight: allowed origins get the rules, others nothing */
         if (allowed_origin(r)) {
             lr_req_set_header(r, "Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS");
-            lr_req_set_header(r, "Access-Control-Allow-Headers",
-                              "Authorization, Content-Type, Idempotency-Key, Prefer, "
-                              "X-Request-Id, Last-Event-ID");
+            allow_request_headers(r);
             lr_req_set_header(r, "Access-Control-Max-Age", "600");
+            lr_req_set_header(r, "Vary", "Access-Control-Request-Headers");
             lr_req_reply_empty(r, 204);
         } else {
             lr_req_reply_error(r, 403, "origin_not_allowed",
@@ -469,6 +516,42 @@ static void on_mhd_panic(void *cls, const char *file, unsigned int line, const c
     abort();
 }
 
+/* libmicrohttpd's own messages (a client that vanished mid-request, a
+ * failed socket call) as JSON log lines; they end with a newline. */
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char text[512];
+    vsnprintf(text, sizeof text, fmt, ap);
+    size_t n = strlen(text);
+    while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == ' '))
+        text[--n] = '\0';
+    lr_log_fields(LR_LOG_WARN, NULL, text, json_pack("{s:s}", "source", "libmicrohttpd"));
+}
+
+/* Memory libmicrohttpd gives each connection: it reads the header block
+ * into half of it and stores every field, the Cookie header's copy and
+ * each cookie from the other half (connection.c, parse_cookie_header).
+ * It costs per request, not only per connection: 0.9.75 zeroes the whole
+ * pool when a kept-alive connection starts its next request
+ * (MHD_pool_reset), so an idle kept-alive connection holds all of it in
+ * RSS; see README, "Request headers". */
+static size_t pool_size(size_t max_header)
+{
+    return 2 * max_header + 32 * 1024;
+}
+
+/* A connection whose first header block passed the edge. */
+static bool handoff(void *cls, int fd, const struct sockaddr *addr, socklen_t addr_len)
+{
+    lr_http *h = cls;
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    if (di && di->num_connections >= (unsigned)h->o.max_connections)
+        return false;
+    MHD_add_connection(h->d, fd, addr, addr_len); /* closes fd if it fails, and logs why */
+    return true;
+}
+
 lr_http *lr_http_start(const lr_http_opts *o)
 {
     MHD_set_panic_func(on_mhd_panic, NULL);
@@ -477,15 +560,29 @@ lr_http *lr_http_start(const lr_http_opts *o)
         return NULL;
     h->o = *o;
     pthread_mutex_init(&h->mu, NULL);
+    size_t pool = pool_size(o->max_header_bytes);
+    /* The edge accepts and hands connections over (MHD_add_connection);
+     * ITC wakes the pool threads for them and for stop. */
     h->d = MHD_start_daemon(
-        /* ITC: stop must be able to wake the pool threads. */
         MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
-            MHD_USE_DUAL_STACK | MHD_USE_ITC,
-        (uint16_t)o->port, NULL, NULL, on_request, h, MHD_OPTION_THREAD_POOL_SIZE,
-        (unsigned)o->threads, MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)(32 * 1024), MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
-    if (!h->d) {
+            MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC,
+        0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)o->threads, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)o->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+        MHD_OPTION_END);
+    if (h->d) {
+        lr_edge_opts eo = {.port = o->port,
+                           .max_header = o->max_header_bytes,
+                           .pool_size = pool,
+                           .cors_origins = o->cors_origins,
+                           .handoff = handoff,
+                           .cls = h};
+        h->edge = lr_edge_start(&eo);
+    }
+    if (!h->edge) {
+        if (h->d)
+            MHD_stop_daemon(h->d);
         pthread_mutex_destroy(&h->mu);
         free(h);
         return NULL;
@@ -493,11 +590,11 @@ lr_http *lr_http_start(const lr_http_opts *o)
     return h;
 }
 
-/* Not MHD_quiesce_daemon: with a thread pool on epoll, 0.9.75 removes the
- * listening socket from each worker's epoll set from the calling thread
- * while the worker may do the same on its own (it sees was_quiesced), and
- * the loser panics ("Failed to remove listen FD from epoll set", seen in
- * our tests). New requests are refused with 503 instead. */
+/* The edge keeps accepting until lr_http_stop, so that a client arriving
+ * now gets an answer (503) rather than a refused connection. (Before the
+ * edge owned the listening socket, MHD_quiesce_daemon was no option
+ * either: with a thread pool on epoll, 0.9.75 removes the listening socket
+ * from each worker's epoll set from two threads and the loser panics.) */
 void lr_http_quiesce(lr_http *h)
 {
     if (h)
@@ -520,6 +617,7 @@ void lr_http_stop(lr_http *h)
 {
     if (!h)
         return;
+    lr_edge_stop(h->edge);
     MHD_stop_daemon(h->d);
     pthread_mutex_destroy(&h->mu);
     free(h);

@@ -7,6 +7,11 @@
  * and arrange for lr_req_resume_* to be called exactly once later, from
  * any thread. Every response carries X-Request-Id; every request is
  * logged once as a JSON line when it completes.
+ *
+ * Connections are accepted by the edge (http/edge.h), which answers
+ * requests that cannot be framed safely before libmicrohttpd reads them;
+ * the access handler applies the same rules to every later request of a
+ * connection. Refusals are JSON errors with Connection: close.
  */
 #ifndef LR_HTTP_SERVER_H
 #define LR_HTTP_SERVER_H
@@ -25,6 +30,10 @@ typedef struct {
     int threads;
     int max_connections;
     size_t max_body;
+    /* Largest request header block (request line, fields, blank line);
+     * larger ones are answered 431. Sets libmicrohttpd's memory per
+     * connection (about twice this). */
+    size_t max_header_bytes;
     lr_route_fn route;
     void *app;
     /* Browser origins allowed to call the API with credentials (CORS):

@@ -359,7 +359,7 @@ class Cors(unittest.TestCase):
         self.assertEqual(pre.header("Access-Control-Allow-Origin"), self.ORIGIN)
         self.assertEqual(pre.header("Access-Control-Allow-Credentials"), "true")
         self.assertIn("POST", pre.header("Access-Control-Allow-Methods"))
-        self.assertIn("Idempotency-Key", pre.header("Access-Control-Allow-Headers"))
+        self.assertIn("idempotency-key", pre.header("Access-Control-Allow-Headers").lower())
         r = s.get("/api/models", headers={"Origin": "http://localhost:5173"})
         self.assertEqual(r.header("Access-Control-Allow-Origin"), "http://localhost:5173")
         self.assertEqual(r.header("Vary"), "Origin")
