@@ -143,10 +143,8 @@ class SsrCookies(ServerTest):
             "Authorization": "Bearer " + PUBLISHABLE})
         self.assertEqual((r.status, r.json.get("userId")), (200, user), r.body)
 
-    # Expected to fail on this branch alone: a ~37 KB Cookie header is above
-    # the 32 KiB connection memory (431). Remove the decorator once merged
-    # with the 64 KiB request header limit.
-    @unittest.expectedFailure
+    # A ~37 KB Cookie header: above the old 32 KiB connection memory (431),
+    # within the 64 KiB request header limit.
     def test_37_kb_raw_session_after_the_64_kib_header_limit(self):
         user = self.new_user()
         [got] = ssr_cookies(PROJECT, self.session(user, "raw", 36000))
