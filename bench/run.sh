@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Benchmarks of the release build on the embedded default (SQLite, local
-# storage, mock provider). Prints one line per figure; see bench/README.md.
-#   bench/run.sh                 all
-#   bench/run.sh throughput      infer/s at 0 ms mock latency (1 user, 100 users)
+# Benchmarks of the release build; see bench/README.md for what each figure
+# means and how the table is made.
+#   bench/run.sh [table]         the comparison table: LensRoom against the Node
+#                                peer (bench/peer) and the pgbench floors, in
+#                                BENCH_ROUNDS interleaved rounds (default 2) of
+#                                BENCH_SECONDS each (default 10); also written
+#                                to bench/results/<date>.tsv
+#   bench/run.sh throughput      infer/s on the embedded default (1 user, 100 users)
 #   bench/run.sh inflight [N]    N generations held at 10 s mock latency: RSS, threads
 #   bench/run.sh idle            idle RSS and start-up time
 #   bench/run.sh postgres        infer/s on a throwaway PostgreSQL 15 (fsync on),
@@ -14,18 +18,27 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-$PWD/build/lensroom}
 PORT=${BENCH_PORT:-3190}
+PEER_PORT=${BENCH_PEER_PORT:-3192}
+ROUNDS=${BENCH_ROUNDS:-2}
+SECS=${BENCH_SECONDS:-10}
+CONNS=${BENCH_CONNS:-64}
+PGBIN=/usr/lib/postgresql/15/bin
 work=$(mktemp -d /tmp/lensroom-bench-XXXXXX)
 chmod 755 "$work" # the PostgreSQL benchmark runs its server as user postgres
 pid=""
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"; }
+pgdir=""
+cleanup() {
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; fi
+  if [ -n "$pgdir" ]; then scripts/pg.sh stop "$pgdir"; fi
+  rm -rf "$work"
+}
 trap cleanup EXIT
+# One secret for every server and token of the run: the peer verifies the
+# tokens LensRoom's CLI mints.
+SUPABASE_JWT_SECRET=$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')
+export SUPABASE_JWT_SECRET LENSROOM_DATA_DIR=$work/data
 
-start() { # start LATENCY_MS
-  rm -rf "$work/data"
-  if [ -n "${PG_URL:-}" ]; then
-    psql -X -q "$PG_URL" -c "DROP DATABASE IF EXISTS bench WITH (FORCE)" -c "CREATE DATABASE bench"
-    export DATABASE_URL=${PG_URL/\/postgres\?//bench?}
-  fi
+start() { # start LATENCY_MS: LensRoom on $DATABASE_URL (or SQLite in $work/data)
   # per-user limits off: the benchmark is one or a hundred very busy users
   export LENSROOM_DATA_DIR=$work/data PORT LENSROOM_LOG_LEVEL=warn LENSROOM_MOCK_LATENCY_MS=$1 \
     LENSROOM_USER_RATE_PER_MIN=0 LENSROOM_USER_MAX_IN_FLIGHT=0
@@ -35,11 +48,20 @@ start() { # start LATENCY_MS
   until curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null; do sleep 0.01; done
   startup_ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 }
+start_peer() { # the Node peer on $DATABASE_URL
+  PEER_PORT=$PEER_PORT PEER_DATA_DIR=$work/peer-data node bench/peer/server.mjs \
+    >/dev/null 2>>"${BENCH_LOG:-$work/peer.log}" &
+  pid=$!
+  until curl -fs "http://127.0.0.1:$PEER_PORT/healthz" >/dev/null; do
+    kill -0 "$pid" 2>/dev/null || { cat "$work/peer.log" >&2; exit 1; }
+    sleep 0.02
+  done
+}
 stop() { kill "$pid"; wait "$pid" || true; pid=""; }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$pid/status"; }
 threads() { awk '/^Threads/ {print $2}' "/proc/$pid/status"; }
 
-users() { # users N CREDITS_EACH -> tokens file
+users() { # users N CREDITS_EACH -> tokens file (random users, granted with the CLI)
   : >"$work/tokens"
   for _ in $(seq "$1"); do
     u=$(cat /proc/sys/kernel/random/uuid)
@@ -48,19 +70,103 @@ users() { # users N CREDITS_EACH -> tokens file
   done
 }
 
+# The table's users are numbered, 00000000-0000-4000-8000-000000000001 up,
+# so pgbench can name one without a lookup.
+uid() { printf '00000000-0000-4000-8000-%012d' "$1"; }
+numbered_tokens() { # -> $work/tokens100 and $work/tokens1 (user 1: the hot row)
+  : >"$work/tokens100"
+  for i in $(seq 100); do "$BIN" token "$(uid "$i")" --ttl 86400 >>"$work/tokens100"; done
+  head -1 "$work/tokens100" >"$work/tokens1"
+}
+
 succeeded() {
-  if [ -n "${PG_URL:-}" ]; then
+  if [ -n "${DATABASE_URL:-}" ]; then
     psql -X -qAt "$DATABASE_URL" -c "select count(*) from generations where status='success'"
   else
     /usr/bin/python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute(\"select count(*) from generations where status='success'\").fetchone()[0])" "$work/data/lensroom.db"
   fi
 }
 
+# A fresh database "bench" on the cluster at $PG_URL, migrated by LensRoom,
+# users 1..100 granted a billion credits, checkpointed so no run inherits
+# another's dirty pages.
+fresh_pg() {
+  PGOPTIONS="-c client_min_messages=warning" psql -X -q "$PG_URL" \
+    -c "DROP DATABASE IF EXISTS bench WITH (FORCE)" -c "CREATE DATABASE bench"
+  export DATABASE_URL=${PG_URL/\/postgres\?//bench?}
+  "$BIN" migrate >/dev/null 2>>"$work/migrate.log"
+  psql -X -q "$DATABASE_URL" -c "SELECT count(public.adjust_credits(
+      ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, 1000000000, 'bonus'))
+    FROM generate_series(1, 100) i" -c CHECKPOINT >/dev/null
+}
+
+# A fresh embedded data folder with users 1..100 granted through the CLI.
+fresh_sqlite() {
+  unset DATABASE_URL
+  rm -rf "$work/data"
+  export LENSROOM_DATA_DIR=$work/data
+  for i in $(seq 100); do "$BIN" credits grant "$(uid "$i")" 1000000000 >/dev/null; done
+}
+
+# wrk against PORT with MODEL and TOKENS; sets rps, p99_ms, requests, non2xx.
+drive() { # drive PORT MODEL TOKENS CONNS
+  local out
+  out=$(MODEL=$2 TOKENS_FILE=$3 wrk -t2 -c"$4" -d"${SECS}s" --latency -s bench/infer.lua \
+        "http://127.0.0.1:$1" 2>&1)
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p99_ms=$(echo "$out" | awk '$1 == "99%" {v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v);
+    print v * (u == "us" ? 0.001 : u == "s" ? 1000 : u == "m" ? 60000 : 1)}')
+  requests=$(echo "$out" | awk '/requests in/ {print $1}')
+  non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
+  non2xx=${non2xx:-0}
+}
+
+# The database floors: pgbench with CONNS clients over users 1..100, each
+# transaction one text generation as the statements alone (no HTTP, no JSON,
+# no mock). "today": LensRoom's own lensroom.reserve + lensroom.settle, one
+# transaction each. "peer": the Node peer's statements (lock, insert,
+# debit, ledger row in one transaction; the settle UPDATE in a second).
+write_floor_scripts() {
+  local u="('00000000-0000-4000-8000-' || lpad(:n::text, 12, '0'))::uuid"
+  local g="(lpad(:a::text, 8, '0') || '-0000-4000-8000-' || lpad(:b::text, 12, '0'))::uuid"
+  local head="\\set n random(1, ${1:-100})
+\\set a random(0, 99999999)
+\\set b random(0, 999999999999)"
+  cat >"$work/floor_today.sql" <<SQL
+$head
+SELECT * FROM lensroom.reserve($g, $u, 'text', 'anthropic_text', 'mock', 'p', '{}', 1, 2, now(), NULL, NULL, NULL, NULL, NULL);
+SELECT * FROM lensroom.settle($g, 'success', '[]', '["k"]', 1, 0, 0, NULL, NULL, 1, 'Mock answer to: p', '[]');
+SQL
+  cat >"$work/floor_peer.sql" <<SQL
+$head
+BEGIN;
+SELECT amount FROM credits WHERE user_id = $u FOR UPDATE;
+INSERT INTO generations (id, user_id, type, model, prompt, status, credits_used, outputs_count, provider, params, created_at, updated_at) VALUES ($g, $u, 'text', 'anthropic_text', 'p', 'processing', 2, 1, 'mock', '{}', now(), now());
+UPDATE credits SET amount = amount - 2 WHERE user_id = $u RETURNING amount;
+INSERT INTO credit_transactions (user_id, amount, type, description, generation_id, metadata, created_at) VALUES ($u, -2, 'generation', 'Generation: anthropic_text x1', $g, '{"model": "anthropic_text", "outputs": 1}', now());
+COMMIT;
+UPDATE generations SET status = 'success', result_urls = '[]', provider_task_ids = '["k"]', succeeded_count = 1, duration_ms = 1, finished_at = now(), storage_keys = '[]', metadata = coalesce(metadata, '{}'::jsonb) || '{"text": "Mock answer to: p"}' WHERE id = $g AND status = 'processing';
+SQL
+  chmod 644 "$work"/floor_*.sql
+}
+floor() { # floor today|peer -> tps (generations/s)
+  local as_pg_user="" url=$DATABASE_URL
+  [ "$(id -u)" -eq 0 ] && as_pg_user="runuser -u postgres --"
+  # The peer writes its own ledger rows: tell the schema's guard trigger.
+  [ "$1" = peer ] && url="$url&options=-c%20lensroom.ledger%3Don"
+  tps=$($as_pg_user "$PGBIN/pgbench" -M prepared -n -c "$CONNS" -j 2 -T "$SECS" \
+        -f "$work/floor_$1.sql" "$url" 2>&1 | awk '/^tps = / {print $3}')
+}
+
+# The embedded default (SQLite, local storage, mock provider), one line per run.
 # seedream_image: the full path (reserve, PNG render, file write, settle).
 # anthropic_text: the same path without a file (HTTP + ledger + pipeline).
 throughput() {
   for model in seedream_image anthropic_text; do
     for n in 1 100; do
+      unset DATABASE_URL
+      [ -n "${PG_URL:-}" ] && fresh_pg
+      rm -rf "$work/data"
       start 0
       users "$n" 1000000000
       out=$(MODEL=$model TOKENS_FILE=$work/tokens wrk -t2 -c64 -d10s -s bench/infer.lua \
@@ -74,6 +180,7 @@ throughput() {
 
 inflight() {
   local n=${1:-5000}
+  rm -rf "$work/data"
   start 10000
   users 1 1000000000
   TOKENS_FILE=$work/tokens wrk -t2 -c"$n" -d8s --timeout 30s -s bench/infer.lua \
@@ -88,52 +195,90 @@ inflight() {
 }
 
 idle() {
+  rm -rf "$work/data"
   start 100
   sleep 0.5
   echo "idle rss_kb=$(rss_kb) threads=$(threads) startup_ms=$startup_ms"
   stop
 }
 
-# The database floor: pgbench running the server's own reserve and settle
-# functions (two transactions per generation) with 64 clients, 100 users.
-pgbench_floor() {
-  /usr/bin/python3 - "$DATABASE_URL" <<'PY'
-import subprocess, sys, uuid
-url = sys.argv[1]
-sql = "".join(f"SELECT adjust_credits('{uuid.uuid4()}'::uuid, 1000000000, 'bonus');" for _ in range(100))
-subprocess.run(["psql", "-X", "-q", url, "-c", sql], check=True, stdout=subprocess.DEVNULL)
-PY
-  cat >"$work/gen.sql" <<'SQL'
-\set n random(0, 99)
-SELECT user_id AS u FROM credits ORDER BY user_id OFFSET :n LIMIT 1 \gset
-SELECT gen_random_uuid() AS g \gset
-SELECT * FROM lensroom.reserve(:g, :u, 'photo', 'seedream_image', 'mock', 'p', '{}', 1, 8, now(), NULL, NULL, NULL, NULL, NULL);
-SELECT * FROM lensroom.settle(:g, 'success', '["u"]', '[]', 1, 0, 0, NULL, NULL, 1, NULL, '["k"]');
-SQL
-  as_pg_user=""; [ "$(id -u)" -eq 0 ] && as_pg_user="runuser -u postgres --"
-  chmod 644 "$work/gen.sql"; chmod 755 "$work"
-  $as_pg_user /usr/lib/postgresql/15/bin/pgbench -M prepared -n -c 64 -j 2 -T 10 -f "$work/gen.sql" "$DATABASE_URL" 2>&1 \
-    | awk '/tps = / {print "pgbench floor (reserve+settle per generation, 100 users) generations/s=" $3}'
+pg_cluster() {
+  pgdir=$work/pg
+  PG_URL=$(scripts/pg.sh start "$pgdir")
+  export PG_URL
 }
 
 postgres() {
-  pgdir=$work/pg
-  PG_URL=$(scripts/pg.sh start "$pgdir")
-  trap 'scripts/pg.sh stop "$pgdir"; cleanup' EXIT
-  export PG_URL
+  pg_cluster
   throughput
-  start 0
-  pgbench_floor
-  stop
+  fresh_pg
+  write_floor_scripts 100
+  floor today
+  echo "pgbench floor (reserve+settle per generation, 100 users) generations/s=$tps"
 }
 
-case "${1:-all}" in
+# --- the comparison table ----------------------------------------------------
+
+record() { # record FIGURE SYSTEM ROUND VALUE [REQUESTS NON2XX SUCCEEDED]
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "${5:-}" "${6:-}" "${7:-}" >>"$runs"
+  printf '  %-16s %-12s round %s: %s\n' "$1" "$2" "$3" "$4" >&2
+}
+
+pg_run() { # pg_run FIGURE SYSTEM ROUND MODEL TOKENS CONNS METRIC(rps|p99)
+  fresh_pg
+  rm -rf "$work/data" "$work/peer-data"
+  if [ "$2" = lensroom ]; then start 0; else start_peer; fi
+  drive "$([ "$2" = lensroom ] && echo "$PORT" || echo "$PEER_PORT")" "$4" "$5" "$6"
+  local ok; ok=$(succeeded)
+  stop
+  # Both servers must leave a sound ledger (balance = sum of its rows, one
+  # charge per generation), or the figure is not worth printing.
+  "$BIN" audit >/dev/null 2>&1 || { echo "bench: ledger audit failed after the $2 run" >&2; exit 1; }
+  record "$1" "$2" "$3" "$([ "$7" = p99 ] && echo "$p99_ms" || echo "$rps")" "$requests" "$non2xx" "$ok"
+}
+
+table() {
+  pg_cluster
+  bench/peer/install.sh
+  numbered_tokens
+  write_floor_scripts 100
+  mkdir -p bench/results
+  local stamp; stamp=$(date -u +%Y-%m-%dT%H%MZ)
+  runs=bench/results/$stamp-runs.tsv
+  printf 'figure\tsystem\tround\tvalue\trequests\tnon2xx\tsucceeded\n' >"$runs"
+  local load0; load0=$(cut -d' ' -f1-3 /proc/loadavg)
+  echo "bench: $ROUNDS rounds x ${SECS}s, wrk -t2 -c$CONNS (p99: -c16); progress on stderr" >&2
+  for r in $(seq "$ROUNDS"); do
+    # LensRoom first in odd rounds, the peer first in even ones: drift over
+    # the run (other load, a warming disk) lands on both sides alike.
+    local order="lensroom peer" floors="today peer"
+    if [ $((r % 2)) -eq 0 ]; then order="peer lensroom"; floors="peer today"; fi
+    for s in $order; do pg_run pg_text_100 "$s" "$r" anthropic_text "$work/tokens100" "$CONNS" rps; done
+    for s in $order; do pg_run pg_image_100 "$s" "$r" seedream_image "$work/tokens100" "$CONNS" rps; done
+    for s in $order; do pg_run pg_text_hot "$s" "$r" anthropic_text "$work/tokens1" "$CONNS" rps; done
+    for s in $order; do pg_run pg_p99_16 "$s" "$r" anthropic_text "$work/tokens100" 16 p99; done
+    for f in $floors; do fresh_pg; floor "$f"; record pg_text_100 "floor_$f" "$r" "$tps"; done
+    for model in anthropic_text seedream_image; do
+      fresh_sqlite
+      start 0
+      drive "$PORT" "$model" "$work/tokens100" "$CONNS"
+      local ok; ok=$(succeeded)
+      stop
+      record "sqlite_${model##*_}_100" lensroom "$r" "$rps" "$requests" "$non2xx" "$ok"
+    done
+  done
+  /usr/bin/python3 bench/table.py "$runs" "bench/results/$stamp.tsv" \
+    "commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo +dirty) rounds=$ROUNDS seconds=$SECS conns=$CONNS cpus=$(nproc) load_before=${load0// /,} load_after=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' ,)"
+}
+
+case "${1:-table}" in
+  table) table ;;
   throughput) throughput ;;
   inflight) inflight "${2:-5000}" ;;
   idle) idle ;;
   postgres) postgres ;;
   store50) /usr/bin/python3 bench/store50.py "$BIN" ;;
   kie_inflight) /usr/bin/python3 bench/kie_inflight.py "${2:-1000}" "$BIN" ;;
-  all) idle; throughput; inflight 5000; postgres; /usr/bin/python3 bench/store50.py "$BIN" ;;
-  *) echo "usage: $0 [throughput|inflight [N]|idle|postgres|store50|kie_inflight [N]]" >&2; exit 2 ;;
+  all) idle; throughput; inflight 5000; /usr/bin/python3 bench/store50.py "$BIN"; table ;;
+  *) echo "usage: $0 [table|throughput|inflight [N]|idle|postgres|store50|kie_inflight [N]]" >&2; exit 2 ;;
 esac

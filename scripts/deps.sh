@@ -8,7 +8,7 @@ build=(build-essential cmake pkg-config libmicrohttpd-dev libcurl4-openssl-dev l
        libsqlite3-dev libjansson-dev libpng-dev libavformat-dev libavcodec-dev libavutil-dev)
 test=(libcmocka-dev python3 python3-pil python3-psycopg2 python3-botocore python3-yaml
       python3-jsonschema curl postgresql-15 chromium)
-bench=(wrk)
+bench=(wrk postgresql-15 curl python3)
 
 want=()
 for set in "${@:-build}"; do
@@ -20,9 +20,10 @@ for set in "${@:-build}"; do
   esac
 done
 
-# The S3 test server (s3rver) runs on Node.js: Debian's unless one is there.
+# The S3 test server (s3rver) and the benchmark's Node peer run on Node.js:
+# Debian's unless one is there.
 case " $* " in
-  *" test "*) command -v npm >/dev/null 2>&1 || want+=(nodejs npm) ;;
+  *" test "* | *" bench "*) command -v npm >/dev/null 2>&1 || want+=(nodejs npm) ;;
 esac
 
 missing=()
