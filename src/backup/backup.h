@@ -38,21 +38,21 @@
 
 typedef struct {
     const char *database_url;
-    const char *dir;          /* the folder the archive goes to (made if missing) */
-    lr_store *store;          /* the objects' storage */
-    bool with_objects;        /* copy objects of a remote store too (local: always) */
-    const char *secret_path;  /* a generated JWT secret file to include, or NULL */
-    const char *pg_bindir;    /* see lr_snapshot_opts */
-    const char *version;      /* this lensroom's version, for the manifest */
-    atomic_bool *cancel;      /* may be NULL; set: stop at the next object */
+    const char *dir;         /* the folder the archive goes to (made if missing) */
+    lr_store *store;         /* the objects' storage */
+    bool with_objects;       /* copy objects of a remote store too (local: always) */
+    const char *secret_path; /* a generated JWT secret file to include, or NULL */
+    const char *pg_bindir;   /* see lr_snapshot_opts */
+    const char *version;     /* this lensroom's version, for the manifest */
+    atomic_bool *cancel;     /* may be NULL; set: stop at the next object */
 } lr_backup_create_opts;
 
 typedef struct {
-    char path[4096];          /* the archive */
-    char name[128];           /* its file name */
-    int64_t bytes;            /* its size */
+    char path[4096];                        /* the archive */
+    char name[128];                         /* its file name */
+    int64_t bytes;                          /* its size */
     int64_t objects, object_bytes, missing; /* copied, their bytes, referenced but absent */
-    int64_t keys;             /* object keys the snapshot references */
+    int64_t keys;                           /* object keys the snapshot references */
     lr_snapshot_stats stats;
     int64_t duration_ms;
 } lr_backup_result;
@@ -61,7 +61,7 @@ lr_err lr_backup_create(const lr_backup_create_opts *o, lr_backup_result *res, c
 
 /* What verify learned of an archive, for restore. */
 typedef struct {
-    char backend[16];  /* sqlite | postgres */
+    char backend[16]; /* sqlite | postgres */
     char schema[64];
     char db_entry[64];
     bool has_secret;
@@ -74,18 +74,18 @@ typedef struct {
  * and prints what the archive holds and each problem found to out.
  * work_dir holds the extracted database snapshot meanwhile. LR_OK when
  * sound; LR_ERR_INVALID when a problem was found (printed). */
-lr_err lr_backup_verify(const char *archive, const char *work_dir, const char *pg_bindir,
-                        FILE *out, lr_backup_info *info);
+lr_err lr_backup_verify(const char *archive, const char *work_dir, const char *pg_bindir, FILE *out,
+                        lr_backup_info *info);
 
 typedef struct {
-    const char *archive;       /* one that passed lr_backup_verify */
+    const char *archive; /* one that passed lr_backup_verify */
     const lr_backup_info *info;
-    const char *data_dir;      /* SQLite target: DIR/lensroom.db */
-    const char *database_url;  /* PostgreSQL target */
-    const char *secret_path;   /* where the archive's JWT secret goes, or NULL */
-    lr_store *store;           /* objects go here */
-    bool force;                /* replace what the target holds */
-    const char *work_dir;      /* temp files (a pg dump) */
+    const char *data_dir;     /* SQLite target: DIR/lensroom.db */
+    const char *database_url; /* PostgreSQL target */
+    const char *secret_path;  /* where the archive's JWT secret goes, or NULL */
+    lr_store *store;          /* objects go here */
+    bool force;               /* replace what the target holds */
+    const char *work_dir;     /* temp files (a pg dump) */
     const char *pg_bindir;
 } lr_backup_restore_opts;
 
@@ -115,8 +115,7 @@ typedef struct {
 int lr_backup_keep_parse(const char *s, lr_backup_keep *k);
 /* Sets keep[i] for each names[i] (archive file names, any order) that
  * the policy keeps; names that are not archives' are always kept. */
-void lr_backup_keep_select(const char *const *names, size_t n, const lr_backup_keep *k,
-                           bool *keep);
+void lr_backup_keep_select(const char *const *names, size_t n, const lr_backup_keep *k, bool *keep);
 /* Removes the archives of dir that the policy does not keep; calls
  * removed(ctx, name) for each (may be NULL). Returns how many remain. */
 int lr_backup_rotate(const char *dir, const lr_backup_keep *k,
@@ -131,23 +130,23 @@ typedef struct {
     lr_backup_create_opts create;
     int interval_s;
     lr_backup_keep keep;
-    lr_store *mirror;          /* S3 copy of each archive, or NULL */
+    lr_store *mirror; /* S3 copy of each archive, or NULL */
     const char *mirror_prefix;
 } lr_backup_sched_opts;
 
 /* The last run, for /healthz; copied out under the scheduler's lock. */
 typedef struct {
     int interval_s;
-    bool running;              /* a backup is being made now */
-    bool ran;                  /* one finished (ok or not) since start */
+    bool running; /* a backup is being made now */
+    bool ran;     /* one finished (ok or not) since start */
     bool ok;
-    int64_t at_ms;             /* when the last one finished (wall clock) */
-    int64_t next_at_ms;        /* when the next one starts */
+    int64_t at_ms;      /* when the last one finished (wall clock) */
+    int64_t next_at_ms; /* when the next one starts */
     int64_t duration_ms, bytes;
-    char archive[128];         /* its file name */
-    char error[256];           /* why it failed */
-    int kept;                  /* archives in the folder after rotation */
-    int64_t made;              /* successful backups since start */
+    char archive[128]; /* its file name */
+    char error[256];   /* why it failed */
+    int kept;          /* archives in the folder after rotation */
+    int64_t made;      /* successful backups since start */
 } lr_backup_status;
 
 typedef struct lr_backup_sched lr_backup_sched;

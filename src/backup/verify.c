@@ -63,21 +63,18 @@ typedef struct {
 static lr_err sink_mem(void *ctx, const void *buf, size_t len)
 {
     membuf *m = ctx;
-    if (m->len + len > MANIFEST_MAX)
-        return LR_ERR_TOO_LARGE;
+    if (m->len + len > MANIFEST_MAX) return LR_ERR_TOO_LARGE;
     return lr_buf_append(&m->buf, &m->len, &m->cap, buf, len) == 0 ? LR_OK : LR_ERR_NOMEM;
 }
 
 static FILE *temp_in(const char *dir, char **path_out)
 {
     char *path = NULL;
-    if (asprintf(&path, "%s/.lensroom-verify-XXXXXX", dir) < 0)
-        abort();
+    if (asprintf(&path, "%s/.lensroom-verify-XXXXXX", dir) < 0) abort();
     int fd = mkstemp(path);
     FILE *f = fd >= 0 ? fdopen(fd, "w+") : NULL;
     if (!f) {
-        if (fd >= 0)
-            close(fd);
+        if (fd >= 0) close(fd);
         unlink(path);
         free(path);
         return NULL;
@@ -93,9 +90,9 @@ static FILE *temp_in(const char *dir, char **path_out)
 
 /* What one pass over the archive found. */
 typedef struct {
-    FILE *seen;       /* lines of what was read */
-    FILE *index;      /* the index entry */
-    FILE *db;         /* the database snapshot */
+    FILE *seen;  /* lines of what was read */
+    FILE *index; /* the index entry */
+    FILE *db;    /* the database snapshot */
     char *db_path;
     char db_entry[64];
     membuf manifest;
@@ -107,8 +104,7 @@ typedef struct {
 
 static void seen_line(scan *s, const char *path, int64_t size, const char *sha)
 {
-    json_t *j = json_pack("{s:s, s:I, s:s}", "path", path, "size", (json_int_t)size, "sha256",
-                          sha);
+    json_t *j = json_pack("{s:s, s:I, s:s}", "path", path, "size", (json_int_t)size, "sha256", sha);
     json_dumpf(j, s->seen, JSON_COMPACT | JSON_PRESERVE_ORDER);
     fputc('\n', s->seen);
     json_decref(j);
@@ -136,8 +132,7 @@ static void read_entries(lr_archive_reader *a, scan *s, report *rp)
             s->has_index = true;
         } else {
             bool db = !strncmp(entry, "database/", 9) && s->db && !s->db_entry[0];
-            if (db)
-                snprintf(s->db_entry, sizeof s->db_entry, "%s", entry);
+            if (db) snprintf(s->db_entry, sizeof s->db_entry, "%s", entry);
             e = lr_archive_read(a, db ? sink_file : NULL, db ? s->db : NULL, sha, &got, &err);
             if (e == LR_OK) {
                 seen_line(s, entry, got, sha);
@@ -153,8 +148,8 @@ static void read_entries(lr_archive_reader *a, scan *s, report *rp)
             problem(rp, "%s: %lld bytes read, its header says %lld", entry, (long long)got,
                     (long long)size);
         if (e != LR_OK) {
-            problem(rp, "%s: %s (after %lld entries: the archive is truncated or damaged)",
-                    entry, err ? err : "unreadable", (long long)s->entries);
+            problem(rp, "%s: %s (after %lld entries: the archive is truncated or damaged)", entry,
+                    err ? err : "unreadable", (long long)s->entries);
             free(entry);
             free(err);
             return;
@@ -170,8 +165,7 @@ static void read_entries(lr_archive_reader *a, scan *s, report *rp)
 static const char *jstr(json_t *o, const char *path1, const char *path2)
 {
     json_t *v = json_object_get(o, path1);
-    if (path2)
-        v = json_object_get(v, path2);
+    if (path2) v = json_object_get(v, path2);
     return json_is_string(v) ? json_string_value(v) : "";
 }
 
@@ -191,8 +185,7 @@ static void compare_index(scan *s, report *rp)
     int shown = 0;
     for (;;) {
         ssize_t la = getline(&a, &an, s->seen), lb = getline(&b, &bn, s->index);
-        if (la < 0 && lb < 0)
-            break;
+        if (la < 0 && lb < 0) break;
         json_t *ja = la > 0 ? json_loads(a, 0, NULL) : NULL;
         json_t *jb = lb > 0 ? json_loads(b, 0, NULL) : NULL;
         const char *pa = jstr(ja, "path", NULL), *pb = jstr(jb, "path", NULL);
@@ -209,8 +202,9 @@ static void compare_index(scan *s, report *rp)
                         (long long)json_integer_value(json_object_get(ja, "size")),
                         (long long)json_integer_value(json_object_get(jb, "size")));
             else if (strcmp(jstr(ja, "sha256", NULL), jstr(jb, "sha256", NULL)) != 0)
-                problem(rp, "%s: SHA-256 mismatch: the archive holds %.16s…, the manifest's "
-                            "index says %.16s…",
+                problem(rp,
+                        "%s: SHA-256 mismatch: the archive holds %.16s…, the manifest's "
+                        "index says %.16s…",
                         pa, jstr(ja, "sha256", NULL), jstr(jb, "sha256", NULL));
             else
                 shown--;
@@ -242,11 +236,11 @@ static void print_summary(const char *archive, json_t *m, const scan *s, FILE *o
             (long long)jint(m, "ledger", "users"), (long long)jint(m, "ledger", "balances"),
             (long long)jint(m, "ledger", "grants"), (long long)jint(m, "ledger", "charges"),
             (long long)jint(m, "ledger", "refunds"), (long long)jint(m, "ledger", "transactions"));
-    fprintf(out, "generations %lld (%lld succeeded)\n",
-            (long long)jint(m, "generations", "total"),
+    fprintf(out, "generations %lld (%lld succeeded)\n", (long long)jint(m, "generations", "total"),
             (long long)jint(m, "generations", "succeeded"));
-    fprintf(out, "storage    %s, bucket %s: %lld object keys, objects %s (%lld files, %lld bytes, "
-                 "%lld missing when taken)\n",
+    fprintf(out,
+            "storage    %s, bucket %s: %lld object keys, objects %s (%lld files, %lld bytes, "
+            "%lld missing when taken)\n",
             jstr(m, "storage", "backend"), jstr(m, "storage", "bucket"),
             (long long)jint(m, "storage", "keys"), jstr(m, "storage", "objects"),
             (long long)s->objects, (long long)s->object_bytes,
@@ -267,8 +261,8 @@ static void check_sqlite(scan *s, json_t *m, report *rp)
     struct {
         const char *name;
         int64_t have;
-    } f[] = {{"users", st.users},         {"balances", st.balances}, {"transactions", st.transactions},
-             {"grants", st.grants},       {"charges", st.charges},   {"refunds", st.refunds}};
+    } f[] = {{"users", st.users},   {"balances", st.balances}, {"transactions", st.transactions},
+             {"grants", st.grants}, {"charges", st.charges},   {"refunds", st.refunds}};
     for (size_t i = 0; i < sizeof f / sizeof *f; i++) {
         if (jint(m, "ledger", f[i].name) != f[i].have)
             problem(rp, "ledger %s: the snapshot has %lld, the manifest says %lld", f[i].name,
@@ -278,8 +272,9 @@ static void check_sqlite(scan *s, json_t *m, report *rp)
         problem(rp, "schema: the snapshot is at %s, the manifest says %s", st.schema,
                 jstr(m, "database", "schema"));
     if (st.violations > 0)
-        problem(rp, "ledger audit on the snapshot: %lld violations (run lensroom audit on a "
-                    "restored copy to list them)",
+        problem(rp,
+                "ledger audit on the snapshot: %lld violations (run lensroom audit on a "
+                "restored copy to list them)",
                 (long long)st.violations);
     else if (st.balances != st.grants - st.charges + st.refunds)
         problem(rp, "ledger: balances %lld are not grants - charges + refunds (%lld)",
@@ -301,8 +296,9 @@ static void check_manifest(const char *archive, scan *s, json_t *m, const char *
         problem(rp, "index.jsonl: missing");
     else if (strcmp(s->index_sha, jstr(m, "index", "sha256")) != 0 ||
              s->index_size != jint(m, "index", "size"))
-        problem(rp, "index.jsonl: its SHA-256 (%.16s…, %lld bytes) does not match the manifest "
-                    "(%.16s…, %lld bytes): the file list was altered",
+        problem(rp,
+                "index.jsonl: its SHA-256 (%.16s…, %lld bytes) does not match the manifest "
+                "(%.16s…, %lld bytes): the file list was altered",
                 s->index_sha, (long long)s->index_size, jstr(m, "index", "sha256"),
                 (long long)jint(m, "index", "size"));
     int before = rp->problems;
@@ -334,11 +330,12 @@ static void check_manifest(const char *archive, scan *s, json_t *m, const char *
     }
 }
 
-lr_err lr_backup_verify(const char *archive, const char *work_dir, const char *pg_bindir,
-                        FILE *out, lr_backup_info *info)
+lr_err lr_backup_verify(const char *archive, const char *work_dir, const char *pg_bindir, FILE *out,
+                        lr_backup_info *info)
 {
     report rp = {.out = out};
-    scan s = {.seen = temp_in(work_dir, NULL), .index = temp_in(work_dir, NULL),
+    scan s = {.seen = temp_in(work_dir, NULL),
+              .index = temp_in(work_dir, NULL),
               .db = temp_in(work_dir, &s.db_path)};
     lr_archive_reader *a = NULL;
     char *err = NULL;
@@ -375,14 +372,10 @@ out:
     json_decref(m);
     free(err);
     free(s.manifest.buf);
-    if (s.seen)
-        fclose(s.seen);
-    if (s.index)
-        fclose(s.index);
-    if (s.db)
-        fclose(s.db);
-    if (s.db_path)
-        unlink(s.db_path);
+    if (s.seen) fclose(s.seen);
+    if (s.index) fclose(s.index);
+    if (s.db) fclose(s.db);
+    if (s.db_path) unlink(s.db_path);
     free(s.db_path);
     return e;
 }
@@ -390,8 +383,7 @@ out:
 bool lr_backup_dir_empty(const char *dir)
 {
     DIR *d = opendir(dir);
-    if (!d)
-        return errno == ENOENT;
+    if (!d) return errno == ENOENT;
     struct dirent *de;
     bool empty = true;
     while (empty && (de = readdir(d)))
@@ -413,8 +405,8 @@ static lr_err sink_store(void *ctx, const void *buf, size_t len)
     return o->store->ops->write(o->w, buf, len);
 }
 
-static lr_err restore_object(const lr_backup_restore_opts *o, lr_archive_reader *a,
-                             const char *key, char **errmsg)
+static lr_err restore_object(const lr_backup_restore_opts *o, lr_archive_reader *a, const char *key,
+                             char **errmsg)
 {
     if (!lr_store_key_valid(key)) {
         set_err(errmsg, key, "not a valid object key");
@@ -423,9 +415,8 @@ static lr_err restore_object(const lr_backup_restore_opts *o, lr_archive_reader 
     const char *dot = strrchr(key, '.');
     const lr_mime *mime = dot ? lr_mime_by_ext(dot + 1) : NULL;
     object_sink os = {.store = o->store};
-    lr_err e = o->store->ops->open_writer(o->store, key,
-                                          mime ? mime->content_type : "application/octet-stream",
-                                          &os.w);
+    lr_err e = o->store->ops->open_writer(
+        o->store, key, mime ? mime->content_type : "application/octet-stream", &os.w);
     if (e != LR_OK) {
         set_err(errmsg, key, lr_strerror(e));
         return e;
@@ -438,8 +429,7 @@ static lr_err restore_object(const lr_backup_restore_opts *o, lr_archive_reader 
         return e;
     }
     e = o->store->ops->commit(os.w);
-    if (e != LR_OK)
-        set_err(errmsg, key, lr_strerror(e));
+    if (e != LR_OK) set_err(errmsg, key, lr_strerror(e));
     return e;
 }
 
@@ -469,20 +459,16 @@ static lr_err extract_temp(lr_archive_reader *a, const char *dir, char **path, c
 
 /* The SQLite snapshot becomes DIR/lensroom.db in one rename; the WAL and
  * shared-memory files of whatever was there before go first. */
-static lr_err restore_sqlite(const lr_backup_restore_opts *o, lr_archive_reader *a,
-                             char **errmsg)
+static lr_err restore_sqlite(const lr_backup_restore_opts *o, lr_archive_reader *a, char **errmsg)
 {
     char *tmp = NULL, *dst = NULL;
     lr_err e = extract_temp(a, o->data_dir, &tmp, errmsg);
-    if (e != LR_OK)
-        return e;
-    if (asprintf(&dst, "%s/lensroom.db", o->data_dir) < 0)
-        abort();
+    if (e != LR_OK) return e;
+    if (asprintf(&dst, "%s/lensroom.db", o->data_dir) < 0) abort();
     const char *sidecars[] = {"-wal", "-shm", "-journal"};
     for (size_t i = 0; i < 3; i++) {
         char *p = NULL;
-        if (asprintf(&p, "%s%s", dst, sidecars[i]) < 0)
-            abort();
+        if (asprintf(&p, "%s%s", dst, sidecars[i]) < 0) abort();
         unlink(p);
         free(p);
     }
@@ -500,8 +486,7 @@ static lr_err restore_pg(const lr_backup_restore_opts *o, lr_archive_reader *a, 
 {
     char *tmp = NULL;
     lr_err e = extract_temp(a, o->work_dir, &tmp, errmsg);
-    if (e != LR_OK)
-        return e;
+    if (e != LR_OK) return e;
     e = lr_db_pg_load(o->database_url, tmp, o->info->schema, o->force, o->pg_bindir, errmsg);
     unlink(tmp);
     free(tmp);
@@ -521,13 +506,11 @@ static lr_err restore_secret(const lr_backup_restore_opts *o, lr_archive_reader 
         return lr_archive_read(a, NULL, NULL, sha, &n, errmsg);
     }
     char *dir = lr_xstrdup(o->secret_path), *slash = strrchr(dir, '/');
-    if (slash)
-        *slash = '\0';
+    if (slash) *slash = '\0';
     char *tmp = NULL;
     lr_err e = extract_temp(a, slash ? dir : ".", &tmp, errmsg);
     free(dir);
-    if (e != LR_OK)
-        return e;
+    if (e != LR_OK) return e;
     chmod(tmp, 0600);
     if (rename(tmp, o->secret_path) != 0) {
         set_err(errmsg, o->secret_path, strerror(errno));
@@ -552,7 +535,7 @@ lr_err lr_backup_restore(const lr_backup_restore_opts *o, FILE *out, char **errm
         char *entry = lr_xstrdup(name);
         if (!strcmp(entry, o->info->db_entry)) {
             e = !strcmp(o->info->backend, "sqlite") ? restore_sqlite(o, a, errmsg)
-                                                     : restore_pg(o, a, errmsg);
+                                                    : restore_pg(o, a, errmsg);
             if (e == LR_OK)
                 fprintf(out, "database restored (%s, schema %s) to %s\n", o->info->backend,
                         o->info->schema, o->database_url ? "the database" : o->data_dir);
@@ -564,8 +547,7 @@ lr_err lr_backup_restore(const lr_backup_restore_opts *o, FILE *out, char **errm
         }
         free(entry);
     }
-    if (e == LR_OK && rc < 0)
-        e = LR_ERR_IO;
+    if (e == LR_OK && rc < 0) e = LR_ERR_IO;
     if (e == LR_OK)
         fprintf(out, "%lld objects restored to %s storage (bucket %s)\n", (long long)objects,
                 o->store ? o->store->backend : "no", o->store ? o->store->bucket : "-");

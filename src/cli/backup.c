@@ -36,8 +36,7 @@ struct lr_cli_backups {
 static const char *opt(int argc, char **argv, const char *name)
 {
     for (int i = 0; i + 1 < argc; i++) {
-        if (!strcmp(argv[i], name))
-            return argv[i + 1];
+        if (!strcmp(argv[i], name)) return argv[i + 1];
     }
     return NULL;
 }
@@ -45,16 +44,14 @@ static const char *opt(int argc, char **argv, const char *name)
 static bool flag(int argc, char **argv, const char *name)
 {
     for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], name))
-            return true;
+        if (!strcmp(argv[i], name)) return true;
     }
     return false;
 }
 
 static int load(lr_config *cfg, bool prepare)
 {
-    if (lr_config_load(cfg) != 0 || (prepare && lr_config_prepare_data(cfg) != 0))
-        return -1;
+    if (lr_config_load(cfg) != 0 || (prepare && lr_config_prepare_data(cfg) != 0)) return -1;
     lr_log_set_level((lr_log_level)cfg->log_level);
     return 0;
 }
@@ -69,8 +66,7 @@ static const char *work_dir(void)
 static char *secret_file(const lr_config *cfg)
 {
     char *p = NULL;
-    if (cfg->jwt_secret_from_file && asprintf(&p, "%s/jwt-secret", cfg->data_dir) < 0)
-        abort();
+    if (cfg->jwt_secret_from_file && asprintf(&p, "%s/jwt-secret", cfg->data_dir) < 0) abort();
     return p;
 }
 
@@ -81,8 +77,7 @@ static int cmd_create(int argc, char **argv, const char *version)
     char *bucket = NULL, *prefix = NULL, *staging = NULL, *secret = NULL, *err = NULL;
     int rc = 1;
     const char *to = opt(argc, argv, "--to");
-    if (load(&cfg, true) != 0 || lr_cli_open_store(&cfg, NULL, &store) != 0)
-        goto out;
+    if (load(&cfg, true) != 0 || lr_cli_open_store(&cfg, NULL, &store) != 0) goto out;
     const char *dir = to ? to : cfg.backup_dir;
     if (to && !strncmp(to, "s3://", 5)) {
         if (!lr_backup_parse_s3(to, &bucket, &prefix)) {
@@ -94,10 +89,8 @@ static int cmd_create(int argc, char **argv, const char *version)
                             "S3_SECRET_ACCESS_KEY\n");
             goto out;
         }
-        if (lr_cli_open_store(&cfg, bucket, &target) != 0)
-            goto out;
-        if (asprintf(&staging, "%s/tmp", cfg.data_dir) < 0)
-            abort();
+        if (lr_cli_open_store(&cfg, bucket, &target) != 0) goto out;
+        if (asprintf(&staging, "%s/tmp", cfg.data_dir) < 0) abort();
         dir = staging;
     }
     secret = secret_file(&cfg);
@@ -128,8 +121,8 @@ static int cmd_create(int argc, char **argv, const char *version)
     printf("  %lld bytes in %lld ms; %s schema %s: %lld users, balances %lld, %lld ledger rows, "
            "%lld generations; %lld objects copied (%lld bytes) of %lld referenced, %lld "
            "missing\n",
-           (long long)res.bytes, (long long)res.duration_ms, cfg.database_url &&
-           lr_db_url_is_postgres(cfg.database_url) ? "postgres" : "sqlite",
+           (long long)res.bytes, (long long)res.duration_ms,
+           cfg.database_url && lr_db_url_is_postgres(cfg.database_url) ? "postgres" : "sqlite",
            res.stats.schema, (long long)res.stats.users, (long long)res.stats.balances,
            (long long)res.stats.transactions, (long long)res.stats.generations,
            (long long)res.objects, (long long)res.object_bytes, (long long)res.keys,
@@ -177,8 +170,7 @@ static int audit_target(const char *url)
     } else {
         for (size_t i = 0; i < v.n; i++)
             printf("violation %s %s: %s\n", v.v[i].kind, v.v[i].subject, v.v[i].detail);
-        if (v.n == 0)
-            printf("audit: ledger sound on the restored database\n");
+        if (v.n == 0) printf("audit: ledger sound on the restored database\n");
         rc = v.n ? 1 : 0;
     }
     lr_violation_list_clear(&v);
@@ -190,12 +182,12 @@ static int audit_target(const char *url)
 /* Refuses a target that holds something, unless force. */
 static int check_target(const char *data_dir, const char *url, bool force)
 {
-    if (force)
-        return 0;
+    if (force) return 0;
     if (data_dir && !lr_backup_dir_empty(data_dir)) {
-        fprintf(stderr, "restore: %s is not empty; restore into an empty folder, or pass --force "
-                        "to replace its database, JWT secret and objects (stop the server "
-                        "first)\n",
+        fprintf(stderr,
+                "restore: %s is not empty; restore into an empty folder, or pass --force "
+                "to replace its database, JWT secret and objects (stop the server "
+                "first)\n",
                 data_dir);
         return -1;
     }
@@ -230,8 +222,7 @@ static int cmd_restore(int argc, char **argv)
     lr_store *store = NULL;
     char *secret = NULL, *err = NULL;
     int rc = 1;
-    if (load(&cfg, false) != 0 || check_target(data_dir, url, force) != 0)
-        goto out;
+    if (load(&cfg, false) != 0 || check_target(data_dir, url, force) != 0) goto out;
     lr_backup_info info;
     if (lr_backup_verify(archive, work_dir(), cfg.pg_bindir, stdout, &info) != LR_OK) {
         fprintf(stderr, "restore: refusing %s: it failed verification (above)\n", archive);
@@ -250,16 +241,19 @@ static int cmd_restore(int argc, char **argv)
         fprintf(stderr, "restore: cannot create %s: %s\n", cfg.data_dir, strerror(errno));
         goto out;
     }
-    if (info.objects > 0 && lr_cli_open_store(&cfg, NULL, &store) != 0)
-        goto out;
+    if (info.objects > 0 && lr_cli_open_store(&cfg, NULL, &store) != 0) goto out;
     if ((data_dir || !cfg.jwt_secret) && asprintf(&secret, "%s/jwt-secret", cfg.data_dir) < 0)
         abort();
     char *db_path = NULL;
-    if (data_dir && asprintf(&db_path, "%s/lensroom.db", data_dir) < 0)
-        abort();
-    lr_backup_restore_opts o = {.archive = archive, .info = &info, .data_dir = data_dir,
-                                .database_url = url, .secret_path = secret, .store = store,
-                                .force = force, .work_dir = work_dir(),
+    if (data_dir && asprintf(&db_path, "%s/lensroom.db", data_dir) < 0) abort();
+    lr_backup_restore_opts o = {.archive = archive,
+                                .info = &info,
+                                .data_dir = data_dir,
+                                .database_url = url,
+                                .secret_path = secret,
+                                .store = store,
+                                .force = force,
+                                .work_dir = work_dir(),
                                 .pg_bindir = cfg.pg_bindir};
     if (lr_backup_restore(&o, stdout, &err) != LR_OK)
         fprintf(stderr, "restore: failed: %s\n", err ? err : "unknown error");
@@ -277,12 +271,9 @@ out:
 int lr_cli_backup(int argc, char **argv, const char *version)
 {
     const char *sub = argc > 1 ? argv[1] : "";
-    if (!strcmp(sub, "create"))
-        return cmd_create(argc - 1, argv + 1, version);
-    if (!strcmp(sub, "verify"))
-        return cmd_verify(argc - 1, argv + 1);
-    if (!strcmp(sub, "restore"))
-        return cmd_restore(argc - 1, argv + 1);
+    if (!strcmp(sub, "create")) return cmd_create(argc - 1, argv + 1, version);
+    if (!strcmp(sub, "verify")) return cmd_verify(argc - 1, argv + 1);
+    if (!strcmp(sub, "restore")) return cmd_restore(argc - 1, argv + 1);
     fputs(lr_cli_backup_usage, stderr);
     return 2;
 }
@@ -291,8 +282,7 @@ int lr_cli_backups_start(const lr_config *cfg, lr_store *store, const char *vers
                          lr_cli_backups **out)
 {
     *out = NULL;
-    if (cfg->backup_interval_s <= 0)
-        return 0;
+    if (cfg->backup_interval_s <= 0) return 0;
     lr_backup_keep keep;
     if (lr_backup_keep_parse(cfg->backup_keep, &keep) != 0) {
         fprintf(stderr, "config: LENSROOM_BACKUP_KEEP: expected N (newest), Nd (daily), Nw "
@@ -306,26 +296,24 @@ int lr_cli_backups_start(const lr_config *cfg, lr_store *store, const char *vers
         return -1;
     }
     b->secret_path = secret_file(cfg);
-    lr_backup_sched_opts o = {
-        .create = {.database_url = cfg->database_url,
-                   .dir = cfg->backup_dir,
-                   .store = store,
-                   .with_objects = cfg->backup_with_objects,
-                   .secret_path = b->secret_path,
-                   .pg_bindir = cfg->pg_bindir,
-                   .version = version},
-        .interval_s = cfg->backup_interval_s,
-        .keep = keep,
-        .mirror = b->mirror,
-        .mirror_prefix = b->prefix ? b->prefix : ""};
+    lr_backup_sched_opts o = {.create = {.database_url = cfg->database_url,
+                                         .dir = cfg->backup_dir,
+                                         .store = store,
+                                         .with_objects = cfg->backup_with_objects,
+                                         .secret_path = b->secret_path,
+                                         .pg_bindir = cfg->pg_bindir,
+                                         .version = version},
+                              .interval_s = cfg->backup_interval_s,
+                              .keep = keep,
+                              .mirror = b->mirror,
+                              .mirror_prefix = b->prefix ? b->prefix : ""};
     b->sched = lr_backup_sched_start(&o);
     if (!b->sched) {
         lr_cli_backups_stop(b);
         return -1;
     }
     lr_info("backups: every %d s to %s%s%s, keeping %s", cfg->backup_interval_s, cfg->backup_dir,
-            cfg->backup_s3 ? " and " : "", cfg->backup_s3 ? cfg->backup_s3 : "",
-            cfg->backup_keep);
+            cfg->backup_s3 ? " and " : "", cfg->backup_s3 ? cfg->backup_s3 : "", cfg->backup_keep);
     *out = b;
     return 0;
 }
@@ -337,8 +325,7 @@ lr_backup_sched *lr_cli_backups_sched(lr_cli_backups *b)
 
 void lr_cli_backups_stop(lr_cli_backups *b)
 {
-    if (!b)
-        return;
+    if (!b) return;
     lr_backup_sched_stop(b->sched);
     lr_store_close(b->mirror);
     free(b->bucket);

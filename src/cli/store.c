@@ -23,8 +23,7 @@ int lr_cli_open_store(const lr_config *cfg, const char *s3_bucket, lr_store **st
         e = lr_store_s3_open(&o, store);
     } else if (!strcmp(backend, "supabase")) {
         snprintf(dir, sizeof dir, "%s/tmp", cfg->data_dir);
-        e = lr_store_supabase_open(cfg->supabase_url, cfg->service_key, cfg->bucket, dir,
-                                   store);
+        e = lr_store_supabase_open(cfg->supabase_url, cfg->service_key, cfg->bucket, dir, store);
     } else {
         snprintf(dir, sizeof dir, "%s/storage", cfg->data_dir);
         e = lr_store_fs_open(dir, cfg->bucket, cfg->public_url, store);

@@ -30,21 +30,21 @@
 /* What a snapshot holds. The money identity of a sound ledger:
  * balances == grants - charges + refunds. */
 typedef struct {
-    char schema[64];       /* latest migration applied, e.g. 0004_idempotency */
-    int64_t users;         /* rows of credits */
-    int64_t balances;      /* sum of every balance */
-    int64_t transactions;  /* ledger rows */
-    int64_t grants;        /* sum of purchase, bonus and adjustment rows (signed) */
-    int64_t charges;       /* credits charged by generations (positive) */
-    int64_t refunds;       /* credits refunded (positive) */
-    int64_t generations;   /* every generation row, deleted ones too */
-    int64_t succeeded;     /* status success */
-    int64_t violations;    /* rows of the ledger audit (db/audit.sql) */
+    char schema[64];      /* latest migration applied, e.g. 0004_idempotency */
+    int64_t users;        /* rows of credits */
+    int64_t balances;     /* sum of every balance */
+    int64_t transactions; /* ledger rows */
+    int64_t grants;       /* sum of purchase, bonus and adjustment rows (signed) */
+    int64_t charges;      /* credits charged by generations (positive) */
+    int64_t refunds;      /* credits refunded (positive) */
+    int64_t generations;  /* every generation row, deleted ones too */
+    int64_t succeeded;    /* status success */
+    int64_t violations;   /* rows of the ledger audit (db/audit.sql) */
 } lr_snapshot_stats;
 
 typedef struct {
-    const char *url;      /* the database: postgres URL or SQLite path */
-    const char *out_path; /* the snapshot file to write (must not exist) */
+    const char *url;       /* the database: postgres URL or SQLite path */
+    const char *out_path;  /* the snapshot file to write (must not exist) */
     const char *pg_bindir; /* NULL: /usr/lib/postgresql/<server major>/bin, then PATH */
 } lr_snapshot_opts;
 

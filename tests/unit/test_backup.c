@@ -42,8 +42,8 @@ static char *name_at(int d, int h)
         m++;
     }
     char *s = NULL;
-    if (asprintf(&s, LR_BACKUP_PREFIX "%04d%02d%02dT%02d0000.000Z" LR_BACKUP_SUFFIX, y, m, day,
-                 h) < 0)
+    if (asprintf(&s, LR_BACKUP_PREFIX "%04d%02d%02dT%02d0000.000Z" LR_BACKUP_SUFFIX, y, m, day, h) <
+        0)
         abort();
     return s;
 }
