@@ -5,9 +5,11 @@
 set -euo pipefail
 
 build=(build-essential cmake pkg-config libmicrohttpd-dev libcurl4-openssl-dev libssl-dev libpq-dev
-       libsqlite3-dev libjansson-dev libpng-dev libavformat-dev libavcodec-dev libavutil-dev)
+       libsqlite3-dev libjansson-dev libpng-dev libavformat-dev libavcodec-dev libavutil-dev
+       libarchive-dev postgresql-client-15)
+# postgresql-client-15: pg_dump/pg_restore for `lensroom backup` on PostgreSQL 15.
 test=(libcmocka-dev python3 python3-pil python3-psycopg2 python3-botocore python3-yaml
-      python3-jsonschema curl postgresql-15 chromium)
+      python3-jsonschema curl postgresql-15 chromium zstd)
 bench=(wrk postgresql-15 curl python3)
 
 want=()

@@ -7,6 +7,7 @@
 
 #include "pipeline/ratelimit.h"
 #include "auth/jwks.h"
+#include "backup/backup.h"
 #include "core/config.h"
 #include "db/db.h"
 #include "net/net.h"
@@ -29,6 +30,7 @@ typedef struct {
     struct lr_events *events;
     const lr_net_policy *net;
     lr_jwks *jwks; /* NULL: HS256 tokens only */
+    lr_backup_sched *backup; /* NULL: no scheduled backups */
     int64_t started_ms;
 } lr_app;
 

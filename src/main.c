@@ -1,6 +1,7 @@
 /* lensroom: command-line dispatch. Each command loads the configuration,
  * opens what it needs, does its one job and exits non-zero on failure.
- *   serve | migrate | token | credits grant|balance|history
+ *   serve | migrate | token | credits grant|balance|history | audit | smoke
+ *   | backup create|verify|restore
  */
 #include <curl/curl.h>
 #include <signal.h>
@@ -14,7 +15,9 @@
 #include "api/events.h"
 #include "app.h"
 #include "auth/jwt.h"
+#include "cli/backup.h"
 #include "cli/smoke.h"
+#include "cli/store.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -34,6 +37,9 @@ static const char usage_main[] =
     "  credits history USER_ID [--limit N]\n"
     "  audit                         check the ledger invariants (exit 1 on any violation)\n"
     "  smoke                         check the configured database and storage end to end\n"
+    "  backup create [--to DIR|s3://bucket/prefix] [--with-objects]\n"
+    "  backup verify ARCHIVE\n"
+    "  backup restore ARCHIVE (--data-dir DIR | --database-url URL) [--force]\n"
     "\n"
     "Every command reads its configuration from the environment; see README.md.\n"
     "Run 'lensroom <command> --help' for one command.\n";
@@ -114,32 +120,7 @@ static int open_db(const lr_config *cfg, lr_db **db, int pool)
 /* The configured object storage: the local folder or an S3 bucket. */
 static int open_store(const lr_config *cfg, lr_store **store)
 {
-    char dir[4096];
-    lr_err e;
-    if (!strcmp(cfg->storage, "s3")) {
-        snprintf(dir, sizeof dir, "%s/tmp", cfg->data_dir);
-        lr_s3_options o = {.endpoint = cfg->s3_endpoint,
-                           .region = cfg->s3_region,
-                           .bucket = cfg->bucket,
-                           .access_key = cfg->s3_access_key,
-                           .secret_key = cfg->s3_secret_key,
-                           .path_style = cfg->s3_path_style,
-                           .public_url = cfg->s3_public_url,
-                           .tmp_dir = dir,
-                           .part_size = (size_t)cfg->s3_part_size};
-        e = lr_store_s3_open(&o, store);
-    } else if (!strcmp(cfg->storage, "supabase")) {
-        snprintf(dir, sizeof dir, "%s/tmp", cfg->data_dir);
-        e = lr_store_supabase_open(cfg->supabase_url, cfg->service_key, cfg->bucket, dir,
-                                   store);
-    } else {
-        snprintf(dir, sizeof dir, "%s/storage", cfg->data_dir);
-        e = lr_store_fs_open(dir, cfg->bucket, cfg->public_url, store);
-    }
-    if (e != LR_OK)
-        fprintf(stderr, "storage: cannot open the %s backend: %s\n", cfg->storage,
-                lr_strerror(e));
-    return e == LR_OK ? 0 : -1;
+    return lr_cli_open_store(cfg, NULL, store);
 }
 
 static volatile sig_atomic_t stop_requested;
@@ -188,6 +169,7 @@ static int cmd_serve(void)
     lr_app app = {0};
     lr_http *http = NULL;
     lr_net_policy *net = NULL;
+    lr_cli_backups *backups = NULL;
     int rc = 1;
     if (load_config(&cfg) != 0 || open_db(&cfg, &db, cfg.http_threads + cfg.workers + 1) != 0)
         goto out_cfg;
@@ -251,6 +233,9 @@ static int cmd_serve(void)
                 "resumed, the rest failed and refunded)",
                 recovered);
     lr_pipeline_start_maintenance(app.pipeline);
+    if (lr_cli_backups_start(&cfg, store, VERSION, &backups) != 0)
+        goto out_all;
+    app.backup = lr_cli_backups_sched(backups);
 
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa = {.sa_handler = on_signal};
@@ -280,6 +265,7 @@ static int cmd_serve(void)
     lr_http_stop(http);
     rc = 0;
 out_all:
+    lr_cli_backups_stop(backups);
     lr_loop_stop(app.loop);
     lr_workers_free(app.workers);
     if (app.pipeline)
@@ -506,7 +492,8 @@ int main(int argc, char **argv)
                  {"token", usage_token},
                  {"credits", usage_credits},
                  {"audit", usage_audit},
-                 {"smoke", usage_smoke}};
+                 {"smoke", usage_smoke},
+                 {"backup", lr_cli_backup_usage}};
     for (size_t i = 0; i < sizeof helps / sizeof *helps; i++) {
         if (!strcmp(cmd, helps[i].name) && wants_help(argc - 2, argv + 2)) {
             fputs(helps[i].usage, stdout);
@@ -525,6 +512,8 @@ int main(int argc, char **argv)
         return cmd_audit();
     if (!strcmp(cmd, "smoke"))
         return cmd_smoke();
+    if (!strcmp(cmd, "backup"))
+        return lr_cli_backup(argc - 1, argv + 1, VERSION);
     fprintf(stderr, "lensroom: unknown command '%s'\n\n%s", cmd, usage_main);
     return 2;
 }

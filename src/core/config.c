@@ -158,6 +158,51 @@ static void load_jwks(lr_config *cfg)
     cfg->jwks_refetch_s = (int)env_long("LENSROOM_JWKS_REFETCH_S", 5, 1, 3600);
 }
 
+/* A duration in seconds: a number, optionally with s, m, h or d. */
+static int env_duration(const char *name)
+{
+    const char *v = env(name);
+    if (!v)
+        return 0;
+    size_t n = strlen(v);
+    long unit = 1;
+    char num[32];
+    if (n > 0 && strchr("smhd", v[n - 1])) {
+        unit = v[n - 1] == 's' ? 1 : v[n - 1] == 'm' ? 60 : v[n - 1] == 'h' ? 3600 : 86400;
+        n--;
+    }
+    long out;
+    if (n == 0 || n >= sizeof num) {
+        problem(name, "must be a number of seconds, or a number with s, m, h or d (e.g. 6h)");
+        return 0;
+    }
+    memcpy(num, v, n);
+    num[n] = '\0';
+    if (lr_parse_long(num, 0, 366L * 86400 / unit, &out) != 0) {
+        problem(name, "must be a number of seconds, or a number with s, m, h or d (e.g. 6h)");
+        return 0;
+    }
+    return (int)(out * unit);
+}
+
+static void load_backup(lr_config *cfg)
+{
+    cfg->backup_interval_s = env_duration("LENSROOM_BACKUP_INTERVAL");
+    cfg->backup_dir = env_dup("LENSROOM_BACKUP_DIR", NULL);
+    if (!cfg->backup_dir && asprintf(&cfg->backup_dir, "%s/backups", cfg->data_dir) < 0)
+        cfg->backup_dir = NULL;
+    cfg->backup_s3 = env_dup("LENSROOM_BACKUP_S3", NULL);
+    if (cfg->backup_s3 && (strncmp(cfg->backup_s3, "s3://", 5) != 0 || !cfg->backup_s3[5] ||
+                           cfg->backup_s3[5] == '/'))
+        problem("LENSROOM_BACKUP_S3", "must be s3://bucket or s3://bucket/prefix");
+    if (cfg->backup_s3 && (!cfg->s3_endpoint || !cfg->s3_access_key || !cfg->s3_secret_key))
+        problem("LENSROOM_BACKUP_S3", "needs S3_ENDPOINT, S3_ACCESS_KEY_ID and "
+                                      "S3_SECRET_ACCESS_KEY");
+    cfg->backup_keep = env_dup("LENSROOM_BACKUP_KEEP", "7d,4w");
+    cfg->backup_with_objects = env_bool("LENSROOM_BACKUP_WITH_OBJECTS", false);
+    cfg->pg_bindir = env_dup("LENSROOM_PG_BINDIR", NULL);
+}
+
 int lr_config_load(lr_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -336,6 +381,8 @@ int lr_config_load(lr_config *cfg)
         problem("LENSROOM_LOG_LEVEL", "must be debug, info, warn or error");
     cfg->log_level = (int)lvl;
 
+    load_backup(cfg);
+
     const char *pub = env("LENSROOM_PUBLIC_URL");
     if (pub) {
         if (strncmp(pub, "http://", 7) && strncmp(pub, "https://", 8))
@@ -453,5 +500,9 @@ void lr_config_free(lr_config *cfg)
     free(cfg->cors_origins);
     free(cfg->models_file);
     free(cfg->test_user_id);
+    free(cfg->backup_dir);
+    free(cfg->backup_s3);
+    free(cfg->backup_keep);
+    free(cfg->pg_bindir);
     memset(cfg, 0, sizeof *cfg);
 }

@@ -78,6 +78,14 @@ typedef struct {
     size_t max_body_bytes;
     size_t max_header_bytes; /* request line + header fields; libmicrohttpd's pool is ~2x */
     int log_level;
+
+    /* Backups: `lensroom backup`, and scheduled ones inside serve. */
+    int backup_interval_s;    /* LENSROOM_BACKUP_INTERVAL (s, or with s/m/h/d); 0: none */
+    char *backup_dir;         /* LENSROOM_BACKUP_DIR, default {data_dir}/backups */
+    char *backup_s3;          /* LENSROOM_BACKUP_S3: s3://bucket/prefix copy, or NULL */
+    char *backup_keep;        /* LENSROOM_BACKUP_KEEP rotation, default 7d,4w */
+    bool backup_with_objects; /* LENSROOM_BACKUP_WITH_OBJECTS: copy S3/Supabase objects too */
+    char *pg_bindir;          /* LENSROOM_PG_BINDIR: where pg_dump/pg_restore are, or NULL */
 } lr_config;
 
 /* Reads the environment into cfg; 0 when valid. Does not touch the disk. */
