@@ -203,13 +203,9 @@ static void load_backup(lr_config *cfg)
     cfg->pg_bindir = env_dup("LENSROOM_PG_BINDIR", NULL);
 }
 
-int lr_config_load(lr_config *cfg)
+/* Where outputs go: the bucket, and the local folder, S3 or Supabase Storage. */
+static void load_storage(lr_config *cfg)
 {
-    memset(cfg, 0, sizeof *cfg);
-    problems = 0;
-
-    cfg->port = (int)env_long("PORT", 3001, 1, 65535);
-    cfg->data_dir = env_dup("LENSROOM_DATA_DIR", "./lensroom-data");
     cfg->bucket = env_dup("BUCKET_NAME", "generations");
     for (const char *p = cfg->bucket; *p; p++) {
         if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_' ||
@@ -257,7 +253,11 @@ int lr_config_load(lr_config *cfg)
     } else if (strcmp(cfg->storage, "local") != 0) {
         problem("LENSROOM_STORAGE", "must be local, s3 or supabase");
     }
+}
 
+/* DATABASE_URL: PostgreSQL, or a SQLite file (unset: the data dir's, set later). */
+static void load_database(lr_config *cfg)
+{
     const char *db = env("DATABASE_URL");
     if (db) {
         if (!strncmp(db, "postgres://", 11) || !strncmp(db, "postgresql://", 13))
@@ -268,7 +268,11 @@ int lr_config_load(lr_config *cfg)
             problem("DATABASE_URL", "expected postgres://…, postgresql://… or sqlite:PATH (or "
                                     "nothing for the embedded default)");
     }
+}
 
+/* Who may call: the JWT secret and audience, the JWKS, the server's API keys. */
+static void load_auth(lr_config *cfg)
+{
     const char *secret = env("SUPABASE_JWT_SECRET");
     if (!secret)
         secret = env("LENSROOM_JWT_SECRET");
@@ -295,7 +299,11 @@ int lr_config_load(lr_config *cfg)
     if (cfg->service_role_key)
         check_server_key("SUPABASE_SERVICE_ROLE_KEY", cfg->service_role_key, false);
     cfg->service_key = cfg->secret_key ? cfg->secret_key : cfg->service_role_key;
+}
 
+/* The providers: the mock, or Kie.ai and Anthropic with their knobs. */
+static void load_providers(lr_config *cfg)
+{
     cfg->kie_api_key = env_dup("KIE_API_KEY", NULL);
     const char *mock = env("USE_MOCK_INFERENCE");
     cfg->use_mock = env_bool("USE_MOCK_INFERENCE", true);
@@ -324,7 +332,11 @@ int lr_config_load(lr_config *cfg)
     cfg->kie_poll_max_ms = (int)env_long("KIE_POLL_MAX_MS", 15000, 10, 600000);
     cfg->task_deadline_s = (int)env_long("LENSROOM_TASK_DEADLINE_S", 86400, 1, 7 * 86400);
     cfg->retry_ms = (int)env_long("LENSROOM_RETRY_MS", 1000, 10, 60000);
-    cfg->sse_keepalive_s = (int)env_long("LENSROOM_SSE_KEEPALIVE_S", 15, 1, 3600);
+}
+
+/* LENSROOM_CORS_ORIGINS: exact browser origins. */
+static void load_cors(lr_config *cfg)
+{
     cfg->cors_origins = env_dup("LENSROOM_CORS_ORIGINS", NULL);
     if (cfg->cors_origins) {
         char *copy = strdup(cfg->cors_origins), *save = NULL;
@@ -338,6 +350,11 @@ int lr_config_load(lr_config *cfg)
         }
         free(copy);
     }
+}
+
+/* The mock's behaviour, the model catalog, and the test-only identities. */
+static void load_mock_and_tests(lr_config *cfg)
+{
     cfg->mock_latency_ms = (int)env_long("LENSROOM_MOCK_LATENCY_MS", 100, 0, 3600 * 1000);
     const char *rate = env("LENSROOM_MOCK_FAIL_RATE");
     if (rate) {
@@ -360,7 +377,11 @@ int lr_config_load(lr_config *cfg)
         problem("TEST_USER_ID", "required when TEST_MODE or ALLOW_ANON_INFER is true");
     if (cfg->test_user_id && !lr_uuid_valid(cfg->test_user_id, strlen(cfg->test_user_id)))
         problem("TEST_USER_ID", "must be a UUID");
+}
 
+/* Leases, per-user limits, waits, threads and request sizes. */
+static void load_limits(lr_config *cfg)
+{
     cfg->lease_s = (int)env_long("LENSROOM_LEASE_S", 30, 2, 3600);
     cfg->user_rate_per_min = (int)env_long("LENSROOM_USER_RATE_PER_MIN", 300, 0, 1000000);
     cfg->user_max_in_flight = (int)env_long("LENSROOM_USER_MAX_IN_FLIGHT", 32, 0, 1000000);
@@ -374,15 +395,11 @@ int lr_config_load(lr_config *cfg)
     cfg->max_body_bytes = (size_t)env_long("LENSROOM_MAX_BODY_BYTES", 16L << 20, 1024, 64L << 20);
     cfg->max_header_bytes =
         (size_t)env_long("LENSROOM_MAX_HEADER_BYTES", 64L << 10, 8L << 10, 128L << 10);
+}
 
-    lr_log_level lvl = LR_LOG_INFO;
-    const char *ls = env("LENSROOM_LOG_LEVEL");
-    if (ls && lr_log_level_parse(ls, &lvl) != 0)
-        problem("LENSROOM_LOG_LEVEL", "must be debug, info, warn or error");
-    cfg->log_level = (int)lvl;
-
-    load_backup(cfg);
-
+/* LENSROOM_PUBLIC_URL: the base of public file URLs (default from PORT). */
+static void load_public_url(lr_config *cfg)
+{
     const char *pub = env("LENSROOM_PUBLIC_URL");
     if (pub) {
         if (strncmp(pub, "http://", 7) && strncmp(pub, "https://", 8))
@@ -396,6 +413,31 @@ int lr_config_load(lr_config *cfg)
         snprintf(buf, sizeof buf, "http://localhost:%d", cfg->port);
         cfg->public_url = strdup(buf);
     }
+}
+
+int lr_config_load(lr_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    problems = 0;
+
+    cfg->port = (int)env_long("PORT", 3001, 1, 65535);
+    cfg->data_dir = env_dup("LENSROOM_DATA_DIR", "./lensroom-data");
+    load_storage(cfg);
+    load_database(cfg);
+    load_auth(cfg);
+    load_providers(cfg);
+    cfg->sse_keepalive_s = (int)env_long("LENSROOM_SSE_KEEPALIVE_S", 15, 1, 3600);
+    load_cors(cfg);
+    load_mock_and_tests(cfg);
+    load_limits(cfg);
+    lr_log_level lvl = LR_LOG_INFO;
+    const char *ls = env("LENSROOM_LOG_LEVEL");
+    if (ls && lr_log_level_parse(ls, &lvl) != 0)
+        problem("LENSROOM_LOG_LEVEL", "must be debug, info, warn or error");
+    cfg->log_level = (int)lvl;
+
+    load_backup(cfg);
+    load_public_url(cfg);
     return problems ? -1 : 0;
 }
 
