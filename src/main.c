@@ -162,12 +162,66 @@ static void announce(const lr_config *cfg, const lr_app *app)
                 "project's); mint a token with: lensroom token <user-uuid>", cfg->data_dir);
 }
 
+/* The mock, or the real providers (Kie.ai, Anthropic) behind the router. */
+static lr_provider *open_provider(const lr_config *cfg, lr_loop *loop)
+{
+    if (cfg->use_mock)
+        return lr_provider_mock_new(loop, cfg->mock_latency_ms, cfg->mock_fail_rate);
+    lr_remote_options ro = {
+        .kie_base = cfg->kie_api_base,
+        .kie_key = cfg->kie_api_key,
+        .anthropic_base = cfg->anthropic_api_base,
+        .anthropic_key = cfg->anthropic_api_key,
+        .anthropic_model = cfg->anthropic_model,
+        .callback_base = cfg->webhook_base_url,
+        .callback_key = cfg->jwt_secret,
+        .callback_key_len = cfg->jwt_secret_len,
+        .poll_ms = cfg->kie_poll_ms,
+        .poll_max_ms = cfg->kie_poll_max_ms,
+        .deadline_ms = (int64_t)cfg->task_deadline_s * 1000,
+        .retry_ms = cfg->retry_ms,
+    };
+    return lr_provider_remote_new(loop, &ro);
+}
+
+/* Serves HTTP until SIGINT/SIGTERM, then drains: new requests get 503,
+ * event streams end, in-flight generations finish (15 s at most). */
+static int serve_until_signal(const lr_config *cfg, lr_app *app)
+{
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    lr_http_opts ho = {.port = cfg->port,
+                       .threads = cfg->http_threads,
+                       .max_connections = cfg->max_connections,
+                       .max_body = cfg->max_body_bytes,
+                       .max_header_bytes = cfg->max_header_bytes,
+                       .route = lr_api_route,
+                       .app = app,
+                       .cors_origins = cfg->cors_origins};
+    lr_http *http = lr_http_start(&ho);
+    if (!http) {
+        fprintf(stderr, "serve: cannot listen on port %d (in use?)\n", cfg->port);
+        return -1;
+    }
+    announce(cfg, app);
+    while (!stop_requested)
+        pause();
+    lr_info("shutting down: finishing in-flight generations");
+    lr_http_quiesce(http);
+    lr_events_close_all(app->events);
+    lr_pipeline_drain(app->pipeline, 15000);
+    lr_http_drain(http, 5000);
+    lr_http_stop(http);
+    return 0;
+}
+
 static int cmd_serve(void)
 {
     lr_config cfg;
     lr_db *db = NULL;
     lr_app app = {0};
-    lr_http *http = NULL;
     lr_net_policy *net = NULL;
     lr_cli_backups *backups = NULL;
     int rc = 1;
@@ -187,25 +241,7 @@ static int cmd_serve(void)
                    .started_ms = lr_monotonic_ms()};
     app.loop = lr_loop_new();
     app.workers = lr_workers_new(cfg.workers);
-    if (cfg.use_mock) {
-        app.provider = lr_provider_mock_new(app.loop, cfg.mock_latency_ms, cfg.mock_fail_rate);
-    } else {
-        lr_remote_options ro = {
-            .kie_base = cfg.kie_api_base,
-            .kie_key = cfg.kie_api_key,
-            .anthropic_base = cfg.anthropic_api_base,
-            .anthropic_key = cfg.anthropic_api_key,
-            .anthropic_model = cfg.anthropic_model,
-            .callback_base = cfg.webhook_base_url,
-            .callback_key = cfg.jwt_secret,
-            .callback_key_len = cfg.jwt_secret_len,
-            .poll_ms = cfg.kie_poll_ms,
-            .poll_max_ms = cfg.kie_poll_max_ms,
-            .deadline_ms = (int64_t)cfg.task_deadline_s * 1000,
-            .retry_ms = cfg.retry_ms,
-        };
-        app.provider = lr_provider_remote_new(app.loop, &ro);
-    }
+    app.provider = open_provider(&cfg, app.loop);
     net = lr_net_policy_new(cfg.fetch_allow, &err);
     if (!net) {
         fprintf(stderr, "config: LENSROOM_FETCH_ALLOW: %s\n", err ? err : "invalid");
@@ -237,32 +273,8 @@ static int cmd_serve(void)
         goto out_all;
     app.backup = lr_cli_backups_sched(backups);
 
-    signal(SIGPIPE, SIG_IGN);
-    struct sigaction sa = {.sa_handler = on_signal};
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    lr_http_opts ho = {.port = cfg.port,
-                       .threads = cfg.http_threads,
-                       .max_connections = cfg.max_connections,
-                       .max_body = cfg.max_body_bytes,
-                       .max_header_bytes = cfg.max_header_bytes,
-                       .route = lr_api_route,
-                       .app = &app,
-                       .cors_origins = cfg.cors_origins};
-    http = lr_http_start(&ho);
-    if (!http) {
-        fprintf(stderr, "serve: cannot listen on port %d (in use?)\n", cfg.port);
+    if (serve_until_signal(&cfg, &app) != 0)
         goto out_all;
-    }
-    announce(&cfg, &app);
-    while (!stop_requested)
-        pause();
-    lr_info("shutting down: finishing in-flight generations");
-    lr_http_quiesce(http);
-    lr_events_close_all(app.events);
-    lr_pipeline_drain(app.pipeline, 15000);
-    lr_http_drain(http, 5000);
-    lr_http_stop(http);
     rc = 0;
 out_all:
     lr_cli_backups_stop(backups);
