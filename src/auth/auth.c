@@ -2,7 +2,6 @@
 
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include "auth/jwt.h"
@@ -71,13 +70,7 @@ bool lr_auth_service_role(const lr_config *cfg, const char *authorization, const
      * may carry a signed-in user's token in Authorization beside it. */
     if (apikey)
         return is_server_key(cfg, apikey, strlen(apikey));
-    if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
-        return false;
-    const char *t = authorization + 7;
-    while (*t == ' ')
-        t++;
-    size_t len = strlen(t);
-    while (len > 0 && t[len - 1] == ' ')
-        len--;
-    return len > 0 && is_server_key(cfg, t, len);
+    size_t len;
+    const char *t = lr_session_bearer(authorization, &len);
+    return t && is_server_key(cfg, t, len);
 }

@@ -338,19 +338,27 @@ out:
     free(parts);
 }
 
-static void bearer_candidate(const char *authorization, cred_list *out)
+const char *lr_session_bearer(const char *authorization, size_t *len)
 {
-    if (strncasecmp(authorization, "Bearer ", 7) != 0)
-        return;
+    if (!authorization || strncasecmp(authorization, "Bearer ", 7) != 0)
+        return NULL;
     const char *t = authorization + 7;
     while (*t == ' ')
         t++;
-    size_t len = strlen(t);
-    while (len > 0 && t[len - 1] == ' ')
-        len--;
+    size_t n = strlen(t);
+    while (n > 0 && t[n - 1] == ' ')
+        n--;
+    *len = n;
+    return n ? t : NULL;
+}
+
+static void bearer_candidate(const char *authorization, cred_list *out)
+{
+    size_t len;
+    const char *t = lr_session_bearer(authorization, &len);
     /* An API key (sb_publishable_…, sb_secret_…) is not a user's token; no
      * JWT starts with "sb_" (its header is base64url of '{'). */
-    if (len == 0 || len > LR_SESSION_MAX_HEADER || !strncmp(t, "sb_", 3))
+    if (!t || len > LR_SESSION_MAX_HEADER || !strncmp(t, "sb_", 3))
         return;
     push(out, strndup(t, len), "authorization");
 }

@@ -45,4 +45,9 @@ int lr_session_candidates(const char *cookie_header, const char *authorization,
 /* Frees the tokens and the array. */
 void lr_session_free(lr_credential *c, int n);
 
+/* The token of "Authorization: Bearer <token>" (scheme case-insensitive,
+ * spaces around the token dropped): a pointer into authorization and its
+ * length, or NULL when the header is not a non-empty Bearer. */
+const char *lr_session_bearer(const char *authorization, size_t *len);
+
 #endif

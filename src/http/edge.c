@@ -333,6 +333,19 @@ static void unlink_pend(lr_edge *e, pend *p)
         p->next->prev = p->prev;
 }
 
+/* Puts p on the list of connections whose first header block is awaited
+ * and watches its socket. */
+static void watch_pend(lr_edge *e, pend *p)
+{
+    p->prev = NULL;
+    p->next = e->head;
+    if (e->head)
+        e->head->prev = p;
+    e->head = p;
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLET | EPOLLRDHUP, .data.ptr = p};
+    epoll_ctl(e->ep, EPOLL_CTL_ADD, p->fd, &ev);
+}
+
 static void drop(lr_edge *e, pend *p)
 {
     epoll_ctl(e->ep, EPOLL_CTL_DEL, p->fd, NULL);
@@ -460,14 +473,7 @@ static void on_readable(lr_edge *e, pend *p)
             free(p);
             return;
         }
-        /* back on the list to be answered */
-        p->prev = NULL;
-        p->next = e->head;
-        if (e->head)
-            e->head->prev = p;
-        e->head = p;
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLET | EPOLLRDHUP, .data.ptr = p};
-        epoll_ctl(e->ep, EPOLL_CTL_ADD, p->fd, &ev);
+        watch_pend(e, p); /* back on the list to be answered */
         b.v = (lr_edge_verdict){503, "too_many_connections",
                                 "The server is at its connection limit; retry"};
     }
@@ -498,12 +504,7 @@ static void accept_all(lr_edge *e)
             return;
         }
         p->deadline = lr_monotonic_ms() + HEADER_TIMEOUT_MS;
-        p->next = e->head;
-        if (e->head)
-            e->head->prev = p;
-        e->head = p;
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLET | EPOLLRDHUP, .data.ptr = p};
-        epoll_ctl(e->ep, EPOLL_CTL_ADD, p->fd, &ev);
+        watch_pend(e, p);
         on_readable(e, p); /* the request often came with the handshake */
     }
 }

@@ -256,10 +256,7 @@ static lr_err s3_read(lr_store *st, const char *key, size_t max, char **buf, siz
 
 static lr_err s3_ping(lr_store *st)
 {
-    long status = s3_call((s3_store *)st, "HEAD", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0);
-    if (status == 401 || status == 403)
-        return LR_ERR_DENIED;
-    return status == 200 ? LR_OK : status == 0 ? LR_ERR_UNAVAILABLE : LR_ERR_NOT_FOUND;
+    return lr_spool_bucket_status(s3_call((s3_store *)st, "HEAD", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0));
 }
 
 static void s3_close(lr_store *st)

@@ -215,3 +215,10 @@ void lr_spool_curl_defaults(void *curl_easy)
     curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 60L);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
 }
+
+lr_err lr_spool_bucket_status(long http_status)
+{
+    if (http_status == 401 || http_status == 403)
+        return LR_ERR_DENIED;
+    return http_status == 200 ? LR_OK : http_status == 0 ? LR_ERR_UNAVAILABLE : LR_ERR_NOT_FOUND;
+}

@@ -55,4 +55,9 @@ size_t lr_spool_read_cb(char *dst, size_t size, size_t n, void *range);
  * connect timeout, abort when stalled for 60 s, http(s) only. */
 void lr_spool_curl_defaults(void *curl_easy);
 
+/* What the answer to a remote backend's bucket check means: 200 reachable,
+ * 401/403 LR_ERR_DENIED (wrong credentials), no answer LR_ERR_UNAVAILABLE,
+ * anything else LR_ERR_NOT_FOUND (no such bucket). */
+lr_err lr_spool_bucket_status(long http_status);
+
 #endif

@@ -173,10 +173,7 @@ static lr_err sb_ping(lr_store *st)
     sb_store *s = (sb_store *)st;
     char path[1024];
     snprintf(path, sizeof path, "/storage/v1/bucket/%s", s->base.bucket);
-    long status = sb_call(s, "GET", path, NULL, NULL, NULL, NULL);
-    if (status == 401 || status == 403)
-        return LR_ERR_DENIED;
-    return status == 200 ? LR_OK : status == 0 ? LR_ERR_UNAVAILABLE : LR_ERR_NOT_FOUND;
+    return lr_spool_bucket_status(sb_call(s, "GET", path, NULL, NULL, NULL, NULL));
 }
 
 static void sb_close(lr_store *st)
