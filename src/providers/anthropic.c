@@ -97,7 +97,8 @@ static void on_answer(lr_call *c)
             lr_provider_result r = {.ok = true, .text = text, .task_id = id};
             a->t->done(a->t, &r);
         } else {
-            lr_remote_fail(a->t, NULL, LR_CODE_PROVIDER_FAILED, "The text provider returned no text");
+            lr_remote_fail(a->t, NULL, LR_CODE_PROVIDER_FAILED,
+                           "The text provider returned no text");
         }
         json_decref(j);
         return;
@@ -121,7 +122,8 @@ static void on_answer(lr_call *c)
     }
     json_decref(j);
     if (c->status == 200 && a->attempts >= 3) { /* 200 but not JSON, repeatedly */
-        lr_remote_fail(a->t, NULL, LR_CODE_PROVIDER_ERROR, "The text provider sent a malformed answer");
+        lr_remote_fail(a->t, NULL, LR_CODE_PROVIDER_ERROR,
+                       "The text provider sent a malformed answer");
         return;
     }
     retry(a, why); /* 429, 529, 5xx, network errors, malformed answers */

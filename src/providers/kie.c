@@ -284,7 +284,8 @@ static void on_create(lr_call *c)
             finish_fail(k, LR_CODE_PROVIDER_OUT_OF_CREDITS,
                         "The image provider is temporarily unavailable; try again later");
         else
-            finish_fail(k, LR_CODE_PROVIDER_AUTH, "The image provider rejected the server's credentials");
+            finish_fail(k, LR_CODE_PROVIDER_AUTH,
+                        "The image provider rejected the server's credentials");
         return;
     }
     if (code == 429) {
@@ -304,7 +305,8 @@ static void on_create(lr_call *c)
         return;
     }
     if (code == 455 || code == 503) {
-        finish_fail(k, LR_CODE_PROVIDER_UNAVAILABLE, "The image provider is under maintenance; try again later");
+        finish_fail(k, LR_CODE_PROVIDER_UNAVAILABLE,
+                    "The image provider is under maintenance; try again later");
         return;
     }
     char m[480];
