@@ -11,6 +11,7 @@
 #include <stdbool.h>
 
 #include "app.h"
+#include "core/vocab.h"
 #include "http/server.h"
 
 void lr_api_route(lr_req *req, void *app);
@@ -33,6 +34,13 @@ json_t *lr_api_next_cursor(json_t *rows, int limit);
 /* ?limit= within [1,max], default def; replies 400 when malformed. */
 bool lr_api_limit(lr_req *req, int def, int max, int *out);
 void lr_api_db_error(lr_req *req, lr_err e);
+/* A malformed query parameter: 400 invalid_parameter with its name in
+ * `field` (400 like any malformed request line; the same code for a body
+ * field is LR_ERROR_MAP's 422). */
+void lr_api_bad_query(lr_req *req, const char *field, const char *msg);
+/* Replies with code's HTTP status (from LR_ERROR_MAP) and the uniform
+ * error body; msg NULL: the code's default message. extra is stolen. */
+void lr_api_error(lr_req *req, lr_code code, const char *msg, json_t *extra);
 
 void lr_api_infer(lr_app *app, lr_req *req);
 void lr_api_models(lr_app *app, lr_req *req);

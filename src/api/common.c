@@ -19,8 +19,8 @@ bool lr_api_user(lr_app *app, lr_req *req, bool anon_allowed, char user[LR_UUID_
     char msg[160];
     snprintf(msg, sizeof msg, "Unauthorized: %s", reason ? reason : "invalid session");
     lr_req_set_header(req, "WWW-Authenticate", "Bearer");
-    lr_req_reply_error(req, 401, st == LR_AUTH_MISSING ? "unauthorized" : "invalid_token", msg,
-                       NULL);
+    lr_api_error(req, st == LR_AUTH_MISSING ? LR_CODE_UNAUTHORIZED : LR_CODE_INVALID_TOKEN, msg,
+                 NULL);
     return false;
 }
 
@@ -59,14 +59,14 @@ json_t *lr_api_json_body(lr_req *req)
 json_t *lr_api_json_body_nul(lr_req *req, const char *nul_field)
 {
     if (lr_req_body_too_large(req)) {
-        lr_req_reply_error(req, 413, "body_too_large", "Request body is too large", NULL);
+        lr_api_error(req, LR_CODE_BODY_TOO_LARGE, "Request body is too large", NULL);
         return NULL;
     }
     const char *ct = lr_req_header(req, "Content-Type");
     if (!ct || strncasecmp(ct, "application/json", 16) != 0 ||
         (ct[16] != '\0' && ct[16] != ';' && ct[16] != ' ')) {
-        lr_req_reply_error(req, 415, "unsupported_media_type",
-                           "Content-Type must be application/json", NULL);
+        lr_api_error(req, LR_CODE_UNSUPPORTED_MEDIA_TYPE,
+                     "Content-Type must be application/json", NULL);
         return NULL;
     }
     size_t len;
@@ -78,7 +78,7 @@ json_t *lr_api_json_body_nul(lr_req *req, const char *nul_field)
         char msg[192];
         snprintf(msg, sizeof msg, "%s must not contain NUL characters (\\u0000)", path);
         json_decref(j);
-        lr_req_reply_error(req, 400, "invalid_json", msg, json_pack("{s:s}", "field", path));
+        lr_api_error(req, LR_CODE_INVALID_JSON, msg, json_pack("{s:s}", "field", path));
         return NULL;
     }
     if (!j || !json_is_object(j)) {
@@ -89,7 +89,7 @@ json_t *lr_api_json_body_nul(lr_req *req, const char *nul_field)
             snprintf(msg, sizeof msg, "Malformed JSON body: %s (line %d, column %d)", je.text,
                      je.line, je.column);
         json_decref(j);
-        lr_req_reply_error(req, 400, "invalid_json", msg, NULL);
+        lr_api_error(req, LR_CODE_INVALID_JSON, msg, NULL);
         return NULL;
     }
     return j;
@@ -140,18 +140,28 @@ bool lr_api_limit(lr_req *req, int def, int max, int *out)
     if (v && lr_parse_long(v, 1, max, &l) != 0) {
         char msg[96];
         snprintf(msg, sizeof msg, "limit must be a whole number from 1 to %d", max);
-        lr_req_reply_error(req, 400, "invalid_parameter", msg,
-                           json_pack("{s:s}", "field", "limit"));
+        lr_api_bad_query(req, "limit", msg);
         return false;
     }
     *out = (int)l;
     return true;
 }
 
+void lr_api_error(lr_req *req, lr_code code, const char *msg, json_t *extra)
+{
+    lr_req_reply_error(req, lr_code_http_status(code), lr_code_name(code),
+                       msg ? msg : lr_code_message(code), extra);
+}
+
+void lr_api_bad_query(lr_req *req, const char *field, const char *msg)
+{
+    lr_req_reply_error(req, 400, lr_code_name(LR_CODE_INVALID_PARAMETER), msg,
+                       json_pack("{s:s}", "field", field));
+}
+
 void lr_api_db_error(lr_req *req, lr_err e)
 {
     lr_log(LR_LOG_ERROR, lr_req_id(req), "database error: %s", lr_strerror(e));
     lr_req_set_header(req, "Retry-After", "1");
-    lr_req_reply_error(req, 503, "database_unavailable",
-                       "The database is unavailable, try again shortly", NULL);
+    lr_api_error(req, LR_CODE_DATABASE_UNAVAILABLE, NULL, NULL);
 }

@@ -32,8 +32,7 @@ void lr_api_credits_transactions(lr_app *app, lr_req *req)
     char created[32], id[LR_UUID_LEN + 1];
     const char *cursor = lr_req_query(req, "cursor");
     if (cursor && !lr_api_cursor_decode(cursor, created, id)) {
-        lr_req_reply_error(req, 400, "invalid_parameter", "cursor is not valid",
-                           json_pack("{s:s}", "field", "cursor"));
+        lr_api_bad_query(req, "cursor", "cursor is not valid");
         return;
     }
     lr_ledger_list list;
@@ -58,17 +57,17 @@ static const char *const grant_types[] = {"purchase", "bonus", "refund", "adjust
 void lr_api_admin_credits(lr_app *app, lr_req *req)
 {
     if (!app->cfg->service_key) {
-        lr_req_reply_error(req, 401, "admin_disabled",
-                           "Admin API disabled: set SUPABASE_SECRET_KEY or "
-                           "SUPABASE_SERVICE_ROLE_KEY", NULL);
+        lr_api_error(req, LR_CODE_ADMIN_DISABLED,
+                     "Admin API disabled: set SUPABASE_SECRET_KEY or "
+                     "SUPABASE_SERVICE_ROLE_KEY", NULL);
         return;
     }
     if (!lr_auth_service_role(app->cfg, lr_req_header(req, "Authorization"),
                               lr_req_header(req, "apikey"))) {
-        lr_req_reply_error(req, 401, "unauthorized",
-                           "Unauthorized: the secret (service role) key is required, in apikey "
-                           "or as Bearer",
-                           NULL);
+        lr_api_error(req, LR_CODE_UNAUTHORIZED,
+                     "Unauthorized: the secret (service role) key is required, in apikey "
+                     "or as Bearer",
+                     NULL);
         return;
     }
     json_t *body = lr_api_json_body(req);
@@ -85,23 +84,23 @@ void lr_api_admin_credits(lr_app *app, lr_req *req)
         type_ok |= !strcmp(type, grant_types[i]);
     if (!json_is_string(juser) ||
         !lr_uuid_valid(json_string_value(juser), json_string_length(juser))) {
-        lr_req_reply_error(req, 422, "invalid_parameter", "userId must be a UUID",
-                           json_pack("{s:s}", "field", "userId"));
+        lr_api_error(req, LR_CODE_INVALID_PARAMETER, "userId must be a UUID",
+                     json_pack("{s:s}", "field", "userId"));
     } else if (!json_is_integer(jamount) || json_integer_value(jamount) == 0 ||
                json_integer_value(jamount) > 1000000000 ||
                json_integer_value(jamount) < -1000000000) {
-        lr_req_reply_error(req, 422, "invalid_parameter",
-                           "amount must be a non-zero whole number (at most 1e9 in size)",
-                           json_pack("{s:s}", "field", "amount"));
+        lr_api_error(req, LR_CODE_INVALID_PARAMETER,
+                     "amount must be a non-zero whole number (at most 1e9 in size)",
+                     json_pack("{s:s}", "field", "amount"));
     } else if (!type_ok || (jtype && !json_is_string(jtype))) {
-        lr_req_reply_error(req, 422, "invalid_parameter",
-                           "type must be purchase, bonus, refund or adjustment",
-                           json_pack("{s:s}", "field", "type"));
+        lr_api_error(req, LR_CODE_INVALID_PARAMETER,
+                     "type must be purchase, bonus, refund or adjustment",
+                     json_pack("{s:s}", "field", "type"));
     } else if ((jdesc && !json_is_string(jdesc) && !json_is_null(jdesc)) ||
                (jkey && !json_is_string(jkey)) || (key && (strlen(key) == 0 || strlen(key) > 200))) {
-        lr_req_reply_error(req, 422, "invalid_parameter",
-                           "description and idempotencyKey must be strings (key 1-200 chars)",
-                           NULL);
+        lr_api_error(req, LR_CODE_INVALID_PARAMETER,
+                     "description and idempotencyKey must be strings (key 1-200 chars)",
+                     NULL);
     } else {
         char user[LR_UUID_LEN + 1];
         for (size_t i = 0; i <= LR_UUID_LEN; i++) {
@@ -128,13 +127,13 @@ void lr_api_admin_credits(lr_app *app, lr_req *req)
             char msg[128];
             snprintf(msg, sizeof msg, "Insufficient credits. You have %d, need %d.",
                      res.new_balance, -ar.amount);
-            lr_req_reply_error(req, 402, "insufficient_credits", msg,
-                               json_pack("{s:i, s:i}", "required", -ar.amount, "balance",
-                                         res.new_balance));
+            lr_api_error(req, LR_CODE_INSUFFICIENT_CREDITS, msg,
+                         json_pack("{s:i, s:i}", "required", -ar.amount, "balance",
+                                   res.new_balance));
         } else if (e == LR_ERR_CONFLICT) {
-            lr_req_reply_error(req, 409, "idempotency_conflict",
-                               "This idempotency key was used with a different amount or type",
-                               NULL);
+            lr_api_error(req, LR_CODE_IDEMPOTENCY_CONFLICT,
+                         "This idempotency key was used with a different amount or type",
+                         NULL);
         } else {
             lr_api_db_error(req, e);
         }

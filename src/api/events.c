@@ -8,16 +8,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/api.h"
 #include "api/render.h"
 #include "core/log.h"
 #include "core/util.h"
 
-#define EV_FINAL 5
+/* Event ids: 1 pending, then one per stage in order, then the final one. */
+#define EV_PENDING 1
+#define EV_OF_STAGE(s) ((int)(s) + EV_PENDING)
+#define EV_FINAL (EV_OF_STAGE(LR_STAGE_STORING) + 1)
 #define TICK_MS 1000
 #define REMOTE_POLL_MS 2000
 #define LOCAL_POLL_MS 10000
-
-static const char *const names[] = {NULL, "pending", "submitted", "downloading", "storing"};
 
 typedef struct watcher {
     lr_stream *s;
@@ -41,19 +43,25 @@ struct lr_events {
     bool stopping, tick_running;
 };
 
-static int stage_event(const char *stage)
+static int stage_event(lr_gen_stage stage)
 {
-    for (int i = 1; i < EV_FINAL; i++) {
-        if (stage && !strcmp(stage, names[i]))
-            return i;
-    }
-    return 2; /* processing without a stage: handed to the provider */
+    /* processing without a stage: handed to the provider */
+    return EV_OF_STAGE(stage == LR_STAGE_NONE ? LR_STAGE_SUBMITTED : stage);
 }
 
-static bool final_status(const char *status)
+static const char *event_name(int id)
 {
-    return status && (!strcmp(status, "success") || !strcmp(status, "failed") ||
-                      !strcmp(status, "canceled"));
+    return id == EV_PENDING ? lr_gen_status_name(LR_GEN_PENDING)
+                            : lr_gen_stage_name((lr_gen_stage)(id - EV_PENDING));
+}
+
+/* A row's status and stage; an unknown status reads as processing. */
+static void row_state(const lr_generation *g, lr_gen_status *status, lr_gen_stage *stage)
+{
+    if (!lr_gen_status_parse(g->status, status))
+        *status = LR_GEN_PROCESSING;
+    if (!lr_gen_stage_parse(g->stage, stage))
+        *stage = LR_STAGE_NONE;
 }
 
 /* Writes one event; takes the reference to data. */
@@ -76,32 +84,35 @@ static void write_event(watcher *w, int id, const char *event, json_t *data)
 static void stages_upto(watcher *w, int target)
 {
     for (int i = w->last + 1; i <= target; i++) {
-        if (i == 3 && !w->downloads)
+        if (i == EV_OF_STAGE(LR_STAGE_DOWNLOADING) && !w->downloads)
             continue;
-        write_event(w, i, names[i],
+        lr_gen_status st = i == EV_PENDING ? LR_GEN_PENDING : LR_GEN_PROCESSING;
+        write_event(w, i, event_name(i),
                     json_pack("{s:s, s:s, s:s}", "generationId", w->id, "status",
-                              i == 1 ? "pending" : "processing", "stage", names[i]));
+                              lr_gen_status_name(st), "stage", event_name(i)));
     }
 }
 
 /* Brings w up to (status, stage); g is the row for the final event (may be
  * NULL for stage changes). Returns true when the stream is finished. Call
  * with h->mu held. */
-static bool catch_up(watcher *w, const char *status, const char *stage, json_t *g)
+static bool catch_up(watcher *w, lr_gen_status status, lr_gen_stage stage, json_t *g)
 {
-    if (final_status(status)) {
+    if (!lr_gen_status_unfinished(status)) {
         if (w->last >= EV_FINAL)
             return true;
         /* every generation was pending and handed on; a stored file also
          * went through storing (and downloading, from a remote provider) */
-        stages_upto(w, !strcmp(status, "success") && w->has_file ? 4 : 2);
-        json_t *data = g ? json_deep_copy(g) : json_pack("{s:s, s:s}", "id", w->id, "status", status);
+        bool stored = status == LR_GEN_SUCCESS && w->has_file;
+        stages_upto(w, EV_OF_STAGE(stored ? LR_STAGE_STORING : LR_STAGE_SUBMITTED));
+        const char *name = lr_gen_status_name(status);
+        json_t *data = g ? json_deep_copy(g) : json_pack("{s:s, s:s}", "id", w->id, "status", name);
         json_object_set_new(data, "generationId", json_string(w->id));
-        write_event(w, EV_FINAL, status, data);
+        write_event(w, EV_FINAL, name, data);
         lr_stream_close(w->s);
         return true;
     }
-    stages_upto(w, !strcmp(status, "pending") ? 1 : stage_event(stage));
+    stages_upto(w, status == LR_GEN_PENDING ? EV_PENDING : stage_event(stage));
     return false;
 }
 
@@ -127,7 +138,8 @@ static bool any_watcher(lr_events *h, const char *id)
 }
 
 /* Applies a state to every watcher of id. */
-static void apply(lr_events *h, const char *id, const char *status, const char *stage, json_t *g)
+static void apply(lr_events *h, const char *id, lr_gen_status status, lr_gen_stage stage,
+                  json_t *g)
 {
     pthread_mutex_lock(&h->mu);
     for (watcher *w = h->list, *next; w; w = next) {
@@ -140,7 +152,7 @@ static void apply(lr_events *h, const char *id, const char *status, const char *
     pthread_mutex_unlock(&h->mu);
 }
 
-void lr_events_observe(void *hub, const char *id, const char *status, const char *stage)
+void lr_events_observe(void *hub, const char *id, lr_gen_status status, lr_gen_stage stage)
 {
     lr_events *h = hub;
     pthread_mutex_lock(&h->mu);
@@ -150,7 +162,8 @@ void lr_events_observe(void *hub, const char *id, const char *status, const char
         return;
     lr_generation g = {0};
     json_t *row = NULL;
-    if (final_status(status) && h->db->ops->get_generation(h->db, NULL, id, &g) == LR_OK)
+    if (!lr_gen_status_unfinished(status) &&
+        h->db->ops->get_generation(h->db, NULL, id, &g) == LR_OK)
         row = lr_render_generation(&g);
     apply(h, id, status, stage, row);
     json_decref(row);
@@ -162,8 +175,11 @@ static void poll_row(lr_events *h, const char *id)
     lr_generation g = {0};
     if (h->db->ops->get_generation(h->db, NULL, id, &g) != LR_OK)
         return;
-    json_t *row = final_status(g.status) ? lr_render_generation(&g) : NULL;
-    apply(h, id, g.status, g.stage, row);
+    lr_gen_status status;
+    lr_gen_stage stage;
+    row_state(&g, &status, &stage);
+    json_t *row = lr_gen_status_unfinished(status) ? NULL : lr_render_generation(&g);
+    apply(h, id, status, stage, row);
     json_decref(row);
     lr_generation_clear(&g);
 }
@@ -235,7 +251,7 @@ void lr_events_open(lr_events *h, lr_req *req, const char *user, const lr_genera
 {
     lr_stream *s = lr_req_reply_stream(req, 200, "text/event-stream; charset=utf-8");
     if (!s) {
-        lr_req_reply_error(req, 500, "internal_error", "Internal error", NULL);
+        lr_api_error(req, LR_CODE_INTERNAL_ERROR, NULL, NULL);
         return;
     }
     watcher *w = calloc(1, sizeof *w);
@@ -249,9 +265,12 @@ void lr_events_open(lr_events *h, lr_req *req, const char *user, const lr_genera
     w->last = last_event_id;
     w->last_write_ms = w->last_poll_ms = lr_monotonic_ms();
     lr_stream_write(s, "retry: 2000\n\n", 13);
-    json_t *row = final_status(g->status) ? lr_render_generation(g) : NULL;
+    lr_gen_status status;
+    lr_gen_stage stage;
+    row_state(g, &status, &stage);
+    json_t *row = lr_gen_status_unfinished(status) ? NULL : lr_render_generation(g);
     pthread_mutex_lock(&h->mu);
-    bool done = h->stopping || catch_up(w, g->status, g->stage, row);
+    bool done = h->stopping || catch_up(w, status, stage, row);
     if (done) {
         if (h->stopping)
             lr_stream_close(s);

@@ -20,8 +20,8 @@ typedef struct lr_events lr_events;
 lr_events *lr_events_new(lr_db *db, lr_pipeline *pipeline, lr_loop *loop, lr_workers *workers,
                          int keepalive_s);
 /* The pipeline observer (lr_pipeline_observe(p, lr_events_observe, hub)). */
-void lr_events_observe(void *hub, const char *generation_id, const char *status,
-                       const char *stage);
+void lr_events_observe(void *hub, const char *generation_id, lr_gen_status status,
+                       lr_gen_stage stage);
 /* Opens a stream on req for user's generation g (its current row). */
 void lr_events_open(lr_events *h, lr_req *req, const char *user, const lr_generation *g,
                     int last_event_id);

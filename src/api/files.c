@@ -54,21 +54,21 @@ void lr_api_public_file(lr_app *app, lr_req *req, const char *rest)
     size_t blen = slash ? (size_t)(slash - rest) : 0;
     if (!slash || blen != strlen(app->store->bucket) ||
         strncmp(rest, app->store->bucket, blen) != 0) {
-        lr_req_reply_error(req, 404, "not_found", "Object not found", NULL);
+        lr_api_error(req, LR_CODE_NOT_FOUND, "Object not found", NULL);
         return;
     }
     const char *key = slash + 1;
     const char *dot = strrchr(key, '.');
     const lr_mime *mime = dot ? lr_mime_by_ext(dot + 1) : NULL;
     if (!lr_store_key_valid(key) || !mime) {
-        lr_req_reply_error(req, 404, "not_found", "Object not found", NULL);
+        lr_api_error(req, LR_CODE_NOT_FOUND, "Object not found", NULL);
         return;
     }
     int fd;
     struct stat st;
     if (!app->store->ops->open_local ||
         app->store->ops->open_local(app->store, key, &fd, &st) != LR_OK) {
-        lr_req_reply_error(req, 404, "not_found", "Object not found", NULL);
+        lr_api_error(req, LR_CODE_NOT_FOUND, "Object not found", NULL);
         return;
     }
     char etag[64];
@@ -93,8 +93,8 @@ void lr_api_public_file(lr_app *app, lr_req *req, const char *rest)
         close(fd);
         snprintf(cr, sizeof cr, "bytes */%" PRIu64, size);
         lr_req_set_header(req, "Content-Range", cr);
-        lr_req_reply_error(req, 416, "range_not_satisfiable", "Requested range not satisfiable",
-                           NULL);
+        lr_api_error(req, LR_CODE_RANGE_NOT_SATISFIABLE, "Requested range not satisfiable",
+                     NULL);
         return;
     }
     if (r == 0) {

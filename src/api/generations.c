@@ -8,7 +8,6 @@
 #include "api/events.h"
 #include "api/render.h"
 
-static const char *const statuses[] = {"pending", "processing", "success", "failed", "canceled"};
 static const char *const types[] = {"photo", "video", "edit", "text"};
 
 static bool one_of(const char *v, const char *const *set, size_t n)
@@ -30,23 +29,21 @@ void lr_api_generations_list(lr_app *app, lr_req *req)
         return;
     f.status = lr_req_query(req, "status");
     f.type = lr_req_query(req, "type");
-    if (f.status && !one_of(f.status, statuses, 5)) {
-        lr_req_reply_error(req, 400, "invalid_parameter",
-                           "status must be pending, processing, success, failed or canceled",
-                           json_pack("{s:s}", "field", "status"));
+    lr_gen_status status;
+    if (f.status && !lr_gen_status_parse(f.status, &status)) {
+        lr_api_bad_query(req, "status",
+                         "status must be pending, processing, success, failed or canceled");
         return;
     }
     if (f.type && !one_of(f.type, types, 4)) {
-        lr_req_reply_error(req, 400, "invalid_parameter", "type must be photo, video, edit or text",
-                           json_pack("{s:s}", "field", "type"));
+        lr_api_bad_query(req, "type", "type must be photo, video, edit or text");
         return;
     }
     char created[32], id[LR_UUID_LEN + 1];
     const char *cursor = lr_req_query(req, "cursor");
     if (cursor) {
         if (!lr_api_cursor_decode(cursor, created, id)) {
-            lr_req_reply_error(req, 400, "invalid_parameter", "cursor is not valid",
-                               json_pack("{s:s}", "field", "cursor"));
+            lr_api_bad_query(req, "cursor", "cursor is not valid");
             return;
         }
         f.before_created_at = created;
@@ -71,7 +68,7 @@ void lr_api_generations_list(lr_app *app, lr_req *req)
 static bool found(lr_req *req, lr_err e)
 {
     if (e == LR_ERR_NOT_FOUND)
-        lr_req_reply_error(req, 404, "generation_not_found", "Generation not found", NULL);
+        lr_api_error(req, LR_CODE_GENERATION_NOT_FOUND, "Generation not found", NULL);
     else if (e != LR_OK)
         lr_api_db_error(req, e);
     return e == LR_OK;
@@ -112,9 +109,9 @@ void lr_api_generation_delete(lr_app *app, lr_req *req, const char *id)
     lr_err e = lr_uuid_valid(id, strlen(id)) ? app->db->ops->mark_deleted(app->db, user, id, &keys)
                                              : LR_ERR_NOT_FOUND;
     if (e == LR_ERR_CONFLICT) {
-        lr_req_reply_error(req, 409, "generation_running",
-                           "The generation is still running; delete it once it has finished",
-                           NULL);
+        lr_api_error(req, LR_CODE_GENERATION_RUNNING,
+                     "The generation is still running; delete it once it has finished",
+                     NULL);
         return;
     }
     if (!found(req, e))
@@ -141,14 +138,14 @@ void lr_api_generation_cancel(lr_app *app, lr_req *req, const char *id)
     json_t *gj = g.id ? lr_render_generation(&g) : NULL;
     lr_generation_clear(&g);
     if (e == LR_ERR_CONFLICT) {
-        lr_req_reply_error(req, 409, "generation_finished",
-                           "The generation has already finished; nothing was canceled",
-                           json_pack("{s:o*}", "generation", gj));
+        lr_api_error(req, LR_CODE_GENERATION_FINISHED,
+                     "The generation has already finished; nothing was canceled",
+                     json_pack("{s:o*}", "generation", gj));
     } else if (found(req, e)) {
         lr_req_reply_json(req, 200,
                           json_pack("{s:b, s:s, s:s, s:o*, s:i}", "success", 1, "generationId",
-                                    id, "status", "canceled", "generation", gj, "balance",
-                                    balance));
+                                    id, "status", lr_gen_status_name(LR_GEN_CANCELED),
+                                    "generation", gj, "balance", balance));
     } else {
         json_decref(gj);
     }
@@ -166,8 +163,8 @@ void lr_api_generation_events(lr_app *app, lr_req *req, const char *id)
         last = lr_req_query(req, "lastEventId");
     long last_id = 0;
     if (last && lr_parse_long(last, 0, 5, &last_id) != 0)
-        lr_req_reply_error(req, 400, "invalid_last_event_id",
-                           "Last-Event-ID must be an event id from this stream (0 to 5)", NULL);
+        lr_api_error(req, LR_CODE_INVALID_LAST_EVENT_ID,
+                     "Last-Event-ID must be an event id from this stream (0 to 5)", NULL);
     else if (last_id >= 5 && !lr_generation_unfinished(&g))
         lr_req_reply_empty(req, 204); /* the client has seen the end: EventSource stops */
     else

@@ -84,8 +84,8 @@ void lr_api_route(lr_req *req, void *ctx)
     }
     if (*allow) {
         lr_req_set_header(req, "Allow", allow);
-        lr_req_reply_error(req, 405, "method_not_allowed", "Method not allowed", NULL);
+        lr_api_error(req, LR_CODE_METHOD_NOT_ALLOWED, "Method not allowed", NULL);
         return;
     }
-    lr_req_reply_error(req, 404, "not_found", "Not found", NULL);
+    lr_api_error(req, LR_CODE_NOT_FOUND, "Not found", NULL);
 }

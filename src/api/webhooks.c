@@ -17,15 +17,15 @@ void lr_api_webhook_kie(lr_app *app, lr_req *req)
     long v = -1;
     if (!gen || !lr_uuid_valid(gen, strlen(gen)) || !variant ||
         lr_parse_long(variant, 0, 3, &v) != 0 || !token) {
-        lr_req_reply_error(req, 400, "invalid_callback", "Malformed callback URL", NULL);
+        lr_api_error(req, LR_CODE_INVALID_CALLBACK, "Malformed callback URL", NULL);
         return;
     }
     char expect[65];
     lr_provider_callback_token(app->cfg->jwt_secret, app->cfg->jwt_secret_len, gen, (int)v,
                                expect);
     if (!lr_ct_equal(expect, 64, token, strlen(token))) {
-        lr_req_reply_error(req, 401, "invalid_callback_token", "Callback token does not match",
-                           NULL);
+        lr_api_error(req, LR_CODE_INVALID_CALLBACK_TOKEN, "Callback token does not match",
+                     NULL);
         return;
     }
     lr_pipeline_poke(app->pipeline, gen, (int)v);

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "core/util.h"
+#include "core/vocab.h"
 #include "providers/media.h"
 
 typedef struct {
@@ -91,7 +92,8 @@ static void check_generation(report *r, lr_db *db, const char *user)
     lr_reserve_req rq = {.generation_id = id, .user_id = user, .type = "photo",
                          .model = "smoke", .provider = "smoke", .prompt = "lensroom smoke",
                          .outputs_count = 1, .cost = 1, .created_at = ts, .lease_until = lease};
-    lr_settle_req sq = {.generation_id = id, .status = "failed", .failed_count = 1, .refund = 1,
+    lr_settle_req sq = {.generation_id = id, .status = lr_gen_status_name(LR_GEN_FAILED),
+                        .failed_count = 1, .refund = 1,
                         .error_code = "smoke", .error_message = "lensroom smoke test row"};
     lr_adjust_req back = {.user_id = user, .amount = -1, .type = "adjustment",
                           .description = "lensroom smoke generation"};
@@ -102,14 +104,17 @@ static void check_generation(report *r, lr_db *db, const char *user)
     lr_err e = db->ops->adjust(db, &grant, &ar);
     lr_key_holder holder;
     if (e == LR_OK && (step = "create", e = db->ops->reserve(db, &rq, &balance, &holder)) == LR_OK &&
-        (step = "update", e = db->ops->set_stage(db, id, "processing", "storing", NULL)) == LR_OK &&
+        (step = "update", e = db->ops->set_stage(db, id, lr_gen_status_name(LR_GEN_PROCESSING),
+                                                  lr_gen_stage_name(LR_STAGE_STORING), NULL)) ==
+            LR_OK &&
         (step = "settle", e = db->ops->settle(db, &sq, &balance)) == LR_OK &&
         (step = "get", e = db->ops->get_generation(db, user, id, &g)) == LR_OK &&
         (step = "list", e = db->ops->list_generations(db, user, &f, &list)) == LR_OK) {
         bool listed = false;
         for (size_t i = 0; i < list.n; i++)
             listed |= !strcmp(list.v[i].id, id);
-        bool ok = listed && g.status && !strcmp(g.status, "failed");
+        lr_gen_status st;
+        bool ok = listed && lr_gen_status_parse(g.status, &st) && st == LR_GEN_FAILED;
         line(r, ok, "generation rows",
              ok ? "create, update, settle (refund), get and list of %s" : "%s not listed or "
                                                                            "wrong status",

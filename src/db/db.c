@@ -1,6 +1,8 @@
 /* The records' helpers (db.h): clearing what a read filled. */
 #include "db/db.h"
 
+#include "core/vocab.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,7 +30,8 @@ void lr_generation_clear(lr_generation *g)
 
 bool lr_generation_unfinished(const lr_generation *g)
 {
-    return g->status && (!strcmp(g->status, "pending") || !strcmp(g->status, "processing"));
+    lr_gen_status s;
+    return lr_gen_status_parse(g->status, &s) && lr_gen_status_unfinished(s);
 }
 
 void lr_generation_list_clear(lr_generation_list *l)

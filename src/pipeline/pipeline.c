@@ -13,13 +13,10 @@
 
 #include "core/log.h"
 #include "core/util.h"
+#include "pipeline/generation.h"
+#include "pipeline/internal.h"
 
-#define MAX_OUTPUTS 4
-
-typedef struct run run;
-
-enum stage { ST_PENDING = 1, ST_SUBMITTED, ST_DOWNLOADING, ST_STORING };
-static const char *const stage_names[] = {NULL, "pending", "submitted", "downloading", "storing"};
+#define MAX_OUTPUTS LR_MAX_OUTPUTS
 
 /* One output's download from the provider's URL into storage. */
 typedef struct {
@@ -59,11 +56,12 @@ struct run {
     json_t *input_urls;
     json_t *input_keys; /* stored input images: deleted with the generation */
     char *text;
-    char *err_code, *err_msg;
+    lr_code err_code; /* the first failed output's */
+    char *err_msg;
     int remaining, succeeded, failed;
     int64_t started_ms;
     waiter *waiters;
-    int stage, stage_written; /* enum stage */
+    lr_gen_stage stage, stage_written;
     bool tasks_dirty, stage_job, canceled;
     int refs;
     run *next;
@@ -75,34 +73,13 @@ typedef struct {
     lr_err (*produce)(lr_provider_task *t, lr_blob_sink *sink);
 } store_job;
 
-#define BUCKETS 1024
-
 /* Generations in flight per user, for the per-user concurrency limit. */
-typedef struct user_slots {
+struct user_slots {
     char user[LR_UUID_LEN + 1];
     int count;
     struct user_slots *next;
-} user_slots;
-
-struct lr_pipeline {
-    lr_db *db;
-    lr_store *store;
-    lr_provider *provider;
-    const lr_catalog *catalog;
-    const lr_net_policy *net;
-    lr_observer_fn observer;
-    void *observer_ctx;
-    lr_loop *loop;
-    lr_workers *workers;
-    pthread_mutex_t mu;
-    pthread_cond_t idle;
-    run *buckets[BUCKETS];
-    int in_flight;
-    user_slots *slots[BUCKETS];
-    int lease_s;
-    int retry_ms; /* first delay before retrying a download */
-    char owner[LR_UUID_LEN + 1]; /* this process's instance id */
 };
+
 
 static void lease_until(const lr_pipeline *p, char buf[32])
 {
@@ -151,7 +128,7 @@ void lr_pipeline_observe(lr_pipeline *p, lr_observer_fn fn, void *ctx)
     p->observer_ctx = ctx;
 }
 
-static void notify(lr_pipeline *p, const char *id, const char *status, const char *stage)
+static void notify(lr_pipeline *p, const char *id, lr_gen_status status, lr_gen_stage stage)
 {
     if (p->observer)
         p->observer(p->observer_ctx, id, status, stage);
@@ -182,7 +159,6 @@ static void run_free(run *r)
     json_decref(r->input_urls);
     json_decref(r->input_keys);
     free(r->text);
-    free(r->err_code);
     free(r->err_msg);
     free(r->prompt);
     json_decref(r->params);
@@ -223,14 +199,15 @@ static void stage_job(void *arg)
             pthread_mutex_unlock(&p->mu);
             break;
         }
-        int st = r->stage;
+        lr_gen_stage st = r->stage;
         json_t *tasks =
             r->tasks_dirty ? task_ids_positional(r->task_ids, (size_t)r->outputs) : NULL;
         r->tasks_dirty = false;
         pthread_mutex_unlock(&p->mu);
-        lr_err e = p->db->ops->set_stage(p->db, r->id, "processing", stage_names[st], tasks);
+        lr_err e = p->db->ops->set_stage(p->db, r->id, lr_gen_status_name(LR_GEN_PROCESSING),
+                                         lr_gen_stage_name(st), tasks);
         if (e != LR_OK && e != LR_ERR_CONFLICT)
-            lr_warn("generation %s: stage %s not recorded (%s)", r->id, stage_names[st],
+            lr_warn("generation %s: stage %s not recorded (%s)", r->id, lr_gen_stage_name(st),
                     lr_strerror(e));
         json_decref(tasks);
         pthread_mutex_lock(&p->mu);
@@ -238,14 +215,14 @@ static void stage_job(void *arg)
         r->stage_written = st;
         pthread_mutex_unlock(&p->mu);
         if (changed)
-            notify(p, r->id, "processing", stage_names[st]);
+            notify(p, r->id, LR_GEN_PROCESSING, st);
     }
     run_unref(r);
 }
 
 /* Moves the run forward to stage st (never back) and/or marks its task
  * ids for recording. Any thread. */
-static void advance(run *r, int st, bool tasks_changed)
+static void advance(run *r, lr_gen_stage st, bool tasks_changed)
 {
     lr_pipeline *p = r->p;
     pthread_mutex_lock(&p->mu);
@@ -266,7 +243,7 @@ static void advance(run *r, int st, bool tasks_changed)
 /* Like advance, but only tells the observer: for stages that last
  * milliseconds (the mock's bytes going into storage), where a database
  * write per generation would cost more than the stage is worth. */
-static void announce(run *r, int st)
+static void announce(run *r, lr_gen_stage st)
 {
     lr_pipeline *p = r->p;
     pthread_mutex_lock(&p->mu);
@@ -275,7 +252,7 @@ static void announce(run *r, int st)
         r->stage = r->stage_written = st;
     pthread_mutex_unlock(&p->mu);
     if (moved)
-        notify(p, r->id, "processing", stage_names[st]);
+        notify(p, r->id, LR_GEN_PROCESSING, st);
 }
 
 static void unregister(lr_pipeline *p, run *r)
@@ -287,10 +264,15 @@ static void unregister(lr_pipeline *p, run *r)
         *pp = r->next;
 }
 
+/* A waiter's wait ran out: it gets the still-processing outcome (copied
+ * under the lock, as the run may settle and go as soon as it is let go). */
 static void waiter_timeout(void *arg)
 {
     waiter *w = arg;
     lr_pipeline *p = w->p;
+    char id[LR_UUID_LEN + 1], created[32];
+    const lr_model *model = NULL;
+    int outputs = 0;
     pthread_mutex_lock(&p->mu);
     bool fired = w->fired;
     w->fired = true;
@@ -301,10 +283,24 @@ static void waiter_timeout(void *arg)
                 break;
             }
         }
+        memcpy(id, w->r->id, sizeof id);
+        memcpy(created, w->r->created_at, sizeof created);
+        model = w->r->model;
+        outputs = w->r->outputs;
     }
     pthread_mutex_unlock(&p->mu);
-    if (!fired)
-        w->fn(w->ctx, NULL);
+    if (!fired) {
+        lr_outcome o = {
+            .generation_id = id,
+            .model_id = model->id,
+            .provider = lr_provider_name_for(p->provider, model),
+            .status = LR_GEN_PROCESSING,
+            .outputs_count = outputs,
+            .credits_used = lr_generation_charge(model, outputs),
+            .created_at = created,
+        };
+        w->fn(w->ctx, &o);
+    }
     free(w);
 }
 
@@ -350,87 +346,60 @@ void lr_pipeline_unadmit(lr_pipeline *p, const char *user)
     pthread_mutex_unlock(&p->mu);
 }
 
-/* Settles r in the database and tells its waiters. Runs on a worker. */
-static void settle(run *r)
+/* What settle records of a run: the URLs, object keys (the outputs' and
+ * the inputs') and task ids of the outputs that have them, as the
+ * database takes them (json) and as the outcome lends them (views into
+ * the run). */
+typedef struct {
+    json_t *urls, *keys, *task_ids;
+    char *url_v[MAX_OUTPUTS], *task_v[MAX_OUTPUTS];
+    size_t n_urls, n_tasks;
+} results;
+
+static void collect(const run *r, results *x)
 {
-    lr_pipeline *p = r->p;
-    json_t *urls = json_array(), *task_ids = json_array(), *keys = json_array();
+    *x = (results){.urls = json_array(), .keys = json_array(), .task_ids = json_array()};
     for (int i = 0; i < r->outputs; i++) {
-        if (r->urls[i])
-            json_array_append_new(urls, json_string(r->urls[i]));
+        if (r->urls[i]) {
+            json_array_append_new(x->urls, json_string(r->urls[i]));
+            x->url_v[x->n_urls++] = r->urls[i];
+        }
         if (r->keys[i])
-            json_array_append_new(keys, json_string(r->keys[i]));
-        if (r->task_ids[i])
-            json_array_append_new(task_ids, json_string(r->task_ids[i]));
+            json_array_append_new(x->keys, json_string(r->keys[i]));
+        if (r->task_ids[i]) {
+            json_array_append_new(x->task_ids, json_string(r->task_ids[i]));
+            x->task_v[x->n_tasks++] = r->task_ids[i];
+        }
     }
     if (r->input_keys)
-        json_array_extend(keys, r->input_keys);
-    bool ok = r->succeeded > 0;
-    int cost = r->model->credit_cost;
-    lr_settle_req s = {
-        .generation_id = r->id,
-        .user_id = r->user_id,
-        .status = ok ? "success" : "failed",
-        .result_urls = urls,
-        .storage_keys = keys,
-        .task_ids = task_ids,
-        .succeeded_count = r->succeeded,
-        .failed_count = r->failed,
-        .refund = r->failed * cost,
-        .error_code = r->err_code,
-        .error_message = r->err_msg,
-        .text = r->text,
-        .duration_ms = lr_monotonic_ms() - r->started_ms,
-    };
-    int balance = 0;
+        json_array_extend(x->keys, r->input_keys);
+}
+
+static void results_clear(results *x)
+{
+    json_decref(x->urls);
+    json_decref(x->keys);
+    json_decref(x->task_ids);
+}
+
+/* Writes the settlement, retrying while the database is briefly away;
+ * CONFLICT when a cancel or the reaper settled the generation first. */
+static lr_err write_settlement(lr_pipeline *p, const lr_settle_req *s, int *balance)
+{
     lr_err e = LR_ERR_DB;
-    pthread_mutex_lock(&p->mu);
-    bool canceled = r->canceled;
-    pthread_mutex_unlock(&p->mu);
-    if (canceled)
-        e = LR_ERR_CONFLICT; /* the cancel settled it already */
     for (int attempt = 0; attempt < 5 && e != LR_OK && e != LR_ERR_CONFLICT; attempt++) {
         if (attempt)
             usleep(50000u << attempt);
-        e = p->db->ops->settle(p->db, &s, &balance);
+        e = p->db->ops->settle(p->db, s, balance);
     }
-    if (e == LR_ERR_CONFLICT) {
-        /* Canceled (or reaped) meanwhile: what was stored is nobody's. */
-        if (!canceled)
-            lr_warn("generation %s was already settled", r->id);
-        lr_store_remove_keys(p->store, keys);
-    } else if (e != LR_OK) {
-        lr_error("generation %s could not be settled (%s); start-up recovery will refund it",
-                 r->id, lr_strerror(e));
-    }
-    lr_outcome o = {
-        .generation_id = r->id,
-        .model_id = r->model->id,
-        .provider = lr_provider_name_for(p->provider, r->model),
-        .status = e == LR_OK ? s.status : "failed",
-        .urls = urls,
-        .task_ids = task_ids,
-        .text = r->text,
-        .outputs_count = r->outputs,
-        .succeeded_count = r->succeeded,
-        .failed_count = r->failed,
-        .credits_used = r->succeeded * cost,
-        .balance = balance,
-        .duration_ms = s.duration_ms,
-        .error_code = e == LR_OK ? r->err_code : "internal_error",
-        .error_message = e == LR_OK ? r->err_msg : "The generation could not be recorded",
-        .created_at = r->created_at,
-    };
-    if (e == LR_OK) {
-        lr_log_fields(LR_LOG_INFO, NULL, "generation settled",
-                      json_pack("{s:s, s:s, s:s, s:i, s:i, s:I}", "generation_id", r->id,
-                                "model", r->model->id, "status", s.status, "succeeded",
-                                r->succeeded, "failed", r->failed, "duration_ms",
-                                (json_int_t)s.duration_ms));
-    }
+    return e;
+}
 
-    if (e == LR_OK)
-        notify(p, r->id, s.status, NULL);
+/* The run has settled: it leaves the registry, gives its user's slot
+ * back and its waiters get o. */
+static void finish(run *r, const lr_outcome *o)
+{
+    lr_pipeline *p = r->p;
     pthread_mutex_lock(&p->mu);
     unregister(p, r);
     slots_add(p, r->user_id, -1, 0);
@@ -441,7 +410,7 @@ static void settle(run *r)
     pthread_mutex_unlock(&p->mu);
     for (waiter *w = ws, *next; w; w = next) {
         next = w->next;
-        w->fn(w->ctx, &o);
+        w->fn(w->ctx, o);
         if (lr_loop_cancel(p->loop, w->timer))
             free(w); /* else the timer is running and frees it */
     }
@@ -450,9 +419,79 @@ static void settle(run *r)
     if (--p->in_flight == 0)
         pthread_cond_broadcast(&p->idle);
     pthread_mutex_unlock(&p->mu);
-    json_decref(urls);
-    json_decref(keys);
-    json_decref(task_ids);
+}
+
+static bool run_canceled(run *r)
+{
+    pthread_mutex_lock(&r->p->mu);
+    bool canceled = r->canceled;
+    pthread_mutex_unlock(&r->p->mu);
+    return canceled;
+}
+
+/* Settles r in the database (success when any output succeeded; every
+ * failed output refunded) and tells its waiters. Runs on a worker. */
+static void settle(run *r)
+{
+    lr_pipeline *p = r->p;
+    results x;
+    collect(r, &x);
+    lr_gen_status status = r->succeeded > 0 ? LR_GEN_SUCCESS : LR_GEN_FAILED;
+    lr_settle_req s = {
+        .generation_id = r->id,
+        .user_id = r->user_id,
+        .status = lr_gen_status_name(status),
+        .result_urls = x.urls,
+        .storage_keys = x.keys,
+        .task_ids = x.task_ids,
+        .succeeded_count = r->succeeded,
+        .failed_count = r->failed,
+        .refund = lr_generation_refund(r->model, r->failed),
+        .error_code = lr_code_name(r->err_code),
+        .error_message = r->err_msg,
+        .text = r->text,
+        .duration_ms = lr_monotonic_ms() - r->started_ms,
+    };
+    int balance = 0;
+    bool canceled = run_canceled(r);
+    lr_err e = canceled ? LR_ERR_CONFLICT : write_settlement(p, &s, &balance);
+    if (e == LR_ERR_CONFLICT) {
+        /* Canceled (or reaped) meanwhile: what was stored is nobody's. */
+        if (!canceled)
+            lr_warn("generation %s was already settled", r->id);
+        lr_store_remove_keys(p->store, x.keys);
+    } else if (e != LR_OK) {
+        lr_error("generation %s could not be settled (%s); start-up recovery will refund it",
+                 r->id, lr_strerror(e));
+    } else {
+        lr_log_fields(LR_LOG_INFO, NULL, "generation settled",
+                      json_pack("{s:s, s:s, s:s, s:i, s:i, s:I}", "generation_id", r->id,
+                                "model", r->model->id, "status", s.status, "succeeded",
+                                r->succeeded, "failed", r->failed, "duration_ms",
+                                (json_int_t)s.duration_ms));
+        notify(p, r->id, status, LR_STAGE_NONE);
+    }
+    lr_outcome o = {
+        .generation_id = r->id,
+        .model_id = r->model->id,
+        .provider = lr_provider_name_for(p->provider, r->model),
+        .status = e == LR_OK ? status : LR_GEN_FAILED,
+        .urls = {x.url_v, x.n_urls},
+        .task_ids = {x.task_v, x.n_tasks},
+        .text = r->text,
+        .outputs_count = r->outputs,
+        .succeeded_count = r->succeeded,
+        .failed_count = r->failed,
+        .credits_used = lr_generation_charge(r->model, r->succeeded),
+        .refunded = e == LR_OK ? s.refund : 0,
+        .balance = balance,
+        .duration_ms = s.duration_ms,
+        .error = e == LR_OK ? r->err_code : LR_CODE_INTERNAL_ERROR,
+        .error_message = e == LR_OK ? r->err_msg : "The generation could not be recorded",
+        .created_at = r->created_at,
+    };
+    finish(r, &o);
+    results_clear(&x);
     run_unref(r);
 }
 
@@ -462,7 +501,7 @@ static void settle_job(void *arg)
 }
 
 /* Records one output's end; the last one settles. Called with p->mu free. */
-static void output_finished(run *r, int variant, bool ok, const char *code, const char *msg,
+static void output_finished(run *r, int variant, bool ok, lr_code code, const char *msg,
                             bool on_worker)
 {
     lr_pipeline *p = r->p;
@@ -471,12 +510,14 @@ static void output_finished(run *r, int variant, bool ok, const char *code, cons
         r->succeeded++;
     } else {
         r->failed++;
-        if (!r->err_code) {
-            r->err_code = strdup(code ? code : "provider_failed");
-            r->err_msg = strdup(msg ? msg : "The provider failed");
+        if (code == LR_CODE_NONE)
+            code = LR_CODE_PROVIDER_FAILED;
+        if (r->err_code == LR_CODE_NONE) {
+            r->err_code = code;
+            r->err_msg = lr_xstrdup(msg ? msg : lr_code_message(code));
         }
         lr_log(LR_LOG_WARN, NULL, "generation %s output %d failed: %s", r->id, variant,
-               code ? code : "provider_failed");
+               lr_code_name(code));
     }
     bool last = --r->remaining == 0;
     pthread_mutex_unlock(&p->mu);
@@ -488,19 +529,14 @@ static void output_finished(run *r, int variant, bool ok, const char *code, cons
         lr_workers_submit(p->workers, settle_job, r);
 }
 
-/* The user-facing code and message for a failed store. */
-static void storage_failure(lr_err e, const char **code, const char **msg)
+/* The user-facing code for a failed store (its message: the table's). */
+static lr_code storage_failure(lr_err e)
 {
-    if (e == LR_ERR_TOO_LARGE) {
-        *code = "output_too_large";
-        *msg = "The provider's output is larger than 50 MB";
-    } else if (e == LR_ERR_UNSUPPORTED) {
-        *code = "output_type_not_allowed";
-        *msg = "The provider's output is not an allowed image or video type";
-    } else {
-        *code = "storage_failed";
-        *msg = "The output could not be stored";
-    }
+    if (e == LR_ERR_TOO_LARGE)
+        return LR_CODE_OUTPUT_TOO_LARGE;
+    if (e == LR_ERR_UNSUPPORTED)
+        return LR_CODE_OUTPUT_TYPE_NOT_ALLOWED;
+    return LR_CODE_STORAGE_FAILED;
 }
 
 static void output_name(const run *r, int v, char name[64])
@@ -522,14 +558,12 @@ static void commit_output(run *r, int v, lr_blob_sink *sink, lr_err e)
         lr_blob_abort(sink);
     if (e != LR_OK) {
         lr_error("generation %s output %d could not be stored: %s", r->id, v, lr_strerror(e));
-        const char *code, *msg;
-        storage_failure(e, &code, &msg);
-        output_finished(r, v, false, code, msg, true);
+        output_finished(r, v, false, storage_failure(e), NULL, true);
         return;
     }
     r->urls[v] = url; /* only this worker writes slot v */
     r->keys[v] = key;
-    output_finished(r, v, true, NULL, NULL, true);
+    output_finished(r, v, true, LR_CODE_NONE, NULL, true);
 }
 
 static void store_output(void *arg)
@@ -542,7 +576,7 @@ static void store_output(void *arg)
     char name[64];
     output_name(r, v, name);
     lr_blob_sink *sink = NULL;
-    announce(r, ST_STORING);
+    announce(r, LR_STAGE_STORING);
     lr_err e = lr_blob_begin(r->p->store, r->user_id, name, LR_STORE_MAX_BYTES, &sink);
     if (e == LR_OK)
         e = produce(&r->tasks[v], sink);
@@ -568,7 +602,7 @@ static int download_write(void *ctx, const void *buf, size_t len)
 static void download_commit(void *arg)
 {
     download *d = arg;
-    advance(d->r, ST_STORING, false);
+    advance(d->r, LR_STAGE_STORING, false);
     lr_blob_sink *sink = d->sink;
     d->sink = NULL;
     commit_output(d->r, d->v, sink, LR_OK);
@@ -586,18 +620,13 @@ static void download_done(lr_fetch *f, lr_err e)
         lr_blob_abort(d->sink);
         d->sink = NULL;
     }
-    const char *code = "download_failed";
+    lr_code code = LR_CODE_DOWNLOAD_FAILED;
     char msg[320];
-    if (e == LR_ERR_IO && d->write_err != LR_OK) {
-        const char *m;
-        storage_failure(d->write_err, &code, &m);
-        snprintf(msg, sizeof msg, "%s", m);
-    } else if (e == LR_ERR_TOO_LARGE) {
-        const char *m;
-        storage_failure(e, &code, &m);
-        snprintf(msg, sizeof msg, "%s", m);
+    if ((e == LR_ERR_IO && d->write_err != LR_OK) || e == LR_ERR_TOO_LARGE) {
+        code = storage_failure(e == LR_ERR_IO ? d->write_err : e);
+        snprintf(msg, sizeof msg, "%s", lr_code_message(code));
     } else if (e == LR_ERR_INVALID) {
-        code = "output_url_refused";
+        code = LR_CODE_OUTPUT_URL_REFUSED;
         snprintf(msg, sizeof msg, "The provider's result URL was refused (%s)", f->why);
     } else if (++d->attempts < 4 && !atomic_load(&r->tasks[d->v].canceled)) {
         lr_warn("generation %s output %d: download failed (%s), retrying", r->id, d->v, f->why);
@@ -620,9 +649,7 @@ static void download_start(void *arg)
     d->write_err = LR_OK;
     lr_err e = lr_blob_begin(r->p->store, r->user_id, name, LR_STORE_MAX_BYTES, &d->sink);
     if (e != LR_OK) {
-        const char *code, *msg;
-        storage_failure(e, &code, &msg);
-        output_finished(r, d->v, false, code, msg, false);
+        output_finished(r, d->v, false, storage_failure(e), NULL, false);
         return;
     }
     d->f.loop = r->p->loop;
@@ -642,7 +669,7 @@ static void task_submitted(lr_provider_task *t, const char *task_id)
     free(r->task_ids[t->variant]);
     r->task_ids[t->variant] = strdup(task_id);
     pthread_mutex_unlock(&r->p->mu);
-    advance(r, ST_SUBMITTED, true);
+    advance(r, LR_STAGE_SUBMITTED, true);
 }
 
 /* The provider's answer for one output (loop thread or worker). */
@@ -658,7 +685,7 @@ static void task_done(lr_provider_task *t, const lr_provider_result *res)
         pthread_mutex_unlock(&p->mu);
     }
     if (!res->ok) {
-        output_finished(r, v, false, res->error_code, res->error_message, false);
+        output_finished(r, v, false, res->error, res->error_message, false);
         return;
     }
     if (res->text) {
@@ -666,11 +693,11 @@ static void task_done(lr_provider_task *t, const lr_provider_result *res)
         if (!r->text)
             r->text = strdup(res->text);
         pthread_mutex_unlock(&p->mu);
-        output_finished(r, v, true, NULL, NULL, false);
+        output_finished(r, v, true, LR_CODE_NONE, NULL, false);
         return;
     }
     if (res->url && atomic_load(&t->canceled)) {
-        output_finished(r, v, false, "canceled", "Canceled", false); /* nothing to keep */
+        output_finished(r, v, false, LR_CODE_CANCELED, "Canceled", false); /* nothing to keep */
         return;
     }
     if (res->url) {
@@ -681,12 +708,13 @@ static void task_done(lr_provider_task *t, const lr_provider_result *res)
         d->v = v;
         d->url = strdup(res->url);
         r->dl[v] = d;
-        advance(r, ST_DOWNLOADING, false);
+        advance(r, LR_STAGE_DOWNLOADING, false);
         lr_loop_post(p->loop, download_start, d);
         return;
     }
     if (!res->produce) {
-        output_finished(r, v, false, "provider_failed", "The provider returned no output", false);
+        output_finished(r, v, false, LR_CODE_PROVIDER_FAILED, "The provider returned no output",
+                        false);
         return;
     }
     store_job *j = malloc(sizeof *j);
@@ -721,7 +749,7 @@ static lr_err start_run(lr_pipeline *p, const lr_run_req *req, const lr_strv *ta
     if (created_ms < 0 || created_ms > lr_now_ms())
         created_ms = lr_now_ms();
     r->refs = 1;
-    r->stage = r->stage_written = ST_SUBMITTED;
+    r->stage = r->stage_written = LR_STAGE_SUBMITTED;
     for (int i = 0; i < r->outputs; i++) {
         const char *tid = task_ids && (size_t)i < task_ids->n ? task_ids->v[i] : NULL;
         r->tasks[i] = (lr_provider_task){.generation_id = r->id,
@@ -740,7 +768,8 @@ static lr_err start_run(lr_pipeline *p, const lr_run_req *req, const lr_strv *ta
             r->task_ids[i] = strdup(tid);
     }
     if (!task_ids)
-        p->db->ops->set_stage(p->db, r->id, "processing", "submitted", NULL);
+        p->db->ops->set_stage(p->db, r->id, lr_gen_status_name(LR_GEN_PROCESSING),
+                              lr_gen_stage_name(LR_STAGE_SUBMITTED), NULL);
 
     pthread_mutex_lock(&p->mu);
     unsigned b = bucket_of(r->id);
@@ -766,17 +795,16 @@ static lr_err start_run(lr_pipeline *p, const lr_run_req *req, const lr_strv *ta
 
     for (int i = 0; i < r->outputs; i++) {
         if (task_ids && !r->tasks[i].task_id) {
-            output_finished(r, i, false, "interrupted",
+            output_finished(r, i, false, LR_CODE_INTERRUPTED,
                             "The server stopped before the provider accepted this output", false);
             continue;
         }
         lr_err e = p->provider->ops->submit(p->provider, &r->tasks[i]);
         if (e == LR_ERR_UNSUPPORTED)
-            output_finished(r, i, false, "provider_not_configured",
+            output_finished(r, i, false, LR_CODE_PROVIDER_NOT_CONFIGURED,
                             "No provider is configured for this model", false);
         else if (e != LR_OK)
-            output_finished(r, i, false, "provider_unavailable", "The provider could not be reached",
-                            false);
+            output_finished(r, i, false, LR_CODE_PROVIDER_UNAVAILABLE, NULL, false);
     }
     run_unref(r);
     return LR_OK;
@@ -794,14 +822,16 @@ static void resume_row(lr_pipeline *p, const lr_generation *g)
     const lr_model *m = g->model ? lr_catalog_find(p->catalog, g->model) : NULL;
     int outputs = g->outputs_count;
     if (!m || outputs < 1 || outputs > MAX_OUTPUTS) {
-        lr_settle_req q = {.generation_id = g->id, .status = "failed", .failed_count = outputs,
-                           .refund = g->credits_used,
-                           .error_code = "interrupted",
+        lr_settle_req q = {.generation_id = g->id,
+                           .status = lr_gen_status_name(LR_GEN_FAILED),
+                           .failed_count = outputs,
+                           .refund = g->credits_used, /* all that is still charged */
+                           .error_code = lr_code_name(LR_CODE_INTERRUPTED),
                            .error_message = "The generation could not be resumed; the credits "
                                             "were refunded"};
         int balance;
         p->db->ops->settle(p->db, &q, &balance);
-        notify(p, g->id, "failed", NULL);
+        notify(p, g->id, LR_GEN_FAILED, LR_STAGE_NONE);
         return;
     }
     lr_run_req req = {
@@ -840,7 +870,7 @@ int lr_pipeline_recover(lr_pipeline *p)
         lr_log_fields(LR_LOG_WARN, NULL, "unfinished generation failed and refunded",
                       json_pack("{s:s, s:i}", "generation_id", reaped.v[i].id, "refund",
                                 reaped.v[i].refund));
-        notify(p, reaped.v[i].id, "failed", NULL);
+        notify(p, reaped.v[i].id, LR_GEN_FAILED, LR_STAGE_NONE);
     }
     n += (int)reaped.n;
     lr_reaped_list_clear(&reaped);
@@ -866,7 +896,8 @@ bool lr_pipeline_is_local(lr_pipeline *p, const char *id)
 
 /* After a cancel settled generation id: tells the local run's provider
  * tasks to stop and answers its waiters with the canceled outcome. */
-static void stop_canceled_run(lr_pipeline *p, const char *id, int outputs, int balance)
+static void stop_canceled_run(lr_pipeline *p, const char *id, int outputs, int refund,
+                              int balance)
 {
     pthread_mutex_lock(&p->mu);
     run *r = find_run(p, id);
@@ -888,19 +919,17 @@ static void stop_canceled_run(lr_pipeline *p, const char *id, int outputs, int b
     pthread_mutex_unlock(&p->mu);
     if (!ws)
         return;
-    json_t *empty = json_array();
     lr_outcome o = {
         .generation_id = id,
         .model_id = model->id,
         .provider = lr_provider_name_for(p->provider, model),
-        .status = "canceled",
-        .urls = empty,
-        .task_ids = empty,
+        .status = LR_GEN_CANCELED,
         .outputs_count = outputs,
         .failed_count = outputs,
+        .refunded = refund,
         .balance = balance,
-        .error_code = "canceled",
-        .error_message = "Canceled by the user",
+        .error = LR_CODE_CANCELED,
+        .error_message = lr_code_message(LR_CODE_CANCELED),
         .created_at = created,
     };
     for (waiter *w = ws, *next; w; w = next) {
@@ -909,7 +938,6 @@ static void stop_canceled_run(lr_pipeline *p, const char *id, int outputs, int b
         if (lr_loop_cancel(p->loop, w->timer))
             free(w);
     }
-    json_decref(empty);
 }
 
 /* Settles unfinished generation g as canceled with a full refund. */
@@ -919,11 +947,11 @@ static lr_err settle_canceled(lr_pipeline *p, const lr_generation *g, int *balan
     lr_settle_req q = {
         .generation_id = g->id,
         .user_id = g->user_id,
-        .status = "canceled",
+        .status = lr_gen_status_name(LR_GEN_CANCELED),
         .task_ids = tasks,
         .failed_count = g->outputs_count,
-        .refund = g->credits_used,
-        .error_code = "canceled",
+        .refund = g->credits_used, /* all that is still charged */
+        .error_code = lr_code_name(LR_CODE_CANCELED),
         .error_message = "Canceled by the user; the credits were refunded",
     };
     /* Mark the local run first, so its own settle does not race ours. */
@@ -954,12 +982,12 @@ lr_err lr_pipeline_cancel(lr_pipeline *p, const char *user, const char *id, lr_g
             lr_generation_clear(&g);
         return e;
     }
-    int balance = 0, outputs = g.outputs_count;
+    int balance = 0, outputs = g.outputs_count, refund = g.credits_used;
     e = settle_canceled(p, &g, &balance);
     lr_generation_clear(&g);
     if (e == LR_OK) {
-        notify(p, id, "canceled", NULL);
-        stop_canceled_run(p, id, outputs, balance);
+        notify(p, id, LR_GEN_CANCELED, LR_STAGE_NONE);
+        stop_canceled_run(p, id, outputs, refund, balance);
     }
     if (out)
         p->db->ops->get_generation(p->db, user, id, out);

@@ -1,7 +1,7 @@
 /* The generation pipeline: from a reserved generation to a settled one.
  *
- * A caller first reserves (db->reserve: credits charged, row written), then
- * hands the generation here. The pipeline submits one provider task per
+ * A generation is reserved first (db->reserve: credits charged, row
+ * written, by lr_generation_begin), then handed here. The pipeline submits one provider task per
  * output, streams each result into storage on a worker, and when every
  * output has ended settles the generation in one transaction: success with
  * the URLs, or failed with the error and one refund covering every failed
@@ -15,9 +15,11 @@
  * are failed and refunded. Every change of stage (submitted, downloading,
  * storing) and the final status go to the observer (the SSE hub).
  *
- * Waiting: lr_pipeline_start can attach a waiter that is called exactly
- * once, with the outcome or with NULL when timeout_ms passes first. It is
- * called on a worker or the loop thread and must not block.
+ * Generations begin with lr_generation_begin (generation.h), which
+ * reserves and starts them; it can attach a waiter that is called exactly
+ * once, with the outcome, or with the still-processing one when its wait
+ * runs out first. It is called on a worker or the loop thread and must not
+ * block.
  */
 #ifndef LR_PIPELINE_H
 #define LR_PIPELINE_H
@@ -27,6 +29,7 @@
 #include <stdint.h>
 
 #include "core/err.h"
+#include "core/vocab.h"
 #include "db/db.h"
 #include "loop/loop.h"
 #include "providers/catalog.h"
@@ -36,40 +39,33 @@
 
 typedef struct lr_pipeline lr_pipeline;
 
+/* How a generation ended (or, for a waiter whose wait ran out, that it
+ * is still processing). Everything is borrowed for the duration of the
+ * call that hands it over. */
 typedef struct {
     const char *generation_id;
     const char *model_id;
     const char *provider;
-    const char *status; /* success | failed | canceled */
-    json_t *urls;
-    json_t *task_ids;
-    const char *text; /* text models */
+    lr_gen_status status; /* success | failed | canceled; processing: not yet */
+    lr_strv urls;         /* public URLs of the stored outputs */
+    lr_strv task_ids;     /* the provider's task ids */
+    const char *text;     /* text models */
     int outputs_count, succeeded_count, failed_count;
-    int credits_used;
-    int balance;
+    int credits_used; /* processing: what was reserved */
+    int refunded;     /* credits given back for failed outputs */
+    int balance;      /* the user's balance after settling (0 while processing) */
     int64_t duration_ms;
-    const char *error_code, *error_message;
+    lr_code error; /* LR_CODE_NONE on full success */
+    const char *error_message;
     const char *created_at;
 } lr_outcome;
 
 typedef void (*lr_wait_fn)(void *ctx, const lr_outcome *outcome);
 
-typedef struct {
-    const char *generation_id;
-    const char *user_id;
-    const lr_model *model;
-    const char *prompt;
-    json_t *params;
-    int outputs_count;
-    const char *created_at;
-    json_t *input_urls; /* public URLs of input images, or NULL */
-    json_t *input_keys; /* their object keys (removed with the generation), or NULL */
-} lr_run_req;
-
 /* Called on a worker or the loop thread for every stage change and once
- * with the final status (stage NULL). Must not block. */
-typedef void (*lr_observer_fn)(void *ctx, const char *generation_id, const char *status,
-                               const char *stage);
+ * with the final status (stage LR_STAGE_NONE). Must not block. */
+typedef void (*lr_observer_fn)(void *ctx, const char *generation_id, lr_gen_status status,
+                               lr_gen_stage stage);
 
 /* lease_s: how long a claim on a generation holds without renewal; the
  * pipeline renews its own claims every lease_s/3 and reaps expired ones. */
@@ -79,17 +75,6 @@ lr_pipeline *lr_pipeline_new(lr_db *db, lr_store *store, lr_provider *provider,
 void lr_pipeline_observe(lr_pipeline *p, lr_observer_fn fn, void *ctx);
 /* First delay before a failed download is retried (doubling; default 1 s). */
 void lr_pipeline_set_retry(lr_pipeline *p, int retry_ms);
-/* Marks r as claimed by this process (owner and lease_until, which points
- * into buf) before it is reserved. */
-void lr_pipeline_claim(lr_pipeline *p, lr_reserve_req *r, char buf[32]);
-/* Per-user concurrency: admit takes one of user's max slots (max <= 0:
- * unlimited) or returns false; a started generation gives its slot back
- * when it settles; a caller that admitted but did not start calls unadmit. */
-bool lr_pipeline_admit(lr_pipeline *p, const char *user, int max);
-void lr_pipeline_unadmit(lr_pipeline *p, const char *user);
-/* Starts a reserved, admitted generation. wait may be NULL (nobody waits). */
-lr_err lr_pipeline_start(lr_pipeline *p, const lr_run_req *req, int64_t timeout_ms,
-                         lr_wait_fn wait, void *ctx);
 /* Takes over unfinished generations whose lease ran out (their process
  * died): those with provider task ids are resumed by polling the tasks,
  * the others are failed and refunded. Returns how many were handled, -1 on

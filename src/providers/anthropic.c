@@ -33,7 +33,7 @@ static void send_request(void *arg)
 {
     anthropic_task *a = arg;
     if (atomic_load(&a->t->canceled)) {
-        lr_remote_fail(a->t, NULL, "canceled", "Canceled");
+        lr_remote_fail(a->t, NULL, LR_CODE_CANCELED, "Canceled");
         return;
     }
     json_t *p = a->t->params;
@@ -63,7 +63,7 @@ static void retry(anthropic_task *a, const char *why)
                                           : lr_remote_backoff(a->ap->retry_ms, a->attempts, 30000);
     a->attempts++;
     if (lr_monotonic_ms() + wait > a->deadline) {
-        lr_remote_fail(a->t, NULL, "provider_unavailable",
+        lr_remote_fail(a->t, NULL, LR_CODE_PROVIDER_UNAVAILABLE,
                        "The text provider is overloaded or unreachable; try again later");
         return;
     }
@@ -97,7 +97,8 @@ static void on_answer(lr_call *c)
             lr_provider_result r = {.ok = true, .text = text, .task_id = id};
             a->t->done(a->t, &r);
         } else {
-            lr_remote_fail(a->t, NULL, "provider_failed", "The text provider returned no text");
+            lr_remote_fail(a->t, NULL, LR_CODE_PROVIDER_FAILED,
+                           "The text provider returned no text");
         }
         json_decref(j);
         return;
@@ -107,7 +108,7 @@ static void on_answer(lr_call *c)
         snprintf(m, sizeof m, "The text provider rejected the request: %s",
                  emsg ? emsg : "invalid input");
         json_decref(j);
-        lr_remote_fail(a->t, NULL, "input_rejected", m);
+        lr_remote_fail(a->t, NULL, LR_CODE_INPUT_REJECTED, m);
         return;
     }
     if (c->status == 401 || c->status == 403) {
@@ -115,13 +116,14 @@ static void on_answer(lr_call *c)
                  "environment",
                  c->status, emsg ? ": " : "", emsg ? emsg : "");
         json_decref(j);
-        lr_remote_fail(a->t, NULL, "provider_auth",
+        lr_remote_fail(a->t, NULL, LR_CODE_PROVIDER_AUTH,
                        "The text provider rejected the server's credentials");
         return;
     }
     json_decref(j);
     if (c->status == 200 && a->attempts >= 3) { /* 200 but not JSON, repeatedly */
-        lr_remote_fail(a->t, NULL, "provider_error", "The text provider sent a malformed answer");
+        lr_remote_fail(a->t, NULL, LR_CODE_PROVIDER_ERROR,
+                       "The text provider sent a malformed answer");
         return;
     }
     retry(a, why); /* 429, 529, 5xx, network errors, malformed answers */

@@ -48,7 +48,7 @@ typedef struct {
 
 static void kie_step(void *arg);
 
-static void finish_fail(kie_task *k, const char *code, const char *msg)
+static void finish_fail(kie_task *k, lr_code code, const char *msg)
 {
     k->phase = FINISHED;
     lr_remote_fail(k->t, k->task_id, code, msg); /* k may be gone after this */
@@ -60,7 +60,7 @@ static void schedule(kie_task *k, int delay_ms)
         char msg[160];
         snprintf(msg, sizeof msg, "Kie.ai did not finish the task within %lld s",
                  (long long)(k->kp->o.deadline_ms / 1000));
-        finish_fail(k, "provider_timeout", msg);
+        finish_fail(k, LR_CODE_PROVIDER_TIMEOUT, msg);
         return;
     }
     k->timer = lr_loop_timer(k->kp->loop, delay_ms, kie_step, k);
@@ -225,7 +225,7 @@ static void kie_step(void *arg)
 {
     kie_task *k = arg;
     if (atomic_load(&k->t->canceled)) {
-        finish_fail(k, "canceled", "Canceled");
+        finish_fail(k, LR_CODE_CANCELED, "Canceled");
         return;
     }
     if (k->phase == CREATING)
@@ -275,16 +275,17 @@ static void on_create(lr_call *c)
     if (code == 400 || code == 422 || code == 404) {
         char m[480];
         snprintf(m, sizeof m, "Kie.ai rejected the request: %s", text[0] ? text : "invalid input");
-        finish_fail(k, "input_rejected", m);
+        finish_fail(k, LR_CODE_INPUT_REJECTED, m);
         return;
     }
     if (code == 401 || code == 403 || code == 402) {
         operator_auth_problem(k, code, text[0] ? text : NULL);
         if (code == 402)
-            finish_fail(k, "provider_out_of_credits",
+            finish_fail(k, LR_CODE_PROVIDER_OUT_OF_CREDITS,
                         "The image provider is temporarily unavailable; try again later");
         else
-            finish_fail(k, "provider_auth", "The image provider rejected the server's credentials");
+            finish_fail(k, LR_CODE_PROVIDER_AUTH,
+                        "The image provider rejected the server's credentials");
         return;
     }
     if (code == 429) {
@@ -304,13 +305,14 @@ static void on_create(lr_call *c)
         return;
     }
     if (code == 455 || code == 503) {
-        finish_fail(k, "provider_unavailable", "The image provider is under maintenance; try again later");
+        finish_fail(k, LR_CODE_PROVIDER_UNAVAILABLE,
+                    "The image provider is under maintenance; try again later");
         return;
     }
     char m[480];
     snprintf(m, sizeof m, "Kie.ai could not create the task (%s)",
              c->status == 0 ? "no answer" : text[0] ? text : "server error");
-    finish_fail(k, "provider_error", m);
+    finish_fail(k, LR_CODE_PROVIDER_ERROR, m);
 }
 
 /* The first result URL in o's resultUrls / result_urls, where the value
@@ -365,7 +367,7 @@ static void on_poll(lr_call *c)
 {
     kie_task *k = c->ctx;
     if (atomic_load(&k->t->canceled)) {
-        finish_fail(k, "canceled", "Canceled");
+        finish_fail(k, LR_CODE_CANCELED, "Canceled");
         return;
     }
     long code;
@@ -379,7 +381,7 @@ static void on_poll(lr_call *c)
             k->warned_auth = true;
         } else if (code == 404 && ++k->not_found >= 5) {
             json_decref(j);
-            finish_fail(k, "provider_failed", "Kie.ai no longer knows this task");
+            finish_fail(k, LR_CODE_PROVIDER_FAILED, "Kie.ai no longer knows this task");
             return;
         }
         lr_warn("Kie.ai status of task %s unavailable (%s, %ld); polling again later", k->task_id,
@@ -410,7 +412,7 @@ static void on_poll(lr_call *c)
             succeed(k, url);
             free(url);
         } else {
-            finish_fail(k, "provider_failed", "Kie.ai reported success without a result URL");
+            finish_fail(k, LR_CODE_PROVIDER_FAILED, "Kie.ai reported success without a result URL");
         }
         return;
     }
@@ -419,7 +421,7 @@ static void on_poll(lr_call *c)
         snprintf(m, sizeof m, "Kie.ai could not generate the %s: %s", k->veo ? "video" : "image",
                  why && *why ? why : msg ? msg : "generation failed");
         json_decref(j);
-        finish_fail(k, "provider_failed", m);
+        finish_fail(k, LR_CODE_PROVIDER_FAILED, m);
         return;
     }
     json_decref(j);

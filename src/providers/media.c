@@ -138,6 +138,26 @@ static int encode_and_mux(AVCodecContext *enc, AVFormatContext *fmt, AVStream *s
     return rc;
 }
 
+/* Frame t of the picture into fr (YUV 4:2:0, BT.601), a row at a time
+ * through rgb (width x 3 bytes). */
+static void paint_frame(AVFrame *fr, const unsigned char *seed, int t, unsigned char *rgb)
+{
+    for (int y = 0; y < fr->height; y++) {
+        shade_row(seed, fr->width, fr->height, y, t, rgb);
+        for (int x = 0; x < fr->width; x++) {
+            const unsigned char *c = rgb + 3 * x;
+            fr->data[0][y * fr->linesize[0] + x] =
+                (uint8_t)((66 * c[0] + 129 * c[1] + 25 * c[2] + 128) / 256 + 16);
+            if (!(x & 1) && !(y & 1)) {
+                fr->data[1][(y / 2) * fr->linesize[1] + x / 2] =
+                    (uint8_t)((-38 * c[0] - 74 * c[1] + 112 * c[2] + 128) / 256 + 128);
+                fr->data[2][(y / 2) * fr->linesize[2] + x / 2] =
+                    (uint8_t)((112 * c[0] - 94 * c[1] - 18 * c[2] + 128) / 256 + 128);
+            }
+        }
+    }
+}
+
 lr_err lr_media_mp4(const char *prompt, int variant, int width, int height, lr_media_write_fn write,
                     void *ctx)
 {
@@ -204,20 +224,7 @@ lr_err lr_media_mp4(const char *prompt, int variant, int width, int height, lr_m
     for (int i = 0; i < FRAMES; i++) {
         if (av_frame_make_writable(fr) < 0)
             goto done;
-        for (int y = 0; y < height; y++) {
-            shade_row(seed, width, height, y, i * 2, rgb);
-            for (int x = 0; x < width; x++) {
-                const unsigned char *c = rgb + 3 * x;
-                fr->data[0][y * fr->linesize[0] + x] =
-                    (uint8_t)((66 * c[0] + 129 * c[1] + 25 * c[2] + 128) / 256 + 16);
-                if (!(x & 1) && !(y & 1)) {
-                    fr->data[1][(y / 2) * fr->linesize[1] + x / 2] =
-                        (uint8_t)((-38 * c[0] - 74 * c[1] + 112 * c[2] + 128) / 256 + 128);
-                    fr->data[2][(y / 2) * fr->linesize[2] + x / 2] =
-                        (uint8_t)((112 * c[0] - 94 * c[1] - 18 * c[2] + 128) / 256 + 128);
-                }
-            }
-        }
+        paint_frame(fr, seed, i * 2, rgb);
         fr->pts = i;
         if (encode_and_mux(enc, fmt, st, fr, pkt) < 0)
             goto done;

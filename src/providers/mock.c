@@ -53,7 +53,7 @@ static void fire(void *arg)
     snprintf(task_id, sizeof task_id, "mock-%.8s-%d", t->generation_id, t->variant);
     lr_provider_result r = {.task_id = task_id};
     if (rate > 0 && lr_random_unit() < rate) {
-        r.error_code = "provider_failed";
+        r.error = LR_CODE_PROVIDER_FAILED;
         r.error_message = "The mock provider failed this output (LENSROOM_MOCK_FAIL_RATE)";
     } else if (!strcmp(t->model->capability, "text")) {
         char text[512];

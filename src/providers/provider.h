@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "core/err.h"
+#include "core/vocab.h"
 #include "loop/loop.h"
 #include "providers/catalog.h"
 #include "storage/storage.h"
@@ -30,7 +31,7 @@ typedef struct lr_provider_task lr_provider_task;
 
 typedef struct {
     bool ok;
-    const char *error_code;    /* stable code, e.g. provider_failed */
+    lr_code error;             /* stable code, e.g. LR_CODE_PROVIDER_FAILED */
     const char *error_message; /* human text, safe to show the user */
     const char *task_id;       /* the provider's id for this output, or NULL */
     /* exactly one of these on success: */

@@ -1,0 +1,61 @@
+/* What the files of pipeline/ share and nothing outside it may use: the
+ * pipeline's state and the steps lr_generation_begin takes in order.
+ * Entry points call lr_generation_begin, never these.
+ */
+#ifndef LR_PIPELINE_INTERNAL_H
+#define LR_PIPELINE_INTERNAL_H
+
+#include <pthread.h>
+
+#include "pipeline/pipeline.h"
+
+#define BUCKETS 1024
+
+typedef struct run run;
+typedef struct user_slots user_slots;
+
+typedef struct {
+    const char *generation_id;
+    const char *user_id;
+    const lr_model *model;
+    const char *prompt;
+    json_t *params;
+    int outputs_count;
+    const char *created_at;
+    json_t *input_urls; /* public URLs of input images, or NULL */
+    json_t *input_keys; /* their object keys (removed with the generation), or NULL */
+} lr_run_req;
+
+struct lr_pipeline {
+    lr_db *db;
+    lr_store *store;
+    lr_provider *provider;
+    const lr_catalog *catalog;
+    const lr_net_policy *net;
+    lr_observer_fn observer;
+    void *observer_ctx;
+    lr_loop *loop;
+    lr_workers *workers;
+    pthread_mutex_t mu;
+    pthread_cond_t idle;
+    run *buckets[BUCKETS];
+    int in_flight;
+    user_slots *slots[BUCKETS];
+    int lease_s;
+    int retry_ms; /* first delay before retrying a download */
+    char owner[LR_UUID_LEN + 1]; /* this process's instance id */
+};
+
+/* Marks r as claimed by this process (owner and lease_until, which points
+ * into buf) before it is reserved. */
+void lr_pipeline_claim(lr_pipeline *p, lr_reserve_req *r, char buf[32]);
+/* Per-user concurrency: admit takes one of user's max slots (max <= 0:
+ * unlimited) or returns false; a started generation gives its slot back
+ * when it settles; a caller that admitted but did not start calls unadmit. */
+bool lr_pipeline_admit(lr_pipeline *p, const char *user, int max);
+void lr_pipeline_unadmit(lr_pipeline *p, const char *user);
+/* Starts a reserved, admitted generation. wait may be NULL (nobody waits). */
+lr_err lr_pipeline_start(lr_pipeline *p, const lr_run_req *req, int64_t timeout_ms,
+                         lr_wait_fn wait, void *ctx);
+
+#endif
