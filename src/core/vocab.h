@@ -61,6 +61,20 @@ bool lr_gen_stage_parse(const char *s, lr_gen_stage *out);
  * (for a generation that failed with it: the status of POST /api/infer's
  * answer) and the message used where the caller has no better one. */
 #define LR_ERROR_MAP(XX)                                                                           \
+    XX(BAD_REQUEST_LINE, "bad_request_line", 400, "The request line is not METHOD TARGET HTTP/1.x")\
+    XX(BAD_HEADER, "bad_header", 400, "A header line is malformed")                                \
+    XX(MISSING_HOST, "missing_host", 400, "HTTP/1.1 requests need a Host header")                  \
+    XX(BAD_REQUEST, "bad_request", 400, "Bad request")                                             \
+    XX(BAD_FRAMING, "bad_framing", 400, "The request's length is ambiguous")                       \
+    XX(BAD_CONTENT_LENGTH, "bad_content_length", 400, "Content-Length is not a number")            \
+    XX(REQUEST_TIMEOUT, "request_timeout", 408, "The request headers did not arrive in time")      \
+    XX(HEADER_TOO_LARGE, "header_too_large", 431, "Request headers are too large")                 \
+    XX(UNSUPPORTED_TRANSFER_CODING, "unsupported_transfer_coding", 501,                            \
+       "Unsupported Transfer-Encoding")                                                            \
+    XX(TOO_MANY_CONNECTIONS, "too_many_connections", 503,                                          \
+       "The server is at its connection limit; retry")                                             \
+    XX(HTTP_VERSION_NOT_SUPPORTED, "http_version_not_supported", 505,                              \
+       "Only HTTP/1.0 and HTTP/1.1 are served")                                                    \
     XX(INVALID_JSON, "invalid_json", 400, "Malformed JSON body")                                   \
     XX(MISSING_FIELDS, "missing_fields", 400, "Missing required fields")                           \
     XX(MISSING_INPUT_IMAGE, "missing_input_image", 400, "This model needs an input image")        \

@@ -16,6 +16,7 @@
 
 #include "core/log.h"
 #include "core/util.h"
+#include "core/vocab.h"
 #include "http/server.h"
 
 /* A client has this long to send its first header block, and a refused
@@ -94,32 +95,36 @@ void lr_edge_field(lr_edge_fields *f, const char *name, size_t name_len, const c
     }
 }
 
+/* A refusal with its code's status from the vocabulary. */
+#define VERDICT(code, msg)                                                                         \
+    ((lr_edge_verdict){lr_code_http_status(LR_CODE_##code), lr_code_name(LR_CODE_##code), (msg)})
+
 lr_edge_verdict lr_edge_judge(const lr_edge_fields *f, bool http11)
 {
     if (http11 && f->hosts == 0)
-        return (lr_edge_verdict){400, "missing_host", "HTTP/1.1 requests need a Host header"};
+        return VERDICT(MISSING_HOST, "HTTP/1.1 requests need a Host header");
     if (f->hosts > 1)
-        return (lr_edge_verdict){400, "bad_request", "More than one Host header"};
+        return VERDICT(BAD_REQUEST, "More than one Host header");
     if (f->transfer_encodings > 0) {
         if (f->content_lengths > 0)
-            return (lr_edge_verdict){400, "bad_framing",
-                                     "Content-Length and Transfer-Encoding together"};
+            return VERDICT(BAD_FRAMING,
+                                     "Content-Length and Transfer-Encoding together");
         if (!http11)
-            return (lr_edge_verdict){400, "bad_framing",
-                                     "Transfer-Encoding in an HTTP/1.0 request"};
+            return VERDICT(BAD_FRAMING,
+                                     "Transfer-Encoding in an HTTP/1.0 request");
         if (f->codings == 0 || !f->chunked_last || f->chunked_twice)
-            return (lr_edge_verdict){400, "bad_framing",
-                                     "Transfer-Encoding must end with chunked, once"};
+            return VERDICT(BAD_FRAMING,
+                                     "Transfer-Encoding must end with chunked, once");
         if (f->unknown_coding)
-            return (lr_edge_verdict){501, "unsupported_transfer_coding",
-                                     "Only the chunked transfer coding is supported"};
+            return VERDICT(UNSUPPORTED_TRANSFER_CODING,
+                                     "Only the chunked transfer coding is supported");
     }
     if (f->cl_invalid || f->cl_conflict)
-        return (lr_edge_verdict){400, "bad_content_length",
+        return VERDICT(BAD_CONTENT_LENGTH,
                                  f->cl_conflict ? "Content-Length headers disagree"
-                                                : "Content-Length is not a number"};
+                                                : "Content-Length is not a number");
     if (f->cl_huge)
-        return (lr_edge_verdict){413, "body_too_large", "Content-Length is too large"};
+        return VERDICT(BODY_TOO_LARGE, "Content-Length is too large");
     return (lr_edge_verdict){0, NULL, NULL};
 }
 
@@ -160,9 +165,9 @@ typedef struct {
     size_t method_len, target_len;
 } block;
 
-static enum scan refuse(block *b, int status, const char *code, const char *msg)
+static enum scan refuse(block *b, lr_code code, const char *msg)
 {
-    b->v = (lr_edge_verdict){status, code, msg};
+    b->v = (lr_edge_verdict){lr_code_http_status(code), lr_code_name(code), msg};
     return SCAN_REFUSED;
 }
 
@@ -186,14 +191,14 @@ static enum scan request_line(block *b, const char *l, size_t len, bool *http11)
     while (i < len && tchar((unsigned char)l[i]))
         i++;
     if (i == 0 || i == len || l[i] != ' ')
-        return refuse(b, 400, "bad_request_line", "The request line is not METHOD TARGET HTTP/1.x");
+        return refuse(b, LR_CODE_BAD_REQUEST_LINE, "The request line is not METHOD TARGET HTTP/1.x");
     b->method = l;
     b->method_len = i;
     size_t t = ++i;
     while (i < len && vchar((unsigned char)l[i]))
         i++;
     if (i == t || i == len || l[i] != ' ')
-        return refuse(b, 400, "bad_request_line", "The request line is not METHOD TARGET HTTP/1.x");
+        return refuse(b, LR_CODE_BAD_REQUEST_LINE, "The request line is not METHOD TARGET HTTP/1.x");
     b->target = l + t;
     b->target_len = i - t;
     const char *ver = l + i + 1;
@@ -205,9 +210,9 @@ static enum scan request_line(block *b, const char *l, size_t len, bool *http11)
     }
     if (vlen == 8 && !memcmp(ver, "HTTP/", 5) && ver[5] >= '0' && ver[5] <= '9' && ver[6] == '.' &&
         ver[7] >= '0' && ver[7] <= '9')
-        return refuse(b, 505, "http_version_not_supported",
+        return refuse(b, LR_CODE_HTTP_VERSION_NOT_SUPPORTED,
                       "Only HTTP/1.0 and HTTP/1.1 are served");
-    return refuse(b, 400, "bad_request_line", "The request line is not METHOD TARGET HTTP/1.x");
+    return refuse(b, LR_CODE_BAD_REQUEST_LINE, "The request line is not METHOD TARGET HTTP/1.x");
 }
 
 /* True when the start of a request line seen so far cannot become valid,
@@ -237,12 +242,12 @@ static enum scan field_line(block *b, const char *l, size_t len, size_t *entries
                             size_t *cookie_bytes)
 {
     if (l[0] == ' ' || l[0] == '\t')
-        return refuse(b, 400, "bad_header", "Folded header lines are not accepted");
+        return refuse(b, LR_CODE_BAD_HEADER, "Folded header lines are not accepted");
     size_t i = 0;
     while (i < len && tchar((unsigned char)l[i]))
         i++;
     if (i == 0 || i == len || l[i] != ':')
-        return refuse(b, 400, "bad_header", "A header line is not NAME: VALUE");
+        return refuse(b, LR_CODE_BAD_HEADER, "A header line is not NAME: VALUE");
     size_t s = i + 1, e = len;
     while (s < e && (l[s] == ' ' || l[s] == '\t'))
         s++;
@@ -251,7 +256,7 @@ static enum scan field_line(block *b, const char *l, size_t len, size_t *entries
     for (size_t k = s; k < e; k++) {
         unsigned char c = (unsigned char)l[k];
         if (!vchar(c) && c != ' ' && c != '\t')
-            return refuse(b, 400, "bad_header", "A header value holds a control character");
+            return refuse(b, LR_CODE_BAD_HEADER, "A header value holds a control character");
     }
     lr_edge_field(&b->f, l, i, l + s, e - s);
     (*entries)++;
@@ -272,10 +277,10 @@ static enum scan scan_block(block *b, const char *buf, size_t n, size_t max, siz
     long len = line_at(buf, n, at, &next);
     if (len < 0) {
         if (hopeless_prefix(buf + at, n - at))
-            return refuse(b, 400, "bad_request_line",
+            return refuse(b, LR_CODE_BAD_REQUEST_LINE,
                           "The request line is not METHOD TARGET HTTP/1.x");
         if (n > max)
-            return refuse(b, 431, "header_too_large", "The request line is too long");
+            return refuse(b, LR_CODE_HEADER_TOO_LARGE, "The request line is too long");
         return SCAN_MORE;
     }
     bool http11 = false;
@@ -285,10 +290,10 @@ static enum scan scan_block(block *b, const char *buf, size_t n, size_t max, siz
     for (at = next;;) {
         len = line_at(buf, n, at, &next);
         if (len < 0)
-            return n > max ? refuse(b, 431, "header_too_large", "Request headers are too large")
+            return n > max ? refuse(b, LR_CODE_HEADER_TOO_LARGE, "Request headers are too large")
                            : SCAN_MORE;
         if (next > max)
-            return refuse(b, 431, "header_too_large", "Request headers are too large");
+            return refuse(b, LR_CODE_HEADER_TOO_LARGE, "Request headers are too large");
         if (len == 0)
             break;
         if (field_line(b, buf + at, (size_t)len, &entries, &cookie_bytes) != SCAN_OK)
@@ -298,7 +303,7 @@ static enum scan scan_block(block *b, const char *buf, size_t n, size_t max, siz
     /* libmicrohttpd reads into half its pool and stores every field,
      * cookie and argument from the other end of it. */
     if (pool / 2 + cookie_bytes + entries * MHD_ENTRY_BYTES + MHD_POOL_RESERVE > pool)
-        return refuse(b, 431, "header_too_large", "Too many header fields or cookies");
+        return refuse(b, LR_CODE_HEADER_TOO_LARGE, "Too many header fields or cookies");
     b->v = lr_edge_judge(&b->f, http11);
     return b->v.status ? SCAN_REFUSED : SCAN_OK;
 }
@@ -474,8 +479,8 @@ static void on_readable(lr_edge *e, pend *p)
             return;
         }
         watch_pend(e, p); /* back on the list to be answered */
-        b.v = (lr_edge_verdict){503, "too_many_connections",
-                                "The server is at its connection limit; retry"};
+        b.v = VERDICT(TOO_MANY_CONNECTIONS,
+                                "The server is at its connection limit; retry");
     }
     answer(e, p, &b);
     drain(e, p); /* what was peeked, and the client's close if it came */
@@ -521,7 +526,7 @@ static void expire(lr_edge *e)
             drop(e, p); /* answered, or never began a request: nothing to say */
             continue;
         }
-        block b = {.v = {408, "request_timeout", "The request headers did not arrive in time"}};
+        block b = {.v = VERDICT(REQUEST_TIMEOUT, "The request headers did not arrive in time")};
         answer(e, p, &b);
         drain(e, p);
     }

@@ -11,6 +11,7 @@
 
 #include "core/log.h"
 #include "core/util.h"
+#include "core/vocab.h"
 #include "http/edge.h"
 
 #define MAX_EXTRA_HEADERS 8
@@ -165,7 +166,7 @@ void lr_req_reply_fd(lr_req *r, int status, int fd, uint64_t offset, uint64_t le
     struct MHD_Response *resp = MHD_create_response_from_fd_at_offset64(len, fd, offset);
     if (!resp) {
         close(fd);
-        lr_req_reply_error(r, 500, "internal_error", "Internal error", NULL);
+        lr_req_reply_error(r, 500, lr_code_name(LR_CODE_INTERNAL_ERROR), "Internal error", NULL);
         return;
     }
     MHD_add_response_header(resp, "Content-Type", content_type);
@@ -352,7 +353,8 @@ static lr_edge_verdict judge(const lr_http *h, struct MHD_Connection *conn, cons
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
     if (ci && ci->header_size > h->o.max_header_bytes)
-        return (lr_edge_verdict){431, "header_too_large", "Request headers are too large"};
+        return (lr_edge_verdict){lr_code_http_status(LR_CODE_HEADER_TOO_LARGE),
+                                 lr_code_name(LR_CODE_HEADER_TOO_LARGE), "Request headers are too large"};
     lr_edge_fields f = {0};
     MHD_get_connection_values_n(conn, MHD_HEADER_KIND, feed_field, &f);
     return lr_edge_judge(&f, strcmp(version, MHD_HTTP_VERSION_1_0) != 0);
@@ -446,13 +448,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             lr_req_set_header(r, "Vary", "Access-Control-Request-Headers");
             lr_req_reply_empty(r, 204);
         } else {
-            lr_req_reply_error(r, 403, "origin_not_allowed",
+            lr_req_reply_error(r, 403, lr_code_name(LR_CODE_ORIGIN_NOT_ALLOWED),
                                "This origin may not call the API (LENSROOM_CORS_ORIGINS)", NULL);
         }
     } else if (atomic_load(&h->closing)) {
         lr_req_set_header(r, "Connection", "close");
         lr_req_set_header(r, "Retry-After", "1");
-        lr_req_reply_error(r, 503, "shutting_down", "The server is shutting down; retry", NULL);
+        lr_req_reply_error(r, 503, lr_code_name(LR_CODE_SHUTTING_DOWN),
+                           "The server is shutting down; retry", NULL);
     } else {
         h->o.route(r, h->o.app);
     }
@@ -467,7 +470,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         res = queue(r);
     } else {
         pthread_mutex_unlock(&r->mu);
-        lr_req_reply_error(r, 500, "internal_error", "Internal error: no response", NULL);
+        lr_req_reply_error(r, 500, lr_code_name(LR_CODE_INTERNAL_ERROR), "Internal error: no response",
+                           NULL);
         pthread_mutex_lock(&r->mu);
         res = queue(r);
     }
