@@ -125,7 +125,7 @@ void lr_db_batch_stop(lr_db_batch *b)
     pthread_mutex_unlock(&b->mu);
     for (int i = 0; i < b->o.writers; i++)
         pthread_join(b->w[i].tid, NULL);
-    if (b->batches)
+    if (b->jobs > b->batches) /* say so only when writes were grouped */
         lr_info("%s writer: %llu writes in %llu transactions", b->o.name,
                 (unsigned long long)b->jobs, (unsigned long long)b->batches);
     pthread_cond_destroy(&b->work);
