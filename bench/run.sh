@@ -10,6 +10,9 @@
 #   bench/run.sh store50         peak RSS while a 50 MB Kie.ai result (faked) is
 #                                downloaded and stored
 #   bench/run.sh kie_inflight [N] N generations held at the fake Kie.ai: RSS, threads
+#   bench/run.sh db              generations/s through the database interface alone
+#                                (reserve, set_stage, settle), 4 and 64 callers,
+#                                SQLite (synchronous=FULL) and PostgreSQL 15 (fsync on)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-$PWD/build/lensroom}
@@ -127,6 +130,20 @@ postgres() {
   stop
 }
 
+# The group commit seen without HTTP: many callers at once, 100 users.
+db() {
+  local dbbench=${DBBENCH:-$(dirname "$BIN")/bench/lensroom-dbbench}
+  pgdir=$work/pg
+  PG_URL=$(scripts/pg.sh start "$pgdir")
+  trap 'scripts/pg.sh stop "$pgdir"; cleanup' EXIT
+  for t in 4 64; do
+    rm -f "$work"/db.sqlite*
+    echo "sqlite $("$dbbench" "$work/db.sqlite" "$t" 100 4000 2>/dev/null)"
+    psql -X -q "$PG_URL" -c "DROP DATABASE IF EXISTS dbbench WITH (FORCE)" -c "CREATE DATABASE dbbench"
+    echo "postgres $("$dbbench" "${PG_URL/\/postgres\?//dbbench?}" "$t" 100 4000 2>/dev/null)"
+  done
+}
+
 case "${1:-all}" in
   throughput) throughput ;;
   inflight) inflight "${2:-5000}" ;;
@@ -134,6 +151,7 @@ case "${1:-all}" in
   postgres) postgres ;;
   store50) /usr/bin/python3 bench/store50.py "$BIN" ;;
   kie_inflight) /usr/bin/python3 bench/kie_inflight.py "${2:-1000}" "$BIN" ;;
+  db) db ;;
   all) idle; throughput; inflight 5000; postgres; /usr/bin/python3 bench/store50.py "$BIN" ;;
-  *) echo "usage: $0 [throughput|inflight [N]|idle|postgres|store50|kie_inflight [N]]" >&2; exit 2 ;;
+  *) echo "usage: $0 [throughput|inflight [N]|idle|postgres|store50|kie_inflight [N]|db]" >&2; exit 2 ;;
 esac
