@@ -14,6 +14,9 @@
 #   bench/run.sh store50         peak RSS while a 50 MB Kie.ai result (faked) is
 #                                downloaded and stored
 #   bench/run.sh kie_inflight [N] N generations held at the fake Kie.ai: RSS, threads
+#   bench/run.sh db              generations/s through the database interface alone
+#                                (reserve, set_stage, settle), 4 and 64 callers,
+#                                SQLite (synchronous=FULL) and PostgreSQL 15 (fsync on)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-$PWD/build/lensroom}
@@ -271,6 +274,19 @@ table() {
     "commit=$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src || echo +dirty) rounds=$ROUNDS seconds=$SECS conns=$CONNS cpus=$(nproc) load_before=${load0// /,} load_after=$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' ,)"
 }
 
+# The group commit seen without HTTP: many callers at once, 100 users.
+db() {
+  local dbbench=${DBBENCH:-$(dirname "$BIN")/bench/lensroom-dbbench}
+  [ -n "${DBBENCH:-}" ] || cmake --build "$(dirname "$BIN")" --target lensroom-dbbench >/dev/null
+  pg_cluster
+  for t in 4 64; do
+    rm -f "$work"/db.sqlite*
+    echo "sqlite $("$dbbench" "$work/db.sqlite" "$t" 100 4000 2>/dev/null)"
+    psql -X -q "$PG_URL" -c "DROP DATABASE IF EXISTS dbbench WITH (FORCE)" -c "CREATE DATABASE dbbench"
+    echo "postgres $("$dbbench" "${PG_URL/\/postgres\?//dbbench?}" "$t" 100 4000 2>/dev/null)"
+  done
+}
+
 case "${1:-table}" in
   table) table ;;
   throughput) throughput ;;
@@ -279,6 +295,7 @@ case "${1:-table}" in
   postgres) postgres ;;
   store50) /usr/bin/python3 bench/store50.py "$BIN" ;;
   kie_inflight) /usr/bin/python3 bench/kie_inflight.py "${2:-1000}" "$BIN" ;;
+  db) db ;;
   all) idle; throughput; inflight 5000; /usr/bin/python3 bench/store50.py "$BIN"; table ;;
-  *) echo "usage: $0 [table|throughput|inflight [N]|idle|postgres|store50|kie_inflight [N]]" >&2; exit 2 ;;
+  *) echo "usage: $0 [table|throughput|inflight [N]|idle|postgres|store50|kie_inflight [N]|db]" >&2; exit 2 ;;
 esac

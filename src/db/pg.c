@@ -1,12 +1,27 @@
 /* PostgreSQL backend on libpq.
  *
  * Money-moving steps are SQL functions in the lensroom schema (see
- * migrations/postgres), so reserve and settle are each one transaction in
- * one round trip, and several server processes can share the database:
- * row locks serialise debits of one user, and reaping claims rows with
- * FOR UPDATE SKIP LOCKED. Connections come from a fixed pool and are opened
- * lazily; a broken one is reset on next use, and while the server is down
- * every call fails fast with LR_ERR_UNAVAILABLE (the API answers 503).
+ * migrations/postgres), and several server processes can share the
+ * database: row locks serialise debits of one user, and reaping claims
+ * rows with FOR UPDATE SKIP LOCKED.
+ *
+ * Writes that move money or a generation's state (reserve, settle,
+ * set_stage, adjust) go through the group commit of batch.h: a writer
+ * thread owns a connection in pipeline mode with those statements
+ * prepared once, sends every call that queued up during its previous
+ * commit in one round trip and one implicit transaction (one Sync), and
+ * so pays one WAL flush for the batch. The functions answer per call
+ * (ok=false for a short balance, a held key or an already final
+ * generation) instead of raising, so one caller's refusal never aborts
+ * the others'. Should a statement raise anyway (a deadlock with another
+ * process, a constraint), PostgreSQL rolls the whole batch back and the
+ * writer runs it again with a Sync after every call: each in its own
+ * transaction, each with its own answer. A batch's calls are sorted by
+ * user, so batches of several processes take row locks in one order.
+ *
+ * Other statements use a fixed pool of connections, opened lazily; a
+ * broken one is reset on next use, and while the server is down every
+ * call fails fast with LR_ERR_UNAVAILABLE (the API answers 503).
  *
  * Reads are plain SELECTs of typed columns, decoded by rows.c as the
  * SQLite backend's are. The JSON-building functions the first version
@@ -22,18 +37,59 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "db/batch.h"
 #include "db/db.h"
 #include "db/rows.h"
 
 extern const char lr_sql_pg_0001[];
 extern const char lr_sql_pg_0002[];
+extern const char lr_sql_pg_0003[];
 
 static const struct {
     const char *version;
     const char *sql;
-} migrations[] = {{"0001_credits_generations", lr_sql_pg_0001}, {"0002_resume", lr_sql_pg_0002}};
+} migrations[] = {{"0001_credits_generations", lr_sql_pg_0001},
+                  {"0002_resume", lr_sql_pg_0002},
+                  {"0003_lean_reserve", lr_sql_pg_0003}};
 
+/* The statements of the writer, prepared once per connection. */
+enum { S_RESERVE, S_SETTLE, S_STAGE, S_ADJUST, S_COUNT };
+
+static const struct {
+    const char *name, *sql;
+    int nparams;
+} writes[S_COUNT] = {
+    [S_RESERVE] = {"lr_reserve",
+                   "SELECT ok, balance, holder, same_request FROM lensroom.reserve($1, $2, $3, "
+                   "$4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+                   15},
+    [S_SETTLE] = {"lr_settle",
+                  "SELECT ok, balance FROM lensroom.settle($1, $2, $3, $4, $5, $6, $7, $8, $9, "
+                  "$10, $11, $12)",
+                  12},
+    [S_STAGE] = {"lr_stage",
+                 "UPDATE public.generations SET status = $2, stage = $3, "
+                 "provider_task_ids = coalesce($4::jsonb, provider_task_ids) WHERE id = $1 "
+                 "AND status IN ('pending', 'processing')",
+                 4},
+    [S_ADJUST] = {"lr_adjust",
+                  "SELECT status, balance, transaction_id FROM lensroom.adjust($1, $2, $3, $4, "
+                  "NULL, $5, $6)",
+                  6},
+};
+
+/* How many calls one transaction of the writer takes at most. */
+enum { BATCH_MAX = 128 };
+
+typedef struct pg_db pg_db;
+
+/* A writer thread's connection, in pipeline mode once ready. */
 typedef struct {
+    pg_db *d;
+    PGconn *c;
+} pg_writer;
+
+struct pg_db {
     lr_db base;
     char *url;
     PGconn **conns;
@@ -42,7 +98,9 @@ typedef struct {
     int nfree;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-} pg_db;
+    pg_writer writer;
+    lr_db_batch *batch;
+};
 
 /* Server NOTICEs ("already exists, skipping") are routine; keep them out
  * of stderr, which carries the JSON log. */
@@ -147,6 +205,150 @@ static lr_err query_rows(pg_db *d, const char *sql, int n, const char *const *pa
     return e;
 }
 
+/* A call for the writer: statement w of writes[], its text parameters
+ * (the caller's, valid until it is answered) and, when answered with
+ * LR_OK, its result (the caller's to PQclear). user orders the batch. */
+typedef struct {
+    lr_db_job base; /* first: the batch hands back lr_db_job pointers */
+    int w;
+    const char *const *params;
+    const char *user;
+    PGresult *res;
+} pg_job;
+
+/* Connects the writer when it has no usable connection: prepares the
+ * writes, then enters pipeline mode. */
+static bool writer_ready(pg_writer *w)
+{
+    if (w->c && PQstatus(w->c) == CONNECTION_OK)
+        return true;
+    PQfinish(w->c);
+    w->c = connect_db(w->d->url);
+    bool ok = PQstatus(w->c) == CONNECTION_OK;
+    for (int i = 0; ok && i < S_COUNT; i++) {
+        PGresult *r = PQprepare(w->c, writes[i].name, writes[i].sql, writes[i].nparams, NULL);
+        ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        if (!ok)
+            lr_error("postgres: prepare %s: %s", writes[i].name, PQresultErrorMessage(r));
+        PQclear(r);
+    }
+    if (ok && !PQenterPipelineMode(w->c))
+        ok = false;
+    if (!ok) {
+        lr_error("postgres writer: cannot connect: %s", PQerrorMessage(w->c));
+        PQfinish(w->c);
+        w->c = NULL;
+    }
+    return ok;
+}
+
+/* Reads the next call's result into j: LR_OK (j->res set), LR_ERR_DB when
+ * it failed or was skipped after another's failure, LR_ERR_UNAVAILABLE
+ * when the connection broke. */
+static lr_err read_result(PGconn *c, pg_job *j)
+{
+    PGresult *r = PQgetResult(c);
+    if (!r)
+        return LR_ERR_UNAVAILABLE;
+    ExecStatusType st = PQresultStatus(r);
+    PQclear(PQgetResult(c)); /* the NULL that ends this call's results */
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
+        j->res = r;
+        return LR_OK;
+    }
+    if (st == PGRES_FATAL_ERROR)
+        lr_error("postgres: %s: %s", writes[j->w].name, PQresultErrorMessage(r));
+    PQclear(r);
+    return PQstatus(c) == CONNECTION_OK ? LR_ERR_DB : LR_ERR_UNAVAILABLE;
+}
+
+/* Waits for the Sync's result; false when the connection broke. */
+static bool read_sync(PGconn *c)
+{
+    PGresult *r = PQgetResult(c);
+    bool ok = r && PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+    PQclear(r);
+    return ok;
+}
+
+static void drop_results(pg_job **jobs, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        PQclear(jobs[i]->res);
+        jobs[i]->res = NULL;
+    }
+}
+
+/* Sends jobs[0..n) in one round trip: with one Sync at the end (together:
+ * one transaction, LR_ERR_DB for all if any failed) or a Sync after each
+ * (each its own transaction and answer). */
+static void send_batch(PGconn *c, pg_job **jobs, size_t n, bool together)
+{
+    bool sent = true;
+    for (size_t i = 0; sent && i < n; i++) {
+        sent = PQsendQueryPrepared(c, writes[jobs[i]->w].name, writes[jobs[i]->w].nparams,
+                                   jobs[i]->params, NULL, NULL, 0) == 1;
+        if (sent && (!together || i + 1 == n))
+            sent = PQpipelineSync(c) == 1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        lr_err e = sent ? read_result(c, jobs[i]) : LR_ERR_UNAVAILABLE;
+        if (e != LR_ERR_UNAVAILABLE && (!together || i + 1 == n) && !read_sync(c))
+            e = LR_ERR_UNAVAILABLE;
+        jobs[i]->base.result = e;
+        if (e == LR_ERR_UNAVAILABLE)
+            sent = false; /* nothing more will come */
+    }
+}
+
+static int by_user(const void *a, const void *b)
+{
+    const pg_job *x = *(pg_job *const *)a, *y = *(pg_job *const *)b;
+    return strcmp(x->user ? x->user : "", y->user ? y->user : "");
+}
+
+/* The writer thread's batch (batch.h). */
+static void run_batch(void *wp, lr_db_job **jobs_, size_t n)
+{
+    pg_writer *w = wp;
+    pg_job **jobs = (pg_job **)jobs_;
+    if (!writer_ready(w)) {
+        for (size_t i = 0; i < n; i++)
+            jobs[i]->base.result = LR_ERR_UNAVAILABLE;
+        return;
+    }
+    qsort(jobs, n, sizeof *jobs, by_user);
+    send_batch(w->c, jobs, n, true);
+    bool failed = false, gone = false;
+    for (size_t i = 0; i < n; i++) {
+        failed |= jobs[i]->base.result == LR_ERR_DB;
+        gone |= jobs[i]->base.result == LR_ERR_UNAVAILABLE;
+    }
+    if (gone) { /* whether the batch committed is unknown: report it so */
+        drop_results(jobs, n);
+        for (size_t i = 0; i < n; i++)
+            jobs[i]->base.result = LR_ERR_UNAVAILABLE;
+        PQfinish(w->c);
+        w->c = NULL;
+    } else if (failed && n > 1) { /* rolled back as a whole: once more, one by one */
+        drop_results(jobs, n);
+        send_batch(w->c, jobs, n, false);
+    }
+}
+
+/* Runs writes[w] with params as a call of the writer's next batch; *out
+ * as query's. */
+static lr_err batch_query(pg_db *d, int w, const char *const *params, const char *user,
+                          PGresult **out)
+{
+    pg_job j = {.w = w, .params = params, .user = user};
+    lr_err e = lr_db_batch_submit(d->batch, &j.base);
+    *out = e == LR_OK ? j.res : NULL;
+    if (e != LR_OK)
+        PQclear(j.res);
+    return e;
+}
+
 /* A generation's columns in the order of rows.h (GC_*), times as the
  * server writes them (ISO-8601 UTC). */
 #define GEN_COLUMNS                                                                                \
@@ -244,10 +446,7 @@ static lr_err pg_reserve(lr_db *db, const lr_reserve_req *q, int *balance, lr_ke
                        cost,             q->created_at, q->owner,       q->lease_until,
                        q->idempotency_key, q->request_hash, q->key_expired_before};
     PGresult *r;
-    lr_err e = query((pg_db *)db,
-                     "SELECT ok, balance, holder, same_request FROM lensroom.reserve($1, $2, $3, "
-                     "$4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-                     15, p, &r);
+    lr_err e = batch_query((pg_db *)db, S_RESERVE, p, q->user_id, &r);
     free(params);
     if (e != LR_OK)
         return e;
@@ -271,11 +470,7 @@ static lr_err pg_set_stage(lr_db *db, const char *id, const char *status, const 
     char *tasks = task_ids ? json_dumps(task_ids, JSON_COMPACT) : NULL;
     const char *p[] = {id, status, stage, tasks};
     PGresult *r;
-    lr_err e = query((pg_db *)db,
-                     "UPDATE public.generations SET status = $2, stage = $3, "
-                     "provider_task_ids = coalesce($4::jsonb, provider_task_ids) WHERE id = $1 "
-                     "AND status IN ('pending', 'processing')",
-                     4, p, &r);
+    lr_err e = batch_query((pg_db *)db, S_STAGE, p, NULL, &r);
     free(tasks);
     if (e == LR_OK)
         e = atoi(PQcmdTuples(r)) > 0 ? LR_OK : LR_ERR_CONFLICT;
@@ -297,10 +492,7 @@ static lr_err pg_settle(lr_db *db, const lr_settle_req *q, int *balance)
                        fail_n,           refund,    q->error_code, q->error_message,
                        dur,              q->text,   keys};
     PGresult *r;
-    lr_err e = query((pg_db *)db,
-                     "SELECT ok, balance FROM lensroom.settle($1, $2, $3, $4, $5, $6, $7, $8, $9, "
-                     "$10, $11, $12)",
-                     12, p, &r);
+    lr_err e = batch_query((pg_db *)db, S_SETTLE, p, q->user_id, &r);
     free(urls);
     free(tasks);
     free(keys);
@@ -335,10 +527,7 @@ static lr_err pg_adjust(lr_db *db, const lr_adjust_req *q, lr_adjust_result *out
     char *meta = q->metadata ? json_dumps(q->metadata, JSON_COMPACT) : NULL;
     const char *p[] = {q->user_id, amount, q->type, q->description, meta, q->idempotency_key};
     PGresult *r;
-    lr_err e = query((pg_db *)db,
-                     "SELECT status, balance, transaction_id FROM lensroom.adjust($1, $2, $3, $4, "
-                     "NULL, $5, $6)",
-                     6, p, &r);
+    lr_err e = batch_query((pg_db *)db, S_ADJUST, p, q->user_id, &r);
     free(meta);
     if (e != LR_OK)
         return e;
@@ -513,6 +702,8 @@ static lr_err pg_audit(lr_db *db, lr_violation_list *violations)
 static void pg_close(lr_db *db)
 {
     pg_db *d = (pg_db *)db;
+    lr_db_batch_stop(d->batch);
+    PQfinish(d->writer.c);
     for (int i = 0; i < d->n; i++)
         PQfinish(d->conns[i]);
     pthread_mutex_destroy(&d->mu);
@@ -572,6 +763,11 @@ lr_err lr_db_pg_open(const char *url, int pool_size, lr_db **out, char **errmsg)
         pg_close(&d->base);
         return LR_ERR_UNAVAILABLE;
     }
+    d->writer.d = d;
+    void *writer = &d->writer;
+    d->batch = lr_db_batch_start(&(lr_db_batch_opts){
+        .name = "postgres", .run = run_batch, .conns = &writer, .writers = 1,
+        .max_jobs = BATCH_MAX});
     *out = &d->base;
     return LR_OK;
 }

@@ -39,6 +39,28 @@ class Concurrency(ServerTest):
                            (user,)).fetchone()
         self.assertEqual(n, 50)
 
+    def test_1000_parallel_infers_on_100_credits_make_exactly_12(self):
+        user = new_user()
+        self.server.grant(user, 100)  # 12 infers of 8, 4 credits left
+        tok = self.server.token(user)
+        start = threading.Barrier(200)
+
+        def one(i):
+            if i < 200:
+                start.wait()
+            r = self.server.infer(tok, prompt=f"race {i}")
+            return r.status, r.json
+
+        with ThreadPoolExecutor(max_workers=200) as ex:
+            results = list(ex.map(one, range(1000)))
+        statuses = [s for s, _ in results]
+        self.assertEqual(statuses.count(200), 12, sorted(set(statuses)))
+        self.assertEqual(statuses.count(402), 988)
+        self.assertTrue(all(b["required"] == 8 and b["balance"] < 8
+                            for s, b in results if s == 402))
+        self.assertEqual(self.server.balance(user), 4)
+        self.server.assert_ledger_consistent(self, user)
+
 
 if __name__ == "__main__":
     unittest.main()

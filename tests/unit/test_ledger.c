@@ -536,6 +536,116 @@ static void test_concurrent_reserves_never_overspend(void **state)
     assert_audit_sound(f);
 }
 
+/* One caller of the mixed-batch test: a user of its own (rich ones hold
+ * ROUNDS x 8 credits, broke ones 4), ROUNDS reservations of 8, each
+ * settled; rich callers settle every other one as failed (refund) and
+ * then once more (already final). key callers race one Idempotency-Key
+ * of a shared user. Results are counted here and asserted by the main
+ * thread (cmocka asserts only there). */
+enum { MIX_CALLERS = 24, MIX_ROUNDS = 12 };
+
+typedef struct {
+    fixture f; /* f.user is this caller's */
+    pthread_barrier_t *start;
+    bool rich, key;
+    int ok, short_, wrong_balance, settled, refused_twice, held, errors;
+    char won[LR_UUID_LEN + 1];
+} mix_caller;
+
+static void mix_settle(mix_caller *c, const char *id, int round)
+{
+    bool fail = round % 2;
+    lr_settle_req s = {.generation_id = id, .user_id = c->f.user,
+                       .status = fail ? "failed" : "success", .succeeded_count = !fail,
+                       .failed_count = fail, .refund = fail ? 8 : 0,
+                       .error_code = fail ? "provider_failed" : NULL};
+    int balance;
+    c->settled += c->f.db->ops->settle(c->f.db, &s, &balance) == LR_OK;
+    c->refused_twice += c->f.db->ops->settle(c->f.db, &s, &balance) == LR_ERR_CONFLICT;
+}
+
+static void *mix_call(void *p)
+{
+    mix_caller *c = p;
+    pthread_barrier_wait(c->start);
+    for (int round = 0; round < MIX_ROUNDS; round++) {
+        char id[LR_UUID_LEN + 1];
+        int balance = -1;
+        lr_key_holder h = {0};
+        lr_err e = reserve_with(&c->f,
+                                &(reservation){.cost = 8, .key = c->key ? "shared" : NULL,
+                                               .hash = "h"},
+                                id, &balance, &h);
+        if (e == LR_OK) {
+            c->ok++;
+            if (c->key)
+                memcpy(c->won, id, sizeof c->won);
+            else
+                mix_settle(c, id, round);
+        } else if (e == LR_ERR_INSUFFICIENT) {
+            c->short_++;
+            c->wrong_balance += balance != 4;
+        } else if (e == LR_ERR_CONFLICT && h.same_request) {
+            c->held++;
+        } else {
+            c->errors++;
+        }
+    }
+    return NULL;
+}
+
+/* Many callers at once, so the writer batches them: a short balance, a
+ * taken key or a settle of a final generation answers that caller alone
+ * and never fails the others in its transaction. */
+static void test_mixed_batches_answer_each_caller(void **state)
+{
+    fixture *f = *state;
+    static mix_caller c[MIX_CALLERS];
+    pthread_t t[MIX_CALLERS];
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, MIX_CALLERS);
+    char key_user[LR_UUID_LEN + 1];
+    lr_uuid_v4(key_user);
+    for (int i = 0; i < MIX_CALLERS; i++) {
+        c[i] = (mix_caller){.f = *f, .start = &start, .rich = i % 3 == 0, .key = i % 3 == 1};
+        if (c[i].key)
+            memcpy(c[i].f.user, key_user, sizeof key_user);
+        else
+            lr_uuid_v4(c[i].f.user);
+        if (!c[i].key)
+            grant(&c[i].f, c[i].rich ? MIX_ROUNDS * 8 : 4, NULL);
+    }
+    mix_caller *any_key = &c[1];
+    grant(&any_key->f, 8 * MIX_ROUNDS, NULL);
+    for (int i = 0; i < MIX_CALLERS; i++)
+        pthread_create(&t[i], NULL, mix_call, &c[i]);
+    int key_ok = 0, key_held = 0;
+    for (int i = 0; i < MIX_CALLERS; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(c[i].errors, 0);
+        if (c[i].key) {
+            key_ok += c[i].ok;
+            key_held += c[i].held;
+            continue;
+        }
+        assert_int_equal(c[i].ok, c[i].rich ? MIX_ROUNDS : 0);
+        assert_int_equal(c[i].short_, c[i].rich ? 0 : MIX_ROUNDS);
+        assert_int_equal(c[i].wrong_balance, 0);
+        assert_int_equal(c[i].settled, c[i].ok);
+        assert_int_equal(c[i].refused_twice, c[i].ok);
+        /* half the rounds failed and were refunded */
+        assert_int_equal(balance_of(&c[i].f), c[i].rich ? MIX_ROUNDS / 2 * 8 : 4);
+        assert_ledger_consistent(&c[i].f);
+    }
+    pthread_barrier_destroy(&start);
+    /* one generation holds the shared key; every other try was told so */
+    assert_int_equal(key_ok, 1);
+    assert_int_equal(key_held, (MIX_CALLERS / 3) * MIX_ROUNDS - 1);
+    assert_int_equal(balance_of(&any_key->f), 8 * MIX_ROUNDS - 8);
+    assert_ledger_consistent(&any_key->f);
+    assert_audit_sound(f);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -549,6 +659,7 @@ int main(void)
         T(test_delete_hides_and_queues_objects),
         T(test_expired_work_is_reaped_or_claimed_once),
         T(test_concurrent_reserves_never_overspend),
+        T(test_mixed_batches_answer_each_caller),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
