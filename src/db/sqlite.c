@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/vocab.h"
 #include "db/batch.h"
 #include "db/db.h"
 #include "db/rows.h"
@@ -663,7 +664,7 @@ static lr_err settle_rows(conn *c, const lr_settle_req *q, const char *ts, int *
     if (q->refund <= 0)
         return read_balance(c, user, balance);
     char desc[160];
-    snprintf(desc, sizeof desc, "Refund: %s", q->error_code ? q->error_code : "failed");
+    snprintf(desc, sizeof desc, "Refund: %s", q->error_code ? q->error_code : lr_gen_status_name(LR_GEN_FAILED));
     json_t *meta =
         json_pack("{s:i, s:s*}", "failed_outputs", q->failed_count, "error", q->error_message);
     e = insert_tx(c,
@@ -912,10 +913,10 @@ static lr_err sq_reap_expired(lr_db *db, const char *owner, int limit, lr_reaped
     for (size_t i = 0; e == LR_OK && i < x.n; i++) {
         lr_settle_req q = {
             .generation_id = x.v[i].id,
-            .status = "failed",
+            .status = lr_gen_status_name(LR_GEN_FAILED),
             .failed_count = x.outputs[i],
             .refund = x.v[i].refund,
-            .error_code = "interrupted",
+            .error_code = lr_code_name(LR_CODE_INTERRUPTED),
             .error_message = "The server running this generation stopped before it finished; "
                              "the credits were refunded",
         };
