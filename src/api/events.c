@@ -70,7 +70,7 @@ static void write_event(watcher *w, int id, const char *event, json_t *data)
     char *text = json_dumps(data, JSON_COMPACT);
     json_decref(data);
     size_t n = strlen(text) + strlen(event) + 64;
-    char *buf = malloc(n);
+    char *buf = lr_xmalloc(n);
     int len = snprintf(buf, n, "id: %d\nevent: %s\ndata: %s\n\n", id, event, text);
     lr_stream_write(w->s, buf, (size_t)len);
     free(buf);
@@ -192,7 +192,7 @@ static void tick_job(void *arg)
     lr_events *h = arg;
     int64_t now = lr_monotonic_ms();
     size_t n = 0, cap = 16;
-    char (*ids)[LR_UUID_LEN + 1] = malloc(cap * sizeof *ids);
+    char (*ids)[LR_UUID_LEN + 1] = lr_xmalloc(cap * sizeof *ids);
     pthread_mutex_lock(&h->mu);
     for (watcher *w = h->list, *next; w; w = next) {
         next = w->next;
@@ -206,22 +206,18 @@ static void tick_job(void *arg)
         int every = lr_pipeline_is_local(h->pipeline, w->id) ? LOCAL_POLL_MS : REMOTE_POLL_MS;
         if (now - w->last_poll_ms >= every) {
             w->last_poll_ms = now;
-            if (ids && n == cap) {
-                char(*more)[LR_UUID_LEN + 1] = realloc(ids, 2 * cap * sizeof *ids);
-                if (!more)
-                    continue; /* polled on a later tick */
-                ids = more;
+            if (n == cap) {
+                ids = lr_xrealloc(ids, 2 * cap * sizeof *ids);
                 cap *= 2;
             }
-            if (ids)
-                memcpy(ids[n++], w->id, LR_UUID_LEN + 1);
+            memcpy(ids[n++], w->id, LR_UUID_LEN + 1);
         }
     }
     bool stopping = h->stopping || !h->list; /* the next open starts it again */
     if (stopping)
         h->tick_running = false;
     pthread_mutex_unlock(&h->mu);
-    for (size_t i = 0; ids && i < n; i++)
+    for (size_t i = 0; i < n; i++)
         poll_row(h, ids[i]);
     free(ids);
     if (!stopping)
@@ -237,9 +233,7 @@ static void tick_timer(void *arg)
 lr_events *lr_events_new(lr_db *db, lr_pipeline *pipeline, lr_loop *loop, lr_workers *workers,
                          int keepalive_s)
 {
-    lr_events *h = calloc(1, sizeof *h);
-    if (!h)
-        return NULL;
+    lr_events *h = lr_xcalloc(1, sizeof *h);
     *h = (lr_events){.db = db, .pipeline = pipeline, .loop = loop, .workers = workers,
                      .keepalive_ms = keepalive_s * 1000};
     pthread_mutex_init(&h->mu, NULL);
@@ -254,9 +248,7 @@ void lr_events_open(lr_events *h, lr_req *req, const char *user, const lr_genera
         lr_api_error(req, LR_CODE_INTERNAL_ERROR, NULL, NULL);
         return;
     }
-    watcher *w = calloc(1, sizeof *w);
-    if (!w)
-        abort();
+    watcher *w = lr_xcalloc(1, sizeof *w);
     w->s = s;
     snprintf(w->id, sizeof w->id, "%s", g->id);
     snprintf(w->user, sizeof w->user, "%s", user);

@@ -211,9 +211,7 @@ static entry *parse_set(const char *json, size_t len, size_t *count, json_t *ski
         json_decref(doc);
         return NULL;
     }
-    out = calloc(LR_JWKS_MAX_KEYS, sizeof *out);
-    if (!out)
-        abort();
+    out = lr_xcalloc(LR_JWKS_MAX_KEYS, sizeof *out);
     size_t i;
     json_t *jwk;
     json_array_foreach(keys, i, jwk)
@@ -229,7 +227,7 @@ static entry *parse_set(const char *json, size_t len, size_t *count, json_t *ski
         else if (*count == LR_JWKS_MAX_KEYS)
             reason = "too many keys";
         else if (lr_jwks_key_from_json(jwk, &key, &reason) == LR_OK) {
-            out[(*count)++] = (entry){strdup(kid), key};
+            out[(*count)++] = (entry){lr_xstrdup(kid), key};
             continue;
         }
         if (skipped_log)
@@ -422,11 +420,9 @@ static void fetch_asked(void *arg)
 
 lr_jwks *lr_jwks_new(const lr_jwks_opts *o)
 {
-    lr_jwks *k = calloc(1, sizeof *k);
-    if (!k)
-        abort();
+    lr_jwks *k = lr_xcalloc(1, sizeof *k);
     k->loop = o->loop;
-    k->url = strdup(o->url ? o->url : "");
+    k->url = lr_xstrdup(o->url ? o->url : "");
     k->refetch_ms = (int64_t)(o->refetch_s > 0 ? o->refetch_s : 1) * 1000;
     k->last_fetch_ms = INT64_MIN / 2;
     pthread_mutex_init(&k->mu, NULL);

@@ -1,4 +1,5 @@
 #include "auth/jwt.h"
+#include "core/util.h"
 
 #include <jansson.h>
 #include <openssl/bn.h>
@@ -295,9 +296,7 @@ char *lr_jwt_sign_user(const unsigned char *key, size_t key_len, const char *sub
     if (!h64 || !p64)
         goto done;
     size_t n = strlen(h64) + strlen(p64) + 2;
-    signing = malloc(n);
-    if (!signing)
-        goto done;
+    signing = lr_xmalloc(n);
     snprintf(signing, n, "%s.%s", h64, p64);
     unsigned char mac[EVP_MAX_MD_SIZE];
     unsigned int maclen = 0;
@@ -308,7 +307,7 @@ char *lr_jwt_sign_user(const unsigned char *key, size_t key_len, const char *sub
     if (!s64)
         goto done;
     n = strlen(signing) + strlen(s64) + 2;
-    out = malloc(n);
+    out = lr_xmalloc(n);
     if (out)
         snprintf(out, n, "%s.%s", signing, s64);
 done:

@@ -40,10 +40,7 @@ static bool grow(void **v, size_t *cap, size_t need, size_t size)
     if (need <= *cap)
         return true;
     size_t cap2 = *cap ? *cap * 2 : 16;
-    void *nv = realloc(*v, cap2 * size);
-    if (!nv)
-        return false;
-    *v = nv;
+    *v = lr_xrealloc(*v, cap2 * size);
     *cap = cap2;
     return true;
 }
@@ -96,9 +93,7 @@ static int hexval(char c)
  * @supabase/ssr uses; a malformed escape stays as it is, as there. */
 static char *percent_decode(const char *s, size_t len, size_t *out_len)
 {
-    char *out = malloc(len + 1);
-    if (!out)
-        return NULL;
+    char *out = lr_xmalloc(len + 1);
     size_t o = 0;
     for (size_t i = 0; i < len; i++) {
         if (s[i] == '%' && i + 2 < len && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
@@ -142,7 +137,7 @@ static char *token_from_session_value(const char *value, size_t len)
             return NULL;
         json_text = decoded;
     } else if (looks_like_jwt(value, len)) {
-        return strndup(value, len);
+        return lr_xstrndup(value, len);
     }
     char *token = NULL;
     /* user_metadata may hold "\u0000"; the token itself is checked below. */
@@ -154,7 +149,7 @@ static char *token_from_session_value(const char *value, size_t len)
         t = json_array_get(j, 0);
     if (json_is_string(t) && json_string_length(t) > 0 &&
         strlen(json_string_value(t)) == json_string_length(t))
-        token = strdup(json_string_value(t));
+        token = lr_xstrdup(json_string_value(t));
     json_decref(j);
     free(decoded);
     return token;
@@ -258,9 +253,7 @@ static char *joined_chunks(const sb_part *g, size_t n)
     }
     if (i == first)
         return NULL;
-    char *s = malloc(total + 1);
-    if (!s)
-        return NULL;
+    char *s = lr_xmalloc(total + 1);
     long want = 0;
     for (size_t k = first; k < i; k++) {
         if (g[k].idx != want)
@@ -313,9 +306,7 @@ static void supabase_candidates(const cookie_list *cs, cred_list *out)
         goto out;
     qsort(parts, np, sizeof *parts, part_cmp);
     /* Groups (one per project), then put back in header order. */
-    size_t (*groups)[3] = malloc(np * sizeof *groups);
-    if (!groups)
-        goto out;
+    size_t (*groups)[3] = lr_xmalloc(np * sizeof *groups);
     size_t ng = 0;
     for (size_t i = 0; i < np;) {
         size_t j = i, first = parts[i].pos;
@@ -360,7 +351,7 @@ static void bearer_candidate(const char *authorization, cred_list *out)
      * JWT starts with "sb_" (its header is base64url of '{'). */
     if (!t || len > LR_SESSION_MAX_HEADER || !strncmp(t, "sb_", 3))
         return;
-    push(out, strndup(t, len), "authorization");
+    push(out, lr_xstrndup(t, len), "authorization");
 }
 
 int lr_session_candidates(const char *cookie_header, const char *authorization,

@@ -295,8 +295,8 @@ bool lr_backup_parse_s3(const char *url, char **bucket, char **prefix)
     size_t pl = strlen(p);
     while (pl > 0 && p[pl - 1] == '/')
         pl--;
-    *bucket = strndup(b, bl);
-    *prefix = strndup(p, pl);
+    *bucket = lr_xstrndup(b, bl);
+    *prefix = lr_xstrndup(p, pl);
     return true;
 }
 

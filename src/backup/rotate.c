@@ -107,9 +107,7 @@ int lr_backup_rotate(const char *dir, const lr_backup_keep *k,
         if (archive_day(de->d_name) < 0) continue;
         if (n == cap) {
             cap = cap ? cap * 2 : 16;
-            char **grown = realloc(names, cap * sizeof *names);
-            if (!grown) abort();
-            names = grown;
+            names = lr_xrealloc(names, cap * sizeof *names);
         }
         names[n++] = lr_xstrdup(de->d_name);
     }

@@ -135,9 +135,7 @@ typedef struct {
 static int mem_write(void *ctx, const void *buf, size_t len)
 {
     membuf *m = ctx;
-    char *nb = realloc(m->buf, m->len + len);
-    if (!nb)
-        return -1;
+    char *nb = lr_xrealloc(m->buf, m->len + len);
     memcpy(nb + m->len, buf, len);
     m->buf = nb;
     m->len += len;

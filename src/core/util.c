@@ -87,6 +87,24 @@ void *lr_xcalloc(size_t count, size_t size)
     return p;
 }
 
+void *lr_xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+    if (!q)
+        abort();
+    return q;
+}
+
+char *lr_xstrndup(const char *s, size_t n)
+{
+    if (!s)
+        return NULL;
+    char *d = strndup(s, n);
+    if (!d)
+        abort();
+    return d;
+}
+
 char *lr_xstrdup(const char *s)
 {
     if (!s)

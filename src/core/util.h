@@ -49,7 +49,9 @@ int lr_buf_append(char **buf, size_t *len, size_t *cap, const void *data, size_t
  * NULL. */
 void *lr_xmalloc(size_t n);
 void *lr_xcalloc(size_t count, size_t size);
+void *lr_xrealloc(void *p, size_t n);
 char *lr_xstrdup(const char *s);
+char *lr_xstrndup(const char *s, size_t n);
 
 /* Lowercase hex of len bytes into out (2*len+1). */
 void lr_hex(const unsigned char *in, size_t len, char *out);

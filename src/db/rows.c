@@ -3,12 +3,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/util.h"
+
 void *lr_db_grow(void *v, size_t n, size_t size)
 {
     if (n == 0 || (n & (n - 1)) == 0) { /* full at 0, 1, 2, 4, 8, ... */
-        v = realloc(v, (n ? 2 * n : 1) * size);
-        if (!v)
-            abort();
+        v = lr_xrealloc(v, (n ? 2 * n : 1) * size);
     }
     memset((char *)v + n * size, 0, size);
     return v;

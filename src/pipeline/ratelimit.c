@@ -26,9 +26,7 @@ struct lr_ratelimit {
 
 lr_ratelimit *lr_ratelimit_new(int rate_per_min)
 {
-    lr_ratelimit *l = calloc(1, sizeof *l);
-    if (!l)
-        return NULL;
+    lr_ratelimit *l = lr_xcalloc(1, sizeof *l);
     l->rate = rate_per_min;
     pthread_mutex_init(&l->mu, NULL);
     return l;
@@ -72,11 +70,7 @@ bool lr_ratelimit_take(lr_ratelimit *l, const char *user, int *retry_after_s)
         pp = &(*pp)->next;
     entry *e = *pp;
     if (!e) {
-        e = calloc(1, sizeof *e);
-        if (!e) {
-            pthread_mutex_unlock(&l->mu);
-            return true; /* out of memory: do not turn it into an outage */
-        }
+        e = lr_xcalloc(1, sizeof *e);
         snprintf(e->user, sizeof e->user, "%s", user);
         e->tokens = l->rate;
         e->last_ms = now;

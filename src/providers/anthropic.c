@@ -132,9 +132,7 @@ static void on_answer(lr_call *c)
 static lr_err anthropic_submit(lr_provider *p, lr_provider_task *t)
 {
     anthropic_provider *ap = (anthropic_provider *)p;
-    anthropic_task *a = calloc(1, sizeof *a);
-    if (!a)
-        return LR_ERR_NOMEM;
+    anthropic_task *a = lr_xcalloc(1, sizeof *a);
     a->ap = ap;
     a->t = t;
     a->deadline = lr_monotonic_ms() + ANTHROPIC_DEADLINE_MS;
@@ -170,18 +168,16 @@ static const lr_provider_ops anthropic_ops = {
 
 lr_provider *lr_anthropic_new(lr_loop *loop, const lr_remote_options *o)
 {
-    anthropic_provider *ap = calloc(1, sizeof *ap);
-    if (!ap)
-        return NULL;
+    anthropic_provider *ap = lr_xcalloc(1, sizeof *ap);
     ap->base.ops = &anthropic_ops;
     ap->base.name = "anthropic";
     ap->loop = loop;
-    ap->base_url = strdup(o->anthropic_base);
+    ap->base_url = lr_xstrdup(o->anthropic_base);
     size_t n = strlen(ap->base_url);
     while (n > 0 && ap->base_url[n - 1] == '/')
         ap->base_url[--n] = '\0';
-    ap->key = strdup(o->anthropic_key);
-    ap->model = strdup(o->anthropic_model);
+    ap->key = lr_xstrdup(o->anthropic_key);
+    ap->model = lr_xstrdup(o->anthropic_model);
     ap->retry_ms = o->retry_ms > 0 ? o->retry_ms : 1000;
     return &ap->base;
 }

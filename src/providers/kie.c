@@ -333,7 +333,7 @@ static char *first_url(json_t *o)
         json_array_foreach(v, j, u)
         {
             if (json_string_length(u) > 0) {
-                url = strdup(json_string_value(u));
+                url = lr_xstrdup(json_string_value(u));
                 break;
             }
         }
@@ -444,9 +444,7 @@ static void kie_begin(void *arg)
 static lr_err kie_submit(lr_provider *p, lr_provider_task *t)
 {
     kie_provider *kp = (kie_provider *)p;
-    kie_task *k = calloc(1, sizeof *k);
-    if (!k)
-        return LR_ERR_NOMEM;
+    kie_task *k = lr_xcalloc(1, sizeof *k);
     k->kp = kp;
     k->t = t;
     k->veo = !strcmp(t->model->capability, "video");
@@ -498,23 +496,21 @@ static const lr_provider_ops kie_ops = {
 
 lr_provider *lr_kie_new(lr_loop *loop, const lr_remote_options *o)
 {
-    kie_provider *kp = calloc(1, sizeof *kp);
-    if (!kp)
-        return NULL;
+    kie_provider *kp = lr_xcalloc(1, sizeof *kp);
     kp->base.ops = &kie_ops;
     kp->base.name = "kie";
     kp->loop = loop;
     kp->o = *o;
     if (kp->o.retry_ms <= 0)
         kp->o.retry_ms = 1000;
-    kp->base_url = strdup(o->kie_base);
+    kp->base_url = lr_xstrdup(o->kie_base);
     size_t n = strlen(kp->base_url);
     while (n > 0 && kp->base_url[n - 1] == '/')
         kp->base_url[--n] = '\0';
-    kp->key = strdup(o->kie_key);
-    kp->callback_base = o->callback_base ? strdup(o->callback_base) : NULL;
+    kp->key = lr_xstrdup(o->kie_key);
+    kp->callback_base = o->callback_base ? lr_xstrdup(o->callback_base) : NULL;
     if (o->callback_key_len) {
-        kp->cb_key = malloc(o->callback_key_len);
+        kp->cb_key = lr_xmalloc(o->callback_key_len);
         memcpy(kp->cb_key, o->callback_key, o->callback_key_len);
     }
     return &kp->base;

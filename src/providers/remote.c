@@ -70,9 +70,7 @@ static const lr_provider_ops router_ops = {
 
 lr_provider *lr_provider_remote_new(lr_loop *loop, const lr_remote_options *o)
 {
-    router *r = calloc(1, sizeof *r);
-    if (!r)
-        return NULL;
+    router *r = lr_xcalloc(1, sizeof *r);
     r->base.ops = &router_ops;
     r->base.name = "kie";
     r->kie = lr_kie_new(loop, o);

@@ -162,12 +162,10 @@ lr_err lr_spooled_open(void *store, const char *dir, const char *key, const char
 {
     if (!lr_store_key_valid(key))
         return LR_ERR_INVALID;
-    struct lr_store_writer *w = calloc(1, sizeof *w);
-    if (!w)
-        return LR_ERR_NOMEM;
+    struct lr_store_writer *w = lr_xcalloc(1, sizeof *w);
     w->store = store;
-    w->key = strdup(key);
-    w->content_type = strdup(content_type);
+    w->key = lr_xstrdup(key);
+    w->content_type = lr_xstrdup(content_type);
     lr_err e = (w->key && w->content_type) ? lr_spool_open(&w->spool, dir) : LR_ERR_NOMEM;
     if (e != LR_OK) {
         free(w->key);

@@ -84,13 +84,11 @@ lr_err lr_blob_begin(lr_store *s, const char *user_id, const char *name, size_t 
 lr_err lr_blob_begin_in(lr_store *s, const char *user_id, const char *folder, const char *name,
                         size_t max_bytes, lr_blob_sink **out)
 {
-    lr_blob_sink *k = calloc(1, sizeof *k);
-    if (!k)
-        return LR_ERR_NOMEM;
+    lr_blob_sink *k = lr_xcalloc(1, sizeof *k);
     k->store = s;
     k->folder = folder;
-    k->user_id = strdup(user_id);
-    k->name = strdup(name);
+    k->user_id = lr_xstrdup(user_id);
+    k->name = lr_xstrdup(name);
     k->max = max_bytes;
     *out = k;
     return LR_OK;
@@ -160,7 +158,7 @@ lr_err lr_blob_finish(lr_blob_sink *k, char **url, char **key, const lr_mime **m
         if (url)
             *url = lr_store_public_url(k->store, k->key);
         if (key)
-            *key = strdup(k->key);
+            *key = lr_xstrdup(k->key);
         if (mime)
             *mime = k->mime;
     }
