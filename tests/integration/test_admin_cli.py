@@ -3,7 +3,11 @@ binary: generations list/show, credits take, users top, analytics, with
 every number checked against the database."""
 import datetime
 import json
+import os
 import unittest
+
+import yaml
+from jsonschema import Draft202012Validator
 
 from harness import ServerTest, new_user
 
@@ -145,6 +149,11 @@ class AdminCli(ServerTest):
         api = self.server.get(path, {"apikey": SERVICE_KEY})
         self.assertEqual(api.status, 200, api.body)
         self.assertEqual(api.json, cli)
+        with open(os.path.join(os.path.dirname(__file__), "../../docs/openapi.yaml")) as f:
+            doc = yaml.safe_load(f)
+        v = Draft202012Validator({"$ref": "#/components/schemas/Analytics",
+                                  "components": doc["components"]})
+        self.assertEqual([e.message for e in v.iter_errors(api.json)], [])
         admin = self.server.get(path, {"Authorization": f"Bearer {self.server.token(ADMIN)}"})
         self.assertEqual((admin.status, admin.json), (200, cli))
         text = self.server.cli("analytics").stdout
