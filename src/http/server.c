@@ -527,7 +527,6 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     h->active--;
     pthread_mutex_unlock(&h->mu);
     int64_t duration_ms = lr_monotonic_ms() - r->started_ms;
-    count_request(r, duration_ms);
     if (lr_log_enabled(LR_LOG_INFO)) {
         lr_log_fields(LR_LOG_INFO, r->id, "request",
                       json_pack("{s:s, s:s, s:i, s:I, s:b}", "method", r->method, "path", r->path,
@@ -535,6 +534,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                                 "completed",
                                 toe == MHD_REQUEST_TERMINATED_COMPLETED_OK));
     }
+    count_request(r, duration_ms);
     if (r->resp)
         MHD_destroy_response(r->resp);
     for (int i = 0; i < r->nhdr; i++) {
