@@ -23,7 +23,7 @@ INSERT INTO public.generations (id, user_id, type, model, prompt, status, credit
 SELECT gen_random_uuid(), ('00000000-0000-4000-8000-' || lpad((i %% 10000)::text, 12, '0'))::uuid,
   'photo', (ARRAY['seedream_image','midjourney_image','nano_banana_edit','veo3_video','anthropic_text'])[1 + i %% 5],
   'p', CASE WHEN i %% 10 = 0 THEN 'failed' ELSE 'success' END, CASE WHEN i %% 10 = 0 THEN 0 ELSE 8 END, 1,
-  CASE WHEN i %% 10 = 0 THEN 0 ELSE 1 END, CASE WHEN i %% 10 = 0 THEN 1 ELSE 0 END, 100 + (i * 7919) %% 20000,
+  CASE WHEN i %% 10 = 0 THEN 0 ELSE 1 END, CASE WHEN i %% 10 = 0 THEN 1 ELSE 0 END, 100 + (i::bigint * 7919) %% 20000,
   now() - (i %% 365) * interval '1 day' - (i %% 86400) * interval '1 second',
   now(), now()
 FROM generate_series(1, %d) AS i;
@@ -77,19 +77,24 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1000000)
     ap.add_argument("--bin", default=os.path.join(ROOT, "build/lensroom"))
+    ap.add_argument("--only", choices=["sqlite", "postgres"])
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="lr-abench-", dir="/tmp")
     os.chmod(tmp, 0o755)
     env = dict(os.environ, LENSROOM_DATA_DIR=tmp, LENSROOM_LOG_LEVEL="error")
     env.pop("DATABASE_URL", None)
 
-    db = os.path.join(tmp, "lensroom.db")
-    subprocess.run([a.bin, "migrate"], env=env, check=True, capture_output=True)
-    t = time.monotonic()
-    subprocess.run(["python3", "-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); "
-                    "c.executescript(sys.argv[2]); c.commit()", db, GEN_SQLITE % a.rows], check=True)
-    print(f"sqlite: {a.rows} generations generated in {time.monotonic() - t:.0f} s")
-    bench("sqlite", env, a.bin)
+    if a.only != "postgres":
+        db = os.path.join(tmp, "lensroom.db")
+        subprocess.run([a.bin, "migrate"], env=env, check=True, capture_output=True)
+        t = time.monotonic()
+        subprocess.run(["python3", "-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); "
+                        "c.executescript(sys.argv[2]); c.commit()", db, GEN_SQLITE % a.rows],
+                       check=True)
+        print(f"sqlite: {a.rows} generations generated in {time.monotonic() - t:.0f} s", flush=True)
+        bench("sqlite", env, a.bin)
+        if a.only == "sqlite":
+            return 0
 
     pgdir = os.path.join(tmp, "pg")
     url = subprocess.run([os.path.join(ROOT, "scripts/pg.sh"), "start", pgdir], check=True,
@@ -99,7 +104,9 @@ def main():
         subprocess.run([a.bin, "migrate"], env=env, check=True, capture_output=True)
         psql = ["psql", "-q", "-X", "-v", "ON_ERROR_STOP=1", url]
         t = time.monotonic()
-        subprocess.run(psql + ["-c", GEN_PG % a.rows], check=True, capture_output=True)
+        gen = subprocess.run(psql + ["-c", GEN_PG % a.rows], capture_output=True, text=True)
+        if gen.returncode != 0:
+            sys.exit("postgres: generating rows failed: " + gen.stderr)
         print(f"postgres: {a.rows} generations generated in {time.monotonic() - t:.0f} s")
         bench("postgres", env, a.bin)
         plan = subprocess.run(psql + ["-c", "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) SELECT model, "
