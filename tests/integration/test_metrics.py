@@ -95,12 +95,15 @@ class MetricsAfterLoad(ServerTest):
             self.assertIn(r.status, (200, 502), r.body)
         self.server.get("/api/generations/not-a-uuid", {"Authorization": f"Bearer {token}"})
 
-        # A request is counted when libmicrohttpd reports it complete, just
-        # after the client has its answer: scrape until the last one shows.
+        # A request is counted when libmicrohttpd reports it complete, and a
+        # generation leaves the in-flight gauge once its waiter is answered:
+        # both just after the client has its answer. Scrape until they show.
         def settled_scrape():
             t = self.scrape()
-            got = series(parse(t), "lensroom_http_requests_total", route="/api/generations/{id}")
-            return t if sum(got.values()) == 1 else None
+            p = parse(t)
+            got = series(p, "lensroom_http_requests_total", route="/api/generations/{id}")
+            idle = p.get(("lensroom_generations_in_flight", frozenset())) == 0
+            return t if sum(got.values()) == 1 and idle else None
         text = wait_for(settled_scrape, 30)
         self.assertTrue(text, "the last request never showed in /metrics")
         check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
