@@ -3,12 +3,14 @@
 #ifndef LR_APP_H
 #define LR_APP_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "pipeline/ratelimit.h"
 #include "auth/jwks.h"
 #include "backup/backup.h"
 #include "core/config.h"
+#include "db/admin.h"
 #include "db/db.h"
 #include "net/net.h"
 #include "loop/loop.h"
@@ -32,6 +34,10 @@ typedef struct {
     lr_jwks *jwks; /* NULL: HS256 tokens only */
     lr_backup_sched *backup; /* NULL: no scheduled backups */
     int64_t started_ms;
+    lr_admin *admin; /* operator reads: readiness, /metrics totals, analytics */
+    /* Set once SIGTERM arrived (the one field written after start):
+     * /readyz answers 503 from then on. */
+    atomic_bool draining;
 } lr_app;
 
 #endif

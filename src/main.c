@@ -1,7 +1,7 @@
 /* lensroom: command-line dispatch. Each command loads the configuration,
  * opens what it needs, does its one job and exits non-zero on failure.
  *   serve | migrate | token | credits grant|balance|history | audit | smoke
- *   | backup create|verify|restore
+ *   | backup create|verify|restore | generations list|show | users top | analytics
  */
 #include <curl/curl.h>
 #include <signal.h>
@@ -15,6 +15,7 @@
 #include "api/events.h"
 #include "app.h"
 #include "auth/jwt.h"
+#include "cli/admin.h"
 #include "cli/backup.h"
 #include "cli/smoke.h"
 #include "cli/store.h"
@@ -40,6 +41,11 @@ static const char usage_main[] =
     "  backup create [--to DIR|s3://bucket/prefix] [--with-objects]\n"
     "  backup verify ARCHIVE\n"
     "  backup restore ARCHIVE (--data-dir DIR | --database-url URL) [--force]\n"
+    "  credits take USER_ID AMOUNT --reason TEXT [--key KEY]\n"
+    "  generations list [--user U] [--status S] [--model M] [--since T] [--json]\n"
+    "  generations show ID [--json]\n"
+    "  users top [--since T] [--limit N] [--json]\n"
+    "  analytics [--since T] [--until T] [--json]\n"
     "\n"
     "Every command reads its configuration from the environment; see README.md.\n"
     "Run 'lensroom <command> --help' for one command.\n";
@@ -62,6 +68,7 @@ static const char usage_credits[] =
     "usage: lensroom credits grant USER_ID AMOUNT [--reason TEXT] [--key KEY]\n"
     "       lensroom credits balance USER_ID\n"
     "       lensroom credits history USER_ID [--limit N]\n"
+    "       lensroom credits take USER_ID AMOUNT --reason TEXT [--key KEY]\n"
     "grant adds AMOUNT (negative removes, never below zero) with a ledger row;\n"
     "with --key, repeating the same grant changes nothing.\n";
 
@@ -184,6 +191,30 @@ static lr_provider *open_provider(const lr_config *cfg, lr_loop *loop)
     return lr_provider_remote_new(loop, &ro);
 }
 
+/* LENSROOM_METRICS_PORT: /metrics and the probes on a listener of their
+ * own (one thread), or NULL when none is configured or it cannot listen
+ * (*failed then). */
+static lr_http *start_metrics_port(const lr_config *cfg, lr_app *app, bool *failed)
+{
+    *failed = false;
+    if (!cfg->metrics_port)
+        return NULL;
+    lr_http_opts mo = {.port = cfg->metrics_port,
+                       .threads = 1,
+                       .max_connections = 64,
+                       .max_body = 4096,
+                       .max_header_bytes = 16384,
+                       .route = lr_api_metrics_route,
+                       .app = app};
+    lr_http *h = lr_http_start(&mo);
+    if (!h) {
+        fprintf(stderr, "serve: cannot listen on LENSROOM_METRICS_PORT %d (in use?)\n",
+                cfg->metrics_port);
+        *failed = true;
+    }
+    return h;
+}
+
 /* Serves HTTP until SIGINT/SIGTERM, then drains: new requests get 503,
  * event streams end, in-flight generations finish (15 s at most). */
 static int serve_until_signal(const lr_config *cfg, lr_app *app)
@@ -205,15 +236,28 @@ static int serve_until_signal(const lr_config *cfg, lr_app *app)
         fprintf(stderr, "serve: cannot listen on port %d (in use?)\n", cfg->port);
         return -1;
     }
+    bool metrics_failed;
+    lr_http *metrics = start_metrics_port(cfg, app, &metrics_failed);
+    if (metrics_failed) {
+        lr_http_quiesce(http);
+        lr_http_stop(http);
+        return -1;
+    }
     announce(cfg, app);
     while (!stop_requested)
         pause();
     lr_info("shutting down: finishing in-flight generations");
+    atomic_store(&app->draining, true); /* /readyz on the metrics port says 503 from now */
     lr_http_quiesce(http);
     lr_events_close_all(app->events);
     lr_pipeline_drain(app->pipeline, 15000);
     lr_http_drain(http, 5000);
     lr_http_stop(http);
+    lr_http_quiesce(metrics);
+    if (metrics) {
+        lr_http_drain(metrics, 5000);
+        lr_http_stop(metrics);
+    }
     return 0;
 }
 
@@ -227,7 +271,14 @@ static int cmd_serve(void)
     int rc = 1;
     if (load_config(&cfg) != 0 || open_db(&cfg, &db, cfg.http_threads + cfg.workers + 1) != 0)
         goto out_cfg;
+    db = lr_db_metered(db);
     char *err = NULL;
+    lr_admin *admin = NULL;
+    if (lr_admin_open(cfg.database_url, &admin, &err) != LR_OK) {
+        fprintf(stderr, "database: %s\n", err ? err : "cannot open");
+        free(err);
+        goto out_db;
+    }
     lr_catalog *catalog = lr_catalog_load(cfg.models_file, &err);
     if (!catalog) {
         fprintf(stderr, "config: LENSROOM_MODELS: %s\n", err ? err : "cannot load");
@@ -238,7 +289,7 @@ static int cmd_serve(void)
     if (open_store(&cfg, &store) != 0)
         goto out_catalog;
     app = (lr_app){.cfg = &cfg, .db = db, .store = store, .catalog = catalog,
-                   .started_ms = lr_monotonic_ms()};
+                   .started_ms = lr_monotonic_ms(), .admin = admin};
     app.loop = lr_loop_new();
     app.workers = lr_workers_new(cfg.workers);
     app.provider = open_provider(&cfg, app.loop);
@@ -262,7 +313,7 @@ static int cmd_serve(void)
         lr_jwks_start(app.jwks);
     }
     app.events = lr_events_new(db, app.pipeline, app.loop, app.workers, cfg.sse_keepalive_s);
-    lr_pipeline_observe(app.pipeline, lr_events_observe, app.events);
+    lr_pipeline_observe(app.pipeline, lr_api_observe, &app);
     int recovered = lr_pipeline_recover(app.pipeline);
     if (recovered > 0)
         lr_warn("took over %d generations left unfinished by a stopped process (provider tasks "
@@ -294,6 +345,7 @@ out_all:
 out_catalog:
     lr_catalog_free(catalog);
 out_db:
+    lr_admin_close(admin);
     lr_db_close(db);
 out_cfg:
     lr_config_free(&cfg);
@@ -418,6 +470,8 @@ static int cmd_credits(int argc, char **argv)
     if (user_arg(argv[2], user) != 0)
         return 2;
     long amount = 0, limit = 20;
+    if (!strcmp(sub, "take"))
+        return lr_cli_credits_take(argc - 1, argv + 1);
     if (!strcmp(sub, "grant")) {
         if (argc < 4 || lr_parse_long(argv[3], -1000000000, 1000000000, &amount) != 0 ||
             amount == 0) {
@@ -505,7 +559,10 @@ int main(int argc, char **argv)
                  {"credits", usage_credits},
                  {"audit", usage_audit},
                  {"smoke", usage_smoke},
-                 {"backup", lr_cli_backup_usage}};
+                 {"backup", lr_cli_backup_usage},
+                 {"generations", lr_cli_generations_usage},
+                 {"users", lr_cli_users_usage},
+                 {"analytics", lr_cli_analytics_usage}};
     for (size_t i = 0; i < sizeof helps / sizeof *helps; i++) {
         if (!strcmp(cmd, helps[i].name) && wants_help(argc - 2, argv + 2)) {
             fputs(helps[i].usage, stdout);
@@ -526,6 +583,12 @@ int main(int argc, char **argv)
         return cmd_smoke();
     if (!strcmp(cmd, "backup"))
         return lr_cli_backup(argc - 1, argv + 1, VERSION);
+    if (!strcmp(cmd, "generations"))
+        return lr_cli_generations(argc - 1, argv + 1);
+    if (!strcmp(cmd, "users"))
+        return lr_cli_users(argc - 1, argv + 1);
+    if (!strcmp(cmd, "analytics"))
+        return lr_cli_analytics(argc - 1, argv + 1);
     fprintf(stderr, "lensroom: unknown command '%s'\n\n%s", cmd, usage_main);
     return 2;
 }

@@ -37,6 +37,10 @@ static const route routes[] = {
     {NULL, EXACT, "/api/health", NULL, lr_api_health, NULL},
     {"GET", REST, "/storage/v1/object/public/", NULL, NULL, lr_api_public_file},
     {"HEAD", REST, "/storage/v1/object/public/", NULL, NULL, lr_api_public_file},
+    /* operations: readiness, metrics, the admin dashboard and its API */
+    {"GET", EXACT, "/readyz", NULL, lr_api_ready, NULL},
+    {"GET", EXACT, "/metrics", NULL, lr_api_metrics, NULL},
+    {"GET", EXACT, "/api/admin/analytics", NULL, lr_api_admin_analytics, NULL},
 };
 
 /* Whether path matches r; *arg is then the {id} (copied into buf) or the
@@ -73,6 +77,11 @@ void lr_api_route(lr_req *req, void *ctx)
         if (!matches(r, path, &arg, id, sizeof id))
             continue;
         if (!r->method || !strcmp(r->method, method)) {
+            char pattern[96];
+            snprintf(pattern, sizeof pattern, "%s%s%s", r->prefix,
+                     r->match == ID_SUFFIX ? "{id}" : r->match == REST ? "*" : "",
+                     r->match == ID_SUFFIX ? r->suffix : "");
+            lr_req_set_route(req, pattern);
             if (r->plain)
                 r->plain(app, req);
             else

@@ -415,6 +415,33 @@ static void load_public_url(lr_config *cfg)
     }
 }
 
+/* Who may read /metrics, and who is an admin. */
+static void load_admin(lr_config *cfg)
+{
+    cfg->metrics_token = env_dup("LENSROOM_METRICS_TOKEN", NULL);
+    if (cfg->metrics_token && strlen(cfg->metrics_token) < 16)
+        problem("LENSROOM_METRICS_TOKEN", "must be at least 16 characters");
+    cfg->metrics_port = (int)env_long("LENSROOM_METRICS_PORT", 0, 1, 65535);
+    if (cfg->metrics_port && cfg->metrics_port == cfg->port)
+        problem("LENSROOM_METRICS_PORT", "must differ from PORT");
+    const char *admins = env("LENSROOM_ADMINS");
+    if (!admins)
+        return;
+    cfg->admins = lr_xstrdup(admins);
+    for (char *p = cfg->admins; *p; p++)
+        *p = (*p >= 'A' && *p <= 'Z') ? (char)(*p - 'A' + 'a') : *p;
+    for (const char *p = cfg->admins; *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        size_t n = strcspn(p, ", ");
+        if (n && !lr_uuid_valid(p, n)) {
+            problem("LENSROOM_ADMINS", "must be user ids (UUIDs) separated by commas");
+            break;
+        }
+        p += n;
+    }
+}
+
 int lr_config_load(lr_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -438,6 +465,7 @@ int lr_config_load(lr_config *cfg)
 
     load_backup(cfg);
     load_public_url(cfg);
+    load_admin(cfg);
     return problems ? -1 : 0;
 }
 
@@ -546,5 +574,9 @@ void lr_config_free(lr_config *cfg)
     free(cfg->backup_s3);
     free(cfg->backup_keep);
     free(cfg->pg_bindir);
+    if (cfg->metrics_token)
+        OPENSSL_cleanse(cfg->metrics_token, strlen(cfg->metrics_token));
+    free(cfg->metrics_token);
+    free(cfg->admins);
     memset(cfg, 0, sizeof *cfg);
 }

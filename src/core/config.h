@@ -86,6 +86,13 @@ typedef struct {
     char *backup_keep;        /* LENSROOM_BACKUP_KEEP rotation, default 7d,4w */
     bool backup_with_objects; /* LENSROOM_BACKUP_WITH_OBJECTS: copy S3/Supabase objects too */
     char *pg_bindir;          /* LENSROOM_PG_BINDIR: where pg_dump/pg_restore are, or NULL */
+
+    /* Operations: /metrics and the admin dashboard. */
+    char *metrics_token; /* LENSROOM_METRICS_TOKEN: Bearer token /metrics requires, or NULL */
+    int metrics_port;    /* LENSROOM_METRICS_PORT: /metrics (and /readyz) on a port of their
+                            own, not on PORT; 0: none */
+    char *admins;        /* LENSROOM_ADMINS: user ids (comma-separated, lowercase) that are
+                            admins, besides tokens with app_metadata.lensroom_admin */
 } lr_config;
 
 /* Reads the environment into cfg; 0 when valid. Does not touch the disk. */

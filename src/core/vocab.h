@@ -84,6 +84,8 @@ bool lr_gen_stage_parse(const char *s, lr_gen_stage *out);
     XX(INVALID_TOKEN, "invalid_token", 401, "Unauthorized: invalid session")                       \
     XX(ADMIN_DISABLED, "admin_disabled", 401, "Admin endpoints are disabled")                      \
     XX(INSUFFICIENT_CREDITS, "insufficient_credits", 402, "Insufficient credits")                  \
+    XX(FORBIDDEN, "forbidden", 403, "Forbidden")                                                   \
+    XX(METRICS_DISABLED, "metrics_disabled", 403, "Metrics are not enabled on this server")        \
     XX(ORIGIN_NOT_ALLOWED, "origin_not_allowed", 403, "This origin may not call the API")          \
     XX(MODEL_NOT_FOUND, "model_not_found", 404, "Model not found")                                 \
     XX(GENERATION_NOT_FOUND, "generation_not_found", 404, "Generation not found")                  \
@@ -133,6 +135,7 @@ bool lr_gen_stage_parse(const char *s, lr_gen_stage *out);
     XX(PROVIDER_UNAVAILABLE, "provider_unavailable", 503, "The provider could not be reached")     \
     XX(PROVIDER_OUT_OF_CREDITS, "provider_out_of_credits", 503,                                    \
        "The provider's account is out of credits")                                                 \
+    XX(NOT_READY, "not_ready", 503, "Not ready to take traffic")                                   \
     XX(SHUTTING_DOWN, "shutting_down", 503, "The server is shutting down; retry")                  \
     XX(PROVIDER_TIMEOUT, "provider_timeout", 504, "The provider did not finish in time")
 

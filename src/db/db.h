@@ -251,6 +251,12 @@ bool lr_db_url_is_postgres(const char *url);
 lr_err lr_db_sqlite_open(const char *path, int pool_size, lr_db **out, char **errmsg);
 lr_err lr_db_pg_open(const char *url, int pool_size, lr_db **out, char **errmsg);
 
+/* inner measured: every operation counted and timed in the metrics
+ * registry (db/metered.c). Closing it closes inner. */
+lr_db *lr_db_metered(lr_db *inner);
+/* Operations in progress through a metered db (0 for any other). */
+int lr_db_metered_in_use(const lr_db *db);
+
 /* The ledger audit query, shared by the backends. */
 extern const char lr_sql_audit[];
 

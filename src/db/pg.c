@@ -44,13 +44,21 @@
 extern const char lr_sql_pg_0001[];
 extern const char lr_sql_pg_0002[];
 extern const char lr_sql_pg_0003[];
+extern const char lr_sql_pg_0004_admin[];
 
 static const struct {
     const char *version;
     const char *sql;
 } migrations[] = {{"0001_credits_generations", lr_sql_pg_0001},
                   {"0002_resume", lr_sql_pg_0002},
-                  {"0003_lean_reserve", lr_sql_pg_0003}};
+                  {"0003_lean_reserve", lr_sql_pg_0003},
+                  {"0004_admin", lr_sql_pg_0004_admin}};
+
+/* Readiness (db/admin.c) checks that the newest one is applied. */
+const char *lr_db_pg_latest_migration(void)
+{
+    return migrations[sizeof migrations / sizeof *migrations - 1].version;
+}
 
 /* The statements of the writer, prepared once per connection. */
 enum { S_RESERVE, S_SETTLE, S_STAGE, S_ADJUST, S_COUNT };

@@ -32,6 +32,7 @@ extern const char lr_sql_sqlite_0001[];
 extern const char lr_sql_sqlite_0002[];
 extern const char lr_sql_sqlite_0003[];
 extern const char lr_sql_sqlite_0004[];
+extern const char lr_sql_sqlite_0006_admin[];
 
 static const struct {
     const char *version;
@@ -39,7 +40,14 @@ static const struct {
 } migrations[] = {{"0001_init", lr_sql_sqlite_0001},
                   {"0002_leases", lr_sql_sqlite_0002},
                   {"0003_deletion", lr_sql_sqlite_0003},
-                  {"0004_idempotency", lr_sql_sqlite_0004}};
+                  {"0004_idempotency", lr_sql_sqlite_0004},
+                  {"0006_admin", lr_sql_sqlite_0006_admin}};
+
+/* Readiness (db/admin.c) checks that the newest one is applied. */
+const char *lr_db_sqlite_latest_migration(void)
+{
+    return migrations[sizeof migrations / sizeof *migrations - 1].version;
+}
 
 enum {
     Q_BEGIN,

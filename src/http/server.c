@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/util.h"
 #include "core/vocab.h"
 #include "http/edge.h"
@@ -42,6 +43,7 @@ struct lr_req {
     bool too_large;
     bool want_suspend;
     int64_t started_ms;
+    char route[96]; /* metrics label; "" until the router matched */
 
     pthread_mutex_t mu;
     enum req_state state;
@@ -79,6 +81,11 @@ const char *lr_req_body(const lr_req *r, size_t *len)
 bool lr_req_body_too_large(const lr_req *r)
 {
     return r->too_large;
+}
+
+void lr_req_set_route(lr_req *r, const char *pattern)
+{
+    snprintf(r->route, sizeof r->route, "%s", pattern);
 }
 
 void lr_req_set_header(lr_req *r, const char *name, const char *value)
@@ -158,6 +165,16 @@ json_t *lr_error_body(const char *code, const char *msg, json_t *extra)
 void lr_req_reply_error(lr_req *r, int status, const char *code, const char *msg, json_t *extra)
 {
     lr_req_reply_json(r, status, lr_error_body(code, msg, extra));
+}
+
+void lr_req_reply_text(lr_req *r, int status, const char *content_type, char *text, size_t len)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(
+        len, text ? text : "", text ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    MHD_add_response_header(resp, "Content-Type", content_type);
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    decorate(r, resp);
+    set_response(r, status, resp);
 }
 
 void lr_req_reply_fd(lr_req *r, int status, int fd, uint64_t offset, uint64_t len,
@@ -479,6 +496,30 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return res;
 }
 
+/* The method as a metrics label: the ones the API answers, else "other". */
+static const char *method_label(const char *m)
+{
+    static const char *const known[] = {"GET", "POST", "DELETE", "HEAD", "OPTIONS", "PUT", "PATCH"};
+    for (size_t i = 0; i < sizeof known / sizeof *known; i++) {
+        if (!strcmp(m, known[i]))
+            return known[i];
+    }
+    return "other";
+}
+
+/* Request count and latency by route pattern (never the raw path: ids
+ * would make a series per generation). */
+static void count_request(const lr_req *r, int64_t duration_ms)
+{
+    char status[8];
+    snprintf(status, sizeof status, "%d", r->status ? r->status : 500);
+    const char *route = r->route[0] ? r->route : "unmatched";
+    lr_metrics_add(LR_M_HTTP_REQUESTS,
+                   (const char *const[]){route, method_label(r->method), status}, 1);
+    lr_metrics_observe(LR_M_HTTP_DURATION, (const char *const[]){route},
+                       (double)duration_ms / 1000.0);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
@@ -489,13 +530,15 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     pthread_mutex_lock(&h->mu);
     h->active--;
     pthread_mutex_unlock(&h->mu);
+    int64_t duration_ms = lr_monotonic_ms() - r->started_ms;
     if (lr_log_enabled(LR_LOG_INFO)) {
         lr_log_fields(LR_LOG_INFO, r->id, "request",
                       json_pack("{s:s, s:s, s:i, s:I, s:b}", "method", r->method, "path", r->path,
-                                "status", r->status, "duration_ms",
-                                (json_int_t)(lr_monotonic_ms() - r->started_ms), "completed",
+                                "status", r->status, "duration_ms", (json_int_t)duration_ms,
+                                "completed",
                                 toe == MHD_REQUEST_TERMINATED_COMPLETED_OK));
     }
+    count_request(r, duration_ms);
     if (r->resp)
         MHD_destroy_response(r->resp);
     for (int i = 0; i < r->nhdr; i++) {

@@ -57,12 +57,19 @@ const char *lr_req_query(const lr_req *r, const char *name);
 const char *lr_req_body(const lr_req *r, size_t *len);
 bool lr_req_body_too_large(const lr_req *r);
 
+/* The route pattern that answers this request ("/api/generations/{id}"),
+ * copied: the label of its request metrics (unset: "unmatched"). */
+void lr_req_set_route(lr_req *r, const char *pattern);
+
 /* Extra header for the reply (copied). */
 void lr_req_set_header(lr_req *r, const char *name, const char *value);
 /* Replies with body as JSON (the reference is stolen). */
 void lr_req_reply_json(lr_req *r, int status, json_t *body);
 /* The uniform error body: {"success":false,"error":msg,"code":code,...extra}. */
 void lr_req_reply_error(lr_req *r, int status, const char *code, const char *msg, json_t *extra);
+/* Replies with text (len bytes, taken: the server frees it) as
+ * content_type. */
+void lr_req_reply_text(lr_req *r, int status, const char *content_type, char *text, size_t len);
 /* Replies with len bytes of fd from offset (fd is closed by the server). */
 void lr_req_reply_fd(lr_req *r, int status, int fd, uint64_t offset, uint64_t len,
                      const char *content_type);

@@ -2,6 +2,7 @@
  * in curl's resolver, bodies stream through callbacks. */
 #include "net/net.h"
 
+#include "core/metrics.h"
 #include "core/util.h"
 
 #include <arpa/inet.h>
@@ -202,12 +203,39 @@ static size_t call_header(char *buf, size_t size, size_t nitems, void *ud)
     return n;
 }
 
+/* Provider call count and latency by host ("api.kie.ai"), which names
+ * the provider without a label per request. */
+static void count_call(const lr_call *c, CURL *easy)
+{
+    const char *url = NULL, *outcome = "network";
+    char host[128] = "unknown";
+    curl_easy_getinfo(easy, CURLINFO_EFFECTIVE_URL, &url);
+    const char *p = url ? strstr(url, "://") : NULL;
+    if (p) {
+        p += 3;
+        size_t n = strcspn(p, "/?#");
+        snprintf(host, sizeof host, "%.*s", (int)(n < sizeof host ? n : sizeof host - 1), p);
+    }
+    if (c->status >= 200 && c->status < 400)
+        outcome = "ok";
+    else if (c->status >= 400 && c->status < 500)
+        outcome = "http_4xx";
+    else if (c->status >= 500)
+        outcome = "http_5xx";
+    curl_off_t us = 0;
+    curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &us);
+    lr_metrics_add(LR_M_PROVIDER_CALLS, (const char *const[]){host, outcome}, 1);
+    lr_metrics_observe(LR_M_PROVIDER_DURATION, (const char *const[]){host}, (double)us / 1e6);
+}
+
 static void call_done(lr_transfer *t, CURLcode rc)
 {
     lr_call *c = (lr_call *)t;
     c->rc = rc;
     if (rc == CURLE_OK)
         curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &c->status);
+    if (t->easy)
+        count_call(c, t->easy);
     if (!c->body) {
         c->body = strdup("");
         c->cap = 1;

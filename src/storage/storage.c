@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/util.h"
 
 bool lr_store_remove_keys(lr_store *s, json_t *keys)
@@ -155,6 +156,7 @@ lr_err lr_blob_finish(lr_blob_sink *k, char **url, char **key, const lr_mime **m
     e = k->store->ops->commit(k->w);
     k->w = NULL;
     if (e == LR_OK) {
+        lr_metrics_add(LR_M_STORAGE_BYTES, NULL, (double)k->total);
         if (url)
             *url = lr_store_public_url(k->store, k->key);
         if (key)

@@ -1,0 +1,127 @@
+/* Operator reads on SQLite: one connection of its own (WAL lets it read
+ * while the server writes), statements prepared once. Timestamps are
+ * ISO-8601 text, so a day is its first ten characters and a range is a
+ * text comparison. SQLite has no percentile function: p50/p95 are the
+ * nearest-rank values (rank ceil(p * n)) picked with row_number(), as
+ * PostgreSQL's percentile_disc picks them.
+ */
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/util.h"
+#include "db/admin_int.h"
+
+#define GEN_COLUMNS                                                                                \
+    "id, user_id, type, model, prompt, status, stage, result_urls, credits_used, outputs_count, "  \
+    "succeeded_count, failed_count, provider, provider_task_ids, params, error_code, "            \
+    "error_message, duration_ms, created_at, updated_at, finished_at, "                           \
+    "CASE WHEN json_type(metadata, '$.text') = 'text' THEN json_extract(metadata, '$.text') END"
+
+static const char *const sql_text[AQ_COUNT] = {
+    [AQ_READY] = "SELECT 1 FROM schema_migrations WHERE version = ?1",
+    [AQ_GEN_COUNTS] = "SELECT model, status, count(*) FROM generations GROUP BY model, status "
+                      "ORDER BY model, status",
+    [AQ_LEDGER_TOTALS] = "SELECT type, count(*), sum(amount) FROM credit_transactions "
+                         "GROUP BY type ORDER BY type",
+    [AQ_BALANCE_TOTAL] = "SELECT coalesce(sum(amount), 0) FROM credits",
+    [AQ_DAYS] = "SELECT substr(created_at, 1, 10) AS day, "
+                "-sum(CASE WHEN type = 'generation' THEN amount ELSE 0 END), "
+                "sum(CASE WHEN type = 'purchase' THEN amount ELSE 0 END), "
+                "sum(CASE WHEN type = 'refund' THEN amount ELSE 0 END), "
+                "sum(CASE WHEN type IN ('bonus', 'adjustment') THEN amount ELSE 0 END) "
+                "FROM credit_transactions WHERE created_at >= ?1 AND created_at < ?2 "
+                "GROUP BY day ORDER BY day",
+    [AQ_MODEL_DAYS] = "SELECT substr(created_at, 1, 10) AS day, model, count(*) FROM generations "
+                      "WHERE created_at >= ?1 AND created_at < ?2 GROUP BY day, model "
+                      "ORDER BY day, model",
+    [AQ_MODELS] =
+        "WITH d AS (SELECT model, duration_ms, "
+        "row_number() OVER (PARTITION BY model ORDER BY duration_ms) AS rn, "
+        "count(*) OVER (PARTITION BY model) AS cnt FROM generations "
+        "WHERE created_at >= ?1 AND created_at < ?2 AND duration_ms IS NOT NULL "
+        "AND status IN ('success', 'failed')), "
+        "p AS (SELECT model, max(CASE WHEN rn = (cnt * 50 + 99) / 100 THEN duration_ms END) AS p50, "
+        "max(CASE WHEN rn = (cnt * 95 + 99) / 100 THEN duration_ms END) AS p95 FROM d "
+        "GROUP BY model), "
+        "c AS (SELECT model, count(*) AS total, sum(status = 'success') AS ok, "
+        "sum(status = 'failed') AS failed, sum(status = 'canceled') AS canceled FROM generations "
+        "WHERE created_at >= ?1 AND created_at < ?2 GROUP BY model) "
+        "SELECT c.model, c.total, c.ok, c.failed, c.canceled, p.p50, p.p95 FROM c "
+        "LEFT JOIN p ON p.model = c.model ORDER BY c.total DESC, c.model",
+    [AQ_TOP_USERS] = "SELECT user_id, -sum(amount) AS spent, sum(type = 'generation') "
+                     "FROM credit_transactions WHERE created_at >= ?1 AND created_at < ?2 "
+                     "AND type IN ('generation', 'refund') GROUP BY user_id "
+                     "ORDER BY spent DESC, user_id LIMIT ?3",
+    [AQ_GENERATIONS] = "SELECT " GEN_COLUMNS " FROM generations WHERE deleted_at IS NULL "
+                       "AND (?1 IS NULL OR user_id = ?1) AND (?2 IS NULL OR status = ?2) "
+                       "AND (?3 IS NULL OR model = ?3) AND (?4 IS NULL OR created_at >= ?4) "
+                       "AND (?5 IS NULL OR (created_at, id) < (?5, ?6)) "
+                       "ORDER BY created_at DESC, id DESC LIMIT ?7",
+    [AQ_GEN_LEDGER] = "SELECT id, amount, type, description, metadata, generation_id, created_at "
+                      "FROM credit_transactions WHERE generation_id = ?1 ORDER BY created_at, id",
+    [AQ_AUDIT] = "INSERT INTO admin_audit (id, actor, action, subject, detail, request_id, "
+                 "created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+};
+
+typedef struct {
+    lr_admin base;
+    sqlite3 *h;
+    sqlite3_stmt *st[AQ_COUNT];
+} sq_admin;
+
+static lr_err sq_rows(lr_admin *a, int q, int n, const char *const *params, lr_db_row_fn add,
+                      int ncols, void *list)
+{
+    sq_admin *d = (sq_admin *)a;
+    if (!d->st[q] && sqlite3_prepare_v2(d->h, sql_text[q], -1, &d->st[q], NULL) != SQLITE_OK) {
+        lr_error("sqlite admin: %s", sqlite3_errmsg(d->h));
+        return LR_ERR_DB;
+    }
+    sqlite3_stmt *s = d->st[q];
+    for (int i = 0; i < n; i++)
+        sqlite3_bind_text(s, i + 1, params[i], -1, SQLITE_TRANSIENT);
+    const char *col[GC_COUNT];
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        for (int j = 0; j < ncols; j++)
+            col[j] = (const char *)sqlite3_column_text(s, j);
+        if (add)
+            add(col, list);
+    }
+    lr_err e = rc == SQLITE_DONE ? LR_OK : LR_ERR_DB;
+    if (e != LR_OK)
+        lr_error("sqlite admin: %s", sqlite3_errmsg(d->h));
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return e;
+}
+
+static void sq_close(lr_admin *a)
+{
+    sq_admin *d = (sq_admin *)a;
+    for (int i = 0; i < AQ_COUNT; i++)
+        sqlite3_finalize(d->st[i]);
+    sqlite3_close(d->h);
+    free(d);
+}
+
+lr_err lr_admin_sqlite_open(const char *path, lr_admin **out, char **errmsg)
+{
+    sq_admin *d = lr_xcalloc(1, sizeof *d);
+    d->base = (lr_admin){.rows = sq_rows,
+                         .close = sq_close,
+                         .latest_migration = lr_db_sqlite_latest_migration()};
+    if (sqlite3_open_v2(path, &d->h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        if (errmsg && asprintf(errmsg, "cannot open %s: %s", path, sqlite3_errmsg(d->h)) < 0)
+            *errmsg = NULL;
+        sq_close(&d->base);
+        return LR_ERR_DB;
+    }
+    sqlite3_busy_timeout(d->h, 10000);
+    *out = &d->base;
+    return LR_OK;
+}

@@ -1,0 +1,155 @@
+/* A database that measures another: every operation is forwarded to the
+ * inner backend and counted (lensroom_db_calls_total), timed
+ * (lensroom_db_call_duration_seconds, the wait for a pooled connection
+ * included) and tracked while in progress, which is how many of the
+ * pool's connections are busy. The backends stay free of metrics code. */
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include "core/metrics.h"
+#include "core/util.h"
+#include "db/db.h"
+
+typedef struct {
+    lr_db base;
+    lr_db *inner;
+    atomic_int in_use;
+} metered;
+
+static int64_t begin(lr_db *db)
+{
+    atomic_fetch_add(&((metered *)db)->in_use, 1);
+    return lr_monotonic_ms();
+}
+
+static lr_err end(lr_db *db, const char *op, int64_t t0, lr_err e)
+{
+    atomic_fetch_sub(&((metered *)db)->in_use, 1);
+    /* NOT_FOUND, CONFLICT and INSUFFICIENT are answers, not failures */
+    bool failed = e == LR_ERR_DB || e == LR_ERR_UNAVAILABLE;
+    lr_metrics_add(LR_M_DB_CALLS, (const char *const[]){op, failed ? "error" : "ok"}, 1);
+    lr_metrics_observe(LR_M_DB_DURATION, (const char *const[]){op},
+                       (double)(lr_monotonic_ms() - t0) / 1000.0);
+    return e;
+}
+
+#define INNER(db) (((metered *)(db))->inner)
+#define FORWARD(op, db, ...)                                                                     \
+    do {                                                                                         \
+        int64_t t0 = begin(db);                                                                  \
+        return end(db, #op, t0, INNER(db)->ops->op(INNER(db), __VA_ARGS__));                     \
+    } while (0)
+
+static lr_err m_migrate(lr_db *db)
+{
+    return INNER(db)->ops->migrate(INNER(db));
+}
+static lr_err m_ping(lr_db *db)
+{
+    int64_t t0 = begin(db);
+    return end(db, "ping", t0, INNER(db)->ops->ping(INNER(db)));
+}
+static lr_err m_reserve(lr_db *db, const lr_reserve_req *r, int *balance, lr_key_holder *holder)
+{
+    FORWARD(reserve, db, r, balance, holder);
+}
+static lr_err m_set_stage(lr_db *db, const char *id, const char *status, const char *stage,
+                          json_t *task_ids)
+{
+    FORWARD(set_stage, db, id, status, stage, task_ids);
+}
+static lr_err m_settle(lr_db *db, const lr_settle_req *s, int *balance)
+{
+    FORWARD(settle, db, s, balance);
+}
+static lr_err m_balance(lr_db *db, const char *user_id, int *balance)
+{
+    FORWARD(balance, db, user_id, balance);
+}
+static lr_err m_adjust(lr_db *db, const lr_adjust_req *r, lr_adjust_result *out)
+{
+    FORWARD(adjust, db, r, out);
+}
+static lr_err m_get_generation(lr_db *db, const char *user_id, const char *id, lr_generation *out)
+{
+    FORWARD(get_generation, db, user_id, id, out);
+}
+static lr_err m_list_generations(lr_db *db, const char *user_id, const lr_gen_filter *f,
+                                 lr_generation_list *out)
+{
+    FORWARD(list_generations, db, user_id, f, out);
+}
+static lr_err m_list_transactions(lr_db *db, const char *user_id, const char *before_created_at,
+                                  const char *before_id, int limit, lr_ledger_list *out)
+{
+    FORWARD(list_transactions, db, user_id, before_created_at, before_id, limit, out);
+}
+static lr_err m_renew_leases(lr_db *db, const char *owner, const char *lease_until)
+{
+    FORWARD(renew_leases, db, owner, lease_until);
+}
+static lr_err m_claim_resumable(lr_db *db, const char *owner, const char *lease_until, int limit,
+                                lr_generation_list *rows)
+{
+    FORWARD(claim_resumable, db, owner, lease_until, limit, rows);
+}
+static lr_err m_reap_expired(lr_db *db, const char *owner, int limit, lr_reaped_list *reaped)
+{
+    FORWARD(reap_expired, db, owner, limit, reaped);
+}
+static lr_err m_mark_deleted(lr_db *db, const char *user_id, const char *id, lr_strv *keys)
+{
+    FORWARD(mark_deleted, db, user_id, id, keys);
+}
+static lr_err m_pending_purges(lr_db *db, int limit, lr_purge_list *rows)
+{
+    FORWARD(pending_purges, db, limit, rows);
+}
+static lr_err m_purged(lr_db *db, const char *id)
+{
+    FORWARD(purged, db, id);
+}
+static lr_err m_audit(lr_db *db, lr_violation_list *violations)
+{
+    FORWARD(audit, db, violations);
+}
+static void m_close(lr_db *db)
+{
+    lr_db_close(INNER(db));
+    free(db);
+}
+
+static const lr_db_ops metered_ops = {
+    .migrate = m_migrate,
+    .ping = m_ping,
+    .reserve = m_reserve,
+    .set_stage = m_set_stage,
+    .settle = m_settle,
+    .balance = m_balance,
+    .adjust = m_adjust,
+    .get_generation = m_get_generation,
+    .list_generations = m_list_generations,
+    .list_transactions = m_list_transactions,
+    .renew_leases = m_renew_leases,
+    .claim_resumable = m_claim_resumable,
+    .reap_expired = m_reap_expired,
+    .mark_deleted = m_mark_deleted,
+    .pending_purges = m_pending_purges,
+    .purged = m_purged,
+    .audit = m_audit,
+    .close = m_close,
+};
+
+lr_db *lr_db_metered(lr_db *inner)
+{
+    metered *m = lr_xcalloc(1, sizeof *m);
+    m->base.ops = &metered_ops;
+    m->base.backend = inner->backend;
+    m->inner = inner;
+    return &m->base;
+}
+
+int lr_db_metered_in_use(const lr_db *db)
+{
+    return db->ops == &metered_ops ? atomic_load(&((const metered *)db)->in_use) : 0;
+}
