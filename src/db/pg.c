@@ -27,11 +27,13 @@
 
 extern const char lr_sql_pg_0001[];
 extern const char lr_sql_pg_0002[];
+extern const char lr_sql_pg_0003[];
 
 static const struct {
     const char *version;
     const char *sql;
-} migrations[] = {{"0001_credits_generations", lr_sql_pg_0001}, {"0002_resume", lr_sql_pg_0002}};
+} migrations[] = {{"0001_credits_generations", lr_sql_pg_0001}, {"0002_resume", lr_sql_pg_0002},
+                  {"0003_billing", lr_sql_pg_0003}};
 
 typedef struct {
     lr_db base;

@@ -20,6 +20,7 @@ extern const char lr_sql_sqlite_0001[];
 extern const char lr_sql_sqlite_0002[];
 extern const char lr_sql_sqlite_0003[];
 extern const char lr_sql_sqlite_0004[];
+extern const char lr_sql_sqlite_0005[];
 
 static const struct {
     const char *version;
@@ -27,7 +28,8 @@ static const struct {
 } migrations[] = {{"0001_init", lr_sql_sqlite_0001},
                   {"0002_leases", lr_sql_sqlite_0002},
                   {"0003_deletion", lr_sql_sqlite_0003},
-                  {"0004_idempotency", lr_sql_sqlite_0004}};
+                  {"0004_idempotency", lr_sql_sqlite_0004},
+                  {"0005_billing", lr_sql_sqlite_0005}};
 
 enum {
     Q_BEGIN,
