@@ -1,7 +1,7 @@
 /* lensroom: command-line dispatch. Each command loads the configuration,
  * opens what it needs, does its one job and exits non-zero on failure.
  *   serve | migrate | token | credits grant|balance|history | audit | smoke
- *   | backup create|verify|restore
+ *   | backup create|verify|restore | webhooks add|list|remove|rotate-secret
  */
 #include <curl/curl.h>
 #include <signal.h>
@@ -17,6 +17,7 @@
 #include "auth/jwt.h"
 #include "cli/backup.h"
 #include "cli/smoke.h"
+#include "cli/webhooks.h"
 #include "cli/store.h"
 #include "core/config.h"
 #include "core/log.h"
@@ -40,6 +41,7 @@ static const char usage_main[] =
     "  backup create [--to DIR|s3://bucket/prefix] [--with-objects]\n"
     "  backup verify ARCHIVE\n"
     "  backup restore ARCHIVE (--data-dir DIR | --database-url URL) [--force]\n"
+    "  webhooks add URL --events TYPE,... | list | remove ID | rotate-secret ID\n"
     "\n"
     "Every command reads its configuration from the environment; see README.md.\n"
     "Run 'lensroom <command> --help' for one command.\n";
@@ -115,6 +117,31 @@ static int open_db(const lr_config *cfg, lr_db **db, int pool)
         return -1;
     }
     return 0;
+}
+
+/* The billing tables' own connection and the credit packs, if any. */
+static int open_billing(const lr_config *cfg, lr_billing_db **bdb, lr_packs *packs)
+{
+    char *err = NULL;
+    if (lr_billing_db_open(cfg->database_url, bdb, &err) != LR_OK) {
+        fprintf(stderr, "database: %s\n", err ? err : "cannot open");
+        free(err);
+        return -1;
+    }
+    if (cfg->credit_packs_file && lr_packs_load(cfg->credit_packs_file, packs, &err) != LR_OK) {
+        fprintf(stderr, "config: LENSROOM_CREDIT_PACKS: %s\n", err ? err : "cannot load");
+        free(err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Every pipeline event goes to the SSE hub and to the webhooks. */
+static void observe_all(void *ctx, const char *id, const char *status, const char *stage)
+{
+    lr_app *app = ctx;
+    lr_events_observe(app->events, id, status, stage);
+    lr_hooks_observe(app->hooks, id, status, stage);
 }
 
 /* The configured object storage: the local folder or an S3 bucket. */
@@ -224,9 +251,14 @@ static int cmd_serve(void)
     lr_app app = {0};
     lr_net_policy *net = NULL;
     lr_cli_backups *backups = NULL;
+    lr_billing_db *bdb = NULL;
+    lr_packs packs = {0};
+    lr_billing billing = {0};
     int rc = 1;
     if (load_config(&cfg) != 0 || open_db(&cfg, &db, cfg.http_threads + cfg.workers + 1) != 0)
         goto out_cfg;
+    if (open_billing(&cfg, &bdb, &packs) != 0)
+        goto out_db;
     char *err = NULL;
     lr_catalog *catalog = lr_catalog_load(cfg.models_file, &err);
     if (!catalog) {
@@ -249,6 +281,27 @@ static int cmd_serve(void)
         goto out_all;
     }
     app.net = net;
+    app.billing_db = bdb;
+    app.hooks = lr_hooks_new(&(lr_hooks_opts){.db = db,
+                                              .store = bdb,
+                                              .loop = app.loop,
+                                              .workers = app.workers,
+                                              .policy = net,
+                                              .retry_ms = cfg.webhook_retry_ms,
+                                              .max_age_ms = cfg.webhook_max_age_s * 1000LL,
+                                              .timeout_ms = cfg.webhook_timeout_ms,
+                                              .concurrency = cfg.webhook_concurrency,
+                                              .low_balance = cfg.low_balance});
+    billing = (lr_billing){.db = db,
+                           .store = bdb,
+                           .packs = &packs,
+                           .hooks = app.hooks,
+                           .loop = app.loop,
+                           .api_base = cfg.stripe_api_base,
+                           .secret_key = cfg.stripe_secret_key,
+                           .success_url = cfg.checkout_success_url,
+                           .cancel_url = cfg.checkout_cancel_url};
+    app.billing = &billing;
     app.pipeline = lr_pipeline_new(db, store, app.provider, catalog, net, app.loop, app.workers,
                                    cfg.lease_s);
     if (app.pipeline)
@@ -262,7 +315,8 @@ static int cmd_serve(void)
         lr_jwks_start(app.jwks);
     }
     app.events = lr_events_new(db, app.pipeline, app.loop, app.workers, cfg.sse_keepalive_s);
-    lr_pipeline_observe(app.pipeline, lr_events_observe, app.events);
+    lr_pipeline_observe(app.pipeline, observe_all, &app);
+    lr_hooks_start(app.hooks);
     int recovered = lr_pipeline_recover(app.pipeline);
     if (recovered > 0)
         lr_warn("took over %d generations left unfinished by a stopped process (provider tasks "
@@ -280,6 +334,7 @@ out_all:
     lr_cli_backups_stop(backups);
     lr_loop_stop(app.loop);
     lr_workers_free(app.workers);
+    lr_hooks_free(app.hooks);
     if (app.pipeline)
         lr_pipeline_release_claims(app.pipeline);
     lr_events_free(app.events);
@@ -294,8 +349,31 @@ out_all:
 out_catalog:
     lr_catalog_free(catalog);
 out_db:
+    lr_billing_db_close(bdb);
+    lr_packs_free(&packs);
     lr_db_close(db);
 out_cfg:
+    lr_config_free(&cfg);
+    return rc;
+}
+
+/* `lensroom webhooks ...` on the migrated database. */
+static int cmd_webhooks(int argc, char **argv)
+{
+    lr_config cfg;
+    lr_db *db = NULL;
+    lr_billing_db *bdb = NULL;
+    lr_packs packs = {0};
+    int rc = 1;
+    if (argc < 2) {
+        fputs(lr_cli_webhooks_usage, stderr);
+        return 2;
+    }
+    if (load_config(&cfg) == 0 && open_db(&cfg, &db, 1) == 0 && open_billing(&cfg, &bdb, &packs) == 0)
+        rc = lr_cli_webhooks(argc, argv, &cfg, bdb);
+    lr_billing_db_close(bdb);
+    lr_packs_free(&packs);
+    lr_db_close(db);
     lr_config_free(&cfg);
     return rc;
 }
@@ -505,7 +583,8 @@ int main(int argc, char **argv)
                  {"credits", usage_credits},
                  {"audit", usage_audit},
                  {"smoke", usage_smoke},
-                 {"backup", lr_cli_backup_usage}};
+                 {"backup", lr_cli_backup_usage},
+                 {"webhooks", lr_cli_webhooks_usage}};
     for (size_t i = 0; i < sizeof helps / sizeof *helps; i++) {
         if (!strcmp(cmd, helps[i].name) && wants_help(argc - 2, argv + 2)) {
             fputs(helps[i].usage, stdout);
@@ -526,6 +605,8 @@ int main(int argc, char **argv)
         return cmd_smoke();
     if (!strcmp(cmd, "backup"))
         return lr_cli_backup(argc - 1, argv + 1, VERSION);
+    if (!strcmp(cmd, "webhooks"))
+        return cmd_webhooks(argc - 1, argv + 1);
     fprintf(stderr, "lensroom: unknown command '%s'\n\n%s", cmd, usage_main);
     return 2;
 }

@@ -458,7 +458,8 @@ void lr_api_infer(lr_app *app, lr_req *req)
 
     char key[204];
     bool has_key;
-    if (!idempotency_key(req, key, &has_key))
+    lr_gen_hook hook;
+    if (!idempotency_key(req, key, &has_key) || !lr_api_gen_hook_parse(app, req, body, &hook))
         goto out;
     char request_hash[65], key_expiry[32];
     body_sha256(req, request_hash);
@@ -543,6 +544,7 @@ void lr_api_infer(lr_app *app, lr_req *req)
                   json_pack("{s:s, s:s, s:s, s:i, s:i}", "generation_id", w->generation_id,
                             "user_id", user, "model", m->id, "outputs", outputs, "cost",
                             w->credits_reserved));
+    lr_api_gen_hook_register(app, &hook, user, w->generation_id, m->id);
     lr_run_req run = {
         .generation_id = w->generation_id,
         .user_id = user,

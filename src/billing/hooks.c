@@ -109,6 +109,198 @@ lr_hooks *lr_hooks_new(const lr_hooks_opts *o)
 
 /* ---- claiming ---- */
 
+static void start_ready(void *arg);
+static void pump(void *arg);
+
+static void claim_job(void *arg)
+{
+    lr_hooks *h = arg;
+    pthread_mutex_lock(&h->mu);
+    int room = h->o.concurrency - h->in_flight;
+    char token[64];
+    snprintf(token, sizeof token, "%s:%llu", h->owner, (unsigned long long)++h->batch);
+    pthread_mutex_unlock(&h->mu);
+    lr_delivery_list got = {0};
+    int64_t now = lr_now_ms();
+    lr_err e = room > 0 ? lr_billing_claim(h->o.store, token, now,
+                                           now + h->o.timeout_ms + LEASE_EXTRA_MS, room, &got)
+                        : LR_OK;
+    if (e != LR_OK)
+        lr_warn("webhooks: cannot claim deliveries (%s)", lr_strerror(e));
+    pthread_mutex_lock(&h->mu);
+    h->ready.v = realloc(h->ready.v, (h->ready.n + got.n + 1) * sizeof *h->ready.v);
+    if (!h->ready.v)
+        abort();
+    if (got.n)
+        memcpy(h->ready.v + h->ready.n, got.v, got.n * sizeof *got.v);
+    h->ready.n += got.n;
+    h->in_flight += (int)got.n;
+    h->claiming = false;
+    pthread_mutex_unlock(&h->mu);
+    free(got.v);
+    if (got.n > 0)
+        lr_loop_post(h->o.loop, start_ready, h);
+    if (room > 0 && got.n == (size_t)room)
+        lr_hooks_poke(h); /* a full batch: there may be more */
+}
+
+/* Loop thread: claims more when there is room and no claim runs. */
+static void pump(void *arg)
+{
+    lr_hooks *h = arg;
+    pthread_mutex_lock(&h->mu);
+    h->pump_posted = false;
+    bool go = !h->stopped && !h->claiming && h->in_flight < h->o.concurrency;
+    if (go)
+        h->claiming = true;
+    pthread_mutex_unlock(&h->mu);
+    if (go)
+        lr_workers_submit(h->o.workers, claim_job, h);
+}
+
+static void tick(void *arg)
+{
+    lr_hooks *h = arg;
+    pump(h);
+    lr_loop_timer(h->o.loop, TICK_MS, tick, h);
+}
+
+void lr_hooks_start(lr_hooks *h)
+{
+    lr_loop_timer(h->o.loop, 0, tick, h);
+}
+
+void lr_hooks_poke(lr_hooks *h)
+{
+    pthread_mutex_lock(&h->mu);
+    bool post = !h->pump_posted;
+    h->pump_posted = true;
+    pthread_mutex_unlock(&h->mu);
+    if (post)
+        lr_loop_post(h->o.loop, pump, h);
+}
+
+/* ---- delivering ---- */
+
+static void job_free(job *j)
+{
+    lr_call_release(&j->call);
+    lr_delivery_list one = {.v = lr_xmalloc(sizeof j->d), .n = 1};
+    one.v[0] = j->d;
+    lr_delivery_list_clear(&one);
+    free(j);
+}
+
+/* The delay before attempt n+1 after n failures: doubling from retry_ms,
+ * at most an hour, +-25% jitter so a recovering receiver is not hit by
+ * every queued delivery at once. */
+static int64_t backoff_ms(const lr_hooks *h, int failures)
+{
+    double d = h->o.retry_ms;
+    for (int i = 1; i < failures && d < 3600e3; i++)
+        d *= 2;
+    if (d > 3600e3)
+        d = 3600e3;
+    return (int64_t)(d * (0.75 + 0.5 * lr_random_unit()));
+}
+
+static void finish_job(void *arg)
+{
+    job *j = arg;
+    lr_hooks *h = j->h;
+    int64_t now = lr_now_ms();
+    bool ok = !j->refused && j->call.rc == CURLE_OK && j->call.status >= 200 &&
+              j->call.status < 300;
+    const char *error = NULL;
+    char text[260];
+    if (!ok) {
+        if (j->refused || j->call.refused)
+            snprintf(text, sizeof text, "refused: %s", j->refused ? j->why : j->call.why);
+        else if (j->call.rc != CURLE_OK)
+            snprintf(text, sizeof text, "%s",
+                     j->call.error[0] ? j->call.error : curl_easy_strerror(j->call.rc));
+        else
+            snprintf(text, sizeof text, "HTTP %ld", j->call.status);
+        error = text;
+    }
+    int64_t next = 0;
+    bool permanent = j->refused || j->call.refused;
+    if (!ok && !permanent) {
+        next = now + backoff_ms(h, j->d.attempts + 1);
+        if (next > j->d.created_at + h->o.max_age_ms)
+            next = 0;
+    }
+    lr_delivery_result r = {.d = &j->d,
+                            .status_code = (int)j->call.status,
+                            .latency_ms = j->t0 ? lr_monotonic_ms() - j->t0 : 0,
+                            .error = error,
+                            .delivered = ok,
+                            .next_attempt_at = next,
+                            .now_ms = now};
+    lr_err e = lr_billing_finish(h->o.store, &r);
+    if (e != LR_OK)
+        lr_warn("webhooks: delivery %s not recorded (%s)", j->d.id, lr_strerror(e));
+    if (!ok)
+        lr_log_fields(next ? LR_LOG_INFO : LR_LOG_WARN, NULL,
+                      next ? "webhook delivery failed, will retry" : "webhook delivery given up",
+                      json_pack("{s:s, s:s, s:i, s:s}", "delivery_id", j->d.id, "url", j->d.url,
+                                "attempt", j->d.attempts + 1, "error", error));
+    pthread_mutex_lock(&h->mu);
+    if (j->prev)
+        j->prev->next = j->next;
+    else
+        h->jobs = j->next;
+    if (j->next)
+        j->next->prev = j->prev;
+    h->in_flight--;
+    pthread_mutex_unlock(&h->mu);
+    job_free(j);
+    lr_hooks_poke(h);
+}
+
+static void call_done(lr_call *c)
+{
+    job *j = c->ctx;
+    lr_workers_submit(j->h->o.workers, finish_job, j);
+}
+
+/* Loop thread: signs and POSTs one delivery (or records why not). */
+static void deliver(job *j)
+{
+    lr_hooks *h = j->h;
+    const char *why = NULL;
+    if (!j->d.secret) {
+        j->refused = true;
+        snprintf(j->why, sizeof j->why, "the endpoint was removed");
+    } else if (!lr_net_url_allowed(h->o.policy, j->d.url, &why)) {
+        j->refused = true;
+        snprintf(j->why, sizeof j->why, "%s", why);
+    }
+    int64_t ts = lr_now_ms() / 1000;
+    char sig[64], hdr[3][200];
+    if (!j->refused &&
+        !lr_hooks_sign(j->d.secret, j->d.id, ts, j->d.payload, strlen(j->d.payload), sig)) {
+        j->refused = true;
+        snprintf(j->why, sizeof j->why, "the signing secret is malformed");
+    }
+    if (j->refused) {
+        lr_workers_submit(h->o.workers, finish_job, j);
+        return;
+    }
+    snprintf(hdr[0], sizeof hdr[0], "webhook-id: %s", j->d.id);
+    snprintf(hdr[1], sizeof hdr[1], "webhook-timestamp: %lld", (long long)ts);
+    snprintf(hdr[2], sizeof hdr[2], "webhook-signature: %s", sig);
+    struct curl_slist *l = curl_slist_append(NULL, "Content-Type: application/json");
+    for (int i = 0; i < 3; i++)
+        l = curl_slist_append(l, hdr[i]);
+    j->call.policy = h->o.policy;
+    j->call.max_len = 64 * 1024;
+    j->call.done = call_done;
+    j->call.ctx = j;
+    j->t0 = lr_monotonic_ms();
+    lr_call_start(h->o.loop, &j->call, "POST", j->d.url, l, j->d.payload, h->o.timeout_ms);
+}
+
 static void start_ready(void *arg)
 {
     lr_hooks *h = arg;
@@ -142,7 +334,7 @@ static void queue_event(lr_hooks *h, const char *type, json_t *data, const char 
     lr_time_iso(now, ts);
     lr_uuid_v4(uuid);
     size_t k = 0;
-    for (const char *p = uuid; *p; p++)
+    for (const char *p = uuid; *p && k < 16; p++) /* 64 random bits, ids stay short */
         if (*p != '-')
             msg[k++] = *p;
     msg[k] = '\0';

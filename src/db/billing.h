@@ -105,7 +105,7 @@ lr_err lr_billing_generation_hook(lr_billing_db *db, const char *generation_id,
 /* ---- the delivery queue ---- */
 
 typedef struct {
-    const char *message_id; /* 32 hex: deliveries are msg_<id>_<destination> */
+    const char *message_id; /* 16 hex: deliveries are msg_<id>_<destination> */
     const char *type;       /* generation.succeeded, credits.low, ... */
     const char *payload;    /* the JSON body, as sent on every attempt */
     const char *generation_id; /* also to this generation's own webhook, or NULL */
