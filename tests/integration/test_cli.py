@@ -29,10 +29,11 @@ class Cli(unittest.TestCase):
         b = self.s.cli("migrate")
         self.assertIn("up to date", a.stdout)
         self.assertIn("up to date", b.stdout)
-        table, want = ("lensroom.schema_migrations", ["0001_credits_generations", "0002_resume"]) \
+        table, want = ("lensroom.schema_migrations", ["0001_credits_generations", "0002_resume",
+                                                   "0003_billing"]) \
             if BACKEND == "postgres" else ("schema_migrations",
                                            ["0001_init", "0002_leases", "0003_deletion",
-                                            "0004_idempotency"])
+                                            "0004_idempotency", "0005_billing"])
         with self.s.db() as c:
             versions = [v for v, in c.execute(f"SELECT version FROM {table} ORDER BY 1")]
         self.assertEqual(versions, want)
