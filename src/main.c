@@ -120,10 +120,10 @@ static int open_db(const lr_config *cfg, lr_db **db, int pool)
 }
 
 /* The billing tables' own connection and the credit packs, if any. */
-static int open_billing(const lr_config *cfg, lr_billing_db **bdb, lr_packs *packs)
+static int open_billing(const lr_config *cfg, lr_db *db, lr_billing_db **bdb, lr_packs *packs)
 {
     char *err = NULL;
-    if (lr_billing_db_open(cfg->database_url, bdb, &err) != LR_OK) {
+    if (lr_billing_db_open(db, cfg->database_url, bdb, &err) != LR_OK) {
         fprintf(stderr, "database: %s\n", err ? err : "cannot open");
         free(err);
         return -1;
@@ -257,7 +257,7 @@ static int cmd_serve(void)
     int rc = 1;
     if (load_config(&cfg) != 0 || open_db(&cfg, &db, cfg.http_threads + cfg.workers + 1) != 0)
         goto out_cfg;
-    if (open_billing(&cfg, &bdb, &packs) != 0)
+    if (open_billing(&cfg, db, &bdb, &packs) != 0)
         goto out_db;
     char *err = NULL;
     lr_catalog *catalog = lr_catalog_load(cfg.models_file, &err);
@@ -369,7 +369,7 @@ static int cmd_webhooks(int argc, char **argv)
         fputs(lr_cli_webhooks_usage, stderr);
         return 2;
     }
-    if (load_config(&cfg) == 0 && open_db(&cfg, &db, 1) == 0 && open_billing(&cfg, &bdb, &packs) == 0)
+    if (load_config(&cfg) == 0 && open_db(&cfg, &db, 1) == 0 && open_billing(&cfg, db, &bdb, &packs) == 0)
         rc = lr_cli_webhooks(argc, argv, &cfg, bdb);
     lr_billing_db_close(bdb);
     lr_packs_free(&packs);

@@ -9,9 +9,8 @@
  * (billing_sqlite.c, billing_pg.c) runs it with text parameters $1..$n and
  * hands rows back as text. On PostgreSQL the tables live in the lensroom
  * schema (the driver's search_path); the queue is claimed with FOR UPDATE
- * SKIP LOCKED, so several processes never take the same delivery. Each
- * driver holds one connection of its own under a mutex: any thread may
- * call, calls block (never on the loop thread).
+ * SKIP LOCKED, so several processes never take the same delivery. Any
+ * thread may call; calls block (never on the loop thread).
  *
  * Records are owned by the caller and released with their _clear.
  */
@@ -24,6 +23,7 @@
 
 #include "core/err.h"
 #include "core/util.h"
+#include "db/db.h"
 
 typedef struct lr_billing_db lr_billing_db;
 
@@ -44,11 +44,13 @@ struct lr_billing_db {
     bool postgres;
 };
 
-/* The database lr_db_open(url) opened (and migrated): a connection of
- * its own to it. */
-lr_err lr_billing_db_open(const char *url, lr_billing_db **out, char **errmsg);
+/* The store beside db (opened from url, and migrated): on PostgreSQL a
+ * connection of its own; on SQLite db's writer connection, borrowed per
+ * statement (lr_db_sqlite_writer), so the two never contend for the file's
+ * write lock. db must outlive the store. */
+lr_err lr_billing_db_open(lr_db *db, const char *url, lr_billing_db **out, char **errmsg);
 void lr_billing_db_close(lr_billing_db *db);
-lr_err lr_billing_sqlite_open(const char *path, lr_billing_db **out, char **errmsg);
+lr_err lr_billing_sqlite_open(lr_db *db, lr_billing_db **out);
 lr_err lr_billing_pg_open(const char *url, lr_billing_db **out, char **errmsg);
 
 /* ---- payments ---- */

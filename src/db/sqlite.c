@@ -896,6 +896,15 @@ static void sq_close(lr_db *db)
     free(d);
 }
 
+lr_err lr_db_sqlite_writer(lr_db *db, lr_err (*fn)(struct sqlite3 *h, void *ctx), void *ctx)
+{
+    sqlite_db *d = (sqlite_db *)db;
+    conn *c = acquire_writer(d);
+    lr_err e = fn(c->h, ctx);
+    release_writer(d, c);
+    return e;
+}
+
 static const lr_db_ops sqlite_ops = {
     .migrate = sq_migrate,
     .ping = sq_ping,
