@@ -9,6 +9,7 @@
 #include "pipeline/ratelimit.h"
 #include "auth/jwks.h"
 #include "backup/backup.h"
+#include "billing/billing.h"
 #include "core/config.h"
 #include "db/admin.h"
 #include "db/db.h"
@@ -33,6 +34,9 @@ typedef struct {
     const lr_net_policy *net;
     lr_jwks *jwks; /* NULL: HS256 tokens only */
     lr_backup_sched *backup; /* NULL: no scheduled backups */
+    lr_billing *billing;         /* Stripe: packs, checkout, its webhook */
+    lr_hooks *hooks;             /* outgoing webhooks */
+    lr_billing_db *billing_db;   /* their tables */
     int64_t started_ms;
     lr_admin *admin; /* operator reads: readiness, /metrics totals, analytics */
     /* Set once SIGTERM arrived (the one field written after start):

@@ -2,6 +2,7 @@
  * opens what it needs, does its one job and exits non-zero on failure.
  *   serve | migrate | token | credits grant|balance|history | audit | smoke
  *   | backup create|verify|restore | generations list|show | users top | analytics
+ *   | webhooks add|list|remove|rotate-secret
  */
 #include <curl/curl.h>
 #include <signal.h>
@@ -18,6 +19,7 @@
 #include "cli/admin.h"
 #include "cli/backup.h"
 #include "cli/smoke.h"
+#include "cli/webhooks.h"
 #include "cli/store.h"
 #include "core/config.h"
 #include "core/log.h"
@@ -46,6 +48,7 @@ static const char usage_main[] =
     "  generations show ID [--json]\n"
     "  users top [--since T] [--limit N] [--json]\n"
     "  analytics [--since T] [--until T] [--json]\n"
+    "  webhooks add URL --events TYPE,... | list | remove ID | rotate-secret ID\n"
     "\n"
     "Every command reads its configuration from the environment; see README.md.\n"
     "Run 'lensroom <command> --help' for one command.\n";
@@ -122,6 +125,31 @@ static int open_db(const lr_config *cfg, lr_db **db, int pool)
         return -1;
     }
     return 0;
+}
+
+/* The billing tables' own connection and the credit packs, if any. */
+static int open_billing(const lr_config *cfg, lr_db *db, lr_billing_db **bdb, lr_packs *packs)
+{
+    char *err = NULL;
+    if (lr_billing_db_open(db, cfg->database_url, bdb, &err) != LR_OK) {
+        fprintf(stderr, "database: %s\n", err ? err : "cannot open");
+        free(err);
+        return -1;
+    }
+    if (cfg->credit_packs_file && lr_packs_load(cfg->credit_packs_file, packs, &err) != LR_OK) {
+        fprintf(stderr, "config: LENSROOM_CREDIT_PACKS: %s\n", err ? err : "cannot load");
+        free(err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Every pipeline event goes to the metrics, the SSE hub and the webhooks. */
+static void observe_all(void *ctx, const char *id, lr_gen_status status, lr_gen_stage stage)
+{
+    lr_app *app = ctx;
+    lr_api_observe(app, id, status, stage); /* metrics, then the SSE hub */
+    lr_hooks_observe(app->hooks, id, status, stage);
 }
 
 /* The configured object storage: the local folder or an S3 bucket. */
@@ -268,9 +296,14 @@ static int cmd_serve(void)
     lr_app app = {0};
     lr_net_policy *net = NULL;
     lr_cli_backups *backups = NULL;
+    lr_billing_db *bdb = NULL;
+    lr_packs packs = {0};
+    lr_billing billing = {0};
     int rc = 1;
     if (load_config(&cfg) != 0 || open_db(&cfg, &db, cfg.http_threads + cfg.workers + 1) != 0)
         goto out_cfg;
+    if (open_billing(&cfg, db, &bdb, &packs) != 0)
+        goto out_db;
     db = lr_db_metered(db);
     char *err = NULL;
     lr_admin *admin = NULL;
@@ -300,6 +333,27 @@ static int cmd_serve(void)
         goto out_all;
     }
     app.net = net;
+    app.billing_db = bdb;
+    app.hooks = lr_hooks_new(&(lr_hooks_opts){.db = db,
+                                              .store = bdb,
+                                              .loop = app.loop,
+                                              .workers = app.workers,
+                                              .policy = net,
+                                              .retry_ms = cfg.webhook_retry_ms,
+                                              .max_age_ms = cfg.webhook_max_age_s * 1000LL,
+                                              .timeout_ms = cfg.webhook_timeout_ms,
+                                              .concurrency = cfg.webhook_concurrency,
+                                              .low_balance = cfg.low_balance});
+    billing = (lr_billing){.db = db,
+                           .store = bdb,
+                           .packs = &packs,
+                           .hooks = app.hooks,
+                           .loop = app.loop,
+                           .api_base = cfg.stripe_api_base,
+                           .secret_key = cfg.stripe_secret_key,
+                           .success_url = cfg.checkout_success_url,
+                           .cancel_url = cfg.checkout_cancel_url};
+    app.billing = &billing;
     app.pipeline = lr_pipeline_new(db, store, app.provider, catalog, net, app.loop, app.workers,
                                    cfg.lease_s);
     if (app.pipeline)
@@ -313,7 +367,8 @@ static int cmd_serve(void)
         lr_jwks_start(app.jwks);
     }
     app.events = lr_events_new(db, app.pipeline, app.loop, app.workers, cfg.sse_keepalive_s);
-    lr_pipeline_observe(app.pipeline, lr_api_observe, &app);
+    lr_pipeline_observe(app.pipeline, observe_all, &app);
+    lr_hooks_start(app.hooks);
     int recovered = lr_pipeline_recover(app.pipeline);
     if (recovered > 0)
         lr_warn("took over %d generations left unfinished by a stopped process (provider tasks "
@@ -331,6 +386,7 @@ out_all:
     lr_cli_backups_stop(backups);
     lr_loop_stop(app.loop);
     lr_workers_free(app.workers);
+    lr_hooks_free(app.hooks);
     if (app.pipeline)
         lr_pipeline_release_claims(app.pipeline);
     lr_events_free(app.events);
@@ -346,8 +402,31 @@ out_catalog:
     lr_catalog_free(catalog);
 out_db:
     lr_admin_close(admin);
+    lr_billing_db_close(bdb);
+    lr_packs_free(&packs);
     lr_db_close(db);
 out_cfg:
+    lr_config_free(&cfg);
+    return rc;
+}
+
+/* `lensroom webhooks ...` on the migrated database. */
+static int cmd_webhooks(int argc, char **argv)
+{
+    lr_config cfg;
+    lr_db *db = NULL;
+    lr_billing_db *bdb = NULL;
+    lr_packs packs = {0};
+    int rc = 1;
+    if (argc < 2) {
+        fputs(lr_cli_webhooks_usage, stderr);
+        return 2;
+    }
+    if (load_config(&cfg) == 0 && open_db(&cfg, &db, 1) == 0 && open_billing(&cfg, db, &bdb, &packs) == 0)
+        rc = lr_cli_webhooks(argc, argv, &cfg, bdb);
+    lr_billing_db_close(bdb);
+    lr_packs_free(&packs);
+    lr_db_close(db);
     lr_config_free(&cfg);
     return rc;
 }
@@ -562,7 +641,8 @@ int main(int argc, char **argv)
                  {"backup", lr_cli_backup_usage},
                  {"generations", lr_cli_generations_usage},
                  {"users", lr_cli_users_usage},
-                 {"analytics", lr_cli_analytics_usage}};
+                 {"analytics", lr_cli_analytics_usage},
+                 {"webhooks", lr_cli_webhooks_usage}};
     for (size_t i = 0; i < sizeof helps / sizeof *helps; i++) {
         if (!strcmp(cmd, helps[i].name) && wants_help(argc - 2, argv + 2)) {
             fputs(helps[i].usage, stdout);
@@ -589,6 +669,8 @@ int main(int argc, char **argv)
         return lr_cli_users(argc - 1, argv + 1);
     if (!strcmp(cmd, "analytics"))
         return lr_cli_analytics(argc - 1, argv + 1);
+    if (!strcmp(cmd, "webhooks"))
+        return cmd_webhooks(argc - 1, argv + 1);
     fprintf(stderr, "lensroom: unknown command '%s'\n\n%s", cmd, usage_main);
     return 2;
 }

@@ -56,7 +56,7 @@ static bool range(lr_req *req, char since[32], char until[32])
     const char *a = lr_req_query(req, "since"), *b = lr_req_query(req, "until");
     if (!lr_cli_parse_time(a ? a : "30d", now, since) ||
         !lr_cli_parse_time(b ? b : "0h", now + 1, until)) {
-        lr_req_reply_error(req, 422, "invalid_parameter",
+        lr_api_error(req, LR_CODE_INVALID_PARAMETER,
                            "since and until must be like 7d, 24h, 2026-01-31 or an ISO-8601 time",
                            json_pack("{s:s}", "field", a && !lr_cli_parse_time(a, now, since)
                                                            ? "since"

@@ -69,5 +69,31 @@ void lr_api_observe(void *app, const char *generation_id, lr_gen_status status,
  * for the audit log. */
 bool lr_api_admin(lr_app *app, lr_req *req, char actor[LR_UUID_LEN + 16]);
 void lr_api_admin_analytics(lr_app *app, lr_req *req);
+/* Buying credits (billing.c) and outgoing webhooks (webhooks_out.c). */
+void lr_api_billing_packs(lr_app *app, lr_req *req);
+void lr_api_billing_checkout(lr_app *app, lr_req *req);
+void lr_api_webhook_stripe(lr_app *app, lr_req *req);
+void lr_api_webhook_secret(lr_app *app, lr_req *req);
+void lr_api_admin_webhooks_list(lr_app *app, lr_req *req);
+void lr_api_admin_webhooks_add(lr_app *app, lr_req *req);
+void lr_api_admin_webhook_remove(lr_app *app, lr_req *req, const char *id);
+void lr_api_admin_webhook_rotate(lr_app *app, lr_req *req, const char *id);
+void lr_api_admin_webhook_deliveries(lr_app *app, lr_req *req, const char *id);
+void lr_api_admin_webhook_replay(lr_app *app, lr_req *req, const char *id);
+
+/* The webhook one /api/infer request names for its generation: webhook
+ * (URL, the download address policy applies) and webhookEvents (start,
+ * output, logs, completed; default start and completed). url borrows
+ * from the body. */
+typedef struct {
+    bool set;
+    const char *url;
+    char events[64];
+} lr_gen_hook;
+/* false: replied 422. */
+bool lr_api_gen_hook_parse(lr_app *app, lr_req *req, json_t *body, lr_gen_hook *out);
+/* After the reservation: records it, and sends "start" when asked. */
+void lr_api_gen_hook_register(lr_app *app, const lr_gen_hook *h, const char *user,
+                              const char *generation_id, const char *model_id);
 
 #endif

@@ -271,6 +271,19 @@ static bool parse_body(lr_req *req, json_t *body, lr_begin_req *q, const char **
     return parse_images(req, inputs, q, images);
 }
 
+/* A per-request webhook, recorded once the generation is reserved. */
+typedef struct {
+    lr_app *app;
+    const lr_gen_hook *hook;
+    const char *user;
+} hook_ctx;
+
+static void hook_reserved(void *ctx, const char *generation_id, const char *model_id)
+{
+    hook_ctx *h = ctx;
+    lr_api_gen_hook_register(h->app, h->hook, h->user, generation_id, model_id);
+}
+
 void lr_api_infer(lr_app *app, lr_req *req)
 {
     char user[LR_UUID_LEN + 1], key[204], hash[65];
@@ -287,8 +300,15 @@ void lr_api_infer(lr_app *app, lr_req *req)
         .max_in_flight = app->cfg->user_max_in_flight,
         .request_id = lr_req_id(req),
     };
-    if (!parse_body(req, body, &q, images) || !idempotency_key(req, key, &has_key))
+    lr_gen_hook hook;
+    hook_ctx hc = {.app = app, .hook = &hook, .user = user};
+    if (!parse_body(req, body, &q, images) || !idempotency_key(req, key, &has_key) ||
+        !lr_api_gen_hook_parse(app, req, body, &hook))
         goto out;
+    if (hook.set) {
+        q.reserved = hook_reserved;
+        q.reserved_ctx = &hc;
+    }
     if (has_key) {
         body_sha256(req, hash);
         q.idempotency_key = key;

@@ -108,7 +108,7 @@ static void metrics_reply(lr_app *app, lr_req *req)
     const lr_config *cfg = app->cfg;
     if (cfg->metrics_token && !metrics_token_ok(cfg, req)) {
         lr_req_set_header(req, "WWW-Authenticate", "Bearer");
-        lr_req_reply_error(req, 401, "unauthorized",
+        lr_api_error(req, LR_CODE_UNAUTHORIZED,
                            "Unauthorized: Bearer LENSROOM_METRICS_TOKEN is required", NULL);
         return;
     }
@@ -132,7 +132,7 @@ void lr_api_metrics(lr_app *app, lr_req *req)
 {
     const lr_config *cfg = app->cfg;
     if (cfg->metrics_port) {
-        lr_req_reply_error(req, 404, "not_found",
+        lr_api_error(req, LR_CODE_NOT_FOUND,
                            "Not found: metrics are served on LENSROOM_METRICS_PORT", NULL);
     } else if (!cfg->metrics_token) {
         lr_req_reply_error(req, 403, lr_code_name(LR_CODE_METRICS_DISABLED),
@@ -150,7 +150,7 @@ void lr_api_metrics_route(lr_req *req, void *ctx)
     const char *path = lr_req_path(req);
     lr_req_set_route(req, path);
     if (strcmp(lr_req_method(req), "GET") != 0)
-        lr_req_reply_error(req, 405, "method_not_allowed", "Method not allowed", NULL);
+        lr_api_error(req, LR_CODE_METHOD_NOT_ALLOWED, "Method not allowed", NULL);
     else if (!strcmp(path, "/metrics"))
         metrics_reply(app, req);
     else if (!strcmp(path, "/readyz"))
@@ -159,6 +159,6 @@ void lr_api_metrics_route(lr_req *req, void *ctx)
         lr_api_health(app, req);
     else {
         lr_req_set_route(req, "unmatched");
-        lr_req_reply_error(req, 404, "not_found", "Not found", NULL);
+        lr_api_error(req, LR_CODE_NOT_FOUND, "Not found", NULL);
     }
 }

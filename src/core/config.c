@@ -442,6 +442,38 @@ static void load_admin(lr_config *cfg)
     }
 }
 
+/* Credit packs sold through Stripe, and the outgoing webhooks. */
+static void load_billing(lr_config *cfg)
+{
+    cfg->credit_packs_file = env_dup("LENSROOM_CREDIT_PACKS", NULL);
+    cfg->stripe_secret_key = env_dup("STRIPE_SECRET_KEY", NULL);
+    cfg->stripe_webhook_secret = env_dup("STRIPE_WEBHOOK_SECRET", NULL);
+    cfg->stripe_api_base = env_dup("STRIPE_API_BASE", "https://api.stripe.com");
+    if (!plain_http_url(cfg->stripe_api_base))
+        problem("STRIPE_API_BASE", "must be an http(s):// URL without credentials");
+    size_t n = strlen(cfg->stripe_api_base);
+    while (n > 0 && cfg->stripe_api_base[n - 1] == '/')
+        cfg->stripe_api_base[--n] = '\0';
+    if (cfg->stripe_webhook_secret && strncmp(cfg->stripe_webhook_secret, "whsec_", 6) != 0)
+        problem("STRIPE_WEBHOOK_SECRET", "must be the endpoint's signing secret (whsec_...)");
+    cfg->stripe_tolerance_s = (int)env_long("STRIPE_WEBHOOK_TOLERANCE_S", 300, 1, 86400);
+    cfg->checkout_success_url = env_dup("LENSROOM_CHECKOUT_SUCCESS_URL", NULL);
+    if (!cfg->checkout_success_url &&
+        asprintf(&cfg->checkout_success_url, "%s/?checkout=success", cfg->public_url) < 0)
+        cfg->checkout_success_url = NULL;
+    cfg->checkout_cancel_url = env_dup("LENSROOM_CHECKOUT_CANCEL_URL", NULL);
+    if (!cfg->checkout_cancel_url &&
+        asprintf(&cfg->checkout_cancel_url, "%s/?checkout=cancel", cfg->public_url) < 0)
+        cfg->checkout_cancel_url = NULL;
+    cfg->low_balance = (int)env_long("LENSROOM_LOW_BALANCE", 0, 0, 1000000000);
+    cfg->webhook_retry_ms = (int)env_long("LENSROOM_WEBHOOK_RETRY_MS", 5000, 10, 3600000);
+    cfg->webhook_max_age_s = env("LENSROOM_WEBHOOK_MAX_AGE")
+                                 ? env_duration("LENSROOM_WEBHOOK_MAX_AGE")
+                                 : 86400;
+    cfg->webhook_timeout_ms = (int)env_long("LENSROOM_WEBHOOK_TIMEOUT_MS", 10000, 100, 120000);
+    cfg->webhook_concurrency = (int)env_long("LENSROOM_WEBHOOK_CONCURRENCY", 32, 1, 1024);
+}
+
 int lr_config_load(lr_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -466,6 +498,7 @@ int lr_config_load(lr_config *cfg)
     load_backup(cfg);
     load_public_url(cfg);
     load_admin(cfg);
+    load_billing(cfg);
     return problems ? -1 : 0;
 }
 
@@ -578,5 +611,15 @@ void lr_config_free(lr_config *cfg)
         OPENSSL_cleanse(cfg->metrics_token, strlen(cfg->metrics_token));
     free(cfg->metrics_token);
     free(cfg->admins);
+    free(cfg->credit_packs_file);
+    if (cfg->stripe_secret_key)
+        OPENSSL_cleanse(cfg->stripe_secret_key, strlen(cfg->stripe_secret_key));
+    free(cfg->stripe_secret_key);
+    if (cfg->stripe_webhook_secret)
+        OPENSSL_cleanse(cfg->stripe_webhook_secret, strlen(cfg->stripe_webhook_secret));
+    free(cfg->stripe_webhook_secret);
+    free(cfg->stripe_api_base);
+    free(cfg->checkout_success_url);
+    free(cfg->checkout_cancel_url);
     memset(cfg, 0, sizeof *cfg);
 }

@@ -93,6 +93,19 @@ typedef struct {
                             own, not on PORT; 0: none */
     char *admins;        /* LENSROOM_ADMINS: user ids (comma-separated, lowercase) that are
                             admins, besides tokens with app_metadata.lensroom_admin */
+    /* Billing (Stripe) and outgoing webhooks. Secrets never logged. */
+    char *credit_packs_file;     /* LENSROOM_CREDIT_PACKS: JSON file of packs, NULL: no sales */
+    char *stripe_secret_key;     /* STRIPE_SECRET_KEY (sk_... / rk_...) for Checkout Sessions */
+    char *stripe_webhook_secret; /* STRIPE_WEBHOOK_SECRET: whsec_..., comma-separated in rotation */
+    char *stripe_api_base;       /* STRIPE_API_BASE, https://api.stripe.com */
+    int stripe_tolerance_s;      /* STRIPE_WEBHOOK_TOLERANCE_S: oldest signature accepted (300) */
+    char *checkout_success_url;  /* LENSROOM_CHECKOUT_SUCCESS_URL, default {public_url}/?checkout=success */
+    char *checkout_cancel_url;   /* LENSROOM_CHECKOUT_CANCEL_URL, default {public_url}/?checkout=cancel */
+    int low_balance;             /* LENSROOM_LOW_BALANCE: credits.low below this; 0: never */
+    int webhook_retry_ms;        /* LENSROOM_WEBHOOK_RETRY_MS: first retry delay, doubling */
+    int webhook_max_age_s;       /* LENSROOM_WEBHOOK_MAX_AGE: retried this long (24h) */
+    int webhook_timeout_ms;      /* LENSROOM_WEBHOOK_TIMEOUT_MS: one attempt's limit */
+    int webhook_concurrency;     /* LENSROOM_WEBHOOK_CONCURRENCY: deliveries in flight */
 } lr_config;
 
 /* Reads the environment into cfg; 0 when valid. Does not touch the disk. */

@@ -75,6 +75,15 @@ bool lr_gen_stage_parse(const char *s, lr_gen_stage *out);
        "The server is at its connection limit; retry")                                             \
     XX(HTTP_VERSION_NOT_SUPPORTED, "http_version_not_supported", 505,                              \
        "Only HTTP/1.0 and HTTP/1.1 are served")                                                    \
+    XX(PACK_NOT_FOUND, "pack_not_found", 404, "No credit pack has this id")                        \
+    XX(BILLING_NOT_CONFIGURED, "billing_not_configured", 503,                                      \
+       "Buying credits is not configured on this server")                                          \
+    XX(INVALID_SIGNATURE, "invalid_signature", 400, "The webhook signature does not verify")       \
+    XX(INVALID_EVENT, "invalid_event", 400, "The body is not a valid event")                       \
+    XX(INVALID_WEBHOOK_URL, "invalid_webhook_url", 422, "The webhook URL is not allowed")          \
+    XX(INVALID_EVENTS, "invalid_events", 422, "Unknown webhook event types")                       \
+    XX(PAYMENT_PROVIDER_ERROR, "payment_provider_error", 502,                                      \
+       "The payment provider could not be reached")                                                \
     XX(INVALID_JSON, "invalid_json", 400, "Malformed JSON body")                                   \
     XX(MISSING_FIELDS, "missing_fields", 400, "Missing required fields")                           \
     XX(MISSING_INPUT_IMAGE, "missing_input_image", 400, "This model needs an input image")        \

@@ -256,6 +256,11 @@ lr_err lr_db_pg_open(const char *url, int pool_size, lr_db **out, char **errmsg)
 lr_db *lr_db_metered(lr_db *inner);
 /* Operations in progress through a metered db (0 for any other). */
 int lr_db_metered_in_use(const lr_db *db);
+/* SQLite only: runs fn on the backend's writer connection under its
+ * write lock, so another module's statements on the same file (the
+ * billing store) never wait on this process's own writer. */
+struct sqlite3;
+lr_err lr_db_sqlite_writer(lr_db *db, lr_err (*fn)(struct sqlite3 *h, void *ctx), void *ctx);
 
 /* The ledger audit query, shared by the backends. */
 extern const char lr_sql_audit[];

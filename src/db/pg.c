@@ -45,6 +45,7 @@ extern const char lr_sql_pg_0001[];
 extern const char lr_sql_pg_0002[];
 extern const char lr_sql_pg_0003[];
 extern const char lr_sql_pg_0004_admin[];
+extern const char lr_sql_pg_0005_billing[];
 
 static const struct {
     const char *version;
@@ -52,7 +53,8 @@ static const struct {
 } migrations[] = {{"0001_credits_generations", lr_sql_pg_0001},
                   {"0002_resume", lr_sql_pg_0002},
                   {"0003_lean_reserve", lr_sql_pg_0003},
-                  {"0004_admin", lr_sql_pg_0004_admin}};
+                  {"0004_admin", lr_sql_pg_0004_admin},
+                  {"0005_billing", lr_sql_pg_0005_billing}};
 
 /* Readiness (db/admin.c) checks that the newest one is applied. */
 const char *lr_db_pg_latest_migration(void)

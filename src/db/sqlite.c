@@ -32,6 +32,7 @@ extern const char lr_sql_sqlite_0001[];
 extern const char lr_sql_sqlite_0002[];
 extern const char lr_sql_sqlite_0003[];
 extern const char lr_sql_sqlite_0004[];
+extern const char lr_sql_sqlite_0005[];
 extern const char lr_sql_sqlite_0006_admin[];
 
 static const struct {
@@ -41,6 +42,7 @@ static const struct {
                   {"0002_leases", lr_sql_sqlite_0002},
                   {"0003_deletion", lr_sql_sqlite_0003},
                   {"0004_idempotency", lr_sql_sqlite_0004},
+                  {"0005_billing", lr_sql_sqlite_0005},
                   {"0006_admin", lr_sql_sqlite_0006_admin}};
 
 /* Readiness (db/admin.c) checks that the newest one is applied. */
@@ -983,6 +985,25 @@ static void sq_close(lr_db *db)
     free(d->conns);
     free(d->free_stack);
     free(d);
+}
+
+/* Another module's statements (the billing store) as a job of the writer:
+ * under its own savepoint in the writer's next batch. */
+typedef struct {
+    lr_err (*fn)(struct sqlite3 *h, void *ctx);
+    void *ctx;
+} foreign_job;
+
+static lr_err foreign_run(conn *c, void *ctx)
+{
+    foreign_job *f = ctx;
+    return f->fn(c->h, f->ctx);
+}
+
+lr_err lr_db_sqlite_writer(lr_db *db, lr_err (*fn)(struct sqlite3 *h, void *ctx), void *ctx)
+{
+    foreign_job f = {.fn = fn, .ctx = ctx};
+    return write_job_run((sqlite_db *)db, foreign_run, &f);
 }
 
 static const lr_db_ops sqlite_ops = {

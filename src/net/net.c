@@ -243,6 +243,8 @@ static void call_done(lr_transfer *t, CURLcode rc)
     c->done(c);
 }
 
+static curl_socket_t call_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a);
+
 static void call_fail_later(void *arg)
 {
     lr_call *c = arg;
@@ -262,6 +264,8 @@ void lr_call_start(lr_loop *l, lr_call *c, const char *method, const char *url,
     c->status = 0;
     c->retry_after_s = -1;
     c->error[0] = '\0';
+    c->refused = false;
+    c->why[0] = '\0';
     if (!c->xfer.easy)
         c->xfer.easy = curl_easy_init();
     else
@@ -287,6 +291,10 @@ void lr_call_start(lr_loop *l, lr_call *c, const char *method, const char *url,
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_USERAGENT, "lensroom/0.1");
+    if (c->policy) {
+        curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, call_socket);
+        curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, c);
+    }
     lr_loop_add_transfer(l, &c->xfer);
 }
 
@@ -305,9 +313,11 @@ void lr_call_release(lr_call *c)
 
 /* ---- downloads ----------------------------------------------------- */
 
-static curl_socket_t fetch_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
+/* The socket for an address curl is about to connect to, or BAD (with
+ * *refused and why) when the policy forbids it. */
+static curl_socket_t guarded_socket(const lr_net_policy *p, struct curl_sockaddr *a,
+                                    bool *refused, char *why, size_t why_size)
 {
-    lr_fetch *f = ud;
     const struct sockaddr *sa = &a->addr;
     int family = sa->sa_family;
     const unsigned char *ip = NULL;
@@ -319,15 +329,29 @@ static curl_socket_t fetch_socket(void *ud, curlsocktype purpose, struct curl_so
         ip = (const unsigned char *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
         port = ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
     }
-    if (!ip || (lr_net_addr_internal(sa) && !allowed(f->policy, family, ip, port))) {
-        f->refused = true;
+    if (!ip || (lr_net_addr_internal(sa) && !allowed(p, family, ip, port))) {
+        *refused = true;
         char text[INET6_ADDRSTRLEN] = "?";
         if (ip)
             inet_ntop(family, ip, text, sizeof text);
-        snprintf(f->why, sizeof f->why, "refused to connect to internal address %s", text);
+        snprintf(why, why_size, "refused to connect to internal address %s", text);
         return CURL_SOCKET_BAD;
     }
     return socket(a->family, a->socktype, a->protocol);
+}
+
+static curl_socket_t call_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    (void)purpose;
+    lr_call *c = ud;
+    return guarded_socket(c->policy, a, &c->refused, c->why, sizeof c->why);
+}
+
+static curl_socket_t fetch_socket(void *ud, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    (void)purpose;
+    lr_fetch *f = ud;
+    return guarded_socket(f->policy, a, &f->refused, f->why, sizeof f->why);
 }
 
 static size_t fetch_write(char *ptr, size_t size, size_t nmemb, void *ud)

@@ -44,6 +44,11 @@ typedef struct lr_call {
     int retry_after_s; /* -1: none given */
     char error[CURL_ERROR_SIZE];
     size_t max_len; /* answer bytes accepted, else the transfer fails; 0: 1 MB */
+    /* Set before start: every connection obeys this address policy (as
+     * downloads do); a refused one fails the call with refused set. */
+    const lr_net_policy *policy;
+    bool refused;
+    char why[160];
     void (*done)(struct lr_call *c);
     void *ctx;
 } lr_call;

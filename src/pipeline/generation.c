@@ -330,6 +330,8 @@ static void start(begin *b)
         .input_urls = b->input_urls,
         .input_keys = b->input_keys,
     };
+    if (q->reserved)
+        q->reserved(q->reserved_ctx, o->generation_id, b->model->id);
     bool wait = q->wait && q->wait_ms > 0;
     lr_err e = lr_pipeline_start(b->p, &rq, wait ? q->wait_ms : 0, wait ? q->wait : NULL,
                                  wait ? q->ctx : NULL);

@@ -64,6 +64,11 @@ typedef struct {
     lr_wait_fn wait;
     void *ctx;
     const char *request_id; /* for the log, or NULL */
+    /* Called once the credits are reserved, before the run starts (so
+     * nothing of the run can happen first), with the generation's id:
+     * an entry point records what belongs to it (a per-request webhook). */
+    void (*reserved)(void *ctx, const char *generation_id, const char *model_id);
+    void *reserved_ctx;
 } lr_begin_req;
 
 typedef enum {
