@@ -35,11 +35,6 @@ SELECT 'credits_used_mismatch', CAST(g.id AS TEXT),
  GROUP BY g.id, g.credits_used
 HAVING g.credits_used <> -SUM(t.amount)
 UNION ALL
-SELECT 'unknown_type', CAST(id AS TEXT), 'ledger row of unknown type ' || type
-  FROM credit_transactions
- WHERE type NOT IN ('generation', 'purchase', 'bonus', 'refund', 'adjustment', 'payment_refund',
-                    'payment_dispute', 'payment_uncollected')
-UNION ALL
 SELECT 'payment_row_sign', CAST(id AS TEXT), type || ' row of ' || CAST(amount AS TEXT)
   FROM credit_transactions
  WHERE (type = 'purchase' AND payment_id IS NOT NULL AND amount <= 0)
