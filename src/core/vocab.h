@@ -120,6 +120,9 @@ bool lr_gen_stage_parse(const char *s, lr_gen_stage *out);
     XX(QUOTE_MISMATCH, "quote_mismatch", 409, "The request is not the one quoted")                \
     XX(INVALID_GRAPH, "invalid_graph", 422, "The graph has errors (see nodeErrors)")              \
     XX(GRAPH_TOO_LARGE, "graph_too_large", 413, "The graph has too many nodes")                   \
+    XX(DANGLING_REFERENCE, "dangling_reference", 422, "The input refers to no such node output") \
+    XX(GRAPH_CYCLE, "graph_cycle", 422, "The node is part of a cycle")                            \
+    XX(TYPE_MISMATCH, "type_mismatch", 422, "The referenced output does not fit this input")      \
     XX(MAX_CREDITS_EXCEEDED, "max_credits_exceeded", 402, "The run costs more than maxCredits")   \
     XX(RUN_NOT_FOUND, "run_not_found", 404, "Run not found")                                       \
     XX(RUN_FINISHED, "run_finished", 409, "The run has already finished")                         \

@@ -141,3 +141,89 @@ class CatalogRulesChecked(ServerTest):
         s.proc.wait(timeout=60)
         self.assertNotEqual(s.proc.returncode, 0)
         self.assertIn("priceRules[0].param", s.read_log())
+
+
+def node(nid, model, prompt, image=None, **extra):
+    inputs = {"prompt": prompt}
+    if image is not None:
+        inputs["imageUrl"] = image
+    return {"id": nid, "modelId": model, "inputs": inputs, **extra}
+
+
+def ref(s):
+    return {"$ref": s}
+
+
+FIVE = [  # text prompt -> image -> two edits in parallel -> video
+    node("prompt", "anthropic_text", "describe a dragon"),
+    node("image", "seedream_image", ref("prompt.outputs[0]")),
+    node("left", "nano_banana_pro_edit", "make it blue", ref("image.outputs[0]"),
+         params={"resolution": "4K"}),
+    node("right", "nano_banana_edit", "make it red", ref("image.outputs[0]")),
+    node("video", "veo3_video", ref("prompt.outputs[0]")),
+]
+
+
+class GraphQuotes(ServerTest):
+    def setUp(self):
+        super().setUp()
+        self.user = new_user()
+        self.server.grant(self.user, 100)
+        self.tok = self.server.token(self.user)
+
+    def quote(self, nodes, **extra):
+        return quote(self.server, self.tok, {"graph": {"nodes": nodes}, **extra})
+
+    def test_a_five_node_graph_is_priced_line_by_line_in_run_order(self):
+        r = self.quote(list(reversed(FIVE)))
+        self.assertEqual(r.status, 200, r.body)
+        lines = r.json["lines"]
+        order = [l["nodeId"] for l in lines]
+        self.assertEqual(set(order), {"prompt", "image", "left", "right", "video"})
+        self.assertLess(order.index("prompt"), order.index("image"))
+        self.assertLess(order.index("image"), order.index("left"))
+        self.assertLess(order.index("image"), order.index("right"))
+        self.assertLess(order.index("prompt"), order.index("video"))
+        credits = {l["nodeId"]: l["credits"] for l in lines}
+        self.assertEqual(credits, {"prompt": 2, "image": 8, "left": 20, "right": 8,
+                                   "video": 25})
+        self.assertEqual(r.json["total"], 63)
+        r = self.quote(FIVE, maxCredits=62)
+        self.assertEqual((r.status, r.json["code"], r.json["required"]),
+                         (402, "max_credits_exceeded", 63))
+        self.assertEqual(self.server.balance(self.user), 100)
+
+    def test_graph_errors_are_422_keyed_by_node_and_charge_nothing(self):
+        cases = [
+            ([node("a", "seedream_image", ref("b.outputs[0]")),
+              node("b", "anthropic_text", ref("a.outputs[0]"))],
+             {"b": "type_mismatch"}),  # text into a's prompt fits; an image into b's does not
+            ([node("a", "anthropic_text", ref("b.outputs[0]")),
+              node("b", "anthropic_text", ref("a.outputs[0]"))],
+             {"a": "graph_cycle", "b": "graph_cycle"}),
+            ([node("a", "seedream_image", ref("ghost.outputs[0]"))],
+             {"a": "dangling_reference"}),
+            ([node("a", "seedream_image", "x"),
+              node("b", "nano_banana_edit", "y", ref("a.outputs[1]"))],
+             {"b": "dangling_reference"}),
+            ([node("a", "seedream_image", "x"),
+              node("b", "anthropic_text", "y",
+                   params={"temperature": ref("a.outputs[0]")})],
+             {"b": "type_mismatch"}),
+            ([node("a", "nope", "x"), node("b", "seedream_image", "y",
+                                          params={"image_size": "huge"})],
+             {"a": "model_not_found", "b": "invalid_parameter"}),
+            ([node("a", "nano_banana_edit", "x")], {"a": "missing_input_image"}),
+        ]
+        for nodes, want in cases:
+            r = self.quote(nodes)
+            self.assertEqual((r.status, r.json["code"]), (422, "invalid_graph"), r.body)
+            self.assertFalse(r.json["success"])
+            got = {k: v[0]["code"] for k, v in r.json["nodeErrors"].items()}
+            self.assertEqual(got, want, r.body)
+        r = self.quote([node(f"n{i}", "seedream_image", "x") for i in range(200)])
+        self.assertEqual((r.status, r.json["code"]), (413, "graph_too_large"))
+        r = self.quote([node("a", "seedream_image", "x")], maxCredits="lots")
+        self.assertEqual((r.status, r.json["field"]), (400, "maxCredits"))
+        self.assertEqual(self.server.balance(self.user), 100)
+        self.assertEqual(len(self.server.ledger(self.user)), 1)
