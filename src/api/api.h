@@ -43,6 +43,7 @@ void lr_api_bad_query(lr_req *req, const char *field, const char *msg);
 void lr_api_error(lr_req *req, lr_code code, const char *msg, json_t *extra);
 
 void lr_api_infer(lr_app *app, lr_req *req);
+void lr_api_quote(lr_app *app, lr_req *req);
 void lr_api_models(lr_app *app, lr_req *req);
 void lr_api_generations_list(lr_app *app, lr_req *req);
 void lr_api_generation_get(lr_app *app, lr_req *req, const char *id);

@@ -268,6 +268,13 @@ static bool parse_body(lr_req *req, json_t *body, lr_begin_req *q, const char **
         q->outputs_count = n >= 1 && n <= LR_MAX_OUTPUTS ? (int)n : -1;
     }
     q->params = json_object_get(body, "params");
+    json_t *quote = json_object_get(body, "quoteId");
+    if (quote && !json_is_null(quote) && !json_is_string(quote)) {
+        lr_api_error(req, LR_CODE_QUOTE_NOT_FOUND, "quoteId must be a string",
+                     json_pack("{s:s}", "field", "quoteId"));
+        return false;
+    }
+    q->quote_id = json_string_value(quote);
     return parse_images(req, inputs, q, images);
 }
 

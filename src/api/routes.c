@@ -24,6 +24,7 @@ typedef struct {
 static const route routes[] = {
     {"POST", EXACT, "/api/infer", NULL, lr_api_infer, NULL},
     {"GET", EXACT, "/api/models", NULL, lr_api_models, NULL},
+    {"POST", EXACT, "/api/quote", NULL, lr_api_quote, NULL},
     {"GET", EXACT, "/api/generations", NULL, lr_api_generations_list, NULL},
     {"POST", ID_SUFFIX, "/api/generations/", "/cancel", NULL, lr_api_generation_cancel},
     {"GET", ID_SUFFIX, "/api/generations/", "/events", NULL, lr_api_generation_events},

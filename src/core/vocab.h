@@ -126,6 +126,17 @@ bool lr_gen_stage_parse(const char *s, lr_gen_stage *out);
     XX(INPUT_REJECTED, "input_rejected", 422, "The provider rejected the input")                   \
     XX(RATE_LIMITED, "rate_limited", 429, "Too many requests")                                     \
     XX(TOO_MANY_GENERATIONS, "too_many_generations", 429, "Too many generations running")          \
+    XX(QUOTE_NOT_FOUND, "quote_not_found", 404, "Quote not found")                                 \
+    XX(QUOTE_EXPIRED, "quote_expired", 409, "The quote has expired: ask for a new one")           \
+    XX(QUOTE_MISMATCH, "quote_mismatch", 409, "The request is not the one quoted")                \
+    XX(INVALID_GRAPH, "invalid_graph", 422, "The graph has errors (see nodeErrors)")              \
+    XX(GRAPH_TOO_LARGE, "graph_too_large", 413, "The graph has too many nodes")                   \
+    XX(DANGLING_REFERENCE, "dangling_reference", 422, "The input refers to no such node output") \
+    XX(GRAPH_CYCLE, "graph_cycle", 422, "The node is part of a cycle")                            \
+    XX(TYPE_MISMATCH, "type_mismatch", 422, "The referenced output does not fit this input")      \
+    XX(MAX_CREDITS_EXCEEDED, "max_credits_exceeded", 402, "The run costs more than maxCredits")   \
+    XX(RUN_NOT_FOUND, "run_not_found", 404, "Run not found")                                       \
+    XX(RUN_FINISHED, "run_finished", 409, "The run has already finished")                         \
     XX(INTERNAL_ERROR, "internal_error", 500, "Internal error")                                    \
     XX(PROVIDER_FAILED, "provider_failed", 502, "The provider failed")                             \
     XX(PROVIDER_ERROR, "provider_error", 502, "The provider sent a malformed answer")              \

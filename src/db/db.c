@@ -83,3 +83,9 @@ void lr_violation_list_clear(lr_violation_list *l)
     free(l->v);
     *l = (lr_violation_list){0};
 }
+
+void lr_quote_clear(lr_quote *q)
+{
+    json_decref(q->lines);
+    *q = (lr_quote){0};
+}

@@ -187,6 +187,25 @@ void lr_violation_list_clear(lr_violation_list *l);
 /* True for pending and processing: the generation has not settled. */
 bool lr_generation_unfinished(const lr_generation *g);
 
+/* A price quote as saved: lines (borrowed) is the priced request, opaque
+ * to the database. */
+typedef struct {
+    const char *id; /* UUID chosen by the caller */
+    const char *user_id;
+    json_t *lines;
+    int total;
+    const char *created_at, *expires_at; /* ISO-8601 UTC */
+} lr_quote_req;
+
+/* A saved quote as read back; lines is a reference the record owns. */
+typedef struct {
+    json_t *lines;
+    int total;
+    bool expired; /* expires_at has passed */
+} lr_quote;
+
+void lr_quote_clear(lr_quote *q);
+
 typedef struct {
     lr_err (*migrate)(lr_db *db);
     lr_err (*ping)(lr_db *db);
@@ -233,6 +252,10 @@ typedef struct {
     lr_err (*purged)(lr_db *db, const char *id);
     /* Ledger invariant violations; none (n == 0) when the ledger is sound. */
     lr_err (*audit)(lr_db *db, lr_violation_list *violations);
+    /* Saves a price quote (and drops quotes expired a day ago). */
+    lr_err (*save_quote)(lr_db *db, const lr_quote_req *q);
+    /* user_id's quote id; NOT_FOUND for a missing or someone else's. */
+    lr_err (*get_quote)(lr_db *db, const char *user_id, const char *id, lr_quote *out);
     void (*close)(lr_db *db);
 } lr_db_ops;
 

@@ -113,6 +113,14 @@ static lr_err m_audit(lr_db *db, lr_violation_list *violations)
 {
     FORWARD(audit, db, violations);
 }
+static lr_err m_save_quote(lr_db *db, const lr_quote_req *q)
+{
+    FORWARD(save_quote, db, q);
+}
+static lr_err m_get_quote(lr_db *db, const char *user_id, const char *id, lr_quote *out)
+{
+    FORWARD(get_quote, db, user_id, id, out);
+}
 static void m_close(lr_db *db)
 {
     lr_db_close(INNER(db));
@@ -137,6 +145,8 @@ static const lr_db_ops metered_ops = {
     .pending_purges = m_pending_purges,
     .purged = m_purged,
     .audit = m_audit,
+    .save_quote = m_save_quote,
+    .get_quote = m_get_quote,
     .close = m_close,
 };
 

@@ -46,6 +46,7 @@ extern const char lr_sql_pg_0002[];
 extern const char lr_sql_pg_0003[];
 extern const char lr_sql_pg_0004_admin[];
 extern const char lr_sql_pg_0005_billing[];
+extern const char lr_sql_pg_0006_runs[];
 
 static const struct {
     const char *version;
@@ -54,7 +55,8 @@ static const struct {
                   {"0002_resume", lr_sql_pg_0002},
                   {"0003_lean_reserve", lr_sql_pg_0003},
                   {"0004_admin", lr_sql_pg_0004_admin},
-                  {"0005_billing", lr_sql_pg_0005_billing}};
+                  {"0005_billing", lr_sql_pg_0005_billing},
+                  {"0006_runs", lr_sql_pg_0006_runs}};
 
 /* Readiness (db/admin.c) checks that the newest one is applied. */
 const char *lr_db_pg_latest_migration(void)
@@ -709,6 +711,48 @@ static lr_err pg_audit(lr_db *db, lr_violation_list *violations)
                       violations);
 }
 
+/* ---- price quotes ---- */
+
+static lr_err pg_save_quote(lr_db *db, const lr_quote_req *q)
+{
+    char total[16], *lines = json_dumps(q->lines, JSON_COMPACT);
+    snprintf(total, sizeof total, "%d", q->total);
+    const char *p[] = {q->id, q->user_id, lines ? lines : "[]", total, q->created_at,
+                       q->expires_at};
+    PGresult *r;
+    lr_err e = query((pg_db *)db,
+                     "WITH gone AS (DELETE FROM public.quotes "
+                     "WHERE expires_at < now() - interval '1 day') "
+                     "INSERT INTO public.quotes (id, user_id, lines, total, created_at, expires_at) "
+                     "VALUES ($1, $2, $3::jsonb, $4, $5, $6)",
+                     6, p, &r);
+    PQclear(r);
+    free(lines);
+    return e;
+}
+
+static lr_err pg_get_quote(lr_db *db, const char *user_id, const char *id, lr_quote *out)
+{
+    const char *p[] = {id, user_id};
+    PGresult *r;
+    *out = (lr_quote){0};
+    lr_err e = query((pg_db *)db,
+                     "SELECT lines::text, total, expires_at < now() FROM public.quotes "
+                     "WHERE id = $1::uuid AND user_id = $2::uuid",
+                     2, p, &r);
+    if (e == LR_OK && PQntuples(r) == 1) {
+        out->lines = json_loads(PQgetvalue(r, 0, 0), 0, NULL);
+        if (!out->lines)
+            out->lines = json_array();
+        out->total = atoi(PQgetvalue(r, 0, 1));
+        out->expired = !strcmp(PQgetvalue(r, 0, 2), "t");
+    } else if (e == LR_OK) {
+        e = LR_ERR_NOT_FOUND;
+    }
+    PQclear(r);
+    return e;
+}
+
 static void pg_close(lr_db *db)
 {
     pg_db *d = (pg_db *)db;
@@ -742,6 +786,8 @@ static const lr_db_ops pg_ops = {
     .reap_expired = pg_reap_expired,
     .claim_resumable = pg_claim_resumable,
     .audit = pg_audit,
+    .save_quote = pg_save_quote,
+    .get_quote = pg_get_quote,
     .close = pg_close,
 };
 

@@ -34,6 +34,7 @@ extern const char lr_sql_sqlite_0003[];
 extern const char lr_sql_sqlite_0004[];
 extern const char lr_sql_sqlite_0005[];
 extern const char lr_sql_sqlite_0006_admin[];
+extern const char lr_sql_sqlite_0007[];
 
 static const struct {
     const char *version;
@@ -43,7 +44,8 @@ static const struct {
                   {"0003_deletion", lr_sql_sqlite_0003},
                   {"0004_idempotency", lr_sql_sqlite_0004},
                   {"0005_billing", lr_sql_sqlite_0005},
-                  {"0006_admin", lr_sql_sqlite_0006_admin}};
+                  {"0006_admin", lr_sql_sqlite_0006_admin},
+                  {"0007_runs", lr_sql_sqlite_0007}};
 
 /* Readiness (db/admin.c) checks that the newest one is applied. */
 const char *lr_db_sqlite_latest_migration(void)
@@ -83,6 +85,9 @@ enum {
     Q_SAVEPOINT,
     Q_ROLLBACK_TO,
     Q_RELEASE,
+    Q_SAVE_QUOTE,
+    Q_PURGE_QUOTES,
+    Q_GET_QUOTE,
     Q_COUNT
 };
 
@@ -165,6 +170,11 @@ static const char *const sql_text[Q_COUNT] = {
     [Q_SAVEPOINT] = "SAVEPOINT job",
     [Q_ROLLBACK_TO] = "ROLLBACK TO job",
     [Q_RELEASE] = "RELEASE job",
+    [Q_SAVE_QUOTE] = "INSERT INTO quotes (id, user_id, lines, total, created_at, expires_at) "
+                     "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [Q_PURGE_QUOTES] = "DELETE FROM quotes WHERE expires_at < ?1",
+    [Q_GET_QUOTE] = "SELECT lines, total, expires_at < ?3 FROM quotes "
+                    "WHERE id = ?1 AND user_id = ?2",
 };
 
 typedef struct {
@@ -966,6 +976,56 @@ static lr_err sq_audit(lr_db *db, lr_violation_list *violations)
     return e;
 }
 
+/* ---- price quotes ---- */
+
+typedef struct {
+    const lr_quote_req *q;
+    char purge_before[32];
+} quote_args;
+
+static lr_err save_quote_job(conn *c, void *ctx)
+{
+    quote_args *a = ctx;
+    const lr_quote_req *q = a->q;
+    lr_err e = run(c, Q_PURGE_QUOTES, ARGS(A_TEXT(a->purge_before)), NULL, NULL);
+    if (e == LR_OK)
+        e = run(c, Q_SAVE_QUOTE,
+                ARGS(A_TEXT(q->id), A_TEXT(q->user_id), A_JSON(q->lines, "[]"), A_INT(q->total),
+                     A_TEXT(q->created_at), A_TEXT(q->expires_at)),
+                NULL, NULL);
+    return e;
+}
+
+static lr_err sq_save_quote(lr_db *db, const lr_quote_req *q)
+{
+    quote_args a = {.q = q};
+    lr_time_iso(lr_now_ms() - 24LL * 3600 * 1000, a.purge_before);
+    return write_job_run((sqlite_db *)db, save_quote_job, &a);
+}
+
+static void read_quote(sqlite3_stmt *s, void *out)
+{
+    lr_quote *q = out;
+    const char *lines = (const char *)sqlite3_column_text(s, 0);
+    q->lines = lines ? json_loads(lines, 0, NULL) : NULL;
+    if (!q->lines)
+        q->lines = json_array();
+    q->total = sqlite3_column_int(s, 1);
+    q->expired = sqlite3_column_int(s, 2) != 0;
+}
+
+static lr_err sq_get_quote(lr_db *db, const char *user_id, const char *id, lr_quote *out)
+{
+    char now[32];
+    now_iso(now);
+    *out = (lr_quote){0};
+    lr_err e = query((sqlite_db *)db, READ, Q_GET_QUOTE,
+                     ARGS(A_TEXT(id), A_TEXT(user_id), A_TEXT(now)), read_quote, out);
+    if (e == LR_OK && !out->lines)
+        e = LR_ERR_NOT_FOUND;
+    return e;
+}
+
 static void close_conn(conn *c)
 {
     for (int q = 0; q < Q_COUNT; q++)
@@ -1024,6 +1084,8 @@ static const lr_db_ops sqlite_ops = {
     .claim_resumable = sq_claim_resumable,
     .reap_expired = sq_reap_expired,
     .audit = sq_audit,
+    .save_quote = sq_save_quote,
+    .get_quote = sq_get_quote,
     .close = sq_close,
 };
 

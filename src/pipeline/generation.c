@@ -10,18 +10,19 @@
 
 #include "core/log.h"
 #include "pipeline/internal.h"
+#include "pipeline/quote.h"
 #include "storage/mime.h"
 
 #define KEY_LIFETIME_MS (24LL * 3600 * 1000) /* an idempotency key is held this long */
 
-int lr_generation_charge(const lr_model *m, int outputs)
+int lr_generation_charge(const lr_model *m, json_t *params, int outputs)
 {
-    return m ? m->credit_cost * outputs : 0;
+    return m ? lr_model_unit_price(m, params, outputs) * outputs : 0;
 }
 
-int lr_generation_refund(const lr_model *m, int failed_outputs)
+int lr_generation_refund(int unit_price, int failed_outputs)
 {
-    return lr_generation_charge(m, failed_outputs);
+    return unit_price * failed_outputs;
 }
 
 /* Everything a beginning generation carries from step to step. */
@@ -31,6 +32,7 @@ typedef struct {
     lr_begin_result *out;
     const lr_model *model;
     int outputs;
+    int unit;           /* price of one output: the rules' or the quote's */
     json_t *params;     /* validated */
     json_t *input_urls; /* public URLs of the input images */
     json_t *input_keys; /* the stored ones' object keys */
@@ -109,6 +111,24 @@ static bool valid(begin *b)
     free(field);
     free(msg);
     return ok;
+}
+
+/* The unit price: the catalog's rules, or the quote the client names
+ * when it prices exactly this request. */
+static bool price(begin *b)
+{
+    b->unit = lr_model_unit_price(b->model, b->params, b->outputs);
+    if (!b->q->quote_id)
+        return true;
+    lr_price_line line = {.model = b->model, .params = b->params, .outputs = b->outputs,
+                          .unit = b->unit};
+    lr_code code = lr_quote_honour(b->p, b->q->user_id, b->q->quote_id, &line, 1);
+    if (code == LR_CODE_DATABASE_UNAVAILABLE)
+        b->out->retry_after_s = 1;
+    if (code != LR_CODE_NONE)
+        return refuse(b, code, code == LR_CODE_DATABASE_UNAVAILABLE ? NULL : "quoteId", NULL);
+    b->unit = line.unit;
+    return true;
 }
 
 /* Stores n bytes of an input image under {user}/inputs/{generation}_{i}
@@ -197,6 +217,15 @@ static bool input_images(begin *b)
     return true;
 }
 
+/* The unit price g was charged: what its succeeded outputs cost each, or
+ * (none succeeded) today's price for its params. */
+static int replay_unit(const lr_model *m, const lr_generation *g)
+{
+    if (g->succeeded_count > 0)
+        return g->credits_used / g->succeeded_count;
+    return m ? lr_model_unit_price(m, g->params, g->outputs_count) : 0;
+}
+
 /* The answer for a retry whose key generation h holds: its end (with the
  * balance as it is now) once finished, in progress while it runs. */
 static void replay(begin *b, const lr_key_holder *h)
@@ -238,7 +267,7 @@ static void replay(begin *b, const lr_key_holder *h)
             .succeeded_count = g->succeeded_count,
             .failed_count = g->failed_count,
             .credits_used = g->credits_used,
-            .refunded = lr_generation_refund(m, g->failed_count),
+            .refunded = lr_generation_refund(replay_unit(m, g), g->failed_count),
             .balance = balance,
             .duration_ms = g->has_duration ? g->duration_ms : 0,
             .error = status == LR_GEN_SUCCESS && !g->error_code ? LR_CODE_NONE : code,
@@ -266,7 +295,7 @@ static bool reserve(begin *b)
         .prompt = q->prompt,
         .params = b->params,
         .outputs_count = b->outputs,
-        .cost = lr_generation_charge(b->model, b->outputs),
+        .cost = b->unit * b->outputs,
         .created_at = o->created_at,
         .idempotency_key = q->idempotency_key,
         .request_hash = q->idempotency_key ? q->request_hash : NULL,
@@ -304,7 +333,7 @@ static void start(begin *b)
 {
     const lr_begin_req *q = b->q;
     lr_begin_result *o = b->out;
-    int cost = lr_generation_charge(b->model, b->outputs);
+    int cost = b->unit * b->outputs;
     lr_log_fields(LR_LOG_INFO, q->request_id, "generation reserved",
                   json_pack("{s:s, s:s, s:s, s:i, s:i}", "generation_id", o->generation_id,
                             "user_id", q->user_id, "model", b->model->id, "outputs", b->outputs,
@@ -326,6 +355,7 @@ static void start(begin *b)
         .prompt = q->prompt,
         .params = b->params,
         .outputs_count = b->outputs,
+        .unit_price = b->unit,
         .created_at = o->created_at,
         .input_urls = b->input_urls,
         .input_keys = b->input_keys,
@@ -348,7 +378,7 @@ lr_err lr_generation_begin(lr_pipeline *p, const lr_begin_req *q, lr_begin_resul
     begin b = {.p = p, .q = q, .out = out};
     lr_uuid_v4(out->generation_id);
     lr_time_iso(lr_now_ms(), out->created_at);
-    if (rate_allowed(&b) && valid(&b) && (!is_edit(b.model) || input_images(&b))) {
+    if (rate_allowed(&b) && valid(&b) && price(&b) && (!is_edit(b.model) || input_images(&b))) {
         if (reserve(&b))
             start(&b);
         else

@@ -35,11 +35,13 @@
 #define LR_MAX_INPUT_IMAGE_BYTES (10u * 1024u * 1024u)
 #define LR_MAX_IMAGE_URL_BYTES 2048
 
-/* The money rule, in one place: n outputs of m cost n times its credit
- * cost, and each output that fails is refunded at the same price (settle,
- * replays and cancels all use these). */
-int lr_generation_charge(const lr_model *m, int outputs);
-int lr_generation_refund(const lr_model *m, int failed_outputs);
+/* The money rule, in one place: n outputs of m with validated params cost
+ * n times the unit price the catalog's price rules give
+ * (lr_model_unit_price), or the quoted one, and each output that fails is
+ * refunded at the unit price it was charged (settle, replays and cancels
+ * all use these). */
+int lr_generation_charge(const lr_model *m, json_t *params, int outputs);
+int lr_generation_refund(int unit_price, int failed_outputs);
 
 typedef struct {
     const char *user_id;
@@ -54,6 +56,7 @@ typedef struct {
     const char *image_url;
     const char *const *images;
     size_t n_images; /* at most LR_MAX_INPUT_IMAGES */
+    const char *quote_id;        /* NULL: today's prices; else a quote to honour */
     const char *idempotency_key; /* NULL: none */
     const char *request_hash;    /* with a key: SHA-256 hex of the request */
     lr_ratelimit *limiter;       /* NULL: no request-rate limit */

@@ -21,6 +21,7 @@ typedef struct {
     const char *prompt;
     json_t *params;
     int outputs_count;
+    int unit_price; /* credits charged per output: what a failed one refunds */
     const char *created_at;
     json_t *input_urls; /* public URLs of input images, or NULL */
     json_t *input_keys; /* their object keys (removed with the generation), or NULL */

@@ -48,6 +48,7 @@ struct run {
     char *prompt;
     json_t *params;
     int outputs;
+    int unit; /* credits charged per output */
     lr_provider_task tasks[MAX_OUTPUTS];
     char *urls[MAX_OUTPUTS];
     char *keys[MAX_OUTPUTS];
@@ -272,7 +273,7 @@ static void waiter_timeout(void *arg)
     lr_pipeline *p = w->p;
     char id[LR_UUID_LEN + 1], created[32];
     const lr_model *model = NULL;
-    int outputs = 0;
+    int outputs = 0, unit = 0;
     pthread_mutex_lock(&p->mu);
     bool fired = w->fired;
     w->fired = true;
@@ -287,6 +288,7 @@ static void waiter_timeout(void *arg)
         memcpy(created, w->r->created_at, sizeof created);
         model = w->r->model;
         outputs = w->r->outputs;
+        unit = w->r->unit;
     }
     pthread_mutex_unlock(&p->mu);
     if (!fired) {
@@ -296,7 +298,7 @@ static void waiter_timeout(void *arg)
             .provider = lr_provider_name_for(p->provider, model),
             .status = LR_GEN_PROCESSING,
             .outputs_count = outputs,
-            .credits_used = lr_generation_charge(model, outputs),
+            .credits_used = unit * outputs,
             .created_at = created,
         };
         w->fn(w->ctx, &o);
@@ -446,7 +448,7 @@ static void settle(run *r)
         .task_ids = x.task_ids,
         .succeeded_count = r->succeeded,
         .failed_count = r->failed,
-        .refund = lr_generation_refund(r->model, r->failed),
+        .refund = lr_generation_refund(r->unit, r->failed),
         .error_code = lr_code_name(r->err_code),
         .error_message = r->err_msg,
         .text = r->text,
@@ -482,7 +484,7 @@ static void settle(run *r)
         .outputs_count = r->outputs,
         .succeeded_count = r->succeeded,
         .failed_count = r->failed,
-        .credits_used = lr_generation_charge(r->model, r->succeeded),
+        .credits_used = r->unit * r->succeeded,
         .refunded = e == LR_OK ? s.refund : 0,
         .balance = balance,
         .duration_ms = s.duration_ms,
@@ -744,6 +746,7 @@ static lr_err start_run(lr_pipeline *p, const lr_run_req *req, const lr_strv *ta
     r->input_urls = json_incref(req->input_urls);
     r->input_keys = json_incref(req->input_keys);
     r->outputs = r->remaining = req->outputs_count;
+    r->unit = req->unit_price;
     r->started_ms = lr_monotonic_ms();
     int64_t created_ms = lr_time_parse_iso(req->created_at);
     if (created_ms < 0 || created_ms > lr_now_ms())
@@ -841,6 +844,7 @@ static void resume_row(lr_pipeline *p, const lr_generation *g)
         .prompt = g->prompt,
         .params = g->params,
         .outputs_count = outputs,
+        .unit_price = g->credits_used / outputs, /* unsettled: all still charged */
         .created_at = g->created_at,
     };
     if (!req.user_id || !req.prompt || !req.created_at)

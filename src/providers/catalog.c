@@ -52,6 +52,44 @@ static int check_schema(const char *id, json_t *schema, char **err)
     return 0;
 }
 
+/* priceRules: an array of {param, multiply: {value: factor > 0},
+ * add: {value: whole credits}}, param naming one of the model's params or
+ * "outputsCount". */
+static int check_rules(const char *id, json_t *schema, json_t *rules, char **err)
+{
+    if (!json_is_array(rules))
+        return fail(err, "model %s: priceRules must be an array", id);
+    size_t i;
+    json_t *r;
+    json_array_foreach(rules, i, r)
+    {
+        const char *param = json_string_value(json_object_get(r, "param"));
+        if (!param || (strcmp(param, "outputsCount") && !json_object_get(schema, param)))
+            return fail(err, "model %s: priceRules[%zu].param must name a param or outputsCount",
+                        id, i);
+        json_t *mul = json_object_get(r, "multiply"), *add = json_object_get(r, "add");
+        if ((mul && !json_is_object(mul)) || (add && !json_is_object(add)) || (!mul && !add))
+            return fail(err, "model %s: priceRules[%zu] needs multiply and/or add objects", id,
+                        i);
+        const char *k;
+        json_t *v;
+        json_object_foreach(mul, k, v)
+        {
+            if (!json_is_number(v) || json_number_value(v) <= 0 || json_number_value(v) > 1000)
+                return fail(err, "model %s: priceRules[%zu].multiply.%s must be a number above 0",
+                            id, i, k);
+        }
+        json_object_foreach(add, k, v)
+        {
+            if (!json_is_integer(v) || json_integer_value(v) < -100000 ||
+                json_integer_value(v) > 100000)
+                return fail(err, "model %s: priceRules[%zu].add.%s must be a whole number", id,
+                            i, k);
+        }
+    }
+    return 0;
+}
+
 static int parse_models(lr_catalog *c, char **err)
 {
     if (!json_is_array(c->root))
@@ -90,6 +128,13 @@ static int parse_models(lr_catalog *c, char **err)
             json_object_set_new(d, "paramsSchema", m->params_schema);
         }
         if (check_schema(m->id, m->params_schema, err) != 0)
+            return -1;
+        m->price_rules = json_object_get(d, "priceRules");
+        if (!m->price_rules) {
+            m->price_rules = json_array();
+            json_object_set_new(d, "priceRules", m->price_rules);
+        }
+        if (check_rules(m->id, m->params_schema, m->price_rules, err) != 0)
             return -1;
         for (size_t j = 0; j < i; j++) {
             if (!strcmp(c->models[j].id, m->id))
@@ -147,11 +192,51 @@ json_t *lr_catalog_public(const lr_catalog *c)
         if (!m->enabled)
             continue;
         json_array_append_new(
-            arr, json_pack("{s:s, s:s, s:s, s:s, s:b, s:i, s:O}", "id", m->id, "title", m->title,
-                           "provider", m->provider, "capability", m->capability, "enabled", 1,
-                           "creditCost", m->credit_cost, "paramsSchema", m->params_schema));
+            arr, json_pack("{s:s, s:s, s:s, s:s, s:b, s:i, s:O, s:O}", "id", m->id, "title",
+                           m->title, "provider", m->provider, "capability", m->capability,
+                           "enabled", 1, "creditCost", m->credit_cost, "paramsSchema",
+                           m->params_schema, "priceRules", m->price_rules));
     }
     return arr;
+}
+
+/* A param value as the rules' keys spell it. */
+static void value_text(json_t *v, char out[64])
+{
+    if (json_is_string(v))
+        snprintf(out, 64, "%s", json_string_value(v));
+    else if (json_is_integer(v))
+        snprintf(out, 64, "%lld", (long long)json_integer_value(v));
+    else if (json_is_number(v))
+        snprintf(out, 64, "%g", json_number_value(v));
+    else if (json_is_boolean(v))
+        snprintf(out, 64, "%s", json_is_true(v) ? "true" : "false");
+    else
+        out[0] = '\0';
+}
+
+int lr_model_unit_price(const lr_model *m, json_t *params, int outputs)
+{
+    double price = m->credit_cost, added = 0;
+    size_t i;
+    json_t *r;
+    json_array_foreach(m->price_rules, i, r)
+    {
+        const char *param = json_string_value(json_object_get(r, "param"));
+        char key[64];
+        if (!strcmp(param, "outputsCount"))
+            snprintf(key, sizeof key, "%d", outputs);
+        else
+            value_text(json_object_get(params, param), key);
+        json_t *f = json_object_get(json_object_get(r, "multiply"), key);
+        json_t *a = json_object_get(json_object_get(r, "add"), key);
+        if (f)
+            price *= json_number_value(f);
+        if (a)
+            added += (double)json_integer_value(a);
+    }
+    double unit = ceil(price - 1e-9) + added;
+    return unit < 1 ? 1 : (int)unit;
 }
 
 const char *lr_model_generation_type(const lr_model *m)

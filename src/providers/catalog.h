@@ -16,7 +16,8 @@ typedef struct {
     const char *capability; /* text | image | edit | video */
     const char *provider_model;
     bool enabled;
-    int credit_cost;
+    int credit_cost;       /* the base price of one output */
+    json_t *price_rules;   /* array of {param, multiply?, add?}; [] when none */
     json_t *params_schema; /* object: name -> {type, default, min, max, options, aliases} */
     json_t *def;           /* the whole definition */
 } lr_model;
@@ -32,6 +33,13 @@ void lr_catalog_free(lr_catalog *c);
 const lr_model *lr_catalog_find(const lr_catalog *c, const char *id);
 /* The public array for GET /api/models: enabled models only. New ref. */
 json_t *lr_catalog_public(const lr_catalog *c);
+
+/* The price of one output of m with validated params (defaults filled)
+ * when outputs are asked for: creditCost, times each matching rule's
+ * factor, plus each matching rule's addend, rounded up. A rule matches by
+ * the param's value as text ("2K", "8", "true"); the pseudo-param
+ * "outputsCount" matches the count. Never below 1. */
+int lr_model_unit_price(const lr_model *m, json_t *params, int outputs);
 
 /* The generations.type for a model: photo | edit | video | text. */
 const char *lr_model_generation_type(const lr_model *m);

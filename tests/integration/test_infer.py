@@ -112,7 +112,7 @@ class InferSuccess(ServerTest):
         self.assertNotIn("midjourney_image", models)
         for m in r.json:
             self.assertEqual(set(m), {"id", "title", "provider", "capability", "enabled",
-                                      "creditCost", "paramsSchema"})
+                                      "creditCost", "paramsSchema", "priceRules"})
 
 
 class InferErrors(ServerTest):

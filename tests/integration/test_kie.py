@@ -354,7 +354,7 @@ class EditInputs(KieBase):
                        params={"resolution": "2K"},
                        extra={"inputs": {"prompt": "sharper",
                                          "imageUrl": "https://images.example.com/cat.png"}})
-        self.assert_success(r, cost=10)
+        self.assert_success(r, cost=15)  # 10 x 1.5: the catalog's price rule for 2K
         create = [x for x in FAKE.requests_to("/api/v1/jobs/createTask")
                   if x["body"]["input"]["prompt"] == "sharper"][0]
         # docs.kie.ai/market/google/pro-image-to-image: nano-banana-pro, image_input

@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "pipeline/generation.h"
+#include "pipeline/run.h"
 #include "providers/media.h"
 
 #define DEADLINE_MS 30000
@@ -394,7 +395,7 @@ static void partial_failure_refunds_the_failed_outputs_only(void **state)
     assert_int_equal(w.failed, 1);
     assert_int_equal(w.urls, 2);
     assert_int_equal(w.credits_used, 2 * COST);
-    assert_int_equal(w.refunded, lr_generation_refund(lr_catalog_find(f->catalog, MODEL), 1));
+    assert_int_equal(w.refunded, lr_generation_refund(COST, 1));
     assert_int_equal(w.error, LR_CODE_PROVIDER_FAILED);
     idle(&f->a);
     int sum;
@@ -611,6 +612,49 @@ static void bad_values_are_refused_before_anything_is_charged(void **state)
     assert_int_equal(balance(f), 100);
 }
 
+static bool ref_ok(const char *s, size_t *id_len, int *output)
+{
+    return lr_graph_parse_ref(s, strlen(s), id_len, output);
+}
+
+static void graph_references_parse_by_length(void **state)
+{
+    (void)state;
+    size_t id_len = 0;
+    int output = -1;
+    assert_true(ref_ok("n1.outputs[0]", &id_len, &output));
+    assert_int_equal(id_len, 2);
+    assert_int_equal(output, 0);
+    assert_false(ref_ok("a.b.outputs[12]", &id_len, &output)); /* ids hold no dot */
+    assert_true(ref_ok("img.outputs[3]", &id_len, &output));
+    assert_int_equal(output, 3);
+    const char *bad[] = {"",           "n1",           ".outputs[0]",     "n1.outputs[]",
+                         "n1.outputs[x]", "n1.outputs[0", "n1.outputs[123]", "n1.output[0]"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        assert_false(ref_ok(bad[i], &id_len, &output));
+    /* the length is the bound, not a NUL */
+    assert_true(lr_graph_parse_ref("n1.outputs[1]trailing", 13, &id_len, &output));
+    assert_int_equal(output, 1);
+}
+
+static void a_price_rule_multiplies_then_rounds_up(void **state)
+{
+    (void)state;
+    lr_catalog *c = lr_catalog_load(NULL, NULL);
+    const lr_model *pro = lr_catalog_find(c, "nano_banana_pro_edit");
+    const lr_model *edit = lr_catalog_find(c, "nano_banana_edit");
+    json_t *k4 = json_pack("{s:s}", "resolution", "4K");
+    json_t *k1 = json_pack("{s:s}", "resolution", "1K");
+    assert_int_equal(lr_model_unit_price(pro, k4, 1), 20);
+    assert_int_equal(lr_model_unit_price(pro, k1, 1), 10);
+    assert_int_equal(lr_generation_charge(pro, k4, 3), 60);
+    assert_int_equal(lr_model_unit_price(edit, NULL, 4), 6);
+    assert_int_equal(lr_model_unit_price(edit, NULL, 3), 8);
+    json_decref(k4);
+    json_decref(k1);
+    lr_catalog_free(c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -633,5 +677,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(bad_values_are_refused_before_anything_is_charged, setup,
                                         teardown),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    const struct CMUnitTest graph_tests[] = {
+        cmocka_unit_test(graph_references_parse_by_length),
+        cmocka_unit_test(a_price_rule_multiplies_then_rounds_up),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL) +
+           cmocka_run_group_tests_name("graphs and prices", graph_tests, NULL, NULL);
 }

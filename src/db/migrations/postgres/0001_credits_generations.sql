@@ -37,14 +37,25 @@ BEGIN
                    'CREATE ROLE service_role NOLOGIN NOINHERIT BYPASSRLS; '
                    '(docs/SETUP.md, "Plain PostgreSQL"), then run lensroom migrate again.';
   END IF;
+  -- Roles are shared by every database of the cluster: another database's
+  -- migration may create one between the check and the CREATE.
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN
-    CREATE ROLE anon NOLOGIN NOINHERIT;
+    BEGIN
+      CREATE ROLE anon NOLOGIN NOINHERIT;
+    EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+    END;
   END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN
-    CREATE ROLE authenticated NOLOGIN NOINHERIT;
+    BEGIN
+      CREATE ROLE authenticated NOLOGIN NOINHERIT;
+    EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+    END;
   END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role') THEN
-    CREATE ROLE service_role NOLOGIN NOINHERIT BYPASSRLS;
+    BEGIN
+      CREATE ROLE service_role NOLOGIN NOINHERIT BYPASSRLS;
+    EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+    END;
   END IF;
 END $$;
 
