@@ -11,6 +11,7 @@
 #include "pipeline/generation.h"
 #include "pipeline/quote.h"
 #include "pipeline/run.h"
+#include "core/util.h"
 
 static json_t *render_line(const lr_price_line *l)
 {
@@ -135,8 +136,8 @@ static void quote_graph(lr_app *app, lr_req *req, const char *user, json_t *body
                      json_pack("{s:s, s:i}", "field", "graph.nodes", "limit", LR_GRAPH_MAX_NODES));
         return;
     }
-    lr_graph_node *gn = calloc(n, sizeof *gn);
-    json_t **params = calloc(n, sizeof *params);
+    lr_graph_node *gn = lr_xcalloc(n, sizeof *gn);
+    json_t **params = lr_xcalloc(n, sizeof *params);
     for (size_t i = 0; i < n; i++)
         parse_node(json_array_get(nodes, i), &gn[i], &params[i]);
     lr_graph g = {.nodes = gn, .n = n};
@@ -148,7 +149,7 @@ static void quote_graph(lr_app *app, lr_req *req, const char *user, json_t *body
         lr_api_error(req, LR_CODE_MAX_CREDITS_EXCEEDED, NULL,
                      json_pack("{s:i, s:i}", "required", r.total, "maxCredits", (int)max));
     } else {
-        lr_price_line *ordered = calloc(n, sizeof *ordered);
+        lr_price_line *ordered = lr_xcalloc(n, sizeof *ordered);
         for (size_t i = 0; i < n; i++)
             ordered[i] = r.lines[r.order[i]];
         answer_quote(app, req, user, ordered, n);

@@ -64,7 +64,9 @@ static lr_err sink_mem(void *ctx, const void *buf, size_t len)
 {
     membuf *m = ctx;
     if (m->len + len > MANIFEST_MAX) return LR_ERR_TOO_LARGE;
-    return lr_buf_append(&m->buf, &m->len, &m->cap, buf, len) == 0 ? LR_OK : LR_ERR_NOMEM;
+    if (lr_buf_append(&m->buf, &m->len, &m->cap, buf, len) != 0)
+        abort(); /* out of memory, as lr_xmalloc */
+    return LR_OK;
 }
 
 static FILE *temp_in(const char *dir, char **path_out)

@@ -128,9 +128,7 @@ static void claim_job(void *arg)
     if (e != LR_OK)
         lr_warn("webhooks: cannot claim deliveries (%s)", lr_strerror(e));
     pthread_mutex_lock(&h->mu);
-    h->ready.v = realloc(h->ready.v, (h->ready.n + got.n + 1) * sizeof *h->ready.v);
-    if (!h->ready.v)
-        abort();
+    h->ready.v = lr_xrealloc(h->ready.v, (h->ready.n + got.n + 1) * sizeof *h->ready.v);
     if (got.n)
         memcpy(h->ready.v + h->ready.n, got.v, got.n * sizeof *got.v);
     h->ready.n += got.n;

@@ -35,7 +35,7 @@ static char *env_dup(const char *name, const char *fallback)
     const char *v = env(name);
     if (!v)
         v = fallback;
-    return v ? strdup(v) : NULL;
+    return v ? lr_xstrdup(v) : NULL;
 }
 
 static bool env_bool(const char *name, bool fallback)
@@ -78,8 +78,8 @@ static char *legacy_key_role(const char *key)
     char *payload = (char *)lr_b64_decode(p1 + 1, (size_t)(p2 - p1 - 1), &n);
     json_t *j = payload ? json_loadb(payload, n, 0, NULL) : NULL;
     json_t *role = json_object_get(j, "role");
-    char *out = json_is_string(role) ? strdup(json_string_value(role))
-                : json_is_object(j)  ? strdup("")
+    char *out = json_is_string(role) ? lr_xstrdup(json_string_value(role))
+                : json_is_object(j)  ? lr_xstrdup("")
                                      : NULL;
     json_decref(j);
     free(payload);
@@ -133,7 +133,7 @@ static bool plain_http_url(const char *url)
  * dropped); SUPABASE_JWKS_URL names another JWKS, or "off" for none. */
 static void load_jwks(lr_config *cfg)
 {
-    char *base = cfg->supabase_url ? strdup(cfg->supabase_url) : NULL;
+    char *base = cfg->supabase_url ? lr_xstrdup(cfg->supabase_url) : NULL;
     size_t n = base ? strlen(base) : 0;
     while (n > 0 && base[n - 1] == '/')
         base[--n] = '\0';
@@ -149,7 +149,7 @@ static void load_jwks(lr_config *cfg)
     } else if (url) {
         if (!plain_http_url(url))
             problem("SUPABASE_JWKS_URL", "must be an http(s):// URL without credentials (or off)");
-        cfg->jwks_url = strdup(url);
+        cfg->jwks_url = lr_xstrdup(url);
     } else if (cfg->jwt_issuer &&
                asprintf(&cfg->jwks_url, "%s/.well-known/jwks.json", cfg->jwt_issuer) < 0) {
         cfg->jwks_url = NULL;
@@ -233,7 +233,7 @@ static void load_storage(lr_config *cfg)
     const char *s3_bucket = env("S3_BUCKET");
     if (s3_bucket) {
         free(cfg->bucket);
-        cfg->bucket = strdup(s3_bucket);
+        cfg->bucket = lr_xstrdup(s3_bucket);
     }
     if (!strcmp(cfg->storage, "s3")) {
         if (!cfg->s3_endpoint || (strncmp(cfg->s3_endpoint, "http://", 7) &&
@@ -261,9 +261,9 @@ static void load_database(lr_config *cfg)
     const char *db = env("DATABASE_URL");
     if (db) {
         if (!strncmp(db, "postgres://", 11) || !strncmp(db, "postgresql://", 13))
-            cfg->database_url = strdup(db);
+            cfg->database_url = lr_xstrdup(db);
         else if (!strncmp(db, "sqlite:", 7))
-            cfg->database_url = strdup(db + 7);
+            cfg->database_url = lr_xstrdup(db + 7);
         else
             problem("DATABASE_URL", "expected postgres://…, postgresql://… or sqlite:PATH (or "
                                     "nothing for the embedded default)");
@@ -279,16 +279,16 @@ static void load_auth(lr_config *cfg)
     if (secret) {
         if (strlen(secret) < 32)
             problem("SUPABASE_JWT_SECRET", "must be at least 32 characters");
-        cfg->jwt_secret = (unsigned char *)strdup(secret);
+        cfg->jwt_secret = (unsigned char *)lr_xstrdup(secret);
         cfg->jwt_secret_len = strlen(secret);
     }
     /* The audience check is on by default with Supabase's value; setting the
      * variable to "none" turns it off for foreign token issuers. */
     const char *aud = getenv("LENSROOM_JWT_AUDIENCE");
     if (!aud)
-        cfg->jwt_audience = strdup("authenticated");
+        cfg->jwt_audience = lr_xstrdup("authenticated");
     else if (*aud && strcmp(aud, "none") != 0)
-        cfg->jwt_audience = strdup(aud);
+        cfg->jwt_audience = lr_xstrdup(aud);
     cfg->jwt_leeway_s = (int)env_long("LENSROOM_JWT_LEEWAY_S", 30, 0, 600);
     load_jwks(cfg);
 
@@ -339,7 +339,7 @@ static void load_cors(lr_config *cfg)
 {
     cfg->cors_origins = env_dup("LENSROOM_CORS_ORIGINS", NULL);
     if (cfg->cors_origins) {
-        char *copy = strdup(cfg->cors_origins), *save = NULL;
+        char *copy = lr_xstrdup(cfg->cors_origins), *save = NULL;
         for (char *o = strtok_r(copy, ", ", &save); o; o = strtok_r(NULL, ", ", &save)) {
             const char *host = strstr(o, "://");
             if ((strncmp(o, "https://", 8) && strncmp(o, "http://", 7)) || !host[3] ||
@@ -404,14 +404,14 @@ static void load_public_url(lr_config *cfg)
     if (pub) {
         if (strncmp(pub, "http://", 7) && strncmp(pub, "https://", 8))
             problem("LENSROOM_PUBLIC_URL", "must start with http:// or https://");
-        cfg->public_url = strdup(pub);
+        cfg->public_url = lr_xstrdup(pub);
         size_t n = strlen(cfg->public_url);
         while (n > 0 && cfg->public_url[n - 1] == '/')
             cfg->public_url[--n] = '\0';
     } else {
         char buf[64];
         snprintf(buf, sizeof buf, "http://localhost:%d", cfg->port);
-        cfg->public_url = strdup(buf);
+        cfg->public_url = lr_xstrdup(buf);
     }
 }
 

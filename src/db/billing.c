@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "db/db.h"
+#include "core/util.h"
 
 static lr_err exec(lr_billing_db *db, const char *sql, const char *const *p, int n,
                    lr_billing_row_fn row, void *ctx, long *changes)
@@ -200,9 +201,7 @@ static void read_endpoint(const char *const *c, int n, void *ctx)
 {
     (void)n;
     lr_endpoint_list *l = ctx;
-    l->v = realloc(l->v, (l->n + 1) * sizeof *l->v);
-    if (!l->v)
-        abort();
+    l->v = lr_xrealloc(l->v, (l->n + 1) * sizeof *l->v);
     l->v[l->n++] = (lr_endpoint){.id = lr_xstrdup(c[0]),
                                  .url = lr_xstrdup(c[1]),
                                  .events = lr_xstrdup(c[2]),
@@ -366,9 +365,7 @@ static void read_delivery(const char *const *c, int n, void *ctx)
 {
     (void)n;
     lr_delivery_list *l = ctx;
-    l->v = realloc(l->v, (l->n + 1) * sizeof *l->v);
-    if (!l->v)
-        abort();
+    l->v = lr_xrealloc(l->v, (l->n + 1) * sizeof *l->v);
     l->v[l->n++] = (lr_delivery){.id = lr_xstrdup(c[0]),
                                  .endpoint_id = dup_or_null(c[1]),
                                  .url = lr_xstrdup(c[2]),
@@ -483,9 +480,7 @@ static void read_attempt(const char *const *c, int n, void *ctx)
 {
     (void)n;
     lr_attempt_list *l = ctx;
-    l->v = realloc(l->v, (l->n + 1) * sizeof *l->v);
-    if (!l->v)
-        abort();
+    l->v = lr_xrealloc(l->v, (l->n + 1) * sizeof *l->v);
     l->v[l->n++] = (lr_attempt){.delivery_id = lr_xstrdup(c[0]),
                                 .event_type = lr_xstrdup(c[1]),
                                 .attempt = (int)to_i64(c[2]),

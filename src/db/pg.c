@@ -40,6 +40,7 @@
 #include "db/batch.h"
 #include "db/db.h"
 #include "db/rows.h"
+#include "core/util.h"
 
 extern const char lr_sql_pg_0001[];
 extern const char lr_sql_pg_0002[];
@@ -793,21 +794,15 @@ static const lr_db_ops pg_ops = {
 
 lr_err lr_db_pg_open(const char *url, int pool_size, lr_db **out, char **errmsg)
 {
-    pg_db *d = calloc(1, sizeof *d);
-    if (!d)
-        return LR_ERR_NOMEM;
+    pg_db *d = lr_xcalloc(1, sizeof *d);
     d->base.ops = &pg_ops;
     d->base.backend = "postgres";
-    d->url = strdup(url);
+    d->url = lr_xstrdup(url);
     d->n = pool_size;
-    d->conns = calloc((size_t)pool_size, sizeof *d->conns);
-    d->free_stack = calloc((size_t)pool_size, sizeof *d->free_stack);
+    d->conns = lr_xcalloc((size_t)pool_size, sizeof *d->conns);
+    d->free_stack = lr_xcalloc((size_t)pool_size, sizeof *d->free_stack);
     pthread_mutex_init(&d->mu, NULL);
     pthread_cond_init(&d->cv, NULL);
-    if (!d->url || !d->conns || !d->free_stack) {
-        pg_close(&d->base);
-        return LR_ERR_NOMEM;
-    }
     for (int i = 0; i < pool_size; i++)
         d->free_stack[d->nfree++] = i;
     /* One connection now, so a wrong URL or password fails at start. */

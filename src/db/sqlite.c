@@ -27,6 +27,7 @@
 #include "db/batch.h"
 #include "db/db.h"
 #include "db/rows.h"
+#include "core/util.h"
 
 extern const char lr_sql_sqlite_0001[];
 extern const char lr_sql_sqlite_0002[];
@@ -1091,19 +1092,13 @@ static const lr_db_ops sqlite_ops = {
 
 lr_err lr_db_sqlite_open(const char *path, int pool_size, lr_db **out, char **errmsg)
 {
-    sqlite_db *d = calloc(1, sizeof *d);
-    if (!d)
-        return LR_ERR_NOMEM;
+    sqlite_db *d = lr_xcalloc(1, sizeof *d);
     d->base.ops = &sqlite_ops;
     d->base.backend = "sqlite";
-    d->conns = calloc((size_t)pool_size, sizeof *d->conns);
-    d->free_stack = calloc((size_t)pool_size, sizeof *d->free_stack);
+    d->conns = lr_xcalloc((size_t)pool_size, sizeof *d->conns);
+    d->free_stack = lr_xcalloc((size_t)pool_size, sizeof *d->free_stack);
     pthread_mutex_init(&d->mu, NULL);
     pthread_cond_init(&d->cv, NULL);
-    if (!d->conns || !d->free_stack) {
-        sq_close(&d->base);
-        return LR_ERR_NOMEM;
-    }
     lr_err we = open_conn(path, &d->writer, errmsg);
     if (we != LR_OK) {
         sq_close(&d->base);

@@ -54,12 +54,10 @@ static bool parse_addr(const char *host, int *family, unsigned char out[16])
 
 lr_net_policy *lr_net_policy_new(const char *allow_csv, char **err)
 {
-    lr_net_policy *p = calloc(1, sizeof *p);
-    if (!p)
-        return NULL;
+    lr_net_policy *p = lr_xcalloc(1, sizeof *p);
     if (!allow_csv || !*allow_csv)
         return p;
-    char *copy = strdup(allow_csv), *save = NULL;
+    char *copy = lr_xstrdup(allow_csv), *save = NULL;
     for (char *tok = strtok_r(copy, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
         char *colon = strrchr(tok, ':');
         long port = 0;
@@ -79,9 +77,7 @@ lr_net_policy *lr_net_policy_new(const char *allow_csv, char **err)
             return NULL;
         }
         a.port = (unsigned)port;
-        allowed_addr *na = realloc(p->allow, (p->n + 1) * sizeof *na);
-        if (!na)
-            abort();
+        allowed_addr *na = lr_xrealloc(p->allow, (p->n + 1) * sizeof *na);
         p->allow = na;
         p->allow[p->n++] = a;
     }
@@ -237,7 +233,7 @@ static void call_done(lr_transfer *t, CURLcode rc)
     if (t->easy)
         count_call(c, t->easy);
     if (!c->body) {
-        c->body = strdup("");
+        c->body = lr_xstrdup("");
         c->cap = 1;
     }
     c->done(c);
@@ -257,7 +253,7 @@ void lr_call_start(lr_loop *l, lr_call *c, const char *method, const char *url,
     curl_slist_free_all(c->headers);
     free(c->req_body);
     c->headers = headers;
-    c->req_body = body ? strdup(body) : NULL;
+    c->req_body = body ? lr_xstrdup(body) : NULL;
     c->len = 0;
     if (c->body)
         c->body[0] = '\0';
@@ -419,7 +415,7 @@ static void fetch_done(lr_transfer *t, CURLcode rc)
             snprintf(f->why, sizeof f->why, "redirect refused: %s", why);
             f->done(f, LR_ERR_INVALID);
         } else {
-            char *copy = strdup(next); /* next belongs to the handle */
+            char *copy = lr_xstrdup(next); /* next belongs to the handle */
             free(f->url);
             f->url = copy;
             fetch_begin(f);
@@ -470,7 +466,7 @@ static void fetch_refuse_later(void *arg)
 void lr_fetch_start(lr_fetch *f, const char *url)
 {
     free(f->url);
-    f->url = strdup(url);
+    f->url = lr_xstrdup(url);
     f->redirects = 0;
     f->refused = f->too_large = f->write_failed = false;
     f->why[0] = '\0';

@@ -95,9 +95,7 @@ static int parse_models(lr_catalog *c, char **err)
     if (!json_is_array(c->root))
         return fail(err, "catalog must be a JSON array of models");
     c->n = json_array_size(c->root);
-    c->models = calloc(c->n ? c->n : 1, sizeof *c->models);
-    if (!c->models)
-        return fail(err, "out of memory");
+    c->models = lr_xcalloc(c->n ? c->n : 1, sizeof *c->models);
     for (size_t i = 0; i < c->n; i++) {
         json_t *d = json_array_get(c->root, i);
         lr_model *m = &c->models[i];
@@ -147,9 +145,7 @@ static int parse_models(lr_catalog *c, char **err)
 
 lr_catalog *lr_catalog_load(const char *file, char **err)
 {
-    lr_catalog *c = calloc(1, sizeof *c);
-    if (!c)
-        return NULL;
+    lr_catalog *c = lr_xcalloc(1, sizeof *c);
     json_error_t je;
     c->root = file ? json_load_file(file, 0, &je) : json_loads(lr_catalog_builtin, 0, &je);
     if (!c->root) {
@@ -249,7 +245,7 @@ const char *lr_model_generation_type(const lr_model *m)
 __attribute__((format(printf, 4, 5))) static int bad(char **field, char **msg, const char *name,
                                                      const char *fmt, ...)
 {
-    *field = strdup(name);
+    *field = lr_xstrdup(name);
     va_list ap;
     va_start(ap, fmt);
     if (vasprintf(msg, fmt, ap) < 0)

@@ -116,7 +116,7 @@ lr_err lr_spool_open(lr_spool *s, const char *dir)
     s->sha = EVP_MD_CTX_new();
     if (!s->sha || !EVP_DigestInit_ex(s->sha, EVP_sha256(), NULL)) {
         lr_spool_close(s);
-        return LR_ERR_NOMEM;
+        return LR_ERR_IO; /* OpenSSL could not set up SHA-256 */
     }
     return LR_OK;
 }
@@ -166,7 +166,7 @@ lr_err lr_spooled_open(void *store, const char *dir, const char *key, const char
     w->store = store;
     w->key = lr_xstrdup(key);
     w->content_type = lr_xstrdup(content_type);
-    lr_err e = (w->key && w->content_type) ? lr_spool_open(&w->spool, dir) : LR_ERR_NOMEM;
+    lr_err e = lr_spool_open(&w->spool, dir);
     if (e != LR_OK) {
         free(w->key);
         free(w->content_type);

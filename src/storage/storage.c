@@ -104,10 +104,8 @@ static lr_err open_target(lr_blob_sink *k)
     const char *folder = k->folder                              ? k->folder
                          : strcmp(k->mime->kind, "video") == 0 ? "video"
                                                                : "photo";
-    if (asprintf(&k->key, "%s/%s/%s.%s", k->user_id, folder, k->name, k->mime->ext) < 0) {
-        k->key = NULL;
-        return LR_ERR_NOMEM;
-    }
+    if (asprintf(&k->key, "%s/%s/%s.%s", k->user_id, folder, k->name, k->mime->ext) < 0)
+        abort(); /* out of memory, as lr_xmalloc */
     if (!lr_store_key_valid(k->key))
         return LR_ERR_INVALID;
     lr_err e = k->store->ops->open_writer(k->store, k->key, k->mime->content_type, &k->w);
