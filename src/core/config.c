@@ -474,7 +474,7 @@ static void load_billing(lr_config *cfg)
     cfg->webhook_concurrency = (int)env_long("LENSROOM_WEBHOOK_CONCURRENCY", 32, 1, 1024);
 }
 
-int lr_config_load(lr_config *cfg)
+lr_err lr_config_load(lr_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
     problems = 0;
@@ -499,12 +499,12 @@ int lr_config_load(lr_config *cfg)
     load_public_url(cfg);
     load_admin(cfg);
     load_billing(cfg);
-    return problems ? -1 : 0;
+    return problems ? LR_ERR_INVALID : LR_OK;
 }
 
 /* Reads the generated secret, or creates it with O_EXCL so two processes
  * starting at once agree on one secret. */
-static int load_or_create_secret(lr_config *cfg)
+static lr_err load_or_create_secret(lr_config *cfg)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/jwt-secret", cfg->data_dir);
@@ -518,12 +518,12 @@ static int load_or_create_secret(lr_config *cfg)
                 fprintf(stderr, "config: %s: secret file is too short; delete it to regenerate\n",
                         path);
                 free(s);
-                return -1;
+                return LR_ERR_IO;
             }
             cfg->jwt_secret = (unsigned char *)s;
             cfg->jwt_secret_len = n;
             cfg->jwt_secret_from_file = true;
-            return 0;
+            return LR_OK;
         }
         int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
         if (fd < 0) {
@@ -531,7 +531,7 @@ static int load_or_create_secret(lr_config *cfg)
                 continue;
             fprintf(stderr, "config: %s: cannot create the JWT secret file: %s\n", path,
                     strerror(errno));
-            return -1;
+            return LR_ERR_IO;
         }
         unsigned char raw[32];
         char hex[65];
@@ -544,26 +544,24 @@ static int load_or_create_secret(lr_config *cfg)
         if (w != 65 || rc != 0) {
             unlink(path);
             fprintf(stderr, "config: %s: cannot write the JWT secret file\n", path);
-            return -1;
+            return LR_ERR_IO;
         }
     }
-    return -1;
+    return LR_ERR_IO;
 }
 
-int lr_config_prepare_data(lr_config *cfg)
+lr_err lr_config_prepare_data(lr_config *cfg)
 {
     if (lr_mkdir_p(cfg->data_dir, 0700) != 0) {
         fprintf(stderr, "config: LENSROOM_DATA_DIR: cannot create %s: %s\n", cfg->data_dir,
                 strerror(errno));
-        return -1;
+        return LR_ERR_IO;
     }
-    if (!cfg->database_url && asprintf(&cfg->database_url, "%s/lensroom.db", cfg->data_dir) < 0) {
-        cfg->database_url = NULL;
-        return -1;
-    }
+    if (!cfg->database_url && asprintf(&cfg->database_url, "%s/lensroom.db", cfg->data_dir) < 0)
+        abort(); /* out of memory, as lr_xmalloc */
     if (!cfg->jwt_secret)
         return load_or_create_secret(cfg);
-    return 0;
+    return LR_OK;
 }
 
 void lr_config_free(lr_config *cfg)

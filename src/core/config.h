@@ -14,6 +14,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "core/err.h"
+
 typedef struct {
     int port;
     char *data_dir;
@@ -108,13 +110,15 @@ typedef struct {
     int webhook_concurrency;     /* LENSROOM_WEBHOOK_CONCURRENCY: deliveries in flight */
 } lr_config;
 
-/* Reads the environment into cfg; 0 when valid. Does not touch the disk. */
-int lr_config_load(lr_config *cfg);
+/* Reads the environment into cfg; LR_OK when valid, else LR_ERR_INVALID
+ * after one line per problem. Does not touch the disk. */
+lr_err lr_config_load(lr_config *cfg);
 
 /* Makes sure data_dir exists and a JWT secret is available: when none is
  * configured, reads data_dir/jwt-secret or creates it (mode 0600). Also
- * defaults database_url to the SQLite file data_dir/lensroom.db. */
-int lr_config_prepare_data(lr_config *cfg);
+ * defaults database_url to the SQLite file data_dir/lensroom.db. LR_ERR_IO
+ * (said on stderr) when the folder or the secret cannot be made. */
+lr_err lr_config_prepare_data(lr_config *cfg);
 
 void lr_config_free(lr_config *cfg);
 

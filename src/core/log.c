@@ -18,20 +18,20 @@ void lr_log_set_level(lr_log_level level)
     g_level = level;
 }
 
-int lr_log_enabled(lr_log_level level)
+bool lr_log_enabled(lr_log_level level)
 {
     return level >= g_level;
 }
 
-int lr_log_level_parse(const char *s, lr_log_level *out)
+lr_err lr_log_level_parse(const char *s, lr_log_level *out)
 {
     for (int i = 0; i < 4; i++) {
         if (strcasecmp(s, level_names[i]) == 0) {
             *out = (lr_log_level)i;
-            return 0;
+            return LR_OK;
         }
     }
-    return -1;
+    return LR_ERR_INVALID;
 }
 
 void lr_log_fields(lr_log_level level, const char *rid, const char *msg, json_t *fields)

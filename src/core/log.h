@@ -9,12 +9,15 @@
 #define LR_LOG_H
 
 #include <jansson.h>
+#include <stdbool.h>
+
+#include "core/err.h"
 
 typedef enum { LR_LOG_DEBUG = 0, LR_LOG_INFO, LR_LOG_WARN, LR_LOG_ERROR } lr_log_level;
 
 void lr_log_set_level(lr_log_level level);
-int lr_log_level_parse(const char *s, lr_log_level *out);
-int lr_log_enabled(lr_log_level level);
+lr_err lr_log_level_parse(const char *s, lr_log_level *out);
+bool lr_log_enabled(lr_log_level level);
 
 /* msg is a printf format; rid may be NULL. */
 void lr_log(lr_log_level level, const char *rid, const char *fmt, ...)

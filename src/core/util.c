@@ -220,24 +220,24 @@ double lr_random_unit(void)
     return (double)(v >> 11) / (double)(1ULL << 53);
 }
 
-int lr_mkdir_p(const char *path, unsigned mode)
+lr_err lr_mkdir_p(const char *path, unsigned mode)
 {
     char buf[4096];
     size_t n = strlen(path);
     if (n == 0 || n >= sizeof buf)
-        return -1;
+        return LR_ERR_IO;
     memcpy(buf, path, n + 1);
     for (char *p = buf + 1; *p; p++) {
         if (*p == '/') {
             *p = '\0';
             if (mkdir(buf, mode) != 0 && errno != EEXIST)
-                return -1;
+                return LR_ERR_IO;
             *p = '/';
         }
     }
     if (mkdir(buf, mode) != 0 && errno != EEXIST)
-        return -1;
-    return 0;
+        return LR_ERR_IO;
+    return LR_OK;
 }
 
 char *lr_read_file(const char *path, size_t *len)
@@ -285,15 +285,15 @@ void lr_hex(const unsigned char *in, size_t len, char *out)
     out[2 * len] = '\0';
 }
 
-int lr_parse_long(const char *s, long min, long max, long *out)
+lr_err lr_parse_long(const char *s, long min, long max, long *out)
 {
     if (!s || !*s)
-        return -1;
+        return LR_ERR_INVALID;
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
     if (errno || *end || v < min || v > max)
-        return -1;
+        return LR_ERR_INVALID;
     *out = v;
-    return 0;
+    return LR_OK;
 }

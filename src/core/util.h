@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/err.h"
+
 #define LR_UUID_LEN 36
 
 /* Random (version 4) UUID, lowercase, NUL-terminated in out[37]. */
@@ -34,8 +36,8 @@ bool lr_ct_equal(const void *a, size_t alen, const void *b, size_t blen);
 double lr_random_unit(void);
 void lr_random_bytes(unsigned char *out, size_t len);
 
-/* mkdir -p with the given mode; 0 on success. */
-int lr_mkdir_p(const char *path, unsigned mode);
+/* mkdir -p with the given mode; LR_ERR_IO when a folder cannot be made. */
+lr_err lr_mkdir_p(const char *path, unsigned mode);
 /* Reads a whole (small) file; NULL on error. */
 char *lr_read_file(const char *path, size_t *len);
 
@@ -56,7 +58,7 @@ char *lr_xstrndup(const char *s, size_t n);
 /* Lowercase hex of len bytes into out (2*len+1). */
 void lr_hex(const unsigned char *in, size_t len, char *out);
 
-/* Parses a whole decimal integer in [min,max]; 0 on success. */
-int lr_parse_long(const char *s, long min, long max, long *out);
+/* Parses a whole decimal integer in [min,max]; LR_ERR_INVALID otherwise. */
+lr_err lr_parse_long(const char *s, long min, long max, long *out);
 
 #endif

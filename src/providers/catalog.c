@@ -242,8 +242,8 @@ const char *lr_model_generation_type(const lr_model *m)
     return m->capability; /* edit, video, text */
 }
 
-__attribute__((format(printf, 4, 5))) static int bad(char **field, char **msg, const char *name,
-                                                     const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static lr_err bad(char **field, char **msg,
+                                                        const char *name, const char *fmt, ...)
 {
     *field = lr_xstrdup(name);
     va_list ap;
@@ -251,10 +251,10 @@ __attribute__((format(printf, 4, 5))) static int bad(char **field, char **msg, c
     if (vasprintf(msg, fmt, ap) < 0)
         *msg = NULL;
     va_end(ap);
-    return -1;
+    return LR_ERR_INVALID;
 }
 
-static int check_value(const char *name, json_t *spec, json_t *v, char **field, char **msg)
+static lr_err check_value(const char *name, json_t *spec, json_t *v, char **field, char **msg)
 {
     const char *type = json_string_value(json_object_get(spec, "type"));
     if (!strcmp(type, "number")) {
@@ -284,7 +284,7 @@ static int check_value(const char *name, json_t *spec, json_t *v, char **field, 
         json_array_foreach(opts, i, o)
         {
             if (json_equal(o, v))
-                return 0;
+                return LR_OK;
         }
         char *list = json_dumps(opts, JSON_COMPACT);
         int r = bad(field, msg, name, "params.%s must be one of %s", name,
@@ -292,10 +292,10 @@ static int check_value(const char *name, json_t *spec, json_t *v, char **field, 
         free(list);
         return r;
     }
-    return 0;
+    return LR_OK;
 }
 
-int lr_model_validate_params(const lr_model *m, json_t *params, json_t **out, char **field,
+lr_err lr_model_validate_params(const lr_model *m, json_t *params, json_t **out, char **field,
                              char **msg)
 {
     *field = *msg = NULL;
@@ -330,10 +330,10 @@ int lr_model_validate_params(const lr_model *m, json_t *params, json_t **out, ch
             v = canon;
         if (check_value(name, spec, v, field, msg) != 0) {
             json_decref(res);
-            return -1;
+            return LR_ERR_INVALID;
         }
         json_object_set(res, name, v);
     }
     *out = res;
-    return 0;
+    return LR_OK;
 }

@@ -9,6 +9,8 @@
 #include <jansson.h>
 #include <stdbool.h>
 
+#include "core/err.h"
+
 typedef struct {
     const char *id;
     const char *title;
@@ -47,8 +49,8 @@ const char *lr_model_generation_type(const lr_model *m);
 /* Checks params against the schema: unknown names, types, min/max and
  * options; maps aliases (older spellings of an option) to the option they
  * name; fills defaults. On success *out is a new object. On failure
- * returns -1 with *field and *msg (malloc'd) naming the problem. */
-int lr_model_validate_params(const lr_model *m, json_t *params, json_t **out, char **field,
-                             char **msg);
+ * returns LR_ERR_INVALID with *field and *msg (malloc'd) naming the problem. */
+lr_err lr_model_validate_params(const lr_model *m, json_t *params, json_t **out, char **field,
+                                char **msg);
 
 #endif

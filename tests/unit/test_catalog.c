@@ -73,29 +73,29 @@ static void test_params_defaults_and_rejections(void **state)
     assert_string_equal(json_string_value(json_object_get(out, "image_size")), "landscape_4_3");
     json_decref(out);
 
-    assert_int_equal(validate(seed, "{\"image_size\":\"huge\"}", &out, &field), -1);
+    assert_int_equal(validate(seed, "{\"image_size\":\"huge\"}", &out, &field), LR_ERR_INVALID);
     assert_string_equal(field, "image_size");
     free(field);
-    assert_int_equal(validate(seed, "{\"image_size\":3}", &out, &field), -1);
+    assert_int_equal(validate(seed, "{\"image_size\":3}", &out, &field), LR_ERR_INVALID);
     free(field);
-    assert_int_equal(validate(seed, "{\"steps\":3}", &out, &field), -1);
+    assert_int_equal(validate(seed, "{\"steps\":3}", &out, &field), LR_ERR_INVALID);
     assert_string_equal(field, "steps");
     free(field);
-    assert_int_equal(validate(seed, "[1]", &out, &field), -1);
+    assert_int_equal(validate(seed, "[1]", &out, &field), LR_ERR_INVALID);
     free(field);
 
-    assert_int_equal(validate(text, "{\"temperature\":1.5}", &out, &field), -1);
+    assert_int_equal(validate(text, "{\"temperature\":1.5}", &out, &field), LR_ERR_INVALID);
     assert_string_equal(field, "temperature");
     free(field);
-    assert_int_equal(validate(text, "{\"max_tokens\":0}", &out, &field), -1);
+    assert_int_equal(validate(text, "{\"max_tokens\":0}", &out, &field), LR_ERR_INVALID);
     free(field);
     assert_int_equal(validate(text, "{\"temperature\":0.2}", &out, &field), 0);
     assert_int_equal(json_integer_value(json_object_get(out, "max_tokens")), 800);
     json_decref(out);
 
-    assert_int_equal(validate(pro, "{\"resolution\":\"8K\"}", &out, &field), -1);
+    assert_int_equal(validate(pro, "{\"resolution\":\"8K\"}", &out, &field), LR_ERR_INVALID);
     free(field);
-    assert_int_equal(validate(pro, "{\"useGoogleSearch\":true}", &out, &field), -1);
+    assert_int_equal(validate(pro, "{\"useGoogleSearch\":true}", &out, &field), LR_ERR_INVALID);
     assert_string_equal(field, "useGoogleSearch"); /* not a Kie field of nano-banana-pro */
     free(field);
     assert_int_equal(validate(pro, "{\"aspectRatio\":\"16:9\",\"resolution\":\"4K\"}", &out, &field),
