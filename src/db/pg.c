@@ -46,6 +46,7 @@ extern const char lr_sql_pg_0002[];
 extern const char lr_sql_pg_0003[];
 extern const char lr_sql_pg_0004_admin[];
 extern const char lr_sql_pg_0005_billing[];
+extern const char lr_sql_pg_0006_admin_links[];
 
 static const struct {
     const char *version;
@@ -54,7 +55,8 @@ static const struct {
                   {"0002_resume", lr_sql_pg_0002},
                   {"0003_lean_reserve", lr_sql_pg_0003},
                   {"0004_admin", lr_sql_pg_0004_admin},
-                  {"0005_billing", lr_sql_pg_0005_billing}};
+                  {"0005_billing", lr_sql_pg_0005_billing},
+                  {"0006_admin_links", lr_sql_pg_0006_admin_links}};
 
 /* Readiness (db/admin.c) checks that the newest one is applied. */
 const char *lr_db_pg_latest_migration(void)

@@ -34,6 +34,7 @@ extern const char lr_sql_sqlite_0003[];
 extern const char lr_sql_sqlite_0004[];
 extern const char lr_sql_sqlite_0005[];
 extern const char lr_sql_sqlite_0006_admin[];
+extern const char lr_sql_sqlite_0007_admin_links[];
 
 static const struct {
     const char *version;
@@ -43,7 +44,8 @@ static const struct {
                   {"0003_deletion", lr_sql_sqlite_0003},
                   {"0004_idempotency", lr_sql_sqlite_0004},
                   {"0005_billing", lr_sql_sqlite_0005},
-                  {"0006_admin", lr_sql_sqlite_0006_admin}};
+                  {"0006_admin", lr_sql_sqlite_0006_admin},
+                  {"0007_admin_links", lr_sql_sqlite_0007_admin_links}};
 
 /* Readiness (db/admin.c) checks that the newest one is applied. */
 const char *lr_db_sqlite_latest_migration(void)
