@@ -83,7 +83,6 @@ void lr_api_admin_generation(lr_app *app, lr_req *req, const char *id);
 /* The dashboard itself (dashboard.c): its files, the one-time sign-in
  * link, the analytics charts as SVG. */
 void lr_api_dashboard(lr_app *app, lr_req *req);
-void lr_api_dashboard_file(lr_app *app, lr_req *req, const char *rest);
 void lr_api_dashboard_login(lr_app *app, lr_req *req);
 void lr_api_admin_chart(lr_app *app, lr_req *req);
 /* Buying credits (billing.c) and outgoing webhooks (webhooks_out.c). */

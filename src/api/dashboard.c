@@ -29,7 +29,6 @@ static const struct {
     const char *type;
 } files[] = {
     {"/admin", lr_web_admin_index, "text/html; charset=utf-8"},
-    {"/admin/", lr_web_admin_index, "text/html; charset=utf-8"},
     {"/admin/admin.css", lr_web_admin_css, "text/css; charset=utf-8"},
     {"/admin/admin.js", lr_web_admin_js, "text/javascript; charset=utf-8"},
 };
@@ -86,12 +85,6 @@ void lr_api_dashboard(lr_app *app, lr_req *req)
         return;
     }
     lr_api_error(req, LR_CODE_NOT_FOUND, "Not found", NULL);
-}
-
-void lr_api_dashboard_file(lr_app *app, lr_req *req, const char *rest)
-{
-    (void)rest; /* the table above is looked up by the whole path */
-    lr_api_dashboard(app, req);
 }
 
 /* GET /admin/login?token=: spends a link of `lensroom admin-link`, sets
@@ -225,6 +218,7 @@ static char *draw_chart(const chart *c, size_t *len)
         }
         max = sum > max ? sum : max;
     }
+    max = (max + 3) / 4 * 4; /* whole numbers on the four grid lines */
     svg s = {0};
     put(&s, "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 %.0f %.0f\" role=\"img\" "
             "aria-label=\"", W, H);

@@ -64,7 +64,8 @@ static const route routes[] = {
     {"GET", ID_SUFFIX, "/api/admin/generations/", "", NULL, lr_api_admin_generation},
     {"GET", EXACT, "/admin/login", NULL, lr_api_dashboard_login, NULL},
     {"GET", EXACT, "/admin", NULL, lr_api_dashboard, NULL},
-    {"GET", REST, "/admin/", NULL, NULL, lr_api_dashboard_file},
+    {"GET", EXACT, "/admin/admin.css", NULL, lr_api_dashboard, NULL},
+    {"GET", EXACT, "/admin/admin.js", NULL, lr_api_dashboard, NULL},
 };
 
 /* Whether path matches r; *arg is then the {id} (copied into buf) or the

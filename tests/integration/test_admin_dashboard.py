@@ -307,7 +307,7 @@ class AdminDashboard(ServerTest):
         self.server.grant(user, 10)
         plain = {"Cookie": f"lr_session={self.server.token(user)}"}
         gid = new_user()
-        gets = ["/admin", "/admin/", "/admin/admin.js", "/admin/admin.css", "/api/admin/session",
+        gets = ["/admin", "/admin/admin.js", "/admin/admin.css", "/api/admin/session",
                 "/api/admin/users", f"/api/admin/users/{user}", f"/api/admin/users/{user}/ledger",
                 "/api/admin/generations", f"/api/admin/generations/{gid}",
                 "/api/admin/analytics", "/api/admin/analytics/chart.svg?kind=credits"]
@@ -379,6 +379,7 @@ class AdminDashboard(ServerTest):
         self.assertTrue(page.header("content-type").startswith("text/html"))
         js = self.server.get("/admin/admin.js", {"Cookie": cookie.split(";")[0]})
         self.assertTrue(js.header("content-type").startswith("text/javascript"))
+        self.assertEqual(self.server.get("/admin/../admin", {"Cookie": cookie.split(";")[0]}).status, 404)
         self.assertEqual(self.server.get("/admin/nope", {"Cookie": cookie.split(";")[0]}).status, 404)
         # Search: a bad query is 400, a prefix finds only matching ids.
         users = self.server.get("/api/admin/users?q=zz", {"Cookie": cookie.split(";")[0]})
