@@ -48,6 +48,7 @@ static const char usage_main[] =
     "  generations show ID [--json]\n"
     "  users top [--since T] [--limit N] [--json]\n"
     "  analytics [--since T] [--until T] [--json]\n"
+    "  admin-link [--user USER_ID] [--ttl SECONDS]  one-time sign-in URL for /admin\n"
     "  webhooks add URL --events TYPE,... | list | remove ID | rotate-secret ID\n"
     "\n"
     "Every command reads its configuration from the environment; see README.md.\n"
@@ -642,7 +643,8 @@ int main(int argc, char **argv)
                  {"generations", lr_cli_generations_usage},
                  {"users", lr_cli_users_usage},
                  {"analytics", lr_cli_analytics_usage},
-                 {"webhooks", lr_cli_webhooks_usage}};
+                 {"webhooks", lr_cli_webhooks_usage},
+                 {"admin-link", lr_cli_admin_link_usage}};
     for (size_t i = 0; i < sizeof helps / sizeof *helps; i++) {
         if (!strcmp(cmd, helps[i].name) && wants_help(argc - 2, argv + 2)) {
             fputs(helps[i].usage, stdout);
@@ -671,6 +673,8 @@ int main(int argc, char **argv)
         return lr_cli_analytics(argc - 1, argv + 1);
     if (!strcmp(cmd, "webhooks"))
         return cmd_webhooks(argc - 1, argv + 1);
+    if (!strcmp(cmd, "admin-link"))
+        return lr_cli_admin_link(argc - 1, argv + 1);
     fprintf(stderr, "lensroom: unknown command '%s'\n\n%s", cmd, usage_main);
     return 2;
 }

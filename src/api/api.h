@@ -70,6 +70,22 @@ void lr_api_observe(void *app, const char *generation_id, lr_gen_status status,
  * for the audit log. */
 bool lr_api_admin(lr_app *app, lr_req *req, char actor[LR_UUID_LEN + 16]);
 void lr_api_admin_analytics(lr_app *app, lr_req *req);
+/* ?since=&until= of the analytics (default the last 30 days) or a 422. */
+bool lr_api_admin_range(lr_req *req, char since[32], char until[32]);
+/* The dashboard's API (admin.c): the session and its CSRF token, users,
+ * one user's ledger and credit changes, generations. */
+void lr_api_admin_session(lr_app *app, lr_req *req);
+void lr_api_admin_users(lr_app *app, lr_req *req);
+void lr_api_admin_user(lr_app *app, lr_req *req, const char *id);
+void lr_api_admin_user_ledger(lr_app *app, lr_req *req, const char *id);
+void lr_api_admin_user_credits(lr_app *app, lr_req *req, const char *id);
+void lr_api_admin_generations(lr_app *app, lr_req *req);
+void lr_api_admin_generation(lr_app *app, lr_req *req, const char *id);
+/* The dashboard itself (dashboard.c): its files, the one-time sign-in
+ * link, the analytics charts as SVG. */
+void lr_api_dashboard(lr_app *app, lr_req *req);
+void lr_api_dashboard_login(lr_app *app, lr_req *req);
+void lr_api_admin_chart(lr_app *app, lr_req *req);
 /* Buying credits (billing.c) and outgoing webhooks (webhooks_out.c). */
 void lr_api_billing_packs(lr_app *app, lr_req *req);
 void lr_api_billing_checkout(lr_app *app, lr_req *req);

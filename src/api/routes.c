@@ -55,6 +55,18 @@ static const route routes[] = {
     {"GET", EXACT, "/readyz", NULL, lr_api_ready, NULL},
     {"GET", EXACT, "/metrics", NULL, lr_api_metrics, NULL},
     {"GET", EXACT, "/api/admin/analytics", NULL, lr_api_admin_analytics, NULL},
+    {"GET", EXACT, "/api/admin/analytics/chart.svg", NULL, lr_api_admin_chart, NULL},
+    {"GET", EXACT, "/api/admin/session", NULL, lr_api_admin_session, NULL},
+    {"GET", EXACT, "/api/admin/users", NULL, lr_api_admin_users, NULL},
+    {"GET", ID_SUFFIX, "/api/admin/users/", "/ledger", NULL, lr_api_admin_user_ledger},
+    {"POST", ID_SUFFIX, "/api/admin/users/", "/credits", NULL, lr_api_admin_user_credits},
+    {"GET", ID_SUFFIX, "/api/admin/users/", "", NULL, lr_api_admin_user},
+    {"GET", EXACT, "/api/admin/generations", NULL, lr_api_admin_generations, NULL},
+    {"GET", ID_SUFFIX, "/api/admin/generations/", "", NULL, lr_api_admin_generation},
+    {"GET", EXACT, "/admin/login", NULL, lr_api_dashboard_login, NULL},
+    {"GET", EXACT, "/admin", NULL, lr_api_dashboard, NULL},
+    {"GET", EXACT, "/admin/admin.css", NULL, lr_api_dashboard, NULL},
+    {"GET", EXACT, "/admin/admin.js", NULL, lr_api_dashboard, NULL},
 };
 
 /* Whether path matches r; *arg is then the {id} (copied into buf) or the

@@ -11,15 +11,28 @@ lr_auth_status lr_auth_user(const lr_config *cfg, lr_jwks *jwks, const char *coo
                             const char *authorization, bool anon_allowed,
                             char user[LR_UUID_LEN + 1], const char **reason)
 {
+    lr_jwt_claims c;
+    lr_auth_status st = lr_auth_claims(cfg, jwks, cookie, authorization, anon_allowed, &c, reason);
+    if (st == LR_AUTH_OK)
+        memcpy(user, c.sub, LR_UUID_LEN + 1);
+    return st;
+}
+
+lr_auth_status lr_auth_claims(const lr_config *cfg, lr_jwks *jwks, const char *cookie,
+                              const char *authorization, bool anon_allowed, lr_jwt_claims *out,
+                              const char **reason)
+{
     if (cfg->test_mode) {
-        snprintf(user, LR_UUID_LEN + 1, "%s", cfg->test_user_id);
+        *out = (lr_jwt_claims){0};
+        snprintf(out->sub, sizeof out->sub, "%s", cfg->test_user_id);
         return LR_AUTH_OK;
     }
     lr_credential *cands;
     int n = lr_session_candidates(cookie, authorization, &cands);
     if (n == 0) {
         if (anon_allowed && cfg->allow_anon_infer) {
-            snprintf(user, LR_UUID_LEN + 1, "%s", cfg->test_user_id);
+            *out = (lr_jwt_claims){0};
+            snprintf(out->sub, sizeof out->sub, "%s", cfg->test_user_id);
             return LR_AUTH_OK;
         }
         *reason = (cookie || authorization) ? "No usable session token in the request"
@@ -36,11 +49,9 @@ lr_auth_status lr_auth_user(const lr_config *cfg, lr_jwks *jwks, const char *coo
     lr_auth_status st = LR_AUTH_INVALID;
     *reason = NULL;
     for (int i = 0; i < n; i++) {
-        lr_jwt_claims c;
         lr_jwt_status js =
-            lr_jwt_verify(&v, cands[i].token, strlen(cands[i].token), (int64_t)time(NULL), &c);
+            lr_jwt_verify(&v, cands[i].token, strlen(cands[i].token), (int64_t)time(NULL), out);
         if (js == LR_JWT_OK) {
-            memcpy(user, c.sub, LR_UUID_LEN + 1);
             st = LR_AUTH_OK;
             break;
         }

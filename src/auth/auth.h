@@ -14,6 +14,7 @@
 #include <stdbool.h>
 
 #include "auth/jwks.h"
+#include "auth/jwt.h"
 #include "core/config.h"
 #include "core/util.h"
 
@@ -25,6 +26,11 @@ typedef enum { LR_AUTH_OK = 0, LR_AUTH_MISSING, LR_AUTH_INVALID } lr_auth_status
 lr_auth_status lr_auth_user(const lr_config *cfg, lr_jwks *jwks, const char *cookie,
                             const char *authorization, bool anon_allowed,
                             char user[LR_UUID_LEN + 1], const char **reason);
+/* As lr_auth_user, with the verified token's claims (email, the admin
+ * flag, exp) in *out. */
+lr_auth_status lr_auth_claims(const lr_config *cfg, lr_jwks *jwks, const char *cookie,
+                              const char *authorization, bool anon_allowed, lr_jwt_claims *out,
+                              const char **reason);
 
 /* True when the request carries SUPABASE_SECRET_KEY or
  * SUPABASE_SERVICE_ROLE_KEY: in apikey when that header is present (it

@@ -243,6 +243,13 @@ static lr_jwt_status check_claims(const lr_jwt_verifier *v, json_t *payload, int
     json_t *role = json_object_get(payload, "role");
     if (json_is_string(role))
         snprintf(out->role, sizeof out->role, "%s", json_string_value(role));
+    const char *email = plain_string(json_object_get(payload, "email"));
+    if (email && strlen(email) < sizeof out->email)
+        memcpy(out->email, email, strlen(email) + 1);
+    /* app_metadata is set by the auth server only (users cannot edit it,
+     * unlike user_metadata), so it may carry a role. */
+    out->lensroom_admin =
+        json_is_true(json_object_get(json_object_get(payload, "app_metadata"), "lensroom_admin"));
     out->exp = exp;
     return LR_JWT_OK;
 }
@@ -279,15 +286,10 @@ done:
     return st;
 }
 
-char *lr_jwt_sign_user(const unsigned char *key, size_t key_len, const char *sub,
-                       const char *issuer, int64_t now_s, int64_t ttl_s)
+/* Signs claims (stolen) as an HS256 token; malloc'd, NULL on failure. */
+static char *sign_hs256(const unsigned char *key, size_t key_len, json_t *claims)
 {
     static const char header[] = "{\"alg\":\"HS256\",\"typ\":\"JWT\"}";
-    json_t *claims = json_pack("{s:s, s:s, s:s, s:I, s:I}", "sub", sub, "role", "authenticated",
-                               "aud", "authenticated", "iat", (json_int_t)now_s, "exp",
-                               (json_int_t)(now_s + ttl_s));
-    if (claims && issuer)
-        json_object_set_new(claims, "iss", json_string(issuer));
     char *payload = claims ? json_dumps(claims, JSON_COMPACT) : NULL;
     json_decref(claims);
     char *h64 = lr_b64url_encode((const unsigned char *)header, strlen(header));
@@ -317,4 +319,29 @@ done:
     free(signing);
     free(s64);
     return out;
+}
+
+static json_t *user_claims(const char *sub, const char *issuer, int64_t now_s, int64_t ttl_s)
+{
+    json_t *claims = json_pack("{s:s, s:s, s:s, s:I, s:I}", "sub", sub, "role", "authenticated",
+                               "aud", "authenticated", "iat", (json_int_t)now_s, "exp",
+                               (json_int_t)(now_s + ttl_s));
+    if (claims && issuer)
+        json_object_set_new(claims, "iss", json_string(issuer));
+    return claims;
+}
+
+char *lr_jwt_sign_user(const unsigned char *key, size_t key_len, const char *sub,
+                       const char *issuer, int64_t now_s, int64_t ttl_s)
+{
+    return sign_hs256(key, key_len, user_claims(sub, issuer, now_s, ttl_s));
+}
+
+char *lr_jwt_sign_admin(const unsigned char *key, size_t key_len, const char *sub,
+                        const char *issuer, int64_t now_s, int64_t ttl_s)
+{
+    json_t *claims = user_claims(sub, issuer, now_s, ttl_s);
+    if (claims)
+        json_object_set_new(claims, "app_metadata", json_pack("{s:b}", "lensroom_admin", 1));
+    return sign_hs256(key, key_len, claims);
 }

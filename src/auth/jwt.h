@@ -77,6 +77,8 @@ typedef struct {
     char sub[LR_UUID_LEN + 1];
     char role[32];
     int64_t exp;
+    char email[256];     /* "" when absent or longer */
+    bool lensroom_admin; /* app_metadata.lensroom_admin is true */
 } lr_jwt_claims;
 
 lr_jwt_status lr_jwt_verify(const lr_jwt_verifier *v, const char *token, size_t len, int64_t now_s,
@@ -87,6 +89,10 @@ lr_jwt_status lr_jwt_verify(const lr_jwt_verifier *v, const char *token, size_t 
  * now_s. malloc'd. */
 char *lr_jwt_sign_user(const unsigned char *key, size_t key_len, const char *sub,
                        const char *issuer, int64_t now_s, int64_t ttl_s);
+/* The same with app_metadata.lensroom_admin true: the session an admin
+ * sign-in link opens. */
+char *lr_jwt_sign_admin(const unsigned char *key, size_t key_len, const char *sub,
+                        const char *issuer, int64_t now_s, int64_t ttl_s);
 
 /* A short human reason, safe to show to the caller. */
 const char *lr_jwt_strerror(lr_jwt_status s);

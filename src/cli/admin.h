@@ -16,6 +16,7 @@ extern const char lr_cli_generations_usage[];
 extern const char lr_cli_users_usage[];
 extern const char lr_cli_analytics_usage[];
 extern const char lr_cli_take_usage[];
+extern const char lr_cli_admin_link_usage[];
 
 /* argv[0] is the command's name. Return the exit code: 0 done, 1 failed,
  * 2 bad usage. */
@@ -24,6 +25,10 @@ int lr_cli_users(int argc, char **argv);
 int lr_cli_analytics(int argc, char **argv);
 /* argv[0] is "take": USER AMOUNT --reason TEXT [--key KEY]. */
 int lr_cli_credits_take(int argc, char **argv);
+
+/* `lensroom admin-link [--user ID] [--ttl S]`: prints a one-time sign-in
+ * URL for the dashboard. */
+int lr_cli_admin_link(int argc, char **argv);
 
 /* A time for --since/--until and ?since=/?until=: "7d" or "24h" (before
  * now_ms), "YYYY-MM-DD" (midnight UTC) or an ISO-8601 time. *out: ISO,

@@ -96,6 +96,7 @@ bool lr_gen_stage_parse(const char *s, lr_gen_stage *out);
     XX(FORBIDDEN, "forbidden", 403, "Forbidden")                                                   \
     XX(METRICS_DISABLED, "metrics_disabled", 403, "Metrics are not enabled on this server")        \
     XX(ORIGIN_NOT_ALLOWED, "origin_not_allowed", 403, "This origin may not call the API")          \
+    XX(CSRF_FAILED, "csrf_failed", 403, "Missing or wrong CSRF token")                             \
     XX(MODEL_NOT_FOUND, "model_not_found", 404, "Model not found")                                 \
     XX(GENERATION_NOT_FOUND, "generation_not_found", 404, "Generation not found")                  \
     XX(NOT_FOUND, "not_found", 404, "Not found")                                                   \

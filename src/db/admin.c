@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/sha.h>
+
 #include "core/util.h"
 #include "db/admin_int.h"
 
@@ -231,5 +233,83 @@ lr_err lr_admin_audit(lr_admin *a, const lr_admin_action *act)
                        detail ? detail : "{}", act->request_id, at};
     lr_err e = rows(a, AQ_AUDIT, 7, p, NULL, 0, NULL);
     free(detail);
+    return e;
+}
+
+/* ---- users and sign-in links --------------------------------------- */
+
+static void add_admin_user(const char *const *col, void *out)
+{
+    lr_admin_user_list *l = out;
+    l->v = lr_db_grow(l->v, l->n, sizeof *l->v);
+    l->v[l->n++] = (lr_admin_user){.user_id = lr_xstrdup(col[0]),
+                                   .balance = to_i64(col[1]),
+                                   .bought = to_i64(col[2]),
+                                   .spent = to_i64(col[3]),
+                                   .refunded = to_i64(col[4]),
+                                   .granted = to_i64(col[5]),
+                                   .last_activity = col[6] ? lr_xstrdup(col[6]) : NULL};
+}
+
+lr_err lr_admin_users(lr_admin *a, const lr_admin_user_filter *f, lr_admin_user_list *out)
+{
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", f->limit);
+    const char *p[] = {f->lo, f->hi, f->after, lim};
+    *out = (lr_admin_user_list){0};
+    lr_err e = rows(a, AQ_USERS, 4, p, add_admin_user, 7, out);
+    if (e != LR_OK)
+        lr_admin_user_list_clear(out);
+    return e;
+}
+
+void lr_admin_user_list_clear(lr_admin_user_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->v[i].user_id);
+        free(l->v[i].last_activity);
+    }
+    free(l->v);
+    *l = (lr_admin_user_list){0};
+}
+
+static void token_hash(const char *token, char out[65])
+{
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)token, strlen(token), md);
+    lr_hex(md, sizeof md, out);
+}
+
+lr_err lr_admin_link_create(lr_admin *a, const char *user_id, int ttl_s, char token[65])
+{
+    unsigned char raw[32];
+    lr_random_bytes(raw, sizeof raw);
+    lr_hex(raw, sizeof raw, token);
+    char hash[65], now[32], until[32];
+    token_hash(token, hash);
+    int64_t ms = lr_now_ms();
+    lr_time_iso(ms, now);
+    lr_time_iso(ms + (int64_t)ttl_s * 1000, until);
+    const char *p[] = {hash, user_id, until, now};
+    return rows(a, AQ_LINK_CREATE, 4, p, NULL, 0, NULL);
+}
+
+static void copy_user(const char *const *col, void *out)
+{
+    snprintf(out, LR_UUID_LEN + 1, "%s", col[0] ? col[0] : "");
+}
+
+lr_err lr_admin_link_use(lr_admin *a, const char *token, char user_id[LR_UUID_LEN + 1])
+{
+    if (strlen(token) != 64 || strspn(token, "0123456789abcdef") != 64)
+        return LR_ERR_NOT_FOUND;
+    char hash[65], now[32];
+    token_hash(token, hash);
+    lr_time_iso(lr_now_ms(), now);
+    const char *p[] = {hash, now};
+    user_id[0] = '\0';
+    lr_err e = rows(a, AQ_LINK_USE, 2, p, copy_user, 1, user_id);
+    if (e == LR_OK && !user_id[0])
+        e = LR_ERR_NOT_FOUND;
     return e;
 }

@@ -97,6 +97,35 @@ lr_err lr_admin_generations(lr_admin *a, const lr_admin_gen_filter *f, lr_genera
 /* The ledger rows that name a generation (its charge, its refund). */
 lr_err lr_admin_generation_ledger(lr_admin *a, const char *generation_id, lr_ledger_list *out);
 
+/* Users (one per credits row), by id, keyset-paged: ids in [lo, hi]
+ * (NULL: unbounded) after `after` (NULL: from the first). Totals are over
+ * the user's whole ledger: bought (purchase), spent (generation charges),
+ * refunded, granted (bonus and adjustment, net); last_activity is the
+ * newest ledger row's time (NULL: none). */
+typedef struct {
+    const char *lo, *hi, *after;
+    int limit;
+} lr_admin_user_filter;
+typedef struct {
+    char *user_id;
+    int64_t balance, bought, spent, refunded, granted;
+    char *last_activity;
+} lr_admin_user;
+typedef struct {
+    lr_admin_user *v;
+    size_t n;
+} lr_admin_user_list;
+lr_err lr_admin_users(lr_admin *a, const lr_admin_user_filter *f, lr_admin_user_list *out);
+void lr_admin_user_list_clear(lr_admin_user_list *l);
+
+/* One-time sign-in links (lensroom admin-link). create: a new random
+ * token (64 hex characters) for user_id, alive ttl_s seconds; only its
+ * SHA-256 is stored. use: spends the token and gives its user;
+ * LR_ERR_NOT_FOUND when it is unknown, spent or expired. Single use
+ * holds across processes (one conditional UPDATE). */
+lr_err lr_admin_link_create(lr_admin *a, const char *user_id, int ttl_s, char token[65]);
+lr_err lr_admin_link_use(lr_admin *a, const char *token, char user_id[LR_UUID_LEN + 1]);
+
 /* One admin action: who (a user id, or "cli"/"service-key"), what, on
  * whom, details (borrowed, may be NULL) and the request id (NULL from the
  * command line). */

@@ -26,6 +26,10 @@ enum {
                           -> the generation columns of rows.h */
     AQ_GEN_LEDGER,     /* (generation_id) -> the ledger columns of rows.h */
     AQ_AUDIT,          /* (id, actor, action, subject, detail, request_id, created_at) */
+    AQ_USERS,          /* (lo, hi, after, limit) -> user_id, balance, bought, spent, refunded,
+                          granted, last_activity */
+    AQ_LINK_CREATE,    /* (token_hash, user_id, expires_at, created_at) */
+    AQ_LINK_USE,       /* (token_hash, now) -> user_id, when the link was unused and alive */
     AQ_COUNT
 };
 

@@ -72,6 +72,25 @@ static const char *const sql_text[AQ_COUNT] = {
     [AQ_AUDIT] = "INSERT INTO lensroom.admin_audit (id, actor, action, subject, detail, "
                  "request_id, created_at) VALUES ($1::uuid, $2, $3, $4, $5::jsonb, $6, "
                  "$7::timestamptz)",
+    /* The page of users first (keyset on the unique user_id), then only
+     * their ledger rows, on idx_credit_transactions_user_created. */
+    [AQ_USERS] = "WITH page AS (SELECT user_id, amount FROM public.credits "
+                 "WHERE ($1::uuid IS NULL OR user_id >= $1::uuid) "
+                 "AND ($2::uuid IS NULL OR user_id <= $2::uuid) "
+                 "AND ($3::uuid IS NULL OR user_id > $3::uuid) ORDER BY user_id LIMIT $4::int) "
+                 "SELECT p.user_id, p.amount, "
+                 "coalesce(sum(t.amount) FILTER (WHERE t.type = 'purchase'), 0), "
+                 "-coalesce(sum(t.amount) FILTER (WHERE t.type = 'generation'), 0), "
+                 "coalesce(sum(t.amount) FILTER (WHERE t.type = 'refund'), 0), "
+                 "coalesce(sum(t.amount) FILTER (WHERE t.type IN ('bonus', 'adjustment')), 0), "
+                 "lensroom.iso(max(t.created_at)) FROM page p "
+                 "LEFT JOIN public.credit_transactions t ON t.user_id = p.user_id "
+                 "GROUP BY p.user_id, p.amount ORDER BY p.user_id",
+    [AQ_LINK_CREATE] = "INSERT INTO lensroom.admin_links (token_hash, user_id, expires_at, "
+                       "created_at) VALUES ($1, $2::uuid, $3::timestamptz, $4::timestamptz)",
+    [AQ_LINK_USE] = "UPDATE lensroom.admin_links SET used_at = $2::timestamptz "
+                    "WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2::timestamptz "
+                    "RETURNING user_id",
 };
 
 typedef struct {

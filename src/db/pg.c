@@ -48,6 +48,7 @@ extern const char lr_sql_pg_0003[];
 extern const char lr_sql_pg_0004_admin[];
 extern const char lr_sql_pg_0005_billing[];
 extern const char lr_sql_pg_0006_runs[];
+extern const char lr_sql_pg_0007_admin_links[];
 
 static const struct {
     const char *version;
@@ -57,7 +58,8 @@ static const struct {
                   {"0003_lean_reserve", lr_sql_pg_0003},
                   {"0004_admin", lr_sql_pg_0004_admin},
                   {"0005_billing", lr_sql_pg_0005_billing},
-                  {"0006_runs", lr_sql_pg_0006_runs}};
+                  {"0006_runs", lr_sql_pg_0006_runs},
+                  {"0007_admin_links", lr_sql_pg_0007_admin_links}};
 
 /* Readiness (db/admin.c) checks that the newest one is applied. */
 const char *lr_db_pg_latest_migration(void)

@@ -36,6 +36,7 @@ extern const char lr_sql_sqlite_0004[];
 extern const char lr_sql_sqlite_0005[];
 extern const char lr_sql_sqlite_0006_admin[];
 extern const char lr_sql_sqlite_0007[];
+extern const char lr_sql_sqlite_0008_admin_links[];
 
 static const struct {
     const char *version;
@@ -46,7 +47,8 @@ static const struct {
                   {"0004_idempotency", lr_sql_sqlite_0004},
                   {"0005_billing", lr_sql_sqlite_0005},
                   {"0006_admin", lr_sql_sqlite_0006_admin},
-                  {"0007_runs", lr_sql_sqlite_0007}};
+                  {"0007_runs", lr_sql_sqlite_0007},
+                  {"0008_admin_links", lr_sql_sqlite_0008_admin_links}};
 
 /* Readiness (db/admin.c) checks that the newest one is applied. */
 const char *lr_db_sqlite_latest_migration(void)

@@ -71,6 +71,35 @@ static void test_signed_token_verifies_with_claims(void **state)
     free(tok);
 }
 
+/* The admin flag comes only from app_metadata (which users cannot
+ * write), never from user_metadata; email is read when present. */
+static void test_admin_flag_and_email_claims(void **state)
+{
+    char *tok = lr_jwt_sign_admin(KEY, sizeof KEY - 1, USER, NULL, NOW, 3600);
+    lr_jwt_verifier v = verifier();
+    lr_jwt_claims c;
+    assert_int_equal(lr_jwt_verify(&v, tok, strlen(tok), NOW, &c), LR_JWT_OK);
+    assert_true(c.lensroom_admin);
+    assert_string_equal(c.email, "");
+    free(tok);
+    tok = lr_jwt_sign_user(KEY, sizeof KEY - 1, USER, NULL, NOW, 3600);
+    assert_int_equal(lr_jwt_verify(&v, tok, strlen(tok), NOW, &c), LR_JWT_OK);
+    assert_false(c.lensroom_admin);
+    free(tok);
+    char payload[512];
+    snprintf(payload, sizeof payload,
+             "{\"sub\":\"%s\",\"aud\":\"authenticated\",\"exp\":%lld,\"email\":\"a@example.com\","
+             "\"user_metadata\":{\"lensroom_admin\":true},"
+             "\"app_metadata\":{\"lensroom_admin\":\"true\"}}",
+             USER, (long long)NOW + 60);
+    tok = forge("{\"alg\":\"HS256\"}", payload, KEY, sizeof KEY - 1);
+    assert_int_equal(lr_jwt_verify(&v, tok, strlen(tok), NOW, &c), LR_JWT_OK);
+    assert_false(c.lensroom_admin); /* only JSON true counts, only in app_metadata */
+    assert_string_equal(c.email, "a@example.com");
+    free(tok);
+    (void)state;
+}
+
 static void test_wrong_key_is_bad_signature(void **state)
 {
     char *tok = lr_jwt_sign_user((const unsigned char *)"another-secret-another-secret-xx", 32,
@@ -591,6 +620,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_signed_token_verifies_with_claims),
+        cmocka_unit_test(test_admin_flag_and_email_claims),
         cmocka_unit_test(test_wrong_key_is_bad_signature),
         cmocka_unit_test(test_tampered_payload_is_bad_signature),
         cmocka_unit_test(test_expired_token_rejected_after_leeway),
