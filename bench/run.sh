@@ -14,6 +14,10 @@
 #   bench/run.sh store50         peak RSS while a 50 MB Kie.ai result (faked) is
 #                                downloaded and stored
 #   bench/run.sh kie_inflight [N] N generations held at the fake Kie.ai: RSS, threads
+#   bench/run.sh mock            the mock provider's own cost: PNG and MP4 renders/s
+#                                (builds bench/mock_bench.c into build-bench/)
+#   bench/run.sh syscalls [MODEL] system calls per infer on the embedded default
+#                                (perf stat: madvise, munmap, brk, mkdir, openat)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-$PWD/build/lensroom}
@@ -217,6 +221,40 @@ postgres() {
   echo "pgbench floor (reserve+settle per generation, 100 users) generations/s=$tps"
 }
 
+# The mock's own cost, without the server: bench/mock_bench.c, one thread.
+mock() {
+  local dir=${BENCH_BUILD:-$PWD/build-bench}
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLENSROOM_TESTS=OFF \
+    -DLENSROOM_BENCH=ON >/dev/null
+  cmake --build "$dir" -j2 --target mock_bench >/dev/null
+  "$dir/mock_bench" "${BENCH_MOCK_SECONDS:-3}"
+}
+
+# Kernel calls per infer while wrk drives MODEL (default seedream_image) on
+# the embedded default for BENCH_SECONDS: counted by perf on the server's
+# process (all threads), divided by the generations stored.
+syscalls() {
+  local model=${1:-seedream_image} ev="" c
+  for c in madvise munmap brk mkdir openat rename fdatasync; do ev="$ev,syscalls:sys_enter_$c"; done
+  rm -rf "$work/data"
+  start 0
+  users 100 1000000000
+  local before; before=$(succeeded)
+  perf stat -x, -e "${ev#,}" -p "$pid" -o "$work/perf.out" &
+  local perf_pid=$!
+  sleep 0.2
+  out=$(MODEL=$model TOKENS_FILE=$work/tokens wrk -t2 -c64 -d"${SECS}s" -s bench/infer.lua \
+        "http://127.0.0.1:$PORT" 2>&1)
+  kill -INT "$perf_pid"; wait "$perf_pid" || true
+  local n=$(( $(succeeded) - before ))
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  printf 'syscalls model=%s infer/s=%s succeeded=%s' "$model" "$rps" "$n"
+  awk -F, -v n="$n" '$3 ~ /sys_enter_/ {sub(/.*sys_enter_/, "", $3);
+    printf " %s/infer=%.2f", $3, n ? $1 / n : 0}' "$work/perf.out"
+  echo
+  stop
+}
+
 # --- the comparison table ----------------------------------------------------
 
 record() { # record FIGURE SYSTEM ROUND VALUE [REQUESTS NON2XX SUCCEEDED]
@@ -279,6 +317,8 @@ case "${1:-table}" in
   postgres) postgres ;;
   store50) /usr/bin/python3 bench/store50.py "$BIN" ;;
   kie_inflight) /usr/bin/python3 bench/kie_inflight.py "${2:-1000}" "$BIN" ;;
+  mock) mock ;;
+  syscalls) syscalls "${2:-seedream_image}" ;;
   all) idle; throughput; inflight 5000; /usr/bin/python3 bench/store50.py "$BIN"; table ;;
-  *) echo "usage: $0 [table|throughput|inflight [N]|idle|postgres|store50|kie_inflight [N]]" >&2; exit 2 ;;
+  *) echo "usage: $0 [table|throughput|inflight [N]|idle|postgres|store50|kie_inflight [N]|mock|syscalls [MODEL]]" >&2; exit 2 ;;
 esac
