@@ -3,6 +3,7 @@
  *   serve | migrate | token | credits grant|balance|history
  */
 #include <curl/curl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -181,6 +182,17 @@ static void announce(const lr_config *cfg, const lr_app *app)
                 "project's); mint a token with: lensroom token <user-uuid>", cfg->data_dir);
 }
 
+/* glibc hands the free top of a thread's heap back to the kernel (madvise
+ * or brk) as soon as it passes 128 KiB: a PNG writer or a SQLite statement
+ * that frees a few hundred KiB then does so on every generation, each time
+ * a TLB shootdown on every core and fresh page faults on the next one.
+ * Keeping up to 1 MiB per heap ends that; setting it also fixes the mmap
+ * threshold at its 128 KiB default instead of letting it grow. */
+static void tune_malloc(void)
+{
+    mallopt(M_TRIM_THRESHOLD, 1 << 20);
+}
+
 static int cmd_serve(void)
 {
     lr_config cfg;
@@ -189,6 +201,7 @@ static int cmd_serve(void)
     lr_http *http = NULL;
     lr_net_policy *net = NULL;
     int rc = 1;
+    tune_malloc();
     if (load_config(&cfg) != 0 || open_db(&cfg, &db, cfg.http_threads + cfg.workers + 1) != 0)
         goto out_cfg;
     char *err = NULL;
