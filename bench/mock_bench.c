@@ -2,11 +2,14 @@
  * of lr_media_png (256x256, the image models' size) and lr_media_mp4
  * (192x192, 24 frames, the video models'), one thread, each output written
  * into a reused memory buffer as the storage writer would receive it.
- * Prompts rotate over BENCH_PROMPTS distinct ones (default 1000), so a
- * cache of rendered bytes only helps as much as it would under that mix.
+ * Prompts rotate over BENCH_PROMPTS distinct ones (default 1000). The
+ * "cached" lines go through lr_media_render with the mock provider's cache
+ * bounds (4 MiB, 256 files): once with one prompt (what bench/infer.lua
+ * sends: every render after the first is a hit), once with the 1000.
  * Built with -DLENSROOM_BENCH=ON; run by bench/run.sh mock.
  *   mock_bench [SECONDS_PER_PATH [png|mp4]]
  */
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +54,20 @@ static double cpu_s(void)
 
 typedef lr_err (*render_fn)(const char *, int, int, int, lr_media_write_fn, void *);
 
+static lr_media_cache *cache;
+
+static lr_err png_cached(const char *prompt, int variant, int w, int h, lr_media_write_fn write,
+                         void *ctx)
+{
+    return lr_media_render(cache, LR_MEDIA_PNG, prompt, variant, w, h, write, ctx);
+}
+
+static lr_err mp4_cached(const char *prompt, int variant, int w, int h, lr_media_write_fn write,
+                         void *ctx)
+{
+    return lr_media_render(cache, LR_MEDIA_MP4, prompt, variant, w, h, write, ctx);
+}
+
 static int run(const char *name, render_fn f, int w, int h, double secs, int prompts)
 {
     mem m = {0};
@@ -77,6 +94,30 @@ static int run(const char *name, render_fn f, int w, int h, double secs, int pro
     return 0;
 }
 
+/* One path three times: rendered each time, then through a cache with
+ * one prompt and with the whole mix. */
+static int run_kind(int k, double secs, int prompts)
+{
+    const char *kind = k ? "mp4" : "png";
+    render_fn plain = k ? lr_media_mp4 : lr_media_png, cached = k ? mp4_cached : png_cached;
+    int side = k ? 192 : 256, mixes[2] = {1, prompts};
+    char name[32];
+    snprintf(name, sizeof name, "%s-cached", kind);
+    if (run(kind, plain, side, side, secs, prompts))
+        return 1;
+    for (int m = 0; m < 2; m++) {
+        cache = lr_media_cache_new(4u << 20, 256);
+        int rc = run(name, cached, side, side, secs, mixes[m]);
+        lr_media_cache_stats st = lr_media_cache_stat(cache);
+        printf("  cache hits=%llu misses=%llu files=%zu bytes=%zu\n",
+               (unsigned long long)st.hits, (unsigned long long)st.misses, st.entries, st.bytes);
+        lr_media_cache_free(cache);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     double secs = argc > 1 ? atof(argv[1]) : 3.0;
@@ -86,9 +127,10 @@ int main(int argc, char **argv)
     if (secs <= 0)
         secs = 3.0;
     av_log_set_level(AV_LOG_ERROR); /* libx264 prints a summary per clip */
-    if (strcmp(only, "mp4") && run("png", lr_media_png, 256, 256, secs, prompts))
+    mallopt(M_TRIM_THRESHOLD, 1 << 20); /* as lensroom serve does (main.c) */
+    if (strcmp(only, "mp4") && run_kind(0, secs, prompts))
         return 1;
-    if (strcmp(only, "png") && run("mp4", lr_media_mp4, 192, 192, secs, prompts))
+    if (strcmp(only, "png") && run_kind(1, secs, prompts))
         return 1;
     return 0;
 }
