@@ -7,7 +7,8 @@
 #                                BENCH_SECONDS each (default 10); also written
 #                                to bench/results/<date>.tsv
 #   bench/run.sh throughput      infer/s on the embedded default (1 user, 100 users)
-#   bench/run.sh inflight [N]    N generations held at 10 s mock latency: RSS, threads
+#   bench/run.sh inflight [N]    N generations held at 15 s mock latency (default
+#                                10000, BENCH_LATENCY_MS): held, RSS, threads
 #   bench/run.sh idle            idle RSS and start-up time
 #   bench/run.sh postgres        infer/s on a throwaway PostgreSQL 15 (fsync on),
 #                                with the pgbench floor of the same two transactions
@@ -182,19 +183,40 @@ throughput() {
   done
 }
 
+# N connections each holding one infer for BENCH_LATENCY_MS (default 15 s)
+# of mock latency, on the default settings (LENSROOM_MAX_CONNECTIONS 10000).
+# wrk stops before the first answer could come, so every connection carries
+# exactly one request. While it runs, every half second: generations
+# reserved and not settled (read from the database: at the connection limit
+# no probe connection is free), server-side established connections, RSS
+# and threads; the line reports the peak and what RSS and threads were then.
 inflight() {
-  local n=${1:-5000}
+  local n=${1:-10000} lat=${BENCH_LATENCY_MS:-15000}
   rm -rf "$work/data"
-  start 10000
+  start "$lat"
   users 1 1000000000
-  TOKENS_FILE=$work/tokens wrk -t2 -c"$n" -d8s --timeout 30s -s bench/infer.lua \
+  local idle_rss idle_threads; idle_rss=$(rss_kb); idle_threads=$(threads)
+  TOKENS_FILE=$work/tokens MODEL=${BENCH_MODEL:-seedream_image} wrk -t2 -c"$n" \
+    -d"$(( lat / 1000 - 1 ))s" --timeout 60s -s bench/infer.lua \
     "http://127.0.0.1:$PORT" >"$work/wrk.out" 2>&1 &
-  local w=$!
-  sleep 7
-  local held
-  held=$(curl -s "http://127.0.0.1:$PORT/healthz" | /usr/bin/python3 -c "import json,sys; print(json.load(sys.stdin)['inFlight'])")
-  echo "inflight target=$n held=$held rss_kb=$(rss_kb) threads=$(threads)"
+  local w=$! held=0 est=0 rss=0 thr=0 t_min=999999 t_max=0 peak_s=0 t0=$SECONDS
+  while kill -0 "$w" 2>/dev/null; do
+    local h e r t
+    h=$(/usr/bin/python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1], timeout=30); print(c.execute(\"select count(*) from generations where status in ('pending','processing')\").fetchone()[0])" "$work/data/lensroom.db")
+    e=$(ss -Htn state established "( sport = :$PORT )" | wc -l)
+    r=$(rss_kb); t=$(threads)
+    [ "$t" -lt "$t_min" ] && t_min=$t
+    [ "$t" -gt "$t_max" ] && t_max=$t
+    [ "$e" -gt "$est" ] && est=$e
+    if [ "$h" -gt "$held" ] || { [ "$h" -eq "$held" ] && [ "$r" -gt "$rss" ]; }; then
+      held=$h; rss=$r; thr=$t; peak_s=$(( SECONDS - t0 ))
+    fi
+    sleep 0.5
+  done
   wait "$w" || true
+  echo "inflight target=$n latency_ms=$lat held=$held established_max=$est rss_kb=$rss" \
+    "threads=$thr threads_range=$t_min-$t_max idle_rss_kb=$idle_rss idle_threads=$idle_threads" \
+    "peak_after_s=$peak_s $(grep -E '^requests:' "$work/wrk.out" || true)"
   stop
 }
 
@@ -312,13 +334,13 @@ table() {
 case "${1:-table}" in
   table) table ;;
   throughput) throughput ;;
-  inflight) inflight "${2:-5000}" ;;
+  inflight) inflight "${2:-10000}" ;;
   idle) idle ;;
   postgres) postgres ;;
   store50) /usr/bin/python3 bench/store50.py "$BIN" ;;
   kie_inflight) /usr/bin/python3 bench/kie_inflight.py "${2:-1000}" "$BIN" ;;
   mock) mock ;;
   syscalls) syscalls "${2:-seedream_image}" ;;
-  all) idle; throughput; inflight 5000; /usr/bin/python3 bench/store50.py "$BIN"; table ;;
+  all) idle; throughput; inflight 10000; /usr/bin/python3 bench/store50.py "$BIN"; table ;;
   *) echo "usage: $0 [table|throughput|inflight [N]|idle|postgres|store50|kie_inflight [N]|mock|syscalls [MODEL]]" >&2; exit 2 ;;
 esac
