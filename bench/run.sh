@@ -7,7 +7,8 @@
 #                                BENCH_SECONDS each (default 10); also written
 #                                to bench/results/<date>.tsv
 #   bench/run.sh throughput      infer/s on the embedded default (1 user, 100 users)
-#   bench/run.sh inflight [N]    N generations held at 10 s mock latency: RSS, threads
+#   bench/run.sh inflight [N]    N generations held at 15 s mock latency (default
+#                                10000, BENCH_LATENCY_MS): held, RSS, threads
 #   bench/run.sh idle            idle RSS and start-up time
 #   bench/run.sh postgres        infer/s on a throwaway PostgreSQL 15 (fsync on),
 #                                with the pgbench floor of the same two transactions
@@ -17,6 +18,10 @@
 #   bench/run.sh db              generations/s through the database interface alone
 #                                (reserve, set_stage, settle), 4 and 64 callers,
 #                                SQLite (synchronous=FULL) and PostgreSQL 15 (fsync on)
+#   bench/run.sh mock            the mock provider's own cost: PNG and MP4 renders/s
+#                                (builds bench/mock_bench.c into build-bench/)
+#   bench/run.sh syscalls [MODEL] system calls per infer on the embedded default
+#                                (perf stat: madvise, munmap, brk, mkdir, openat)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-$PWD/build/lensroom}
@@ -181,19 +186,40 @@ throughput() {
   done
 }
 
+# N connections each holding one infer for BENCH_LATENCY_MS (default 15 s)
+# of mock latency, on the default settings (LENSROOM_MAX_CONNECTIONS 10000).
+# wrk stops before the first answer could come, so every connection carries
+# exactly one request. While it runs, every half second: generations
+# reserved and not settled (read from the database: at the connection limit
+# no probe connection is free), server-side established connections, RSS
+# and threads; the line reports the peak and what RSS and threads were then.
 inflight() {
-  local n=${1:-5000}
+  local n=${1:-10000} lat=${BENCH_LATENCY_MS:-15000}
   rm -rf "$work/data"
-  start 10000
+  start "$lat"
   users 1 1000000000
-  TOKENS_FILE=$work/tokens wrk -t2 -c"$n" -d8s --timeout 30s -s bench/infer.lua \
+  local idle_rss idle_threads; idle_rss=$(rss_kb); idle_threads=$(threads)
+  TOKENS_FILE=$work/tokens MODEL=${BENCH_MODEL:-seedream_image} wrk -t2 -c"$n" \
+    -d"$(( lat / 1000 - 1 ))s" --timeout 60s -s bench/infer.lua \
     "http://127.0.0.1:$PORT" >"$work/wrk.out" 2>&1 &
-  local w=$!
-  sleep 7
-  local held
-  held=$(curl -s "http://127.0.0.1:$PORT/healthz" | /usr/bin/python3 -c "import json,sys; print(json.load(sys.stdin)['inFlight'])")
-  echo "inflight target=$n held=$held rss_kb=$(rss_kb) threads=$(threads)"
+  local w=$! held=0 est=0 rss=0 thr=0 t_min=999999 t_max=0 peak_s=0 t0=$SECONDS
+  while kill -0 "$w" 2>/dev/null; do
+    local h e r t
+    h=$(/usr/bin/python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1], timeout=30); print(c.execute(\"select count(*) from generations where status in ('pending','processing')\").fetchone()[0])" "$work/data/lensroom.db")
+    e=$(ss -Htn state established "( sport = :$PORT )" | wc -l)
+    r=$(rss_kb); t=$(threads)
+    [ "$t" -lt "$t_min" ] && t_min=$t
+    [ "$t" -gt "$t_max" ] && t_max=$t
+    [ "$e" -gt "$est" ] && est=$e
+    if [ "$h" -gt "$held" ] || { [ "$h" -eq "$held" ] && [ "$r" -gt "$rss" ]; }; then
+      held=$h; rss=$r; thr=$t; peak_s=$(( SECONDS - t0 ))
+    fi
+    sleep 0.5
+  done
   wait "$w" || true
+  echo "inflight target=$n latency_ms=$lat held=$held established_max=$est rss_kb=$rss" \
+    "threads=$thr threads_range=$t_min-$t_max idle_rss_kb=$idle_rss idle_threads=$idle_threads" \
+    "peak_after_s=$peak_s $(grep -E '^requests:' "$work/wrk.out" || true)"
   stop
 }
 
@@ -218,6 +244,39 @@ postgres() {
   write_floor_scripts 100
   floor today
   echo "pgbench floor (reserve+settle per generation, 100 users) generations/s=$tps"
+}
+
+# The mock's own cost, without the server: bench/mock_bench.c, one thread.
+mock() {
+  local dir=${BENCH_BUILD:-$PWD/build-bench}
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLENSROOM_TESTS=OFF >/dev/null
+  cmake --build "$dir" -j2 --target mock_bench >/dev/null
+  "$dir/mock_bench" "${BENCH_MOCK_SECONDS:-3}"
+}
+
+# Kernel calls per infer while wrk drives MODEL (default seedream_image) on
+# the embedded default for BENCH_SECONDS: counted by perf on the server's
+# process (all threads), divided by the generations stored.
+syscalls() {
+  local model=${1:-seedream_image} ev="" c
+  for c in madvise munmap brk mkdir openat rename fdatasync; do ev="$ev,syscalls:sys_enter_$c"; done
+  rm -rf "$work/data"
+  start 0
+  users 100 1000000000
+  local before; before=$(succeeded)
+  perf stat -x, -e "${ev#,}" -p "$pid" -o "$work/perf.out" &
+  local perf_pid=$!
+  sleep 0.2
+  out=$(MODEL=$model TOKENS_FILE=$work/tokens wrk -t2 -c64 -d"${SECS}s" -s bench/infer.lua \
+        "http://127.0.0.1:$PORT" 2>&1)
+  kill -INT "$perf_pid"; wait "$perf_pid" || true
+  local n=$(( $(succeeded) - before ))
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  printf 'syscalls model=%s infer/s=%s succeeded=%s' "$model" "$rps" "$n"
+  awk -F, -v n="$n" '$3 ~ /sys_enter_/ {sub(/.*sys_enter_/, "", $3);
+    printf " %s/infer=%.2f", $3, n ? $1 / n : 0}' "$work/perf.out"
+  echo
+  stop
 }
 
 # --- the comparison table ----------------------------------------------------
@@ -290,12 +349,14 @@ db() {
 case "${1:-table}" in
   table) table ;;
   throughput) throughput ;;
-  inflight) inflight "${2:-5000}" ;;
+  inflight) inflight "${2:-10000}" ;;
   idle) idle ;;
   postgres) postgres ;;
   store50) /usr/bin/python3 bench/store50.py "$BIN" ;;
   kie_inflight) /usr/bin/python3 bench/kie_inflight.py "${2:-1000}" "$BIN" ;;
   db) db ;;
-  all) idle; throughput; inflight 5000; /usr/bin/python3 bench/store50.py "$BIN"; table ;;
-  *) echo "usage: $0 [table|throughput|inflight [N]|idle|postgres|store50|kie_inflight [N]|db]" >&2; exit 2 ;;
+  mock) mock ;;
+  syscalls) syscalls "${2:-seedream_image}" ;;
+  all) idle; throughput; inflight 10000; /usr/bin/python3 bench/store50.py "$BIN"; table ;;
+  *) echo "usage: $0 [table|throughput|inflight [N]|idle|postgres|store50|kie_inflight [N]|db|mock|syscalls [MODEL]]" >&2; exit 2 ;;
 esac

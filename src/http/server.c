@@ -28,6 +28,7 @@ struct lr_http {
     pthread_mutex_t mu;
     int active; /* requests between first call and completion */
     atomic_bool closing;
+    atomic_int conns; /* handed to libmicrohttpd and not closed yet */
 };
 
 enum req_state { REQ_NEW, REQ_HANDLING, REQ_SUSPENDED, REQ_READY, REQ_DONE };
@@ -588,15 +589,39 @@ static size_t pool_size(size_t max_header)
     return 2 * max_header + 32 * 1024;
 }
 
-/* A connection whose first header block passed the edge. */
+/* The connection limit is kept here, not by libmicrohttpd: 0.9.75 splits
+ * its limit evenly over the pool threads, places a handed-over connection
+ * by the parity of its descriptor, and checks the split limit only once
+ * the thread picks the connection up; a thread that finds itself full then
+ * closes the connection unanswered *and never unlocks its connection
+ * mutex* (fixed upstream in 1.0.0), so the next resume on that thread
+ * hangs every thread that answers a request. Its own limit is set out of
+ * reach (lr_http_start) and this count, taken before the hand-over,
+ * refuses the connection past the limit with the edge's 503 instead. */
 static bool handoff(void *cls, int fd, const struct sockaddr *addr, socklen_t addr_len)
 {
     lr_http *h = cls;
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
-    if (di && di->num_connections >= (unsigned)h->o.max_connections)
+    if (atomic_fetch_add(&h->conns, 1) >= h->o.max_connections) {
+        atomic_fetch_sub(&h->conns, 1);
         return false;
-    MHD_add_connection(h->d, fd, addr, addr_len); /* closes fd if it fails, and logs why */
+    }
+    /* On failure it has closed fd (and logged why) and will not report
+     * the connection closed. */
+    if (MHD_add_connection(h->d, fd, addr, addr_len) != MHD_YES)
+        atomic_fetch_sub(&h->conns, 1);
     return true;
+}
+
+/* Every connection libmicrohttpd started is reported closed exactly once,
+ * also when the daemon stops. (One it could not start for want of memory
+ * for its pool is reported neither way and stays counted.) */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    (void)conn;
+    (void)socket_context;
+    if (code == MHD_CONNECTION_NOTIFY_CLOSED)
+        atomic_fetch_sub(&((lr_http *)cls)->conns, 1);
 }
 
 lr_http *lr_http_start(const lr_http_opts *o)
@@ -608,6 +633,8 @@ lr_http *lr_http_start(const lr_http_opts *o)
     h->o = *o;
     pthread_mutex_init(&h->mu, NULL);
     size_t pool = pool_size(o->max_header_bytes);
+    /* Each pool thread may hold every connection: handoff() keeps the limit. */
+    unsigned mhd_limit = (unsigned)o->max_connections * (unsigned)(o->threads > 1 ? o->threads : 1);
     /* The edge accepts and hands connections over (MHD_add_connection);
      * ITC wakes the pool threads for them and for stop. */
     h->d = MHD_start_daemon(
@@ -615,9 +642,9 @@ lr_http *lr_http_start(const lr_http_opts *o)
             MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC,
         0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)o->threads, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)o->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
+        mhd_limit, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-        MHD_OPTION_END);
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_END);
     if (h->d) {
         lr_edge_opts eo = {.port = o->port,
                            .max_header = o->max_header_bytes,

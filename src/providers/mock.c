@@ -15,7 +15,13 @@ typedef struct {
     lr_loop *loop;
     int latency_ms;
     double fail_rate;
+    lr_media_cache *cache;
 } mock_provider;
+
+/* Rendered files kept for repeated prompts: at about 4 KB a PNG and 20-60
+ * KB a clip, hundreds of distinct prompts stay in memory. */
+#define MOCK_CACHE_BYTES (4u << 20)
+#define MOCK_CACHE_ENTRIES 256
 
 static int sink_write(void *ctx, const void *buf, size_t len)
 {
@@ -35,14 +41,13 @@ static void dimensions(const lr_provider_task *t, int *w, int *h)
 
 static lr_err produce(lr_provider_task *t, lr_blob_sink *sink)
 {
+    lr_media_cache *cache = ((mock_provider *)t->provider_data)->cache;
     int w, h;
     dimensions(t, &w, &h);
-    if (!strcmp(t->model->capability, "video")) {
-        w = w * 3 / 4;
-        h = h * 3 / 4;
-        return lr_media_mp4(t->prompt, t->variant, w, h, sink_write, sink);
-    }
-    return lr_media_png(t->prompt, t->variant, w, h, sink_write, sink);
+    if (!strcmp(t->model->capability, "video"))
+        return lr_media_render(cache, LR_MEDIA_MP4, t->prompt, t->variant, w * 3 / 4, h * 3 / 4,
+                               sink_write, sink);
+    return lr_media_render(cache, LR_MEDIA_PNG, t->prompt, t->variant, w, h, sink_write, sink);
 }
 
 static void fire(void *arg)
@@ -79,6 +84,7 @@ static lr_err mock_submit(lr_provider *base, lr_provider_task *t)
 
 static void mock_close(lr_provider *base)
 {
+    lr_media_cache_free(((mock_provider *)base)->cache);
     free(base);
 }
 
@@ -94,5 +100,6 @@ lr_provider *lr_provider_mock_new(lr_loop *loop, int latency_ms, double fail_rat
     p->loop = loop;
     p->latency_ms = latency_ms;
     p->fail_rate = fail_rate;
+    p->cache = lr_media_cache_new(MOCK_CACHE_BYTES, MOCK_CACHE_ENTRIES);
     return &p->base;
 }

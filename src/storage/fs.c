@@ -38,6 +38,24 @@ static char *object_path(fs_store *s, const char *key)
     return p;
 }
 
+/* The temp file beside the object; the folders are made only when the
+ * file cannot be created for want of them (ENOENT), so storing into an
+ * existing folder costs one openat and no mkdir per component. */
+static int open_temp(const char *folder, char **tmp)
+{
+    if (asprintf(tmp, "%s/" FS_TEMP_PREFIX "XXXXXX", folder) < 0) {
+        *tmp = NULL;
+        return -1;
+    }
+    int fd = lr_temp_create(*tmp);
+    if (fd >= 0 || errno != ENOENT)
+        return fd;
+    if (lr_mkdir_p(folder, 0755) != 0)
+        return -1;
+    memcpy(*tmp + strlen(*tmp) - 6, "XXXXXX", 6); /* the failed try filled them in */
+    return lr_temp_create(*tmp);
+}
+
 static lr_err fs_open_writer(lr_store *st, const char *key, const char *content_type,
                              lr_store_writer **out)
 {
@@ -47,17 +65,9 @@ static lr_err fs_open_writer(lr_store *st, const char *key, const char *content_
         return LR_ERR_INVALID;
     char *slash = strrchr(path, '/');
     *slash = '\0';
-    int mk = lr_mkdir_p(path, 0755);
     char *tmp = NULL;
-    if (mk == 0 && asprintf(&tmp, "%s/" FS_TEMP_PREFIX "XXXXXX", path) < 0)
-        tmp = NULL;
+    int fd = open_temp(path, &tmp);
     *slash = '/';
-    if (!tmp) {
-        lr_error("storage: cannot create folder for %s: %s", key, strerror(errno));
-        free(path);
-        return LR_ERR_IO;
-    }
-    int fd = lr_temp_create(tmp);
     if (fd < 0) {
         lr_error("storage: cannot create temp file for %s: %s", key, strerror(errno));
         free(tmp);

@@ -1,9 +1,12 @@
 """Per-user limits on POST /api/infer: request rate and generations in
 flight, each answered with 429 + Retry-After, charging nothing, and not
-touching other users."""
+touching other users. And the server's connection limit: exactly
+LENSROOM_MAX_CONNECTIONS connections held, the next refused with 503."""
+import http.client
+import json
 import unittest
 
-from harness import ServerTest, new_user
+from harness import ServerTest, new_user, wait_for
 
 
 class RateLimit(ServerTest):
@@ -45,6 +48,46 @@ class InFlightLimit(ServerTest):
         for x in running:
             self.server.wait_settled(x.json["generationId"], tok)
         self.assertEqual(self.server.infer(tok).status, 200)  # slots freed on settle
+        self.server.assert_ledger_consistent(self, user)
+
+
+class ConnectionLimit(ServerTest):
+    # Three HTTP threads: 16 connections do not split evenly over them, as
+    # 10,000 did not over two once descriptors were reused.
+    server_env = {"LENSROOM_MAX_CONNECTIONS": "16", "LENSROOM_HTTP_THREADS": "3",
+                  "LENSROOM_MOCK_LATENCY_MS": "3000", "LENSROOM_USER_MAX_IN_FLIGHT": "0",
+                  "LENSROOM_USER_RATE_PER_MIN": "0"}
+
+    def generations(self, user):
+        with self.server.db() as c:
+            return c.execute("SELECT count(*) FROM generations WHERE user_id = ?",
+                             (user,)).fetchone()[0]
+
+    def test_the_limit_is_held_exactly_and_the_next_connection_refused(self):
+        user = new_user()
+        self.server.grant(user, 1000)
+        body = json.dumps({"modelId": "anthropic_text", "inputs": {"prompt": "held"}})
+        headers = {"Content-Type": "application/json",
+                   "Cookie": f"lr_session={self.server.token(user)}"}
+        conns = [http.client.HTTPConnection("127.0.0.1", self.server.port, timeout=120)
+                 for _ in range(16)]
+        for c in conns:
+            c.request("POST", "/api/infer", body=body, headers=headers)
+        self.assertTrue(wait_for(lambda: self.generations(user) == 16, 90),
+                        f"{self.generations(user)} of 16 requests reached the server")
+        r = self.server.get("/healthz")  # a 17th connection while the 16 are open
+        self.assertEqual(r.status, 503, r.body)
+        self.assertEqual(r.json["code"], "too_many_connections")
+        for c in conns:  # none was dropped, and no HTTP thread is stuck
+            resp = c.getresponse()
+            self.assertEqual(resp.status, 200)
+            self.assertTrue(json.loads(resp.read())["success"])
+        r = self.server.get("/healthz")  # still 16 open: still full
+        self.assertEqual(r.status, 503, r.body)
+        for c in conns:
+            c.close()
+        self.assertTrue(wait_for(lambda: self.server.get("/healthz").status == 200, 60),
+                        "closed connections did not free their slots")
         self.server.assert_ledger_consistent(self, user)
 
 
