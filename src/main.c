@@ -302,6 +302,54 @@ static void tune_malloc(void)
     mallopt(M_TRIM_THRESHOLD, 1 << 20);
 }
 
+/* The outgoing webhooks and Stripe, on the running loop's parts. */
+static void wire_billing(const lr_config *cfg, lr_app *app, lr_billing_db *bdb, lr_packs *packs,
+                         lr_billing *billing)
+{
+    app->billing_db = bdb;
+    app->hooks = lr_hooks_new(&(lr_hooks_opts){.db = app->db,
+                                               .store = bdb,
+                                               .loop = app->loop,
+                                               .workers = app->workers,
+                                               .policy = app->net,
+                                               .retry_ms = cfg->webhook_retry_ms,
+                                               .max_age_ms = cfg->webhook_max_age_s * 1000LL,
+                                               .timeout_ms = cfg->webhook_timeout_ms,
+                                               .concurrency = cfg->webhook_concurrency,
+                                               .low_balance = cfg->low_balance});
+    *billing = (lr_billing){.db = app->db,
+                            .store = bdb,
+                            .packs = packs,
+                            .hooks = app->hooks,
+                            .loop = app->loop,
+                            .api_base = cfg->stripe_api_base,
+                            .secret_key = cfg->stripe_secret_key,
+                            .success_url = cfg->checkout_success_url,
+                            .cancel_url = cfg->checkout_cancel_url};
+    app->billing = billing;
+}
+
+/* Once the loop runs: the JWKS, the event hub and observers, the webhook
+ * queue, recovery of what a stopped process left, and maintenance. */
+static void start_services(const lr_config *cfg, lr_app *app)
+{
+    if (cfg->jwks_url) {
+        app->jwks = lr_jwks_new(&(lr_jwks_opts){
+            .loop = app->loop, .url = cfg->jwks_url, .refetch_s = cfg->jwks_refetch_s});
+        lr_jwks_start(app->jwks);
+    }
+    app->events =
+        lr_events_new(app->db, app->pipeline, app->loop, app->workers, cfg->sse_keepalive_s);
+    lr_pipeline_observe(app->pipeline, observe_all, app);
+    lr_hooks_start(app->hooks);
+    int recovered = lr_pipeline_recover(app->pipeline);
+    if (recovered > 0)
+        lr_warn("took over %d generations left unfinished by a stopped process (provider tasks "
+                "resumed, the rest failed and refunded)",
+                recovered);
+    lr_pipeline_start_maintenance(app->pipeline);
+}
+
 static int cmd_serve(void)
 {
     lr_config cfg;
@@ -312,6 +360,10 @@ static int cmd_serve(void)
     lr_billing_db *bdb = NULL;
     lr_packs packs = {0};
     lr_billing billing = {0};
+    lr_admin *admin = NULL;
+    lr_catalog *catalog = NULL;
+    lr_store *store = NULL;
+    char *err = NULL;
     int rc = 1;
     tune_malloc();
     if (load_config(&cfg) != 0 || open_db(&cfg, &db, cfg.http_threads + cfg.workers + 1) != 0)
@@ -319,20 +371,17 @@ static int cmd_serve(void)
     if (open_billing(&cfg, db, &bdb, &packs) != 0)
         goto out_db;
     db = lr_db_metered(db);
-    char *err = NULL;
-    lr_admin *admin = NULL;
     if (lr_admin_open(cfg.database_url, &admin, &err) != LR_OK) {
         fprintf(stderr, "database: %s\n", err ? err : "cannot open");
         free(err);
         goto out_db;
     }
-    lr_catalog *catalog = lr_catalog_load(cfg.models_file, &err);
+    catalog = lr_catalog_load(cfg.models_file, &err);
     if (!catalog) {
         fprintf(stderr, "config: LENSROOM_MODELS: %s\n", err ? err : "cannot load");
         free(err);
         goto out_db;
     }
-    lr_store *store = NULL;
     if (open_store(&cfg, &store) != 0)
         goto out_catalog;
     app = (lr_app){.cfg = &cfg, .db = db, .store = store, .catalog = catalog,
@@ -347,27 +396,7 @@ static int cmd_serve(void)
         goto out_all;
     }
     app.net = net;
-    app.billing_db = bdb;
-    app.hooks = lr_hooks_new(&(lr_hooks_opts){.db = db,
-                                              .store = bdb,
-                                              .loop = app.loop,
-                                              .workers = app.workers,
-                                              .policy = net,
-                                              .retry_ms = cfg.webhook_retry_ms,
-                                              .max_age_ms = cfg.webhook_max_age_s * 1000LL,
-                                              .timeout_ms = cfg.webhook_timeout_ms,
-                                              .concurrency = cfg.webhook_concurrency,
-                                              .low_balance = cfg.low_balance});
-    billing = (lr_billing){.db = db,
-                           .store = bdb,
-                           .packs = &packs,
-                           .hooks = app.hooks,
-                           .loop = app.loop,
-                           .api_base = cfg.stripe_api_base,
-                           .secret_key = cfg.stripe_secret_key,
-                           .success_url = cfg.checkout_success_url,
-                           .cancel_url = cfg.checkout_cancel_url};
-    app.billing = &billing;
+    wire_billing(&cfg, &app, bdb, &packs, &billing);
     app.pipeline = lr_pipeline_new(db, store, app.provider, catalog, net, app.loop, app.workers,
                                    cfg.lease_s);
     if (app.pipeline)
@@ -375,20 +404,7 @@ static int cmd_serve(void)
     app.ratelimit = lr_ratelimit_new(cfg.user_rate_per_min);
     if (!app.loop || !app.workers || !app.provider || !app.pipeline || lr_loop_start(app.loop))
         goto out_all;
-    if (cfg.jwks_url) {
-        app.jwks = lr_jwks_new(&(lr_jwks_opts){
-            .loop = app.loop, .url = cfg.jwks_url, .refetch_s = cfg.jwks_refetch_s});
-        lr_jwks_start(app.jwks);
-    }
-    app.events = lr_events_new(db, app.pipeline, app.loop, app.workers, cfg.sse_keepalive_s);
-    lr_pipeline_observe(app.pipeline, observe_all, &app);
-    lr_hooks_start(app.hooks);
-    int recovered = lr_pipeline_recover(app.pipeline);
-    if (recovered > 0)
-        lr_warn("took over %d generations left unfinished by a stopped process (provider tasks "
-                "resumed, the rest failed and refunded)",
-                recovered);
-    lr_pipeline_start_maintenance(app.pipeline);
+    start_services(&cfg, &app);
     if (lr_cli_backups_start(&cfg, store, VERSION, &backups) != 0)
         goto out_all;
     app.backup = lr_cli_backups_sched(backups);
