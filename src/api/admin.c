@@ -301,29 +301,9 @@ void lr_api_admin_user(lr_app *app, lr_req *req, const char *id)
 
 void lr_api_admin_user_ledger(lr_app *app, lr_req *req, const char *id)
 {
-    char actor[LR_UUID_LEN + 16], user[LR_UUID_LEN + 1], created[32], tid[LR_UUID_LEN + 1];
-    int limit;
-    if (!lr_api_admin(app, req, actor) || !path_id(req, id, user, LR_CODE_NOT_FOUND) ||
-        !lr_api_limit(req, 50, 200, &limit))
-        return;
-    const char *cursor = lr_req_query(req, "cursor");
-    if (cursor && !lr_api_cursor_decode(cursor, created, tid)) {
-        lr_api_bad_query(req, "cursor", "cursor is not valid");
-        return;
-    }
-    lr_ledger_list list;
-    lr_err e = app->db->ops->list_transactions(app->db, user, cursor ? created : NULL,
-                                               cursor ? tid : NULL, limit, &list);
-    if (e != LR_OK) {
-        lr_api_db_error(req, e);
-        return;
-    }
-    json_t *rows = lr_render_ledger(&list);
-    lr_ledger_list_clear(&list);
-    json_t *next = lr_api_next_cursor(rows, limit);
-    lr_req_reply_json(req, 200,
-                      json_pack("{s:b, s:o, s:o}", "success", 1, "transactions", rows,
-                                "nextCursor", next));
+    char actor[LR_UUID_LEN + 16], user[LR_UUID_LEN + 1];
+    if (lr_api_admin(app, req, actor) && path_id(req, id, user, LR_CODE_NOT_FOUND))
+        lr_api_ledger_page(app, req, user);
 }
 
 /* {amount, reason, idempotencyKey}: all three required; 422 naming the

@@ -34,6 +34,11 @@ json_t *lr_api_next_cursor(json_t *rows, int limit);
 /* ?limit= within [1,max], default def; replies 400 when malformed. */
 bool lr_api_limit(lr_req *req, int def, int max, int *out);
 void lr_api_db_error(lr_req *req, lr_err e);
+/* Replies 403/401 unless the request carries the secret (service role)
+ * key, in apikey or as Bearer. */
+bool lr_api_service_key(lr_app *app, lr_req *req);
+/* One keyset page (?limit, ?cursor) of user's ledger, newest first. */
+void lr_api_ledger_page(lr_app *app, lr_req *req, const char *user);
 /* A malformed query parameter: 400 invalid_parameter with its name in
  * `field` (400 like any malformed request line; the same code for a body
  * field is LR_ERROR_MAP's 422). */

@@ -165,3 +165,22 @@ void lr_api_db_error(lr_req *req, lr_err e)
     lr_req_set_header(req, "Retry-After", "1");
     lr_api_error(req, LR_CODE_DATABASE_UNAVAILABLE, NULL, NULL);
 }
+
+bool lr_api_service_key(lr_app *app, lr_req *req)
+{
+    if (!app->cfg->service_key) {
+        lr_api_error(req, LR_CODE_ADMIN_DISABLED,
+                     "Admin API disabled: set SUPABASE_SECRET_KEY or SUPABASE_SERVICE_ROLE_KEY",
+                     NULL);
+        return false;
+    }
+    if (!lr_auth_service_role(app->cfg, lr_req_header(req, "Authorization"),
+                              lr_req_header(req, "apikey"))) {
+        lr_api_error(req, LR_CODE_UNAUTHORIZED,
+                     "Unauthorized: the secret (service role) key is required, in apikey or as "
+                     "Bearer",
+                     NULL);
+        return false;
+    }
+    return true;
+}

@@ -26,8 +26,14 @@ void lr_api_credits_balance(lr_app *app, lr_req *req)
 void lr_api_credits_transactions(lr_app *app, lr_req *req)
 {
     char user[LR_UUID_LEN + 1];
+    if (lr_api_user(app, req, false, user))
+        lr_api_ledger_page(app, req, user);
+}
+
+void lr_api_ledger_page(lr_app *app, lr_req *req, const char *user)
+{
     int limit;
-    if (!lr_api_user(app, req, false, user) || !lr_api_limit(req, 50, 200, &limit))
+    if (!lr_api_limit(req, 50, 200, &limit))
         return;
     char created[32], id[LR_UUID_LEN + 1];
     const char *cursor = lr_req_query(req, "cursor");
@@ -56,20 +62,8 @@ static const char *const grant_types[] = {"purchase", "bonus", "refund", "adjust
  * with the secret or service role key (apikey, else Bearer). Idempotent by key (body or Idempotency-Key). */
 void lr_api_admin_credits(lr_app *app, lr_req *req)
 {
-    if (!app->cfg->service_key) {
-        lr_api_error(req, LR_CODE_ADMIN_DISABLED,
-                     "Admin API disabled: set SUPABASE_SECRET_KEY or "
-                     "SUPABASE_SERVICE_ROLE_KEY", NULL);
+    if (!lr_api_service_key(app, req))
         return;
-    }
-    if (!lr_auth_service_role(app->cfg, lr_req_header(req, "Authorization"),
-                              lr_req_header(req, "apikey"))) {
-        lr_api_error(req, LR_CODE_UNAUTHORIZED,
-                     "Unauthorized: the secret (service role) key is required, in apikey "
-                     "or as Bearer",
-                     NULL);
-        return;
-    }
     json_t *body = lr_api_json_body(req);
     if (!body)
         return;
