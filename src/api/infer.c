@@ -278,66 +278,81 @@ static bool parse_body(lr_req *req, json_t *body, lr_begin_req *q, const char **
     return parse_images(req, inputs, q, images);
 }
 
-/* A per-request webhook, recorded once the generation is reserved. */
+/* A request between lr_generation_begin_async and its answer: the parsed
+ * request and the buffers it points into. */
 typedef struct {
     lr_app *app;
-    const lr_gen_hook *hook;
-    const char *user;
-} hook_ctx;
+    lr_req *req;
+    json_t *body;
+    char user[LR_UUID_LEN + 1], key[204], hash[65];
+    const char *images[LR_MAX_INPUT_IMAGES];
+    lr_gen_hook hook;
+    lr_begin_req q;
+} infer_call;
 
+/* A per-request webhook, recorded once the generation is reserved. */
 static void hook_reserved(void *ctx, const char *generation_id, const char *model_id)
 {
-    hook_ctx *h = ctx;
-    lr_api_gen_hook_register(h->app, h->hook, h->user, generation_id, model_id);
+    infer_call *c = ctx;
+    lr_api_gen_hook_register(c->app, &c->hook, c->user, generation_id, model_id);
+}
+
+/* The begin's end: answered now unless the waiter answers later. */
+static void on_begun(void *ctx, const lr_begin_result *r)
+{
+    infer_call *c = ctx;
+    if (!(r->kind == LR_BEGIN_STARTED && r->waiting))
+        answer(c->req, true, r);
+    json_decref(c->body);
+    free(c);
 }
 
 void lr_api_infer(lr_app *app, lr_req *req)
 {
-    char user[LR_UUID_LEN + 1], key[204], hash[65];
-    const char *images[LR_MAX_INPUT_IMAGES];
+    infer_call *c = lr_xcalloc(1, sizeof *c);
     bool has_key, async = false;
-    if (!lr_api_user(app, req, true, user))
-        return;
-    json_t *body = lr_api_json_body_nul(req, "inputs.prompt");
-    if (!body)
-        return;
-    lr_begin_req q = {
-        .user_id = user,
+    c->app = app;
+    c->req = req;
+    if (!lr_api_user(app, req, true, c->user))
+        goto fail;
+    c->body = lr_api_json_body_nul(req, "inputs.prompt");
+    if (!c->body)
+        goto fail;
+    lr_begin_req *q = &c->q;
+    *q = (lr_begin_req){
+        .user_id = c->user,
         .limiter = app->ratelimit,
         .max_in_flight = app->cfg->user_max_in_flight,
         .request_id = lr_req_id(req),
     };
-    lr_gen_hook hook;
-    hook_ctx hc = {.app = app, .hook = &hook, .user = user};
-    if (!parse_body(req, body, &q, images) || !idempotency_key(req, key, &has_key) ||
-        !lr_api_gen_hook_parse(app, req, body, &hook))
-        goto out;
-    if (hook.set) {
-        q.reserved = hook_reserved;
-        q.reserved_ctx = &hc;
+    if (!parse_body(req, c->body, q, c->images) || !idempotency_key(req, c->key, &has_key) ||
+        !lr_api_gen_hook_parse(app, req, c->body, &c->hook))
+        goto fail;
+    if (c->hook.set) {
+        q->reserved = hook_reserved;
+        q->reserved_ctx = c;
     }
     if (has_key) {
-        body_sha256(req, hash);
-        q.idempotency_key = key;
-        q.request_hash = hash;
+        body_sha256(req, c->hash);
+        q->idempotency_key = c->key;
+        q->request_hash = c->hash;
     }
     long wait_s = app->cfg->wait_default_s;
     parse_prefer(lr_req_header(req, "Prefer"), &async, &wait_s);
     if (wait_s > app->cfg->wait_max_s)
         wait_s = app->cfg->wait_max_s;
     if (!async && wait_s > 0) {
-        /* Suspended before the generation starts: it may end (and the
-         * waiter resume the request) before begin returns. */
-        q.wait_ms = wait_s * 1000LL;
-        q.wait = on_outcome;
-        q.ctx = req;
-        lr_req_suspend(req);
+        q->wait_ms = wait_s * 1000LL;
+        q->wait = on_outcome;
+        q->ctx = req;
     }
-    lr_begin_result r;
-    lr_generation_begin(app->pipeline, &q, &r);
-    if (!(r.kind == LR_BEGIN_STARTED && r.waiting))
-        answer(req, q.wait != NULL, &r);
-    lr_begin_result_clear(&r);
-out:
-    json_decref(body);
+    /* Suspended before the generation begins: no thread waits for the
+     * reserve, and the generation may end (and the waiter resume the
+     * request) before begin returns. */
+    lr_req_suspend(req);
+    lr_generation_begin_async(app->pipeline, q, on_begun, c);
+    return;
+fail:
+    json_decref(c->body);
+    free(c);
 }

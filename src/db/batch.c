@@ -44,16 +44,28 @@ static size_t take(lr_db_batch *b, lr_db_job **out)
     return n;
 }
 
+/* Wakes the waiting callers, then completes the posted jobs. A waiting
+ * caller's job may be gone as soon as the lock is released, so the posted
+ * ones are gathered to the front of jobs first. */
 static void answer(lr_db_batch *b, lr_db_job **jobs, size_t n)
 {
+    size_t posted = 0;
     pthread_mutex_lock(&b->mu);
     for (size_t i = 0; i < n; i++) {
-        jobs[i]->done = true;
-        pthread_cond_signal(&jobs[i]->cv);
+        lr_db_job *j = jobs[i];
+        if (j->complete) {
+            jobs[i] = jobs[posted];
+            jobs[posted++] = j;
+            continue;
+        }
+        j->done = true;
+        pthread_cond_signal(&j->cv);
     }
     b->jobs += n;
     b->batches++;
     pthread_mutex_unlock(&b->mu);
+    for (size_t i = 0; i < posted; i++)
+        jobs[i]->complete(jobs[i]);
 }
 
 static void *writer_main(void *arg)
@@ -87,19 +99,33 @@ lr_db_batch *lr_db_batch_start(const lr_db_batch_opts *o)
     return b;
 }
 
-lr_err lr_db_batch_submit(lr_db_batch *b, lr_db_job *j)
+/* Appends j to the queue; call with b->mu held. */
+static void enqueue(lr_db_batch *b, lr_db_job *j)
 {
     j->next = NULL;
     j->done = false;
     j->result = LR_ERR_DB;
-    pthread_cond_init(&j->cv, NULL);
-    pthread_mutex_lock(&b->mu);
     if (b->tail)
         b->tail->next = j;
     else
         b->head = j;
     b->tail = j;
     pthread_cond_signal(&b->work);
+}
+
+void lr_db_batch_post(lr_db_batch *b, lr_db_job *j)
+{
+    pthread_mutex_lock(&b->mu);
+    enqueue(b, j);
+    pthread_mutex_unlock(&b->mu);
+}
+
+lr_err lr_db_batch_submit(lr_db_batch *b, lr_db_job *j)
+{
+    j->complete = NULL;
+    pthread_cond_init(&j->cv, NULL);
+    pthread_mutex_lock(&b->mu);
+    enqueue(b, j);
     while (!j->done)
         pthread_cond_wait(&j->cv, &b->mu);
     pthread_mutex_unlock(&b->mu);

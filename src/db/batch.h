@@ -12,8 +12,11 @@
  *
  * The caller blocks in lr_db_batch_submit on its own condition variable
  * until its job is answered, so the lr_db_ops functions keep their
- * blocking signatures. A job lives on the caller's stack; everything it
- * points to must stay valid until submit returns.
+ * blocking signatures; such a job lives on the caller's stack, and
+ * everything it points to must stay valid until submit returns. Or it
+ * posts the job (lr_db_batch_post) and goes on: the job's complete
+ * function runs on the writer thread once the batch committed, so a
+ * request can wait for the database without holding a thread.
  */
 #ifndef LR_DB_BATCH_H
 #define LR_DB_BATCH_H
@@ -32,6 +35,9 @@ typedef struct lr_db_job {
     lr_err result; /* set by the run function */
     bool done;
     pthread_cond_t cv;
+    /* Posted jobs: runs once on the writer thread after the commit, with
+     * no lock held; it owns j from then on. Must not block. */
+    void (*complete)(struct lr_db_job *j);
 } lr_db_job;
 
 /* Runs jobs[0..n) in one transaction on the writer's connection, setting
@@ -54,6 +60,10 @@ lr_db_batch *lr_db_batch_start(const lr_db_batch_opts *o);
 
 /* Queues j and waits until a writer has answered it; returns j->result. */
 lr_err lr_db_batch_submit(lr_db_batch *b, lr_db_job *j);
+
+/* Queues j (j->complete set; j and what it points to owned by the caller
+ * until complete runs) and returns at once. */
+void lr_db_batch_post(lr_db_batch *b, lr_db_job *j);
 
 /* Answers what is queued, stops and joins the writers, logs how many jobs
  * went in how many transactions, frees b. NULL is fine. */

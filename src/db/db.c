@@ -28,6 +28,24 @@ void lr_generation_clear(lr_generation *g)
     *g = (lr_generation){0};
 }
 
+void lr_db_reserve_async(lr_db *db, const lr_reserve_req *r, int *balance, lr_key_holder *holder,
+                         lr_db_done_fn done, void *ctx)
+{
+    if (db->ops->reserve_async)
+        db->ops->reserve_async(db, r, balance, holder, done, ctx);
+    else
+        done(ctx, db->ops->reserve(db, r, balance, holder));
+}
+
+void lr_db_settle_async(lr_db *db, const lr_settle_req *s, int *balance, lr_db_done_fn done,
+                        void *ctx)
+{
+    if (db->ops->settle_async)
+        db->ops->settle_async(db, s, balance, done, ctx);
+    else
+        done(ctx, db->ops->settle(db, s, balance));
+}
+
 bool lr_generation_unfinished(const lr_generation *g)
 {
     lr_gen_status s;

@@ -205,6 +205,10 @@ typedef struct {
 } lr_quote;
 
 void lr_quote_clear(lr_quote *q);
+/* The answer of an asynchronous write: runs once, on a database writer
+ * thread (or the caller's, see lr_db_reserve_async), with what the
+ * blocking call would have returned; must not block. */
+typedef void (*lr_db_done_fn)(void *ctx, lr_err e);
 
 typedef struct {
     lr_err (*migrate)(lr_db *db);
@@ -218,6 +222,12 @@ typedef struct {
                         const char *stage, json_t *task_ids);
     /* LR_ERR_CONFLICT when the generation is already final (nothing written). */
     lr_err (*settle)(lr_db *db, const lr_settle_req *s, int *balance);
+    /* reserve and settle without waiting (see lr_db_reserve_async); NULL
+     * when the backend has none. */
+    void (*reserve_async)(lr_db *db, const lr_reserve_req *r, int *balance,
+                          lr_key_holder *holder, lr_db_done_fn done, void *ctx);
+    void (*settle_async)(lr_db *db, const lr_settle_req *s, int *balance, lr_db_done_fn done,
+                         void *ctx);
     lr_err (*balance)(lr_db *db, const char *user_id, int *balance);
     lr_err (*adjust)(lr_db *db, const lr_adjust_req *r, lr_adjust_result *out);
     /* user_id NULL: any user's (admin and pipeline use). NOT_FOUND for a
@@ -263,6 +273,18 @@ struct lr_db {
     const lr_db_ops *ops;
     const char *backend; /* "sqlite" | "postgres" */
 };
+
+/* ops->reserve and ops->settle without holding the calling thread while
+ * the transaction commits: the write joins the writer's next batch and
+ * done(ctx, result) runs when it is answered, with *balance and *holder
+ * filled as the blocking calls fill them. r / s and everything they point
+ * to, balance and holder must stay valid until done runs. A backend
+ * without asynchronous writes runs the blocking call and done before
+ * returning. */
+void lr_db_reserve_async(lr_db *db, const lr_reserve_req *r, int *balance, lr_key_holder *holder,
+                         lr_db_done_fn done, void *ctx);
+void lr_db_settle_async(lr_db *db, const lr_settle_req *s, int *balance, lr_db_done_fn done,
+                        void *ctx);
 
 /* postgres:// or postgresql:// URLs open PostgreSQL; anything else is a
  * SQLite file path. pool_size connections are opened (lazily for PG). */

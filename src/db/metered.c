@@ -113,6 +113,43 @@ static lr_err m_audit(lr_db *db, lr_violation_list *violations)
 {
     FORWARD(audit, db, violations);
 }
+/* An asynchronous call measured from its start to its answer. */
+typedef struct {
+    lr_db *db;
+    const char *op;
+    int64_t t0;
+    lr_db_done_fn done;
+    void *ctx;
+} timed;
+
+static void timed_done(void *arg, lr_err e)
+{
+    timed *t = arg;
+    end(t->db, t->op, t->t0, e);
+    t->done(t->ctx, e);
+    free(t);
+}
+
+static timed *timed_new(lr_db *db, const char *op, lr_db_done_fn done, void *ctx)
+{
+    timed *t = lr_xmalloc(sizeof *t);
+    *t = (timed){.db = db, .op = op, .t0 = begin(db), .done = done, .ctx = ctx};
+    return t;
+}
+
+static void m_reserve_async(lr_db *db, const lr_reserve_req *r, int *balance,
+                            lr_key_holder *holder, lr_db_done_fn done, void *ctx)
+{
+    lr_db_reserve_async(INNER(db), r, balance, holder, timed_done,
+                        timed_new(db, "reserve", done, ctx));
+}
+
+static void m_settle_async(lr_db *db, const lr_settle_req *s, int *balance, lr_db_done_fn done,
+                           void *ctx)
+{
+    lr_db_settle_async(INNER(db), s, balance, timed_done, timed_new(db, "settle", done, ctx));
+}
+
 static lr_err m_save_quote(lr_db *db, const lr_quote_req *q)
 {
     FORWARD(save_quote, db, q);
@@ -144,6 +181,8 @@ static const lr_db_ops metered_ops = {
     .mark_deleted = m_mark_deleted,
     .pending_purges = m_pending_purges,
     .purged = m_purged,
+    .reserve_async = m_reserve_async,
+    .settle_async = m_settle_async,
     .audit = m_audit,
     .save_quote = m_save_quote,
     .get_quote = m_get_quote,

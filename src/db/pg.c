@@ -450,33 +450,113 @@ static lr_err pg_ping(lr_db *db)
     return e;
 }
 
-static lr_err pg_reserve(lr_db *db, const lr_reserve_req *q, int *balance, lr_key_holder *holder)
+/* A posted write (db.h's asynchronous calls): the job, its parameters
+ * (texts the caller's frame would have held), how to read its answer and
+ * the caller's done. */
+typedef struct posted {
+    pg_job j;
+    const char *p[15];
+    char n[4][32];
+    char *json[3];
+    lr_err (*read)(struct posted *q, PGresult *r);
+    int *balance;
+    lr_key_holder *holder;
+    lr_db_done_fn done;
+    void *ctx;
+} posted;
+
+static void posted_complete(lr_db_job *j)
 {
-    char outputs[16], cost[16];
-    snprintf(outputs, sizeof outputs, "%d", q->outputs_count);
-    snprintf(cost, sizeof cost, "%d", q->cost);
-    char *params = q->params ? json_dumps(q->params, JSON_COMPACT) : NULL;
-    const char *p[] = {q->generation_id, q->user_id,    q->type,        q->model,
-                       q->provider,      q->prompt,     params,         outputs,
-                       cost,             q->created_at, q->owner,       q->lease_until,
-                       q->idempotency_key, q->request_hash, q->key_expired_before};
-    PGresult *r;
-    lr_err e = batch_query((pg_db *)db, S_RESERVE, p, q->user_id, &r);
-    free(params);
-    if (e != LR_OK)
-        return e;
-    *balance = val(r, 0, 1) ? atoi(val(r, 0, 1)) : 0;
-    if (!strcmp(PQgetvalue(r, 0, 0), "t")) {
-        e = LR_OK;
-    } else if (val(r, 0, 2)) {
-        snprintf(holder->generation_id, sizeof holder->generation_id, "%s", val(r, 0, 2));
-        holder->same_request = val(r, 0, 3) && !strcmp(val(r, 0, 3), "t");
-        e = LR_ERR_CONFLICT;
-    } else {
-        e = LR_ERR_INSUFFICIENT;
-    }
-    PQclear(r);
-    return e;
+    posted *q = (posted *)j;
+    lr_err e = j->result;
+    if (e == LR_OK)
+        e = q->read(q, q->j.res);
+    PQclear(q->j.res);
+    for (int i = 0; i < 3; i++)
+        free(q->json[i]);
+    q->done(q->ctx, e);
+    free(q);
+}
+
+static void post(pg_db *d, posted *q, int w, const char *user)
+{
+    q->j = (pg_job){.base.complete = posted_complete, .w = w, .params = q->p, .user = user};
+    lr_db_batch_post(d->batch, &q->j.base);
+}
+
+/* reserve's answer: charged, or the key's holder, or short. */
+static lr_err read_reserve(posted *q, PGresult *r)
+{
+    *q->balance = val(r, 0, 1) ? atoi(val(r, 0, 1)) : 0;
+    if (!strcmp(PQgetvalue(r, 0, 0), "t"))
+        return LR_OK;
+    if (!val(r, 0, 2))
+        return LR_ERR_INSUFFICIENT;
+    snprintf(q->holder->generation_id, sizeof q->holder->generation_id, "%s", val(r, 0, 2));
+    q->holder->same_request = val(r, 0, 3) && !strcmp(val(r, 0, 3), "t");
+    return LR_ERR_CONFLICT;
+}
+
+static posted *reserve_call(const lr_reserve_req *r, int *balance, lr_key_holder *holder)
+{
+    posted *q = lr_xcalloc(1, sizeof *q);
+    snprintf(q->n[0], sizeof q->n[0], "%d", r->outputs_count);
+    snprintf(q->n[1], sizeof q->n[1], "%d", r->cost);
+    q->json[0] = r->params ? json_dumps(r->params, JSON_COMPACT) : NULL;
+    const char *p[] = {r->generation_id, r->user_id,    r->type,        r->model,
+                       r->provider,      r->prompt,     q->json[0],     q->n[0],
+                       q->n[1],          r->created_at, r->owner,       r->lease_until,
+                       r->idempotency_key, r->request_hash, r->key_expired_before};
+    memcpy(q->p, p, sizeof p);
+    q->read = read_reserve;
+    q->balance = balance;
+    q->holder = holder;
+    return q;
+}
+
+static void pg_reserve_async(lr_db *db, const lr_reserve_req *r, int *balance,
+                             lr_key_holder *holder, lr_db_done_fn done, void *ctx)
+{
+    posted *q = reserve_call(r, balance, holder);
+    q->done = done;
+    q->ctx = ctx;
+    post((pg_db *)db, q, S_RESERVE, r->user_id);
+}
+
+/* The blocking calls wait for the posted ones' answer. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    lr_err e;
+} waited;
+
+static void wake(void *ctx, lr_err e)
+{
+    waited *w = ctx;
+    pthread_mutex_lock(&w->mu);
+    w->e = e;
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static lr_err wait_for(waited *w)
+{
+    pthread_mutex_lock(&w->mu);
+    while (!w->done)
+        pthread_cond_wait(&w->cv, &w->mu);
+    pthread_mutex_unlock(&w->mu);
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+    return w->e;
+}
+
+static lr_err pg_reserve(lr_db *db, const lr_reserve_req *r, int *balance, lr_key_holder *holder)
+{
+    waited w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    pg_reserve_async(db, r, balance, holder, wake, &w);
+    return wait_for(&w);
 }
 
 static lr_err pg_set_stage(lr_db *db, const char *id, const char *status, const char *stage,
@@ -493,33 +573,42 @@ static lr_err pg_set_stage(lr_db *db, const char *id, const char *status, const 
     return e;
 }
 
-static lr_err pg_settle(lr_db *db, const lr_settle_req *q, int *balance)
+/* settle's answer: settled (with the balance), or already final. */
+static lr_err read_settle(posted *q, PGresult *r)
 {
-    char ok_n[16], fail_n[16], refund[16], dur[32];
-    snprintf(ok_n, sizeof ok_n, "%d", q->succeeded_count);
-    snprintf(fail_n, sizeof fail_n, "%d", q->failed_count);
-    snprintf(refund, sizeof refund, "%d", q->refund);
-    snprintf(dur, sizeof dur, "%lld", (long long)q->duration_ms);
-    char *urls = q->result_urls ? json_dumps(q->result_urls, JSON_COMPACT) : NULL;
-    char *tasks = q->task_ids ? json_dumps(q->task_ids, JSON_COMPACT) : NULL;
-    char *keys = q->storage_keys ? json_dumps(q->storage_keys, JSON_COMPACT) : NULL;
-    const char *p[] = {q->generation_id, q->status, urls,   tasks,         ok_n,
-                       fail_n,           refund,    q->error_code, q->error_message,
-                       dur,              q->text,   keys};
-    PGresult *r;
-    lr_err e = batch_query((pg_db *)db, S_SETTLE, p, q->user_id, &r);
-    free(urls);
-    free(tasks);
-    free(keys);
-    if (e != LR_OK)
-        return e;
-    if (!strcmp(PQgetvalue(r, 0, 0), "t")) {
-        *balance = val(r, 0, 1) ? atoi(val(r, 0, 1)) : 0;
-    } else {
-        e = LR_ERR_CONFLICT;
-    }
-    PQclear(r);
-    return e;
+    if (strcmp(PQgetvalue(r, 0, 0), "t") != 0)
+        return LR_ERR_CONFLICT;
+    *q->balance = val(r, 0, 1) ? atoi(val(r, 0, 1)) : 0;
+    return LR_OK;
+}
+
+static void pg_settle_async(lr_db *db, const lr_settle_req *s, int *balance, lr_db_done_fn done,
+                            void *ctx)
+{
+    posted *q = lr_xcalloc(1, sizeof *q);
+    snprintf(q->n[0], sizeof q->n[0], "%d", s->succeeded_count);
+    snprintf(q->n[1], sizeof q->n[1], "%d", s->failed_count);
+    snprintf(q->n[2], sizeof q->n[2], "%d", s->refund);
+    snprintf(q->n[3], sizeof q->n[3], "%lld", (long long)s->duration_ms);
+    q->json[0] = s->result_urls ? json_dumps(s->result_urls, JSON_COMPACT) : NULL;
+    q->json[1] = s->task_ids ? json_dumps(s->task_ids, JSON_COMPACT) : NULL;
+    q->json[2] = s->storage_keys ? json_dumps(s->storage_keys, JSON_COMPACT) : NULL;
+    const char *p[] = {s->generation_id, s->status,  q->json[0],    q->json[1],
+                       q->n[0],          q->n[1],    q->n[2],       s->error_code,
+                       s->error_message, q->n[3],    s->text,       q->json[2]};
+    memcpy(q->p, p, sizeof p);
+    q->read = read_settle;
+    q->balance = balance;
+    q->done = done;
+    q->ctx = ctx;
+    post((pg_db *)db, q, S_SETTLE, s->user_id);
+}
+
+static lr_err pg_settle(lr_db *db, const lr_settle_req *s, int *balance)
+{
+    waited w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    pg_settle_async(db, s, balance, wake, &w);
+    return wait_for(&w);
 }
 
 static lr_err pg_balance(lr_db *db, const char *user_id, int *balance)
@@ -777,6 +866,8 @@ static const lr_db_ops pg_ops = {
     .reserve = pg_reserve,
     .set_stage = pg_set_stage,
     .settle = pg_settle,
+    .reserve_async = pg_reserve_async,
+    .settle_async = pg_settle_async,
     .balance = pg_balance,
     .adjust = pg_adjust,
     .get_generation = pg_get_generation,

@@ -312,6 +312,41 @@ static lr_err write_job_run(sqlite_db *d, lr_err (*fn)(conn *c, void *ctx), void
     return lr_db_batch_submit(d->batch, &j.base);
 }
 
+/* A posted write (db.h's asynchronous calls): the job, the caller's done
+ * and whatever the job's arguments need to outlive the caller's frame. */
+typedef struct {
+    write_job j;
+    lr_db_done_fn done;
+    void *ctx;
+    union {
+        struct {
+            const lr_reserve_req *r;
+            int *balance;
+            lr_key_holder *holder;
+        } reserve;
+        struct {
+            const lr_settle_req *q;
+            char ts[32];
+            int *balance;
+        } settle;
+    } a;
+} posted_job;
+
+static void posted_complete(lr_db_job *j)
+{
+    posted_job *p = (posted_job *)j;
+    p->done(p->ctx, j->result);
+    free(p);
+}
+
+/* Queues fn(ctx) for the writer; p->done runs with its answer. */
+static void write_job_post(sqlite_db *d, posted_job *p, lr_err (*fn)(conn *c, void *ctx),
+                           void *ctx)
+{
+    p->j = (write_job){.base.complete = posted_complete, .fn = fn, .ctx = ctx};
+    lr_db_batch_post(d->batch, &p->j.base);
+}
+
 /* One job under its savepoint: a job that fails leaves no trace. */
 static lr_err run_one(conn *c, write_job *j)
 {
@@ -637,6 +672,25 @@ static lr_err sq_reserve(lr_db *db, const lr_reserve_req *r, int *balance, lr_ke
                          &(reserve_args){.r = r, .balance = balance, .holder = holder});
 }
 
+static lr_err reserve_posted(conn *c, void *ctx)
+{
+    posted_job *p = ctx;
+    return reserve_job(c, &(reserve_args){.r = p->a.reserve.r, .balance = p->a.reserve.balance,
+                                          .holder = p->a.reserve.holder});
+}
+
+static void sq_reserve_async(lr_db *db, const lr_reserve_req *r, int *balance,
+                             lr_key_holder *holder, lr_db_done_fn done, void *ctx)
+{
+    posted_job *p = lr_xcalloc(1, sizeof *p);
+    p->done = done;
+    p->ctx = ctx;
+    p->a.reserve.r = r;
+    p->a.reserve.balance = balance;
+    p->a.reserve.holder = holder;
+    write_job_post((sqlite_db *)db, p, reserve_posted, p);
+}
+
 typedef struct {
     const char *id, *status, *stage, *ts;
     json_t *task_ids;
@@ -719,6 +773,24 @@ static lr_err sq_settle(lr_db *db, const lr_settle_req *q, int *balance)
     now_iso(ts);
     return write_job_run((sqlite_db *)db, settle_job,
                          &(settle_args){.q = q, .ts = ts, .balance = balance});
+}
+
+static lr_err settle_posted(conn *c, void *ctx)
+{
+    posted_job *p = ctx;
+    return settle_rows(c, p->a.settle.q, p->a.settle.ts, p->a.settle.balance);
+}
+
+static void sq_settle_async(lr_db *db, const lr_settle_req *q, int *balance, lr_db_done_fn done,
+                            void *ctx)
+{
+    posted_job *p = lr_xcalloc(1, sizeof *p);
+    p->done = done;
+    p->ctx = ctx;
+    p->a.settle.q = q;
+    p->a.settle.balance = balance;
+    now_iso(p->a.settle.ts);
+    write_job_post((sqlite_db *)db, p, settle_posted, p);
 }
 
 static lr_err sq_balance(lr_db *db, const char *user_id, int *balance)
@@ -1075,6 +1147,8 @@ static const lr_db_ops sqlite_ops = {
     .reserve = sq_reserve,
     .set_stage = sq_set_stage,
     .settle = sq_settle,
+    .reserve_async = sq_reserve_async,
+    .settle_async = sq_settle_async,
     .balance = sq_balance,
     .adjust = sq_adjust,
     .get_generation = sq_get_generation,

@@ -3,6 +3,7 @@
  * undoes what the steps before it left (stored inputs, a slot). */
 #include "pipeline/generation.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,7 +26,8 @@ int lr_generation_refund(int unit_price, int failed_outputs)
     return unit_price * failed_outputs;
 }
 
-/* Everything a beginning generation carries from step to step. */
+/* Everything a beginning generation carries from step to step, kept on
+ * the heap while its reserve is in the database. */
 typedef struct {
     lr_pipeline *p;
     const lr_begin_req *q;
@@ -36,6 +38,14 @@ typedef struct {
     json_t *params;     /* validated */
     json_t *input_urls; /* public URLs of the input images */
     json_t *input_keys; /* the stored ones' object keys */
+    /* the reserve in flight and its answer */
+    lr_reserve_req rr;
+    char key_expiry[32], lease[32];
+    lr_key_holder holder;
+    lr_err reserved;
+    lr_begin_done_fn done;
+    void *ctx;
+    lr_begin_result own; /* out, for lr_generation_begin_async */
 } begin;
 
 static bool refuse(begin *b, lr_code code, const char *field, const char *fmt, ...)
@@ -209,10 +219,8 @@ static bool input_images(begin *b)
     if (q->n_images > LR_MAX_INPUT_IMAGES)
         return refuse(b, LR_CODE_INVALID_INPUT_IMAGE, "inputs.images", NULL);
     for (size_t i = 0; i < q->n_images; i++) {
-        if (!store_data_url(b, i, q->images[i])) {
-            lr_store_remove_keys(b->p->store, b->input_keys);
-            return false;
-        }
+        if (!store_data_url(b, i, q->images[i]))
+            return false; /* complete removes what was stored */
     }
     return true;
 }
@@ -277,16 +285,18 @@ static void replay(begin *b, const lr_key_holder *h)
     }
 }
 
-/* Charges and writes the generation, then takes a slot; on a refusal
- * nothing of it is left. */
+static void reserved(void *ctx, lr_err e);
+
+/* Takes a slot, then hands the charge and the generation row to the
+ * database (reserved runs with the answer); false with the refusal when
+ * the user has no slot left. */
 static bool reserve(begin *b)
 {
     lr_pipeline *p = b->p;
     const lr_begin_req *q = b->q;
     lr_begin_result *o = b->out;
-    char key_expiry[32], lease[32];
-    lr_time_iso(lr_now_ms() - KEY_LIFETIME_MS, key_expiry);
-    lr_reserve_req rr = {
+    lr_time_iso(lr_now_ms() - KEY_LIFETIME_MS, b->key_expiry);
+    b->rr = (lr_reserve_req){
         .generation_id = o->generation_id,
         .user_id = q->user_id,
         .type = lr_model_generation_type(b->model),
@@ -299,32 +309,37 @@ static bool reserve(begin *b)
         .created_at = o->created_at,
         .idempotency_key = q->idempotency_key,
         .request_hash = q->idempotency_key ? q->request_hash : NULL,
-        .key_expired_before = q->idempotency_key ? key_expiry : NULL,
+        .key_expired_before = q->idempotency_key ? b->key_expiry : NULL,
     };
-    lr_pipeline_claim(p, &rr, lease);
+    lr_pipeline_claim(p, &b->rr, b->lease);
     if (!lr_pipeline_admit(p, q->user_id, q->max_in_flight)) {
         o->retry_after_s = 2;
         o->limit = q->max_in_flight;
         return refuse(b, LR_CODE_TOO_MANY_GENERATIONS, NULL,
                       "Too many generations running for this user: wait for one to finish");
     }
-    lr_key_holder holder;
-    lr_err e = p->db->ops->reserve(p->db, &rr, &o->balance, &holder);
-    if (e == LR_OK)
-        return true;
-    lr_pipeline_unadmit(p, q->user_id);
-    if (e == LR_ERR_CONFLICT) {
-        replay(b, &holder);
-    } else if (e == LR_ERR_INSUFFICIENT) {
-        o->required = rr.cost;
+    lr_db_reserve_async(p->db, &b->rr, &o->balance, &b->holder, reserved, b);
+    return true;
+}
+
+/* A reserve the database refused: the slot goes back, and the answer is
+ * the key's generation or the reason. */
+static void not_reserved(begin *b)
+{
+    const lr_begin_req *q = b->q;
+    lr_begin_result *o = b->out;
+    lr_pipeline_unadmit(b->p, q->user_id);
+    if (b->reserved == LR_ERR_CONFLICT) {
+        replay(b, &b->holder);
+    } else if (b->reserved == LR_ERR_INSUFFICIENT) {
+        o->required = b->rr.cost;
         refuse(b, LR_CODE_INSUFFICIENT_CREDITS, NULL,
-               "Insufficient credits. You have %d, need %d.", o->balance, rr.cost);
+               "Insufficient credits. You have %d, need %d.", o->balance, b->rr.cost);
     } else {
-        lr_log(LR_LOG_ERROR, q->request_id, "database error: %s", lr_strerror(e));
+        lr_log(LR_LOG_ERROR, q->request_id, "database error: %s", lr_strerror(b->reserved));
         o->retry_after_s = 1;
         refuse(b, LR_CODE_DATABASE_UNAVAILABLE, NULL, NULL);
     }
-    return false;
 }
 
 /* The reserved generation goes to the pipeline. A start that fails leaves
@@ -370,23 +385,94 @@ static void start(begin *b)
     o->waiting = wait && e == LR_OK;
 }
 
+/* The end of a begin: done gets the result, then b goes. */
+static void complete(begin *b)
+{
+    if (b->out->kind != LR_BEGIN_STARTED && b->input_keys)
+        lr_store_remove_keys(b->p->store, b->input_keys); /* not going ahead */
+    json_decref(b->params);
+    json_decref(b->input_urls);
+    json_decref(b->input_keys);
+    b->done(b->ctx, b->out);
+    lr_begin_result_clear(&b->own);
+    free(b);
+}
+
+/* The reserve's answer, on the loop thread (started) or a worker (a
+ * replay reads the database; a refusal may remove stored inputs). */
+static void reserved_step(void *arg)
+{
+    begin *b = arg;
+    if (b->reserved == LR_OK)
+        start(b);
+    else
+        not_reserved(b);
+    complete(b);
+}
+
+/* The database answered the reserve (on its writer thread). */
+static void reserved(void *ctx, lr_err e)
+{
+    begin *b = ctx;
+    b->reserved = e;
+    if (e == LR_OK)
+        lr_loop_post(b->p->loop, reserved_step, b);
+    else
+        lr_workers_submit(b->p->workers, reserved_step, b);
+}
+
+/* Runs the steps up to the reserve on the calling thread; the rest
+ * follows the database's answer. */
+static void begin_with(lr_pipeline *p, const lr_begin_req *q, lr_begin_result *out,
+                       lr_begin_done_fn done, void *ctx)
+{
+    begin *b = lr_xcalloc(1, sizeof *b);
+    *b = (begin){.p = p, .q = q, .out = out ? out : &b->own, .done = done, .ctx = ctx};
+    *b->out = (lr_begin_result){0};
+    lr_uuid_v4(b->out->generation_id);
+    lr_time_iso(lr_now_ms(), b->out->created_at);
+    if (rate_allowed(b) && valid(b) && price(b) && (!is_edit(b->model) || input_images(b)) &&
+        reserve(b))
+        return;
+    complete(b);
+}
+
+void lr_generation_begin_async(lr_pipeline *p, const lr_begin_req *q, lr_begin_done_fn done,
+                               void *ctx)
+{
+    begin_with(p, q, NULL, done, ctx);
+}
+
+/* lr_generation_begin waits for the asynchronous begin's end. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+} begin_wait;
+
+static void begin_waited(void *ctx, const lr_begin_result *r)
+{
+    (void)r;
+    begin_wait *w = ctx;
+    pthread_mutex_lock(&w->mu);
+    w->done = true;
+    pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
 lr_err lr_generation_begin(lr_pipeline *p, const lr_begin_req *q, lr_begin_result *out)
 {
     *out = (lr_begin_result){0};
     if (!q->user_id)
         return LR_ERR_INVALID;
-    begin b = {.p = p, .q = q, .out = out};
-    lr_uuid_v4(out->generation_id);
-    lr_time_iso(lr_now_ms(), out->created_at);
-    if (rate_allowed(&b) && valid(&b) && price(&b) && (!is_edit(b.model) || input_images(&b))) {
-        if (reserve(&b))
-            start(&b);
-        else
-            lr_store_remove_keys(p->store, b.input_keys); /* not going ahead */
-    }
-    json_decref(b.params);
-    json_decref(b.input_urls);
-    json_decref(b.input_keys);
+    begin_wait w = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    begin_with(p, q, out, begin_waited, &w);
+    pthread_mutex_lock(&w.mu);
+    while (!w.done)
+        pthread_cond_wait(&w.cv, &w.mu);
+    pthread_mutex_unlock(&w.mu);
+    pthread_mutex_destroy(&w.mu);
+    pthread_cond_destroy(&w.cv);
     return LR_OK;
 }
 

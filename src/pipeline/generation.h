@@ -14,9 +14,9 @@
  * leaves nothing behind: no credit moved, no row, no stored input.
  *
  * The result is typed; the caller renders it. Strings in it are owned by
- * the result (lr_begin_result_clear releases them). Blocking (database
- * and storage calls): call it on a request thread or a worker, never on
- * the loop thread.
+ * the result (lr_begin_result_clear releases them). Input images are
+ * stored on the calling thread (blocking storage calls): call it on a
+ * request thread or a worker, never on the loop thread.
  */
 #ifndef LR_GENERATION_H
 #define LR_GENERATION_H
@@ -101,8 +101,19 @@ typedef struct {
 } lr_begin_result;
 
 /* Fills *out (always, whatever kind); LR_OK, or LR_ERR_INVALID when req
- * lacks a user. */
+ * lacks a user. Waits for the reserve's commit: never on the loop thread. */
 lr_err lr_generation_begin(lr_pipeline *p, const lr_begin_req *req, lr_begin_result *out);
+
+/* lr_generation_begin without holding the calling thread while the
+ * reserve commits: the checks run on the calling thread, the reserve
+ * joins the database's next batch, and done(ctx, result) runs exactly
+ * once: on the calling thread when refused before the reserve, else on
+ * the loop thread (started) or a worker (replayed, refused). The result
+ * is released when done returns. req (user_id set) and everything it
+ * points to must stay valid until done runs. */
+typedef void (*lr_begin_done_fn)(void *ctx, const lr_begin_result *r);
+void lr_generation_begin_async(lr_pipeline *p, const lr_begin_req *req, lr_begin_done_fn done,
+                               void *ctx);
 void lr_begin_result_clear(lr_begin_result *r);
 
 #endif

@@ -45,6 +45,10 @@ struct lr_pipeline {
     int lease_s;
     int retry_ms; /* first delay before retrying a download */
     char owner[LR_UUID_LEN + 1]; /* this process's instance id */
+    /* the maintenance thread (lease renewal, recovery); mu guards the flags */
+    pthread_t maint;
+    pthread_cond_t maint_cv;
+    bool maint_running, maint_stop, purge_queued;
 };
 
 /* Marks r as claimed by this process (owner and lease_until, which points

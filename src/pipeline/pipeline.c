@@ -17,6 +17,11 @@
 #include "pipeline/internal.h"
 
 #define MAX_OUTPUTS LR_MAX_OUTPUTS
+/* A new generation's `submitted` stage is written only when it is still
+ * running this long after it started: a fast provider (the mock) settles
+ * first, and its settlement is the generation's only write after the
+ * reserve. */
+#define STAGE_DEFER_MS 250
 
 /* One output's download from the provider's URL into storage. */
 typedef struct {
@@ -64,6 +69,8 @@ struct run {
     waiter *waiters;
     lr_gen_stage stage, stage_written;
     bool tasks_dirty, stage_job, canceled;
+    bool stage_timer_armed; /* stage_timer holds a reference */
+    lr_timer_id stage_timer;
     int refs;
     run *next;
 };
@@ -115,6 +122,11 @@ lr_pipeline *lr_pipeline_new(lr_db *db, lr_store *store, lr_provider *provider,
     lr_uuid_v4(p->owner);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->idle, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->maint_cv, &ca);
+    pthread_condattr_destroy(&ca);
     return p;
 }
 
@@ -239,6 +251,31 @@ static void advance(run *r, lr_gen_stage st, bool tasks_changed)
     pthread_mutex_unlock(&p->mu);
     if (start)
         lr_workers_submit(p->workers, stage_job, r);
+}
+
+/* The run is still going STAGE_DEFER_MS after it started: its stage is
+ * written now. On the loop thread. */
+static void stage_timer_fired(void *arg)
+{
+    run *r = arg;
+    pthread_mutex_lock(&r->p->mu);
+    r->stage_timer_armed = false;
+    pthread_mutex_unlock(&r->p->mu);
+    advance(r, LR_STAGE_SUBMITTED, false);
+    run_unref(r);
+}
+
+/* The run settles: a stage write still deferred is not needed any more.
+ * The caller holds a reference, so dropping the timer's is never the last. */
+static void stage_timer_cancel(run *r)
+{
+    lr_pipeline *p = r->p;
+    pthread_mutex_lock(&p->mu);
+    if (r->stage_timer_armed && lr_loop_cancel(p->loop, r->stage_timer)) {
+        r->stage_timer_armed = false;
+        r->refs--;
+    }
+    pthread_mutex_unlock(&p->mu);
 }
 
 /* Like advance, but only tells the observer: for stages that last
@@ -384,19 +421,6 @@ static void results_clear(results *x)
     json_decref(x->task_ids);
 }
 
-/* Writes the settlement, retrying while the database is briefly away;
- * CONFLICT when a cancel or the reaper settled the generation first. */
-static lr_err write_settlement(lr_pipeline *p, const lr_settle_req *s, int *balance)
-{
-    lr_err e = LR_ERR_DB;
-    for (int attempt = 0; attempt < 5 && e != LR_OK && e != LR_ERR_CONFLICT; attempt++) {
-        if (attempt)
-            usleep(50000u << attempt);
-        e = p->db->ops->settle(p->db, s, balance);
-    }
-    return e;
-}
-
 /* The run has settled: it leaves the registry, gives its user's slot
  * back and its waiters get o. */
 static void finish(run *r, const lr_outcome *o)
@@ -431,21 +455,107 @@ static bool run_canceled(run *r)
     return canceled;
 }
 
+/* A settlement on its way through the database: what settle wrote, kept
+ * until the answer came back. */
+typedef struct {
+    run *r;
+    results x;
+    lr_settle_req s;
+    lr_gen_status status;
+    int balance;
+    int attempts;
+    lr_err e;
+} settling;
+
+static void settle_send(void *arg);
+
+/* The settlement's outcome goes to the log, the observer and the waiters;
+ * the run goes. On the loop thread (on a worker after a conflict: the
+ * stored objects are removed, which may be slow). */
+static void settled(void *arg)
+{
+    settling *st = arg;
+    run *r = st->r;
+    lr_pipeline *p = r->p;
+    lr_err e = st->e;
+    if (e == LR_ERR_CONFLICT) {
+        /* Canceled (or reaped) meanwhile: what was stored is nobody's. */
+        if (!run_canceled(r))
+            lr_warn("generation %s was already settled", r->id);
+        lr_store_remove_keys(p->store, st->x.keys);
+    } else if (e != LR_OK) {
+        lr_error("generation %s could not be settled (%s); start-up recovery will refund it",
+                 r->id, lr_strerror(e));
+    } else {
+        lr_log_fields(LR_LOG_INFO, NULL, "generation settled",
+                      json_pack("{s:s, s:s, s:s, s:i, s:i, s:I}", "generation_id", r->id,
+                                "model", r->model->id, "status", st->s.status, "succeeded",
+                                r->succeeded, "failed", r->failed, "duration_ms",
+                                (json_int_t)st->s.duration_ms));
+        notify(p, r->id, st->status, LR_STAGE_NONE);
+    }
+    lr_outcome o = {
+        .generation_id = r->id,
+        .model_id = r->model->id,
+        .provider = lr_provider_name_for(p->provider, r->model),
+        .status = e == LR_OK ? st->status : LR_GEN_FAILED,
+        .urls = {st->x.url_v, st->x.n_urls},
+        .task_ids = {st->x.task_v, st->x.n_tasks},
+        .text = r->text,
+        .outputs_count = r->outputs,
+        .succeeded_count = r->succeeded,
+        .failed_count = r->failed,
+        .credits_used = r->unit * r->succeeded,
+        .refunded = e == LR_OK ? st->s.refund : 0,
+        .balance = st->balance,
+        .duration_ms = st->s.duration_ms,
+        .error = e == LR_OK ? r->err_code : LR_CODE_INTERNAL_ERROR,
+        .error_message = e == LR_OK ? r->err_msg : "The generation could not be recorded",
+        .created_at = r->created_at,
+    };
+    finish(r, &o);
+    results_clear(&st->x);
+    free(st);
+    run_unref(r);
+}
+
+/* The database answered the settlement (on its writer thread): retried
+ * with backoff while the database is briefly away, else handed on. */
+static void settle_answered(void *ctx, lr_err e)
+{
+    settling *st = ctx;
+    lr_pipeline *p = st->r->p;
+    st->e = e;
+    if (e != LR_OK && e != LR_ERR_CONFLICT && ++st->attempts < 5)
+        lr_loop_timer(p->loop, 50LL << st->attempts, settle_send, st);
+    else if (e == LR_ERR_CONFLICT)
+        lr_workers_submit(p->workers, settled, st);
+    else
+        lr_loop_post(p->loop, settled, st);
+}
+
+static void settle_send(void *arg)
+{
+    settling *st = arg;
+    lr_db_settle_async(st->r->p->db, &st->s, &st->balance, settle_answered, st);
+}
+
 /* Settles r in the database (success when any output succeeded; every
- * failed output refunded) and tells its waiters. Runs on a worker. */
+ * failed output refunded), then tells its waiters. Holds no thread while
+ * the transaction commits: any thread. */
 static void settle(run *r)
 {
-    lr_pipeline *p = r->p;
-    results x;
-    collect(r, &x);
-    lr_gen_status status = r->succeeded > 0 ? LR_GEN_SUCCESS : LR_GEN_FAILED;
-    lr_settle_req s = {
+    settling *st = lr_xcalloc(1, sizeof *st);
+    st->r = r;
+    collect(r, &st->x);
+    st->status = r->succeeded > 0 ? LR_GEN_SUCCESS : LR_GEN_FAILED;
+    st->s = (lr_settle_req){
         .generation_id = r->id,
         .user_id = r->user_id,
-        .status = lr_gen_status_name(status),
-        .result_urls = x.urls,
-        .storage_keys = x.keys,
-        .task_ids = x.task_ids,
+        .status = lr_gen_status_name(st->status),
+        .result_urls = st->x.urls,
+        .storage_keys = st->x.keys,
+        .task_ids = st->x.task_ids,
         .succeeded_count = r->succeeded,
         .failed_count = r->failed,
         .refund = lr_generation_refund(r->unit, r->failed),
@@ -454,57 +564,15 @@ static void settle(run *r)
         .text = r->text,
         .duration_ms = lr_monotonic_ms() - r->started_ms,
     };
-    int balance = 0;
-    bool canceled = run_canceled(r);
-    lr_err e = canceled ? LR_ERR_CONFLICT : write_settlement(p, &s, &balance);
-    if (e == LR_ERR_CONFLICT) {
-        /* Canceled (or reaped) meanwhile: what was stored is nobody's. */
-        if (!canceled)
-            lr_warn("generation %s was already settled", r->id);
-        lr_store_remove_keys(p->store, x.keys);
-    } else if (e != LR_OK) {
-        lr_error("generation %s could not be settled (%s); start-up recovery will refund it",
-                 r->id, lr_strerror(e));
-    } else {
-        lr_log_fields(LR_LOG_INFO, NULL, "generation settled",
-                      json_pack("{s:s, s:s, s:s, s:i, s:i, s:I}", "generation_id", r->id,
-                                "model", r->model->id, "status", s.status, "succeeded",
-                                r->succeeded, "failed", r->failed, "duration_ms",
-                                (json_int_t)s.duration_ms));
-        notify(p, r->id, status, LR_STAGE_NONE);
-    }
-    lr_outcome o = {
-        .generation_id = r->id,
-        .model_id = r->model->id,
-        .provider = lr_provider_name_for(p->provider, r->model),
-        .status = e == LR_OK ? status : LR_GEN_FAILED,
-        .urls = {x.url_v, x.n_urls},
-        .task_ids = {x.task_v, x.n_tasks},
-        .text = r->text,
-        .outputs_count = r->outputs,
-        .succeeded_count = r->succeeded,
-        .failed_count = r->failed,
-        .credits_used = r->unit * r->succeeded,
-        .refunded = e == LR_OK ? s.refund : 0,
-        .balance = balance,
-        .duration_ms = s.duration_ms,
-        .error = e == LR_OK ? r->err_code : LR_CODE_INTERNAL_ERROR,
-        .error_message = e == LR_OK ? r->err_msg : "The generation could not be recorded",
-        .created_at = r->created_at,
-    };
-    finish(r, &o);
-    results_clear(&x);
-    run_unref(r);
-}
-
-static void settle_job(void *arg)
-{
-    settle(arg);
+    stage_timer_cancel(r);
+    if (run_canceled(r))
+        settle_answered(st, LR_ERR_CONFLICT);
+    else
+        settle_send(st);
 }
 
 /* Records one output's end; the last one settles. Called with p->mu free. */
-static void output_finished(run *r, int variant, bool ok, lr_code code, const char *msg,
-                            bool on_worker)
+static void output_finished(run *r, int variant, bool ok, lr_code code, const char *msg)
 {
     lr_pipeline *p = r->p;
     pthread_mutex_lock(&p->mu);
@@ -523,12 +591,8 @@ static void output_finished(run *r, int variant, bool ok, lr_code code, const ch
     }
     bool last = --r->remaining == 0;
     pthread_mutex_unlock(&p->mu);
-    if (!last)
-        return;
-    if (on_worker)
+    if (last)
         settle(r);
-    else
-        lr_workers_submit(p->workers, settle_job, r);
 }
 
 /* The user-facing code for a failed store (its message: the table's). */
@@ -560,12 +624,12 @@ static void commit_output(run *r, int v, lr_blob_sink *sink, lr_err e)
         lr_blob_abort(sink);
     if (e != LR_OK) {
         lr_error("generation %s output %d could not be stored: %s", r->id, v, lr_strerror(e));
-        output_finished(r, v, false, storage_failure(e), NULL, true);
+        output_finished(r, v, false, storage_failure(e), NULL);
         return;
     }
     r->urls[v] = url; /* only this worker writes slot v */
     r->keys[v] = key;
-    output_finished(r, v, true, LR_CODE_NONE, NULL, true);
+    output_finished(r, v, true, LR_CODE_NONE, NULL);
 }
 
 static void store_output(void *arg)
@@ -639,7 +703,7 @@ static void download_done(lr_fetch *f, lr_err e)
                  f->why);
     }
     lr_error("generation %s output %d: %s", r->id, d->v, msg);
-    output_finished(r, d->v, false, code, msg, false);
+    output_finished(r, d->v, false, code, msg);
 }
 
 static void download_start(void *arg)
@@ -651,7 +715,7 @@ static void download_start(void *arg)
     d->write_err = LR_OK;
     lr_err e = lr_blob_begin(r->p->store, r->user_id, name, LR_STORE_MAX_BYTES, &d->sink);
     if (e != LR_OK) {
-        output_finished(r, d->v, false, storage_failure(e), NULL, false);
+        output_finished(r, d->v, false, storage_failure(e), NULL);
         return;
     }
     d->f.loop = r->p->loop;
@@ -687,7 +751,7 @@ static void task_done(lr_provider_task *t, const lr_provider_result *res)
         pthread_mutex_unlock(&p->mu);
     }
     if (!res->ok) {
-        output_finished(r, v, false, res->error, res->error_message, false);
+        output_finished(r, v, false, res->error, res->error_message);
         return;
     }
     if (res->text) {
@@ -695,11 +759,11 @@ static void task_done(lr_provider_task *t, const lr_provider_result *res)
         if (!r->text)
             r->text = strdup(res->text);
         pthread_mutex_unlock(&p->mu);
-        output_finished(r, v, true, LR_CODE_NONE, NULL, false);
+        output_finished(r, v, true, LR_CODE_NONE, NULL);
         return;
     }
     if (res->url && atomic_load(&t->canceled)) {
-        output_finished(r, v, false, LR_CODE_CANCELED, "Canceled", false); /* nothing to keep */
+        output_finished(r, v, false, LR_CODE_CANCELED, "Canceled"); /* nothing to keep */
         return;
     }
     if (res->url) {
@@ -715,8 +779,7 @@ static void task_done(lr_provider_task *t, const lr_provider_result *res)
         return;
     }
     if (!res->produce) {
-        output_finished(r, v, false, LR_CODE_PROVIDER_FAILED, "The provider returned no output",
-                        false);
+        output_finished(r, v, false, LR_CODE_PROVIDER_FAILED, "The provider returned no output");
         return;
     }
     store_job *j = malloc(sizeof *j);
@@ -752,7 +815,10 @@ static lr_err start_run(lr_pipeline *p, const lr_run_req *req, const lr_strv *ta
     if (created_ms < 0 || created_ms > lr_now_ms())
         created_ms = lr_now_ms();
     r->refs = 1;
-    r->stage = r->stage_written = LR_STAGE_SUBMITTED;
+    /* A resumed run's stage is on its row; a new one's waits (see
+     * STAGE_DEFER_MS). */
+    r->stage = LR_STAGE_SUBMITTED;
+    r->stage_written = task_ids ? LR_STAGE_SUBMITTED : LR_STAGE_NONE;
     for (int i = 0; i < r->outputs; i++) {
         const char *tid = task_ids && (size_t)i < task_ids->n ? task_ids->v[i] : NULL;
         r->tasks[i] = (lr_provider_task){.generation_id = r->id,
@@ -770,9 +836,6 @@ static lr_err start_run(lr_pipeline *p, const lr_run_req *req, const lr_strv *ta
         if (tid)
             r->task_ids[i] = strdup(tid);
     }
-    if (!task_ids)
-        p->db->ops->set_stage(p->db, r->id, lr_gen_status_name(LR_GEN_PROCESSING),
-                              lr_gen_stage_name(LR_STAGE_SUBMITTED), NULL);
 
     pthread_mutex_lock(&p->mu);
     unsigned b = bucket_of(r->id);
@@ -791,6 +854,11 @@ static lr_err start_run(lr_pipeline *p, const lr_run_req *req, const lr_strv *ta
          * waiter knows its timer. */
         w->timer = lr_loop_timer(p->loop, timeout_ms, waiter_timeout, w);
     }
+    if (!task_ids) {
+        r->refs++;
+        r->stage_timer_armed = true;
+        r->stage_timer = lr_loop_timer(p->loop, STAGE_DEFER_MS, stage_timer_fired, r);
+    }
     /* Held while submitting: an output may end, and the run settle and
      * go, before submit returns (the mock at 0 ms does exactly that). */
     r->refs++;
@@ -799,15 +867,15 @@ static lr_err start_run(lr_pipeline *p, const lr_run_req *req, const lr_strv *ta
     for (int i = 0; i < r->outputs; i++) {
         if (task_ids && !r->tasks[i].task_id) {
             output_finished(r, i, false, LR_CODE_INTERRUPTED,
-                            "The server stopped before the provider accepted this output", false);
+                            "The server stopped before the provider accepted this output");
             continue;
         }
         lr_err e = p->provider->ops->submit(p->provider, &r->tasks[i]);
         if (e == LR_ERR_UNSUPPORTED)
             output_finished(r, i, false, LR_CODE_PROVIDER_NOT_CONFIGURED,
-                            "No provider is configured for this model", false);
+                            "No provider is configured for this model");
         else if (e != LR_OK)
-            output_finished(r, i, false, LR_CODE_PROVIDER_UNAVAILABLE, NULL, false);
+            output_finished(r, i, false, LR_CODE_PROVIDER_UNAVAILABLE, NULL);
     }
     run_unref(r);
     return LR_OK;
@@ -1059,29 +1127,75 @@ static void purge_pending(lr_pipeline *p)
     lr_purge_list_clear(&rows);
 }
 
-static void maintenance_timer(void *arg);
-
-static void maintenance_job(void *arg)
+static void purge_job(void *arg)
 {
     lr_pipeline *p = arg;
-    char until[32];
-    lease_until(p, until);
-    if (p->db->ops->renew_leases(p->db, p->owner, until) != LR_OK)
-        lr_error("could not renew generation leases; other processes may reap them");
-    lr_pipeline_recover(p);
     purge_pending(p);
-    lr_loop_timer(p->loop, (int64_t)p->lease_s * 1000 / 3, maintenance_timer, p);
+    pthread_mutex_lock(&p->mu);
+    p->purge_queued = false;
+    pthread_mutex_unlock(&p->mu);
 }
 
-static void maintenance_timer(void *arg)
+/* The maintenance thread: renews this process's leases, then takes over
+ * what dead processes left, every lease_s/3. It has its own thread so a
+ * backlog of renders and uploads on the workers never delays a renewal
+ * (the other processes would take this one's generations for dead);
+ * removing deleted objects is storage work and goes to the workers, one
+ * round at a time. */
+static void *maintenance_main(void *arg)
 {
     lr_pipeline *p = arg;
-    lr_workers_submit(p->workers, maintenance_job, p); /* database work: off the loop */
+    pthread_mutex_lock(&p->mu);
+    while (!p->maint_stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        int64_t ns = until.tv_nsec + (int64_t)p->lease_s * 1000000000LL / 3;
+        until.tv_sec += ns / 1000000000LL;
+        until.tv_nsec = ns % 1000000000LL;
+        while (!p->maint_stop && pthread_cond_timedwait(&p->maint_cv, &p->mu, &until) == 0)
+            ;
+        if (p->maint_stop)
+            break;
+        pthread_mutex_unlock(&p->mu);
+        char lease[32];
+        lease_until(p, lease);
+        if (p->db->ops->renew_leases(p->db, p->owner, lease) != LR_OK)
+            lr_error("could not renew generation leases; other processes may reap them");
+        lr_pipeline_recover(p);
+        pthread_mutex_lock(&p->mu);
+        bool purge = !p->purge_queued;
+        p->purge_queued = true;
+        pthread_mutex_unlock(&p->mu);
+        if (purge)
+            lr_workers_submit(p->workers, purge_job, p);
+        pthread_mutex_lock(&p->mu);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
 }
 
 void lr_pipeline_start_maintenance(lr_pipeline *p)
 {
-    lr_loop_timer(p->loop, (int64_t)p->lease_s * 1000 / 3, maintenance_timer, p);
+    if (p->maint_running)
+        return;
+    if (pthread_create(&p->maint, NULL, maintenance_main, p) != 0) {
+        lr_error("cannot start the maintenance thread");
+        abort(); /* without renewals every generation would be reaped: fail loudly */
+    }
+    p->maint_running = true;
+}
+
+/* Stops and joins the maintenance thread (owner's thread only). */
+static void stop_maintenance(lr_pipeline *p)
+{
+    if (!p->maint_running)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->maint_stop = true;
+    pthread_cond_broadcast(&p->maint_cv);
+    pthread_mutex_unlock(&p->mu);
+    pthread_join(p->maint, NULL);
+    p->maint_running = false;
 }
 
 int lr_pipeline_in_flight(lr_pipeline *p)
@@ -1105,6 +1219,9 @@ void lr_pipeline_drain(lr_pipeline *p, int64_t timeout_ms)
     pthread_mutex_lock(&p->mu);
     while (p->in_flight > 0 && pthread_cond_timedwait(&p->idle, &p->mu, &until) == 0)
         ;
+    pthread_mutex_unlock(&p->mu);
+    stop_maintenance(p); /* renewed while draining; the workers stop next */
+    pthread_mutex_lock(&p->mu);
     if (p->in_flight == 0) {
         pthread_mutex_unlock(&p->mu);
         return;
@@ -1157,6 +1274,7 @@ void lr_pipeline_free(lr_pipeline *p)
 {
     if (!p)
         return;
+    stop_maintenance(p);
     /* Runs abandoned at shutdown (loop and workers already stopped): their
      * rows stay unfinished and the next start refunds them. */
     for (unsigned b = 0; b < BUCKETS; b++) {
@@ -1171,5 +1289,6 @@ void lr_pipeline_free(lr_pipeline *p)
     }
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->idle);
+    pthread_cond_destroy(&p->maint_cv);
     free(p);
 }

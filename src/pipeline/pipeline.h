@@ -96,14 +96,17 @@ bool lr_pipeline_is_local(lr_pipeline *p, const char *id);
  * flag; false leaves it for the periodic retry. Blocking (storage calls):
  * not for the loop thread. */
 bool lr_pipeline_purge_objects(lr_pipeline *p, const char *id, const lr_strv *keys);
-/* Starts the periodic lease renewal, reaping and purge retries on the loop. */
+/* Starts the maintenance thread: lease renewal and recovery every
+ * lease_s/3 on a thread of their own (never queued behind bulk work),
+ * purge retries on the workers. lr_pipeline_drain stops it. */
 void lr_pipeline_start_maintenance(lr_pipeline *p);
 int lr_pipeline_in_flight(lr_pipeline *p);
 /* Shutdown, after the loop and workers stopped: gives up this process's
  * claims at once, so the next process resumes (or refunds) what is left
  * without waiting for the lease to run out. */
 void lr_pipeline_release_claims(lr_pipeline *p);
-/* Waits up to timeout_ms for in-flight generations to settle. */
+/* Waits up to timeout_ms for in-flight generations to settle, then stops
+ * the maintenance thread (before the workers stop). */
 void lr_pipeline_drain(lr_pipeline *p, int64_t timeout_ms);
 void lr_pipeline_free(lr_pipeline *p);
 

@@ -646,6 +646,107 @@ static void test_mixed_batches_answer_each_caller(void **state)
     assert_audit_sound(f);
 }
 
+/* Posted reserves and settles (lr_db_reserve_async / settle_async), all in
+ * flight at once from one thread: each is answered exactly once, with its
+ * own result, and the money is what the blocking calls would have left. */
+#define POSTED 40
+
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int answered;
+    lr_err e[POSTED];
+    int calls[POSTED];
+} posted_answers;
+
+typedef struct {
+    posted_answers *a;
+    int i;
+} posted_slot;
+
+static void posted_done(void *ctx, lr_err e)
+{
+    posted_slot *s = ctx;
+    pthread_mutex_lock(&s->a->mu);
+    s->a->e[s->i] = e;
+    s->a->calls[s->i]++;
+    s->a->answered++;
+    pthread_cond_signal(&s->a->cv);
+    pthread_mutex_unlock(&s->a->mu);
+}
+
+static void posted_wait(posted_answers *a, int n)
+{
+    pthread_mutex_lock(&a->mu);
+    while (a->answered < n)
+        pthread_cond_wait(&a->cv, &a->mu);
+    pthread_mutex_unlock(&a->mu);
+}
+
+static void test_posted_writes_answer_each_caller_once(void **state)
+{
+    fixture *f = *state;
+    grant(f, 8 * (POSTED / 2), NULL); /* enough for half of them */
+    static posted_answers a;
+    a = (posted_answers){.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    static posted_slot slot[POSTED];
+    static char ids[POSTED][LR_UUID_LEN + 1], ts[32], lease[32], owner[LR_UUID_LEN + 1];
+    static lr_reserve_req r[POSTED];
+    static lr_key_holder holder[POSTED];
+    static int balance[POSTED];
+    lr_time_iso(lr_now_ms(), ts);
+    lr_time_iso(lr_now_ms() + 3600 * 1000, lease);
+    lr_uuid_v4(owner);
+    for (int i = 0; i < POSTED; i++) {
+        lr_uuid_v4(ids[i]);
+        slot[i] = (posted_slot){&a, i};
+        r[i] = (lr_reserve_req){.generation_id = ids[i], .user_id = f->user, .type = "photo",
+                                .model = "seedream_image", .provider = "mock",
+                                .prompt = "a red fox", .outputs_count = 1, .cost = 8,
+                                .created_at = ts, .owner = owner, .lease_until = lease};
+        lr_db_reserve_async(f->db, &r[i], &balance[i], &holder[i], posted_done, &slot[i]);
+    }
+    posted_wait(&a, POSTED);
+    int ok = 0, short_ = 0;
+    for (int i = 0; i < POSTED; i++) {
+        assert_int_equal(a.calls[i], 1);
+        ok += a.e[i] == LR_OK;
+        short_ += a.e[i] == LR_ERR_INSUFFICIENT;
+    }
+    assert_int_equal(ok, POSTED / 2);
+    assert_int_equal(short_, POSTED / 2);
+    assert_int_equal(balance_of(f), 0);
+
+    /* settle every charged one as failed, twice: one refund each */
+    static lr_settle_req q[POSTED];
+    a.answered = 0;
+    int n = 0;
+    for (int i = 0; i < POSTED; i++) {
+        if (a.e[i] != LR_OK)
+            continue;
+        a.calls[i] = 0;
+        q[i] = (lr_settle_req){.generation_id = ids[i], .user_id = f->user,
+                               .status = "failed", .failed_count = 1, .refund = 8,
+                               .error_code = "provider_failed", .error_message = "no"};
+        lr_db_settle_async(f->db, &q[i], &balance[i], posted_done, &slot[i]);
+        n++;
+    }
+    posted_wait(&a, n);
+    for (int i = 0; i < POSTED; i++) {
+        if (q[i].generation_id) {
+            assert_int_equal(a.calls[i], 1);
+            assert_int_equal(a.e[i], LR_OK);
+        }
+    }
+    assert_int_equal(balance_of(f), 8 * (POSTED / 2));
+    int again = 0, first = 0;
+    while (!q[first].generation_id)
+        first++;
+    assert_int_equal(f->db->ops->settle(f->db, &q[first], &again), LR_ERR_CONFLICT);
+    assert_ledger_consistent(f);
+    assert_audit_sound(f);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -660,6 +761,7 @@ int main(void)
         T(test_expired_work_is_reaped_or_claimed_once),
         T(test_concurrent_reserves_never_overspend),
         T(test_mixed_batches_answer_each_caller),
+        T(test_posted_writes_answer_each_caller_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
