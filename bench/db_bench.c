@@ -21,12 +21,20 @@ static lr_err one_generation(const char *user)
     lr_uuid_v4(owner);
     lr_time_iso(lr_now_ms(), ts);
     lr_time_iso(lr_now_ms() + 3600 * 1000, lease);
-    lr_reserve_req r = {.generation_id = id, .user_id = user, .type = "text", .model = "bench",
-                        .provider = "mock", .prompt = "p", .outputs_count = 1, .cost = 1,
-                        .created_at = ts, .owner = owner, .lease_until = lease,
+    lr_reserve_req r = {.generation_id = id,
+                        .user_id = user,
+                        .type = "text",
+                        .model = "bench",
+                        .provider = "mock",
+                        .prompt = "p",
+                        .outputs_count = 1,
+                        .cost = 1,
+                        .created_at = ts,
+                        .owner = owner,
+                        .lease_until = lease,
                         .key_expired_before = ts};
-    lr_settle_req s = {.generation_id = id, .user_id = user, .status = "success",
-                       .succeeded_count = 1};
+    lr_settle_req s = {
+        .generation_id = id, .user_id = user, .status = "success", .succeeded_count = 1};
     int balance;
     lr_key_holder holder;
     lr_err e = db->ops->reserve(db, &r, &balance, &holder);

@@ -109,8 +109,8 @@ static int run_kind(int k, double secs, int prompts)
         cache = lr_media_cache_new(4u << 20, 256);
         int rc = run(name, cached, side, side, secs, mixes[m]);
         lr_media_cache_stats st = lr_media_cache_stat(cache);
-        printf("  cache hits=%llu misses=%llu files=%zu bytes=%zu\n",
-               (unsigned long long)st.hits, (unsigned long long)st.misses, st.entries, st.bytes);
+        printf("  cache hits=%llu misses=%llu files=%zu bytes=%zu\n", (unsigned long long)st.hits,
+               (unsigned long long)st.misses, st.entries, st.bytes);
         lr_media_cache_free(cache);
         if (rc)
             return rc;
@@ -126,7 +126,7 @@ int main(int argc, char **argv)
     const char *only = argc > 2 ? argv[2] : "";
     if (secs <= 0)
         secs = 3.0;
-    av_log_set_level(AV_LOG_ERROR); /* libx264 prints a summary per clip */
+    av_log_set_level(AV_LOG_ERROR);     /* libx264 prints a summary per clip */
     mallopt(M_TRIM_THRESHOLD, 1 << 20); /* as lensroom serve does (main.c) */
     if (strcmp(only, "mp4") && run_kind(0, secs, prompts))
         return 1;

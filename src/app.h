@@ -6,16 +6,16 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "pipeline/ratelimit.h"
 #include "auth/jwks.h"
 #include "backup/backup.h"
 #include "billing/billing.h"
 #include "core/config.h"
 #include "db/admin.h"
 #include "db/db.h"
-#include "net/net.h"
 #include "loop/loop.h"
+#include "net/net.h"
 #include "pipeline/pipeline.h"
+#include "pipeline/ratelimit.h"
 #include "providers/catalog.h"
 #include "providers/provider.h"
 #include "storage/storage.h"
@@ -32,11 +32,11 @@ typedef struct {
     lr_ratelimit *ratelimit;
     struct lr_events *events;
     const lr_net_policy *net;
-    lr_jwks *jwks; /* NULL: HS256 tokens only */
-    lr_backup_sched *backup; /* NULL: no scheduled backups */
-    lr_billing *billing;         /* Stripe: packs, checkout, its webhook */
-    lr_hooks *hooks;             /* outgoing webhooks */
-    lr_billing_db *billing_db;   /* their tables */
+    lr_jwks *jwks;             /* NULL: HS256 tokens only */
+    lr_backup_sched *backup;   /* NULL: no scheduled backups */
+    lr_billing *billing;       /* Stripe: packs, checkout, its webhook */
+    lr_hooks *hooks;           /* outgoing webhooks */
+    lr_billing_db *billing_db; /* their tables */
     int64_t started_ms;
     lr_admin *admin; /* operator reads: readiness, /metrics totals, analytics */
     /* Set once SIGTERM arrived (the one field written after start):

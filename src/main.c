@@ -20,8 +20,8 @@
 #include "cli/admin.h"
 #include "cli/backup.h"
 #include "cli/smoke.h"
-#include "cli/webhooks.h"
 #include "cli/store.h"
+#include "cli/webhooks.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -61,8 +61,9 @@ static const char usage_serve[] =
     "(default ./lensroom-data). Applies migrations, then serves until SIGINT/SIGTERM.\n"
     "Generations left unfinished by a stopped process are failed and refunded once\n"
     "their lease (LENSROOM_LEASE_S, default 30) runs out.\n";
-static const char usage_migrate[] = "usage: lensroom migrate\n"
-                                    "Applies the database schema; running it again changes nothing.\n";
+static const char usage_migrate[] =
+    "usage: lensroom migrate\n"
+    "Applies the database schema; running it again changes nothing.\n";
 static const char usage_token[] =
     "usage: lensroom token USER_ID [--ttl SECONDS]\n"
     "Prints an HS256 access token (Supabase claims: sub, role and aud\n"
@@ -186,17 +187,20 @@ static void announce(const lr_config *cfg, const lr_app *app)
                 cfg->mock_latency_ms, cfg->mock_fail_rate);
     if (cfg->test_mode)
         lr_warn("TEST_MODE=true: EVERY REQUEST IS USER %s, NO AUTHENTICATION. Never use in "
-                "production.", cfg->test_user_id);
+                "production.",
+                cfg->test_user_id);
     if (cfg->allow_anon_infer)
         lr_warn("ALLOW_ANON_INFER=true: anonymous /api/infer requests spend the credits of "
-                "user %s. Never use in production.", cfg->test_user_id);
+                "user %s. Never use in production.",
+                cfg->test_user_id);
     if (cfg->jwks_url)
         lr_info("user tokens: HS256 with the JWT secret, ES256/RS256 with the keys at %s%s%s",
                 cfg->jwks_url, cfg->jwt_issuer ? "; iss must be " : "",
                 cfg->jwt_issuer ? cfg->jwt_issuer : "");
     if (cfg->jwt_secret_from_file)
         lr_info("JWT secret kept in %s/jwt-secret (set SUPABASE_JWT_SECRET to use your "
-                "project's); mint a token with: lensroom token <user-uuid>", cfg->data_dir);
+                "project's); mint a token with: lensroom token <user-uuid>",
+                cfg->data_dir);
 }
 
 /* The mock, or the real providers (Kie.ai, Anthropic) behind the router. */
@@ -384,8 +388,12 @@ static int cmd_serve(void)
     }
     if (open_store(&cfg, &store) != 0)
         goto out_catalog;
-    app = (lr_app){.cfg = &cfg, .db = db, .store = store, .catalog = catalog,
-                   .started_ms = lr_monotonic_ms(), .admin = admin};
+    app = (lr_app){.cfg = &cfg,
+                   .db = db,
+                   .store = store,
+                   .catalog = catalog,
+                   .started_ms = lr_monotonic_ms(),
+                   .admin = admin};
     app.loop = lr_loop_new();
     app.workers = lr_workers_new(cfg.workers);
     app.provider = open_provider(&cfg, app.loop);
@@ -397,8 +405,8 @@ static int cmd_serve(void)
     }
     app.net = net;
     wire_billing(&cfg, &app, bdb, &packs, &billing);
-    app.pipeline = lr_pipeline_new(db, store, app.provider, catalog, net, app.loop, app.workers,
-                                   cfg.lease_s);
+    app.pipeline =
+        lr_pipeline_new(db, store, app.provider, catalog, net, app.loop, app.workers, cfg.lease_s);
     if (app.pipeline)
         lr_pipeline_set_retry(app.pipeline, cfg.retry_ms);
     app.ratelimit = lr_ratelimit_new(cfg.user_rate_per_min);
@@ -452,7 +460,8 @@ static int cmd_webhooks(int argc, char **argv)
         fputs(lr_cli_webhooks_usage, stderr);
         return 2;
     }
-    if (load_config(&cfg) == 0 && open_db(&cfg, &db, 1) == 0 && open_billing(&cfg, db, &bdb, &packs) == 0)
+    if (load_config(&cfg) == 0 && open_db(&cfg, &db, 1) == 0 &&
+        open_billing(&cfg, db, &bdb, &packs) == 0)
         rc = lr_cli_webhooks(argc, argv, &cfg, bdb);
     lr_billing_db_close(bdb);
     lr_packs_free(&packs);
@@ -479,8 +488,7 @@ static int cmd_audit(void)
     lr_db *db = NULL;
     lr_violation_list v = {0};
     int rc = 2;
-    if (load_config(&cfg) == 0 && open_db(&cfg, &db, 1) == 0 &&
-        db->ops->audit(db, &v) == LR_OK) {
+    if (load_config(&cfg) == 0 && open_db(&cfg, &db, 1) == 0 && db->ops->audit(db, &v) == LR_OK) {
         for (size_t i = 0; i < v.n; i++)
             printf("violation %s %s: %s\n", v.v[i].kind, v.v[i].subject, v.v[i].detail);
         if (v.n == 0)
@@ -613,7 +621,9 @@ static int cmd_credits(int argc, char **argv)
         lr_err e = db->ops->adjust(db, &r, &res);
         if (e == LR_OK) {
             printf("%s %ld credits to %s: balance %d (transaction %s)\n",
-                   res.replayed ? "already granted" : amount > 0 ? "granted" : "removed",
+                   res.replayed ? "already granted"
+                   : amount > 0 ? "granted"
+                                : "removed",
                    amount > 0 ? amount : -amount, user, res.new_balance, res.transaction_id);
             rc = 0;
         } else if (e == LR_ERR_INSUFFICIENT) {

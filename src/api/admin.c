@@ -58,15 +58,15 @@ static bool admin_caller_of(lr_app *app, lr_req *req, admin_caller *who)
         return true;
     }
     const char *reason = NULL;
-    lr_auth_status st = lr_auth_claims(cfg, app->jwks, lr_req_header(req, "Cookie"),
-                                       lr_req_header(req, "Authorization"), false, &who->claims,
-                                       &reason);
+    lr_auth_status st =
+        lr_auth_claims(cfg, app->jwks, lr_req_header(req, "Cookie"),
+                       lr_req_header(req, "Authorization"), false, &who->claims, &reason);
     if (st != LR_AUTH_OK) {
         char msg[160];
         snprintf(msg, sizeof msg, "Unauthorized: %s", reason ? reason : "invalid session");
         lr_req_set_header(req, "WWW-Authenticate", "Bearer");
-        lr_api_error(req, st == LR_AUTH_MISSING ? LR_CODE_UNAUTHORIZED : LR_CODE_INVALID_TOKEN,
-                     msg, NULL);
+        lr_api_error(req, st == LR_AUTH_MISSING ? LR_CODE_UNAUTHORIZED : LR_CODE_INVALID_TOKEN, msg,
+                     NULL);
         return false;
     }
     if (!who->claims.lensroom_admin && !listed(cfg->admins, who->claims.sub)) {
@@ -147,8 +147,8 @@ void lr_api_admin_session(lr_app *app, lr_req *req)
     json_t *j = json_pack("{s:b, s:s, s:s}", "success", 1, "actor", who.actor, "via",
                           who.session ? "session" : "service-key");
     json_object_set_new(j, "userId", who.session ? json_string(who.claims.sub) : json_null());
-    json_object_set_new(j, "email", who.claims.email[0] ? json_string(who.claims.email)
-                                                         : json_null());
+    json_object_set_new(j, "email",
+                        who.claims.email[0] ? json_string(who.claims.email) : json_null());
     json_object_set_new(j, "csrfToken", who.session ? json_string(csrf) : json_null());
     lr_req_reply_json(req, 200, j);
 }
@@ -247,11 +247,11 @@ void lr_api_admin_users(lr_app *app, lr_req *req)
         return;
     }
     lr_admin_user_list l;
-    lr_err e = lr_admin_users(app->admin, &(lr_admin_user_filter){.lo = q ? lo : NULL,
-                                                                  .hi = q ? hi : NULL,
-                                                                  .after = after,
-                                                                  .limit = limit},
-                              &l);
+    lr_err e = lr_admin_users(
+        app->admin,
+        &(lr_admin_user_filter){
+            .lo = q ? lo : NULL, .hi = q ? hi : NULL, .after = after, .limit = limit},
+        &l);
     if (e != LR_OK) {
         lr_api_db_error(req, e);
         return;
@@ -261,9 +261,8 @@ void lr_api_admin_users(lr_app *app, lr_req *req)
         json_array_append_new(rows, user_json(&l.v[i]));
     json_t *next = l.n == (size_t)limit ? json_string(l.v[l.n - 1].user_id) : json_null();
     lr_admin_user_list_clear(&l);
-    lr_req_reply_json(req, 200,
-                      json_pack("{s:b, s:o, s:o}", "success", 1, "users", rows, "nextCursor",
-                                next));
+    lr_req_reply_json(
+        req, 200, json_pack("{s:b, s:o, s:o}", "success", 1, "users", rows, "nextCursor", next));
 }
 
 /* The id in the path, lowercase; replies 404 when it is not a UUID. */
@@ -284,15 +283,14 @@ void lr_api_admin_user(lr_app *app, lr_req *req, const char *id)
     if (!lr_api_admin(app, req, actor) || !path_id(req, id, user, LR_CODE_NOT_FOUND))
         return;
     lr_admin_user_list l;
-    lr_err e = lr_admin_users(
-        app->admin, &(lr_admin_user_filter){.lo = user, .hi = user, .limit = 1}, &l);
+    lr_err e =
+        lr_admin_users(app->admin, &(lr_admin_user_filter){.lo = user, .hi = user, .limit = 1}, &l);
     if (e != LR_OK) {
         lr_api_db_error(req, e);
         return;
     }
     if (l.n == 0)
-        lr_api_error(req, LR_CODE_NOT_FOUND, "No user with this id has credits or a ledger",
-                     NULL);
+        lr_api_error(req, LR_CODE_NOT_FOUND, "No user with this id has credits or a ledger", NULL);
     else
         lr_req_reply_json(req, 200,
                           json_pack("{s:b, s:o}", "success", 1, "user", user_json(&l.v[0])));
@@ -318,12 +316,10 @@ static bool credits_body(lr_req *req, json_t *body, long *amount, const char **r
         json_integer_value(ja) > 1000000000 || json_integer_value(ja) < -1000000000) {
         field = "amount";
         msg = "amount must be a non-zero whole number (negative takes credits back)";
-    } else if (!json_is_string(jr) || json_string_length(jr) == 0 ||
-               json_string_length(jr) > 500) {
+    } else if (!json_is_string(jr) || json_string_length(jr) == 0 || json_string_length(jr) > 500) {
         field = "reason";
         msg = "reason is required (1-500 characters)";
-    } else if (!json_is_string(jk) || json_string_length(jk) == 0 ||
-               json_string_length(jk) > 200) {
+    } else if (!json_is_string(jk) || json_string_length(jk) == 0 || json_string_length(jk) > 200) {
         field = "idempotencyKey";
         msg = "idempotencyKey is required (1-200 characters), so a repeated submit grants once";
     }
@@ -340,23 +336,21 @@ static bool credits_body(lr_req *req, json_t *body, long *amount, const char **r
 static void reply_adjusted(lr_app *app, lr_req *req, const admin_caller *who, const char *user,
                            long amount, const char *reason, const lr_adjust_result *res)
 {
-    json_t *detail = json_pack("{s:I, s:s, s:s, s:b}", "amount", (json_int_t)amount, "reason",
-                               reason, "transactionId", res->transaction_id, "replayed",
-                               res->replayed);
-    lr_err e = lr_admin_audit(app->admin, &(lr_admin_action){
-                                              .actor = who->actor,
-                                              .action = amount > 0 ? "credits.grant"
-                                                                   : "credits.take",
-                                              .subject = user,
-                                              .detail = detail,
-                                              .request_id = lr_req_id(req)});
+    json_t *detail =
+        json_pack("{s:I, s:s, s:s, s:b}", "amount", (json_int_t)amount, "reason", reason,
+                  "transactionId", res->transaction_id, "replayed", res->replayed);
+    lr_err e = lr_admin_audit(
+        app->admin, &(lr_admin_action){.actor = who->actor,
+                                       .action = amount > 0 ? "credits.grant" : "credits.take",
+                                       .subject = user,
+                                       .detail = detail,
+                                       .request_id = lr_req_id(req)});
     if (e != LR_OK)
         lr_log(LR_LOG_ERROR, lr_req_id(req), "admin audit row not written: %s", lr_strerror(e));
     json_decref(detail);
     lr_req_reply_json(req, 200,
-                      json_pack("{s:b, s:i, s:s, s:b}", "success", 1, "balance",
-                                res->new_balance, "transactionId", res->transaction_id,
-                                "replayed", res->replayed));
+                      json_pack("{s:b, s:i, s:s, s:b}", "success", 1, "balance", res->new_balance,
+                                "transactionId", res->transaction_id, "replayed", res->replayed));
 }
 
 void lr_api_admin_user_credits(lr_app *app, lr_req *req, const char *id)
@@ -375,8 +369,8 @@ void lr_api_admin_user_credits(lr_app *app, lr_req *req, const char *id)
     /* Scoped to the dashboard, so no API client's key can collide. */
     char scoped[256];
     snprintf(scoped, sizeof scoped, "admin:%s", key);
-    json_t *meta = json_pack("{s:s, s:s, s:s}", "admin", who.actor, "reason", reason,
-                             "requestId", lr_req_id(req));
+    json_t *meta = json_pack("{s:s, s:s, s:s}", "admin", who.actor, "reason", reason, "requestId",
+                             lr_req_id(req));
     lr_adjust_req ar = {.user_id = user,
                         .amount = (int)amount,
                         .type = amount > 0 ? "bonus" : "adjustment",
@@ -391,8 +385,7 @@ void lr_api_admin_user_credits(lr_app *app, lr_req *req, const char *id)
         char msg[128];
         snprintf(msg, sizeof msg, "The balance is %d: cannot take %ld", res.new_balance, -amount);
         lr_api_error(req, LR_CODE_INSUFFICIENT_CREDITS, msg,
-                     json_pack("{s:i, s:i}", "required", (int)-amount, "balance",
-                               res.new_balance));
+                     json_pack("{s:i, s:i}", "required", (int)-amount, "balance", res.new_balance));
     } else if (e == LR_ERR_CONFLICT) {
         lr_api_error(req, LR_CODE_IDEMPOTENCY_CONFLICT,
                      "This idempotency key was used for a different change", NULL);
@@ -477,9 +470,9 @@ void lr_api_admin_generations(lr_app *app, lr_req *req)
         json_array_append_new(rows, admin_generation_json(&l.v[i]));
     lr_generation_list_clear(&l);
     json_t *next = lr_api_next_cursor(rows, f.limit);
-    lr_req_reply_json(req, 200,
-                      json_pack("{s:b, s:o, s:o}", "success", 1, "generations", rows,
-                                "nextCursor", next));
+    lr_req_reply_json(
+        req, 200,
+        json_pack("{s:b, s:o, s:o}", "success", 1, "generations", rows, "nextCursor", next));
 }
 
 void lr_api_admin_generation(lr_app *app, lr_req *req, const char *id)

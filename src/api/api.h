@@ -68,8 +68,7 @@ void lr_api_metrics(lr_app *app, lr_req *req);
 /* The route function of LENSROOM_METRICS_PORT: /metrics, /readyz, /healthz. */
 void lr_api_metrics_route(lr_req *req, void *app);
 /* The pipeline observer: counts settled generations, then tells the SSE hub. */
-void lr_api_observe(void *app, const char *generation_id, lr_gen_status status,
-                    lr_gen_stage stage);
+void lr_api_observe(void *app, const char *generation_id, lr_gen_status status, lr_gen_stage stage);
 /* The caller is an admin (service key, LENSROOM_ADMINS, or a token with
  * app_metadata.lensroom_admin) or the reply is 401/403; *actor names who
  * for the audit log. */

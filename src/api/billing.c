@@ -25,9 +25,9 @@ static void on_checkout(void *ctx, lr_err e, const char *url, const char *sessio
 {
     lr_req *req = ctx;
     if (e == LR_OK) {
-        lr_req_resume_json(req, 200,
-                           json_pack("{s:b, s:s, s:s}", "success", 1, "url", url, "sessionId",
-                                     session_id));
+        lr_req_resume_json(
+            req, 200,
+            json_pack("{s:b, s:s, s:s}", "success", 1, "url", url, "sessionId", session_id));
         return;
     }
     char text[300];
@@ -55,15 +55,14 @@ void lr_api_billing_checkout(lr_app *app, lr_req *req)
         lr_api_error(req, LR_CODE_MISSING_FIELDS, "Missing required field: packId", NULL);
     } else if (!pack) {
         lr_api_error(req, LR_CODE_PACK_NOT_FOUND, "No credit pack has this id",
-                           json_pack("{s:s}", "field", "packId"));
+                     json_pack("{s:s}", "field", "packId"));
     } else if (!app->cfg->stripe_secret_key) {
         lr_req_set_header(req, "Retry-After", "3600");
         lr_api_error(req, LR_CODE_BILLING_NOT_CONFIGURED,
-                           "Buying credits is not configured on this server (STRIPE_SECRET_KEY)",
-                           NULL);
+                     "Buying credits is not configured on this server (STRIPE_SECRET_KEY)", NULL);
     } else if (key && (strlen(key) == 0 || strlen(key) > 200)) {
         lr_api_error(req, LR_CODE_INVALID_IDEMPOTENCY_KEY,
-                           "Idempotency-Key must be 1 to 200 characters", NULL);
+                     "Idempotency-Key must be 1 to 200 characters", NULL);
     } else {
         char idem[300];
         if (key) {
@@ -88,21 +87,21 @@ void lr_api_webhook_stripe(lr_app *app, lr_req *req)
     if (!app->cfg->stripe_webhook_secret) {
         lr_log(LR_LOG_WARN, lr_req_id(req), "stripe webhook refused: STRIPE_WEBHOOK_SECRET unset");
         lr_api_error(req, LR_CODE_BILLING_NOT_CONFIGURED,
-                           "Stripe webhooks are not configured on this server", NULL);
+                     "Stripe webhooks are not configured on this server", NULL);
         return;
     }
     if (!lr_stripe_signature_ok(lr_req_header(req, "Stripe-Signature"), body, len,
                                 app->cfg->stripe_webhook_secret, app->cfg->stripe_tolerance_s,
                                 lr_now_ms() / 1000, &why)) {
         lr_log(LR_LOG_WARN, lr_req_id(req), "stripe webhook refused: %s", why);
-        lr_api_error(req, LR_CODE_INVALID_SIGNATURE,
-                           "Stripe-Signature does not verify this body", NULL);
+        lr_api_error(req, LR_CODE_INVALID_SIGNATURE, "Stripe-Signature does not verify this body",
+                     NULL);
         return;
     }
     json_t *event = json_loadb(body, len, 0, NULL);
     lr_billing_outcome out;
-    lr_err e = json_is_object(event) ? lr_billing_handle_event(app->billing, event, &out)
-                                     : LR_ERR_INVALID;
+    lr_err e =
+        json_is_object(event) ? lr_billing_handle_event(app->billing, event, &out) : LR_ERR_INVALID;
     if (e == LR_ERR_INVALID) {
         lr_log(LR_LOG_WARN, lr_req_id(req), "stripe webhook refused: not an event object");
         lr_api_error(req, LR_CODE_INVALID_EVENT, "The body is not a Stripe event", NULL);
@@ -115,9 +114,9 @@ void lr_api_webhook_stripe(lr_app *app, lr_req *req)
                                 json_string_value(json_object_get(event, "type")), "action",
                                 out.action, "user_id", out.user_id, "credits", out.credits,
                                 "uncollected", out.uncollected));
-        lr_req_reply_json(req, 200,
-                          json_pack("{s:b, s:b, s:s}", "success", 1, "received", 1, "action",
-                                    out.action));
+        lr_req_reply_json(
+            req, 200,
+            json_pack("{s:b, s:b, s:s}", "success", 1, "received", 1, "action", out.action));
     }
     json_decref(event);
 }

@@ -11,9 +11,9 @@
 bool lr_api_user(lr_app *app, lr_req *req, bool anon_allowed, char user[LR_UUID_LEN + 1])
 {
     const char *reason = NULL;
-    lr_auth_status st = lr_auth_user(app->cfg, app->jwks, lr_req_header(req, "Cookie"),
-                                     lr_req_header(req, "Authorization"), anon_allowed, user,
-                                     &reason);
+    lr_auth_status st =
+        lr_auth_user(app->cfg, app->jwks, lr_req_header(req, "Cookie"),
+                     lr_req_header(req, "Authorization"), anon_allowed, user, &reason);
     if (st == LR_AUTH_OK)
         return true;
     char msg[160];
@@ -65,8 +65,8 @@ json_t *lr_api_json_body_nul(lr_req *req, const char *nul_field)
     const char *ct = lr_req_header(req, "Content-Type");
     if (!ct || strncasecmp(ct, "application/json", 16) != 0 ||
         (ct[16] != '\0' && ct[16] != ';' && ct[16] != ' ')) {
-        lr_api_error(req, LR_CODE_UNSUPPORTED_MEDIA_TYPE,
-                     "Content-Type must be application/json", NULL);
+        lr_api_error(req, LR_CODE_UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json",
+                     NULL);
         return NULL;
     }
     size_t len;
@@ -109,8 +109,8 @@ bool lr_api_cursor_decode(const char *cursor, char created_at[32], char id[LR_UU
     if (!raw)
         return false;
     char *bar = strchr(raw, '|');
-    bool ok = bar && bar - raw > 0 && bar - raw < 32 &&
-              lr_uuid_valid(bar + 1, strlen(bar + 1)) && strlen(raw) == n;
+    bool ok = bar && bar - raw > 0 && bar - raw < 32 && lr_uuid_valid(bar + 1, strlen(bar + 1)) &&
+              strlen(raw) == n;
     if (ok) {
         memcpy(created_at, raw, (size_t)(bar - raw));
         created_at[bar - raw] = '\0';

@@ -18,9 +18,8 @@ void lr_api_credits_balance(lr_app *app, lr_req *req)
         lr_api_db_error(req, e);
         return;
     }
-    lr_req_reply_json(req, 200,
-                      json_pack("{s:b, s:s, s:i}", "success", 1, "userId", user, "balance",
-                                balance));
+    lr_req_reply_json(
+        req, 200, json_pack("{s:b, s:s, s:i}", "success", 1, "userId", user, "balance", balance));
 }
 
 void lr_api_credits_transactions(lr_app *app, lr_req *req)
@@ -51,15 +50,16 @@ void lr_api_ledger_page(lr_app *app, lr_req *req, const char *user)
     json_t *rows = lr_render_ledger(&list);
     lr_ledger_list_clear(&list);
     json_t *next = lr_api_next_cursor(rows, limit);
-    lr_req_reply_json(req, 200,
-                      json_pack("{s:b, s:o, s:o}", "success", 1, "transactions", rows,
-                                "nextCursor", next));
+    lr_req_reply_json(
+        req, 200,
+        json_pack("{s:b, s:o, s:o}", "success", 1, "transactions", rows, "nextCursor", next));
 }
 
 static const char *const grant_types[] = {"purchase", "bonus", "refund", "adjustment"};
 
 /* POST /api/admin/credits {userId, amount, type?, description?, idempotencyKey?}
- * with the secret or service role key (apikey, else Bearer). Idempotent by key (body or Idempotency-Key). */
+ * with the secret or service role key (apikey, else Bearer). Idempotent by key (body or
+ * Idempotency-Key). */
 void lr_api_admin_credits(lr_app *app, lr_req *req)
 {
     if (!lr_api_service_key(app, req))
@@ -70,8 +70,8 @@ void lr_api_admin_credits(lr_app *app, lr_req *req)
     json_t *juser = json_object_get(body, "userId"), *jamount = json_object_get(body, "amount");
     json_t *jtype = json_object_get(body, "type"), *jdesc = json_object_get(body, "description");
     json_t *jkey = json_object_get(body, "idempotencyKey");
-    const char *key = json_is_string(jkey) ? json_string_value(jkey)
-                                           : lr_req_header(req, "Idempotency-Key");
+    const char *key =
+        json_is_string(jkey) ? json_string_value(jkey) : lr_req_header(req, "Idempotency-Key");
     const char *type = json_is_string(jtype) ? json_string_value(jtype) : "bonus";
     bool type_ok = false;
     for (size_t i = 0; i < 4; i++)
@@ -91,10 +91,10 @@ void lr_api_admin_credits(lr_app *app, lr_req *req)
                      "type must be purchase, bonus, refund or adjustment",
                      json_pack("{s:s}", "field", "type"));
     } else if ((jdesc && !json_is_string(jdesc) && !json_is_null(jdesc)) ||
-               (jkey && !json_is_string(jkey)) || (key && (strlen(key) == 0 || strlen(key) > 200))) {
+               (jkey && !json_is_string(jkey)) ||
+               (key && (strlen(key) == 0 || strlen(key) > 200))) {
         lr_api_error(req, LR_CODE_INVALID_PARAMETER,
-                     "description and idempotencyKey must be strings (key 1-200 chars)",
-                     NULL);
+                     "description and idempotencyKey must be strings (key 1-200 chars)", NULL);
     } else {
         char user[LR_UUID_LEN + 1];
         for (size_t i = 0; i <= LR_UUID_LEN; i++) {
@@ -121,13 +121,12 @@ void lr_api_admin_credits(lr_app *app, lr_req *req)
             char msg[128];
             snprintf(msg, sizeof msg, "Insufficient credits. You have %d, need %d.",
                      res.new_balance, -ar.amount);
-            lr_api_error(req, LR_CODE_INSUFFICIENT_CREDITS, msg,
-                         json_pack("{s:i, s:i}", "required", -ar.amount, "balance",
-                                   res.new_balance));
+            lr_api_error(
+                req, LR_CODE_INSUFFICIENT_CREDITS, msg,
+                json_pack("{s:i, s:i}", "required", -ar.amount, "balance", res.new_balance));
         } else if (e == LR_ERR_CONFLICT) {
             lr_api_error(req, LR_CODE_IDEMPOTENCY_CONFLICT,
-                         "This idempotency key was used with a different amount or type",
-                         NULL);
+                         "This idempotency key was used with a different amount or type", NULL);
         } else {
             lr_api_db_error(req, e);
         }

@@ -145,8 +145,8 @@ static void put(svg *s, const char *fmt, ...)
     int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
     if (n > 0)
-        lr_buf_append(&s->buf, &s->len, &s->cap, tmp, (size_t)n < sizeof tmp ? (size_t)n
-                                                                               : sizeof tmp - 1);
+        lr_buf_append(&s->buf, &s->len, &s->cap, tmp,
+                      (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
 }
 
 /* Text safe inside an SVG element or attribute (model ids are short). */
@@ -191,8 +191,10 @@ static void draw_bars(svg *s, const chart *c, double x0, double w, double plot_h
             double x = c->stacked ? gx + w * 0.15 : gx + w * 0.1 + bw * (double)k;
             double y = top + plot_h - h - (c->stacked ? acc : 0);
             acc += c->stacked ? h : 0;
-            put(s, "<rect class=\"s%zu\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" "
-                   "data-label=\"%s\" data-series=\"", k % 8, x, y, bw, h, c->labels[i]);
+            put(s,
+                "<rect class=\"s%zu\" x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" "
+                "data-label=\"%s\" data-series=\"",
+                k % 8, x, y, bw, h, c->labels[i]);
             put_text(s, c->series[k]);
             put(s, "\" data-value=\"%lld\"><title>%s ", (long long)v, c->labels[i]);
             put_text(s, c->series[k]);
@@ -220,8 +222,10 @@ static char *draw_chart(const chart *c, size_t *len)
     }
     max = (max + 3) / 4 * 4; /* whole numbers on the four grid lines */
     svg s = {0};
-    put(&s, "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 %.0f %.0f\" role=\"img\" "
-            "aria-label=\"", W, H);
+    put(&s,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 %.0f %.0f\" role=\"img\" "
+        "aria-label=\"",
+        W, H);
     put_text(&s, c->title);
     put(&s, "\"><style>text{font:11px system-ui,sans-serif;fill:#333}.ax{fill:#666}"
             "line{stroke:#ccc}");
@@ -232,16 +236,18 @@ static char *draw_chart(const chart *c, size_t *len)
     put_text(&s, c->title);
     put(&s, "</title>");
     for (size_t k = 0; k < c->nseries; k++) {
-        put(&s, "<rect class=\"s%zu\" x=\"%.0f\" y=\"8\" width=\"10\" height=\"10\"/>"
-                "<text x=\"%.0f\" y=\"17\">", k % 8, left + 110.0 * (double)k,
-            left + 110.0 * (double)k + 14);
+        put(&s,
+            "<rect class=\"s%zu\" x=\"%.0f\" y=\"8\" width=\"10\" height=\"10\"/>"
+            "<text x=\"%.0f\" y=\"17\">",
+            k % 8, left + 110.0 * (double)k, left + 110.0 * (double)k + 14);
         put_text(&s, c->series[k]);
         put(&s, "</text>");
     }
     for (int g = 0; g <= 4; g++) {
         double y = top + plot_h - plot_h * g / 4.0;
-        put(&s, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\"/>"
-                "<text class=\"ax\" x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%lld</text>",
+        put(&s,
+            "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\"/>"
+            "<text class=\"ax\" x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%lld</text>",
             left, W - right, y, y, left - 4, y + 4, (long long)(max * g / 4));
     }
     if (c->nlabels == 0)

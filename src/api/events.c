@@ -27,7 +27,7 @@ typedef struct watcher {
     char user[LR_UUID_LEN + 1];
     bool has_file;  /* image/video: storing happens on success */
     bool downloads; /* and downloading (a remote provider; the mock renders in place) */
-    int last;      /* last event id sent */
+    int last;       /* last event id sent */
     int64_t last_write_ms, last_poll_ms;
     struct watcher *next;
 } watcher;
@@ -138,8 +138,7 @@ static bool any_watcher(lr_events *h, const char *id)
 }
 
 /* Applies a state to every watcher of id. */
-static void apply(lr_events *h, const char *id, lr_gen_status status, lr_gen_stage stage,
-                  json_t *g)
+static void apply(lr_events *h, const char *id, lr_gen_status status, lr_gen_stage stage, json_t *g)
 {
     pthread_mutex_lock(&h->mu);
     for (watcher *w = h->list, *next; w; w = next) {
@@ -192,7 +191,7 @@ static void tick_job(void *arg)
     lr_events *h = arg;
     int64_t now = lr_monotonic_ms();
     size_t n = 0, cap = 16;
-    char (*ids)[LR_UUID_LEN + 1] = lr_xmalloc(cap * sizeof *ids);
+    char(*ids)[LR_UUID_LEN + 1] = lr_xmalloc(cap * sizeof *ids);
     pthread_mutex_lock(&h->mu);
     for (watcher *w = h->list, *next; w; w = next) {
         next = w->next;
@@ -234,7 +233,10 @@ lr_events *lr_events_new(lr_db *db, lr_pipeline *pipeline, lr_loop *loop, lr_wor
                          int keepalive_s)
 {
     lr_events *h = lr_xcalloc(1, sizeof *h);
-    *h = (lr_events){.db = db, .pipeline = pipeline, .loop = loop, .workers = workers,
+    *h = (lr_events){.db = db,
+                     .pipeline = pipeline,
+                     .loop = loop,
+                     .workers = workers,
                      .keepalive_ms = keepalive_s * 1000};
     pthread_mutex_init(&h->mu, NULL);
     return h;

@@ -93,8 +93,7 @@ void lr_api_public_file(lr_app *app, lr_req *req, const char *rest)
         close(fd);
         snprintf(cr, sizeof cr, "bytes */%" PRIu64, size);
         lr_req_set_header(req, "Content-Range", cr);
-        lr_api_error(req, LR_CODE_RANGE_NOT_SATISFIABLE, "Requested range not satisfiable",
-                     NULL);
+        lr_api_error(req, LR_CODE_RANGE_NOT_SATISFIABLE, "Requested range not satisfiable", NULL);
         return;
     }
     if (r == 0) {

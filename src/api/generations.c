@@ -58,9 +58,9 @@ void lr_api_generations_list(lr_app *app, lr_req *req)
     json_t *rows = lr_render_generations(&list);
     lr_generation_list_clear(&list);
     json_t *next = lr_api_next_cursor(rows, f.limit);
-    lr_req_reply_json(req, 200,
-                      json_pack("{s:b, s:o, s:o}", "success", 1, "generations", rows,
-                                "nextCursor", next));
+    lr_req_reply_json(
+        req, 200,
+        json_pack("{s:b, s:o, s:o}", "success", 1, "generations", rows, "nextCursor", next));
 }
 
 /* Replies 404 (missing, malformed id or someone else's) or 503 for e;
@@ -91,9 +91,9 @@ void lr_api_generation_get(lr_app *app, lr_req *req, const char *id)
     char user[LR_UUID_LEN + 1];
     lr_generation g = {0};
     if (own_generation(app, req, id, user, &g))
-        lr_req_reply_json(req, 200,
-                          json_pack("{s:b, s:o}", "success", 1, "generation",
-                                    lr_render_generation(&g)));
+        lr_req_reply_json(
+            req, 200,
+            json_pack("{s:b, s:o}", "success", 1, "generation", lr_render_generation(&g)));
     lr_generation_clear(&g);
 }
 
@@ -110,8 +110,7 @@ void lr_api_generation_delete(lr_app *app, lr_req *req, const char *id)
                                              : LR_ERR_NOT_FOUND;
     if (e == LR_ERR_CONFLICT) {
         lr_api_error(req, LR_CODE_GENERATION_RUNNING,
-                     "The generation is still running; delete it once it has finished",
-                     NULL);
+                     "The generation is still running; delete it once it has finished", NULL);
         return;
     }
     if (!found(req, e))
@@ -143,9 +142,9 @@ void lr_api_generation_cancel(lr_app *app, lr_req *req, const char *id)
                      json_pack("{s:o*}", "generation", gj));
     } else if (found(req, e)) {
         lr_req_reply_json(req, 200,
-                          json_pack("{s:b, s:s, s:s, s:o*, s:i}", "success", 1, "generationId",
-                                    id, "status", lr_gen_status_name(LR_GEN_CANCELED),
-                                    "generation", gj, "balance", balance));
+                          json_pack("{s:b, s:s, s:s, s:o*, s:i}", "success", 1, "generationId", id,
+                                    "status", lr_gen_status_name(LR_GEN_CANCELED), "generation", gj,
+                                    "balance", balance));
     } else {
         json_decref(gj);
     }

@@ -32,13 +32,13 @@ static json_t *backup_json(lr_backup_sched *sched)
 void lr_api_health(lr_app *app, lr_req *req)
 {
     bool db_ok = app->db->ops->ping(app->db) == LR_OK;
-    json_t *b = json_pack(
-        "{s:s, s:b, s:{s:s, s:b}, s:{s:s, s:s}, s:{s:s, s:b}, s:i, s:I}", "status",
-        db_ok ? "ok" : "degraded", "success", db_ok, "database", "backend", app->db->backend, "ok",
-        db_ok, "storage", "backend", app->store->backend, "bucket", app->store->bucket,
-        "provider", "name", app->provider->name, "mock", !strcmp(app->provider->name, "mock"),
-        "inFlight", lr_pipeline_in_flight(app->pipeline), "uptimeMs",
-        (json_int_t)(lr_monotonic_ms() - app->started_ms));
+    json_t *b = json_pack("{s:s, s:b, s:{s:s, s:b}, s:{s:s, s:s}, s:{s:s, s:b}, s:i, s:I}",
+                          "status", db_ok ? "ok" : "degraded", "success", db_ok, "database",
+                          "backend", app->db->backend, "ok", db_ok, "storage", "backend",
+                          app->store->backend, "bucket", app->store->bucket, "provider", "name",
+                          app->provider->name, "mock", !strcmp(app->provider->name, "mock"),
+                          "inFlight", lr_pipeline_in_flight(app->pipeline), "uptimeMs",
+                          (json_int_t)(lr_monotonic_ms() - app->started_ms));
     if (!strcmp(app->provider->name, "mock"))
         json_object_set_new(b, "warning",
                             json_string("MOCK PROVIDER: generations are synthetic images, "

@@ -69,23 +69,22 @@ static void answer_pending(lr_req *req, bool suspended, const lr_outcome *o)
 static json_t *success_body(const lr_outcome *o)
 {
     json_t *task_ids = lr_render_strv(&o->task_ids);
-    json_t *meta = json_pack("{s:s, s:s, s:o, s:I, s:i, s:i, s:i, s:s}", "modelId", o->model_id,
-                             "provider", o->provider, "taskIds", task_ids, "duration",
-                             (json_int_t)o->duration_ms, "outputsCount", o->outputs_count,
-                             "succeededCount", o->succeeded_count, "failedCount",
-                             o->failed_count, "generationId", o->generation_id);
+    json_t *meta =
+        json_pack("{s:s, s:s, s:o, s:I, s:i, s:i, s:i, s:s}", "modelId", o->model_id, "provider",
+                  o->provider, "taskIds", task_ids, "duration", (json_int_t)o->duration_ms,
+                  "outputsCount", o->outputs_count, "succeededCount", o->succeeded_count,
+                  "failedCount", o->failed_count, "generationId", o->generation_id);
     json_t *b = json_pack("{s:b, s:o, s:o, s:i, s:s, s:s, s:s*, s:i, s:i, s:s}", "success", 1,
-                          "urls", lr_render_strv(&o->urls), "meta", meta, "newBalance",
-                          o->balance, "generationId", o->generation_id, "status",
-                          lr_gen_status_name(o->status), "url",
-                          o->urls.n ? o->urls.v[0] : NULL, "creditsUsed", o->credits_used,
+                          "urls", lr_render_strv(&o->urls), "meta", meta, "newBalance", o->balance,
+                          "generationId", o->generation_id, "status", lr_gen_status_name(o->status),
+                          "url", o->urls.n ? o->urls.v[0] : NULL, "creditsUsed", o->credits_used,
                           "balance", o->balance, "createdAt", o->created_at);
     if (o->text)
         json_object_set_new(b, "text", json_string(o->text));
     if (o->failed_count > 0 && o->error != LR_CODE_NONE)
-        json_object_set_new(b, "partialError",
-                            json_pack("{s:s, s:s}", "code", lr_code_name(o->error), "message",
-                                      o->error_message));
+        json_object_set_new(
+            b, "partialError",
+            json_pack("{s:s, s:s}", "code", lr_code_name(o->error), "message", o->error_message));
     return b;
 }
 
@@ -101,12 +100,11 @@ static json_t *failure_body(const lr_outcome *o, int *status)
     else
         snprintf(msg, sizeof msg, "Generation failed: %s. Your %d credits were refunded.",
                  o->error_message, o->refunded);
-    return lr_error_body(lr_code_name(o->error), msg,
-                         json_pack("{s:s, s:s, s:i, s:i, s:i, s:o}", "generationId",
-                                   o->generation_id, "status", lr_gen_status_name(o->status),
-                                   "refunded", internal ? 0 : o->refunded, "balance", o->balance,
-                                   "newBalance", o->balance, "taskIds",
-                                   lr_render_strv(&o->task_ids)));
+    return lr_error_body(
+        lr_code_name(o->error), msg,
+        json_pack("{s:s, s:s, s:i, s:i, s:i, s:o}", "generationId", o->generation_id, "status",
+                  lr_gen_status_name(o->status), "refunded", internal ? 0 : o->refunded, "balance",
+                  o->balance, "newBalance", o->balance, "taskIds", lr_render_strv(&o->task_ids)));
 }
 
 static void answer_outcome(lr_req *req, bool suspended, const lr_outcome *o)
@@ -158,9 +156,7 @@ static void answer(lr_req *req, bool suspended, const lr_begin_result *r)
 {
     char location[96];
     switch (r->kind) {
-    case LR_BEGIN_STARTED:
-        answer_pending(req, suspended, &r->outcome);
-        break;
+    case LR_BEGIN_STARTED: answer_pending(req, suspended, &r->outcome); break;
     case LR_BEGIN_REPLAYED:
         lr_req_set_header(req, "Idempotent-Replayed", "true");
         answer_outcome(req, suspended, &r->outcome);
@@ -175,9 +171,7 @@ static void answer(lr_req *req, bool suspended, const lr_begin_result *r)
                                 json_pack("{s:s, s:s}", "generationId", r->generation_id,
                                           "location", location)));
         break;
-    case LR_BEGIN_REFUSED:
-        answer_refusal(req, suspended, r);
-        break;
+    case LR_BEGIN_REFUSED: answer_refusal(req, suspended, r); break;
     }
 }
 

@@ -20,8 +20,8 @@ void lr_api_observe(void *ctx, const char *generation_id, lr_gen_status status, 
 {
     lr_app *app = ctx;
     if (stage == LR_STAGE_NONE)
-        lr_metrics_add(LR_M_GENERATIONS_FINISHED,
-                       (const char *const[]){lr_gen_status_name(status)}, 1);
+        lr_metrics_add(LR_M_GENERATIONS_FINISHED, (const char *const[]){lr_gen_status_name(status)},
+                       1);
     lr_events_observe(app->events, generation_id, status, stage);
 }
 
@@ -41,11 +41,11 @@ void lr_api_ready(lr_app *app, lr_req *req)
     lr_err se = app->store->ops->ping(app->store);
     bool draining = atomic_load(&app->draining);
     bool ready = db_ok && schema_ok && se == LR_OK && !draining;
-    json_t *checks = json_pack(
-        "{s:o, s:o, s:o, s:o}", "database", check(db_ok, "the database does not answer"),
-        "migrations", check(schema_ok, db_ok ? why : "not checked: no database"), "storage",
-        check(se == LR_OK, lr_strerror(se)), "draining",
-        check(!draining, "shutting down: finishing in-flight generations"));
+    json_t *checks =
+        json_pack("{s:o, s:o, s:o, s:o}", "database", check(db_ok, "the database does not answer"),
+                  "migrations", check(schema_ok, db_ok ? why : "not checked: no database"),
+                  "storage", check(se == LR_OK, lr_strerror(se)), "draining",
+                  check(!draining, "shutting down: finishing in-flight generations"));
     json_t *b = json_pack("{s:s, s:b, s:o}", "status", ready ? "ready" : "not_ready", "success",
                           ready, "checks", checks);
     if (!ready) {
@@ -109,7 +109,7 @@ static void metrics_reply(lr_app *app, lr_req *req)
     if (cfg->metrics_token && !metrics_token_ok(cfg, req)) {
         lr_req_set_header(req, "WWW-Authenticate", "Bearer");
         lr_api_error(req, LR_CODE_UNAUTHORIZED,
-                           "Unauthorized: Bearer LENSROOM_METRICS_TOKEN is required", NULL);
+                     "Unauthorized: Bearer LENSROOM_METRICS_TOKEN is required", NULL);
         return;
     }
     lr_metrics_text t = {0};
@@ -133,7 +133,7 @@ void lr_api_metrics(lr_app *app, lr_req *req)
     const lr_config *cfg = app->cfg;
     if (cfg->metrics_port) {
         lr_api_error(req, LR_CODE_NOT_FOUND,
-                           "Not found: metrics are served on LENSROOM_METRICS_PORT", NULL);
+                     "Not found: metrics are served on LENSROOM_METRICS_PORT", NULL);
     } else if (!cfg->metrics_token) {
         lr_req_reply_error(req, 403, lr_code_name(LR_CODE_METRICS_DISABLED),
                            "Metrics are off: set LENSROOM_METRICS_TOKEN or LENSROOM_METRICS_PORT",

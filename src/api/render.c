@@ -41,8 +41,8 @@ json_t *lr_render_generation(const lr_generation *g)
     json_object_set_new(j, "taskIds", lr_render_strv(&g->task_ids));
     json_object_set_new(j, "params", g->params ? json_deep_copy(g->params) : json_object());
     json_object_set_new(j, "error", error_of(g));
-    json_object_set_new(j, "durationMs", g->has_duration ? json_integer(g->duration_ms)
-                                                         : json_null());
+    json_object_set_new(j, "durationMs",
+                        g->has_duration ? json_integer(g->duration_ms) : json_null());
     json_object_set_new(j, "createdAt", str(g->created_at));
     json_object_set_new(j, "updatedAt", str(g->updated_at));
     json_object_set_new(j, "finishedAt", str(g->finished_at));

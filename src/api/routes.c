@@ -105,7 +105,9 @@ void lr_api_route(lr_req *req, void *ctx)
         if (!r->method || !strcmp(r->method, method)) {
             char pattern[96];
             snprintf(pattern, sizeof pattern, "%s%s%s", r->prefix,
-                     r->match == ID_SUFFIX ? "{id}" : r->match == REST ? "*" : "",
+                     r->match == ID_SUFFIX ? "{id}"
+                     : r->match == REST    ? "*"
+                                           : "",
                      r->match == ID_SUFFIX ? r->suffix : "");
             lr_req_set_route(req, pattern);
             if (r->plain)

@@ -8,17 +8,18 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "core/util.h"
 #include "pipeline/generation.h"
 #include "pipeline/quote.h"
 #include "pipeline/run.h"
-#include "core/util.h"
 
 static json_t *render_line(const lr_price_line *l)
 {
     json_t *o =
         json_pack("{s:s, s:i, s:i, s:i, s:O}", "modelId", l->model->id, "outputsCount", l->outputs,
                   "unitPrice", l->unit, "credits", l->unit * l->outputs, "params", l->params);
-    if (l->node_id) json_object_set_new(o, "nodeId", json_string(l->node_id));
+    if (l->node_id)
+        json_object_set_new(o, "nodeId", json_string(l->node_id));
     return o;
 }
 
@@ -49,7 +50,8 @@ static void refuse(lr_req *req, const lr_quote_refusal *why)
 /* outputsCount as infer reads it: absent 0 (one), out of range -1. */
 static int outputs_of(json_t *v)
 {
-    if (!v || json_is_null(v)) return 0;
+    if (!v || json_is_null(v))
+        return 0;
     json_int_t n = json_is_integer(v) ? json_integer_value(v) : -1;
     return n >= 1 && n <= LR_MAX_OUTPUTS ? (int)n : -1;
 }
@@ -58,8 +60,10 @@ static int outputs_of(json_t *v)
  * reference that cannot parse (the domain names the problem). */
 static lr_node_input parse_input(json_t *v)
 {
-    if (!v || json_is_null(v)) return (lr_node_input){0};
-    if (json_is_string(v)) return (lr_node_input){.present = true, .value = json_string_value(v)};
+    if (!v || json_is_null(v))
+        return (lr_node_input){0};
+    if (json_is_string(v))
+        return (lr_node_input){.present = true, .value = json_string_value(v)};
     const char *ref = json_string_value(json_object_get(v, "$ref"));
     return (lr_node_input){.present = true, .ref = ref ? ref : ""};
 }
@@ -112,7 +116,8 @@ static void answer_node_errors(lr_req *req, const lr_graph_check_result *r)
 /* maxCredits: absent (no cap), or a whole number >= 0; -2 when malformed. */
 static long max_credits_of(json_t *v)
 {
-    if (!v || json_is_null(v)) return -1;
+    if (!v || json_is_null(v))
+        return -1;
     return json_is_integer(v) && json_integer_value(v) >= 0 ? (long)json_integer_value(v) : -2;
 }
 
@@ -165,9 +170,11 @@ static void quote_graph(lr_app *app, lr_req *req, const char *user, json_t *body
 void lr_api_quote(lr_app *app, lr_req *req)
 {
     char user[LR_UUID_LEN + 1];
-    if (!lr_api_user(app, req, true, user)) return;
+    if (!lr_api_user(app, req, true, user))
+        return;
     json_t *body = lr_api_json_body(req);
-    if (!body) return;
+    if (!body)
+        return;
     lr_price_line line;
     lr_quote_refusal why;
     if (json_object_get(body, "graph")) {

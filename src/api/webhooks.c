@@ -21,11 +21,9 @@ void lr_api_webhook_kie(lr_app *app, lr_req *req)
         return;
     }
     char expect[65];
-    lr_provider_callback_token(app->cfg->jwt_secret, app->cfg->jwt_secret_len, gen, (int)v,
-                               expect);
+    lr_provider_callback_token(app->cfg->jwt_secret, app->cfg->jwt_secret_len, gen, (int)v, expect);
     if (!lr_ct_equal(expect, 64, token, strlen(token))) {
-        lr_api_error(req, LR_CODE_INVALID_CALLBACK_TOKEN, "Callback token does not match",
-                     NULL);
+        lr_api_error(req, LR_CODE_INVALID_CALLBACK_TOKEN, "Callback token does not match", NULL);
         return;
     }
     lr_pipeline_poke(app->pipeline, gen, (int)v);

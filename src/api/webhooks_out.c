@@ -18,8 +18,8 @@ static json_t *endpoint_json(const lr_endpoint *e)
 {
     char created[32];
     lr_time_iso(e->created_at, created);
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "id", e->id, "url", e->url, "events",
-                          e->events, "createdAt", created);
+    json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "id", e->id, "url", e->url, "events", e->events,
+                          "createdAt", created);
     if (e->secret)
         json_object_set_new(o, "secret", json_string(e->secret));
     return o;
@@ -85,25 +85,24 @@ void lr_api_admin_webhooks_add(lr_app *app, lr_req *req)
     }
     if (!lr_hooks_events_valid(events)) {
         lr_api_error(req, LR_CODE_INVALID_EVENTS,
-                           "events must list generation.succeeded, generation.failed, "
-                           "generation.canceled, generation.started, credits.low or "
-                           "credits.purchased",
-                           json_pack("{s:s}", "field", "events"));
+                     "events must list generation.succeeded, generation.failed, "
+                     "generation.canceled, generation.started, credits.low or "
+                     "credits.purchased",
+                     json_pack("{s:s}", "field", "events"));
         json_decref(body);
         return;
     }
     lr_endpoint ep;
-    lr_err e = lr_billing_endpoint_add(app->billing_db,
-                                       json_string_value(json_object_get(body, "url")), events,
-                                       &ep);
+    lr_err e = lr_billing_endpoint_add(
+        app->billing_db, json_string_value(json_object_get(body, "url")), events, &ep);
     json_decref(body);
     if (e != LR_OK) {
         lr_api_db_error(req, e);
         return;
     }
     lr_log(LR_LOG_INFO, lr_req_id(req), "webhook endpoint %s added for %s", ep.id, ep.events);
-    lr_req_reply_json(req, 201, json_pack("{s:b, s:o}", "success", 1, "endpoint",
-                                          endpoint_json(&ep)));
+    lr_req_reply_json(req, 201,
+                      json_pack("{s:b, s:o}", "success", 1, "endpoint", endpoint_json(&ep)));
     lr_endpoint_clear(&ep);
 }
 
@@ -131,8 +130,8 @@ void lr_api_admin_webhook_rotate(lr_app *app, lr_req *req, const char *id)
     } else if (e != LR_OK) {
         lr_api_db_error(req, e);
     } else {
-        lr_req_reply_json(req, 200, json_pack("{s:b, s:o}", "success", 1, "endpoint",
-                                              endpoint_json(&ep)));
+        lr_req_reply_json(req, 200,
+                          json_pack("{s:b, s:o}", "success", 1, "endpoint", endpoint_json(&ep)));
         lr_endpoint_clear(&ep);
     }
 }
@@ -154,9 +153,9 @@ void lr_api_admin_webhook_deliveries(lr_app *app, lr_req *req, const char *id)
         const lr_attempt *t = &l.v[i];
         char at[32];
         lr_time_iso(t->created_at, at);
-        json_t *o = json_pack("{s:s, s:s, s:i, s:I, s:s, s:s, s:s*}", "deliveryId",
-                              t->delivery_id, "eventType", t->event_type, "attempt", t->attempt,
-                              "latencyMs", (json_int_t)t->latency_ms, "at", at, "deliveryStatus",
+        json_t *o = json_pack("{s:s, s:s, s:i, s:I, s:s, s:s, s:s*}", "deliveryId", t->delivery_id,
+                              "eventType", t->event_type, "attempt", t->attempt, "latencyMs",
+                              (json_int_t)t->latency_ms, "at", at, "deliveryStatus",
                               t->delivery_status, "error", t->error);
         json_object_set_new(o, "statusCode",
                             t->status_code ? json_integer(t->status_code) : json_null());
@@ -181,8 +180,8 @@ void lr_api_admin_webhook_replay(lr_app *app, lr_req *req, const char *id)
         return;
     }
     lr_hooks_poke(app->hooks);
-    lr_req_reply_json(req, 202, json_pack("{s:b, s:s, s:s}", "success", 1, "id", id, "status",
-                                          "pending"));
+    lr_req_reply_json(req, 202,
+                      json_pack("{s:b, s:s, s:s}", "success", 1, "id", id, "status", "pending"));
 }
 
 /* GET /api/webhooks/secret: the signed-in user's whsec_ secret for the
@@ -212,7 +211,7 @@ bool lr_api_gen_hook_parse(lr_app *app, lr_req *req, json_t *body, lr_gen_hook *
     if (!url || json_is_null(url)) {
         if (ev && !json_is_null(ev)) {
             lr_api_error(req, LR_CODE_INVALID_PARAMETER, "webhookEvents needs webhook",
-                               json_pack("{s:s}", "field", "webhookEvents"));
+                         json_pack("{s:s}", "field", "webhookEvents"));
             return false;
         }
         return true;
@@ -234,14 +233,14 @@ bool lr_api_gen_hook_parse(lr_app *app, lr_req *req, json_t *body, lr_gen_hook *
             ok &= known;
             if (known) {
                 size_t used = strlen(out->events);
-                snprintf(out->events + used, sizeof out->events - used, "%s%s",
-                         used ? "," : "", json_string_value(v));
+                snprintf(out->events + used, sizeof out->events - used, "%s%s", used ? "," : "",
+                         json_string_value(v));
             }
         }
         if (!ok) {
             lr_api_error(req, LR_CODE_INVALID_PARAMETER,
-                               "webhookEvents must be a list of start, output, logs, completed",
-                               json_pack("{s:s}", "field", "webhookEvents"));
+                         "webhookEvents must be a list of start, output, logs, completed",
+                         json_pack("{s:s}", "field", "webhookEvents"));
             return false;
         }
     }
@@ -254,11 +253,9 @@ void lr_api_gen_hook_register(lr_app *app, const lr_gen_hook *h, const char *use
 {
     if (!h->set)
         return;
-    lr_err e = lr_billing_generation_hook(app->billing_db, generation_id, user, h->url,
-                                          h->events);
+    lr_err e = lr_billing_generation_hook(app->billing_db, generation_id, user, h->url, h->events);
     if (e != LR_OK) {
-        lr_warn("generation %s: its webhook was not recorded (%s)", generation_id,
-                lr_strerror(e));
+        lr_warn("generation %s: its webhook was not recorded (%s)", generation_id, lr_strerror(e));
         return;
     }
     if (strstr(h->events, "start"))

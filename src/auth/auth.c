@@ -35,8 +35,8 @@ lr_auth_status lr_auth_claims(const lr_config *cfg, lr_jwks *jwks, const char *c
             snprintf(out->sub, sizeof out->sub, "%s", cfg->test_user_id);
             return LR_AUTH_OK;
         }
-        *reason = (cookie || authorization) ? "No usable session token in the request"
-                                            : "Not signed in";
+        *reason =
+            (cookie || authorization) ? "No usable session token in the request" : "Not signed in";
         return LR_AUTH_MISSING;
     }
     lr_jwt_verifier v = {.key = cfg->jwt_secret,

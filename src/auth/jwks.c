@@ -182,8 +182,7 @@ lr_err lr_jwks_key_from_json(json_t *jwk, lr_jwt_key *out, const char **why)
         *why = "alg other than ES256 for EC or RS256 for RSA";
         return LR_ERR_UNSUPPORTED;
     }
-    return out->alg == LR_JWT_ES256 ? ec_key(jwk, &out->pkey, why)
-                                    : rsa_key(jwk, &out->pkey, why);
+    return out->alg == LR_JWT_ES256 ? ec_key(jwk, &out->pkey, why) : rsa_key(jwk, &out->pkey, why);
 }
 
 /* ---- a whole set ---------------------------------------------------- */
@@ -353,8 +352,8 @@ static void fetch_done(lr_call *c)
         return;
     }
     if (c->rc != CURLE_OK) {
-        snprintf(error, sizeof error, "%s%s%s", curl_easy_strerror(c->rc),
-                 c->error[0] ? ": " : "", c->error);
+        snprintf(error, sizeof error, "%s%s%s", curl_easy_strerror(c->rc), c->error[0] ? ": " : "",
+                 c->error);
         fetch_failed(k, error);
         return;
     }

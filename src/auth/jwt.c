@@ -323,9 +323,9 @@ done:
 
 static json_t *user_claims(const char *sub, const char *issuer, int64_t now_s, int64_t ttl_s)
 {
-    json_t *claims = json_pack("{s:s, s:s, s:s, s:I, s:I}", "sub", sub, "role", "authenticated",
-                               "aud", "authenticated", "iat", (json_int_t)now_s, "exp",
-                               (json_int_t)(now_s + ttl_s));
+    json_t *claims =
+        json_pack("{s:s, s:s, s:s, s:I, s:I}", "sub", sub, "role", "authenticated", "aud",
+                  "authenticated", "iat", (json_int_t)now_s, "exp", (json_int_t)(now_s + ttl_s));
     if (claims && issuer)
         json_object_set_new(claims, "iss", json_string(issuer));
     return claims;

@@ -39,7 +39,7 @@ typedef enum {
     LR_JWT_NOT_YET_VALID,
     LR_JWT_BAD_AUDIENCE,
     LR_JWT_BAD_SUBJECT,
-    LR_JWT_UNKNOWN_KEY,  /* ES256/RS256 kid not in the JWKS (yet) */
+    LR_JWT_UNKNOWN_KEY, /* ES256/RS256 kid not in the JWKS (yet) */
     LR_JWT_BAD_ISSUER,
     LR_JWT_FUTURE_IAT,
     LR_JWT_BAD_CRIT,
@@ -66,9 +66,9 @@ typedef bool (*lr_jwt_key_lookup)(void *ctx, const char *kid, bool refetch, lr_j
 typedef struct {
     const unsigned char *key; /* HS256 secret; NULL: HS256 refused */
     size_t key_len;
-    const char *audience; /* NULL: not checked */
-    int leeway_s;         /* 0..600 */
-    const char *issuer;   /* required iss; NULL: not checked */
+    const char *audience;     /* NULL: not checked */
+    int leeway_s;             /* 0..600 */
+    const char *issuer;       /* required iss; NULL: not checked */
     lr_jwt_key_lookup lookup; /* NULL: ES256/RS256 refused */
     void *lookup_ctx;
 } lr_jwt_verifier;

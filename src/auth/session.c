@@ -306,7 +306,7 @@ static void supabase_candidates(const cookie_list *cs, cred_list *out)
         goto out;
     qsort(parts, np, sizeof *parts, part_cmp);
     /* Groups (one per project), then put back in header order. */
-    size_t (*groups)[3] = lr_xmalloc(np * sizeof *groups);
+    size_t(*groups)[3] = lr_xmalloc(np * sizeof *groups);
     size_t ng = 0;
     for (size_t i = 0; i < np;) {
         size_t j = i, first = parts[i].pos;
@@ -354,8 +354,7 @@ static void bearer_candidate(const char *authorization, cred_list *out)
     push(out, lr_xstrndup(t, len), "authorization");
 }
 
-int lr_session_candidates(const char *cookie_header, const char *authorization,
-                          lr_credential **out)
+int lr_session_candidates(const char *cookie_header, const char *authorization, lr_credential **out)
 {
     cred_list l = {0};
     size_t hlen = cookie_header ? strnlen(cookie_header, LR_SESSION_MAX_HEADER + 1) : 0;

@@ -47,7 +47,8 @@ lr_err lr_archive_create(const char *path, lr_archive_writer **out, char **errms
 {
     lr_archive_writer *w = lr_xcalloc(1, sizeof *w);
     w->path = lr_xstrdup(path);
-    if (asprintf(&w->partial, "%s.partial", path) < 0) abort();
+    if (asprintf(&w->partial, "%s.partial", path) < 0)
+        abort();
     w->fd = open(w->partial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (w->fd < 0) {
         set_err(errmsg, w->partial, strerror(errno));
@@ -100,13 +101,15 @@ lr_err lr_archive_add_fd(lr_archive_writer *w, const char *name, int fd, int64_t
                          char sha256[LR_SHA256_HEX], char **errmsg)
 {
     lr_err e = write_header(w, name, size, errmsg);
-    if (e != LR_OK) return e;
+    if (e != LR_OK)
+        return e;
     EVP_MD_CTX *h = EVP_MD_CTX_new();
     EVP_DigestInit_ex(h, EVP_sha256(), NULL);
     int64_t left = size;
     while (e == LR_OK && left > 0) {
         ssize_t n = read(fd, w->buf, left < CHUNK ? (size_t)left : CHUNK);
-        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EINTR)
+            continue;
         if (n <= 0) {
             set_err(errmsg, name, n < 0 ? strerror(errno) : "the file shrank while being read");
             e = LR_ERR_IO;
@@ -125,7 +128,8 @@ lr_err lr_archive_add_buf(lr_archive_writer *w, const char *name, const void *bu
                           char sha256[LR_SHA256_HEX], char **errmsg)
 {
     lr_err e = write_header(w, name, (int64_t)len, errmsg);
-    if (e == LR_OK && len > 0) e = write_data(w, name, buf, len, errmsg);
+    if (e == LR_OK && len > 0)
+        e = write_data(w, name, buf, len, errmsg);
     EVP_MD_CTX *h = EVP_MD_CTX_new();
     EVP_DigestInit_ex(h, EVP_sha256(), NULL);
     EVP_DigestUpdate(h, buf, len);
@@ -137,7 +141,8 @@ lr_err lr_archive_add_buf(lr_archive_writer *w, const char *name, const void *bu
 static void writer_free(lr_archive_writer *w)
 {
     archive_write_free(w->a);
-    if (w->fd >= 0) close(w->fd);
+    if (w->fd >= 0)
+        close(w->fd);
     free(w->path);
     free(w->partial);
     free(w);
@@ -153,14 +158,16 @@ lr_err lr_archive_finish(lr_archive_writer *w, char **errmsg)
         set_err(errmsg, w->path, strerror(errno));
         e = LR_ERR_IO;
     }
-    if (e != LR_OK) unlink(w->partial);
+    if (e != LR_OK)
+        unlink(w->partial);
     writer_free(w);
     return e;
 }
 
 void lr_archive_abort(lr_archive_writer *w)
 {
-    if (!w) return;
+    if (!w)
+        return;
     unlink(w->partial);
     writer_free(w);
 }
@@ -184,7 +191,8 @@ int lr_archive_next(lr_archive_reader *r, const char **name, int64_t *size, char
 {
     struct archive_entry *e;
     int rc = archive_read_next_header(r->a, &e);
-    if (rc == ARCHIVE_EOF) return 0;
+    if (rc == ARCHIVE_EOF)
+        return 0;
     if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN) {
         set_err(errmsg, "the archive cannot be read on", archive_error_string(r->a));
         return -1;
@@ -207,7 +215,8 @@ lr_err lr_archive_read(lr_archive_reader *r, lr_archive_sink sink, void *ctx,
     *bytes = 0;
     for (;;) {
         la_ssize_t n = archive_read_data(r->a, r->buf, sizeof r->buf);
-        if (n == 0) break;
+        if (n == 0)
+            break;
         if (n < 0) {
             set_err(errmsg, "the archive cannot be read on", archive_error_string(r->a));
             e = LR_ERR_IO;
@@ -227,7 +236,8 @@ lr_err lr_archive_read(lr_archive_reader *r, lr_archive_sink sink, void *ctx,
 
 void lr_archive_close(lr_archive_reader *r)
 {
-    if (!r) return;
+    if (!r)
+        return;
     archive_read_free(r->a);
     free(r);
 }

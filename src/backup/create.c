@@ -40,12 +40,15 @@ static void set_err(char **errmsg, const char *what, const char *detail)
 static FILE *temp_in(const char *dir)
 {
     char *path = NULL;
-    if (asprintf(&path, "%s/.backup-tmp-XXXXXX", dir) < 0) abort();
+    if (asprintf(&path, "%s/.backup-tmp-XXXXXX", dir) < 0)
+        abort();
     int fd = mkstemp(path);
-    if (fd >= 0) unlink(path);
+    if (fd >= 0)
+        unlink(path);
     free(path);
     FILE *f = fd >= 0 ? fdopen(fd, "w+") : NULL;
-    if (!f && fd >= 0) close(fd);
+    if (!f && fd >= 0)
+        close(fd);
     return f;
 }
 
@@ -67,7 +70,8 @@ static lr_err add_file(run *r, const char *name, FILE *f)
     }
     char sha[LR_SHA256_HEX];
     lr_err e = lr_archive_add_fd(r->w, name, fileno(f), sb.st_size, sha, r->errmsg);
-    if (e == LR_OK) index_line(r, name, sb.st_size, sha);
+    if (e == LR_OK)
+        index_line(r, name, sb.st_size, sha);
     return e;
 }
 
@@ -100,9 +104,11 @@ static lr_err add_object(void *ctx, const char *key)
     r->res->keys++;
     lr_store *s = r->o->store;
     bool local = s && s->ops->open_local;
-    if (!s || (!local && !r->o->with_objects)) return LR_OK;
+    if (!s || (!local && !r->o->with_objects))
+        return LR_OK;
     char *name = NULL;
-    if (asprintf(&name, "objects/%s", key) < 0) abort();
+    if (asprintf(&name, "objects/%s", key) < 0)
+        abort();
     char sha[LR_SHA256_HEX];
     lr_err e;
     int64_t size = 0;
@@ -186,7 +192,8 @@ static void archive_name(char *out, size_t n)
     char compact[32];
     size_t k = 0;
     for (const char *p = iso; *p && k + 1 < sizeof compact; p++) {
-        if (*p != '-' && *p != ':') compact[k++] = *p;
+        if (*p != '-' && *p != ':')
+            compact[k++] = *p;
     }
     compact[k] = '\0';
     snprintf(out, n, LR_BACKUP_PREFIX "%s" LR_BACKUP_SUFFIX, compact);
@@ -202,14 +209,16 @@ static lr_err finish_entries(run *r, const char *backend, const char *db_entry)
     if (e == LR_OK && sbuf) {
         char sha[LR_SHA256_HEX];
         e = lr_archive_add_buf(r->w, "jwt-secret", sbuf, slen, sha, r->errmsg);
-        if (e == LR_OK) index_line(r, "jwt-secret", (int64_t)slen, sha);
+        if (e == LR_OK)
+            index_line(r, "jwt-secret", (int64_t)slen, sha);
         secret = true;
     }
     if (sbuf) {
         memset(sbuf, 0, slen);
         free(sbuf);
     }
-    if (e != LR_OK) return e;
+    if (e != LR_OK)
+        return e;
     int64_t entries = 2 + r->res->objects + (secret ? 1 : 0);
     fflush(r->index);
     struct stat sb;
@@ -217,7 +226,8 @@ static lr_err finish_entries(run *r, const char *backend, const char *db_entry)
     char index_sha[LR_SHA256_HEX];
     lseek(fileno(r->index), 0, SEEK_SET);
     e = lr_archive_add_fd(r->w, "index.jsonl", fileno(r->index), sb.st_size, index_sha, r->errmsg);
-    if (e != LR_OK) return e;
+    if (e != LR_OK)
+        return e;
     json_t *m = manifest(r, backend, db_entry, secret, index_sha, sb.st_size, entries);
     char *text = json_dumps(m, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
     json_decref(m);
@@ -242,7 +252,8 @@ lr_err lr_backup_create(const lr_backup_create_opts *o, lr_backup_result *res, c
         return LR_ERR_CONFLICT;
     }
     char *snap_path = NULL;
-    if (asprintf(&snap_path, "%s/.%s.db", o->dir, res->name) < 0) abort();
+    if (asprintf(&snap_path, "%s/.%s.db", o->dir, res->name) < 0)
+        abort();
     run r = {
         .o = o, .res = res, .errmsg = errmsg, .keys = temp_in(o->dir), .index = temp_in(o->dir)};
     lr_db_snapshot *snap = NULL;
@@ -253,7 +264,8 @@ lr_err lr_backup_create(const lr_backup_create_opts *o, lr_backup_result *res, c
     }
     lr_snapshot_opts so = {
         .url = o->database_url, .out_path = snap_path, .pg_bindir = o->pg_bindir};
-    if ((e = lr_db_snapshot_take(&so, &snap, errmsg)) != LR_OK) goto out;
+    if ((e = lr_db_snapshot_take(&so, &snap, errmsg)) != LR_OK)
+        goto out;
     if ((e = lr_db_snapshot_stats(snap, &res->stats)) != LR_OK) {
         set_err(errmsg, "snapshot", "cannot read its ledger totals");
         goto out;
@@ -265,30 +277,36 @@ lr_err lr_backup_create(const lr_backup_create_opts *o, lr_backup_result *res, c
         (e = add_path(&r, db_entry, snap_path)) != LR_OK ||
         (e = lr_db_snapshot_each_key(snap, add_object, &r)) != LR_OK ||
         (e = finish_entries(&r, backend, db_entry)) != LR_OK) {
-        if (e != LR_OK && errmsg && !*errmsg) set_err(errmsg, "backup", lr_strerror(e));
+        if (e != LR_OK && errmsg && !*errmsg)
+            set_err(errmsg, "backup", lr_strerror(e));
         goto out;
     }
     e = lr_archive_finish(r.w, errmsg);
     r.w = NULL;
     struct stat sb;
-    if (e == LR_OK && stat(res->path, &sb) == 0) res->bytes = sb.st_size;
+    if (e == LR_OK && stat(res->path, &sb) == 0)
+        res->bytes = sb.st_size;
 out:
     lr_archive_abort(r.w);
     lr_db_snapshot_free(snap);
     unlink(snap_path);
     free(snap_path);
-    if (r.keys) fclose(r.keys);
-    if (r.index) fclose(r.index);
+    if (r.keys)
+        fclose(r.keys);
+    if (r.index)
+        fclose(r.index);
     res->duration_ms = lr_monotonic_ms() - t0;
     return e;
 }
 
 bool lr_backup_parse_s3(const char *url, char **bucket, char **prefix)
 {
-    if (strncmp(url, "s3://", 5) != 0) return false;
+    if (strncmp(url, "s3://", 5) != 0)
+        return false;
     const char *b = url + 5;
     size_t bl = strcspn(b, "/");
-    if (bl == 0) return false;
+    if (bl == 0)
+        return false;
     const char *p = b + bl;
     while (*p == '/')
         p++;
@@ -305,7 +323,8 @@ lr_err lr_backup_upload(lr_store *store, const char *prefix, const char *path, c
     const char *base = strrchr(path, '/');
     base = base ? base + 1 : path;
     char *key = NULL;
-    if (asprintf(&key, "%s%s%s", prefix, *prefix ? "/" : "", base) < 0) abort();
+    if (asprintf(&key, "%s%s%s", prefix, *prefix ? "/" : "", base) < 0)
+        abort();
     lr_store_writer *w = NULL;
     char buf[64 * 1024];
     lr_err e = LR_ERR_IO;
@@ -314,10 +333,12 @@ lr_err lr_backup_upload(lr_store *store, const char *prefix, const char *path, c
         set_err(errmsg, path, strerror(errno));
         goto out;
     }
-    if ((e = store->ops->open_writer(store, key, "application/zstd", &w)) != LR_OK) goto fail;
+    if ((e = store->ops->open_writer(store, key, "application/zstd", &w)) != LR_OK)
+        goto fail;
     ssize_t n;
     while ((n = read(fd, buf, sizeof buf)) > 0) {
-        if ((e = store->ops->write(w, buf, (size_t)n)) != LR_OK) goto fail;
+        if ((e = store->ops->write(w, buf, (size_t)n)) != LR_OK)
+            goto fail;
     }
     if (n < 0) {
         e = LR_ERR_IO;
@@ -325,12 +346,15 @@ lr_err lr_backup_upload(lr_store *store, const char *prefix, const char *path, c
     }
     e = store->ops->commit(w);
     w = NULL;
-    if (e == LR_OK) goto out;
+    if (e == LR_OK)
+        goto out;
 fail:
-    if (w) store->ops->abort(w);
+    if (w)
+        store->ops->abort(w);
     set_err(errmsg, key, lr_strerror(e));
 out:
-    if (fd >= 0) close(fd);
+    if (fd >= 0)
+        close(fd);
     free(key);
     return e;
 }

@@ -25,7 +25,8 @@ int lr_backup_keep_parse(const char *s, lr_backup_keep *k)
         size_t n = strlen(t);
         char unit = t[n - 1];
         int *slot = unit == 'd' ? &k->daily : unit == 'w' ? &k->weekly : &k->newest;
-        if (unit == 'd' || unit == 'w') t[n - 1] = '\0';
+        if (unit == 'd' || unit == 'w')
+            t[n - 1] = '\0';
         long v;
         if (*slot || lr_parse_long(t, 0, 100000, &v) != 0)
             rc = -1;
@@ -33,7 +34,8 @@ int lr_backup_keep_parse(const char *s, lr_backup_keep *k)
             *slot = (int)v;
     }
     free(copy);
-    if (k->newest + k->daily + k->weekly == 0) rc = -1;
+    if (k->newest + k->daily + k->weekly == 0)
+        rc = -1;
     return rc;
 }
 
@@ -48,7 +50,8 @@ static long archive_day(const char *name)
     for (int i = 0; i < STAMP_LEN; i++) {
         bool digit = s[i] >= '0' && s[i] <= '9';
         char want = i == 8 ? 'T' : i == 15 ? '.' : i == 19 ? 'Z' : 0;
-        if (want ? s[i] != want : !digit) return -1;
+        if (want ? s[i] != want : !digit)
+            return -1;
     }
     struct tm tm = {0};
     tm.tm_year = (s[0] - '0') * 1000 + (s[1] - '0') * 100 + (s[2] - '0') * 10 + (s[3] - '0') - 1900;
@@ -70,7 +73,8 @@ void lr_backup_keep_select(const char *const *names, size_t n, const lr_backup_k
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
         keep[i] = archive_day(names[i]) < 0;
-        if (!keep[i]) order[m++] = &names[i];
+        if (!keep[i])
+            order[m++] = &names[i];
     }
     qsort(order, m, sizeof *order, newest_first);
     long last_day = -1, last_week = -1;
@@ -80,7 +84,8 @@ void lr_backup_keep_select(const char *const *names, size_t n, const lr_backup_k
         long day = archive_day(names[i]);
         /* Weeks begin on Monday (ISO); 1970-01-05, day 4, was one. */
         long week = (day + 3) / 7;
-        if ((int)j < k->newest) keep[i] = true;
+        if ((int)j < k->newest)
+            keep[i] = true;
         if (day != last_day && days < k->daily) {
             keep[i] = true;
             days++;
@@ -99,12 +104,14 @@ int lr_backup_rotate(const char *dir, const lr_backup_keep *k,
                      void (*removed)(void *ctx, const char *name), void *ctx)
 {
     DIR *d = opendir(dir);
-    if (!d) return -1;
+    if (!d)
+        return -1;
     char **names = NULL;
     size_t n = 0, cap = 0;
     struct dirent *de;
     while ((de = readdir(d))) {
-        if (archive_day(de->d_name) < 0) continue;
+        if (archive_day(de->d_name) < 0)
+            continue;
         if (n == cap) {
             cap = cap ? cap * 2 : 16;
             names = lr_xrealloc(names, cap * sizeof *names);
@@ -121,8 +128,10 @@ int lr_backup_rotate(const char *dir, const lr_backup_keep *k,
             continue;
         }
         char *path = NULL;
-        if (asprintf(&path, "%s/%s", dir, names[i]) < 0) abort();
-        if (unlink(path) == 0 && removed) removed(ctx, names[i]);
+        if (asprintf(&path, "%s/%s", dir, names[i]) < 0)
+            abort();
+        if (unlink(path) == 0 && removed)
+            removed(ctx, names[i]);
         free(path);
     }
     for (size_t i = 0; i < n; i++)

@@ -28,7 +28,8 @@ static void mirror_remove(void *ctx, const char *name)
 {
     lr_backup_sched *s = ctx;
     lr_info("backup: rotation removed %s", name);
-    if (!s->o.mirror) return;
+    if (!s->o.mirror)
+        return;
     char *key = NULL;
     if (asprintf(&key, "%s%s%s", s->o.mirror_prefix, *s->o.mirror_prefix ? "/" : "", name) < 0)
         abort();
@@ -90,7 +91,8 @@ static void *sched_main(void *arg)
         int rc = 0;
         while (!s->stop && rc != ETIMEDOUT)
             rc = pthread_cond_timedwait(&s->cv, &s->mu, &at);
-        if (s->stop) break;
+        if (s->stop)
+            break;
         pthread_mutex_unlock(&s->mu);
         run_once(s);
         pthread_mutex_lock(&s->mu);
@@ -129,7 +131,8 @@ void lr_backup_sched_status(lr_backup_sched *s, lr_backup_status *out)
 
 void lr_backup_sched_stop(lr_backup_sched *s)
 {
-    if (!s) return;
+    if (!s)
+        return;
     pthread_mutex_lock(&s->mu);
     s->stop = true;
     atomic_store(&s->cancel, true);

@@ -63,7 +63,8 @@ typedef struct {
 static lr_err sink_mem(void *ctx, const void *buf, size_t len)
 {
     membuf *m = ctx;
-    if (m->len + len > MANIFEST_MAX) return LR_ERR_TOO_LARGE;
+    if (m->len + len > MANIFEST_MAX)
+        return LR_ERR_TOO_LARGE;
     if (lr_buf_append(&m->buf, &m->len, &m->cap, buf, len) != 0)
         abort(); /* out of memory, as lr_xmalloc */
     return LR_OK;
@@ -72,11 +73,13 @@ static lr_err sink_mem(void *ctx, const void *buf, size_t len)
 static FILE *temp_in(const char *dir, char **path_out)
 {
     char *path = NULL;
-    if (asprintf(&path, "%s/.lensroom-verify-XXXXXX", dir) < 0) abort();
+    if (asprintf(&path, "%s/.lensroom-verify-XXXXXX", dir) < 0)
+        abort();
     int fd = mkstemp(path);
     FILE *f = fd >= 0 ? fdopen(fd, "w+") : NULL;
     if (!f) {
-        if (fd >= 0) close(fd);
+        if (fd >= 0)
+            close(fd);
         unlink(path);
         free(path);
         return NULL;
@@ -134,7 +137,8 @@ static void read_entries(lr_archive_reader *a, scan *s, report *rp)
             s->has_index = true;
         } else {
             bool db = !strncmp(entry, "database/", 9) && s->db && !s->db_entry[0];
-            if (db) snprintf(s->db_entry, sizeof s->db_entry, "%s", entry);
+            if (db)
+                snprintf(s->db_entry, sizeof s->db_entry, "%s", entry);
             e = lr_archive_read(a, db ? sink_file : NULL, db ? s->db : NULL, sha, &got, &err);
             if (e == LR_OK) {
                 seen_line(s, entry, got, sha);
@@ -167,7 +171,8 @@ static void read_entries(lr_archive_reader *a, scan *s, report *rp)
 static const char *jstr(json_t *o, const char *path1, const char *path2)
 {
     json_t *v = json_object_get(o, path1);
-    if (path2) v = json_object_get(v, path2);
+    if (path2)
+        v = json_object_get(v, path2);
     return json_is_string(v) ? json_string_value(v) : "";
 }
 
@@ -187,7 +192,8 @@ static void compare_index(scan *s, report *rp)
     int shown = 0;
     for (;;) {
         ssize_t la = getline(&a, &an, s->seen), lb = getline(&b, &bn, s->index);
-        if (la < 0 && lb < 0) break;
+        if (la < 0 && lb < 0)
+            break;
         json_t *ja = la > 0 ? json_loads(a, 0, NULL) : NULL;
         json_t *jb = lb > 0 ? json_loads(b, 0, NULL) : NULL;
         const char *pa = jstr(ja, "path", NULL), *pb = jstr(jb, "path", NULL);
@@ -374,10 +380,14 @@ out:
     json_decref(m);
     free(err);
     free(s.manifest.buf);
-    if (s.seen) fclose(s.seen);
-    if (s.index) fclose(s.index);
-    if (s.db) fclose(s.db);
-    if (s.db_path) unlink(s.db_path);
+    if (s.seen)
+        fclose(s.seen);
+    if (s.index)
+        fclose(s.index);
+    if (s.db)
+        fclose(s.db);
+    if (s.db_path)
+        unlink(s.db_path);
     free(s.db_path);
     return e;
 }
@@ -385,7 +395,8 @@ out:
 bool lr_backup_dir_empty(const char *dir)
 {
     DIR *d = opendir(dir);
-    if (!d) return errno == ENOENT;
+    if (!d)
+        return errno == ENOENT;
     struct dirent *de;
     bool empty = true;
     while (empty && (de = readdir(d)))
@@ -431,7 +442,8 @@ static lr_err restore_object(const lr_backup_restore_opts *o, lr_archive_reader 
         return e;
     }
     e = o->store->ops->commit(os.w);
-    if (e != LR_OK) set_err(errmsg, key, lr_strerror(e));
+    if (e != LR_OK)
+        set_err(errmsg, key, lr_strerror(e));
     return e;
 }
 
@@ -465,12 +477,15 @@ static lr_err restore_sqlite(const lr_backup_restore_opts *o, lr_archive_reader 
 {
     char *tmp = NULL, *dst = NULL;
     lr_err e = extract_temp(a, o->data_dir, &tmp, errmsg);
-    if (e != LR_OK) return e;
-    if (asprintf(&dst, "%s/lensroom.db", o->data_dir) < 0) abort();
+    if (e != LR_OK)
+        return e;
+    if (asprintf(&dst, "%s/lensroom.db", o->data_dir) < 0)
+        abort();
     const char *sidecars[] = {"-wal", "-shm", "-journal"};
     for (size_t i = 0; i < 3; i++) {
         char *p = NULL;
-        if (asprintf(&p, "%s%s", dst, sidecars[i]) < 0) abort();
+        if (asprintf(&p, "%s%s", dst, sidecars[i]) < 0)
+            abort();
         unlink(p);
         free(p);
     }
@@ -488,7 +503,8 @@ static lr_err restore_pg(const lr_backup_restore_opts *o, lr_archive_reader *a, 
 {
     char *tmp = NULL;
     lr_err e = extract_temp(a, o->work_dir, &tmp, errmsg);
-    if (e != LR_OK) return e;
+    if (e != LR_OK)
+        return e;
     e = lr_db_pg_load(o->database_url, tmp, o->info->schema, o->force, o->pg_bindir, errmsg);
     unlink(tmp);
     free(tmp);
@@ -508,11 +524,13 @@ static lr_err restore_secret(const lr_backup_restore_opts *o, lr_archive_reader 
         return lr_archive_read(a, NULL, NULL, sha, &n, errmsg);
     }
     char *dir = lr_xstrdup(o->secret_path), *slash = strrchr(dir, '/');
-    if (slash) *slash = '\0';
+    if (slash)
+        *slash = '\0';
     char *tmp = NULL;
     lr_err e = extract_temp(a, slash ? dir : ".", &tmp, errmsg);
     free(dir);
-    if (e != LR_OK) return e;
+    if (e != LR_OK)
+        return e;
     chmod(tmp, 0600);
     if (rename(tmp, o->secret_path) != 0) {
         set_err(errmsg, o->secret_path, strerror(errno));
@@ -549,7 +567,8 @@ lr_err lr_backup_restore(const lr_backup_restore_opts *o, FILE *out, char **errm
         }
         free(entry);
     }
-    if (e == LR_OK && rc < 0) e = LR_ERR_IO;
+    if (e == LR_OK && rc < 0)
+        e = LR_ERR_IO;
     if (e == LR_OK)
         fprintf(out, "%lld objects restored to %s storage (bucket %s)\n", (long long)objects,
                 o->store ? o->store->backend : "no", o->store ? o->store->bucket : "-");

@@ -52,9 +52,8 @@ const lr_pack *lr_packs_find(const lr_packs *p, const char *id);
 /* Whether header (Stripe-Signature) signs body under one of the
  * comma-separated secrets at most tolerance_s old at now_s. *why: static
  * text for the log when not. */
-bool lr_stripe_signature_ok(const char *header, const char *body, size_t len,
-                            const char *secrets, int tolerance_s, int64_t now_s,
-                            const char **why);
+bool lr_stripe_signature_ok(const char *header, const char *body, size_t len, const char *secrets,
+                            int tolerance_s, int64_t now_s, const char **why);
 
 typedef struct {
     lr_db *db;
@@ -70,7 +69,7 @@ typedef struct {
 typedef struct {
     const char *action; /* static: granted, replayed, reversed, ignored, ... */
     char user_id[LR_UUID_LEN + 1];
-    int credits;   /* granted or taken back */
+    int credits; /* granted or taken back */
     int uncollected;
 } lr_billing_outcome;
 

@@ -18,9 +18,12 @@
 #define TICK_MS 1000
 #define LEASE_EXTRA_MS 15000
 
-const char *const lr_hooks_event_types[] = {"generation.succeeded", "generation.failed",
-                                            "generation.canceled", "generation.started",
-                                            "credits.low",         "credits.purchased",
+const char *const lr_hooks_event_types[] = {"generation.succeeded",
+                                            "generation.failed",
+                                            "generation.canceled",
+                                            "generation.started",
+                                            "credits.low",
+                                            "credits.purchased",
                                             NULL};
 
 typedef struct job {
@@ -52,7 +55,8 @@ bool lr_hooks_events_valid(const char *csv)
         size_t n = strcspn(p, ",");
         bool known = false;
         for (int i = 0; lr_hooks_event_types[i]; i++)
-            known |= strlen(lr_hooks_event_types[i]) == n && !strncmp(p, lr_hooks_event_types[i], n);
+            known |=
+                strlen(lr_hooks_event_types[i]) == n && !strncmp(p, lr_hooks_event_types[i], n);
         if (!known)
             return false;
         p += n;
@@ -62,8 +66,8 @@ bool lr_hooks_events_valid(const char *csv)
     return true;
 }
 
-bool lr_hooks_sign(const char *secret, const char *id, int64_t ts, const char *body,
-                   size_t len, char out[64])
+bool lr_hooks_sign(const char *secret, const char *id, int64_t ts, const char *body, size_t len,
+                   char out[64])
 {
     if (!secret || strncmp(secret, "whsec_", 6) != 0)
         return false;
@@ -207,8 +211,8 @@ static void finish_job(void *arg)
     job *j = arg;
     lr_hooks *h = j->h;
     int64_t now = lr_now_ms();
-    bool ok = !j->refused && j->call.rc == CURLE_OK && j->call.status >= 200 &&
-              j->call.status < 300;
+    bool ok =
+        !j->refused && j->call.rc == CURLE_OK && j->call.status >= 200 && j->call.status < 300;
     const char *error = NULL;
     char text[260];
     if (!ok) {
@@ -339,8 +343,12 @@ static void queue_event(lr_hooks *h, const char *type, json_t *data, const char 
     json_t *body = json_pack("{s:s, s:s, s:o}", "type", type, "timestamp", ts, "data", data);
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
-    lr_event_req ev = {.message_id = msg, .type = type, .payload = text,
-                       .generation_id = generation_id, .filter = filter, .now_ms = now};
+    lr_event_req ev = {.message_id = msg,
+                       .type = type,
+                       .payload = text,
+                       .generation_id = generation_id,
+                       .filter = filter,
+                       .now_ms = now};
     long queued = 0;
     lr_err e = lr_billing_enqueue(h->o.store, &ev, &queued);
     if (e != LR_OK)
@@ -390,9 +398,9 @@ static json_t *generation_json(const lr_generation *g)
                      "id", g->id, "userId", g->user_id, "modelId", g->model, "type", g->type,
                      "status", g->status, "urls", strv_json(&g->result_urls), "credits",
                      g->credits_used, "outputsCount", g->outputs_count, "succeededCount",
-                     g->succeeded_count, "failedCount", g->failed_count, "errorCode",
-                     g->error_code, "errorMessage", g->error_message, "createdAt", g->created_at,
-                     "finishedAt", g->finished_at, "text", g->text);
+                     g->succeeded_count, "failedCount", g->failed_count, "errorCode", g->error_code,
+                     "errorMessage", g->error_message, "createdAt", g->created_at, "finishedAt",
+                     g->finished_at, "text", g->text);
 }
 
 typedef struct {
@@ -434,8 +442,8 @@ void lr_hooks_started(lr_hooks *h, const char *generation_id, const char *user_i
                       const char *model_id)
 {
     queue_event(h, "generation.started",
-                json_pack("{s:s, s:s, s:s, s:s}", "id", generation_id, "userId", user_id,
-                          "modelId", model_id, "status", lr_gen_status_name(LR_GEN_PROCESSING)),
+                json_pack("{s:s, s:s, s:s, s:s}", "id", generation_id, "userId", user_id, "modelId",
+                          model_id, "status", lr_gen_status_name(LR_GEN_PROCESSING)),
                 generation_id, "start");
 }
 

@@ -37,11 +37,11 @@ typedef struct {
     lr_loop *loop;
     lr_workers *workers;
     const lr_net_policy *policy;
-    int retry_ms;      /* first retry delay */
+    int retry_ms;       /* first retry delay */
     int64_t max_age_ms; /* retried this long after queuing */
-    int timeout_ms;    /* one attempt */
-    int concurrency;   /* deliveries in flight at most */
-    int low_balance;   /* credits.low threshold, 0: never */
+    int timeout_ms;     /* one attempt */
+    int concurrency;    /* deliveries in flight at most */
+    int low_balance;    /* credits.low threshold, 0: never */
 } lr_hooks_opts;
 
 /* The event types endpoints subscribe to, NULL-terminated. */
@@ -71,7 +71,7 @@ void lr_hooks_free(lr_hooks *h);
 
 /* "v1,<base64 HMAC-SHA256(key, id.ts.body)>" where key is the base64
  * after "whsec_". false when the secret is malformed. */
-bool lr_hooks_sign(const char *secret, const char *id, int64_t ts, const char *body,
-                   size_t len, char out[64]);
+bool lr_hooks_sign(const char *secret, const char *id, int64_t ts, const char *body, size_t len,
+                   char out[64]);
 
 #endif

@@ -1,7 +1,7 @@
 /* Stripe: the webhook's signature and events, and Checkout Sessions. */
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/core_names.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,9 +77,8 @@ static void stripe_mac(const char *key, size_t key_len, int64_t t, const char *b
     lr_hex(d, 32, hex);
 }
 
-bool lr_stripe_signature_ok(const char *header, const char *body, size_t len,
-                            const char *secrets, int tolerance_s, int64_t now_s,
-                            const char **why)
+bool lr_stripe_signature_ok(const char *header, const char *body, size_t len, const char *secrets,
+                            int tolerance_s, int64_t now_s, const char **why)
 {
     sig_header s;
     if (!header || !secrets) {
@@ -159,8 +158,8 @@ static lr_err grant(lr_billing *b, const char *event_id, json_t *obj, lr_billing
 {
     const char *session = str_at(obj, "id"), *user, *pack_id;
     int credits;
-    if (!session || strcmp(str_at(obj, "payment_status") ? str_at(obj, "payment_status") : "",
-                           "paid") != 0) {
+    if (!session ||
+        strcmp(str_at(obj, "payment_status") ? str_at(obj, "payment_status") : "", "paid") != 0) {
         out->action = "unpaid";
         return LR_OK;
     }
@@ -192,8 +191,12 @@ static lr_err grant(lr_billing *b, const char *event_id, json_t *obj, lr_billing
                              "stripe_session_id", pay.session_id, "stripe_payment_intent",
                              pay.payment_intent, "amount", (json_int_t)pay.amount, "currency",
                              pay.currency, "pack_id", pay.pack_id, "payment_id", pay.id);
-    lr_adjust_req ar = {.user_id = pay.user_id, .amount = pay.credits, .type = "purchase",
-                        .description = desc, .idempotency_key = key, .metadata = meta};
+    lr_adjust_req ar = {.user_id = pay.user_id,
+                        .amount = pay.credits,
+                        .type = "purchase",
+                        .description = desc,
+                        .idempotency_key = key,
+                        .metadata = meta};
     lr_adjust_result res;
     e = adjust_retry(b, &ar, &res);
     json_decref(meta);
@@ -237,8 +240,12 @@ static lr_err take_back(lr_billing *b, const lr_payment *pay, const char *event_
             return LR_OK;
         json_t *meta = json_pack("{s:s, s:s, s:s}", "stripe_event_id", event_id,
                                  "stripe_session_id", pay->session_id, "payment_id", pay->id);
-        lr_adjust_req ar = {.user_id = pay->user_id, .amount = -take, .type = type,
-                            .description = desc, .idempotency_key = key, .metadata = meta};
+        lr_adjust_req ar = {.user_id = pay->user_id,
+                            .amount = -take,
+                            .type = type,
+                            .description = desc,
+                            .idempotency_key = key,
+                            .metadata = meta};
         lr_adjust_result res;
         e = adjust_retry(b, &ar, &res);
         json_decref(meta);
@@ -271,8 +278,8 @@ static lr_err reverse(lr_billing *b, const char *event_id, json_t *obj, bool dis
     if (e != LR_OK)
         return e;
     int64_t part = json_is_integer(portion) ? json_integer_value(portion) : pay.amount;
-    int64_t target = pay.amount > 0 ? (pay.credits * part + pay.amount - 1) / pay.amount
-                                    : pay.credits;
+    int64_t target =
+        pay.amount > 0 ? (pay.credits * part + pay.amount - 1) / pay.amount : pay.credits;
     if (target > pay.credits)
         target = pay.credits;
     int delta = (int)target - pay.credits_reversed;
@@ -288,11 +295,14 @@ static lr_err reverse(lr_billing *b, const char *event_id, json_t *obj, bool dis
         snprintf(key, sizeof key, "stripe:%s:uncollected", event_id);
         snprintf(desc, sizeof desc, "Could not take back %d credits (already spent)",
                  delta - taken);
-        json_t *meta = json_pack("{s:s, s:s, s:i, s:s}", "stripe_event_id", event_id,
-                                 "reason", type, "uncollected", delta - taken, "payment_id",
-                                 pay.id);
-        lr_adjust_req ar = {.user_id = pay.user_id, .amount = 0, .type = "payment_uncollected",
-                            .description = desc, .idempotency_key = key, .metadata = meta};
+        json_t *meta = json_pack("{s:s, s:s, s:i, s:s}", "stripe_event_id", event_id, "reason",
+                                 type, "uncollected", delta - taken, "payment_id", pay.id);
+        lr_adjust_req ar = {.user_id = pay.user_id,
+                            .amount = 0,
+                            .type = "payment_uncollected",
+                            .description = desc,
+                            .idempotency_key = key,
+                            .metadata = meta};
         lr_adjust_result res;
         e = adjust_retry(b, &ar, &res);
         json_decref(meta);
@@ -384,7 +394,9 @@ static void checkout_done(lr_call *c)
     } else {
         const char *msg = str_at(json_object_get(body, "error"), "message");
         lr_warn("stripe: checkout session not created (HTTP %ld): %s", c->status,
-                msg ? msg : c->status ? "unexpected answer" : c->error);
+                msg         ? msg
+                : c->status ? "unexpected answer"
+                            : c->error);
         co->done(co->ctx, c->status ? LR_ERR_PROVIDER : LR_ERR_UNAVAILABLE, NULL, NULL,
                  msg ? msg : "Stripe did not create the checkout session");
     }

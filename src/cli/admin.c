@@ -313,17 +313,16 @@ static void print_analytics(const lr_analytics *x, const char *since, const char
     printf("analytics from %s to %s (UTC)\n\ncredits per day\n", since, until);
     printf("  %-10s  %9s  %9s  %9s  %9s\n", "day", "spent", "bought", "refunded", "granted");
     for (size_t i = 0; i < x->ndays; i++)
-        printf("  %-10s  %9lld  %9lld  %9lld  %9lld\n", x->days[i].day,
-               (long long)x->days[i].spent, (long long)x->days[i].bought,
-               (long long)x->days[i].refunded, (long long)x->days[i].granted);
+        printf("  %-10s  %9lld  %9lld  %9lld  %9lld\n", x->days[i].day, (long long)x->days[i].spent,
+               (long long)x->days[i].bought, (long long)x->days[i].refunded,
+               (long long)x->days[i].granted);
     printf("\ngenerations per model\n  %-20s  %7s  %8s  %7s  %7s  %8s  %8s\n", "model", "total",
            "success%", "failed", "cancel", "p50 ms", "p95 ms");
     for (size_t i = 0; i < x->nmodels; i++) {
         const lr_analytics_model *m = &x->models[i];
-        printf("  %-20s  %7lld  %8.1f  %7lld  %7lld  %8lld  %8lld\n", m->model,
-               (long long)m->total, m->total ? 100.0 * (double)m->succeeded / (double)m->total : 0,
-               (long long)m->failed, (long long)m->canceled, (long long)m->p50_ms,
-               (long long)m->p95_ms);
+        printf("  %-20s  %7lld  %8.1f  %7lld  %7lld  %8lld  %8lld\n", m->model, (long long)m->total,
+               m->total ? 100.0 * (double)m->succeeded / (double)m->total : 0, (long long)m->failed,
+               (long long)m->canceled, (long long)m->p50_ms, (long long)m->p95_ms);
     }
     printf("\ngenerations per model and day\n");
     for (size_t i = 0; i < x->nmodel_days; i++)
@@ -331,8 +330,8 @@ static void print_analytics(const lr_analytics *x, const char *since, const char
                (long long)x->model_days[i].n);
     printf("\ntop users by credits spent\n");
     for (size_t i = 0; i < x->ntop; i++)
-        printf("  %-36s  %9lld  %6lld generations\n", x->top[i].user_id,
-               (long long)x->top[i].spent, (long long)x->top[i].generations);
+        printf("  %-36s  %9lld  %6lld generations\n", x->top[i].user_id, (long long)x->top[i].spent,
+               (long long)x->top[i].generations);
 }
 
 int lr_cli_analytics(int argc, char **argv)
@@ -366,16 +365,14 @@ json_t *lr_cli_analytics_json(const lr_analytics *x, const char *since, const ch
         const lr_analytics_day *d = &x->days[i];
         refunded += d->refunded;
         json_array_append_new(days, json_pack("{s:s, s:I, s:I, s:I, s:I}", "day", d->day, "spent",
-                                              (json_int_t)d->spent, "bought",
-                                              (json_int_t)d->bought, "refunded",
-                                              (json_int_t)d->refunded, "granted",
+                                              (json_int_t)d->spent, "bought", (json_int_t)d->bought,
+                                              "refunded", (json_int_t)d->refunded, "granted",
                                               (json_int_t)d->granted));
     }
     for (size_t i = 0; i < x->nmodel_days; i++)
-        json_array_append_new(model_days,
-                              json_pack("{s:s, s:s, s:I}", "day", x->model_days[i].day, "model",
-                                        x->model_days[i].model, "count",
-                                        (json_int_t)x->model_days[i].n));
+        json_array_append_new(model_days, json_pack("{s:s, s:s, s:I}", "day", x->model_days[i].day,
+                                                    "model", x->model_days[i].model, "count",
+                                                    (json_int_t)x->model_days[i].n));
     for (size_t i = 0; i < x->nmodels; i++) {
         const lr_analytics_model *m = &x->models[i];
         json_array_append_new(
@@ -392,9 +389,8 @@ json_t *lr_cli_analytics_json(const lr_analytics *x, const char *since, const ch
                                              "spent", (json_int_t)x->top[i].spent, "generations",
                                              (json_int_t)x->top[i].generations));
     return json_pack("{s:b, s:s, s:s, s:o, s:o, s:o, s:{s:I}, s:o}", "success", 1, "since", since,
-                     "until", until, "creditsPerDay", days, "generationsPerModelPerDay",
-                     model_days, "models", models, "refunds", "credits", (json_int_t)refunded,
-                     "topUsers", top);
+                     "until", until, "creditsPerDay", days, "generationsPerModelPerDay", model_days,
+                     "models", models, "refunds", "credits", (json_int_t)refunded, "topUsers", top);
 }
 
 int lr_cli_credits_take(int argc, char **argv)
@@ -425,9 +421,9 @@ int lr_cli_credits_take(int argc, char **argv)
     lr_adjust_result res;
     lr_err e = s.db->ops->adjust(s.db, &r, &res);
     if (e == LR_OK) {
-        json_t *detail = json_pack("{s:I, s:s, s:s, s:b}", "amount", (json_int_t)-amount,
-                                   "reason", reason, "transactionId", res.transaction_id,
-                                   "replayed", res.replayed);
+        json_t *detail =
+            json_pack("{s:I, s:s, s:s, s:b}", "amount", (json_int_t)-amount, "reason", reason,
+                      "transactionId", res.transaction_id, "replayed", res.replayed);
         lr_admin_audit(s.admin, &(lr_admin_action){.actor = "cli",
                                                    .action = "credits.take",
                                                    .subject = user,
@@ -473,8 +469,9 @@ int lr_cli_admin_link(int argc, char **argv)
         user[i] = (user[i] >= 'A' && user[i] <= 'Z') ? (char)(user[i] + 32) : user[i];
     lr_err e = lr_admin_link_create(s.admin, user, (int)ttl, token);
     if (e == LR_OK) {
-        lr_admin_audit(s.admin, &(lr_admin_action){
-                                    .actor = "cli", .action = "admin.link_created", .subject = user});
+        lr_admin_audit(
+            s.admin,
+            &(lr_admin_action){.actor = "cli", .action = "admin.link_created", .subject = user});
         printf("%s/admin/login?token=%s\n", s.cfg.public_url, token);
         fprintf(stderr, "one-time sign-in link for admin %s, valid %ld s\n", user, ttl);
     } else {

@@ -36,7 +36,8 @@ struct lr_cli_backups {
 static const char *opt(int argc, char **argv, const char *name)
 {
     for (int i = 0; i + 1 < argc; i++) {
-        if (!strcmp(argv[i], name)) return argv[i + 1];
+        if (!strcmp(argv[i], name))
+            return argv[i + 1];
     }
     return NULL;
 }
@@ -44,14 +45,16 @@ static const char *opt(int argc, char **argv, const char *name)
 static bool flag(int argc, char **argv, const char *name)
 {
     for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], name)) return true;
+        if (!strcmp(argv[i], name))
+            return true;
     }
     return false;
 }
 
 static int load(lr_config *cfg, bool prepare)
 {
-    if (lr_config_load(cfg) != 0 || (prepare && lr_config_prepare_data(cfg) != 0)) return -1;
+    if (lr_config_load(cfg) != 0 || (prepare && lr_config_prepare_data(cfg) != 0))
+        return -1;
     lr_log_set_level((lr_log_level)cfg->log_level);
     return 0;
 }
@@ -66,7 +69,8 @@ static const char *work_dir(void)
 static char *secret_file(const lr_config *cfg)
 {
     char *p = NULL;
-    if (cfg->jwt_secret_from_file && asprintf(&p, "%s/jwt-secret", cfg->data_dir) < 0) abort();
+    if (cfg->jwt_secret_from_file && asprintf(&p, "%s/jwt-secret", cfg->data_dir) < 0)
+        abort();
     return p;
 }
 
@@ -77,7 +81,8 @@ static int cmd_create(int argc, char **argv, const char *version)
     char *bucket = NULL, *prefix = NULL, *staging = NULL, *secret = NULL, *err = NULL;
     int rc = 1;
     const char *to = opt(argc, argv, "--to");
-    if (load(&cfg, true) != 0 || lr_cli_open_store(&cfg, NULL, &store) != 0) goto out;
+    if (load(&cfg, true) != 0 || lr_cli_open_store(&cfg, NULL, &store) != 0)
+        goto out;
     const char *dir = to ? to : cfg.backup_dir;
     if (to && !strncmp(to, "s3://", 5)) {
         if (!lr_backup_parse_s3(to, &bucket, &prefix)) {
@@ -89,8 +94,10 @@ static int cmd_create(int argc, char **argv, const char *version)
                             "S3_SECRET_ACCESS_KEY\n");
             goto out;
         }
-        if (lr_cli_open_store(&cfg, bucket, &target) != 0) goto out;
-        if (asprintf(&staging, "%s/tmp", cfg.data_dir) < 0) abort();
+        if (lr_cli_open_store(&cfg, bucket, &target) != 0)
+            goto out;
+        if (asprintf(&staging, "%s/tmp", cfg.data_dir) < 0)
+            abort();
         dir = staging;
     }
     secret = secret_file(&cfg);
@@ -170,7 +177,8 @@ static int audit_target(const char *url)
     } else {
         for (size_t i = 0; i < v.n; i++)
             printf("violation %s %s: %s\n", v.v[i].kind, v.v[i].subject, v.v[i].detail);
-        if (v.n == 0) printf("audit: ledger sound on the restored database\n");
+        if (v.n == 0)
+            printf("audit: ledger sound on the restored database\n");
         rc = v.n ? 1 : 0;
     }
     lr_violation_list_clear(&v);
@@ -182,7 +190,8 @@ static int audit_target(const char *url)
 /* Refuses a target that holds something, unless force. */
 static int check_target(const char *data_dir, const char *url, bool force)
 {
-    if (force) return 0;
+    if (force)
+        return 0;
     if (data_dir && !lr_backup_dir_empty(data_dir)) {
         fprintf(stderr,
                 "restore: %s is not empty; restore into an empty folder, or pass --force "
@@ -222,7 +231,8 @@ static int cmd_restore(int argc, char **argv)
     lr_store *store = NULL;
     char *secret = NULL, *err = NULL;
     int rc = 1;
-    if (load(&cfg, false) != 0 || check_target(data_dir, url, force) != 0) goto out;
+    if (load(&cfg, false) != 0 || check_target(data_dir, url, force) != 0)
+        goto out;
     lr_backup_info info;
     if (lr_backup_verify(archive, work_dir(), cfg.pg_bindir, stdout, &info) != LR_OK) {
         fprintf(stderr, "restore: refusing %s: it failed verification (above)\n", archive);
@@ -241,11 +251,13 @@ static int cmd_restore(int argc, char **argv)
         fprintf(stderr, "restore: cannot create %s: %s\n", cfg.data_dir, strerror(errno));
         goto out;
     }
-    if (info.objects > 0 && lr_cli_open_store(&cfg, NULL, &store) != 0) goto out;
+    if (info.objects > 0 && lr_cli_open_store(&cfg, NULL, &store) != 0)
+        goto out;
     if ((data_dir || !cfg.jwt_secret) && asprintf(&secret, "%s/jwt-secret", cfg.data_dir) < 0)
         abort();
     char *db_path = NULL;
-    if (data_dir && asprintf(&db_path, "%s/lensroom.db", data_dir) < 0) abort();
+    if (data_dir && asprintf(&db_path, "%s/lensroom.db", data_dir) < 0)
+        abort();
     lr_backup_restore_opts o = {.archive = archive,
                                 .info = &info,
                                 .data_dir = data_dir,
@@ -271,9 +283,12 @@ out:
 int lr_cli_backup(int argc, char **argv, const char *version)
 {
     const char *sub = argc > 1 ? argv[1] : "";
-    if (!strcmp(sub, "create")) return cmd_create(argc - 1, argv + 1, version);
-    if (!strcmp(sub, "verify")) return cmd_verify(argc - 1, argv + 1);
-    if (!strcmp(sub, "restore")) return cmd_restore(argc - 1, argv + 1);
+    if (!strcmp(sub, "create"))
+        return cmd_create(argc - 1, argv + 1, version);
+    if (!strcmp(sub, "verify"))
+        return cmd_verify(argc - 1, argv + 1);
+    if (!strcmp(sub, "restore"))
+        return cmd_restore(argc - 1, argv + 1);
     fputs(lr_cli_backup_usage, stderr);
     return 2;
 }
@@ -282,7 +297,8 @@ int lr_cli_backups_start(const lr_config *cfg, lr_store *store, const char *vers
                          lr_cli_backups **out)
 {
     *out = NULL;
-    if (cfg->backup_interval_s <= 0) return 0;
+    if (cfg->backup_interval_s <= 0)
+        return 0;
     lr_backup_keep keep;
     if (lr_backup_keep_parse(cfg->backup_keep, &keep) != 0) {
         fprintf(stderr, "config: LENSROOM_BACKUP_KEEP: expected N (newest), Nd (daily), Nw "
@@ -325,7 +341,8 @@ lr_backup_sched *lr_cli_backups_sched(lr_cli_backups *b)
 
 void lr_cli_backups_stop(lr_cli_backups *b)
 {
-    if (!b) return;
+    if (!b)
+        return;
     lr_backup_sched_stop(b->sched);
     lr_store_close(b->mirror);
     free(b->bucket);

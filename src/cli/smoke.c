@@ -40,19 +40,19 @@ static void check_env(report *r, const lr_config *cfg)
          cfg->bucket, cfg->use_mock ? "mock" : "kie",
          cfg->jwt_secret_from_file ? "generated (data dir)" : "from environment");
     line(r, true, "service role key",
-         !cfg->service_key ? "not set (admin API disabled; optional)"
+         !cfg->service_key                              ? "not set (admin API disabled; optional)"
          : !strncmp(cfg->service_key, "sb_secret_", 10) ? "sb_secret_ key set (admin API enabled)"
-                                                         : "set (admin API enabled)");
+                                                        : "set (admin API enabled)");
 }
 
 /* Ledger round trip on the throwaway user: +10, -10, sums match. */
 static bool check_credits(report *r, lr_db *db, const char *user)
 {
     lr_adjust_result a = {0}, b = {0};
-    lr_adjust_req up = {.user_id = user, .amount = 10, .type = "bonus",
-                        .description = "lensroom smoke"};
-    lr_adjust_req down = {.user_id = user, .amount = -10, .type = "adjustment",
-                          .description = "lensroom smoke"};
+    lr_adjust_req up = {
+        .user_id = user, .amount = 10, .type = "bonus", .description = "lensroom smoke"};
+    lr_adjust_req down = {
+        .user_id = user, .amount = -10, .type = "adjustment", .description = "lensroom smoke"};
     int before = 0, after = -1;
     lr_err e = db->ops->balance(db, user, &before);
     if (e == LR_OK)
@@ -85,17 +85,29 @@ static void check_generation(report *r, lr_db *db, const char *user)
     lr_uuid_v4(id);
     lr_time_iso(lr_now_ms(), ts);
     lr_time_iso(lr_now_ms() + 60000, lease);
-    lr_adjust_req grant = {.user_id = user, .amount = 1, .type = "bonus",
-                           .description = "lensroom smoke generation"};
+    lr_adjust_req grant = {
+        .user_id = user, .amount = 1, .type = "bonus", .description = "lensroom smoke generation"};
     lr_adjust_result ar;
     int balance;
-    lr_reserve_req rq = {.generation_id = id, .user_id = user, .type = "photo",
-                         .model = "smoke", .provider = "smoke", .prompt = "lensroom smoke",
-                         .outputs_count = 1, .cost = 1, .created_at = ts, .lease_until = lease};
-    lr_settle_req sq = {.generation_id = id, .status = lr_gen_status_name(LR_GEN_FAILED),
-                        .failed_count = 1, .refund = 1,
-                        .error_code = "smoke", .error_message = "lensroom smoke test row"};
-    lr_adjust_req back = {.user_id = user, .amount = -1, .type = "adjustment",
+    lr_reserve_req rq = {.generation_id = id,
+                         .user_id = user,
+                         .type = "photo",
+                         .model = "smoke",
+                         .provider = "smoke",
+                         .prompt = "lensroom smoke",
+                         .outputs_count = 1,
+                         .cost = 1,
+                         .created_at = ts,
+                         .lease_until = lease};
+    lr_settle_req sq = {.generation_id = id,
+                        .status = lr_gen_status_name(LR_GEN_FAILED),
+                        .failed_count = 1,
+                        .refund = 1,
+                        .error_code = "smoke",
+                        .error_message = "lensroom smoke test row"};
+    lr_adjust_req back = {.user_id = user,
+                          .amount = -1,
+                          .type = "adjustment",
                           .description = "lensroom smoke generation"};
     lr_generation g = {0};
     lr_generation_list list = {0};
@@ -103,9 +115,10 @@ static void check_generation(report *r, lr_db *db, const char *user)
     const char *step = "grant";
     lr_err e = db->ops->adjust(db, &grant, &ar);
     lr_key_holder holder;
-    if (e == LR_OK && (step = "create", e = db->ops->reserve(db, &rq, &balance, &holder)) == LR_OK &&
+    if (e == LR_OK &&
+        (step = "create", e = db->ops->reserve(db, &rq, &balance, &holder)) == LR_OK &&
         (step = "update", e = db->ops->set_stage(db, id, lr_gen_status_name(LR_GEN_PROCESSING),
-                                                  lr_gen_stage_name(LR_STAGE_STORING), NULL)) ==
+                                                 lr_gen_stage_name(LR_STAGE_STORING), NULL)) ==
             LR_OK &&
         (step = "settle", e = db->ops->settle(db, &sq, &balance)) == LR_OK &&
         (step = "get", e = db->ops->get_generation(db, user, id, &g)) == LR_OK &&
@@ -116,8 +129,9 @@ static void check_generation(report *r, lr_db *db, const char *user)
         lr_gen_status st;
         bool ok = listed && lr_gen_status_parse(g.status, &st) && st == LR_GEN_FAILED;
         line(r, ok, "generation rows",
-             ok ? "create, update, settle (refund), get and list of %s" : "%s not listed or "
-                                                                           "wrong status",
+             ok ? "create, update, settle (refund), get and list of %s"
+                : "%s not listed or "
+                  "wrong status",
              id);
     } else {
         line(r, false, "generation rows", "%s failed: %s", step, lr_strerror(e));
@@ -155,8 +169,7 @@ static const char *ping_failure(const lr_store *store, lr_err e)
     case LR_ERR_NOT_FOUND:
         return s3 ? "is missing: create it, or fix S3_BUCKET"
                   : "is missing: create it, or fix BUCKET_NAME";
-    default:
-        return "is unreachable (no answer from the endpoint)";
+    default: return "is unreachable (no answer from the endpoint)";
     }
 }
 
@@ -178,8 +191,8 @@ static void check_storage(report *r, lr_store *store, const char *user)
     lr_blob_sink *k = NULL;
     const char *step = "render";
     e = lr_media_png("lensroom smoke", 0, 64, 64, mem_write, &png);
-    if (e == LR_OK && (step = "upload", e = lr_blob_begin(store, user, name, LR_STORE_MAX_BYTES,
-                                                          &k)) == LR_OK) {
+    if (e == LR_OK &&
+        (step = "upload", e = lr_blob_begin(store, user, name, LR_STORE_MAX_BYTES, &k)) == LR_OK) {
         e = lr_blob_write(k, png.buf, png.len);
         if (e == LR_OK)
             e = lr_blob_finish(k, NULL, &key, NULL);
@@ -207,8 +220,8 @@ static void check_storage(report *r, lr_store *store, const char *user)
         e = gone == LR_ERR_NOT_FOUND ? LR_OK : LR_ERR_IO;
     }
     if (e == LR_OK)
-        line(r, true, "upload/download/delete", "%zu bytes as %s: uploaded, read back equal, deleted",
-             png.len, key);
+        line(r, true, "upload/download/delete",
+             "%zu bytes as %s: uploaded, read back equal, deleted", png.len, key);
     else
         line(r, false, "upload/download/delete", "%s failed: %s", step, lr_strerror(e));
     free(png.buf);
@@ -232,13 +245,15 @@ int lr_smoke_run(const lr_config *cfg, lr_db *db, const char *db_err, lr_store *
     if (!db) {
         line(&r, false, "database", "%s", db_err ? db_err : "cannot open");
     } else if (db->ops->ping(db) != LR_OK) {
-        line(&r, false, "database", "%s reachable but the tables or functions are missing: "
-                                    "run lensroom migrate",
+        line(&r, false, "database",
+             "%s reachable but the tables or functions are missing: "
+             "run lensroom migrate",
              db->backend);
     } else {
         db_ok = true;
-        line(&r, true, "database", "%s reachable; credits, credit_transactions, generations "
-                                   "present",
+        line(&r, true, "database",
+             "%s reachable; credits, credit_transactions, generations "
+             "present",
              db->backend);
     }
     if (db_ok) {

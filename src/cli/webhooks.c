@@ -46,7 +46,9 @@ static int add(int argc, char **argv, const lr_config *cfg, lr_billing_db *db)
     lr_net_policy_free(policy);
     if (!ok) {
         fprintf(stderr, "webhooks: %s is refused: %s\n", url,
-                why ? why : err ? err : "invalid LENSROOM_FETCH_ALLOW");
+                why   ? why
+                : err ? err
+                      : "invalid LENSROOM_FETCH_ALLOW");
         free(err);
         return 1;
     }

@@ -3,9 +3,9 @@
 #include "core/config.h"
 
 #include <errno.h>
-#include <openssl/crypto.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -236,16 +236,16 @@ static void load_storage(lr_config *cfg)
         cfg->bucket = lr_xstrdup(s3_bucket);
     }
     if (!strcmp(cfg->storage, "s3")) {
-        if (!cfg->s3_endpoint || (strncmp(cfg->s3_endpoint, "http://", 7) &&
-                                  strncmp(cfg->s3_endpoint, "https://", 8)))
+        if (!cfg->s3_endpoint ||
+            (strncmp(cfg->s3_endpoint, "http://", 7) && strncmp(cfg->s3_endpoint, "https://", 8)))
             problem("S3_ENDPOINT", "required for S3 storage, as http(s)://host[:port]");
         if (!cfg->s3_access_key)
             problem("S3_ACCESS_KEY_ID", "required for S3 storage");
         if (!cfg->s3_secret_key)
             problem("S3_SECRET_ACCESS_KEY", "required for S3 storage");
     } else if (!strcmp(cfg->storage, "supabase")) {
-        if (!cfg->supabase_url || (strncmp(cfg->supabase_url, "http://", 7) &&
-                                   strncmp(cfg->supabase_url, "https://", 8)))
+        if (!cfg->supabase_url ||
+            (strncmp(cfg->supabase_url, "http://", 7) && strncmp(cfg->supabase_url, "https://", 8)))
             problem("SUPABASE_URL", "required for Supabase storage, as https://<ref>.supabase.co");
         if (!env("SUPABASE_SECRET_KEY") && !env("SUPABASE_SERVICE_ROLE_KEY"))
             problem("SUPABASE_SECRET_KEY", "required for Supabase storage (or the legacy "
@@ -467,9 +467,8 @@ static void load_billing(lr_config *cfg)
         cfg->checkout_cancel_url = NULL;
     cfg->low_balance = (int)env_long("LENSROOM_LOW_BALANCE", 0, 0, 1000000000);
     cfg->webhook_retry_ms = (int)env_long("LENSROOM_WEBHOOK_RETRY_MS", 5000, 10, 3600000);
-    cfg->webhook_max_age_s = env("LENSROOM_WEBHOOK_MAX_AGE")
-                                 ? env_duration("LENSROOM_WEBHOOK_MAX_AGE")
-                                 : 86400;
+    cfg->webhook_max_age_s =
+        env("LENSROOM_WEBHOOK_MAX_AGE") ? env_duration("LENSROOM_WEBHOOK_MAX_AGE") : 86400;
     cfg->webhook_timeout_ms = (int)env_long("LENSROOM_WEBHOOK_TIMEOUT_MS", 10000, 100, 120000);
     cfg->webhook_concurrency = (int)env_long("LENSROOM_WEBHOOK_CONCURRENCY", 32, 1, 1024);
 }

@@ -19,11 +19,11 @@
 typedef struct {
     int port;
     char *data_dir;
-    char *database_url;  /* postgres URL or SQLite path; prepare_data defaults it */
-    char *public_url;    /* base of public file URLs, no trailing slash */
+    char *database_url; /* postgres URL or SQLite path; prepare_data defaults it */
+    char *public_url;   /* base of public file URLs, no trailing slash */
     char *bucket;
-    char *storage;       /* "local" | "s3" | "supabase" */
-    char *supabase_url;  /* SUPABASE_URL or NEXT_PUBLIC_SUPABASE_URL */
+    char *storage;      /* "local" | "s3" | "supabase" */
+    char *supabase_url; /* SUPABASE_URL or NEXT_PUBLIC_SUPABASE_URL */
     char *s3_endpoint, *s3_region, *s3_access_key, *s3_secret_key, *s3_public_url;
     bool s3_path_style;
     long s3_part_size;
@@ -34,10 +34,10 @@ typedef struct {
     char *jwt_audience;        /* NULL: aud not checked */
     int jwt_leeway_s;
     /* ES256/RS256 user tokens: keys from a JWKS, issuer of the project. */
-    char *jwks_url;      /* SUPABASE_JWKS_URL, else {supabase_url}/auth/v1/.well-known/jwks.json;
-                            NULL (also SUPABASE_JWKS_URL=off): HS256 only */
-    char *jwt_issuer;    /* {supabase_url}/auth/v1: required iss; NULL without SUPABASE_URL */
-    int jwks_refetch_s;  /* LENSROOM_JWKS_REFETCH_S: least seconds between two JWKS fetches */
+    char *jwks_url;     /* SUPABASE_JWKS_URL, else {supabase_url}/auth/v1/.well-known/jwks.json;
+                           NULL (also SUPABASE_JWKS_URL=off): HS256 only */
+    char *jwt_issuer;   /* {supabase_url}/auth/v1: required iss; NULL without SUPABASE_URL */
+    int jwks_refetch_s; /* LENSROOM_JWKS_REFETCH_S: least seconds between two JWKS fetches */
     /* Server-side Supabase API keys, never logged: SUPABASE_SECRET_KEY
      * (sb_secret_…) and SUPABASE_SERVICE_ROLE_KEY (the legacy service_role
      * JWT, an sb_secret_… key, or any admin secret without Supabase). The
@@ -50,17 +50,20 @@ typedef struct {
     bool use_mock;
     bool mock_by_default; /* mock chosen because no provider key is set */
     char *kie_api_key;
-    char *kie_api_base;       /* KIE_API_BASE, https://api.kie.ai */
-    char *anthropic_api_key;  /* NULL: anthropic_text not offered by the real provider */
+    char *kie_api_base;      /* KIE_API_BASE, https://api.kie.ai */
+    char *anthropic_api_key; /* NULL: anthropic_text not offered by the real provider */
     char *anthropic_api_base;
     char *anthropic_model;
-    char *webhook_base_url;   /* public URL Kie's callbacks reach, NULL: poll only */
-    char *fetch_allow;        /* ip:port list that downloads may reach despite the SSRF rules */
+    char *webhook_base_url; /* public URL Kie's callbacks reach, NULL: poll only */
+    char *fetch_allow;      /* ip:port list that downloads may reach despite the SSRF rules */
     int kie_poll_ms, kie_poll_max_ms;
     int task_deadline_s;
-    int retry_ms;             /* LENSROOM_RETRY_MS: first delay of provider/download retries */      /* provider task unfinished after this: failed, refunded */
+    int retry_ms;
+    /* LENSROOM_RETRY_MS: first delay of provider/download retries */ /* provider task
+                                                                         unfinished after this:
+                                                                         failed, refunded */
     int sse_keepalive_s;
-    char *cors_origins;       /* LENSROOM_CORS_ORIGINS: exact origins, comma-separated */
+    char *cors_origins; /* LENSROOM_CORS_ORIGINS: exact origins, comma-separated */
     int mock_latency_ms;
     double mock_fail_rate;
     char *models_file;
@@ -69,7 +72,7 @@ typedef struct {
     bool allow_anon_infer;
     char *test_user_id;
 
-    int lease_s; /* claim on a running generation, renewed every lease_s/3 */
+    int lease_s;            /* claim on a running generation, renewed every lease_s/3 */
     int user_rate_per_min;  /* infer requests per user and minute, 0: no limit */
     int user_max_in_flight; /* generations running per user, 0: no limit */
     int wait_default_s;
@@ -101,8 +104,10 @@ typedef struct {
     char *stripe_webhook_secret; /* STRIPE_WEBHOOK_SECRET: whsec_..., comma-separated in rotation */
     char *stripe_api_base;       /* STRIPE_API_BASE, https://api.stripe.com */
     int stripe_tolerance_s;      /* STRIPE_WEBHOOK_TOLERANCE_S: oldest signature accepted (300) */
-    char *checkout_success_url;  /* LENSROOM_CHECKOUT_SUCCESS_URL, default {public_url}/?checkout=success */
-    char *checkout_cancel_url;   /* LENSROOM_CHECKOUT_CANCEL_URL, default {public_url}/?checkout=cancel */
+    char *checkout_success_url;  /* LENSROOM_CHECKOUT_SUCCESS_URL, default
+                                    {public_url}/?checkout=success */
+    char *checkout_cancel_url;   /* LENSROOM_CHECKOUT_CANCEL_URL, default
+                                    {public_url}/?checkout=cancel */
     int low_balance;             /* LENSROOM_LOW_BALANCE: credits.low below this; 0: never */
     int webhook_retry_ms;        /* LENSROOM_WEBHOOK_RETRY_MS: first retry delay, doubling */
     int webhook_max_age_s;       /* LENSROOM_WEBHOOK_MAX_AGE: retried this long (24h) */

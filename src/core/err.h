@@ -15,12 +15,12 @@ typedef enum {
     LR_ERR_INSUFFICIENT = -4, /* not enough credits */
     LR_ERR_CONFLICT = -5,     /* state does not allow it, duplicate key */
     LR_ERR_TOO_LARGE = -6,
-    LR_ERR_UNSUPPORTED = -7,  /* e.g. a MIME type outside the allowlist */
+    LR_ERR_UNSUPPORTED = -7, /* e.g. a MIME type outside the allowlist */
     LR_ERR_IO = -8,
     LR_ERR_DB = -9,
     LR_ERR_UNAVAILABLE = -10, /* backend down, retry later */
     LR_ERR_PROVIDER = -11,
-    LR_ERR_DENIED = -12,      /* a backend refused our credentials (401/403) */
+    LR_ERR_DENIED = -12, /* a backend refused our credentials (401/403) */
 } lr_err;
 
 const char *lr_strerror(lr_err e);

@@ -34,8 +34,8 @@ typedef struct {
 } family;
 
 static family families[LR_M_COUNT] = {
-#define XX(id, k, nm, hp, lb)                                                                    \
-    [LR_M_##id] = {                                                                              \
+#define XX(id, k, nm, hp, lb)                                                                      \
+    [LR_M_##id] = {                                                                                \
         .kind = k, .name = nm, .help = hp, .label_names = lb, .mu = PTHREAD_MUTEX_INITIALIZER},
     LR_METRICS_MAP(XX)
 #undef XX
@@ -216,8 +216,8 @@ void lr_metrics_text_sample(lr_metrics_text *t, const char *name, const char *co
 }
 
 /* name_suffix{labels[,extra]} */
-static void series_name(lr_metrics_text *t, const family *f, const char *suffix,
-                        const series *s, const char *extra)
+static void series_name(lr_metrics_text *t, const family *f, const char *suffix, const series *s,
+                        const char *extra)
 {
     lr_metrics_text_printf(t, "%s%s", f->name, suffix);
     bool any = *s->labels || extra;

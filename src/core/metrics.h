@@ -22,26 +22,26 @@
 #define LR_METRICS_MAX_SERIES 256
 
 /* XX(ID, KIND, name, help, "label,label") */
-#define LR_METRICS_MAP(XX)                                                                       \
-    XX(HTTP_REQUESTS, COUNTER, "lensroom_http_requests_total",                                  \
-       "HTTP requests answered, by route pattern, method and status.", "route,method,status")   \
-    XX(HTTP_DURATION, HISTOGRAM, "lensroom_http_request_duration_seconds",                      \
-       "Time from a request's first byte to its answer (suspended time included), by route.", \
-       "route")                                                                                  \
-    XX(PROVIDER_CALLS, COUNTER, "lensroom_provider_calls_total",                                \
-       "Calls to provider APIs, by host and outcome (ok, http_4xx, http_5xx, network).",        \
-       "host,outcome")                                                                           \
-    XX(PROVIDER_DURATION, HISTOGRAM, "lensroom_provider_call_duration_seconds",                 \
-       "Duration of provider API calls, by host.", "host")                                      \
-    XX(GENERATIONS_FINISHED, COUNTER, "lensroom_generations_finished_total",                    \
-       "Generations this process settled, by final status.", "status")                          \
-    XX(STORAGE_BYTES, COUNTER, "lensroom_storage_written_bytes_total",                         \
-       "Bytes of generation outputs and inputs committed to object storage.", "")               \
-    XX(DB_CALLS, COUNTER, "lensroom_db_calls_total",                                            \
-       "Database operations, by operation and outcome (ok, error).", "op,outcome")              \
-    XX(DB_DURATION, HISTOGRAM, "lensroom_db_call_duration_seconds",                             \
-       "Duration of database operations (waiting for a pooled connection included), by "       \
-       "operation.",                                                                              \
+#define LR_METRICS_MAP(XX)                                                                         \
+    XX(HTTP_REQUESTS, COUNTER, "lensroom_http_requests_total",                                     \
+       "HTTP requests answered, by route pattern, method and status.", "route,method,status")      \
+    XX(HTTP_DURATION, HISTOGRAM, "lensroom_http_request_duration_seconds",                         \
+       "Time from a request's first byte to its answer (suspended time included), by route.",      \
+       "route")                                                                                    \
+    XX(PROVIDER_CALLS, COUNTER, "lensroom_provider_calls_total",                                   \
+       "Calls to provider APIs, by host and outcome (ok, http_4xx, http_5xx, network).",           \
+       "host,outcome")                                                                             \
+    XX(PROVIDER_DURATION, HISTOGRAM, "lensroom_provider_call_duration_seconds",                    \
+       "Duration of provider API calls, by host.", "host")                                         \
+    XX(GENERATIONS_FINISHED, COUNTER, "lensroom_generations_finished_total",                       \
+       "Generations this process settled, by final status.", "status")                             \
+    XX(STORAGE_BYTES, COUNTER, "lensroom_storage_written_bytes_total",                             \
+       "Bytes of generation outputs and inputs committed to object storage.", "")                  \
+    XX(DB_CALLS, COUNTER, "lensroom_db_calls_total",                                               \
+       "Database operations, by operation and outcome (ok, error).", "op,outcome")                 \
+    XX(DB_DURATION, HISTOGRAM, "lensroom_db_call_duration_seconds",                                \
+       "Duration of database operations (waiting for a pooled connection included), by "           \
+       "operation.",                                                                               \
        "op")
 
 typedef enum {

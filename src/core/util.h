@@ -16,7 +16,7 @@ void lr_uuid_v4(char out[LR_UUID_LEN + 1]);
 /* True when s[0..len) is a canonical 8-4-4-4-12 hex UUID (either case). */
 bool lr_uuid_valid(const char *s, size_t len);
 
-int64_t lr_now_ms(void);      /* wall clock, ms since the epoch */
+int64_t lr_now_ms(void);       /* wall clock, ms since the epoch */
 int64_t lr_monotonic_ms(void); /* for deadlines and durations */
 /* ISO-8601 UTC with milliseconds: 2026-11-26T13:38:00.123Z (out[32]). */
 void lr_time_iso(int64_t ms, char out[32]);

@@ -9,10 +9,9 @@ static const char *const status_names[] = {
 #undef XX
 };
 
-static const char *const stage_names[] = {
-    NULL,
+static const char *const stage_names[] = {NULL,
 #define XX(name, s) s,
-    LR_GEN_STAGE_MAP(XX)
+                                          LR_GEN_STAGE_MAP(XX)
 #undef XX
 };
 
@@ -20,10 +19,9 @@ static const struct {
     const char *name;
     int status;
     const char *message;
-} codes[] = {
-    {NULL, 500, "Internal error"},
+} codes[] = {{NULL, 500, "Internal error"},
 #define XX(name, s, status, msg) {s, status, msg},
-    LR_ERROR_MAP(XX)
+             LR_ERROR_MAP(XX)
 #undef XX
 };
 

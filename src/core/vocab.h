@@ -61,7 +61,8 @@ bool lr_gen_stage_parse(const char *s, lr_gen_stage *out);
  * (for a generation that failed with it: the status of POST /api/infer's
  * answer) and the message used where the caller has no better one. */
 #define LR_ERROR_MAP(XX)                                                                           \
-    XX(BAD_REQUEST_LINE, "bad_request_line", 400, "The request line is not METHOD TARGET HTTP/1.x")\
+    XX(BAD_REQUEST_LINE, "bad_request_line", 400,                                                  \
+       "The request line is not METHOD TARGET HTTP/1.x")                                           \
     XX(BAD_HEADER, "bad_header", 400, "A header line is malformed")                                \
     XX(MISSING_HOST, "missing_host", 400, "HTTP/1.1 requests need a Host header")                  \
     XX(BAD_REQUEST, "bad_request", 400, "Bad request")                                             \
@@ -86,7 +87,7 @@ bool lr_gen_stage_parse(const char *s, lr_gen_stage *out);
        "The payment provider could not be reached")                                                \
     XX(INVALID_JSON, "invalid_json", 400, "Malformed JSON body")                                   \
     XX(MISSING_FIELDS, "missing_fields", 400, "Missing required fields")                           \
-    XX(MISSING_INPUT_IMAGE, "missing_input_image", 400, "This model needs an input image")        \
+    XX(MISSING_INPUT_IMAGE, "missing_input_image", 400, "This model needs an input image")         \
     XX(INVALID_PARAMETER, "invalid_parameter", 422, "Invalid parameter")                           \
     XX(INVALID_PROMPT, "invalid_prompt", 422, "Invalid prompt")                                    \
     XX(UNAUTHORIZED, "unauthorized", 401, "Unauthorized")                                          \
@@ -128,16 +129,16 @@ bool lr_gen_stage_parse(const char *s, lr_gen_stage *out);
     XX(RATE_LIMITED, "rate_limited", 429, "Too many requests")                                     \
     XX(TOO_MANY_GENERATIONS, "too_many_generations", 429, "Too many generations running")          \
     XX(QUOTE_NOT_FOUND, "quote_not_found", 404, "Quote not found")                                 \
-    XX(QUOTE_EXPIRED, "quote_expired", 409, "The quote has expired: ask for a new one")           \
-    XX(QUOTE_MISMATCH, "quote_mismatch", 409, "The request is not the one quoted")                \
-    XX(INVALID_GRAPH, "invalid_graph", 422, "The graph has errors (see nodeErrors)")              \
-    XX(GRAPH_TOO_LARGE, "graph_too_large", 413, "The graph has too many nodes")                   \
-    XX(DANGLING_REFERENCE, "dangling_reference", 422, "The input refers to no such node output") \
-    XX(GRAPH_CYCLE, "graph_cycle", 422, "The node is part of a cycle")                            \
-    XX(TYPE_MISMATCH, "type_mismatch", 422, "The referenced output does not fit this input")      \
-    XX(MAX_CREDITS_EXCEEDED, "max_credits_exceeded", 402, "The run costs more than maxCredits")   \
+    XX(QUOTE_EXPIRED, "quote_expired", 409, "The quote has expired: ask for a new one")            \
+    XX(QUOTE_MISMATCH, "quote_mismatch", 409, "The request is not the one quoted")                 \
+    XX(INVALID_GRAPH, "invalid_graph", 422, "The graph has errors (see nodeErrors)")               \
+    XX(GRAPH_TOO_LARGE, "graph_too_large", 413, "The graph has too many nodes")                    \
+    XX(DANGLING_REFERENCE, "dangling_reference", 422, "The input refers to no such node output")   \
+    XX(GRAPH_CYCLE, "graph_cycle", 422, "The node is part of a cycle")                             \
+    XX(TYPE_MISMATCH, "type_mismatch", 422, "The referenced output does not fit this input")       \
+    XX(MAX_CREDITS_EXCEEDED, "max_credits_exceeded", 402, "The run costs more than maxCredits")    \
     XX(RUN_NOT_FOUND, "run_not_found", 404, "Run not found")                                       \
-    XX(RUN_FINISHED, "run_finished", 409, "The run has already finished")                         \
+    XX(RUN_FINISHED, "run_finished", 409, "The run has already finished")                          \
     XX(INTERNAL_ERROR, "internal_error", 500, "Internal error")                                    \
     XX(PROVIDER_FAILED, "provider_failed", 502, "The provider failed")                             \
     XX(PROVIDER_ERROR, "provider_error", 502, "The provider sent a malformed answer")              \

@@ -204,7 +204,7 @@ lr_err lr_admin_generations(lr_admin *a, const lr_admin_gen_filter *f, lr_genera
 {
     char lim[16];
     snprintf(lim, sizeof lim, "%d", f->limit);
-    const char *p[] = {f->user_id, f->status, f->model, f->since,
+    const char *p[] = {f->user_id,           f->status,    f->model, f->since,
                        f->before_created_at, f->before_id, lim};
     *out = (lr_generation_list){0};
     lr_err e = rows(a, AQ_GENERATIONS, 7, p, lr_db_add_generation, GC_COUNT, out);
@@ -229,8 +229,8 @@ lr_err lr_admin_audit(lr_admin *a, const lr_admin_action *act)
     lr_uuid_v4(id);
     lr_time_iso(lr_now_ms(), at);
     char *detail = act->detail ? json_dumps(act->detail, JSON_COMPACT) : NULL;
-    const char *p[] = {id, act->actor, act->action, act->subject,
-                       detail ? detail : "{}", act->request_id, at};
+    const char *p[] = {
+        id, act->actor, act->action, act->subject, detail ? detail : "{}", act->request_id, at};
     lr_err e = rows(a, AQ_AUDIT, 7, p, NULL, 0, NULL);
     free(detail);
     return e;

@@ -88,8 +88,8 @@ void lr_analytics_clear(lr_analytics *x);
 
 /* Any user's generations, newest first, keyset-paged. */
 typedef struct {
-    const char *user_id, *status, *model; /* NULL: any */
-    const char *since;                    /* created at or after; NULL: any */
+    const char *user_id, *status, *model;      /* NULL: any */
+    const char *since;                         /* created at or after; NULL: any */
     const char *before_created_at, *before_id; /* cursor, both or neither */
     int limit;
 } lr_admin_gen_filter;

@@ -14,22 +14,22 @@
 #include "db/rows.h"
 
 enum {
-    AQ_READY,          /* (version) -> one row when that migration is applied */
-    AQ_GEN_COUNTS,     /* () -> model, status, n */
-    AQ_LEDGER_TOTALS,  /* () -> type, rows, amount */
-    AQ_BALANCE_TOTAL,  /* () -> sum of balances */
-    AQ_DAYS,           /* (since, until) -> day, spent, bought, refunded, granted */
-    AQ_MODEL_DAYS,     /* (since, until) -> day, model, n */
-    AQ_MODELS,         /* (since, until) -> model, total, succeeded, failed, canceled, p50, p95 */
-    AQ_TOP_USERS,      /* (since, until, limit) -> user_id, spent, generations */
-    AQ_GENERATIONS,    /* (user, status, model, since, before_created_at, before_id, limit)
-                          -> the generation columns of rows.h */
-    AQ_GEN_LEDGER,     /* (generation_id) -> the ledger columns of rows.h */
-    AQ_AUDIT,          /* (id, actor, action, subject, detail, request_id, created_at) */
-    AQ_USERS,          /* (lo, hi, after, limit) -> user_id, balance, bought, spent, refunded,
-                          granted, last_activity */
-    AQ_LINK_CREATE,    /* (token_hash, user_id, expires_at, created_at) */
-    AQ_LINK_USE,       /* (token_hash, now) -> user_id, when the link was unused and alive */
+    AQ_READY,         /* (version) -> one row when that migration is applied */
+    AQ_GEN_COUNTS,    /* () -> model, status, n */
+    AQ_LEDGER_TOTALS, /* () -> type, rows, amount */
+    AQ_BALANCE_TOTAL, /* () -> sum of balances */
+    AQ_DAYS,          /* (since, until) -> day, spent, bought, refunded, granted */
+    AQ_MODEL_DAYS,    /* (since, until) -> day, model, n */
+    AQ_MODELS,        /* (since, until) -> model, total, succeeded, failed, canceled, p50, p95 */
+    AQ_TOP_USERS,     /* (since, until, limit) -> user_id, spent, generations */
+    AQ_GENERATIONS,   /* (user, status, model, since, before_created_at, before_id, limit)
+                         -> the generation columns of rows.h */
+    AQ_GEN_LEDGER,    /* (generation_id) -> the ledger columns of rows.h */
+    AQ_AUDIT,         /* (id, actor, action, subject, detail, request_id, created_at) */
+    AQ_USERS,         /* (lo, hi, after, limit) -> user_id, balance, bought, spent, refunded,
+                         granted, last_activity */
+    AQ_LINK_CREATE,   /* (token_hash, user_id, expires_at, created_at) */
+    AQ_LINK_USE,      /* (token_hash, now) -> user_id, when the link was unused and alive */
     AQ_COUNT
 };
 

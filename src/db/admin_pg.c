@@ -15,11 +15,11 @@
 #include "db/admin_int.h"
 
 #define GEN_COLUMNS                                                                                \
-    "g.id, g.user_id, g.type, g.model, g.prompt, g.status, g.stage, "                             \
-    "coalesce(g.result_urls, '[]'::jsonb), g.credits_used, g.outputs_count, g.succeeded_count, "  \
+    "g.id, g.user_id, g.type, g.model, g.prompt, g.status, g.stage, "                              \
+    "coalesce(g.result_urls, '[]'::jsonb), g.credits_used, g.outputs_count, g.succeeded_count, "   \
     "g.failed_count, g.provider, g.provider_task_ids, g.params, g.error_code, g.error_message, "   \
-    "g.duration_ms, lensroom.iso(g.created_at), lensroom.iso(g.updated_at), "                     \
-    "lensroom.iso(g.finished_at), "                                                               \
+    "g.duration_ms, lensroom.iso(g.created_at), lensroom.iso(g.updated_at), "                      \
+    "lensroom.iso(g.finished_at), "                                                                \
     "CASE WHEN jsonb_typeof(g.metadata -> 'text') = 'string' THEN g.metadata ->> 'text' END"
 
 #define DAY(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
@@ -31,15 +31,17 @@ static const char *const sql_text[AQ_COUNT] = {
     [AQ_LEDGER_TOTALS] = "SELECT type, count(*), sum(amount) FROM public.credit_transactions "
                          "GROUP BY type ORDER BY type",
     [AQ_BALANCE_TOTAL] = "SELECT coalesce(sum(amount), 0) FROM public.credits",
-    [AQ_DAYS] = "SELECT " DAY("created_at") " AS day, "
-                "-coalesce(sum(amount) FILTER (WHERE type = 'generation'), 0), "
-                "coalesce(sum(amount) FILTER (WHERE type = 'purchase'), 0), "
-                "coalesce(sum(amount) FILTER (WHERE type = 'refund'), 0), "
-                "coalesce(sum(amount) FILTER (WHERE type IN ('bonus', 'adjustment')), 0) "
-                "FROM public.credit_transactions "
-                "WHERE created_at >= $1::timestamptz AND created_at < $2::timestamptz "
-                "GROUP BY day ORDER BY day",
-    [AQ_MODEL_DAYS] = "SELECT " DAY("created_at") " AS day, model, count(*) "
+    [AQ_DAYS] = "SELECT " DAY(
+        "created_at") " AS day, "
+                      "-coalesce(sum(amount) FILTER (WHERE type = 'generation'), 0), "
+                      "coalesce(sum(amount) FILTER (WHERE type = 'purchase'), 0), "
+                      "coalesce(sum(amount) FILTER (WHERE type = 'refund'), 0), "
+                      "coalesce(sum(amount) FILTER (WHERE type IN ('bonus', 'adjustment')), 0) "
+                      "FROM public.credit_transactions "
+                      "WHERE created_at >= $1::timestamptz AND created_at < $2::timestamptz "
+                      "GROUP BY day ORDER BY day",
+    [AQ_MODEL_DAYS] = "SELECT " DAY(
+        "created_at") " AS day, model, count(*) "
                       "FROM public.generations "
                       "WHERE created_at >= $1::timestamptz AND created_at < $2::timestamptz "
                       "GROUP BY day, model ORDER BY day, model",
@@ -159,9 +161,8 @@ lr_err lr_admin_pg_open(const char *url, lr_admin **out, char **errmsg)
 {
     (void)errmsg; /* connecting is lazy: a database that is down now may be up later */
     pg_admin *d = lr_xcalloc(1, sizeof *d);
-    d->base = (lr_admin){.rows = pg_rows,
-                         .close = pg_close,
-                         .latest_migration = lr_db_pg_latest_migration()};
+    d->base = (lr_admin){
+        .rows = pg_rows, .close = pg_close, .latest_migration = lr_db_pg_latest_migration()};
     d->url = lr_xstrdup(url);
     *out = &d->base;
     return LR_OK;

@@ -16,8 +16,8 @@
 
 #define GEN_COLUMNS                                                                                \
     "id, user_id, type, model, prompt, status, stage, result_urls, credits_used, outputs_count, "  \
-    "succeeded_count, failed_count, provider, provider_task_ids, params, error_code, "            \
-    "error_message, duration_ms, created_at, updated_at, finished_at, "                           \
+    "succeeded_count, failed_count, provider, provider_task_ids, params, error_code, "             \
+    "error_message, duration_ms, created_at, updated_at, finished_at, "                            \
     "CASE WHEN json_type(metadata, '$.text') = 'text' THEN json_extract(metadata, '$.text') END"
 
 static const char *const sql_text[AQ_COUNT] = {
@@ -43,7 +43,8 @@ static const char *const sql_text[AQ_COUNT] = {
         "count(*) OVER (PARTITION BY model) AS cnt FROM generations "
         "WHERE created_at >= ?1 AND created_at < ?2 AND duration_ms IS NOT NULL "
         "AND status IN ('success', 'failed')), "
-        "p AS (SELECT model, max(CASE WHEN rn = (cnt * 50 + 99) / 100 THEN duration_ms END) AS p50, "
+        "p AS (SELECT model, max(CASE WHEN rn = (cnt * 50 + 99) / 100 THEN duration_ms END) AS "
+        "p50, "
         "max(CASE WHEN rn = (cnt * 95 + 99) / 100 THEN duration_ms END) AS p95 FROM d "
         "GROUP BY model), "
         "c AS (SELECT model, count(*) AS total, sum(status = 'success') AS ok, "
@@ -128,9 +129,8 @@ static void sq_close(lr_admin *a)
 lr_err lr_admin_sqlite_open(const char *path, lr_admin **out, char **errmsg)
 {
     sq_admin *d = lr_xcalloc(1, sizeof *d);
-    d->base = (lr_admin){.rows = sq_rows,
-                         .close = sq_close,
-                         .latest_migration = lr_db_sqlite_latest_migration()};
+    d->base = (lr_admin){
+        .rows = sq_rows, .close = sq_close, .latest_migration = lr_db_sqlite_latest_migration()};
     if (sqlite3_open_v2(path, &d->h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
         SQLITE_OK) {
         if (errmsg && asprintf(errmsg, "cannot open %s: %s", path, sqlite3_errmsg(d->h)) < 0)

@@ -48,11 +48,11 @@ typedef void (*lr_db_batch_run_fn)(void *conn, lr_db_job **jobs, size_t n);
 typedef struct lr_db_batch lr_db_batch;
 
 typedef struct {
-    const char *name;        /* for the log: "sqlite", "postgres" */
+    const char *name; /* for the log: "sqlite", "postgres" */
     lr_db_batch_run_fn run;
-    void **conns;            /* one per writer thread, the backend's own */
-    int writers;             /* threads, one per conns[i] */
-    size_t max_jobs;         /* per transaction */
+    void **conns;    /* one per writer thread, the backend's own */
+    int writers;     /* threads, one per conns[i] */
+    size_t max_jobs; /* per transaction */
 } lr_db_batch_opts;
 
 /* Starts the writer threads. */

@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "db/db.h"
 #include "core/util.h"
+#include "db/db.h"
 
 static lr_err exec(lr_billing_db *db, const char *sql, const char *const *p, int n,
                    lr_billing_row_fn row, void *ctx, long *changes)
@@ -61,7 +61,7 @@ void lr_payment_clear(lr_payment *p)
 }
 
 #define PAYMENT_COLUMNS                                                                            \
-    "CAST(id AS TEXT), session_id, payment_intent, CAST(user_id AS TEXT), pack_id, credits, "     \
+    "CAST(id AS TEXT), session_id, payment_intent, CAST(user_id AS TEXT), pack_id, credits, "      \
     "amount, currency, event_id, credits_reversed"
 
 static void read_payment(const char *const *c, int n, void *ctx)
@@ -88,8 +88,8 @@ lr_err lr_billing_payment_record(lr_billing_db *db, const lr_payment *p, lr_paym
     fmt_i64(credits, p->credits);
     fmt_i64(amount, p->amount);
     fmt_i64(now, lr_now_ms());
-    const char *ins[] = {id,          p->session_id, p->payment_intent, p->user_id, p->pack_id,
-                         credits,     amount,        p->currency,       p->event_id, now};
+    const char *ins[] = {id,      p->session_id, p->payment_intent, p->user_id,  p->pack_id,
+                         credits, amount,        p->currency,       p->event_id, now};
     memset(out, 0, sizeof *out);
     lr_err e = exec(db,
                     "INSERT INTO payments (id, session_id, payment_intent, user_id, pack_id, "
@@ -220,8 +220,10 @@ lr_err lr_billing_endpoint_add(lr_billing_db *db, const char *url, const char *e
                     "INSERT INTO webhook_endpoints (id, url, events, secret, created_at) "
                     "VALUES ($1, $2, $3, $4, CAST($5 AS BIGINT))",
                     p, 5, NULL, NULL, NULL);
-    *out = (lr_endpoint){.id = lr_xstrdup(id), .url = lr_xstrdup(url),
-                         .events = lr_xstrdup(events), .secret = secret,
+    *out = (lr_endpoint){.id = lr_xstrdup(id),
+                         .url = lr_xstrdup(url),
+                         .events = lr_xstrdup(events),
+                         .secret = secret,
                          .created_at = to_i64(now)};
     if (e != LR_OK)
         lr_endpoint_clear(out);
@@ -246,8 +248,7 @@ lr_err lr_billing_endpoint_remove(lr_billing_db *db, const char *id)
         return LR_ERR_NOT_FOUND;
     const char *p[] = {id};
     long changed = 0;
-    lr_err e = exec(db, "DELETE FROM webhook_endpoints WHERE id = $1", p, 1, NULL, NULL,
-                    &changed);
+    lr_err e = exec(db, "DELETE FROM webhook_endpoints WHERE id = $1", p, 1, NULL, NULL, &changed);
     return e == LR_OK && changed == 0 ? LR_ERR_NOT_FOUND : e;
 }
 
@@ -296,16 +297,16 @@ lr_err lr_billing_user_secret(lr_billing_db *db, const char *user_id, char **sec
                     "VALUES ($1, $2, CAST($3 AS BIGINT)) ON CONFLICT (user_id) DO NOTHING",
                     p, 3, NULL, NULL, NULL);
     if (e == LR_OK)
-        e = exec(db, "SELECT secret FROM user_webhook_secrets WHERE user_id = $1", p, 1,
-                 read_text, secret, NULL);
+        e = exec(db, "SELECT secret FROM user_webhook_secrets WHERE user_id = $1", p, 1, read_text,
+                 secret, NULL);
     if (e == LR_OK && !*secret)
         e = LR_ERR_DB;
     free(fresh);
     return e;
 }
 
-lr_err lr_billing_generation_hook(lr_billing_db *db, const char *generation_id,
-                                  const char *user_id, const char *url, const char *events)
+lr_err lr_billing_generation_hook(lr_billing_db *db, const char *generation_id, const char *user_id,
+                                  const char *url, const char *events)
 {
     char now[24];
     fmt_i64(now, lr_now_ms());
@@ -324,8 +325,7 @@ lr_err lr_billing_enqueue(lr_billing_db *db, const lr_event_req *ev, long *queue
 {
     char now[24];
     fmt_i64(now, ev->now_ms);
-    const char *p[] = {ev->message_id, ev->type, ev->payload, now, ev->generation_id,
-                       ev->filter};
+    const char *p[] = {ev->message_id, ev->type, ev->payload, now, ev->generation_id, ev->filter};
     long n = 0;
     lr_err e = exec(db,
                     "INSERT INTO webhook_deliveries (id, endpoint_id, user_id, url, event_type, "
@@ -380,14 +380,14 @@ static void read_delivery(const char *const *c, int n, void *ctx)
  * PostgreSQL skips rows another process is claiming at the same moment;
  * SQLite runs one writer at a time anyway. */
 #define CLAIM_HEAD                                                                                 \
-    "UPDATE webhook_deliveries SET claim_token = $1, claimed_until = CAST($2 AS BIGINT) "         \
-    "WHERE id IN (SELECT id FROM webhook_deliveries WHERE status = 'pending' "                    \
-    "AND next_attempt_at <= CAST($3 AS BIGINT) "                                                  \
-    "AND (claimed_until IS NULL OR claimed_until < CAST($3 AS BIGINT)) "                          \
+    "UPDATE webhook_deliveries SET claim_token = $1, claimed_until = CAST($2 AS BIGINT) "          \
+    "WHERE id IN (SELECT id FROM webhook_deliveries WHERE status = 'pending' "                     \
+    "AND next_attempt_at <= CAST($3 AS BIGINT) "                                                   \
+    "AND (claimed_until IS NULL OR claimed_until < CAST($3 AS BIGINT)) "                           \
     "ORDER BY next_attempt_at LIMIT CAST($4 AS INTEGER)"
 
-lr_err lr_billing_claim(lr_billing_db *db, const char *token, int64_t now_ms,
-                        int64_t lease_until, int limit, lr_delivery_list *out)
+lr_err lr_billing_claim(lr_billing_db *db, const char *token, int64_t now_ms, int64_t lease_until,
+                        int limit, lr_delivery_list *out)
 {
     char now[24], until[24], lim[24];
     fmt_i64(now, now_ms);
@@ -396,8 +396,8 @@ lr_err lr_billing_claim(lr_billing_db *db, const char *token, int64_t now_ms,
     const char *p[] = {token, until, now, lim};
     memset(out, 0, sizeof *out);
     long claimed = 0;
-    lr_err e = exec(db, db->postgres ? CLAIM_HEAD " FOR UPDATE SKIP LOCKED)" : CLAIM_HEAD ")", p,
-                    4, NULL, NULL, &claimed);
+    lr_err e = exec(db, db->postgres ? CLAIM_HEAD " FOR UPDATE SKIP LOCKED)" : CLAIM_HEAD ")", p, 4,
+                    NULL, NULL, &claimed);
     if (e != LR_OK || claimed == 0)
         return e;
     e = exec(db,
@@ -431,7 +431,7 @@ lr_err lr_billing_finish(lr_billing_db *db, const lr_delivery_result *r)
                     "claim_token = NULL, claimed_until = NULL WHERE id = $1",
                     p, NPARAMS(p), NULL, NULL, NULL);
     const char *a[] = {r->d->id, r->d->endpoint_id, attempt, r->status_code ? code : NULL,
-                       latency, r->error, now};
+                       latency,  r->error,          now};
     if (e == LR_OK)
         e = exec(db,
                  "INSERT INTO webhook_attempts (delivery_id, endpoint_id, attempt, status_code, "
@@ -516,9 +516,8 @@ lr_err lr_billing_low_balance(lr_billing_db *db, const char *user_id, bool below
     const char *p[] = {user_id};
     *fire = false;
     if (!below)
-        return exec(db,
-                     "UPDATE low_balance_alerts SET below = 0 WHERE user_id = $1 AND below = 1", p,
-                     1, NULL, NULL, NULL);
+        return exec(db, "UPDATE low_balance_alerts SET below = 0 WHERE user_id = $1 AND below = 1",
+                    p, 1, NULL, NULL, NULL);
     return exec(db,
                 "INSERT INTO low_balance_alerts (user_id, below) VALUES ($1, 1) "
                 "ON CONFLICT (user_id) DO UPDATE SET below = 1 WHERE low_balance_alerts.below = 0 "

@@ -101,15 +101,15 @@ lr_err lr_billing_endpoint_rotate(lr_billing_db *db, const char *id, lr_endpoint
 /* user's secret for the webhooks of single generations, made on first use. */
 lr_err lr_billing_user_secret(lr_billing_db *db, const char *user_id, char **secret);
 /* events: comma-separated filter (start, output, logs, completed). */
-lr_err lr_billing_generation_hook(lr_billing_db *db, const char *generation_id,
-                                  const char *user_id, const char *url, const char *events);
+lr_err lr_billing_generation_hook(lr_billing_db *db, const char *generation_id, const char *user_id,
+                                  const char *url, const char *events);
 
 /* ---- the delivery queue ---- */
 
 typedef struct {
-    const char *message_id; /* 16 hex: deliveries are msg_<id>_<destination> */
-    const char *type;       /* generation.succeeded, credits.low, ... */
-    const char *payload;    /* the JSON body, as sent on every attempt */
+    const char *message_id;    /* 16 hex: deliveries are msg_<id>_<destination> */
+    const char *type;          /* generation.succeeded, credits.low, ... */
+    const char *payload;       /* the JSON body, as sent on every attempt */
     const char *generation_id; /* also to this generation's own webhook, or NULL */
     const char *filter;        /* its filter word (start, completed) */
     int64_t now_ms;
@@ -132,8 +132,8 @@ typedef struct {
 void lr_delivery_list_clear(lr_delivery_list *l);
 
 /* Claims up to limit due deliveries for token until lease_until (ms). */
-lr_err lr_billing_claim(lr_billing_db *db, const char *token, int64_t now_ms,
-                        int64_t lease_until, int limit, lr_delivery_list *out);
+lr_err lr_billing_claim(lr_billing_db *db, const char *token, int64_t now_ms, int64_t lease_until,
+                        int limit, lr_delivery_list *out);
 
 typedef struct {
     const lr_delivery *d;

@@ -16,9 +16,9 @@ void lr_strv_clear(lr_strv *a)
 
 void lr_generation_clear(lr_generation *g)
 {
-    char *strings[] = {g->id,         g->user_id,       g->type,       g->model,
-                       g->prompt,     g->status,        g->stage,      g->provider,
-                       g->error_code, g->error_message, g->created_at, g->updated_at,
+    char *strings[] = {g->id,          g->user_id,       g->type,       g->model,
+                       g->prompt,      g->status,        g->stage,      g->provider,
+                       g->error_code,  g->error_message, g->created_at, g->updated_at,
                        g->finished_at, g->text};
     for (size_t i = 0; i < sizeof strings / sizeof *strings; i++)
         free(strings[i]);

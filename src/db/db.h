@@ -43,10 +43,10 @@ typedef struct {
     int outputs_count;
     int cost; /* total: outputs_count x credit cost */
     const char *created_at;
-    const char *owner;       /* the running process's instance id */
-    const char *lease_until; /* ISO time the claim holds until */
-    const char *idempotency_key; /* NULL: none */
-    const char *request_hash;    /* SHA-256 hex of the request body */
+    const char *owner;              /* the running process's instance id */
+    const char *lease_until;        /* ISO time the claim holds until */
+    const char *idempotency_key;    /* NULL: none */
+    const char *request_hash;       /* SHA-256 hex of the request body */
     const char *key_expired_before; /* keys of generations created before are released */
 } lr_reserve_req;
 
@@ -60,16 +60,16 @@ typedef struct {
 typedef struct {
     const char *generation_id;
     const char *user_id;
-    json_t *result_urls;   /* array of public URLs */
-    json_t *storage_keys;  /* array of object keys, for deletion later */
-    json_t *task_ids;      /* provider task ids, may be NULL */
+    json_t *result_urls;  /* array of public URLs */
+    json_t *storage_keys; /* array of object keys, for deletion later */
+    json_t *task_ids;     /* provider task ids, may be NULL */
     int succeeded_count;
     int failed_count;
-    int refund;            /* credits to give back (failed outputs) */
+    int refund; /* credits to give back (failed outputs) */
     const char *error_code;
     const char *error_message;
-    const char *status;    /* success | failed | canceled */
-    const char *text;      /* text models' answer, kept in metadata */
+    const char *status; /* success | failed | canceled */
+    const char *text;   /* text models' answer, kept in metadata */
     int64_t duration_ms;
 } lr_settle_req;
 
@@ -89,8 +89,8 @@ typedef struct {
 } lr_adjust_result;
 
 typedef struct {
-    const char *status; /* NULL: any */
-    const char *type;   /* NULL: any */
+    const char *status;            /* NULL: any */
+    const char *type;              /* NULL: any */
     const char *before_created_at; /* keyset cursor, both or neither */
     const char *before_id;
     int limit;
@@ -218,14 +218,14 @@ typedef struct {
     lr_err (*reserve)(lr_db *db, const lr_reserve_req *r, int *balance, lr_key_holder *holder);
     /* Status and stage of an unfinished generation, and (when task_ids is
      * not NULL) the provider's task ids, one per output, null where none. */
-    lr_err (*set_stage)(lr_db *db, const char *generation_id, const char *status,
-                        const char *stage, json_t *task_ids);
+    lr_err (*set_stage)(lr_db *db, const char *generation_id, const char *status, const char *stage,
+                        json_t *task_ids);
     /* LR_ERR_CONFLICT when the generation is already final (nothing written). */
     lr_err (*settle)(lr_db *db, const lr_settle_req *s, int *balance);
     /* reserve and settle without waiting (see lr_db_reserve_async); NULL
      * when the backend has none. */
-    void (*reserve_async)(lr_db *db, const lr_reserve_req *r, int *balance,
-                          lr_key_holder *holder, lr_db_done_fn done, void *ctx);
+    void (*reserve_async)(lr_db *db, const lr_reserve_req *r, int *balance, lr_key_holder *holder,
+                          lr_db_done_fn done, void *ctx);
     void (*settle_async)(lr_db *db, const lr_settle_req *s, int *balance, lr_db_done_fn done,
                          void *ctx);
     lr_err (*balance)(lr_db *db, const char *user_id, int *balance);

@@ -34,10 +34,10 @@ static lr_err end(lr_db *db, const char *op, int64_t t0, lr_err e)
 }
 
 #define INNER(db) (((metered *)(db))->inner)
-#define FORWARD(op, db, ...)                                                                     \
-    do {                                                                                         \
-        int64_t t0 = begin(db);                                                                  \
-        return end(db, #op, t0, INNER(db)->ops->op(INNER(db), __VA_ARGS__));                     \
+#define FORWARD(op, db, ...)                                                                       \
+    do {                                                                                           \
+        int64_t t0 = begin(db);                                                                    \
+        return end(db, #op, t0, INNER(db)->ops->op(INNER(db), __VA_ARGS__));                       \
     } while (0)
 
 static lr_err m_migrate(lr_db *db)
@@ -137,8 +137,8 @@ static timed *timed_new(lr_db *db, const char *op, lr_db_done_fn done, void *ctx
     return t;
 }
 
-static void m_reserve_async(lr_db *db, const lr_reserve_req *r, int *balance,
-                            lr_key_holder *holder, lr_db_done_fn done, void *ctx)
+static void m_reserve_async(lr_db *db, const lr_reserve_req *r, int *balance, lr_key_holder *holder,
+                            lr_db_done_fn done, void *ctx)
 {
     lr_db_reserve_async(INNER(db), r, balance, holder, timed_done,
                         timed_new(db, "reserve", done, ctx));

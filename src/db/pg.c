@@ -37,10 +37,10 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/util.h"
 #include "db/batch.h"
 #include "db/db.h"
 #include "db/rows.h"
-#include "core/util.h"
 
 extern const char lr_sql_pg_0001[];
 extern const char lr_sql_pg_0002[];
@@ -53,13 +53,11 @@ extern const char lr_sql_pg_0007_admin_links[];
 static const struct {
     const char *version;
     const char *sql;
-} migrations[] = {{"0001_credits_generations", lr_sql_pg_0001},
-                  {"0002_resume", lr_sql_pg_0002},
-                  {"0003_lean_reserve", lr_sql_pg_0003},
-                  {"0004_admin", lr_sql_pg_0004_admin},
-                  {"0005_billing", lr_sql_pg_0005_billing},
-                  {"0006_runs", lr_sql_pg_0006_runs},
-                  {"0007_admin_links", lr_sql_pg_0007_admin_links}};
+} migrations[] = {
+    {"0001_credits_generations", lr_sql_pg_0001},    {"0002_resume", lr_sql_pg_0002},
+    {"0003_lean_reserve", lr_sql_pg_0003},           {"0004_admin", lr_sql_pg_0004_admin},
+    {"0005_billing", lr_sql_pg_0005_billing},        {"0006_runs", lr_sql_pg_0006_runs},
+    {"0007_admin_links", lr_sql_pg_0007_admin_links}};
 
 /* Readiness (db/admin.c) checks that the newest one is applied. */
 const char *lr_db_pg_latest_migration(void)
@@ -367,11 +365,11 @@ static lr_err batch_query(pg_db *d, int w, const char *const *params, const char
 /* A generation's columns in the order of rows.h (GC_*), times as the
  * server writes them (ISO-8601 UTC). */
 #define GEN_COLUMNS                                                                                \
-    "g.id, g.user_id, g.type, g.model, g.prompt, g.status, g.stage, "                             \
-    "coalesce(g.result_urls, '[]'::jsonb), g.credits_used, g.outputs_count, g.succeeded_count, "  \
+    "g.id, g.user_id, g.type, g.model, g.prompt, g.status, g.stage, "                              \
+    "coalesce(g.result_urls, '[]'::jsonb), g.credits_used, g.outputs_count, g.succeeded_count, "   \
     "g.failed_count, g.provider, g.provider_task_ids, g.params, g.error_code, g.error_message, "   \
-    "g.duration_ms, lensroom.iso(g.created_at), lensroom.iso(g.updated_at), "                     \
-    "lensroom.iso(g.finished_at), "                                                               \
+    "g.duration_ms, lensroom.iso(g.created_at), lensroom.iso(g.updated_at), "                      \
+    "lensroom.iso(g.finished_at), "                                                                \
     "CASE WHEN jsonb_typeof(g.metadata -> 'text') = 'string' THEN g.metadata ->> 'text' END"
 
 static lr_err pg_migrate(lr_db *db)
@@ -404,8 +402,8 @@ static lr_err pg_migrate(lr_db *db)
                      0, NULL, &r)) != LR_OK)
             goto rollback;
         PQclear(r);
-        if ((e = run(c, "SELECT 1 FROM lensroom.schema_migrations WHERE version = $1", 1, p,
-                     &r)) != LR_OK)
+        if ((e = run(c, "SELECT 1 FROM lensroom.schema_migrations WHERE version = $1", 1, p, &r)) !=
+            LR_OK)
             goto rollback;
         int seen = PQntuples(r) > 0;
         PQclear(r);
@@ -503,9 +501,10 @@ static posted *reserve_call(const lr_reserve_req *r, int *balance, lr_key_holder
     snprintf(q->n[0], sizeof q->n[0], "%d", r->outputs_count);
     snprintf(q->n[1], sizeof q->n[1], "%d", r->cost);
     q->json[0] = r->params ? json_dumps(r->params, JSON_COMPACT) : NULL;
-    const char *p[] = {r->generation_id, r->user_id,    r->type,        r->model,
-                       r->provider,      r->prompt,     q->json[0],     q->n[0],
-                       q->n[1],          r->created_at, r->owner,       r->lease_until,
+    const char *p[] = {r->generation_id,   r->user_id,      r->type,
+                       r->model,           r->provider,     r->prompt,
+                       q->json[0],         q->n[0],         q->n[1],
+                       r->created_at,      r->owner,        r->lease_until,
                        r->idempotency_key, r->request_hash, r->key_expired_before};
     memcpy(q->p, p, sizeof p);
     q->read = read_reserve;
@@ -593,9 +592,9 @@ static void pg_settle_async(lr_db *db, const lr_settle_req *s, int *balance, lr_
     q->json[0] = s->result_urls ? json_dumps(s->result_urls, JSON_COMPACT) : NULL;
     q->json[1] = s->task_ids ? json_dumps(s->task_ids, JSON_COMPACT) : NULL;
     q->json[2] = s->storage_keys ? json_dumps(s->storage_keys, JSON_COMPACT) : NULL;
-    const char *p[] = {s->generation_id, s->status,  q->json[0],    q->json[1],
-                       q->n[0],          q->n[1],    q->n[2],       s->error_code,
-                       s->error_message, q->n[3],    s->text,       q->json[2]};
+    const char *p[] = {s->generation_id, s->status, q->json[0], q->json[1],
+                       q->n[0],          q->n[1],   q->n[2],    s->error_code,
+                       s->error_message, q->n[3],   s->text,    q->json[2]};
     memcpy(q->p, p, sizeof p);
     q->read = read_settle;
     q->balance = balance;
@@ -649,8 +648,7 @@ static lr_err pg_adjust(lr_db *db, const lr_adjust_req *q, lr_adjust_result *out
     return e;
 }
 
-static lr_err pg_get_generation(lr_db *db, const char *user_id, const char *id,
-                                lr_generation *out)
+static lr_err pg_get_generation(lr_db *db, const char *user_id, const char *id, lr_generation *out)
 {
     const char *p[] = {id, user_id};
     lr_generation_list l = {0};
@@ -777,8 +775,8 @@ static lr_err pg_reap_expired(lr_db *db, const char *owner, int limit, lr_reaped
 
 /* Claims with FOR UPDATE SKIP LOCKED: concurrent claimers skip each
  * other's rows instead of waiting for them. */
-static lr_err pg_claim_resumable(lr_db *db, const char *owner, const char *lease_until,
-                                 int limit, lr_generation_list *rows)
+static lr_err pg_claim_resumable(lr_db *db, const char *owner, const char *lease_until, int limit,
+                                 lr_generation_list *rows)
 {
     char lim[16];
     snprintf(lim, sizeof lim, "%d", limit);
@@ -809,15 +807,16 @@ static lr_err pg_save_quote(lr_db *db, const lr_quote_req *q)
 {
     char total[16], *lines = json_dumps(q->lines, JSON_COMPACT);
     snprintf(total, sizeof total, "%d", q->total);
-    const char *p[] = {q->id, q->user_id, lines ? lines : "[]", total, q->created_at,
-                       q->expires_at};
+    const char *p[] = {q->id, q->user_id,    lines ? lines : "[]",
+                       total, q->created_at, q->expires_at};
     PGresult *r;
-    lr_err e = query((pg_db *)db,
-                     "WITH gone AS (DELETE FROM public.quotes "
-                     "WHERE expires_at < now() - interval '1 day') "
-                     "INSERT INTO public.quotes (id, user_id, lines, total, created_at, expires_at) "
-                     "VALUES ($1, $2, $3::jsonb, $4, $5, $6)",
-                     6, p, &r);
+    lr_err e =
+        query((pg_db *)db,
+              "WITH gone AS (DELETE FROM public.quotes "
+              "WHERE expires_at < now() - interval '1 day') "
+              "INSERT INTO public.quotes (id, user_id, lines, total, created_at, expires_at) "
+              "VALUES ($1, $2, $3::jsonb, $4, $5, $6)",
+              6, p, &r);
     PQclear(r);
     free(lines);
     return e;
@@ -901,17 +900,19 @@ lr_err lr_db_pg_open(const char *url, int pool_size, lr_db **out, char **errmsg)
     /* One connection now, so a wrong URL or password fails at start. */
     d->conns[0] = connect_db(url);
     if (PQstatus(d->conns[0]) != CONNECTION_OK) {
-        if (errmsg && asprintf(errmsg, "cannot connect to PostgreSQL: %s",
-                               PQerrorMessage(d->conns[0])) < 0)
+        if (errmsg &&
+            asprintf(errmsg, "cannot connect to PostgreSQL: %s", PQerrorMessage(d->conns[0])) < 0)
             *errmsg = NULL;
         pg_close(&d->base);
         return LR_ERR_UNAVAILABLE;
     }
     d->writer.d = d;
     void *writer = &d->writer;
-    d->batch = lr_db_batch_start(&(lr_db_batch_opts){
-        .name = "postgres", .run = run_batch, .conns = &writer, .writers = 1,
-        .max_jobs = BATCH_MAX});
+    d->batch = lr_db_batch_start(&(lr_db_batch_opts){.name = "postgres",
+                                                     .run = run_batch,
+                                                     .conns = &writer,
+                                                     .writers = 1,
+                                                     .max_jobs = BATCH_MAX});
     *out = &d->base;
     return LR_OK;
 }

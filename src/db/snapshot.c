@@ -61,10 +61,12 @@ static void set_err(char **errmsg, const char *what, const char *detail)
 static int copy_pages(sqlite3 *src, sqlite3 *dst)
 {
     sqlite3_backup *b = sqlite3_backup_init(dst, "main", src, "main");
-    if (!b) return sqlite3_errcode(dst);
+    if (!b)
+        return sqlite3_errcode(dst);
     int rc, waited = 0;
     while ((rc = sqlite3_backup_step(b, -1)) == SQLITE_BUSY || rc == SQLITE_LOCKED) {
-        if (waited >= COPY_BUSY_MS) break;
+        if (waited >= COPY_BUSY_MS)
+            break;
         sqlite3_sleep(20);
         waited += 20;
     }
@@ -75,7 +77,8 @@ static int copy_pages(sqlite3 *src, sqlite3 *dst)
 static lr_err fsync_path(const char *path)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return LR_ERR_IO;
+    if (fd < 0)
+        return LR_ERR_IO;
     int rc = fsync(fd);
     close(fd);
     return rc == 0 ? LR_OK : LR_ERR_IO;
@@ -129,7 +132,8 @@ static lr_err sqlite_take(const lr_snapshot_opts *o, sqlite3 **copy, char **errm
 out:
     sqlite3_close(src);
     sqlite3_close(dst);
-    if (e != LR_OK) unlink(o->out_path);
+    if (e != LR_OK)
+        unlink(o->out_path);
     return e;
 }
 
@@ -185,7 +189,8 @@ out:
 
 lr_err lr_db_snapshot_stats(lr_db_snapshot *s, lr_snapshot_stats *st)
 {
-    if (s->pg) return lr_pg_snapshot_stats(s->pg, st);
+    if (s->pg)
+        return lr_pg_snapshot_stats(s->pg, st);
     char *err = NULL;
     lr_err e = sqlite_stats(s->copy, st, &err);
     free(err);
@@ -194,7 +199,8 @@ lr_err lr_db_snapshot_stats(lr_db_snapshot *s, lr_snapshot_stats *st)
 
 lr_err lr_db_snapshot_each_key(lr_db_snapshot *s, lr_snapshot_key_fn fn, void *ctx)
 {
-    if (s->pg) return lr_pg_snapshot_each_key(s->pg, fn, ctx);
+    if (s->pg)
+        return lr_pg_snapshot_each_key(s->pg, fn, ctx);
     sqlite3_stmt *q = NULL;
     if (sqlite3_prepare_v2(s->copy,
                            "SELECT j.value FROM generations g, json_each(g.storage_keys) j "
@@ -205,15 +211,18 @@ lr_err lr_db_snapshot_each_key(lr_db_snapshot *s, lr_snapshot_key_fn fn, void *c
     int rc;
     while (e == LR_OK && (rc = sqlite3_step(q)) == SQLITE_ROW)
         e = fn(ctx, (const char *)sqlite3_column_text(q, 0));
-    if (e == LR_OK && rc != SQLITE_DONE) e = LR_ERR_DB;
+    if (e == LR_OK && rc != SQLITE_DONE)
+        e = LR_ERR_DB;
     sqlite3_finalize(q);
     return e;
 }
 
 void lr_db_snapshot_free(lr_db_snapshot *s)
 {
-    if (!s) return;
-    if (s->pg) lr_pg_snapshot_free(s->pg);
+    if (!s)
+        return;
+    if (s->pg)
+        lr_pg_snapshot_free(s->pg);
     sqlite3_close(s->copy);
     free(s);
 }

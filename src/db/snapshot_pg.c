@@ -71,11 +71,13 @@ static char *conninfo_without_password(const char *url, char **password)
 {
     *password = NULL;
     PQconninfoOption *opts = PQconninfoParse(url, NULL);
-    if (!opts) return NULL;
+    if (!opts)
+        return NULL;
     char *out = NULL;
     size_t len = 0, cap = 0;
     for (PQconninfoOption *o = opts; o->keyword; o++) {
-        if (!o->val) continue;
+        if (!o->val)
+            continue;
         if (!strcmp(o->keyword, "password")) {
             *password = lr_xstrdup(o->val);
             continue;
@@ -83,7 +85,8 @@ static char *conninfo_without_password(const char *url, char **password)
         lr_buf_append(&out, &len, &cap, o->keyword, strlen(o->keyword));
         lr_buf_append(&out, &len, &cap, "='", 2);
         for (const char *p = o->val; *p; p++) {
-            if (*p == '\'' || *p == '\\') lr_buf_append(&out, &len, &cap, "\\", 1);
+            if (*p == '\'' || *p == '\\')
+                lr_buf_append(&out, &len, &cap, "\\", 1);
             lr_buf_append(&out, &len, &cap, p, 1);
         }
         lr_buf_append(&out, &len, &cap, "' ", 2);
@@ -98,12 +101,15 @@ static char *find_tool(const char *name, int major, const char *bindir)
 {
     char *p = NULL;
     if (bindir) {
-        if (asprintf(&p, "%s/%s", bindir, name) < 0) abort();
+        if (asprintf(&p, "%s/%s", bindir, name) < 0)
+            abort();
         return p;
     }
     if (major > 0) {
-        if (asprintf(&p, "/usr/lib/postgresql/%d/bin/%s", major, name) < 0) abort();
-        if (access(p, X_OK) == 0) return p;
+        if (asprintf(&p, "/usr/lib/postgresql/%d/bin/%s", major, name) < 0)
+            abort();
+        if (access(p, X_OK) == 0)
+            return p;
         free(p);
     }
     return lr_xstrdup(name);
@@ -123,7 +129,8 @@ static char **child_env(char *const extra[], size_t n_extra)
             size_t nl = strcspn(extra[j], "=") + 1;
             replaced = !strncmp(environ[i], extra[j], nl);
         }
-        if (!replaced) env[k++] = environ[i];
+        if (!replaced)
+            env[k++] = environ[i];
     }
     for (size_t j = 0; j < n_extra; j++)
         env[k++] = extra[j];
@@ -159,8 +166,10 @@ static lr_err run_tool(char *const argv[], const char *password, const char *mor
     char *extra[2];
     size_t n_extra = 0;
     char *pw = NULL;
-    if (password && asprintf(&pw, "PGPASSWORD=%s", password) >= 0) extra[n_extra++] = pw;
-    if (more_env) extra[n_extra++] = (char *)more_env;
+    if (password && asprintf(&pw, "PGPASSWORD=%s", password) >= 0)
+        extra[n_extra++] = pw;
+    if (more_env)
+        extra[n_extra++] = (char *)more_env;
     char **env = child_env(extra, n_extra);
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
@@ -193,11 +202,13 @@ static lr_err run_tool(char *const argv[], const char *password, const char *mor
 lr_err lr_pg_snapshot_take(const lr_snapshot_opts *o, lr_pg_snapshot **out, char **errmsg)
 {
     PGconn *c = connect_url(o->url, errmsg);
-    if (!c) return LR_ERR_UNAVAILABLE;
+    if (!c)
+        return LR_ERR_UNAVAILABLE;
     PGresult *r =
         exec_ok(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", PGRES_COMMAND_OK, errmsg);
     PQclear(r);
-    if (r) r = exec_ok(c, "SELECT pg_export_snapshot()", PGRES_TUPLES_OK, errmsg);
+    if (r)
+        r = exec_ok(c, "SELECT pg_export_snapshot()", PGRES_TUPLES_OK, errmsg);
     if (!r) {
         PQfinish(c);
         return LR_ERR_DB;
@@ -239,13 +250,15 @@ lr_err lr_pg_snapshot_stats(lr_pg_snapshot *s, lr_snapshot_stats *st)
     *st = (lr_snapshot_stats){0};
     PGresult *r = exec_ok(s->c, "SELECT COALESCE(MAX(version), '') FROM lensroom.schema_migrations",
                           PGRES_TUPLES_OK, NULL);
-    if (!r) return LR_ERR_DB;
+    if (!r)
+        return LR_ERR_DB;
     snprintf(st->schema, sizeof st->schema, "%s", PQgetvalue(r, 0, 0));
     PQclear(r);
     char *sql = lr_snapshot_stats_sql();
     r = exec_ok(s->c, sql, PGRES_TUPLES_OK, NULL);
     free(sql);
-    if (!r) return LR_ERR_DB;
+    if (!r)
+        return LR_ERR_DB;
     int64_t *cols[] = {&st->users,       &st->balances,  &st->transactions,
                        &st->grants,      &st->charges,   &st->refunds,
                        &st->generations, &st->succeeded, &st->violations};
@@ -263,17 +276,20 @@ lr_err lr_pg_snapshot_each_key(lr_pg_snapshot *s, lr_snapshot_key_fn fn, void *c
                           "FROM public.generations g, jsonb_array_elements_text(g.storage_keys) k "
                           "WHERE g.deleted_at IS NULL ORDER BY g.created_at, g.id",
                           PGRES_COMMAND_OK, NULL);
-    if (!r) return LR_ERR_DB;
+    if (!r)
+        return LR_ERR_DB;
     PQclear(r);
     lr_err e = LR_OK;
     while (e == LR_OK) {
         r = exec_ok(s->c, "FETCH 1000 FROM lr_keys", PGRES_TUPLES_OK, NULL);
-        if (!r) return LR_ERR_DB;
+        if (!r)
+            return LR_ERR_DB;
         int n = PQntuples(r);
         for (int i = 0; i < n && e == LR_OK; i++)
             e = fn(ctx, PQgetvalue(r, i, 0));
         PQclear(r);
-        if (n == 0) break;
+        if (n == 0)
+            break;
     }
     PQclear(PQexec(s->c, "CLOSE lr_keys"));
     return e;
@@ -281,7 +297,8 @@ lr_err lr_pg_snapshot_each_key(lr_pg_snapshot *s, lr_snapshot_key_fn fn, void *c
 
 void lr_pg_snapshot_free(lr_pg_snapshot *s)
 {
-    if (!s) return;
+    if (!s)
+        return;
     PQclear(PQexec(s->c, "ROLLBACK"));
     PQfinish(s->c);
     free(s);
@@ -309,13 +326,17 @@ static lr_err count_rows(PGconn *c, bool *empty, char **errmsg)
             set_err(errmsg, "postgres", PQresultErrorMessage(r));
         lr_err e = PQresultStatus(r) == PGRES_TUPLES_OK ? LR_OK : LR_ERR_DB;
         PQclear(r);
-        if (e != LR_OK) return e;
-        if (!exists) continue;
+        if (e != LR_OK)
+            return e;
+        if (!exists)
+            continue;
         char *sql = NULL;
-        if (asprintf(&sql, "SELECT EXISTS (SELECT 1 FROM %s)", dump_tables[i]) < 0) abort();
+        if (asprintf(&sql, "SELECT EXISTS (SELECT 1 FROM %s)", dump_tables[i]) < 0)
+            abort();
         r = exec_ok(c, sql, PGRES_TUPLES_OK, errmsg);
         free(sql);
-        if (!r) return LR_ERR_DB;
+        if (!r)
+            return LR_ERR_DB;
         *empty = strcmp(PQgetvalue(r, 0, 0), "t") != 0;
         PQclear(r);
     }
@@ -325,7 +346,8 @@ static lr_err count_rows(PGconn *c, bool *empty, char **errmsg)
 lr_err lr_db_pg_is_empty(const char *url, bool *empty, char **errmsg)
 {
     PGconn *c = connect_url(url, errmsg);
-    if (!c) return LR_ERR_UNAVAILABLE;
+    if (!c)
+        return LR_ERR_UNAVAILABLE;
     lr_err e = count_rows(c, empty, errmsg);
     PQfinish(c);
     return e;
@@ -336,7 +358,8 @@ static lr_err migrate(const char *url, char **errmsg)
 {
     lr_db *db = NULL;
     lr_err e = lr_db_pg_open(url, 1, &db, errmsg);
-    if (e != LR_OK) return e;
+    if (e != LR_OK)
+        return e;
     e = db->ops->migrate(db);
     if (e != LR_OK)
         set_err(errmsg, "postgres", "applying the migrations failed (see the log above)");
@@ -348,7 +371,8 @@ lr_err lr_db_pg_load(const char *url, const char *dump_path, const char *schema,
                      const char *pg_bindir, char **errmsg)
 {
     PGconn *c = connect_url(url, errmsg);
-    if (!c) return LR_ERR_UNAVAILABLE;
+    if (!c)
+        return LR_ERR_UNAVAILABLE;
     bool empty;
     lr_err e = count_rows(c, &empty, errmsg);
     if (e == LR_OK && !empty && !force) {
@@ -357,7 +381,8 @@ lr_err lr_db_pg_load(const char *url, const char *dump_path, const char *schema,
                 "--force to replace them");
         e = LR_ERR_CONFLICT;
     }
-    if (e == LR_OK) e = migrate(url, errmsg);
+    if (e == LR_OK)
+        e = migrate(url, errmsg);
     PGresult *r = NULL;
     if (e == LR_OK &&
         !(r = exec_ok(c, "SELECT COALESCE(MAX(version), '') FROM lensroom.schema_migrations",
@@ -383,11 +408,13 @@ lr_err lr_db_pg_load(const char *url, const char *dump_path, const char *schema,
     }
     int major = PQserverVersion(c) / 10000;
     PQfinish(c);
-    if (e != LR_OK) return e;
+    if (e != LR_OK)
+        return e;
     char *password = NULL, *conninfo = conninfo_without_password(url, &password);
     char *tool = find_tool("pg_restore", major, pg_bindir);
     char *db = NULL;
-    if (asprintf(&db, "--dbname=%s", conninfo ? conninfo : "") < 0) abort();
+    if (asprintf(&db, "--dbname=%s", conninfo ? conninfo : "") < 0)
+        abort();
     char *argv[] = {tool,
                     "--data-only",
                     "--single-transaction",

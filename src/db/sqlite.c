@@ -23,11 +23,11 @@
 #include <string.h>
 
 #include "core/log.h"
+#include "core/util.h"
 #include "core/vocab.h"
 #include "db/batch.h"
 #include "db/db.h"
 #include "db/rows.h"
-#include "core/util.h"
 
 extern const char lr_sql_sqlite_0001[];
 extern const char lr_sql_sqlite_0002[];
@@ -41,14 +41,11 @@ extern const char lr_sql_sqlite_0008_admin_links[];
 static const struct {
     const char *version;
     const char *sql;
-} migrations[] = {{"0001_init", lr_sql_sqlite_0001},
-                  {"0002_leases", lr_sql_sqlite_0002},
-                  {"0003_deletion", lr_sql_sqlite_0003},
-                  {"0004_idempotency", lr_sql_sqlite_0004},
-                  {"0005_billing", lr_sql_sqlite_0005},
-                  {"0006_admin", lr_sql_sqlite_0006_admin},
-                  {"0007_runs", lr_sql_sqlite_0007},
-                  {"0008_admin_links", lr_sql_sqlite_0008_admin_links}};
+} migrations[] = {
+    {"0001_init", lr_sql_sqlite_0001},     {"0002_leases", lr_sql_sqlite_0002},
+    {"0003_deletion", lr_sql_sqlite_0003}, {"0004_idempotency", lr_sql_sqlite_0004},
+    {"0005_billing", lr_sql_sqlite_0005},  {"0006_admin", lr_sql_sqlite_0006_admin},
+    {"0007_runs", lr_sql_sqlite_0007},     {"0008_admin_links", lr_sql_sqlite_0008_admin_links}};
 
 /* Readiness (db/admin.c) checks that the newest one is applied. */
 const char *lr_db_sqlite_latest_migration(void)
@@ -97,8 +94,8 @@ enum {
 /* A generation's columns in the order of rows.h (GC_*). */
 #define GEN_COLUMNS                                                                                \
     "id, user_id, type, model, prompt, status, stage, result_urls, credits_used, outputs_count, "  \
-    "succeeded_count, failed_count, provider, provider_task_ids, params, error_code, "            \
-    "error_message, duration_ms, created_at, updated_at, finished_at, "                           \
+    "succeeded_count, failed_count, provider, provider_task_ids, params, error_code, "             \
+    "error_message, duration_ms, created_at, updated_at, finished_at, "                            \
     "CASE WHEN json_type(metadata, '$.text') = 'text' THEN json_extract(metadata, '$.text') END"
 
 static const char *const sql_text[Q_COUNT] = {
@@ -157,8 +154,9 @@ static const char *const sql_text[Q_COUNT] = {
                   "AND (lease_until IS NULL OR lease_until < ?1) "
                   "AND (claimed_by IS NULL OR claimed_by <> ?3) "
                   "AND provider_task_ids = '[]' ORDER BY created_at LIMIT ?2",
-    [Q_STAGE_TASKS] = "UPDATE generations SET status = ?2, stage = ?3, updated_at = ?4, "
-                      "provider_task_ids = ?5 WHERE id = ?1 AND status IN ('pending', 'processing')",
+    [Q_STAGE_TASKS] =
+        "UPDATE generations SET status = ?2, stage = ?3, updated_at = ?4, "
+        "provider_task_ids = ?5 WHERE id = ?1 AND status IN ('pending', 'processing')",
     [Q_CLAIM] = "UPDATE generations SET claimed_by = ?3, lease_until = ?4 WHERE id IN ("
                 "SELECT id FROM generations WHERE status IN ('pending', 'processing') "
                 "AND (lease_until IS NULL OR lease_until < ?1) "
@@ -224,8 +222,8 @@ static void release(sqlite_db *d, conn *c)
 static sqlite3_stmt *stmt(conn *c, int q)
 {
     if (!c->st[q]) {
-        if (sqlite3_prepare_v3(c->h, sql_text[q], -1, SQLITE_PREPARE_PERSISTENT, &c->st[q],
-                               NULL) != SQLITE_OK) {
+        if (sqlite3_prepare_v3(c->h, sql_text[q], -1, SQLITE_PREPARE_PERSISTENT, &c->st[q], NULL) !=
+            SQLITE_OK) {
             lr_error("sqlite prepare failed: %s", sqlite3_errmsg(c->h));
             return NULL;
         }
@@ -245,17 +243,14 @@ typedef struct {
 #define A_INT(v) ((arg){.kind = ARG_INT, .num = (v)})
 #define A_JSON(v, fallback) ((arg){.kind = ARG_JSON, .json = (v), .text = (fallback)})
 /* An argument list for run: ARGS(A_TEXT(id), A_INT(n)). */
-#define ARGS(...)                                                                                  \
-    (const arg[]){__VA_ARGS__}, sizeof((const arg[]){__VA_ARGS__}) / sizeof(arg)
+#define ARGS(...) (const arg[]){__VA_ARGS__}, sizeof((const arg[]){__VA_ARGS__}) / sizeof(arg)
 #define NO_ARGS NULL, 0
 
 static void bind_arg(sqlite3_stmt *s, int i, const arg *a)
 {
     char *t = NULL;
     switch (a->kind) {
-    case ARG_INT:
-        sqlite3_bind_int64(s, i, a->num);
-        return;
+    case ARG_INT: sqlite3_bind_int64(s, i, a->num); return;
     case ARG_JSON:
         t = a->json ? json_dumps(a->json, JSON_COMPACT) : NULL;
         sqlite3_bind_text(s, i, t ? t : a->text, -1, SQLITE_TRANSIENT);
@@ -340,8 +335,7 @@ static void posted_complete(lr_db_job *j)
 }
 
 /* Queues fn(ctx) for the writer; p->done runs with its answer. */
-static void write_job_post(sqlite_db *d, posted_job *p, lr_err (*fn)(conn *c, void *ctx),
-                           void *ctx)
+static void write_job_post(sqlite_db *d, posted_job *p, lr_err (*fn)(conn *c, void *ctx), void *ctx)
 {
     p->j = (write_job){.base.complete = posted_complete, .fn = fn, .ctx = ctx};
     lr_db_batch_post(d->batch, &p->j.base);
@@ -448,14 +442,17 @@ static void text_row(sqlite3_stmt *s, void *out)
     t->add(col, t->list);
 }
 
-#define INTO(fn, n, list) text_row, &(text_rows){(fn), (n), (list)}
+#define INTO(fn, n, list)                                                                          \
+    text_row, &(text_rows)                                                                         \
+    {                                                                                              \
+        (fn), (n), (list)                                                                          \
+    }
 
 static lr_err open_conn(const char *path, conn *c, char **errmsg)
 {
     memset(c, 0, sizeof *c);
-    int rc = sqlite3_open_v2(path, &c->h,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             NULL);
+    int rc = sqlite3_open_v2(
+        path, &c->h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         if (errmsg && asprintf(errmsg, "cannot open %s: %s", path,
                                c->h ? sqlite3_errmsg(c->h) : sqlite3_errstr(rc)) < 0)
@@ -497,8 +494,8 @@ static lr_err apply_migration(conn *c, size_t i, char **err)
         if (sqlite3_exec(c->h, migrations[i].sql, NULL, NULL, err) != SQLITE_OK)
             e = LR_ERR_DB;
         if (e == LR_OK)
-            e = run(c, Q_MIGRATION_RECORD, ARGS(A_TEXT(migrations[i].version), A_TEXT(ts)),
-                    NULL, NULL);
+            e = run(c, Q_MIGRATION_RECORD, ARGS(A_TEXT(migrations[i].version), A_TEXT(ts)), NULL,
+                    NULL);
         if (e == LR_OK)
             lr_info("migration applied: %s", migrations[i].version);
     }
@@ -548,8 +545,7 @@ static lr_err read_balance(conn *c, const char *user_id, int *balance)
  * the user has no row. */
 static lr_err add_credits(conn *c, const char *user_id, int amount, const char *ts, int *balance)
 {
-    lr_err e = run(c, Q_CREDIT, ARGS(A_INT(amount), A_TEXT(user_id), A_TEXT(ts)), col_int,
-                   balance);
+    lr_err e = run(c, Q_CREDIT, ARGS(A_INT(amount), A_TEXT(user_id), A_TEXT(ts)), col_int, balance);
     if (e == LR_OK && sqlite3_changes(c->h) == 0)
         e = LR_ERR_INSUFFICIENT;
     return e;
@@ -570,8 +566,8 @@ static lr_err insert_tx(conn *c, const ledger_entry *t, char id_out[LR_UUID_LEN 
     lr_uuid_v4(id);
     lr_err e = run(c, Q_INSERT_TX,
                    ARGS(A_TEXT(id), A_TEXT(t->user_id), A_INT(t->amount), A_TEXT(t->type),
-                        A_TEXT(t->description), A_JSON(t->metadata, "{}"),
-                        A_TEXT(t->generation_id), A_TEXT(t->key), A_TEXT(t->ts)),
+                        A_TEXT(t->description), A_JSON(t->metadata, "{}"), A_TEXT(t->generation_id),
+                        A_TEXT(t->key), A_TEXT(t->ts)),
                    NULL, NULL);
     if (e == LR_OK && id_out)
         memcpy(id_out, id, sizeof id);
@@ -600,10 +596,10 @@ static void read_key_row(sqlite3_stmt *s, void *out)
 static lr_err check_key(conn *c, const lr_reserve_req *r, lr_key_holder *holder, bool *held)
 {
     key_row k = {0};
-    lr_err e = run(c, Q_KEY_HOLDER,
-                   ARGS(A_TEXT(r->user_id), A_TEXT(r->idempotency_key),
-                        A_TEXT(r->key_expired_before)),
-                   read_key_row, &k);
+    lr_err e =
+        run(c, Q_KEY_HOLDER,
+            ARGS(A_TEXT(r->user_id), A_TEXT(r->idempotency_key), A_TEXT(r->key_expired_before)),
+            read_key_row, &k);
     *held = e == LR_OK && k.found && !k.expired;
     if (*held) {
         memcpy(holder->generation_id, k.id, sizeof k.id);
@@ -640,9 +636,13 @@ static lr_err reserve_rows(conn *c, const lr_reserve_req *r, int *balance)
     snprintf(desc, sizeof desc, "Generation: %s x%d", r->model, r->outputs_count);
     json_t *meta = json_pack("{s:s, s:i}", "model", r->model, "outputs", r->outputs_count);
     e = insert_tx(c,
-                  &(ledger_entry){.user_id = r->user_id, .amount = -r->cost,
-                                  .type = "generation", .description = desc, .metadata = meta,
-                                  .generation_id = r->generation_id, .ts = r->created_at},
+                  &(ledger_entry){.user_id = r->user_id,
+                                  .amount = -r->cost,
+                                  .type = "generation",
+                                  .description = desc,
+                                  .metadata = meta,
+                                  .generation_id = r->generation_id,
+                                  .ts = r->created_at},
                   NULL);
     json_decref(meta);
     return e;
@@ -675,7 +675,8 @@ static lr_err sq_reserve(lr_db *db, const lr_reserve_req *r, int *balance, lr_ke
 static lr_err reserve_posted(conn *c, void *ctx)
 {
     posted_job *p = ctx;
-    return reserve_job(c, &(reserve_args){.r = p->a.reserve.r, .balance = p->a.reserve.balance,
+    return reserve_job(c, &(reserve_args){.r = p->a.reserve.r,
+                                          .balance = p->a.reserve.balance,
                                           .holder = p->a.reserve.holder});
 }
 
@@ -699,14 +700,14 @@ typedef struct {
 static lr_err stage_job(conn *c, void *ctx)
 {
     stage_args *a = ctx;
-    lr_err e = a->task_ids ? run(c, Q_STAGE_TASKS,
-                                 ARGS(A_TEXT(a->id), A_TEXT(a->status), A_TEXT(a->stage),
-                                      A_TEXT(a->ts), A_JSON(a->task_ids, "[]")),
-                                 NULL, NULL)
-                           : run(c, Q_STAGE,
-                                 ARGS(A_TEXT(a->id), A_TEXT(a->status), A_TEXT(a->stage),
-                                      A_TEXT(a->ts)),
-                                 NULL, NULL);
+    lr_err e = a->task_ids
+                   ? run(c, Q_STAGE_TASKS,
+                         ARGS(A_TEXT(a->id), A_TEXT(a->status), A_TEXT(a->stage), A_TEXT(a->ts),
+                              A_JSON(a->task_ids, "[]")),
+                         NULL, NULL)
+                   : run(c, Q_STAGE,
+                         ARGS(A_TEXT(a->id), A_TEXT(a->status), A_TEXT(a->stage), A_TEXT(a->ts)),
+                         NULL, NULL);
     if (e == LR_OK && sqlite3_changes(c->h) == 0)
         e = LR_ERR_CONFLICT;
     return e;
@@ -717,9 +718,9 @@ static lr_err sq_set_stage(lr_db *db, const char *id, const char *status, const 
 {
     char ts[32];
     now_iso(ts);
-    return write_job_run((sqlite_db *)db, stage_job,
-                         &(stage_args){.id = id, .status = status, .stage = stage, .ts = ts,
-                                       .task_ids = task_ids});
+    return write_job_run(
+        (sqlite_db *)db, stage_job,
+        &(stage_args){.id = id, .status = status, .stage = stage, .ts = ts, .task_ids = task_ids});
 }
 
 /* The final status and the refund of a settlement, inside its
@@ -727,13 +728,13 @@ static lr_err sq_set_stage(lr_db *db, const char *id, const char *status, const 
 static lr_err settle_rows(conn *c, const lr_settle_req *q, const char *ts, int *balance)
 {
     char user[LR_UUID_LEN + 1] = "";
-    lr_err e = run(c, Q_SETTLE_GEN,
-                   ARGS(A_TEXT(q->generation_id), A_TEXT(q->status), A_JSON(q->result_urls, "[]"),
-                        A_JSON(q->task_ids, "[]"), A_INT(q->succeeded_count),
-                        A_INT(q->failed_count), A_INT(q->refund), A_TEXT(q->error_code),
-                        A_TEXT(q->error_message), A_INT(q->duration_ms), A_TEXT(ts),
-                        A_TEXT(q->text), A_JSON(q->storage_keys, "[]")),
-                   col_uuid, user);
+    lr_err e =
+        run(c, Q_SETTLE_GEN,
+            ARGS(A_TEXT(q->generation_id), A_TEXT(q->status), A_JSON(q->result_urls, "[]"),
+                 A_JSON(q->task_ids, "[]"), A_INT(q->succeeded_count), A_INT(q->failed_count),
+                 A_INT(q->refund), A_TEXT(q->error_code), A_TEXT(q->error_message),
+                 A_INT(q->duration_ms), A_TEXT(ts), A_TEXT(q->text), A_JSON(q->storage_keys, "[]")),
+            col_uuid, user);
     if (e != LR_OK)
         return e;
     if (!user[0])
@@ -741,13 +742,18 @@ static lr_err settle_rows(conn *c, const lr_settle_req *q, const char *ts, int *
     if (q->refund <= 0)
         return read_balance(c, user, balance);
     char desc[160];
-    snprintf(desc, sizeof desc, "Refund: %s", q->error_code ? q->error_code : lr_gen_status_name(LR_GEN_FAILED));
+    snprintf(desc, sizeof desc, "Refund: %s",
+             q->error_code ? q->error_code : lr_gen_status_name(LR_GEN_FAILED));
     json_t *meta =
         json_pack("{s:i, s:s*}", "failed_outputs", q->failed_count, "error", q->error_message);
     e = insert_tx(c,
-                  &(ledger_entry){.user_id = user, .amount = q->refund, .type = "refund",
-                                  .description = desc, .metadata = meta,
-                                  .generation_id = q->generation_id, .ts = ts},
+                  &(ledger_entry){.user_id = user,
+                                  .amount = q->refund,
+                                  .type = "refund",
+                                  .description = desc,
+                                  .metadata = meta,
+                                  .generation_id = q->generation_id,
+                                  .ts = ts},
                   NULL);
     json_decref(meta);
     if (e == LR_OK && add_credits(c, user, q->refund, ts, balance) != LR_OK)
@@ -824,8 +830,8 @@ static void read_keyed_tx(sqlite3_stmt *s, void *out)
 static lr_err adjust_replay(conn *c, const lr_adjust_req *r, lr_adjust_result *out, bool *replayed)
 {
     keyed_tx k = {0};
-    lr_err e = run(c, Q_FIND_KEY, ARGS(A_TEXT(r->user_id), A_TEXT(r->idempotency_key)),
-                   read_keyed_tx, &k);
+    lr_err e =
+        run(c, Q_FIND_KEY, ARGS(A_TEXT(r->user_id), A_TEXT(r->idempotency_key)), read_keyed_tx, &k);
     *replayed = e == LR_OK && k.found;
     if (*replayed) {
         memcpy(out->transaction_id, k.id, sizeof k.id);
@@ -851,9 +857,12 @@ static lr_err adjust_rows(conn *c, const lr_adjust_req *r, const char *ts, lr_ad
         e = LR_ERR_DB;
     if (e == LR_OK)
         e = insert_tx(c,
-                      &(ledger_entry){.user_id = r->user_id, .amount = r->amount,
-                                      .type = r->type, .description = r->description,
-                                      .metadata = r->metadata, .key = r->idempotency_key,
+                      &(ledger_entry){.user_id = r->user_id,
+                                      .amount = r->amount,
+                                      .type = r->type,
+                                      .description = r->description,
+                                      .metadata = r->metadata,
+                                      .key = r->idempotency_key,
                                       .ts = ts},
                       out->transaction_id);
     return e;
@@ -882,12 +891,10 @@ static lr_err sq_adjust(lr_db *db, const lr_adjust_req *r, lr_adjust_result *out
 {
     char ts[32];
     now_iso(ts);
-    return write_job_run((sqlite_db *)db, adjust_job,
-                         &(adjust_args){.r = r, .ts = ts, .out = out});
+    return write_job_run((sqlite_db *)db, adjust_job, &(adjust_args){.r = r, .ts = ts, .out = out});
 }
 
-static lr_err sq_get_generation(lr_db *db, const char *user_id, const char *id,
-                                lr_generation *out)
+static lr_err sq_get_generation(lr_db *db, const char *user_id, const char *id, lr_generation *out)
 {
     lr_generation_list l = {0};
     lr_err e = query((sqlite_db *)db, READ, Q_GET_GEN, ARGS(A_TEXT(id), A_TEXT(user_id)),
@@ -912,10 +919,10 @@ static lr_err sq_list_transactions(lr_db *db, const char *user_id, const char *b
                                    const char *before_id, int limit, lr_ledger_list *out)
 {
     *out = (lr_ledger_list){0};
-    lr_err e = query((sqlite_db *)db, READ, Q_LIST_TX,
-                     ARGS(A_TEXT(user_id), A_TEXT(before_created_at), A_TEXT(before_id),
-                          A_INT(limit)),
-                     INTO(lr_db_add_ledger_row, LC_COUNT, out));
+    lr_err e =
+        query((sqlite_db *)db, READ, Q_LIST_TX,
+              ARGS(A_TEXT(user_id), A_TEXT(before_created_at), A_TEXT(before_id), A_INT(limit)),
+              INTO(lr_db_add_ledger_row, LC_COUNT, out));
     if (e != LR_OK)
         lr_ledger_list_clear(out);
     return e;
@@ -957,9 +964,8 @@ static lr_err sq_mark_deleted(lr_db *db, const char *user_id, const char *id, lr
 static lr_err sq_pending_purges(lr_db *db, int limit, lr_purge_list *rows)
 {
     *rows = (lr_purge_list){0};
-    lr_err e =
-        query((sqlite_db *)db, READ, Q_PENDING_PURGES, ARGS(A_INT(limit)),
-                 INTO(lr_db_add_purge, PC_COUNT, rows));
+    lr_err e = query((sqlite_db *)db, READ, Q_PENDING_PURGES, ARGS(A_INT(limit)),
+                     INTO(lr_db_add_purge, PC_COUNT, rows));
     if (e != LR_OK)
         lr_purge_list_clear(rows);
     return e;
@@ -1027,8 +1033,8 @@ static lr_err sq_reap_expired(lr_db *db, const char *owner, int limit, lr_reaped
     return e;
 }
 
-static lr_err sq_claim_resumable(lr_db *db, const char *owner, const char *lease_until,
-                                 int limit, lr_generation_list *rows)
+static lr_err sq_claim_resumable(lr_db *db, const char *owner, const char *lease_until, int limit,
+                                 lr_generation_list *rows)
 {
     char now[32];
     now_iso(now);

@@ -107,22 +107,18 @@ lr_edge_verdict lr_edge_judge(const lr_edge_fields *f, bool http11)
         return VERDICT(BAD_REQUEST, "More than one Host header");
     if (f->transfer_encodings > 0) {
         if (f->content_lengths > 0)
-            return VERDICT(BAD_FRAMING,
-                                     "Content-Length and Transfer-Encoding together");
+            return VERDICT(BAD_FRAMING, "Content-Length and Transfer-Encoding together");
         if (!http11)
-            return VERDICT(BAD_FRAMING,
-                                     "Transfer-Encoding in an HTTP/1.0 request");
+            return VERDICT(BAD_FRAMING, "Transfer-Encoding in an HTTP/1.0 request");
         if (f->codings == 0 || !f->chunked_last || f->chunked_twice)
-            return VERDICT(BAD_FRAMING,
-                                     "Transfer-Encoding must end with chunked, once");
+            return VERDICT(BAD_FRAMING, "Transfer-Encoding must end with chunked, once");
         if (f->unknown_coding)
             return VERDICT(UNSUPPORTED_TRANSFER_CODING,
-                                     "Only the chunked transfer coding is supported");
+                           "Only the chunked transfer coding is supported");
     }
     if (f->cl_invalid || f->cl_conflict)
-        return VERDICT(BAD_CONTENT_LENGTH,
-                                 f->cl_conflict ? "Content-Length headers disagree"
-                                                : "Content-Length is not a number");
+        return VERDICT(BAD_CONTENT_LENGTH, f->cl_conflict ? "Content-Length headers disagree"
+                                                          : "Content-Length is not a number");
     if (f->cl_huge)
         return VERDICT(BODY_TOO_LARGE, "Content-Length is too large");
     return (lr_edge_verdict){0, NULL, NULL};
@@ -191,14 +187,16 @@ static enum scan request_line(block *b, const char *l, size_t len, bool *http11)
     while (i < len && tchar((unsigned char)l[i]))
         i++;
     if (i == 0 || i == len || l[i] != ' ')
-        return refuse(b, LR_CODE_BAD_REQUEST_LINE, "The request line is not METHOD TARGET HTTP/1.x");
+        return refuse(b, LR_CODE_BAD_REQUEST_LINE,
+                      "The request line is not METHOD TARGET HTTP/1.x");
     b->method = l;
     b->method_len = i;
     size_t t = ++i;
     while (i < len && vchar((unsigned char)l[i]))
         i++;
     if (i == t || i == len || l[i] != ' ')
-        return refuse(b, LR_CODE_BAD_REQUEST_LINE, "The request line is not METHOD TARGET HTTP/1.x");
+        return refuse(b, LR_CODE_BAD_REQUEST_LINE,
+                      "The request line is not METHOD TARGET HTTP/1.x");
     b->target = l + t;
     b->target_len = i - t;
     const char *ver = l + i + 1;
@@ -387,8 +385,8 @@ static char *render(const lr_edge *e, const block *b, const char *rid, size_t *l
                      "Content-Type: application/json; charset=utf-8\r\nCache-Control: no-store\r\n"
                      "X-Request-Id: %s\r\nX-Content-Type-Options: nosniff\r\n%s%s"
                      "Content-Length: %zu\r\n\r\n%s",
-                     b->v.status, MHD_get_reason_phrase_for((unsigned)b->v.status), date, rid,
-                     cors, e->o.cors_origins ? "Vary: Origin\r\n" : "", body ? strlen(body) : 0,
+                     b->v.status, MHD_get_reason_phrase_for((unsigned)b->v.status), date, rid, cors,
+                     e->o.cors_origins ? "Vary: Origin\r\n" : "", body ? strlen(body) : 0,
                      body ? body : "");
     free(body);
     if (n < 0)
@@ -412,8 +410,8 @@ static void answer(lr_edge *e, pend *p, const block *b)
         (void)sent; /* a short answer fits the empty send buffer; else the client is gone */
         free(resp);
     }
-    json_t *fields = json_pack("{s:i, s:s, s:b}", "status", b->v.status, "code", b->v.code,
-                               "completed", 1);
+    json_t *fields =
+        json_pack("{s:i, s:s, s:b}", "status", b->v.status, "code", b->v.code, "completed", 1);
     if (b->method)
         json_object_set_new(fields, "method", json_stringn(b->method, b->method_len));
     if (b->target)
@@ -479,8 +477,7 @@ static void on_readable(lr_edge *e, pend *p)
             return;
         }
         watch_pend(e, p); /* back on the list to be answered */
-        b.v = VERDICT(TOO_MANY_CONNECTIONS,
-                                "The server is at its connection limit; retry");
+        b.v = VERDICT(TOO_MANY_CONNECTIONS, "The server is at its connection limit; retry");
     }
     answer(e, p, &b);
     drain(e, p); /* what was peeked, and the client's close if it came */
@@ -576,11 +573,12 @@ static int listen_on(int port, size_t max_header)
     int rc;
     if (v6) {
         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
-        struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port),
-                                 .sin6_addr = in6addr_any};
+        struct sockaddr_in6 a = {
+            .sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port), .sin6_addr = in6addr_any};
         rc = bind(fd, (struct sockaddr *)&a, sizeof a);
     } else {
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+        struct sockaddr_in a = {.sin_family = AF_INET,
+                                .sin_port = htons((uint16_t)port),
                                 .sin_addr.s_addr = htonl(INADDR_ANY)};
         rc = bind(fd, (struct sockaddr *)&a, sizeof a);
     }

@@ -38,7 +38,7 @@ typedef struct {
     bool cl_conflict; /* two different values */
     bool cl_huge;     /* more than 19 digits */
     int transfer_encodings;
-    int codings;      /* transfer codings listed, all lines together */
+    int codings;       /* transfer codings listed, all lines together */
     bool chunked_last; /* the last listed coding is chunked */
     bool chunked_twice;
     bool unknown_coding;

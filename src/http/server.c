@@ -17,8 +17,8 @@
 
 #define MAX_EXTRA_HEADERS 8
 /* Preflight answer when the browser's list of headers is not reflected. */
-#define LR_HTTP_ALLOW_HEADERS                                                                   \
-    "authorization, content-type, apikey, x-client-info, idempotency-key, prefer, "           \
+#define LR_HTTP_ALLOW_HEADERS                                                                      \
+    "authorization, content-type, apikey, x-client-info, idempotency-key, prefer, "                \
     "last-event-id, x-request-id, sentry-trace, baggage"
 
 struct lr_http {
@@ -128,7 +128,8 @@ static struct MHD_Response *json_response(lr_req *r, json_t *body)
     char *text = json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(body);
     if (!text)
-        text = strdup("{\"success\":false,\"error\":\"Internal error\",\"code\":\"internal_error\"}");
+        text =
+            strdup("{\"success\":false,\"error\":\"Internal error\",\"code\":\"internal_error\"}");
     struct MHD_Response *resp =
         MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(resp, "Content-Type", "application/json; charset=utf-8");
@@ -372,7 +373,8 @@ static lr_edge_verdict judge(const lr_http *h, struct MHD_Connection *conn, cons
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
     if (ci && ci->header_size > h->o.max_header_bytes)
         return (lr_edge_verdict){lr_code_http_status(LR_CODE_HEADER_TOO_LARGE),
-                                 lr_code_name(LR_CODE_HEADER_TOO_LARGE), "Request headers are too large"};
+                                 lr_code_name(LR_CODE_HEADER_TOO_LARGE),
+                                 "Request headers are too large"};
     lr_edge_fields f = {0};
     MHD_get_connection_values_n(conn, MHD_HEADER_KIND, feed_field, &f);
     return lr_edge_judge(&f, strcmp(version, MHD_HTTP_VERSION_1_0) != 0);
@@ -393,8 +395,7 @@ static void allow_request_headers(lr_req *r)
         plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                 c == '-' || c == '_' || c == ',' || c == ' ';
     }
-    lr_req_set_header(r, "Access-Control-Allow-Headers",
-                      plain ? asked : LR_HTTP_ALLOW_HEADERS);
+    lr_req_set_header(r, "Access-Control-Allow-Headers", plain ? asked : LR_HTTP_ALLOW_HEADERS);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -444,7 +445,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return MHD_YES;
         }
         return lr_buf_append(&r->body, &r->body_len, &r->body_cap, upload, n) == 0 ? MHD_YES
-                                                                                  : MHD_NO;
+                                                                                   : MHD_NO;
     }
 
     pthread_mutex_lock(&r->mu);
@@ -488,8 +489,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         res = queue(r);
     } else {
         pthread_mutex_unlock(&r->mu);
-        lr_req_reply_error(r, 500, lr_code_name(LR_CODE_INTERNAL_ERROR), "Internal error: no response",
-                           NULL);
+        lr_req_reply_error(r, 500, lr_code_name(LR_CODE_INTERNAL_ERROR),
+                           "Internal error: no response", NULL);
         pthread_mutex_lock(&r->mu);
         res = queue(r);
     }
@@ -536,8 +537,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         lr_log_fields(LR_LOG_INFO, r->id, "request",
                       json_pack("{s:s, s:s, s:i, s:I, s:b}", "method", r->method, "path", r->path,
                                 "status", r->status, "duration_ms", (json_int_t)duration_ms,
-                                "completed",
-                                toe == MHD_REQUEST_TERMINATED_COMPLETED_OK));
+                                "completed", toe == MHD_REQUEST_TERMINATED_COMPLETED_OK));
     }
     count_request(r, duration_ms);
     if (r->resp)
@@ -637,14 +637,14 @@ lr_http *lr_http_start(const lr_http_opts *o)
     unsigned mhd_limit = (unsigned)o->max_connections * (unsigned)(o->threads > 1 ? o->threads : 1);
     /* The edge accepts and hands connections over (MHD_add_connection);
      * ITC wakes the pool threads for them and for stop. */
-    h->d = MHD_start_daemon(
-        MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
-            MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC,
-        0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)o->threads, MHD_OPTION_CONNECTION_LIMIT,
-        mhd_limit, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-        MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_END);
+    h->d = MHD_start_daemon(MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
+                                MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC,
+                            0, NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
+                            MHD_OPTION_THREAD_POOL_SIZE, (unsigned)o->threads,
+                            MHD_OPTION_CONNECTION_LIMIT, mhd_limit, MHD_OPTION_CONNECTION_TIMEOUT,
+                            (unsigned)120, MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_END);
     if (h->d) {
         lr_edge_opts eo = {.port = o->port,
                            .max_header = o->max_header_bytes,

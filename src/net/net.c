@@ -311,8 +311,8 @@ void lr_call_release(lr_call *c)
 
 /* The socket for an address curl is about to connect to, or BAD (with
  * *refused and why) when the policy forbids it. */
-static curl_socket_t guarded_socket(const lr_net_policy *p, struct curl_sockaddr *a,
-                                    bool *refused, char *why, size_t why_size)
+static curl_socket_t guarded_socket(const lr_net_policy *p, struct curl_sockaddr *a, bool *refused,
+                                    char *why, size_t why_size)
 {
     const struct sockaddr *sa = &a->addr;
     int family = sa->sa_family;
@@ -424,8 +424,7 @@ static void fetch_done(lr_transfer *t, CURLcode rc)
     }
     if (f->status < 200 || f->status > 299) {
         snprintf(f->why, sizeof f->why, "HTTP %ld", f->status);
-        f->done(f, f->status == 404 || f->status == 410 ? LR_ERR_NOT_FOUND
-                                                              : LR_ERR_UNAVAILABLE);
+        f->done(f, f->status == 404 || f->status == 410 ? LR_ERR_NOT_FOUND : LR_ERR_UNAVAILABLE);
         return;
     }
     f->done(f, LR_OK);
@@ -450,8 +449,8 @@ static void fetch_begin(lr_fetch *f)
     curl_easy_setopt(e, CURLOPT_WRITEDATA, f);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);  /* stalled: */
-    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, 30L);  /* nothing for 30 s */
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L); /* stalled: */
+    curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, 30L); /* nothing for 30 s */
     curl_easy_setopt(e, CURLOPT_TIMEOUT, 900L);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "lensroom/0.1");
     lr_loop_add_transfer(f->loop, &f->xfer);

@@ -39,7 +39,7 @@ typedef struct lr_call {
     char *req_body;
     char *body; /* the answer, NUL-terminated */
     size_t len, cap;
-    long status;       /* 0: no HTTP answer */
+    long status; /* 0: no HTTP answer */
     CURLcode rc;
     int retry_after_s; /* -1: none given */
     char error[CURL_ERROR_SIZE];

@@ -130,8 +130,8 @@ static bool price(begin *b)
     b->unit = lr_model_unit_price(b->model, b->params, b->outputs);
     if (!b->q->quote_id)
         return true;
-    lr_price_line line = {.model = b->model, .params = b->params, .outputs = b->outputs,
-                          .unit = b->unit};
+    lr_price_line line = {
+        .model = b->model, .params = b->params, .outputs = b->outputs, .unit = b->unit};
     lr_code code = lr_quote_honour(b->p, b->q->user_id, b->q->quote_id, &line, 1);
     if (code == LR_CODE_DATABASE_UNAVAILABLE)
         b->out->retry_after_s = 1;
@@ -333,8 +333,8 @@ static void not_reserved(begin *b)
         replay(b, &b->holder);
     } else if (b->reserved == LR_ERR_INSUFFICIENT) {
         o->required = b->rr.cost;
-        refuse(b, LR_CODE_INSUFFICIENT_CREDITS, NULL,
-               "Insufficient credits. You have %d, need %d.", o->balance, b->rr.cost);
+        refuse(b, LR_CODE_INSUFFICIENT_CREDITS, NULL, "Insufficient credits. You have %d, need %d.",
+               o->balance, b->rr.cost);
     } else {
         lr_log(LR_LOG_ERROR, q->request_id, "database error: %s", lr_strerror(b->reserved));
         o->retry_after_s = 1;

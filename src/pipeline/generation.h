@@ -55,7 +55,7 @@ typedef struct {
      * content and stored under {user}/inputs/ before reserving. */
     const char *image_url;
     const char *const *images;
-    size_t n_images; /* at most LR_MAX_INPUT_IMAGES */
+    size_t n_images;             /* at most LR_MAX_INPUT_IMAGES */
     const char *quote_id;        /* NULL: today's prices; else a quote to honour */
     const char *idempotency_key; /* NULL: none */
     const char *request_hash;    /* with a key: SHA-256 hex of the request */
@@ -91,8 +91,8 @@ typedef struct {
     /* REFUSED */
     lr_code code;
     char message[256];
-    char field[64];    /* the request field at fault, or "" */
-    int retry_after_s; /* > 0: when trying again makes sense */
+    char field[64];        /* the request field at fault, or "" */
+    int retry_after_s;     /* > 0: when trying again makes sense */
     int required, balance; /* insufficient_credits */
     int limit;             /* too_many_generations */
     /* owned storage the outcome points into */

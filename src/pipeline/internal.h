@@ -43,7 +43,7 @@ struct lr_pipeline {
     int in_flight;
     user_slots *slots[BUCKETS];
     int lease_s;
-    int retry_ms; /* first delay before retrying a download */
+    int retry_ms;                /* first delay before retrying a download */
     char owner[LR_UUID_LEN + 1]; /* this process's instance id */
     /* the maintenance thread (lease renewal, recovery); mu guards the flags */
     pthread_t maint;
@@ -60,7 +60,7 @@ void lr_pipeline_claim(lr_pipeline *p, lr_reserve_req *r, char buf[32]);
 bool lr_pipeline_admit(lr_pipeline *p, const char *user, int max);
 void lr_pipeline_unadmit(lr_pipeline *p, const char *user);
 /* Starts a reserved, admitted generation. wait may be NULL (nobody waits). */
-lr_err lr_pipeline_start(lr_pipeline *p, const lr_run_req *req, int64_t timeout_ms,
-                         lr_wait_fn wait, void *ctx);
+lr_err lr_pipeline_start(lr_pipeline *p, const lr_run_req *req, int64_t timeout_ms, lr_wait_fn wait,
+                         void *ctx);
 
 #endif

@@ -88,7 +88,6 @@ struct user_slots {
     struct user_slots *next;
 };
 
-
 static void lease_until(const lr_pipeline *p, char buf[32])
 {
     lr_time_iso(lr_now_ms() + (int64_t)p->lease_s * 1000, buf);
@@ -116,8 +115,14 @@ lr_pipeline *lr_pipeline_new(lr_db *db, lr_store *store, lr_provider *provider,
     lr_pipeline *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
-    *p = (lr_pipeline){.db = db, .store = store, .provider = provider, .catalog = catalog,
-                       .net = net, .loop = loop, .workers = workers, .lease_s = lease_s,
+    *p = (lr_pipeline){.db = db,
+                       .store = store,
+                       .provider = provider,
+                       .catalog = catalog,
+                       .net = net,
+                       .loop = loop,
+                       .workers = workers,
+                       .lease_s = lease_s,
                        .retry_ms = 1000};
     lr_uuid_v4(p->owner);
     pthread_mutex_init(&p->mu, NULL);
@@ -484,14 +489,13 @@ static void settled(void *arg)
             lr_warn("generation %s was already settled", r->id);
         lr_store_remove_keys(p->store, st->x.keys);
     } else if (e != LR_OK) {
-        lr_error("generation %s could not be settled (%s); start-up recovery will refund it",
-                 r->id, lr_strerror(e));
+        lr_error("generation %s could not be settled (%s); start-up recovery will refund it", r->id,
+                 lr_strerror(e));
     } else {
         lr_log_fields(LR_LOG_INFO, NULL, "generation settled",
-                      json_pack("{s:s, s:s, s:s, s:i, s:i, s:I}", "generation_id", r->id,
-                                "model", r->model->id, "status", st->s.status, "succeeded",
-                                r->succeeded, "failed", r->failed, "duration_ms",
-                                (json_int_t)st->s.duration_ms));
+                      json_pack("{s:s, s:s, s:s, s:i, s:i, s:I}", "generation_id", r->id, "model",
+                                r->model->id, "status", st->s.status, "succeeded", r->succeeded,
+                                "failed", r->failed, "duration_ms", (json_int_t)st->s.duration_ms));
         notify(p, r->id, st->status, LR_STAGE_NONE);
     }
     lr_outcome o = {
@@ -881,8 +885,8 @@ static lr_err start_run(lr_pipeline *p, const lr_run_req *req, const lr_strv *ta
     return LR_OK;
 }
 
-lr_err lr_pipeline_start(lr_pipeline *p, const lr_run_req *req, int64_t timeout_ms,
-                         lr_wait_fn wait, void *ctx)
+lr_err lr_pipeline_start(lr_pipeline *p, const lr_run_req *req, int64_t timeout_ms, lr_wait_fn wait,
+                         void *ctx)
 {
     return start_run(p, req, NULL, timeout_ms, wait, ctx);
 }
@@ -939,9 +943,9 @@ int lr_pipeline_recover(lr_pipeline *p)
     if (p->db->ops->reap_expired(p->db, p->owner, 500, &reaped) != LR_OK)
         return -1;
     for (size_t i = 0; i < reaped.n; i++) {
-        lr_log_fields(LR_LOG_WARN, NULL, "unfinished generation failed and refunded",
-                      json_pack("{s:s, s:i}", "generation_id", reaped.v[i].id, "refund",
-                                reaped.v[i].refund));
+        lr_log_fields(
+            LR_LOG_WARN, NULL, "unfinished generation failed and refunded",
+            json_pack("{s:s, s:i}", "generation_id", reaped.v[i].id, "refund", reaped.v[i].refund));
         notify(p, reaped.v[i].id, LR_GEN_FAILED, LR_STAGE_NONE);
     }
     n += (int)reaped.n;
@@ -968,8 +972,7 @@ bool lr_pipeline_is_local(lr_pipeline *p, const char *id)
 
 /* After a cancel settled generation id: tells the local run's provider
  * tasks to stop and answers its waiters with the canceled outcome. */
-static void stop_canceled_run(lr_pipeline *p, const char *id, int outputs, int refund,
-                              int balance)
+static void stop_canceled_run(lr_pipeline *p, const char *id, int outputs, int refund, int balance)
 {
     pthread_mutex_lock(&p->mu);
     run *r = find_run(p, id);
@@ -1227,7 +1230,8 @@ void lr_pipeline_drain(lr_pipeline *p, int64_t timeout_ms)
         return;
     }
     lr_warn("%d generations still running at shutdown; they will be refunded at the next "
-            "start", p->in_flight);
+            "start",
+            p->in_flight);
     /* Answer whoever still waits (as if their wait ran out), so no HTTP
      * connection stays suspended. Timer ids decide who frees a waiter:
      * only a successful cancel hands it to waiter_timeout here. */

@@ -32,8 +32,8 @@
 #include "core/vocab.h"
 #include "db/db.h"
 #include "loop/loop.h"
-#include "providers/catalog.h"
 #include "net/net.h"
+#include "providers/catalog.h"
 #include "providers/provider.h"
 #include "storage/storage.h"
 

@@ -32,7 +32,8 @@ bool lr_quote_infer_line(lr_pipeline *p, const char *model_id, json_t *params, i
     const lr_model *m = lr_catalog_find(p->catalog, model_id);
     if (!m || !m->enabled)
         return refuse(why, LR_CODE_MODEL_NOT_FOUND, NULL, "Model not found: %.100s", model_id);
-    if (outputs == 0) outputs = 1;
+    if (outputs == 0)
+        outputs = 1;
     if (outputs < 1 || outputs > LR_MAX_OUTPUTS)
         return refuse(why, LR_CODE_INVALID_PARAMETER, "outputsCount",
                       "outputsCount must be a whole number from 1 to 4");
@@ -90,7 +91,8 @@ lr_err lr_quote_save(lr_pipeline *p, const char *user, const lr_price_line *line
 static bool same_line(json_t *s, const lr_price_line *l)
 {
     const char *node = json_string_value(json_object_get(s, "node"));
-    if ((node == NULL) != (l->node_id == NULL) || (node && strcmp(node, l->node_id))) return false;
+    if ((node == NULL) != (l->node_id == NULL) || (node && strcmp(node, l->node_id)))
+        return false;
     const char *model = json_string_value(json_object_get(s, "model"));
     json_t *params = json_object_get(s, "params");
     json_t *mine = l->params ? json_incref(l->params) : json_object();
@@ -104,10 +106,12 @@ static bool same_line(json_t *s, const lr_price_line *l)
 lr_code lr_quote_honour(lr_pipeline *p, const char *user, const char *quote_id,
                         lr_price_line *lines, size_t n)
 {
-    if (!lr_uuid_valid(quote_id, strlen(quote_id))) return LR_CODE_QUOTE_NOT_FOUND;
+    if (!lr_uuid_valid(quote_id, strlen(quote_id)))
+        return LR_CODE_QUOTE_NOT_FOUND;
     lr_quote q;
     lr_err e = p->db->ops->get_quote(p->db, user, quote_id, &q);
-    if (e == LR_ERR_NOT_FOUND) return LR_CODE_QUOTE_NOT_FOUND;
+    if (e == LR_ERR_NOT_FOUND)
+        return LR_CODE_QUOTE_NOT_FOUND;
     if (e != LR_OK) {
         lr_warn("quote %s could not be read: %s", quote_id, lr_strerror(e));
         return LR_CODE_DATABASE_UNAVAILABLE;
@@ -118,7 +122,8 @@ lr_code lr_quote_honour(lr_pipeline *p, const char *user, const char *quote_id,
     else if (json_array_size(q.lines) != n)
         code = LR_CODE_QUOTE_MISMATCH;
     for (size_t i = 0; code == LR_CODE_NONE && i < n; i++) {
-        if (!same_line(json_array_get(q.lines, i), &lines[i])) code = LR_CODE_QUOTE_MISMATCH;
+        if (!same_line(json_array_get(q.lines, i), &lines[i]))
+            code = LR_CODE_QUOTE_MISMATCH;
     }
     for (size_t i = 0; code == LR_CODE_NONE && i < n; i++) {
         json_t *unit = json_object_get(json_array_get(q.lines, i), "unit");

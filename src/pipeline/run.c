@@ -20,10 +20,12 @@ bool lr_graph_parse_ref(const char *ref, size_t len, size_t *id_len, int *output
         memcmp(dot, mid, sizeof mid - 1) != 0 || ref[len - 1] != ']')
         return false;
     const char *d = dot + sizeof mid - 1, *end = ref + len - 1;
-    if (d == end || end - d > 2) return false;
+    if (d == end || end - d > 2)
+        return false;
     int v = 0;
     for (; d < end; d++) {
-        if (*d < '0' || *d > '9') return false;
+        if (*d < '0' || *d > '9')
+            return false;
         v = v * 10 + (*d - '0');
     }
     *id_len = (size_t)(dot - ref);
@@ -48,7 +50,8 @@ __attribute__((format(printf, 5, 6))) static void add_error(lr_graph_check_resul
 static bool valid_id(const char *id)
 {
     size_t n = id ? strlen(id) : 0;
-    if (n == 0 || n > LR_NODE_ID_MAX) return false;
+    if (n == 0 || n > LR_NODE_ID_MAX)
+        return false;
     for (size_t i = 0; i < n; i++) {
         char c = id[i];
         if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
@@ -100,7 +103,8 @@ static void check_node(lr_pipeline *p, const lr_graph *g, size_t i, lr_graph_che
 /* Whether an output of capability `from` fits input `field`. */
 static bool fits(const char *from, bool image_input)
 {
-    if (image_input) return !strcmp(from, "image") || !strcmp(from, "edit");
+    if (image_input)
+        return !strcmp(from, "image") || !strcmp(from, "edit");
     return !strcmp(from, "text");
 }
 
@@ -110,7 +114,8 @@ static void check_ref(const lr_graph *g, size_t i, const lr_node_input *in, int 
 {
     const lr_graph_node *node = &g->nodes[i];
     const char *field = slot ? "inputs.imageUrl" : "inputs.prompt";
-    if (!in->ref) return;
+    if (!in->ref)
+        return;
     size_t id_len;
     int output;
     int src = lr_graph_parse_ref(in->ref, strlen(in->ref), &id_len, &output)
@@ -156,7 +161,8 @@ static void order_nodes(const lr_graph *g, lr_graph_check_result *r)
         progress = false;
         for (size_t i = 0; i < n; i++) {
             int a = r->reads[i][0], b = r->reads[i][1];
-            if (placed[i] || (a >= 0 && !placed[a]) || (b >= 0 && !placed[b])) continue;
+            if (placed[i] || (a >= 0 && !placed[a]) || (b >= 0 && !placed[b]))
+                continue;
             placed[i] = true;
             r->order[done++] = i;
             progress = true;
@@ -173,7 +179,8 @@ static void order_nodes(const lr_graph *g, lr_graph_check_result *r)
 lr_err lr_graph_check(lr_pipeline *p, const lr_graph *g, lr_graph_check_result *out)
 {
     *out = (lr_graph_check_result){0};
-    if (g->n == 0 || g->n > LR_GRAPH_MAX_NODES) return LR_ERR_TOO_LARGE;
+    if (g->n == 0 || g->n > LR_GRAPH_MAX_NODES)
+        return LR_ERR_TOO_LARGE;
     size_t n = g->n;
     out->n = n;
     out->lines = lr_xcalloc(n, sizeof *out->lines);
@@ -186,7 +193,8 @@ lr_err lr_graph_check(lr_pipeline *p, const lr_graph *g, lr_graph_check_result *
         check_node(p, g, i, out);
     }
     for (size_t i = 0; i < n; i++) {
-        if (!out->lines[i].model) continue;
+        if (!out->lines[i].model)
+            continue;
         check_ref(g, i, &g->nodes[i].prompt, 0, out);
         check_ref(g, i, &g->nodes[i].image_url, 1, out);
     }

@@ -69,8 +69,7 @@ static int check_rules(const char *id, json_t *schema, json_t *rules, char **err
                         id, i);
         json_t *mul = json_object_get(r, "multiply"), *add = json_object_get(r, "add");
         if ((mul && !json_is_object(mul)) || (add && !json_is_object(add)) || (!mul && !add))
-            return fail(err, "model %s: priceRules[%zu] needs multiply and/or add objects", id,
-                        i);
+            return fail(err, "model %s: priceRules[%zu] needs multiply and/or add objects", id, i);
         const char *k;
         json_t *v;
         json_object_foreach(mul, k, v)
@@ -83,8 +82,8 @@ static int check_rules(const char *id, json_t *schema, json_t *rules, char **err
         {
             if (!json_is_integer(v) || json_integer_value(v) < -100000 ||
                 json_integer_value(v) > 100000)
-                return fail(err, "model %s: priceRules[%zu].add.%s must be a whole number", id,
-                            i, k);
+                return fail(err, "model %s: priceRules[%zu].add.%s must be a whole number", id, i,
+                            k);
         }
     }
     return 0;
@@ -187,11 +186,11 @@ json_t *lr_catalog_public(const lr_catalog *c)
         const lr_model *m = &c->models[i];
         if (!m->enabled)
             continue;
-        json_array_append_new(
-            arr, json_pack("{s:s, s:s, s:s, s:s, s:b, s:i, s:O, s:O}", "id", m->id, "title",
-                           m->title, "provider", m->provider, "capability", m->capability,
-                           "enabled", 1, "creditCost", m->credit_cost, "paramsSchema",
-                           m->params_schema, "priceRules", m->price_rules));
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:b, s:i, s:O, s:O}", "id",
+                                             m->id, "title", m->title, "provider", m->provider,
+                                             "capability", m->capability, "enabled", 1,
+                                             "creditCost", m->credit_cost, "paramsSchema",
+                                             m->params_schema, "priceRules", m->price_rules));
     }
     return arr;
 }
@@ -242,8 +241,8 @@ const char *lr_model_generation_type(const lr_model *m)
     return m->capability; /* edit, video, text */
 }
 
-__attribute__((format(printf, 4, 5))) static lr_err bad(char **field, char **msg,
-                                                        const char *name, const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static lr_err bad(char **field, char **msg, const char *name,
+                                                        const char *fmt, ...)
 {
     *field = lr_xstrdup(name);
     va_list ap;
@@ -287,8 +286,8 @@ static lr_err check_value(const char *name, json_t *spec, json_t *v, char **fiel
                 return LR_OK;
         }
         char *list = json_dumps(opts, JSON_COMPACT);
-        int r = bad(field, msg, name, "params.%s must be one of %s", name,
-                    list ? list : "the options");
+        int r =
+            bad(field, msg, name, "params.%s must be one of %s", name, list ? list : "the options");
         free(list);
         return r;
     }
@@ -296,7 +295,7 @@ static lr_err check_value(const char *name, json_t *spec, json_t *v, char **fiel
 }
 
 lr_err lr_model_validate_params(const lr_model *m, json_t *params, json_t **out, char **field,
-                             char **msg)
+                                char **msg)
 {
     *field = *msg = NULL;
     if (params && !json_is_null(params) && !json_is_object(params))
@@ -323,9 +322,9 @@ lr_err lr_model_validate_params(const lr_model *m, json_t *params, json_t **out,
         }
         /* An alias is an older spelling of an option (the original front
          * end's "portrait"): stored and sent under today's name. */
-        json_t *canon = json_is_string(v)
-                            ? json_object_get(json_object_get(spec, "aliases"), json_string_value(v))
-                            : NULL;
+        json_t *canon = json_is_string(v) ? json_object_get(json_object_get(spec, "aliases"),
+                                                            json_string_value(v))
+                                          : NULL;
         if (canon)
             v = canon;
         if (check_value(name, spec, v, field, msg) != 0) {

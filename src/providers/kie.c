@@ -38,7 +38,7 @@ typedef struct {
     enum phase phase;
     bool veo;
     lr_timer_id timer; /* the next step, when one is scheduled (else 0) */
-    int attempts;     /* consecutive failures of the current step */
+    int attempts;      /* consecutive failures of the current step */
     int polls;
     int not_found;
     int64_t deadline; /* monotonic ms */
@@ -100,14 +100,20 @@ typedef struct {
 
 static const kie_model kie_models[] = {
     /* docs.kie.ai/market/seedream/seedream: prompt, image_size, guidance_scale, seed */
-    {"bytedance/seedream", NULL, {{NULL}},
+    {"bytedance/seedream",
+     NULL,
+     {{NULL}},
      "{\"image_size\": \"square_hd\", \"guidance_scale\": 2.5}"},
     /* docs.kie.ai/market/google/nano-banana-edit: image_urls, aspect_ratio, output_format */
-    {"google/nano-banana-edit", "image_urls", {{"aspectRatio", "aspect_ratio"}},
+    {"google/nano-banana-edit",
+     "image_urls",
+     {{"aspectRatio", "aspect_ratio"}},
      "{\"output_format\": \"png\"}"},
     /* docs.kie.ai/market/google/pro-image-to-image ("nano-banana-pro"):
      * image_input, aspect_ratio, resolution, output_format */
-    {"nano-banana-pro", "image_input", {{"aspectRatio", "aspect_ratio"}},
+    {"nano-banana-pro",
+     "image_input",
+     {{"aspectRatio", "aspect_ratio"}},
      "{\"output_format\": \"png\"}"},
     /* docs.kie.ai/veo3-api/generate-veo-3-video: fields beside prompt and model */
     {"veo3", NULL, {{"aspectRatio", "aspect_ratio"}}, NULL},
@@ -259,7 +265,8 @@ static void on_create(lr_call *c)
     json_t *j = envelope(c, &code, &msg);
     const char *task_id = json_string_value(json_object_get(json_object_get(j, "data"), "taskId"));
     char text[400];
-    if (c->status == 200 && code == 200 && task_id && *task_id && strlen(task_id) < sizeof k->task_id) {
+    if (c->status == 200 && code == 200 && task_id && *task_id &&
+        strlen(task_id) < sizeof k->task_id) {
         snprintf(k->task_id, sizeof k->task_id, "%s", task_id);
         json_decref(j);
         k->phase = POLLING;
@@ -311,7 +318,9 @@ static void on_create(lr_call *c)
     }
     char m[480];
     snprintf(m, sizeof m, "Kie.ai could not create the task (%s)",
-             c->status == 0 ? "no answer" : text[0] ? text : "server error");
+             c->status == 0 ? "no answer"
+             : text[0]      ? text
+                            : "server error");
     finish_fail(k, LR_CODE_PROVIDER_ERROR, m);
 }
 
@@ -419,7 +428,9 @@ static void on_poll(lr_call *c)
     if (failed) {
         char m[480];
         snprintf(m, sizeof m, "Kie.ai could not generate the %s: %s", k->veo ? "video" : "image",
-                 why && *why ? why : msg ? msg : "generation failed");
+                 why && *why ? why
+                 : msg       ? msg
+                             : "generation failed");
         json_decref(j);
         finish_fail(k, LR_CODE_PROVIDER_FAILED, m);
         return;

@@ -228,7 +228,8 @@ lr_err lr_media_mp4(const char *prompt, int variant, int width, int height, lr_m
         av_opt_set(enc->priv_data, "preset", "ultrafast", 0);
         av_opt_set(enc->priv_data, "tune", "zerolatency", 0);
     }
-    if (avcodec_open2(enc, codec, NULL) < 0 || avcodec_parameters_from_context(st->codecpar, enc) < 0)
+    if (avcodec_open2(enc, codec, NULL) < 0 ||
+        avcodec_parameters_from_context(st->codecpar, enc) < 0)
         goto done;
     st->time_base = enc->time_base;
     /* Fragmented MP4 needs no seek back to write the index: it streams. */

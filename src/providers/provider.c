@@ -44,7 +44,9 @@ void lr_provider_callback_token(const unsigned char *key, size_t key_len, const 
 
 void lr_remote_fail(lr_provider_task *t, const char *task_id, lr_code code, const char *msg)
 {
-    lr_provider_result r = {.ok = false, .error = code, .error_message = msg,
+    lr_provider_result r = {.ok = false,
+                            .error = code,
+                            .error_message = msg,
                             .task_id = task_id && *task_id ? task_id : NULL};
     t->done(t, &r);
 }

@@ -47,7 +47,7 @@ struct lr_provider_task {
     const char *prompt;
     json_t *params;
     int variant;
-    json_t *input_urls; /* public URLs of input images (edit models), or NULL */
+    json_t *input_urls;  /* public URLs of input images (edit models), or NULL */
     const char *task_id; /* set when resuming a task the provider already has */
     int64_t created_ms;  /* when the generation was created (deadlines count from it) */
     atomic_bool canceled;
@@ -89,18 +89,18 @@ void lr_provider_release(lr_provider *p, lr_provider_task *t);
 lr_provider *lr_provider_mock_new(lr_loop *loop, int latency_ms, double fail_rate);
 
 typedef struct {
-    const char *kie_base;        /* https://api.kie.ai */
+    const char *kie_base; /* https://api.kie.ai */
     const char *kie_key;
-    const char *anthropic_base;  /* https://api.anthropic.com */
-    const char *anthropic_key;   /* NULL: anthropic_text is not offered */
+    const char *anthropic_base; /* https://api.anthropic.com */
+    const char *anthropic_key;  /* NULL: anthropic_text is not offered */
     const char *anthropic_model;
-    const char *callback_base;   /* public URL of this server for Kie's callbacks, or NULL */
+    const char *callback_base;         /* public URL of this server for Kie's callbacks, or NULL */
     const unsigned char *callback_key; /* HMAC key for callback tokens */
     size_t callback_key_len;
-    int poll_ms;                 /* first status poll after this, growing to poll_max_ms */
+    int poll_ms; /* first status poll after this, growing to poll_max_ms */
     int poll_max_ms;
-    int64_t deadline_ms;         /* a task unfinished after this fails (and is refunded) */
-    int retry_ms;                /* first delay before retrying a failed call */
+    int64_t deadline_ms; /* a task unfinished after this fails (and is refunded) */
+    int retry_ms;        /* first delay before retrying a failed call */
 } lr_remote_options;
 
 /* The real providers behind one router: Kie.ai (market and Veo APIs) for

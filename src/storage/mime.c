@@ -3,8 +3,8 @@
 #include <string.h>
 
 static const lr_mime types[] = {
-    {"image/png", "png", "image"},  {"image/jpeg", "jpg", "image"}, {"image/webp", "webp", "image"},
-    {"image/gif", "gif", "image"},  {"video/mp4", "mp4", "video"},  {"video/webm", "webm", "video"},
+    {"image/png", "png", "image"}, {"image/jpeg", "jpg", "image"}, {"image/webp", "webp", "image"},
+    {"image/gif", "gif", "image"}, {"video/mp4", "mp4", "video"},  {"video/webm", "webm", "video"},
 };
 
 const lr_mime *lr_mime_sniff(const unsigned char *b, size_t n)

@@ -33,7 +33,6 @@ typedef struct {
     size_t part_size;
 } s3_store;
 
-
 typedef lr_spool_range body_src;
 
 typedef struct {
@@ -134,7 +133,9 @@ static long s3_call(s3_store *s, const char *method, const char *key, const char
     }
     if (status >= 300)
         lr_error("s3: %s %s: HTTP %ld %s", method, key ? key : "(bucket)", status,
-                 resp && resp->buf ? resp->buf : ignored.buf ? ignored.buf : "");
+                 resp && resp->buf ? resp->buf
+                 : ignored.buf     ? ignored.buf
+                                   : "");
     free(ignored.buf);
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
@@ -163,8 +164,8 @@ static lr_err put_multipart(lr_store_writer *w)
 {
     s3_store *s = w->store;
     sink_buf resp = {0};
-    long st = s3_call(s, "POST", w->key, "uploads=", NULL, NULL, w->content_type, "", &resp, NULL,
-                      0);
+    long st =
+        s3_call(s, "POST", w->key, "uploads=", NULL, NULL, w->content_type, "", &resp, NULL, 0);
     char *upload_id = st == 200 ? xml_value(resp.buf, "UploadId") : NULL;
     free(resp.buf);
     if (!upload_id)
@@ -182,15 +183,16 @@ static lr_err put_multipart(lr_store_writer *w)
          * semantics of the store, and TLS protects the bytes in transit. */
         snprintf(query, sizeof query, "partNumber=%zu&uploadId=%s", i + 1, upload_id);
         size_t off = i * s->part_size;
-        body_src b = {w->spool.fd, (off_t)off, size - off < s->part_size ? size - off : s->part_size};
+        body_src b = {w->spool.fd, (off_t)off,
+                      size - off < s->part_size ? size - off : s->part_size};
         if (s3_call(s, "PUT", w->key, query, &b, "UNSIGNED-PAYLOAD", NULL, NULL, NULL, etag,
                     sizeof etag) != 200 ||
             !etag[0])
             e = LR_ERR_IO;
         else
             o += (size_t)snprintf(xml + o, cap - o,
-                                  "<Part><PartNumber>%zu</PartNumber><ETag>%s</ETag></Part>",
-                                  i + 1, etag);
+                                  "<Part><PartNumber>%zu</PartNumber><ETag>%s</ETag></Part>", i + 1,
+                                  etag);
     }
     snprintf(xml + o, cap - o, "</CompleteMultipartUpload>");
     char query[512];
@@ -220,7 +222,8 @@ static lr_err s3_commit(lr_store_writer *w)
         e = put_multipart(w);
     } else {
         body_src b = {w->spool.fd, 0, w->spool.size};
-        long st = s3_call((s3_store *)w->store, "PUT", w->key, NULL, &b, hex, w->content_type, NULL, NULL, NULL, 0);
+        long st = s3_call((s3_store *)w->store, "PUT", w->key, NULL, &b, hex, w->content_type, NULL,
+                          NULL, NULL, 0);
         e = st == 200 ? LR_OK : LR_ERR_IO;
     }
     lr_spooled_free(w);
@@ -231,7 +234,8 @@ static lr_err s3_remove(lr_store *st, const char *key)
 {
     if (!lr_store_key_valid(key))
         return LR_ERR_INVALID;
-    long status = s3_call((s3_store *)st, "DELETE", key, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0);
+    long status =
+        s3_call((s3_store *)st, "DELETE", key, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0);
     return status == 204 || status == 200 ? LR_OK : status == 404 ? LR_ERR_NOT_FOUND : LR_ERR_IO;
 }
 
@@ -256,7 +260,8 @@ static lr_err s3_read(lr_store *st, const char *key, size_t max, char **buf, siz
 
 static lr_err s3_ping(lr_store *st)
 {
-    return lr_spool_bucket_status(s3_call((s3_store *)st, "HEAD", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0));
+    return lr_spool_bucket_status(
+        s3_call((s3_store *)st, "HEAD", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0));
 }
 
 static void s3_close(lr_store *st)
@@ -311,8 +316,8 @@ lr_err lr_store_s3_open(const lr_s3_options *o, lr_store **out)
     } else {
         s->base.url_prefix = object_url(s, NULL, NULL);
     }
-    if (!s->base.bucket || !s->endpoint || !s->region || !s->tmp_dir || !s->userpwd ||
-        !s->sigv4 || !s->base.url_prefix || lr_mkdir_p(s->tmp_dir, 0700) != 0) {
+    if (!s->base.bucket || !s->endpoint || !s->region || !s->tmp_dir || !s->userpwd || !s->sigv4 ||
+        !s->base.url_prefix || lr_mkdir_p(s->tmp_dir, 0700) != 0) {
         s3_close(&s->base);
         return LR_ERR_NOMEM;
     }

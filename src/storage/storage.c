@@ -101,7 +101,7 @@ static lr_err open_target(lr_blob_sink *k)
     k->mime = lr_mime_sniff(k->head, k->head_len);
     if (!k->mime)
         return LR_ERR_UNSUPPORTED;
-    const char *folder = k->folder                              ? k->folder
+    const char *folder = k->folder                             ? k->folder
                          : strcmp(k->mime->kind, "video") == 0 ? "video"
                                                                : "photo";
     if (asprintf(&k->key, "%s/%s/%s.%s", k->user_id, folder, k->name, k->mime->ext) < 0)

@@ -24,12 +24,11 @@
 
 typedef struct {
     lr_store base;
-    char *url; /* https://<ref>.supabase.co, no trailing slash */
+    char *url;         /* https://<ref>.supabase.co, no trailing slash */
     char *auth_header; /* NULL for an sb_secret_… key */
     char *apikey_header;
     char *tmp_dir;
 } sb_store;
-
 
 typedef struct {
     char *buf;
@@ -117,7 +116,8 @@ static lr_err sb_open_writer(lr_store *st, const char *key, const char *content_
 static lr_err sb_commit(lr_store_writer *w)
 {
     char path[2048];
-    snprintf(path, sizeof path, "/storage/v1/object/%s/%s", ((sb_store *)w->store)->base.bucket, w->key);
+    snprintf(path, sizeof path, "/storage/v1/object/%s/%s", ((sb_store *)w->store)->base.bucket,
+             w->key);
     lr_spool_range b = {w->spool.fd, 0, w->spool.size};
     long status = sb_call((sb_store *)w->store, "POST", path, &b, w->content_type, NULL, NULL);
     lr_spooled_free(w);
@@ -140,9 +140,9 @@ static lr_err sb_remove(lr_store *st, const char *key)
     /* Storage answers 200 with the deleted objects: an empty list means it
      * was not there. */
     json_t *arr = resp.buf ? json_loads(resp.buf, 0, NULL) : NULL;
-    lr_err e = status != 200                              ? LR_ERR_IO
+    lr_err e = status != 200                                 ? LR_ERR_IO
                : json_is_array(arr) && !json_array_size(arr) ? LR_ERR_NOT_FOUND
-                                                            : LR_OK;
+                                                             : LR_OK;
     json_decref(arr);
     free(resp.buf);
     return e;
@@ -159,7 +159,7 @@ static lr_err sb_read(lr_store *st, const char *key, size_t max, char **buf, siz
     long status = sb_call(s, "GET", path, NULL, NULL, NULL, &resp);
     if (status != 200) {
         free(resp.buf);
-        return resp.too_large ? LR_ERR_TOO_LARGE
+        return resp.too_large                     ? LR_ERR_TOO_LARGE
                : (status == 404 || status == 400) ? LR_ERR_NOT_FOUND
                                                   : LR_ERR_IO;
     }
@@ -226,8 +226,8 @@ lr_err lr_store_supabase_open(const char *url, const char *service_key, const ch
     if (s->url &&
         asprintf(&s->base.url_prefix, "%s/storage/v1/object/public/%s", s->url, bucket) < 0)
         s->base.url_prefix = NULL;
-    if (!s->base.bucket || !s->url || !s->tmp_dir || (jwt_key && !s->auth_header) || !s->apikey_header ||
-        !s->base.url_prefix || lr_mkdir_p(s->tmp_dir, 0700) != 0) {
+    if (!s->base.bucket || !s->url || !s->tmp_dir || (jwt_key && !s->auth_header) ||
+        !s->apikey_header || !s->base.url_prefix || lr_mkdir_p(s->tmp_dir, 0700) != 0) {
         sb_close(&s->base);
         return LR_ERR_NOMEM;
     }

@@ -22,9 +22,9 @@ static void test_builtin_catalog_has_original_models(void **state)
         int cost;
         const char *cap;
         int enabled;
-    } want[] = {{"anthropic_text", 2, "text", 1},      {"seedream_image", 8, "image", 1},
-                {"nano_banana_edit", 8, "edit", 1},    {"nano_banana_pro_edit", 10, "edit", 1},
-                {"veo3_video", 25, "video", 1},        {"midjourney_image", 10, "image", 0}};
+    } want[] = {{"anthropic_text", 2, "text", 1},   {"seedream_image", 8, "image", 1},
+                {"nano_banana_edit", 8, "edit", 1}, {"nano_banana_pro_edit", 10, "edit", 1},
+                {"veo3_video", 25, "video", 1},     {"midjourney_image", 10, "image", 0}};
     for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
         const lr_model *m = lr_catalog_find(c, want[i].id);
         assert_non_null(m);
@@ -98,8 +98,8 @@ static void test_params_defaults_and_rejections(void **state)
     assert_int_equal(validate(pro, "{\"useGoogleSearch\":true}", &out, &field), LR_ERR_INVALID);
     assert_string_equal(field, "useGoogleSearch"); /* not a Kie field of nano-banana-pro */
     free(field);
-    assert_int_equal(validate(pro, "{\"aspectRatio\":\"16:9\",\"resolution\":\"4K\"}", &out, &field),
-                     0);
+    assert_int_equal(
+        validate(pro, "{\"aspectRatio\":\"16:9\",\"resolution\":\"4K\"}", &out, &field), 0);
     json_decref(out);
     lr_catalog_free(c);
 }

@@ -131,9 +131,10 @@ static void test_expired_token_rejected_after_leeway(void **state)
 
 static void test_missing_exp_is_rejected(void **state)
 {
-    char *tok = forge("{\"alg\":\"HS256\"}",
-                      "{\"sub\":\"3f1c2a9e-8a4b-4c1d-9e2f-0a1b2c3d4e5f\",\"aud\":\"authenticated\"}",
-                      KEY, sizeof KEY - 1);
+    char *tok =
+        forge("{\"alg\":\"HS256\"}",
+              "{\"sub\":\"3f1c2a9e-8a4b-4c1d-9e2f-0a1b2c3d4e5f\",\"aud\":\"authenticated\"}", KEY,
+              sizeof KEY - 1);
     assert_int_equal(check(tok), LR_JWT_EXPIRED);
     free(tok);
 }
@@ -152,8 +153,8 @@ static void test_not_yet_valid(void **state)
 static void test_alg_none_rejected(void **state)
 {
     char payload[256];
-    snprintf(payload, sizeof payload, "{\"sub\":\"%s\",\"aud\":\"authenticated\",\"exp\":%d}",
-             USER, NOW + 600);
+    snprintf(payload, sizeof payload, "{\"sub\":\"%s\",\"aud\":\"authenticated\",\"exp\":%d}", USER,
+             NOW + 600);
     char *h = lr_b64url_encode((const unsigned char *)"{\"alg\":\"none\"}", 14);
     char *p = lr_b64url_encode((const unsigned char *)payload, strlen(payload));
     char *tok;
@@ -168,8 +169,8 @@ static void test_rs256_header_rejected_even_with_valid_hmac(void **state)
 {
     /* HS/RS confusion: an HMAC made with our key under an RS256 label. */
     char payload[256];
-    snprintf(payload, sizeof payload, "{\"sub\":\"%s\",\"aud\":\"authenticated\",\"exp\":%d}",
-             USER, NOW + 600);
+    snprintf(payload, sizeof payload, "{\"sub\":\"%s\",\"aud\":\"authenticated\",\"exp\":%d}", USER,
+             NOW + 600);
     char *tok = forge("{\"alg\":\"RS256\",\"typ\":\"JWT\"}", payload, KEY, sizeof KEY - 1);
     assert_int_equal(check(tok), LR_JWT_BAD_ALG);
     free(tok);
@@ -205,7 +206,13 @@ static void test_subject_must_be_uuid(void **state)
 
 static void test_malformed_tokens(void **state)
 {
-    const char *bad[] = {"", "abc", "a.b", "a.b.c.d", "!!!.???.***", "e30.e30.", "..",
+    const char *bad[] = {"",
+                         "abc",
+                         "a.b",
+                         "a.b.c.d",
+                         "!!!.???.***",
+                         "e30.e30.",
+                         "..",
                          "eyJhbGciOiJIUzI1NiJ9.bm90IGpzb24.c2ln"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         lr_jwt_status st = check(bad[i]);
@@ -227,8 +234,15 @@ static lr_jwt_status check_payload(const char *payload)
 static void test_absurd_exp_is_malformed_without_overflow(void **state)
 {
     /* INT64_MAX + leeway overflowed, and 1e300 was cast to int64: both UB. */
-    const char *exps[] = {"9223372036854775807", "-9223372036854775807", "253402300800",
-                          "1e300", "-1e300", "9.3e18", "-1", "\"9999999999\"", "null"};
+    const char *exps[] = {"9223372036854775807",
+                          "-9223372036854775807",
+                          "253402300800",
+                          "1e300",
+                          "-1e300",
+                          "9.3e18",
+                          "-1",
+                          "\"9999999999\"",
+                          "null"};
     for (size_t i = 0; i < sizeof exps / sizeof *exps; i++) {
         char payload[256];
         snprintf(payload, sizeof payload, "{\"sub\":\"%s\",\"aud\":\"authenticated\",\"exp\":%s}",
@@ -257,8 +271,8 @@ static void test_iat_in_the_future_is_rejected_past_leeway(void **state)
 {
     char payload[256];
     snprintf(payload, sizeof payload,
-             "{\"sub\":\"%s\",\"aud\":\"authenticated\",\"exp\":%d,\"iat\":%d}", USER,
-             NOW + 90000, NOW + 86400);
+             "{\"sub\":\"%s\",\"aud\":\"authenticated\",\"exp\":%d,\"iat\":%d}", USER, NOW + 90000,
+             NOW + 86400);
     assert_int_equal(check_payload(payload), LR_JWT_FUTURE_IAT);
     snprintf(payload, sizeof payload,
              "{\"sub\":\"%s\",\"aud\":\"authenticated\",\"exp\":%d,\"iat\":%d}", USER, NOW + 600,
@@ -273,8 +287,8 @@ static void test_iat_in_the_future_is_rejected_past_leeway(void **state)
 static void test_crit_header_is_rejected(void **state)
 {
     char payload[256];
-    snprintf(payload, sizeof payload, "{\"sub\":\"%s\",\"aud\":\"authenticated\",\"exp\":%d}",
-             USER, NOW + 600);
+    snprintf(payload, sizeof payload, "{\"sub\":\"%s\",\"aud\":\"authenticated\",\"exp\":%d}", USER,
+             NOW + 600);
     const char *headers[] = {"{\"alg\":\"HS256\",\"crit\":[\"x-unknown\"],\"x-unknown\":1}",
                              "{\"alg\":\"HS256\",\"crit\":[\"b64\"],\"b64\":false}",
                              "{\"alg\":\"HS256\",\"crit\":[]}",
@@ -285,8 +299,8 @@ static void test_crit_header_is_rejected(void **state)
         free(tok);
     }
     /* Harmless non-critical header parameters still pass. */
-    char *tok = forge("{\"alg\":\"HS256\",\"typ\":\"JWT\",\"x-extra\":1}", payload, KEY,
-                      sizeof KEY - 1);
+    char *tok =
+        forge("{\"alg\":\"HS256\",\"typ\":\"JWT\",\"x-extra\":1}", payload, KEY, sizeof KEY - 1);
     assert_int_equal(check(tok), LR_JWT_OK);
     free(tok);
 }
@@ -299,8 +313,8 @@ static void test_issuer_checked_when_configured(void **state)
     char *tok = lr_jwt_sign_user(KEY, sizeof KEY - 1, USER, v.issuer, NOW, 600);
     assert_int_equal(lr_jwt_verify(&v, tok, strlen(tok), NOW, &c), LR_JWT_OK);
     free(tok);
-    tok = lr_jwt_sign_user(KEY, sizeof KEY - 1, USER, "https://other.supabase.co/auth/v1", NOW,
-                           600);
+    tok =
+        lr_jwt_sign_user(KEY, sizeof KEY - 1, USER, "https://other.supabase.co/auth/v1", NOW, 600);
     assert_int_equal(lr_jwt_verify(&v, tok, strlen(tok), NOW, &c), LR_JWT_BAD_ISSUER);
     free(tok);
     tok = lr_jwt_sign_user(KEY, sizeof KEY - 1, USER, NULL, NOW, 600);
@@ -325,9 +339,8 @@ static char *public_jwk(EVP_PKEY *pkey, const char *kid, const char *alg)
     if (EVP_PKEY_is_a(pkey, "EC")) {
         unsigned char pt[65];
         size_t n = 0;
-        assert_int_equal(EVP_PKEY_get_octet_string_param(pkey, OSSL_PKEY_PARAM_PUB_KEY, pt,
-                                                         sizeof pt, &n),
-                         1);
+        assert_int_equal(
+            EVP_PKEY_get_octet_string_param(pkey, OSSL_PKEY_PARAM_PUB_KEY, pt, sizeof pt, &n), 1);
         assert_int_equal(n, 65);
         char *x = lr_b64url_encode(pt + 1, 32), *y = lr_b64url_encode(pt + 33, 32);
         j = json_pack("{s:s, s:s, s:s, s:s, s:s}", "kty", "EC", "crv", "P-256", "x", x, "y", y,
@@ -363,8 +376,8 @@ static char *sign_asym(EVP_PKEY *pkey, const char *header, const char *payload)
     unsigned char sig[1024];
     size_t siglen = sizeof sig;
     assert_int_equal(EVP_DigestSignInit_ex(md, NULL, "SHA256", NULL, NULL, pkey, NULL), 1);
-    assert_int_equal(
-        EVP_DigestSign(md, sig, &siglen, (unsigned char *)signing, strlen(signing)), 1);
+    assert_int_equal(EVP_DigestSign(md, sig, &siglen, (unsigned char *)signing, strlen(signing)),
+                     1);
     EVP_MD_CTX_free(md);
     char *s64;
     if (EVP_PKEY_is_a(pkey, "EC")) {
@@ -440,8 +453,8 @@ static lr_jwt_status check_jwks(keys *k, const char *tok)
 static char *user_payload(void)
 {
     char *p;
-    assert_true(asprintf(&p, "{\"sub\":\"%s\",\"aud\":\"authenticated\",\"exp\":%d}", USER,
-                         NOW + 600) > 0);
+    assert_true(
+        asprintf(&p, "{\"sub\":\"%s\",\"aud\":\"authenticated\",\"exp\":%d}", USER, NOW + 600) > 0);
     return p;
 }
 

@@ -61,8 +61,8 @@ static int teardown(void **state)
 
 static void grant(fixture *f, int amount, const char *key)
 {
-    lr_adjust_req r = {.user_id = f->user, .amount = amount, .type = "bonus",
-                       .idempotency_key = key};
+    lr_adjust_req r = {
+        .user_id = f->user, .amount = amount, .type = "bonus", .idempotency_key = key};
     lr_adjust_result res;
     assert_int_equal(f->db->ops->adjust(f->db, &r, &res), LR_OK);
 }
@@ -87,12 +87,21 @@ static lr_err reserve_with(fixture *f, const reservation *v, char id[LR_UUID_LEN
     lr_time_iso(now + (v->lease_ms ? v->lease_ms : 3600 * 1000), lease);
     lr_time_iso(now - 24 * 3600 * 1000, expired);
     lr_uuid_v4(owner);
-    lr_reserve_req r = {.generation_id = id, .user_id = f->user, .type = "photo",
-                        .model = "seedream_image", .provider = "mock", .prompt = "a red fox",
-                        .params = v->params, .outputs_count = v->outputs ? v->outputs : 1,
-                        .cost = v->cost, .created_at = ts, .owner = v->owner ? v->owner : owner,
-                        .lease_until = lease, .idempotency_key = v->key,
-                        .request_hash = v->hash, .key_expired_before = expired};
+    lr_reserve_req r = {.generation_id = id,
+                        .user_id = f->user,
+                        .type = "photo",
+                        .model = "seedream_image",
+                        .provider = "mock",
+                        .prompt = "a red fox",
+                        .params = v->params,
+                        .outputs_count = v->outputs ? v->outputs : 1,
+                        .cost = v->cost,
+                        .created_at = ts,
+                        .owner = v->owner ? v->owner : owner,
+                        .lease_until = lease,
+                        .idempotency_key = v->key,
+                        .request_hash = v->hash,
+                        .key_expired_before = expired};
     lr_key_holder h;
     return f->db->ops->reserve(f->db, &r, balance, holder ? holder : &h);
 }
@@ -173,8 +182,12 @@ static void test_settle_failed_refunds_exactly_once(void **state)
     int balance;
     assert_int_equal(reserve(f, id, 8, &balance), LR_OK);
     assert_int_equal(balance, 12);
-    lr_settle_req s = {.generation_id = id, .status = "failed", .failed_count = 1, .refund = 8,
-                       .error_code = "provider_failed", .error_message = "boom"};
+    lr_settle_req s = {.generation_id = id,
+                       .status = "failed",
+                       .failed_count = 1,
+                       .refund = 8,
+                       .error_code = "provider_failed",
+                       .error_message = "boom"};
     assert_int_equal(f->db->ops->settle(f->db, &s, &balance), LR_OK);
     assert_int_equal(balance, 20);
     assert_int_equal(f->db->ops->settle(f->db, &s, &balance), LR_ERR_CONFLICT);
@@ -208,10 +221,9 @@ static void test_settle_success_charges_once_and_reads_back_typed(void **state)
     int balance;
     int64_t before = lr_now_ms();
     json_t *params = json_pack("{s:s, s:i}", "aspectRatio", "16:9", "seed", 7);
-    assert_int_equal(
-        reserve_with(f, &(reservation){.cost = 6, .outputs = 2, .params = params}, id, &balance,
-                     NULL),
-        LR_OK);
+    assert_int_equal(reserve_with(f, &(reservation){.cost = 6, .outputs = 2, .params = params}, id,
+                                  &balance, NULL),
+                     LR_OK);
     assert_int_equal(balance, 4);
     json_t *tasks = json_pack("[s, n]", "task-1");
     assert_int_equal(f->db->ops->set_stage(f->db, id, "processing", "storing", tasks), LR_OK);
@@ -229,9 +241,14 @@ static void test_settle_success_charges_once_and_reads_back_typed(void **state)
 
     json_t *urls = json_pack("[s, s]", "https://cdn.example/a.png", "https://cdn.example/b.png");
     json_t *keys = json_pack("[s, s]", "u/photo/a.png", "u/photo/b.png");
-    lr_settle_req s = {.generation_id = id, .status = "success", .result_urls = urls,
-                       .storage_keys = keys, .task_ids = tasks, .succeeded_count = 2,
-                       .text = "two foxes", .duration_ms = 1234};
+    lr_settle_req s = {.generation_id = id,
+                       .status = "success",
+                       .result_urls = urls,
+                       .storage_keys = keys,
+                       .task_ids = tasks,
+                       .succeeded_count = 2,
+                       .text = "two foxes",
+                       .duration_ms = 1234};
     assert_int_equal(f->db->ops->settle(f->db, &s, &balance), LR_OK);
     assert_int_equal(balance, 4);
     assert_int_equal(f->db->ops->get_generation(f->db, f->user, id, &g), LR_OK);
@@ -272,8 +289,11 @@ static void test_settle_success_charges_once_and_reads_back_typed(void **state)
 static void test_grant_idempotent_by_key_and_never_negative(void **state)
 {
     fixture *f = *state;
-    lr_adjust_req r = {.user_id = f->user, .amount = 50, .type = "purchase",
-                       .description = "pack", .idempotency_key = "pay-1"};
+    lr_adjust_req r = {.user_id = f->user,
+                       .amount = 50,
+                       .type = "purchase",
+                       .description = "pack",
+                       .idempotency_key = "pay-1"};
     lr_adjust_result a, b;
     assert_int_equal(f->db->ops->adjust(f->db, &r, &a), LR_OK);
     assert_false(a.replayed);
@@ -337,10 +357,9 @@ static void test_lists_are_newest_first_in_keyset_pages(void **state)
     int balance;
     int64_t t0 = lr_now_ms() - 10000;
     for (int i = 0; i < 3; i++)
-        assert_int_equal(
-            reserve_with(f, &(reservation){.cost = 1, .created_ms = t0 + i * 1000}, ids[i],
-                         &balance, NULL),
-            LR_OK);
+        assert_int_equal(reserve_with(f, &(reservation){.cost = 1, .created_ms = t0 + i * 1000},
+                                      ids[i], &balance, NULL),
+                         LR_OK);
     lr_gen_filter filter = {.limit = 2};
     lr_generation_list page;
     assert_int_equal(f->db->ops->list_generations(f->db, f->user, &filter, &page), LR_OK);
@@ -390,8 +409,8 @@ static void test_delete_hides_and_queues_objects(void **state)
     lr_strv keys;
     assert_int_equal(f->db->ops->mark_deleted(f->db, f->user, id, &keys), LR_ERR_CONFLICT);
     json_t *stored = json_pack("[s]", "u/photo/x.png");
-    lr_settle_req s = {.generation_id = id, .status = "success", .succeeded_count = 1,
-                       .storage_keys = stored};
+    lr_settle_req s = {
+        .generation_id = id, .status = "success", .succeeded_count = 1, .storage_keys = stored};
     assert_int_equal(f->db->ops->settle(f->db, &s, &balance), LR_OK);
     char other[LR_UUID_LEN + 1];
     lr_uuid_v4(other);
@@ -428,15 +447,14 @@ static void test_expired_work_is_reaped_or_claimed_once(void **state)
     char dead[LR_UUID_LEN + 1], live[LR_UUID_LEN + 1], held[LR_UUID_LEN + 1];
     int balance;
     /* a dead process's generation the provider never took, and one it did */
-    assert_int_equal(reserve_with(f, &(reservation){.cost = 2, .lease_ms = -60000}, dead,
-                                  &balance, NULL),
-                     LR_OK);
-    assert_int_equal(reserve_with(f, &(reservation){.cost = 3, .lease_ms = -60000}, live,
-                                  &balance, NULL),
-                     LR_OK);
+    assert_int_equal(
+        reserve_with(f, &(reservation){.cost = 2, .lease_ms = -60000}, dead, &balance, NULL),
+        LR_OK);
+    assert_int_equal(
+        reserve_with(f, &(reservation){.cost = 3, .lease_ms = -60000}, live, &balance, NULL),
+        LR_OK);
     json_t *tasks = json_pack("[s]", "task-9");
-    assert_int_equal(f->db->ops->set_stage(f->db, live, "processing", "submitted", tasks),
-                     LR_OK);
+    assert_int_equal(f->db->ops->set_stage(f->db, live, "processing", "submitted", tasks), LR_OK);
     /* and one whose lease still holds */
     assert_int_equal(reserve(f, held, 1, &balance), LR_OK);
     assert_int_equal(balance_of(f), 4);
@@ -555,9 +573,12 @@ typedef struct {
 static void mix_settle(mix_caller *c, const char *id, int round)
 {
     bool fail = round % 2;
-    lr_settle_req s = {.generation_id = id, .user_id = c->f.user,
-                       .status = fail ? "failed" : "success", .succeeded_count = !fail,
-                       .failed_count = fail, .refund = fail ? 8 : 0,
+    lr_settle_req s = {.generation_id = id,
+                       .user_id = c->f.user,
+                       .status = fail ? "failed" : "success",
+                       .succeeded_count = !fail,
+                       .failed_count = fail,
+                       .refund = fail ? 8 : 0,
                        .error_code = fail ? "provider_failed" : NULL};
     int balance;
     c->settled += c->f.db->ops->settle(c->f.db, &s, &balance) == LR_OK;
@@ -572,10 +593,9 @@ static void *mix_call(void *p)
         char id[LR_UUID_LEN + 1];
         int balance = -1;
         lr_key_holder h = {0};
-        lr_err e = reserve_with(&c->f,
-                                &(reservation){.cost = 8, .key = c->key ? "shared" : NULL,
-                                               .hash = "h"},
-                                id, &balance, &h);
+        lr_err e = reserve_with(
+            &c->f, &(reservation){.cost = 8, .key = c->key ? "shared" : NULL, .hash = "h"}, id,
+            &balance, &h);
         if (e == LR_OK) {
             c->ok++;
             if (c->key)
@@ -700,10 +720,17 @@ static void test_posted_writes_answer_each_caller_once(void **state)
     for (int i = 0; i < POSTED; i++) {
         lr_uuid_v4(ids[i]);
         slot[i] = (posted_slot){&a, i};
-        r[i] = (lr_reserve_req){.generation_id = ids[i], .user_id = f->user, .type = "photo",
-                                .model = "seedream_image", .provider = "mock",
-                                .prompt = "a red fox", .outputs_count = 1, .cost = 8,
-                                .created_at = ts, .owner = owner, .lease_until = lease};
+        r[i] = (lr_reserve_req){.generation_id = ids[i],
+                                .user_id = f->user,
+                                .type = "photo",
+                                .model = "seedream_image",
+                                .provider = "mock",
+                                .prompt = "a red fox",
+                                .outputs_count = 1,
+                                .cost = 8,
+                                .created_at = ts,
+                                .owner = owner,
+                                .lease_until = lease};
         lr_db_reserve_async(f->db, &r[i], &balance[i], &holder[i], posted_done, &slot[i]);
     }
     posted_wait(&a, POSTED);
@@ -725,9 +752,13 @@ static void test_posted_writes_answer_each_caller_once(void **state)
         if (a.e[i] != LR_OK)
             continue;
         a.calls[i] = 0;
-        q[i] = (lr_settle_req){.generation_id = ids[i], .user_id = f->user,
-                               .status = "failed", .failed_count = 1, .refund = 8,
-                               .error_code = "provider_failed", .error_message = "no"};
+        q[i] = (lr_settle_req){.generation_id = ids[i],
+                               .user_id = f->user,
+                               .status = "failed",
+                               .failed_count = 1,
+                               .refund = 8,
+                               .error_code = "provider_failed",
+                               .error_message = "no"};
         lr_db_settle_async(f->db, &q[i], &balance[i], posted_done, &slot[i]);
         n++;
     }

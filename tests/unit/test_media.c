@@ -137,12 +137,12 @@ static void test_cache_repeats_the_rendered_bytes(void **state)
     lr_media_cache *c = lr_media_cache_new(1 << 20, 16);
     mem direct = {0}, first = {0}, again = {0};
     assert_int_equal(lr_media_png("a majestic dragon", 1, 256, 256, mem_write, &direct), LR_OK);
-    assert_int_equal(lr_media_render(c, LR_MEDIA_PNG, "a majestic dragon", 1, 256, 256, mem_write,
-                                     &first),
-                     LR_OK);
-    assert_int_equal(lr_media_render(c, LR_MEDIA_PNG, "a majestic dragon", 1, 256, 256, mem_write,
-                                     &again),
-                     LR_OK);
+    assert_int_equal(
+        lr_media_render(c, LR_MEDIA_PNG, "a majestic dragon", 1, 256, 256, mem_write, &first),
+        LR_OK);
+    assert_int_equal(
+        lr_media_render(c, LR_MEDIA_PNG, "a majestic dragon", 1, 256, 256, mem_write, &again),
+        LR_OK);
     lr_media_cache_stats s = lr_media_cache_stat(c);
     assert_int_equal(s.misses, 1);
     assert_int_equal(s.hits, 1);

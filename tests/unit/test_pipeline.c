@@ -134,8 +134,8 @@ static void proc_start(fixture *f, proc *p, int lease_s)
     p->provider = calloc(1, sizeof *p->provider);
     p->provider->base = (lr_provider){.ops = &fake_ops, .name = "fake"};
     p->provider->loop = p->loop;
-    p->pipeline = lr_pipeline_new(f->db, f->store, &p->provider->base, f->catalog, f->net,
-                                  p->loop, p->workers, lease_s);
+    p->pipeline = lr_pipeline_new(f->db, f->store, &p->provider->base, f->catalog, f->net, p->loop,
+                                  p->workers, lease_s);
     assert_non_null(p->pipeline);
     assert_int_equal(lr_loop_start(p->loop), 0);
 }
@@ -628,8 +628,14 @@ static void graph_references_parse_by_length(void **state)
     assert_false(ref_ok("a.b.outputs[12]", &id_len, &output)); /* ids hold no dot */
     assert_true(ref_ok("img.outputs[3]", &id_len, &output));
     assert_int_equal(output, 3);
-    const char *bad[] = {"",           "n1",           ".outputs[0]",     "n1.outputs[]",
-                         "n1.outputs[x]", "n1.outputs[0", "n1.outputs[123]", "n1.output[0]"};
+    const char *bad[] = {"",
+                         "n1",
+                         ".outputs[0]",
+                         "n1.outputs[]",
+                         "n1.outputs[x]",
+                         "n1.outputs[0",
+                         "n1.outputs[123]",
+                         "n1.output[0]"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         assert_false(ref_ok(bad[i], &id_len, &output));
     /* the length is the bound, not a NUL */
@@ -660,20 +666,17 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(success_charges_once_and_stores_the_output, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(provider_failure_is_refunded_exactly_once, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(provider_failure_is_refunded_exactly_once, setup, teardown),
         cmocka_unit_test_setup_teardown(partial_failure_refunds_the_failed_outputs_only, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(cancel_mid_run_refunds_once_and_answers_the_waiter,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(cancel_mid_run_refunds_once_and_answers_the_waiter, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(a_crashed_run_is_resumed_by_the_next_process, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(a_retry_with_the_same_key_is_replayed_without_a_charge,
                                         setup, teardown),
-        cmocka_unit_test_setup_teardown(a_retry_while_the_key_runs_is_in_progress, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(nothing_is_written_when_credits_are_short, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(a_retry_while_the_key_runs_is_in_progress, setup, teardown),
+        cmocka_unit_test_setup_teardown(nothing_is_written_when_credits_are_short, setup, teardown),
         cmocka_unit_test_setup_teardown(bad_values_are_refused_before_anything_is_charged, setup,
                                         teardown),
     };

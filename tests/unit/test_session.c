@@ -35,8 +35,9 @@ static int teardown(void **state)
 static char *b64_session(const char *token, const char *extra)
 {
     char *json, *b64, *out;
-    assert_true(asprintf(&json, "{\"access_token\":\"%s\",\"token_type\":\"bearer\","
-                                "\"refresh_token\":\"r\",\"user\":{\"id\":\"x\"%s}}",
+    assert_true(asprintf(&json,
+                         "{\"access_token\":\"%s\",\"token_type\":\"bearer\","
+                         "\"refresh_token\":\"r\",\"user\":{\"id\":\"x\"%s}}",
                          token, extra ? extra : "") > 0);
     b64 = lr_b64url_encode((const unsigned char *)json, strlen(json));
     assert_true(asprintf(&out, "base64-%s", b64) > 0);
@@ -217,9 +218,13 @@ static void test_standard_base64_with_padding_and_nul_in_metadata(void **state)
 
 static void test_garbage_cookies_yield_nothing(void **state)
 {
-    const char *bad[] = {"sb-ref-auth-token=base64-%%%%", "sb-ref-auth-token={not json",
-                         "sb-ref-auth-token=[1,2]", "=; ;;=;", "sb--auth-token.x=1",
-                         "lr_session=", "sb-ref-auth-token=base64-e30",
+    const char *bad[] = {"sb-ref-auth-token=base64-%%%%",
+                         "sb-ref-auth-token={not json",
+                         "sb-ref-auth-token=[1,2]",
+                         "=; ;;=;",
+                         "sb--auth-token.x=1",
+                         "lr_session=",
+                         "sb-ref-auth-token=base64-e30",
                          "sb-a.b-auth-token={\"access_token\":\"x.y.z\"}",
                          "sb-ref-auth-token={\"access_token\":\"x\\u0000y\"}"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
@@ -267,8 +272,7 @@ int main(void)
         cmocka_unit_test_teardown(test_chunks_stop_at_the_first_missing_index, teardown),
         cmocka_unit_test_teardown(test_repeated_chunk_name_takes_the_first, teardown),
         cmocka_unit_test_teardown(test_raw_uri_encoded_json_with_utf8_across_chunks, teardown),
-        cmocka_unit_test_teardown(test_standard_base64_with_padding_and_nul_in_metadata,
-                                  teardown),
+        cmocka_unit_test_teardown(test_standard_base64_with_padding_and_nul_in_metadata, teardown),
         cmocka_unit_test_teardown(test_garbage_cookies_yield_nothing, teardown),
         cmocka_unit_test_teardown(test_bearer_only_when_scheme_matches_and_not_an_api_key,
                                   teardown),

@@ -22,9 +22,9 @@ static void test_key_rules_refuse_escapes(void **state)
 {
     assert_true(lr_store_key_valid("u/photo/g.png"));
     assert_true(lr_store_key_valid("a-b_c/d.e/f.mp4"));
-    const char *bad[] = {"",        "/abs/path.png", "../x.png",   "u/../../x", "u/./x",
-                         "u//x",    "u/x/",          "u/.hidden",  "u/x\\y",    "u/x y",
-                         "u/%2e%2e", "u/..",         "..",         "."};
+    const char *bad[] = {"",         "/abs/path.png", "../x.png",  "u/../../x", "u/./x",
+                         "u//x",     "u/x/",          "u/.hidden", "u/x\\y",    "u/x y",
+                         "u/%2e%2e", "u/..",          "..",        "."};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         assert_false(lr_store_key_valid(bad[i]));
 }
@@ -36,7 +36,10 @@ static void test_sniff_allowlist(void **state)
     assert_string_equal(lr_mime_sniff((const unsigned char *)"RIFF\0\0\0\0WEBPVP8 ", 16)->ext,
                         "webp");
     assert_string_equal(lr_mime_sniff((const unsigned char *)"GIF89a", 6)->ext, "gif");
-    assert_string_equal(lr_mime_sniff((const unsigned char *)"\0\0\0\x20" "ftypisom", 12)->ext,
+    assert_string_equal(lr_mime_sniff((const unsigned char *)"\0\0\0\x20"
+                                                             "ftypisom",
+                                      12)
+                            ->ext,
                         "mp4");
     assert_string_equal(lr_mime_sniff((const unsigned char *)"\x1a\x45\xdf\xa3", 4)->ext, "webm");
     assert_null(lr_mime_sniff((const unsigned char *)"<!DOCTYPE html>", 15));
