@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli/args.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -36,24 +37,6 @@ const char lr_cli_admin_link_usage[] =
     "Prints a one-time URL that signs a browser in to the admin dashboard (/admin)\n"
     "as USER_ID (default: the first of LENSROOM_ADMINS, else a new id), with an\n"
     "admin session for 12 hours. The link works once, within --ttl (default 900).\n";
-
-static const char *opt(int argc, char **argv, const char *name)
-{
-    for (int i = 0; i + 1 < argc; i++) {
-        if (!strcmp(argv[i], name))
-            return argv[i + 1];
-    }
-    return NULL;
-}
-
-static bool flag(int argc, char **argv, const char *name)
-{
-    for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], name))
-            return true;
-    }
-    return false;
-}
 
 bool lr_cli_parse_time(const char *s, int64_t now_ms, char out[32])
 {
@@ -154,8 +137,9 @@ static void print_json(json_t *j)
 static int generations_list(session *s, int argc, char **argv)
 {
     long limit = 50;
-    const char *l = opt(argc, argv, "--limit"), *since_arg = opt(argc, argv, "--since");
-    const char *user = opt(argc, argv, "--user");
+    const char *l = lr_cli_opt(argc, argv, "--limit"),
+               *since_arg = lr_cli_opt(argc, argv, "--since");
+    const char *user = lr_cli_opt(argc, argv, "--user");
     char since[32];
     if (l && lr_parse_long(l, 1, 1000, &limit) != 0) {
         fprintf(stderr, "error: --limit must be from 1 to 1000\n");
@@ -170,8 +154,8 @@ static int generations_list(session *s, int argc, char **argv)
         return 2;
     }
     lr_admin_gen_filter f = {.user_id = user,
-                             .status = opt(argc, argv, "--status"),
-                             .model = opt(argc, argv, "--model"),
+                             .status = lr_cli_opt(argc, argv, "--status"),
+                             .model = lr_cli_opt(argc, argv, "--model"),
                              .since = since_arg ? since : NULL,
                              .limit = (int)limit};
     lr_generation_list gl;
@@ -179,7 +163,7 @@ static int generations_list(session *s, int argc, char **argv)
         fprintf(stderr, "error: the database did not answer\n");
         return 1;
     }
-    if (flag(argc, argv, "--json")) {
+    if (lr_cli_flag(argc, argv, "--json")) {
         json_t *arr = json_array();
         for (size_t i = 0; i < gl.n; i++)
             json_array_append_new(arr, generation_json(&gl.v[i]));
@@ -252,7 +236,7 @@ int lr_cli_generations(int argc, char **argv)
     int rc = 1;
     if (open_session(&s) == 0)
         rc = list ? generations_list(&s, argc - 2, argv + 2)
-                  : generations_show(&s, argv[2], flag(argc, argv, "--json"));
+                  : generations_show(&s, argv[2], lr_cli_flag(argc, argv, "--json"));
     close_session(&s);
     return rc;
 }
@@ -261,7 +245,7 @@ int lr_cli_generations(int argc, char **argv)
 static bool range(int argc, char **argv, char since[32], char until[32])
 {
     int64_t now = lr_now_ms();
-    const char *a = opt(argc, argv, "--since"), *b = opt(argc, argv, "--until");
+    const char *a = lr_cli_opt(argc, argv, "--since"), *b = lr_cli_opt(argc, argv, "--until");
     if (!lr_cli_parse_time(a ? a : "30d", now, since) ||
         !lr_cli_parse_time(b ? b : "0h", now + 1, until)) {
         fprintf(stderr, "error: --since/--until must be like 7d, 24h, 2026-01-31 or an ISO "
@@ -275,7 +259,7 @@ int lr_cli_users(int argc, char **argv)
 {
     char since[32], until[32];
     long limit = 20;
-    const char *l = opt(argc, argv, "--limit");
+    const char *l = lr_cli_opt(argc, argv, "--limit");
     if (argc < 2 || strcmp(argv[1], "top") != 0) {
         fputs(lr_cli_users_usage, stderr);
         return 2;
@@ -289,7 +273,7 @@ int lr_cli_users(int argc, char **argv)
     int rc = 1;
     if (open_session(&s) == 0 &&
         lr_admin_analytics(s.admin, since, until, (int)limit, &x) == LR_OK) {
-        if (flag(argc, argv, "--json")) {
+        if (lr_cli_flag(argc, argv, "--json")) {
             json_t *j = lr_cli_analytics_json(&x, since, until);
             print_json(json_incref(json_object_get(j, "topUsers")));
             json_decref(j);
@@ -343,7 +327,7 @@ int lr_cli_analytics(int argc, char **argv)
     lr_analytics x = {0};
     int rc = 1;
     if (open_session(&s) == 0 && lr_admin_analytics(s.admin, since, until, 10, &x) == LR_OK) {
-        if (flag(argc, argv, "--json"))
+        if (lr_cli_flag(argc, argv, "--json"))
             print_json(lr_cli_analytics_json(&x, since, until));
         else
             print_analytics(&x, since, until);
@@ -396,7 +380,7 @@ json_t *lr_cli_analytics_json(const lr_analytics *x, const char *since, const ch
 int lr_cli_credits_take(int argc, char **argv)
 {
     long amount;
-    const char *reason = opt(argc, argv, "--reason");
+    const char *reason = lr_cli_opt(argc, argv, "--reason");
     if (argc < 3 || !lr_uuid_valid(argv[1], strlen(argv[1])) ||
         lr_parse_long(argv[2], 1, 1000000000, &amount) != 0 || !reason || !*reason) {
         fputs(lr_cli_take_usage, stderr);
@@ -416,7 +400,7 @@ int lr_cli_credits_take(int argc, char **argv)
                        .amount = -(int)amount,
                        .type = "adjustment",
                        .description = reason,
-                       .idempotency_key = opt(argc, argv, "--key"),
+                       .idempotency_key = lr_cli_opt(argc, argv, "--key"),
                        .metadata = meta};
     lr_adjust_result res;
     lr_err e = s.db->ops->adjust(s.db, &r, &res);
@@ -447,7 +431,7 @@ int lr_cli_credits_take(int argc, char **argv)
 
 int lr_cli_admin_link(int argc, char **argv)
 {
-    const char *u = opt(argc, argv, "--user"), *t = opt(argc, argv, "--ttl");
+    const char *u = lr_cli_opt(argc, argv, "--user"), *t = lr_cli_opt(argc, argv, "--ttl");
     long ttl = 900;
     if ((u && !lr_uuid_valid(u, strlen(u))) || (t && lr_parse_long(t, 10, 86400, &ttl) != 0)) {
         fputs(lr_cli_admin_link_usage, stderr);

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli/args.h"
 #include "cli/backup.h"
 #include "cli/store.h"
 #include "core/log.h"
@@ -32,24 +33,6 @@ struct lr_cli_backups {
     char *bucket, *prefix;
     char *secret_path;
 };
-
-static const char *opt(int argc, char **argv, const char *name)
-{
-    for (int i = 0; i + 1 < argc; i++) {
-        if (!strcmp(argv[i], name))
-            return argv[i + 1];
-    }
-    return NULL;
-}
-
-static bool flag(int argc, char **argv, const char *name)
-{
-    for (int i = 0; i < argc; i++) {
-        if (!strcmp(argv[i], name))
-            return true;
-    }
-    return false;
-}
 
 static int load(lr_config *cfg, bool prepare)
 {
@@ -80,7 +63,7 @@ static int cmd_create(int argc, char **argv, const char *version)
     lr_store *store = NULL, *target = NULL;
     char *bucket = NULL, *prefix = NULL, *staging = NULL, *secret = NULL, *err = NULL;
     int rc = 1;
-    const char *to = opt(argc, argv, "--to");
+    const char *to = lr_cli_opt(argc, argv, "--to");
     if (load(&cfg, true) != 0 || lr_cli_open_store(&cfg, NULL, &store) != 0)
         goto out;
     const char *dir = to ? to : cfg.backup_dir;
@@ -104,7 +87,7 @@ static int cmd_create(int argc, char **argv, const char *version)
     lr_backup_create_opts o = {.database_url = cfg.database_url,
                                .dir = dir,
                                .store = store,
-                               .with_objects = flag(argc, argv, "--with-objects"),
+                               .with_objects = lr_cli_flag(argc, argv, "--with-objects"),
                                .secret_path = secret,
                                .pg_bindir = cfg.pg_bindir,
                                .version = version};
@@ -217,8 +200,9 @@ static int check_target(const char *data_dir, const char *url, bool force)
 
 static int cmd_restore(int argc, char **argv)
 {
-    const char *data_dir = opt(argc, argv, "--data-dir"), *url = opt(argc, argv, "--database-url");
-    bool force = flag(argc, argv, "--force");
+    const char *data_dir = lr_cli_opt(argc, argv, "--data-dir"),
+               *url = lr_cli_opt(argc, argv, "--database-url");
+    bool force = lr_cli_flag(argc, argv, "--force");
     if (argc < 2 || argv[1][0] == '-' || !data_dir == !url ||
         (url && !lr_db_url_is_postgres(url))) {
         fprintf(stderr, "restore: name the archive and one target: --data-dir DIR (SQLite) or "
