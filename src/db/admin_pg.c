@@ -14,14 +14,6 @@
 #include "core/util.h"
 #include "db/admin_int.h"
 
-#define GEN_COLUMNS                                                                                \
-    "g.id, g.user_id, g.type, g.model, g.prompt, g.status, g.stage, "                              \
-    "coalesce(g.result_urls, '[]'::jsonb), g.credits_used, g.outputs_count, g.succeeded_count, "   \
-    "g.failed_count, g.provider, g.provider_task_ids, g.params, g.error_code, g.error_message, "   \
-    "g.duration_ms, lensroom.iso(g.created_at), lensroom.iso(g.updated_at), "                      \
-    "lensroom.iso(g.finished_at), "                                                                \
-    "CASE WHEN jsonb_typeof(g.metadata -> 'text') = 'string' THEN g.metadata ->> 'text' END"
-
 #define DAY(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
 
 static const char *const sql_text[AQ_COUNT] = {
@@ -62,7 +54,7 @@ static const char *const sql_text[AQ_COUNT] = {
                      "AND type IN ('generation', 'refund') GROUP BY user_id "
                      "ORDER BY spent DESC, user_id LIMIT $3::int",
     [AQ_GENERATIONS] =
-        "SELECT " GEN_COLUMNS " FROM public.generations g WHERE g.deleted_at IS NULL "
+        "SELECT " LR_PG_GEN_COLUMNS " FROM public.generations g WHERE g.deleted_at IS NULL "
         "AND ($1::uuid IS NULL OR g.user_id = $1::uuid) AND ($2::text IS NULL OR g.status = $2) "
         "AND ($3::text IS NULL OR g.model = $3) "
         "AND ($4::timestamptz IS NULL OR g.created_at >= $4::timestamptz) "

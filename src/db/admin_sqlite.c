@@ -14,12 +14,6 @@
 #include "core/util.h"
 #include "db/admin_int.h"
 
-#define GEN_COLUMNS                                                                                \
-    "id, user_id, type, model, prompt, status, stage, result_urls, credits_used, outputs_count, "  \
-    "succeeded_count, failed_count, provider, provider_task_ids, params, error_code, "             \
-    "error_message, duration_ms, created_at, updated_at, finished_at, "                            \
-    "CASE WHEN json_type(metadata, '$.text') = 'text' THEN json_extract(metadata, '$.text') END"
-
 static const char *const sql_text[AQ_COUNT] = {
     [AQ_READY] = "SELECT 1 FROM schema_migrations WHERE version = ?1",
     [AQ_GEN_COUNTS] = "SELECT model, status, count(*) FROM generations GROUP BY model, status "
@@ -56,7 +50,7 @@ static const char *const sql_text[AQ_COUNT] = {
                      "FROM credit_transactions WHERE created_at >= ?1 AND created_at < ?2 "
                      "AND type IN ('generation', 'refund') GROUP BY user_id "
                      "ORDER BY spent DESC, user_id LIMIT ?3",
-    [AQ_GENERATIONS] = "SELECT " GEN_COLUMNS " FROM generations WHERE deleted_at IS NULL "
+    [AQ_GENERATIONS] = "SELECT " LR_SQLITE_GEN_COLUMNS " FROM generations WHERE deleted_at IS NULL "
                        "AND (?1 IS NULL OR user_id = ?1) AND (?2 IS NULL OR status = ?2) "
                        "AND (?3 IS NULL OR model = ?3) AND (?4 IS NULL OR created_at >= ?4) "
                        "AND (?5 IS NULL OR (created_at, id) < (?5, ?6)) "

@@ -362,16 +362,6 @@ static lr_err batch_query(pg_db *d, int w, const char *const *params, const char
     return e;
 }
 
-/* A generation's columns in the order of rows.h (GC_*), times as the
- * server writes them (ISO-8601 UTC). */
-#define GEN_COLUMNS                                                                                \
-    "g.id, g.user_id, g.type, g.model, g.prompt, g.status, g.stage, "                              \
-    "coalesce(g.result_urls, '[]'::jsonb), g.credits_used, g.outputs_count, g.succeeded_count, "   \
-    "g.failed_count, g.provider, g.provider_task_ids, g.params, g.error_code, g.error_message, "   \
-    "g.duration_ms, lensroom.iso(g.created_at), lensroom.iso(g.updated_at), "                      \
-    "lensroom.iso(g.finished_at), "                                                                \
-    "CASE WHEN jsonb_typeof(g.metadata -> 'text') = 'string' THEN g.metadata ->> 'text' END"
-
 static lr_err pg_migrate(lr_db *db)
 {
     pg_db *d = (pg_db *)db;
@@ -653,7 +643,7 @@ static lr_err pg_get_generation(lr_db *db, const char *user_id, const char *id, 
     const char *p[] = {id, user_id};
     lr_generation_list l = {0};
     lr_err e = query_rows((pg_db *)db,
-                          "SELECT " GEN_COLUMNS " FROM public.generations g "
+                          "SELECT " LR_PG_GEN_COLUMNS " FROM public.generations g "
                           "WHERE g.id = $1::uuid AND ($2::uuid IS NULL OR g.user_id = $2::uuid) "
                           "AND g.deleted_at IS NULL",
                           2, p, lr_db_add_generation, GC_COUNT, &l);
@@ -669,7 +659,7 @@ static lr_err pg_list_generations(lr_db *db, const char *user_id, const lr_gen_f
     *out = (lr_generation_list){0};
     return query_rows(
         (pg_db *)db,
-        "SELECT " GEN_COLUMNS " FROM public.generations g WHERE g.user_id = $1 "
+        "SELECT " LR_PG_GEN_COLUMNS " FROM public.generations g WHERE g.user_id = $1 "
         "AND g.deleted_at IS NULL AND ($2::text IS NULL OR g.status = $2) "
         "AND ($3::text IS NULL OR g.type = $3) "
         "AND ($4::timestamptz IS NULL OR (g.created_at, g.id) < ($4::timestamptz, $5::uuid)) "
@@ -790,7 +780,7 @@ static lr_err pg_claim_resumable(lr_db *db, const char *owner, const char *lease
         "AND (x.lease_until IS NULL OR x.lease_until < now()) "
         "AND x.claimed_by IS DISTINCT FROM $1::uuid "
         "AND coalesce(x.provider_task_ids, '[]'::jsonb) <> '[]'::jsonb "
-        "ORDER BY x.created_at LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING " GEN_COLUMNS,
+        "ORDER BY x.created_at LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING " LR_PG_GEN_COLUMNS,
         3, p, lr_db_add_generation, GC_COUNT, rows);
 }
 

@@ -72,4 +72,19 @@ void *lr_db_grow(void *v, size_t n, size_t size);
  * is empty. e: the read's result, passed through when not LR_OK. */
 lr_err lr_db_first_generation(lr_err e, lr_generation_list *l, lr_generation *out);
 
+/* A generation's columns in the order above (GC_*), for each dialect;
+ * PostgreSQL's times as the server writes them (ISO-8601 UTC). */
+#define LR_PG_GEN_COLUMNS                                                                          \
+    "g.id, g.user_id, g.type, g.model, g.prompt, g.status, g.stage, "                              \
+    "coalesce(g.result_urls, '[]'::jsonb), g.credits_used, g.outputs_count, g.succeeded_count, "   \
+    "g.failed_count, g.provider, g.provider_task_ids, g.params, g.error_code, g.error_message, "   \
+    "g.duration_ms, lensroom.iso(g.created_at), lensroom.iso(g.updated_at), "                      \
+    "lensroom.iso(g.finished_at), "                                                                \
+    "CASE WHEN jsonb_typeof(g.metadata -> 'text') = 'string' THEN g.metadata ->> 'text' END"
+#define LR_SQLITE_GEN_COLUMNS                                                                      \
+    "id, user_id, type, model, prompt, status, stage, result_urls, credits_used, outputs_count, "  \
+    "succeeded_count, failed_count, provider, provider_task_ids, params, error_code, "             \
+    "error_message, duration_ms, created_at, updated_at, finished_at, "                            \
+    "CASE WHEN json_type(metadata, '$.text') = 'text' THEN json_extract(metadata, '$.text') END"
+
 #endif

@@ -91,13 +91,6 @@ enum {
     Q_COUNT
 };
 
-/* A generation's columns in the order of rows.h (GC_*). */
-#define GEN_COLUMNS                                                                                \
-    "id, user_id, type, model, prompt, status, stage, result_urls, credits_used, outputs_count, "  \
-    "succeeded_count, failed_count, provider, provider_task_ids, params, error_code, "             \
-    "error_message, duration_ms, created_at, updated_at, finished_at, "                            \
-    "CASE WHEN json_type(metadata, '$.text') = 'text' THEN json_extract(metadata, '$.text') END"
-
 static const char *const sql_text[Q_COUNT] = {
     [Q_BEGIN] = "BEGIN IMMEDIATE",
     [Q_COMMIT] = "COMMIT",
@@ -127,9 +120,9 @@ static const char *const sql_text[Q_COUNT] = {
                      "VALUES (?1, ?2, 0, ?3, ?3) ON CONFLICT (user_id) DO NOTHING",
     [Q_FIND_KEY] = "SELECT id, amount, type FROM credit_transactions "
                    "WHERE user_id = ?1 AND idempotency_key = ?2",
-    [Q_GET_GEN] = "SELECT " GEN_COLUMNS " FROM generations WHERE id = ?1 "
+    [Q_GET_GEN] = "SELECT " LR_SQLITE_GEN_COLUMNS " FROM generations WHERE id = ?1 "
                   "AND (?2 IS NULL OR user_id = ?2) AND deleted_at IS NULL",
-    [Q_LIST_GEN] = "SELECT " GEN_COLUMNS " FROM generations WHERE user_id = ?1 "
+    [Q_LIST_GEN] = "SELECT " LR_SQLITE_GEN_COLUMNS " FROM generations WHERE user_id = ?1 "
                    "AND deleted_at IS NULL "
                    "AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR type = ?3) "
                    "AND (?4 IS NULL OR (created_at, id) < (?4, ?5)) "
@@ -162,7 +155,7 @@ static const char *const sql_text[Q_COUNT] = {
                 "AND (lease_until IS NULL OR lease_until < ?1) "
                 "AND (claimed_by IS NULL OR claimed_by <> ?3) "
                 "AND provider_task_ids <> '[]' ORDER BY created_at LIMIT ?2) "
-                "RETURNING " GEN_COLUMNS,
+                "RETURNING " LR_SQLITE_GEN_COLUMNS,
     [Q_AUDIT] = lr_sql_audit,
     [Q_MIGRATION_SEEN] = "SELECT 1 FROM schema_migrations WHERE version = ?1",
     [Q_MIGRATION_RECORD] = "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
