@@ -45,6 +45,13 @@ class AdminCli(ServerTest):
 
     def test_generations_list_filters_and_show_has_the_ledger_rows(self):
         a, b = self.load(users=2, each=5)
+        # the mock fails 35 % of outputs at random: make sure one failed
+        token = self.server.token(a)
+        for k in range(60):
+            with self.server.db() as c:
+                if c.execute("SELECT count(*) FROM generations WHERE status = 'failed'").fetchone()[0]:
+                    break
+            self.server.infer(token, model="seedream_image", prompt=f"more {k}")
         rows = self.json_cli("generations", "list", "--user", a)
         with self.server.db() as c:
             n = c.execute("SELECT count(*) FROM generations WHERE user_id = ?", (a,)).fetchone()[0]
