@@ -62,11 +62,7 @@ static bool admin_caller_of(lr_app *app, lr_req *req, admin_caller *who)
         lr_auth_claims(cfg, app->jwks, lr_req_header(req, "Cookie"),
                        lr_req_header(req, "Authorization"), false, &who->claims, &reason);
     if (st != LR_AUTH_OK) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "Unauthorized: %s", reason ? reason : "invalid session");
-        lr_req_set_header(req, "WWW-Authenticate", "Bearer");
-        lr_api_error(req, st == LR_AUTH_MISSING ? LR_CODE_UNAUTHORIZED : LR_CODE_INVALID_TOKEN, msg,
-                     NULL);
+        lr_api_unauthorized(req, st, reason);
         return false;
     }
     if (!who->claims.lensroom_admin && !listed(cfg->admins, who->claims.sub)) {

@@ -11,11 +11,14 @@
 #include <stdbool.h>
 
 #include "app.h"
+#include "auth/auth.h"
 #include "core/vocab.h"
 #include "http/server.h"
 
 void lr_api_route(lr_req *req, void *app);
 
+/* Replies 401 for a session that did not verify (reason: why, or NULL). */
+void lr_api_unauthorized(lr_req *req, lr_auth_status st, const char *reason);
 /* Resolves the signed-in user or replies 401. */
 bool lr_api_user(lr_app *app, lr_req *req, bool anon_allowed, char user[LR_UUID_LEN + 1]);
 /* Parses a JSON object body or replies 413/415/400. A string holding

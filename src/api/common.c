@@ -16,12 +16,17 @@ bool lr_api_user(lr_app *app, lr_req *req, bool anon_allowed, char user[LR_UUID_
                      lr_req_header(req, "Authorization"), anon_allowed, user, &reason);
     if (st == LR_AUTH_OK)
         return true;
+    lr_api_unauthorized(req, st, reason);
+    return false;
+}
+
+void lr_api_unauthorized(lr_req *req, lr_auth_status st, const char *reason)
+{
     char msg[160];
     snprintf(msg, sizeof msg, "Unauthorized: %s", reason ? reason : "invalid session");
     lr_req_set_header(req, "WWW-Authenticate", "Bearer");
     lr_api_error(req, st == LR_AUTH_MISSING ? LR_CODE_UNAUTHORIZED : LR_CODE_INVALID_TOKEN, msg,
                  NULL);
-    return false;
 }
 
 /* Whether a string in j (at dotted path `path`, `len` bytes of `size`
