@@ -134,6 +134,21 @@ static lr_err adjust_retry(lr_billing *b, const lr_adjust_req *r, lr_adjust_resu
     return e;
 }
 
+/* One ledger row of a payment for user (meta stolen), idempotent by key. */
+static lr_err payment_row(lr_billing *b, const char *user, int amount, const char *type,
+                          const char *desc, const char *key, json_t *meta, lr_adjust_result *res)
+{
+    lr_adjust_req ar = {.user_id = user,
+                        .amount = amount,
+                        .type = type,
+                        .description = desc,
+                        .idempotency_key = key,
+                        .metadata = meta};
+    lr_err e = adjust_retry(b, &ar, res);
+    json_decref(meta);
+    return e;
+}
+
 /* The paid session's user, pack and credits, from what checkout put in
  * it (client_reference_id, metadata) and the pack file. */
 static bool session_terms(lr_billing *b, json_t *obj, const char **user, const char **pack_id,
@@ -191,15 +206,8 @@ static lr_err grant(lr_billing *b, const char *event_id, json_t *obj, lr_billing
                              "stripe_session_id", pay.session_id, "stripe_payment_intent",
                              pay.payment_intent, "amount", (json_int_t)pay.amount, "currency",
                              pay.currency, "pack_id", pay.pack_id, "payment_id", pay.id);
-    lr_adjust_req ar = {.user_id = pay.user_id,
-                        .amount = pay.credits,
-                        .type = "purchase",
-                        .description = desc,
-                        .idempotency_key = key,
-                        .metadata = meta};
     lr_adjust_result res;
-    e = adjust_retry(b, &ar, &res);
-    json_decref(meta);
+    e = payment_row(b, pay.user_id, pay.credits, "purchase", desc, key, meta, &res);
     if (e == LR_OK)
         e = lr_billing_payment_link(b->store, pay.id, res.transaction_id);
     if (e == LR_OK) {
@@ -240,15 +248,8 @@ static lr_err take_back(lr_billing *b, const lr_payment *pay, const char *event_
             return LR_OK;
         json_t *meta = json_pack("{s:s, s:s, s:s}", "stripe_event_id", event_id,
                                  "stripe_session_id", pay->session_id, "payment_id", pay->id);
-        lr_adjust_req ar = {.user_id = pay->user_id,
-                            .amount = -take,
-                            .type = type,
-                            .description = desc,
-                            .idempotency_key = key,
-                            .metadata = meta};
         lr_adjust_result res;
-        e = adjust_retry(b, &ar, &res);
-        json_decref(meta);
+        e = payment_row(b, pay->user_id, -take, type, desc, key, meta, &res);
         if (e == LR_ERR_INSUFFICIENT)
             continue; /* spent meanwhile: look at the balance again */
         if (e == LR_ERR_CONFLICT || (e == LR_OK && res.replayed)) {
@@ -297,15 +298,8 @@ static lr_err reverse(lr_billing *b, const char *event_id, json_t *obj, bool dis
                  delta - taken);
         json_t *meta = json_pack("{s:s, s:s, s:i, s:s}", "stripe_event_id", event_id, "reason",
                                  type, "uncollected", delta - taken, "payment_id", pay.id);
-        lr_adjust_req ar = {.user_id = pay.user_id,
-                            .amount = 0,
-                            .type = "payment_uncollected",
-                            .description = desc,
-                            .idempotency_key = key,
-                            .metadata = meta};
         lr_adjust_result res;
-        e = adjust_retry(b, &ar, &res);
-        json_decref(meta);
+        e = payment_row(b, pay.user_id, 0, "payment_uncollected", desc, key, meta, &res);
         if (e == LR_ERR_CONFLICT)
             e = LR_OK;
         out->uncollected = delta - taken;
