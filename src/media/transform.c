@@ -59,6 +59,7 @@ typedef struct {
     const uint8_t *buf;
     size_t len, pos;
     int64_t deadline_ms;
+    const atomic_bool *stop;
 } mem_in;
 
 static int mem_read(void *opaque, uint8_t *dst, int n)
@@ -94,7 +95,8 @@ static int64_t mem_seek(void *opaque, int64_t off, int whence)
 static int past_deadline(void *opaque)
 {
     const mem_in *m = opaque;
-    return m->deadline_ms > 0 && lr_monotonic_ms() > m->deadline_ms;
+    return (m->stop && atomic_load(m->stop)) ||
+           (m->deadline_ms > 0 && lr_monotonic_ms() > m->deadline_ms);
 }
 
 /* An open input: the container, its best video stream and a decoder. */
@@ -157,7 +159,8 @@ static lr_err input_open(input *in, const void *buf, size_t len, const lr_media_
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, quiet_libav);
-    *in = (input){.m = {.buf = buf, .len = len, .deadline_ms = lim->deadline_ms}, .stream = -1};
+    *in = (input){.m = {.buf = buf, .len = len, .deadline_ms = lim->deadline_ms, .stop = lim->stop},
+                  .stream = -1};
     uint8_t *iobuf = av_malloc(IOBUF);
     AVIOContext *io =
         iobuf ? avio_alloc_context(iobuf, IOBUF, 0, &in->m, mem_read, NULL, mem_seek) : NULL;

@@ -20,6 +20,7 @@
 #ifndef LR_MEDIA_TRANSFORM_H
 #define LR_MEDIA_TRANSFORM_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -27,12 +28,13 @@
 #include "core/err.h"
 
 typedef struct {
-    int64_t max_pixels;  /* width x height of an input picture */
-    int max_side;        /* either side of an input picture */
-    int max_duration_s;  /* what a video's header may claim */
-    int64_t max_frames;  /* frames a video's header may claim */
-    int max_decoded;     /* frames decoded for one result */
-    int64_t deadline_ms; /* lr_monotonic_ms() after which every call stops */
+    int64_t max_pixels;      /* width x height of an input picture */
+    int max_side;            /* either side of an input picture */
+    int max_duration_s;      /* what a video's header may claim */
+    int64_t max_frames;      /* frames a video's header may claim */
+    int max_decoded;         /* frames decoded for one result */
+    int64_t deadline_ms;     /* lr_monotonic_ms() after which every call stops */
+    const atomic_bool *stop; /* NULL, or set to stop at once (shutdown) */
 } lr_media_limits;
 
 /* Defaults: 8192 px a side, 40 Mpx, 10 min, 100k frames, 600 decoded;
