@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -334,15 +335,19 @@ static void wire_billing(const lr_config *cfg, lr_app *app, lr_billing_db *bdb, 
 }
 
 /* The preview jobs' threads; their limits are the defaults of
- * media/transform.h, the time limit and queue from the configuration. */
+ * media/transform.h, the time limit and queue from the configuration;
+ * {data_dir}/tmp holds a preview while it is written. */
 static void start_previews(const lr_config *cfg, lr_app *app)
 {
-    const char *tmp = getenv("TMPDIR");
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s/tmp", cfg->data_dir);
+    mkdir(tmp, 0700);
+    lr_temp_sweep(tmp, ".lr-preview-", 0); /* what a killed job left */
     app->previews = lr_previews_new(app->db, app->store,
                                     &(lr_previews_opts){.threads = cfg->preview_workers,
                                                         .queue_max = cfg->preview_queue,
                                                         .time_limit_s = cfg->preview_timeout_s,
-                                                        .tmp_dir = tmp && *tmp ? tmp : "/tmp",
+                                                        .tmp_dir = tmp,
                                                         .limits = lr_media_default_limits()});
     lr_pipeline_set_previews(app->pipeline, app->previews);
 }

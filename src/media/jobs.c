@@ -385,6 +385,7 @@ lr_previews *lr_previews_new(lr_db *db, lr_store *store, const lr_previews_opts 
     q->o = *o;
     q->o.threads = o->threads > 0 ? o->threads : 1;
     q->o.queue_max = o->queue_max > 0 ? o->queue_max : 1;
+    q->o.tmp_dir = lr_xstrdup(o->tmp_dir ? o->tmp_dir : "/tmp");
     q->queue = lr_xcalloc((size_t)q->o.queue_max, sizeof *q->queue);
     q->running = lr_xcalloc((size_t)q->o.threads, sizeof *q->running);
     q->threads = lr_xcalloc((size_t)q->o.threads, sizeof *q->threads);
@@ -418,6 +419,7 @@ void lr_previews_free(lr_previews *q)
         pthread_join(q->threads[i], NULL);
     pthread_mutex_destroy(&q->mu);
     pthread_cond_destroy(&q->cv);
+    free((char *)q->o.tmp_dir);
     free(q->queue);
     free(q->running);
     free(q->threads);

@@ -39,7 +39,7 @@ typedef struct {
     int threads;            /* at least 1 */
     int queue_max;          /* ids held in memory */
     int time_limit_s;       /* one job, all its outputs */
-    const char *tmp_dir;    /* the preview MP4 while it is written */
+    const char *tmp_dir;    /* the preview MP4 while it is written (copied) */
     lr_media_limits limits; /* deadline_ms and stop are set per job */
 } lr_previews_opts;
 

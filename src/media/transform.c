@@ -16,6 +16,7 @@
 #include <webp/encode.h>
 
 #include "core/util.h"
+#include "storage/storage.h"
 
 #define IOBUF 32768
 
@@ -45,12 +46,34 @@ static lr_err fail(lr_media_reason *why, lr_err e, const char *fmt, ...)
     return e;
 }
 
+/* libav's own log would go to stderr, which is the server's JSON-lines
+ * log. Instead each thread keeps the first error libav reported since the
+ * input was opened (the cause; later ones follow from it), which a
+ * failure's reason quotes ("Picture size 20000x20000 is invalid"). */
+static __thread char av_first_error[96];
+
+static void keep_av_error(void *avcl, int level, const char *fmt, va_list ap)
+{
+    if (level > AV_LOG_ERROR || av_first_error[0])
+        return;
+    vsnprintf(av_first_error, sizeof av_first_error, fmt, ap);
+    av_first_error[strcspn(av_first_error, "\n")] = '\0';
+}
+
+static void quiet_libav(void)
+{
+    av_log_set_callback(keep_av_error);
+}
+
 static lr_err av_fail(lr_media_reason *why, const char *what, int rc)
 {
     char msg[AV_ERROR_MAX_STRING_SIZE] = {0};
     av_strerror(rc, msg, sizeof msg);
-    return fail(why, rc == AVERROR_EXIT ? LR_ERR_UNAVAILABLE : LR_ERR_INVALID, "%s: %s", what,
-                rc == AVERROR_EXIT ? "time limit reached" : msg);
+    if (rc == AVERROR_EXIT)
+        return fail(why, LR_ERR_UNAVAILABLE, "%s: time limit reached", what);
+    if (av_first_error[0] && strcmp(av_first_error, msg) != 0)
+        return fail(why, LR_ERR_INVALID, "%s: %s (%s)", what, msg, av_first_error);
+    return fail(why, LR_ERR_INVALID, "%s: %s", what, msg);
 }
 
 /* ---- input: a memory buffer behind libavformat, under a deadline ------- */
@@ -147,11 +170,11 @@ static lr_err check_claims(const input *in, const lr_media_limits *lim, lr_media
     return LR_OK;
 }
 
-/* libav's own log goes to stderr, which is the server's JSON-lines log:
- * silenced, since every failure comes back as a reason anyway. */
-static void quiet_libav(void)
+/* The reason of a failure, with what libav said first when it said anything. */
+static lr_err fail_av(lr_media_reason *why, lr_err e, const char *what)
 {
-    av_log_set_level(AV_LOG_QUIET);
+    return av_first_error[0] ? fail(why, e, "%s: %s", what, av_first_error)
+                             : fail(why, e, "%s", what);
 }
 
 static lr_err input_open(input *in, const void *buf, size_t len, const lr_media_limits *lim,
@@ -159,6 +182,7 @@ static lr_err input_open(input *in, const void *buf, size_t len, const lr_media_
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
     pthread_once(&once, quiet_libav);
+    av_first_error[0] = '\0';
     *in = (input){.m = {.buf = buf, .len = len, .deadline_ms = lim->deadline_ms, .stop = lim->stop},
                   .stream = -1};
     uint8_t *iobuf = av_malloc(IOBUF);
@@ -207,7 +231,7 @@ static lr_err input_open(input *in, const void *buf, size_t len, const lr_media_
     if (e == LR_OK) {
         in->stream = av_find_best_stream(in->fmt, AVMEDIA_TYPE_VIDEO, -1, -1, &codec, 0);
         if (in->stream < 0 || !codec)
-            e = fail(why, LR_ERR_INVALID, "no decodable picture in the file");
+            e = fail_av(why, LR_ERR_INVALID, "no decodable picture in the file");
     }
     if (e == LR_OK)
         e = check_claims(in, lim, why);
@@ -410,7 +434,7 @@ lr_err lr_media_image(const void *buf, size_t len, const lr_media_limits *lim,
     if (e == LR_OK) {
         e = next_frame(&in, lim, why);
         if (e == LR_ERR_NOT_FOUND)
-            e = fail(why, LR_ERR_INVALID, "the file holds no picture");
+            e = fail_av(why, LR_ERR_INVALID, "the file holds no picture");
     }
     for (size_t i = 0; e == LR_OK && i < n; i++)
         e = encode_size(in.frame, &sizes[i], &out[i], why);
@@ -469,7 +493,7 @@ static lr_err make_poster(input *in, const lr_media_limits *lim, const lr_media_
     if (e == LR_ERR_NOT_FOUND && kept->width > 0)
         e = LR_OK;
     else if (e == LR_ERR_NOT_FOUND)
-        e = fail(why, LR_ERR_INVALID, "the video holds no decodable frame");
+        e = fail_av(why, LR_ERR_INVALID, "the video holds no decodable frame");
     if (e == LR_OK)
         e = encode_size(kept, s, out, why);
     av_frame_free(&kept);
@@ -661,7 +685,7 @@ lr_err lr_media_video(const void *buf, size_t len, const lr_media_limits *lim,
     }
     char path[4096];
     snprintf(path, sizeof path, "%s/.lr-preview-XXXXXX", o->tmp_dir ? o->tmp_dir : "/tmp");
-    int fd = e == LR_OK ? mkstemp(path) : -1;
+    int fd = e == LR_OK ? lr_temp_create(path) : -1;
     if (e == LR_OK && fd < 0)
         e = fail(why, LR_ERR_IO, "no temporary file for the preview");
     if (e == LR_OK)

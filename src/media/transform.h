@@ -78,8 +78,9 @@ lr_err lr_media_image(const void *buf, size_t len, const lr_media_limits *lim,
  * preview (the first preview_s seconds, long side at most preview_side,
  * even dimensions, no audio, H.264 in MP4 with the index first, so a
  * browser plays it while it loads). tmp_dir holds the MP4 while it is
- * written (faststart moves the index by reading the file back). Errors as
- * lr_media_image. */
+ * written (faststart moves the index by reading the file back), as
+ * .lr-preview-XXXXXX locked by lr_temp_create, so lr_temp_sweep removes
+ * what a killed process left. Errors as lr_media_image. */
 typedef struct {
     int poster_side, preview_side;
     double preview_s;

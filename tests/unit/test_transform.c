@@ -136,7 +136,8 @@ static void test_png_bomb_is_refused_from_its_header(void **state)
     lr_media_limits lim = limits();
     assert_int_equal(lr_media_image(f, sizeof f, &lim, &s, 1, &out, &why), LR_ERR_INVALID);
     assert_null(out.data);
-    assert_true(why.text[0] != 0);
+    if (!strstr(why.text, "20000x20000"))
+        fail_msg("reason: %s", why.text);
 }
 
 static void test_noise_and_truncation_fail_with_a_reason(void **state)
