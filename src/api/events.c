@@ -97,17 +97,40 @@ static void stages_upto(watcher *w, int target)
     }
 }
 
+/* Whether a succeeded generation's stream has a preview event to come:
+ * its job ended (ready, failed), runs (processing) or is about to start
+ * (none, settled within the wait; an older none was never queued, as for
+ * generations made before previews were on). */
+static bool preview_expected(const lr_events *h, const char *preview_status,
+                             const char *finished_at)
+{
+    if (h->preview_wait_ms <= 0 || !preview_status)
+        return false;
+    if (strcmp(preview_status, "none") != 0)
+        return true;
+    int64_t finished = finished_at ? lr_time_parse_iso(finished_at) : -1;
+    return finished > 0 && lr_now_ms() - finished < h->preview_wait_ms;
+}
+
+bool lr_events_preview_follows(lr_events *h, const lr_generation *g)
+{
+    return g->status && !strcmp(g->status, lr_gen_status_name(LR_GEN_SUCCESS)) && g->type &&
+           strcmp(g->type, "text") != 0 &&
+           preview_expected(h, g->preview_status ? g->preview_status : "none", g->finished_at);
+}
+
 /* After a success with stored outputs: the preview event once the job
  * ended (the row says ready or failed). True when the stream is finished. */
-static bool preview_event(watcher *w, lr_gen_status status, json_t *g)
+static bool preview_event(lr_events *h, watcher *w, lr_gen_status status, json_t *g)
 {
-    if (!w->previews || status != LR_GEN_SUCCESS || w->last >= EV_PREVIEW) {
+    const char *ps = json_string_value(json_object_get(g, "previewStatus"));
+    if (!w->previews || status != LR_GEN_SUCCESS || w->last >= EV_PREVIEW ||
+        !preview_expected(h, ps, json_string_value(json_object_get(g, "finishedAt")))) {
         lr_stream_close(w->s);
         return true;
     }
-    const char *ps = json_string_value(json_object_get(g, "previewStatus"));
-    bool ready = ps && !strcmp(ps, "ready");
-    if (!ready && !(ps && !strcmp(ps, "failed")))
+    bool ready = !strcmp(ps, "ready");
+    if (!ready && strcmp(ps, "failed") != 0)
         return false; /* none or processing: the job has not ended */
     json_t *data = json_deep_copy(g);
     json_object_set_new(data, "generationId", json_string(w->id));
@@ -119,7 +142,7 @@ static bool preview_event(watcher *w, lr_gen_status status, json_t *g)
 /* Brings w up to (status, stage); g is the row for the final event (may be
  * NULL for stage changes). Returns true when the stream is finished. Call
  * with h->mu held. */
-static bool catch_up(watcher *w, lr_gen_status status, lr_gen_stage stage, json_t *g)
+static bool catch_up(lr_events *h, watcher *w, lr_gen_status status, lr_gen_stage stage, json_t *g)
 {
     if (!lr_gen_status_unfinished(status)) {
         if (w->last >= EV_FINAL) {
@@ -127,7 +150,7 @@ static bool catch_up(watcher *w, lr_gen_status status, lr_gen_stage stage, json_
                 return true;
             if (!w->final_ms)
                 w->final_ms = lr_monotonic_ms();
-            return preview_event(w, status, g);
+            return preview_event(h, w, status, g);
         }
         /* every generation was pending and handed on; a stored file also
          * went through storing (and downloading, from a remote provider) */
@@ -138,7 +161,7 @@ static bool catch_up(watcher *w, lr_gen_status status, lr_gen_stage stage, json_
         json_object_set_new(data, "generationId", json_string(w->id));
         write_event(w, EV_FINAL, name, data);
         w->final_ms = lr_monotonic_ms();
-        return g ? preview_event(w, status, g) : (lr_stream_close(w->s), true);
+        return g ? preview_event(h, w, status, g) : (lr_stream_close(w->s), true);
     }
     stages_upto(w, status == LR_GEN_PENDING ? EV_PENDING : stage_event(stage));
     return false;
@@ -173,7 +196,7 @@ static void apply(lr_events *h, const char *id, lr_gen_status status, lr_gen_sta
         next = w->next;
         if (strcmp(w->id, id) != 0)
             continue;
-        if (catch_up(w, status, stage, g))
+        if (catch_up(h, w, status, stage, g))
             unlink_watcher(h, w);
     }
     pthread_mutex_unlock(&h->mu);
@@ -309,7 +332,7 @@ void lr_events_open(lr_events *h, lr_req *req, const char *user, const lr_genera
     row_state(g, &status, &stage);
     json_t *row = lr_gen_status_unfinished(status) ? NULL : lr_render_generation(g);
     pthread_mutex_lock(&h->mu);
-    bool done = h->stopping || catch_up(w, status, stage, row);
+    bool done = h->stopping || catch_up(h, w, status, stage, row);
     if (done) {
         if (h->stopping)
             lr_stream_close(s);

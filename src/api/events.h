@@ -30,6 +30,8 @@ void lr_events_observe(void *hub, const char *generation_id, lr_gen_status statu
 void lr_events_wait_previews(lr_events *h, int max_wait_s);
 /* The preview jobs' done callback (lr_previews_on_done(q, lr_events_preview, hub)). */
 void lr_events_preview(void *hub, const char *generation_id, bool ready);
+/* True when g's stream has a preview event (id 6) after its final one. */
+bool lr_events_preview_follows(lr_events *h, const lr_generation *g);
 /* Opens a stream on req for user's generation g (its current row). */
 void lr_events_open(lr_events *h, lr_req *req, const char *user, const lr_generation *g,
                     int last_event_id);
