@@ -437,6 +437,11 @@ static int cmd_serve(void)
         lr_pipeline_set_retry(app.pipeline, cfg.retry_ms);
     if (app.pipeline && cfg.previews)
         start_previews(&cfg, &app);
+    if (store->ops->open_local) {
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s/render-cache", cfg.data_dir);
+        app.render = lr_render_new(store, dir, (uint64_t)cfg.render_cache_mb << 20, 10000);
+    }
     app.ratelimit = lr_ratelimit_new(cfg.user_rate_per_min);
     if (!app.loop || !app.workers || !app.provider || !app.pipeline || lr_loop_start(app.loop))
         goto out_all;
@@ -453,6 +458,7 @@ out_all:
     lr_loop_stop(app.loop);
     lr_workers_free(app.workers);
     lr_previews_free(app.previews); /* a job cut short stays processing for the next start */
+    lr_render_free(app.render);
     lr_hooks_free(app.hooks);
     if (app.pipeline)
         lr_pipeline_release_claims(app.pipeline);

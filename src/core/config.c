@@ -397,6 +397,7 @@ static void load_limits(lr_config *cfg)
     cfg->preview_queue = (int)env_long("LENSROOM_PREVIEW_QUEUE", 256, 1, 100000);
     cfg->preview_timeout_s = (int)env_long("LENSROOM_PREVIEW_TIMEOUT_S", 60, 1, 3600);
     cfg->render_max_side = (int)env_long("LENSROOM_RENDER_MAX_SIDE", 2500, 16, 8192);
+    cfg->render_cache_mb = (int)env_long("LENSROOM_RENDER_CACHE_MB", 256, 1, 1 << 20);
     cfg->max_body_bytes = (size_t)env_long("LENSROOM_MAX_BODY_BYTES", 16L << 20, 1024, 64L << 20);
     cfg->max_header_bytes =
         (size_t)env_long("LENSROOM_MAX_HEADER_BYTES", 64L << 10, 8L << 10, 128L << 10);

@@ -233,6 +233,73 @@ class MockPreviewsTest(PreviewCase, ServerTest):
         self.assertTrue(gone, "the poster and preview outlived their generation")
 
 
+def render_path(url, port, query):
+    """The render URL of a public object URL the server returned."""
+    prefix = f"http://localhost:{port}/storage/v1/object/public/"
+    assert url.startswith(prefix), url
+    return "/storage/v1/render/image/public/" + url[len(prefix):] + query
+
+
+class RenderTest(PreviewCase, ServerTest):
+    """GET /storage/v1/render/image/public/{bucket}/{key} on local storage."""
+
+    def setUp(self):
+        super().setUp()
+        self.user = new_user()
+        self.server.grant(self.user, 1000)
+        self.token = self.server.token(self.user)
+        r = self.server.infer(self.token, model="seedream_image", prompt="a red barn")
+        self.assertEqual(r.status, 200, r.body)
+        self.url = r.json["url"]
+        self.src = Image.open(BytesIO(self.fetch(self.url))).size
+
+    def render(self, query, accept="image/webp,image/*"):
+        return self.server.get(render_path(self.url, self.server.port, query),
+                               {"Accept": accept} if accept else None)
+
+    def test_each_fit_gives_the_asked_box_as_webp_then_from_the_cache(self):
+        for resize, want in (("cover", (100, 50)), ("fill", (100, 50))):
+            r = self.render(f"?width=100&height=50&resize={resize}")
+            self.assertEqual(r.status, 200, r.body)
+            self.assertEqual(r.header("Content-Type"), "image/webp")
+            self.assertEqual(r.header("Vary"), "Accept")
+            im = Image.open(BytesIO(r.body))
+            self.assertEqual((im.format, im.size), ("WEBP", want), resize)
+        r = self.render("?width=100&height=50&resize=contain")
+        im = Image.open(BytesIO(r.body))
+        k = min(100 / self.src[0], 50 / self.src[1])
+        self.assertEqual(im.size, (round(self.src[0] * k), round(self.src[1] * k)))
+        cache = os.path.join(self.server.data_dir, "render-cache")
+        made = sorted(os.listdir(cache))
+        again = self.render("?width=100&height=50&resize=cover")
+        self.assertEqual(again.status, 200)
+        self.assertEqual(sorted(os.listdir(cache)), made)  # served, not made again
+        self.assertEqual(self.render("?width=100&height=50&resize=cover",
+                                     accept=None).header("Content-Type"), "image/png")
+        r = self.server.get(render_path(self.url, self.server.port, "?width=100&height=50"),
+                            {"Accept": "image/webp", "If-None-Match": again.header("ETag")})
+        self.assertEqual(r.status, 304)
+
+    def test_limits_and_unknown_objects_are_refused_as_json(self):
+        for query in ("?width=99999", "?width=0", "?quality=5", "?resize=zoom", "?width=abc",
+                      "?format=avif"):
+            r = self.render(query)
+            self.assertEqual(r.status, 422, query)
+            self.assertEqual(r.json["code"], "invalid_parameter")
+            self.assertFalse(r.json["success"])
+        base = self.url.split("/storage/v1/object/public/")[1]
+        bucket, key = base.split("/", 1)
+        for path in (f"/storage/v1/render/image/public/{bucket}/{key}.nope",
+                     f"/storage/v1/render/image/public/other/{key}",
+                     f"/storage/v1/render/image/public/{bucket}/../{key}"):
+            r = self.server.get(path + "?width=10")
+            self.assertEqual(r.status, 404, path)
+            self.assertEqual(r.json["code"], "not_found")
+        v = self.server.infer(self.token, model="veo3_video", prompt="a video is not an image")
+        r = self.server.get(render_path(v.json["url"], self.server.port, "?width=10"))
+        self.assertEqual(r.status, 404)
+
+
 @unittest.skipUnless(FFMPEG and FFPROBE, "needs the ffmpeg package (scripts/deps.sh test)")
 class ProviderFilesTest(PreviewCase, unittest.TestCase):
     """Files a provider returns, through the real download path."""
@@ -307,6 +374,14 @@ class ProviderFilesTest(PreviewCase, unittest.TestCase):
         self.assertLess(hwm, 700 * 1024, f"peak RSS {hwm} kB")
         ok = self.generate("seedream_image", "png1024")
         self.assertEqual(self.wait_preview(ok)["previewStatus"], "ready")
+        # the render URL refuses the bomb from its header too
+        bomb = self.get_generation(gids["bomb"])
+        r = self.server.get(render_path(bomb["url"], self.server.port, "?width=64"),
+                            {"Accept": "image/webp"})
+        self.assertEqual(r.status, 415, r.body)
+        self.assertEqual(r.json["code"], "unsupported_input_image")
+        self.assertIn("20000x20000", r.json["error"])
+        self.assertEqual(self.server.get("/healthz").status, 200)
 
 
 @unittest.skipUnless(FFMPEG and FFPROBE, "needs the ffmpeg package (scripts/deps.sh test)")
