@@ -449,3 +449,60 @@ class RestartTest(PreviewCase, unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class RemoteStorageTest(PreviewCase, unittest.TestCase):
+    """Previews made through the S3 and Supabase Storage backends; the
+    render URL is Supabase's own there, and not served beside S3."""
+
+    def start(self, env):
+        self.server = Server(env)
+        self.addCleanup(self.server.cleanup)
+        self.server.start()
+        self.user = new_user()
+        self.server.grant(self.user, 1000)
+        self.token = self.server.token(self.user)
+
+    def test_s3_video_preview_and_no_render_url(self):
+        from s3env import S3
+        s3 = S3()
+        self.addCleanup(s3.close)
+        self.start(s3.env())
+        r = self.server.infer(self.token, model="veo3_video", prompt="a bay at dawn")
+        self.assertEqual(r.status, 200, r.body)
+        gid = r.json["generationId"]
+        g = self.wait_preview(gid)
+        self.assertEqual(g["previewStatus"], "ready", g)
+        self.assertEqual(g["posterUrl"], f"{s3.public_url}/{self.user}/video/{gid}.poster.webp")
+        obj = s3.client().get_object(Bucket=s3.bucket, Key=f"{self.user}/video/{gid}.preview.mp4")
+        self.assertEqual(obj["ContentType"], "video/mp4")
+        if FFPROBE:
+            self.assert_preview_mp4(obj["Body"].read())
+        poster = s3.client().get_object(Bucket=s3.bucket, Key=f"{self.user}/video/{gid}.poster.webp")
+        Image.open(BytesIO(poster["Body"].read())).load()
+        r = self.server.get(f"/storage/v1/render/image/public/{s3.bucket}/{self.user}/video/"
+                            f"{gid}.poster.webp?width=10")
+        self.assertEqual(r.status, 404)
+        self.assertIn("local storage", r.json["error"])
+
+    def test_supabase_thumbnails_and_the_render_url_goes_to_supabase(self):
+        from fake_supabase_storage import FakeStorage
+        key = "sb_secret_test-service-role-key-0123456789"
+        fake = FakeStorage(key).start()
+        self.addCleanup(fake.stop)
+        self.start({"LENSROOM_STORAGE": "supabase", "SUPABASE_URL": fake.url,
+                    "SUPABASE_SERVICE_ROLE_KEY": key})
+        r = self.server.infer(self.token, model="seedream_image", prompt="a snowy field")
+        self.assertEqual(r.status, 200, r.body)
+        gid = r.json["generationId"]
+        g = self.wait_preview(gid)
+        self.assertEqual(g["previewStatus"], "ready", g)
+        ctype, data = fake.objects[("generations", f"{self.user}/photo/{gid}.thumb.webp")]
+        self.assertEqual(ctype, "image/webp")
+        self.assertEqual(max(Image.open(BytesIO(data)).size), 256)
+        path = f"generations/{self.user}/photo/{gid}.png"
+        r = self.server.get(f"/storage/v1/render/image/public/{path}?width=100&resize=contain")
+        self.assertEqual(r.status, 302)
+        self.assertEqual(r.header("Location"),
+                         f"{fake.url}/storage/v1/render/image/public/{path}"
+                         "?width=100&resize=contain")
