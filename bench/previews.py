@@ -35,6 +35,7 @@ from io import BytesIO
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
+import harness  # noqa: E402
 from fake_providers import FakeProviders  # noqa: E402
 from harness import Server, new_user, wait_for  # noqa: E402
 
@@ -107,9 +108,9 @@ def log_span(server, first_msg, last_msg, gids):
 
 
 def server_previews(bin_, fake, model, name, n):
-    env = dict(fake.env(), LENSROOM_BIN=bin_, LENSROOM_PREVIEW_WORKERS="2",
+    env = dict(fake.env(), LENSROOM_PREVIEW_WORKERS="2",
+               LENSROOM_USER_RATE_PER_MIN="0", LENSROOM_USER_MAX_IN_FLIGHT="0",
                LENSROOM_PREVIEW_QUEUE="100000", LENSROOM_LOG_LEVEL="info")
-    os.environ["LENSROOM_BIN"] = bin_
     s = Server(env).start()
     try:
         u = new_user()
@@ -118,6 +119,8 @@ def server_previews(bin_, fake, model, name, n):
         with ThreadPoolExecutor(8) as ex:
             rs = list(ex.map(lambda i: s.infer(tok, model=model, prompt=f"b{i} [file_{name}]",
                                                headers={"Prefer": "respond-async"}), range(n)))
+        bad = [r for r in rs if r.status not in (200, 202)]
+        assert not bad, bad[0].body
         gids = {r.json["generationId"] for r in rs}
         db = os.path.join(s.data_dir, "lensroom.db")
 
@@ -136,7 +139,6 @@ def server_previews(bin_, fake, model, name, n):
 
 
 def infer_rate(bin_, n, clients, previews):
-    os.environ["LENSROOM_BIN"] = bin_
     s = Server({"LENSROOM_PREVIEWS": "true" if previews else "false",
                 "LENSROOM_PREVIEW_QUEUE": "100000", "LENSROOM_USER_RATE_PER_MIN": "0",
                 "LENSROOM_USER_MAX_IN_FLIGHT": "0"}).start()
@@ -182,6 +184,7 @@ def infer_rate(bin_, n, clients, previews):
 
 def main():
     a = parse()
+    harness.BIN = os.path.abspath(a.bin)  # the harness starts this binary
     if not shutil.which("ffmpeg"):
         sys.exit("bench/previews.py: needs ffmpeg (scripts/deps.sh test)")
     tmp = tempfile.mkdtemp(prefix="lensroom-bench-previews-")

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/log.h"
@@ -13,6 +14,15 @@
 
 /* How far back the rescan looks for settled generations never queued. */
 #define RESCAN_DAY_MS (24LL * 3600 * 1000)
+/* Jobs yield to the request path: a thread starts its next job once no
+ * generation has been submitted for QUIET_MS, or MAX_DEFER_MS after its
+ * previous job ended, whichever comes first. Under a steady stream of
+ * generations each thread then makes at most one job per MAX_DEFER_MS:
+ * the rest wait (in the queue, then in the table) for a quieter moment,
+ * instead of taking CPU, disk syncs and database writes from the
+ * generations being answered. */
+#define QUIET_MS 200
+#define MAX_DEFER_MS 2000
 
 typedef char gen_id[LR_UUID_LEN + 1];
 
@@ -26,8 +36,9 @@ struct lr_previews {
     pthread_cond_t cv;
     gen_id *queue; /* ring of o.queue_max ids */
     int head, count;
-    gen_id *running; /* one slot per thread, "" when idle */
-    bool overflowed; /* an id was turned away: rescan when drained */
+    gen_id *running;        /* one slot per thread, "" when idle */
+    bool overflowed;        /* an id was turned away: rescan when drained */
+    int64_t last_submit_ms; /* lr_monotonic_ms() of the last submit */
     atomic_bool stop;
     pthread_t *threads;
 };
@@ -64,6 +75,7 @@ static bool push(lr_previews *q, const char *id)
 void lr_previews_submit(lr_previews *q, const char *generation_id)
 {
     pthread_mutex_lock(&q->mu);
+    q->last_submit_ms = lr_monotonic_ms();
     push(q, generation_id);
     pthread_mutex_unlock(&q->mu);
 }
@@ -345,6 +357,25 @@ typedef struct {
     int slot;
 } thread_arg;
 
+/* Under q->mu: waits until the pipeline has been quiet for QUIET_MS, or
+ * MAX_DEFER_MS have passed since last_job_ms, or the queue stops. */
+static void wait_for_quiet(lr_previews *q, int64_t last_job_ms)
+{
+    for (;;) {
+        int64_t now = lr_monotonic_ms();
+        int64_t quiet_at = q->last_submit_ms + QUIET_MS, forced_at = last_job_ms + MAX_DEFER_MS;
+        int64_t until = quiet_at < forced_at ? quiet_at : forced_at;
+        if (atomic_load(&q->stop) || now >= until)
+            return;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        int64_t ns = ts.tv_nsec + (until - now) * 1000000LL;
+        ts.tv_sec += ns / 1000000000LL;
+        ts.tv_nsec = ns % 1000000000LL;
+        pthread_cond_timedwait(&q->cv, &q->mu, &ts);
+    }
+}
+
 static void *thread_main(void *arg)
 {
     thread_arg a = *(thread_arg *)arg;
@@ -352,10 +383,12 @@ static void *thread_main(void *arg)
     lr_previews *q = a.q;
     /* Linux nices threads one by one: below the workers and the loop. */
     setpriority(PRIO_PROCESS, (id_t)gettid(), 10);
+    int64_t last_job_ms = 0;
     pthread_mutex_lock(&q->mu);
     for (;;) {
         while (!atomic_load(&q->stop) && q->count == 0 && !q->overflowed)
             pthread_cond_wait(&q->cv, &q->mu);
+        wait_for_quiet(q, last_job_ms);
         if (atomic_load(&q->stop))
             break;
         if (q->count == 0) {
@@ -370,6 +403,7 @@ static void *thread_main(void *arg)
         q->count--;
         pthread_mutex_unlock(&q->mu);
         run_job(q, q->running[a.slot]);
+        last_job_ms = lr_monotonic_ms();
         pthread_mutex_lock(&q->mu);
         q->running[a.slot][0] = '\0';
     }
@@ -391,7 +425,11 @@ lr_previews *lr_previews_new(lr_db *db, lr_store *store, const lr_previews_opts 
     q->threads = lr_xcalloc((size_t)q->o.threads, sizeof *q->threads);
     atomic_init(&q->stop, false);
     pthread_mutex_init(&q->mu, NULL);
-    pthread_cond_init(&q->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* wait_for_quiet's deadlines */
+    pthread_cond_init(&q->cv, &ca);
+    pthread_condattr_destroy(&ca);
     for (int i = 0; i < q->o.threads; i++) {
         thread_arg *a = lr_xmalloc(sizeof *a);
         *a = (thread_arg){q, i};

@@ -12,7 +12,9 @@
  * generation removes them too.
  *
  * Bounded: `threads` threads, at nice +10 so the request path and the
- * settles on the workers go first, take jobs from a queue of at most
+ * settles on the workers go first, and each waiting for a quiet moment
+ * (no generation submitted for 200 ms) but at most 2 s after its previous
+ * job before it starts the next, take jobs from a queue of at most
  * `queue_max` ids; a job past that stays `none` in the table and is
  * found by the rescan that runs when the queue has drained
  * (preview_pending). A job a stopped process left (processing), or a
