@@ -105,6 +105,28 @@ char *lr_xstrndup(const char *s, size_t n)
     return d;
 }
 
+void lr_strv_push(lr_strv *a, const char *s)
+{
+    a->v = lr_xrealloc(a->v, (a->n + 1) * sizeof *a->v);
+    a->v[a->n++] = lr_xstrdup(s);
+}
+
+void lr_strv_clear(lr_strv *a)
+{
+    for (size_t i = 0; i < a->n; i++)
+        free(a->v[i]);
+    free(a->v);
+    *a = (lr_strv){0};
+}
+
+json_t *lr_strv_json(const lr_strv *a)
+{
+    json_t *j = json_array();
+    for (size_t i = 0; i < a->n; i++)
+        json_array_append_new(j, a->v[i] ? json_string(a->v[i]) : json_null());
+    return j;
+}
+
 char *lr_xstrdup(const char *s)
 {
     if (!s)
