@@ -137,22 +137,18 @@ char *lr_xstrdup(const char *s)
     return d;
 }
 
-int lr_buf_append(char **buf, size_t *len, size_t *cap, const void *data, size_t n)
+void lr_buf_append(char **buf, size_t *len, size_t *cap, const void *data, size_t n)
 {
     if (*len + n + 1 > *cap) {
         size_t c = *cap ? *cap : 1024;
         while (c < *len + n + 1)
             c *= 2;
-        char *b = realloc(*buf, c);
-        if (!b)
-            return -1;
-        *buf = b;
+        *buf = lr_xrealloc(*buf, c);
         *cap = c;
     }
     memcpy(*buf + *len, data, n);
     *len += n;
     (*buf)[*len] = '\0';
-    return 0;
 }
 
 int64_t lr_time_parse_iso(const char *s)

@@ -43,9 +43,9 @@ lr_err lr_mkdir_p(const char *path, unsigned mode);
 char *lr_read_file(const char *path, size_t *len);
 
 /* Appends n bytes to the malloc'd buffer *buf of *len used / *cap
- * allocated bytes, growing it by doubling and keeping it NUL-terminated.
- * -1 (buffer unchanged) when out of memory. */
-int lr_buf_append(char **buf, size_t *len, size_t *cap, const void *data, size_t n);
+ * allocated bytes, growing it by doubling and keeping it NUL-terminated
+ * (aborts when memory runs out, as lr_xmalloc). */
+void lr_buf_append(char **buf, size_t *len, size_t *cap, const void *data, size_t n);
 
 /* Allocation that aborts when memory runs out, so callers never check
  * (as redis's zmalloc and h2o's h2o_mem_alloc do). lr_xstrdup(NULL) is

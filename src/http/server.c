@@ -293,11 +293,10 @@ bool lr_stream_write(lr_stream *s, const char *data, size_t len)
         pthread_mutex_unlock(&s->mu);
         return false;
     }
-    bool ok = lr_buf_append(&s->buf, &s->len, &s->cap, data, len) == 0;
-    if (ok)
-        stream_wake(s);
+    lr_buf_append(&s->buf, &s->len, &s->cap, data, len);
+    stream_wake(s);
     pthread_mutex_unlock(&s->mu);
-    return ok;
+    return true;
 }
 
 void lr_stream_close(lr_stream *s)
@@ -444,8 +443,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             r->body_len = r->body_cap = 0;
             return MHD_YES;
         }
-        return lr_buf_append(&r->body, &r->body_len, &r->body_cap, upload, n) == 0 ? MHD_YES
-                                                                                   : MHD_NO;
+        lr_buf_append(&r->body, &r->body_len, &r->body_cap, upload, n);
+        return MHD_YES;
     }
 
     pthread_mutex_lock(&r->mu);
