@@ -154,16 +154,6 @@ void lr_req_reply_json(lr_req *r, int status, json_t *body)
     set_response(r, status, json_response(r, body));
 }
 
-json_t *lr_error_body(const char *code, const char *msg, json_t *extra)
-{
-    json_t *o = json_pack("{s:b, s:s, s:s}", "success", 0, "error", msg, "code", code);
-    if (extra) {
-        json_object_update(o, extra);
-        json_decref(extra);
-    }
-    return o;
-}
-
 void lr_req_reply_error(lr_req *r, int status, const char *code, const char *msg, json_t *extra)
 {
     lr_req_reply_json(r, status, lr_error_body(code, msg, extra));

@@ -16,16 +16,6 @@
 
 #define KEY_LIFETIME_MS (24LL * 3600 * 1000) /* an idempotency key is held this long */
 
-int lr_generation_charge(const lr_model *m, json_t *params, int outputs)
-{
-    return m ? lr_model_unit_price(m, params, outputs) * outputs : 0;
-}
-
-int lr_generation_refund(int unit_price, int failed_outputs)
-{
-    return unit_price * failed_outputs;
-}
-
 /* Everything a beginning generation carries from step to step, kept on
  * the heap while its reserve is in the database. */
 typedef struct {

@@ -13,7 +13,6 @@
 
 #include "core/log.h"
 #include "core/util.h"
-#include "pipeline/generation.h"
 #include "pipeline/internal.h"
 
 #define MAX_OUTPUTS LR_MAX_OUTPUTS
@@ -22,6 +21,16 @@
  * first, and its settlement is the generation's only write after the
  * reserve. */
 #define STAGE_DEFER_MS 250
+
+int lr_generation_charge(const lr_model *m, json_t *params, int outputs)
+{
+    return m ? lr_model_unit_price(m, params, outputs) * outputs : 0;
+}
+
+int lr_generation_refund(int unit_price, int failed_outputs)
+{
+    return unit_price * failed_outputs;
+}
 
 /* One output's download from the provider's URL into storage. */
 typedef struct {
