@@ -443,7 +443,8 @@ static int cmd_serve(void)
         app.render = lr_render_new(store, dir, (uint64_t)cfg.render_cache_mb << 20, 10000);
     }
     app.ratelimit = lr_ratelimit_new(cfg.user_rate_per_min);
-    if (!app.loop || !app.workers || !app.provider || !app.pipeline || lr_loop_start(app.loop))
+    if (!app.loop || !app.workers || !app.provider || !app.pipeline ||
+        lr_loop_start(app.loop) != LR_OK)
         goto out_all;
     start_services(&cfg, &app);
     if (lr_cli_backups_start(&cfg, store, VERSION, &backups) != 0)
