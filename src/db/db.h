@@ -205,13 +205,13 @@ typedef struct {
 
 void lr_quote_clear(lr_quote *q);
 
-/* The end of a generation's preview job. json_t fields are borrowed. */
+/* The end of a generation's preview job. json_t fields and keys are borrowed. */
 typedef struct {
     const char *generation_id;
     const char *status;                     /* ready | failed */
     const char *poster_path, *preview_path; /* object keys, NULL: none */
     json_t *preview;                        /* kept as metadata.preview */
-    json_t *keys; /* array of the objects made, added to storage_keys (deleted with it) */
+    lr_strv keys; /* the objects made, added to storage_keys (deleted with it); a view */
 } lr_preview_req;
 /* The answer of an asynchronous write: runs once, on a database writer
  * thread (or the caller's, see lr_db_reserve_async), with what the

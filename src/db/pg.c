@@ -776,9 +776,9 @@ static lr_err pg_preview_pending(lr_db *db, const char *since, int limit, lr_str
 static lr_err pg_preview_finish(lr_db *db, const lr_preview_req *q)
 {
     char *preview = q->preview ? json_dumps(q->preview, JSON_COMPACT) : NULL;
-    char *keys = q->keys ? json_dumps(q->keys, JSON_COMPACT) : NULL;
-    const char *p[] = {q->generation_id,         q->status,         q->poster_path, q->preview_path,
-                       preview ? preview : "{}", keys ? keys : "[]"};
+    char *keys = lr_db_strv_dump(&q->keys);
+    const char *p[] = {q->generation_id,         q->status, q->poster_path, q->preview_path,
+                       preview ? preview : "{}", keys};
     PGresult *r;
     lr_err e =
         query((pg_db *)db,

@@ -1023,7 +1023,7 @@ static lr_err sq_preview_finish(lr_db *db, const lr_preview_req *r)
     bool found = false;
     lr_err e = query((sqlite_db *)db, WRITE, Q_PREVIEW_FINISH,
                      ARGS(A_TEXT(r->generation_id), A_TEXT(r->status), A_TEXT(r->poster_path),
-                          A_TEXT(r->preview_path), A_JSON(r->preview, "{}"), A_JSON(r->keys, "[]")),
+                          A_TEXT(r->preview_path), A_JSON(r->preview, "{}"), A_STRV(&r->keys)),
                      set_flag, &found);
     return e != LR_OK ? e : found ? LR_OK : LR_ERR_NOT_FOUND;
 }

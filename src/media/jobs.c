@@ -196,7 +196,7 @@ typedef struct {
     const char *id;
     lr_media_limits lim;
     json_t *outputs; /* [{poster, preview, thumb, medium, width, height}] */
-    json_t *keys;    /* objects made */
+    lr_strv keys;    /* objects made */
     char *poster_key, *preview_key;
     lr_media_reason why;
 } job;
@@ -215,7 +215,7 @@ static lr_err keep(job *j, const char *base, const char *suffix, const char *typ
         free(key);
         return e;
     }
-    json_array_append_new(j->keys, json_string(key));
+    lr_strv_push(&j->keys, key);
     char *url = lr_store_public_url(j->q->store, key);
     json_object_set_new(entry, name, json_string(url));
     free(url);
@@ -300,7 +300,7 @@ static bool record(job *j, bool ready, int64_t started_ms)
                         .keys = j->keys};
     lr_err e = j->q->db->ops->preview_finish(j->q->db, &r);
     if (e == LR_ERR_NOT_FOUND)
-        lr_store_remove_keys(j->q->store, j->keys);
+        lr_store_remove_keys(j->q->store, &j->keys);
     json_t *fields = json_pack("{s:s, s:I, s:s}", "generation_id", j->id, "duration_ms",
                                (json_int_t)(lr_monotonic_ms() - started_ms), "recorded",
                                e == LR_OK ? "yes" : lr_strerror(e));
@@ -322,7 +322,7 @@ static void run_job(lr_previews *q, const char *id)
         return;
     }
     int64_t started = lr_monotonic_ms();
-    job j = {.q = q, .id = id, .lim = q->o.limits, .outputs = json_array(), .keys = json_array()};
+    job j = {.q = q, .id = id, .lim = q->o.limits, .outputs = json_array()};
     j.lim.deadline_ms = started + q->o.time_limit_s * 1000LL;
     j.lim.stop = &q->stop;
     int made = 0;
@@ -344,7 +344,7 @@ static void run_job(lr_previews *q, const char *id)
             q->done(q->done_ctx, id, ready);
     }
     json_decref(j.outputs);
-    json_decref(j.keys);
+    lr_strv_clear(&j.keys);
     free(j.poster_key);
     free(j.preview_key);
     lr_strv_clear(&keys);
