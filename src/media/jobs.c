@@ -152,11 +152,14 @@ static lr_err object_load(lr_store *s, const char *key, object *out)
             close(fd);
             return LR_ERR_TOO_LARGE;
         }
-        void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        out->data = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
         close(fd);
-        if (p == MAP_FAILED)
+        if (out->data == MAP_FAILED) {
+            out->data = NULL;
             return LR_ERR_IO;
-        *out = (object){p, (size_t)st.st_size, true};
+        }
+        out->len = (size_t)st.st_size;
+        out->mapped = true;
         return LR_OK;
     }
     char *buf = NULL;
