@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/util.h"
 
 /* How far back the rescan looks for settled generations never queued. */
@@ -302,6 +303,9 @@ static bool record(job *j, bool ready, int64_t started_ms)
                         .preview = preview,
                         .keys = j->keys};
     lr_err e = j->q->db->ops->preview_finish(j->q->db, &r);
+    lr_metrics_add(LR_M_PREVIEW_JOBS, (const char *[]){r.status}, 1);
+    lr_metrics_observe(LR_M_PREVIEW_DURATION, NULL,
+                       (double)(lr_monotonic_ms() - started_ms) / 1000.0);
     if (e == LR_ERR_NOT_FOUND)
         lr_store_remove_keys(j->q->store, &j->keys);
     json_t *fields = json_pack("{s:s, s:I, s:s}", "generation_id", j->id, "duration_ms",

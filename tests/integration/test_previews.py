@@ -324,8 +324,10 @@ class ProviderFilesTest(PreviewCase, unittest.TestCase):
         cls.fake.close()
         cls.tmp.cleanup()
 
+    METRICS = "previews-metrics-token-0123456789abcdef0123456789"
+
     def setUp(self):
-        self.server = Server(self.fake.env()).start()
+        self.server = Server(dict(self.fake.env(), LENSROOM_METRICS_TOKEN=self.METRICS)).start()
         self.addCleanup(self.server.cleanup)
         self.user = new_user()
         self.server.grant(self.user, 10000)
@@ -374,6 +376,11 @@ class ProviderFilesTest(PreviewCase, unittest.TestCase):
         self.assertLess(hwm, 700 * 1024, f"peak RSS {hwm} kB")
         ok = self.generate("seedream_image", "png1024")
         self.assertEqual(self.wait_preview(ok)["previewStatus"], "ready")
+        scrape = self.server.get("/metrics", {"Authorization": f"Bearer {self.METRICS}"})
+        text = scrape.body.decode()
+        self.assertIn('lensroom_preview_jobs_total{status="failed"} 4', text)
+        self.assertIn('lensroom_preview_jobs_total{status="ready"} 1', text)
+        self.assertIn("lensroom_preview_job_duration_seconds_count 5", text)
         # the render URL refuses the bomb from its header too
         bomb = self.get_generation(gids["bomb"])
         r = self.server.get(render_path(bomb["url"], self.server.port, "?width=64"),
