@@ -416,6 +416,30 @@ class RestartTest(PreviewCase, unittest.TestCase):
                 out.append(j)
         return out
 
+    def test_deleting_during_a_preview_job_leaves_no_derived_file(self):
+        self.server = Server(self.fake.env())
+        self.addCleanup(self.server.cleanup)
+        self.server.start()
+        self.user = new_user()
+        self.server.grant(self.user, 10000)
+        self.token = self.server.token(self.user)
+        r = self.server.infer(self.token, model="veo3_video", prompt="clip [file_clip]")
+        self.assertEqual(r.status, 200, r.body)
+        gid = r.json["generationId"]
+        self.assertTrue(wait_for(lambda: self.log_lines("preview started", gid), 120, 0.01))
+        d = self.server.request("DELETE", f"/api/generations/{gid}",
+                                headers={"Authorization": f"Bearer {self.token}"})
+        self.assertEqual(d.status, 200, d.body)
+        # the job ends either way: recorded before the deletion (which then
+        # removes its files) or refused after it (and removes them itself)
+        ended = lambda: (self.log_lines("preview ready", gid) +
+                         self.log_lines("preview failed", gid))
+        self.assertTrue(wait_for(ended, 120, 0.05))
+        folder = os.path.join(self.server.data_dir, "storage", "generations", self.user, "video")
+        self.assertTrue(wait_for(lambda: not [f for f in os.listdir(folder)
+                                              if f.startswith(gid)], 30, 0.1),
+                        os.listdir(folder))
+
     def test_sigkill_during_a_preview_job_then_restart_makes_it_once(self):
         self.server = Server(self.fake.env())
         self.addCleanup(self.server.cleanup)
