@@ -1,13 +1,19 @@
 /* POST /api/quote: the price of an infer request or of a graph, line by
  * line, at the catalog's price rules, saved as a quote that POST
- * /api/infer (body field quoteId) honours for ten minutes. A graph is
- * checked first (lr_graph_check): its problems are 422 with nodeErrors,
- * keyed by node id. */
+ * /api/infer and POST /api/runs (body field quoteId) honour for ten
+ * minutes. A graph is checked first (lr_graph_check): its problems are 422
+ * with nodeErrors, keyed by node id.
+ *
+ * POST /api/runs runs a graph on the server (lr_run_begin: one charge,
+ * then the nodes as generations); GET /api/runs/{id} shows it with its
+ * nodes and costs, POST /api/runs/{id}/cancel stops it. Someone else's
+ * run answers exactly like a missing one. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api/api.h"
+#include "api/render.h"
 #include "core/util.h"
 #include "pipeline/generation.h"
 #include "pipeline/quote.h"
@@ -56,45 +62,6 @@ static int outputs_of(json_t *v)
     return n >= 1 && n <= LR_MAX_OUTPUTS ? (int)n : -1;
 }
 
-/* An input as written: a string, or {"$ref": "..."}; anything else is a
- * reference that cannot parse (the domain names the problem). */
-static lr_node_input parse_input(json_t *v)
-{
-    if (!v || json_is_null(v))
-        return (lr_node_input){0};
-    if (json_is_string(v))
-        return (lr_node_input){.present = true, .value = json_string_value(v)};
-    const char *ref = json_string_value(json_object_get(v, "$ref"));
-    return (lr_node_input){.present = true, .ref = ref ? ref : ""};
-}
-
-/* A node's fields (borrowed from j) into n; params given as references
- * are left out of *params (a new object) and named in param_ref. */
-static void parse_node(json_t *j, lr_graph_node *n, json_t **params)
-{
-    json_t *inputs = json_object_get(j, "inputs"), *given = json_object_get(j, "params");
-    *n = (lr_graph_node){
-        .id = json_string_value(json_object_get(j, "id")),
-        .model_id = json_string_value(json_object_get(j, "modelId")),
-        .outputs = outputs_of(json_object_get(j, "outputsCount")),
-        .prompt = parse_input(json_object_get(inputs, "prompt")),
-        .image_url = parse_input(json_object_get(inputs, "imageUrl")),
-    };
-    *params = json_is_object(given) ? json_deep_copy(given) : json_incref(given);
-    const char *name;
-    json_t *v;
-    void *tmp;
-    json_object_foreach_safe(*params, tmp, name, v)
-    {
-        if (json_is_object(v) && json_object_get(v, "$ref")) {
-            if (!n->param_ref) /* the key as given stays while the body does */
-                n->param_ref = json_object_iter_key(json_object_iter_at(given, name));
-            json_object_del(*params, name);
-        }
-    }
-    n->params = *params;
-}
-
 /* 422 with nodeErrors: {nodeId: [{field, code, message}]}. */
 static void answer_node_errors(lr_req *req, const lr_graph_check_result *r)
 {
@@ -141,11 +108,8 @@ static void quote_graph(lr_app *app, lr_req *req, const char *user, json_t *body
                      json_pack("{s:s, s:i}", "field", "graph.nodes", "limit", LR_GRAPH_MAX_NODES));
         return;
     }
-    lr_graph_node *gn = lr_xcalloc(n, sizeof *gn);
-    json_t **params = lr_xcalloc(n, sizeof *params);
-    for (size_t i = 0; i < n; i++)
-        parse_node(json_array_get(nodes, i), &gn[i], &params[i]);
-    lr_graph g = {.nodes = gn, .n = n};
+    lr_graph g;
+    lr_graph_read(nodes, &g);
     lr_graph_check_result r;
     lr_graph_check(app->pipeline, &g, &r);
     if (r.n_errors) {
@@ -161,10 +125,7 @@ static void quote_graph(lr_app *app, lr_req *req, const char *user, json_t *body
         free(ordered);
     }
     lr_graph_check_clear(&r);
-    for (size_t i = 0; i < n; i++)
-        json_decref(params[i]);
-    free(params);
-    free(gn);
+    lr_graph_release(&g);
 }
 
 void lr_api_quote(lr_app *app, lr_req *req)
@@ -189,4 +150,227 @@ void lr_api_quote(lr_app *app, lr_req *req)
         refuse(req, &why);
     }
     json_decref(body);
+}
+
+/* ---- runs ---- */
+
+static json_t *render_error(const char *code, const char *message)
+{
+    return code ? json_pack("{s:s, s:s?}", "code", code, "message", message) : json_null();
+}
+
+/* The graph node with id node_id of graph (nodes as sent), or NULL. */
+static json_t *graph_node(json_t *graph, const char *node_id)
+{
+    json_t *nodes = json_object_get(graph, "nodes"), *n;
+    size_t i;
+    json_array_foreach(nodes, i, n)
+    {
+        const char *id = json_string_value(json_object_get(n, "id"));
+        if (id && node_id && !strcmp(id, node_id))
+            return n;
+    }
+    return NULL;
+}
+
+static json_t *render_node(json_t *graph, const lr_run_node *n)
+{
+    json_t *g = graph_node(graph, n->node_id);
+    json_t *urls = lr_render_strv(&n->result_urls);
+    json_t *o = json_pack(
+        "{s:s, s:s, s:s?, s:s, s:s?, s:i, s:o, s:s?, s:o, s:b, s:{s:i, s:i, s:i}, s:o, s:s?, "
+        "s:s?}",
+        "id", n->node_id, "generationId", n->generation_id, "modelId",
+        json_string_value(json_object_get(g, "modelId")), "status", n->status, "stage", n->stage,
+        "outputsCount", n->outputs_count, "urls", urls, "text", n->text, "outputs",
+        json_deep_copy(urls), "cached", 0, "cost", "quoted", n->run_cost, "charged",
+        n->run_cost - n->refunded, "refunded", n->refunded, "error",
+        render_error(n->error_code, n->error_message), "createdAt", n->created_at, "finishedAt",
+        n->finished_at);
+    if (n->text)
+        json_array_append_new(json_object_get(o, "outputs"), json_string(n->text));
+    json_object_set_new(o, "inputs",
+                        json_pack("{s:s?, s:s?}", "prompt", n->prompt, "imageUrl", n->image_url));
+    return o;
+}
+
+/* {runId, status, error, costs: {quoted, charged, refunded}, nodes: [...]},
+ * nodes in the graph's order. */
+static json_t *render_run(const lr_run *r, const lr_run_node_list *nodes)
+{
+    json_t *arr = json_array(), *gn;
+    size_t i;
+    int refunded = 0;
+    json_array_foreach(json_object_get(r->graph, "nodes"), i, gn)
+    {
+        const char *id = json_string_value(json_object_get(gn, "id"));
+        for (size_t k = 0; id && k < nodes->n; k++) {
+            if (nodes->v[k].node_id && !strcmp(nodes->v[k].node_id, id)) {
+                json_array_append_new(arr, render_node(r->graph, &nodes->v[k]));
+                refunded += nodes->v[k].refunded;
+            }
+        }
+    }
+    json_t *err = r->error_code ? json_pack("{s:s?, s:s, s:s?}", "nodeId", r->error_node, "code",
+                                            r->error_code, "message", r->error_message)
+                                : json_null();
+    return json_pack("{s:b, s:s, s:s, s:o, s:{s:i, s:i, s:i}, s:o, s:s?, s:s?}", "success", 1,
+                     "runId", r->id, "status", r->status, "error", err, "costs", "quoted",
+                     r->quoted, "charged", r->quoted - refunded, "refunded", refunded, "nodes", arr,
+                     "createdAt", r->created_at, "finishedAt", r->finished_at);
+}
+
+/* user's run id as the API shows it; NOT_FOUND for a missing or
+ * someone else's. */
+static lr_err load_run(lr_app *app, const char *user, const char *id, json_t **out)
+{
+    *out = NULL;
+    if (!lr_uuid_valid(id, strlen(id)))
+        return LR_ERR_NOT_FOUND;
+    lr_run r;
+    lr_err e = app->db->ops->get_run(app->db, user, id, &r);
+    if (e != LR_OK)
+        return e;
+    lr_run_node_list nodes;
+    e = app->db->ops->list_run_nodes(app->db, r.id, &nodes);
+    if (e == LR_OK)
+        *out = render_run(&r, &nodes);
+    lr_run_node_list_clear(&nodes);
+    lr_run_clear(&r);
+    return e;
+}
+
+static void answer_run(lr_app *app, lr_req *req, const char *user, const char *id, int status,
+                       int balance)
+{
+    json_t *body;
+    lr_err e = load_run(app, user, id, &body);
+    if (e == LR_ERR_NOT_FOUND) {
+        lr_api_error(req, LR_CODE_RUN_NOT_FOUND, NULL, NULL);
+        return;
+    }
+    if (e != LR_OK) {
+        lr_api_db_error(req, e);
+        return;
+    }
+    if (balance >= 0)
+        json_object_set_new(body, "balance", json_integer(balance));
+    char location[96];
+    snprintf(location, sizeof location, "/api/runs/%s", id);
+    lr_req_set_header(req, "Location", location);
+    lr_req_reply_json(req, status, body);
+}
+
+static void answer_refused(lr_req *req, const lr_run_begin_result *r)
+{
+    json_t *extra = NULL;
+    switch (r->code) {
+    case LR_CODE_INVALID_GRAPH: answer_node_errors(req, &r->check); return;
+    case LR_CODE_GRAPH_TOO_LARGE:
+        extra = json_pack("{s:s, s:i}", "field", "graph.nodes", "limit", LR_GRAPH_MAX_NODES);
+        break;
+    case LR_CODE_INSUFFICIENT_CREDITS:
+        extra = json_pack("{s:i, s:i}", "required", r->required, "balance", r->balance);
+        break;
+    case LR_CODE_MAX_CREDITS_EXCEEDED:
+        extra = json_pack("{s:i, s:i}", "required", r->required, "maxCredits", (int)r->max_credits);
+        break;
+    case LR_CODE_IDEMPOTENCY_KEY_REUSED: extra = json_pack("{s:s}", "runId", r->run_id); break;
+    default: break;
+    }
+    if (r->retry_after_s > 0) {
+        char ra[16];
+        snprintf(ra, sizeof ra, "%d", r->retry_after_s);
+        lr_req_set_header(req, "Retry-After", ra);
+    }
+    lr_api_error(req, r->code, r->message, extra);
+}
+
+/* The body's shape (the graph's content is the domain's to judge); false
+ * after a 400. */
+static bool run_body(lr_req *req, json_t *body, json_t **nodes, long *max, const char **quote)
+{
+    *nodes = json_object_get(json_object_get(body, "graph"), "nodes");
+    *max = max_credits_of(json_object_get(body, "maxCredits"));
+    json_t *q = json_object_get(body, "quoteId");
+    *quote = json_string_value(q);
+    const char *field = !json_is_array(*nodes)               ? "graph.nodes"
+                        : *max == -2                         ? "maxCredits"
+                        : q && !json_is_null(q) && !*quote   ? "quoteId"
+                        : json_object_get(body, "targets")   ? "targets"
+                        : json_object_get(body, "fromRunId") ? "fromRunId"
+                                                             : NULL;
+    if (!field)
+        return true;
+    char msg[128];
+    snprintf(msg, sizeof msg, "%s is not valid%s", field,
+             !strcmp(field, "targets") || !strcmp(field, "fromRunId")
+                 ? ": partial re-runs are not supported by this server yet"
+                 : "");
+    lr_api_error(req, LR_CODE_BAD_REQUEST, msg, json_pack("{s:s}", "field", field));
+    return false;
+}
+
+void lr_api_runs_create(lr_app *app, lr_req *req)
+{
+    char user[LR_UUID_LEN + 1], key[204], hash[65];
+    bool has_key = false;
+    if (!lr_api_user(app, req, false, user) || !lr_api_idempotency_key(req, key, &has_key))
+        return;
+    json_t *body = lr_api_json_body(req);
+    json_t *nodes;
+    long max;
+    const char *quote_id;
+    if (!body || !run_body(req, body, &nodes, &max, &quote_id)) {
+        json_decref(body);
+        return;
+    }
+    if (has_key)
+        lr_api_body_sha256(req, hash);
+    lr_graph g;
+    lr_graph_read(nodes, &g);
+    lr_run_begin_req q = {.user_id = user,
+                          .graph = &g,
+                          .graph_json = json_object_get(body, "graph"),
+                          .max_credits = max,
+                          .quote_id = quote_id,
+                          .idempotency_key = has_key ? key : NULL,
+                          .request_hash = has_key ? hash : NULL,
+                          .max_in_flight = app->cfg->user_max_in_flight,
+                          .request_id = lr_req_id(req)};
+    lr_run_begin_result r;
+    lr_run_begin(app->pipeline, &q, &r);
+    if (r.kind == LR_RUN_REFUSED)
+        answer_refused(req, &r);
+    else
+        answer_run(app, req, user, r.run_id, r.kind == LR_RUN_STARTED ? 202 : 200,
+                   r.kind == LR_RUN_STARTED ? r.balance : -1);
+    lr_run_begin_result_clear(&r);
+    lr_graph_release(&g);
+    json_decref(body);
+}
+
+void lr_api_run_get(lr_app *app, lr_req *req, const char *id)
+{
+    char user[LR_UUID_LEN + 1];
+    if (lr_api_user(app, req, false, user))
+        answer_run(app, req, user, id, 200, -1);
+}
+
+void lr_api_run_cancel(lr_app *app, lr_req *req, const char *id)
+{
+    char user[LR_UUID_LEN + 1];
+    if (!lr_api_user(app, req, false, user))
+        return;
+    lr_err e =
+        lr_uuid_valid(id, strlen(id)) ? lr_run_cancel(app->pipeline, user, id) : LR_ERR_NOT_FOUND;
+    if (e == LR_ERR_NOT_FOUND)
+        lr_api_error(req, LR_CODE_RUN_NOT_FOUND, NULL, NULL);
+    else if (e == LR_ERR_CONFLICT)
+        lr_api_error(req, LR_CODE_RUN_FINISHED, "The run has already ended; nothing was canceled",
+                     json_pack("{s:s}", "runId", id));
+    else if (e != LR_OK)
+        lr_api_db_error(req, e);
+    else
+        answer_run(app, req, user, id, 200, -1);
 }

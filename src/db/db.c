@@ -124,8 +124,8 @@ void lr_run_node_list_clear(lr_run_node_list *l)
     for (size_t i = 0; i < l->n; i++) {
         lr_run_node *n = &l->v[i];
         char *strings[] = {n->generation_id, n->node_id,    n->status,     n->stage,
-                           n->text,          n->prompt,     n->error_code, n->error_message,
-                           n->created_at,    n->finished_at};
+                           n->text,          n->prompt,     n->image_url,  n->error_code,
+                           n->error_message, n->created_at, n->finished_at};
         for (size_t j = 0; j < sizeof strings / sizeof *strings; j++)
             free(strings[j]);
         lr_strv_clear(&n->result_urls);

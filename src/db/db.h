@@ -247,7 +247,7 @@ typedef struct {
     int refunded;
     int outputs_count;
     lr_strv result_urls, task_ids;
-    char *text, *prompt, *error_code, *error_message;
+    char *text, *prompt, *image_url, *error_code, *error_message;
     char *created_at, *finished_at;
 } lr_run_node;
 
@@ -328,9 +328,11 @@ typedef struct {
     /* user_id NULL: any user's. NOT_FOUND for a missing or someone else's. */
     lr_err (*get_run)(lr_db *db, const char *user_id, const char *id, lr_run *out);
     lr_err (*list_run_nodes)(lr_db *db, const char *run_id, lr_run_node_list *out);
-    /* A pending node starts: processing, with its resolved prompt.
-     * CONFLICT when it is not pending any more (canceled meanwhile). */
-    lr_err (*start_node)(lr_db *db, const char *generation_id, const char *prompt);
+    /* A pending node starts: processing, with its resolved prompt and
+     * input image URL (NULL: none). CONFLICT when it is not pending any
+     * more (canceled meanwhile). */
+    lr_err (*start_node)(lr_db *db, const char *generation_id, const char *prompt,
+                         const char *image_url);
     /* The run's final status; CONFLICT when it already has one. */
     lr_err (*finish_run)(lr_db *db, const char *id, const char *status, const char *error_node,
                          const char *error_code, const char *error_message);

@@ -171,9 +171,10 @@ static lr_err m_list_run_nodes(lr_db *db, const char *run_id, lr_run_node_list *
 {
     FORWARD(list_run_nodes, db, run_id, out);
 }
-static lr_err m_start_node(lr_db *db, const char *generation_id, const char *prompt)
+static lr_err m_start_node(lr_db *db, const char *generation_id, const char *prompt,
+                           const char *image_url)
 {
-    FORWARD(start_node, db, generation_id, prompt);
+    FORWARD(start_node, db, generation_id, prompt, image_url);
 }
 static lr_err m_finish_run(lr_db *db, const char *id, const char *status, const char *error_node,
                            const char *error_code, const char *error_message)

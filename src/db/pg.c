@@ -936,13 +936,16 @@ static lr_err changing(pg_db *d, const char *sql, int n, const char *const *p)
     return e;
 }
 
-static lr_err pg_start_node(lr_db *db, const char *generation_id, const char *prompt)
+static lr_err pg_start_node(lr_db *db, const char *generation_id, const char *prompt,
+                            const char *image_url)
 {
-    const char *p[] = {generation_id, prompt};
+    const char *p[] = {generation_id, prompt, image_url};
     return changing((pg_db *)db,
-                    "UPDATE public.generations SET status = 'processing', prompt = $2 "
-                    "WHERE id = $1::uuid AND status = 'pending'",
-                    2, p);
+                    "UPDATE public.generations SET status = 'processing', prompt = $2, "
+                    "metadata = CASE WHEN $3::text IS NULL THEN metadata "
+                    "ELSE coalesce(metadata, '{}'::jsonb) || jsonb_build_object('image_url', "
+                    "$3::text) END WHERE id = $1::uuid AND status = 'pending'",
+                    3, p);
 }
 
 static lr_err pg_finish_run(lr_db *db, const char *id, const char *status, const char *error_node,

@@ -173,6 +173,7 @@ void lr_db_add_run_node(const char *const *col, void *out)
         .outputs_count = to_int(col[NC_OUTPUTS_COUNT]),
         .text = lr_xstrdup(col[NC_TEXT]),
         .prompt = lr_xstrdup(col[NC_PROMPT]),
+        .image_url = lr_xstrdup(col[NC_IMAGE_URL]),
         .error_code = lr_xstrdup(col[NC_ERROR_CODE]),
         .error_message = lr_xstrdup(col[NC_ERROR_MESSAGE]),
         .created_at = lr_xstrdup(col[NC_CREATED_AT]),

@@ -82,6 +82,7 @@ enum {
     NC_TASK_IDS,
     NC_TEXT,
     NC_PROMPT,
+    NC_IMAGE_URL,
     NC_ERROR_CODE,
     NC_ERROR_MESSAGE,
     NC_CREATED_AT,
@@ -139,7 +140,8 @@ lr_err lr_db_first_generation(lr_err e, lr_generation_list *l, lr_generation *ou
     "WHERE t.generation_id = g.id AND t.type = 'refund'), g.outputs_count, "                       \
     "coalesce(g.result_urls, '[]'::jsonb), g.provider_task_ids, "                                  \
     "CASE WHEN jsonb_typeof(g.metadata -> 'text') = 'string' THEN g.metadata ->> 'text' END, "     \
-    "g.prompt, g.error_code, g.error_message, lensroom.iso(g.created_at), "                        \
+    "g.prompt, g.metadata ->> 'image_url', g.error_code, g.error_message, "                        \
+    "lensroom.iso(g.created_at), "                                                                 \
     "lensroom.iso(g.finished_at)"
 #define LR_SQLITE_NODE_COLUMNS                                                                     \
     "g.id, g.node_id, g.status, g.stage, g.run_cost, g.credits_used, "                             \
@@ -147,6 +149,7 @@ lr_err lr_db_first_generation(lr_err e, lr_generation_list *l, lr_generation *ou
     "WHERE t.generation_id = g.id AND t.type = 'refund'), g.outputs_count, g.result_urls, "        \
     "g.provider_task_ids, "                                                                        \
     "CASE WHEN json_type(g.metadata, '$.text') = 'text' THEN json_extract(g.metadata, '$.text') "  \
-    "END, g.prompt, g.error_code, g.error_message, g.created_at, g.finished_at"
+    "END, g.prompt, json_extract(g.metadata, '$.image_url'), g.error_code, g.error_message, "      \
+    "g.created_at, g.finished_at"
 
 #endif

@@ -201,7 +201,9 @@ static const char *const sql_text[Q_COUNT] = {
                   "AND (?2 IS NULL OR user_id = ?2)",
     [Q_RUN_NODES] = "SELECT " LR_SQLITE_NODE_COLUMNS " FROM generations g WHERE g.run_id = ?1 "
                     "ORDER BY g.rowid",
-    [Q_START_NODE] = "UPDATE generations SET status = 'processing', prompt = ?2, updated_at = ?3 "
+    [Q_START_NODE] = "UPDATE generations SET status = 'processing', prompt = ?2, updated_at = ?3, "
+                     "metadata = CASE WHEN ?4 IS NULL THEN metadata "
+                     "ELSE json_set(metadata, '$.image_url', ?4) END "
                      "WHERE id = ?1 AND status = 'pending'",
     [Q_FINISH_RUN] = "UPDATE runs SET status = ?2, error_node = ?3, error_code = ?4, "
                      "error_message = ?5, updated_at = ?6, finished_at = ?6, lease_until = NULL "
@@ -1277,13 +1279,14 @@ static lr_err changing_job(conn *c, void *ctx)
     return e == LR_OK && sqlite3_changes(c->h) == 0 ? LR_ERR_CONFLICT : e;
 }
 
-static lr_err sq_start_node(lr_db *db, const char *generation_id, const char *prompt)
+static lr_err sq_start_node(lr_db *db, const char *generation_id, const char *prompt,
+                            const char *image_url)
 {
     char ts[32];
     now_iso(ts);
-    const arg a[] = {A_TEXT(generation_id), A_TEXT(prompt), A_TEXT(ts)};
+    const arg a[] = {A_TEXT(generation_id), A_TEXT(prompt), A_TEXT(ts), A_TEXT(image_url)};
     return write_job_run((sqlite_db *)db, changing_job,
-                         &(changing){.q = Q_START_NODE, .args = a, .n = 3});
+                         &(changing){.q = Q_START_NODE, .args = a, .n = 4});
 }
 
 static lr_err sq_finish_run(lr_db *db, const char *id, const char *status, const char *error_node,

@@ -71,6 +71,8 @@ struct run {
     bool tasks_dirty, stage_job, canceled;
     bool stage_timer_armed; /* stage_timer holds a reference */
     lr_timer_id stage_timer;
+    lr_wait_fn ended; /* a graph run's node: its executor's callback */
+    void *ended_ctx;
     int refs;
     run *next;
 };
@@ -518,6 +520,8 @@ static void settled(void *arg)
         .created_at = r->created_at,
     };
     finish(r, &o);
+    if (r->ended)
+        r->ended(r->ended_ctx, &o);
     results_clear(&st->x);
     free(st);
     run_unref(r);
@@ -814,6 +818,8 @@ static lr_err start_run(lr_pipeline *p, const lr_run_req *req, const lr_strv *ta
     r->input_keys = json_incref(req->input_keys);
     r->outputs = r->remaining = req->outputs_count;
     r->unit = req->unit_price;
+    r->ended = req->ended;
+    r->ended_ctx = req->ended_ctx;
     r->started_ms = lr_monotonic_ms();
     int64_t created_ms = lr_time_parse_iso(req->created_at);
     if (created_ms < 0 || created_ms > lr_now_ms())
@@ -891,6 +897,11 @@ lr_err lr_pipeline_start(lr_pipeline *p, const lr_run_req *req, int64_t timeout_
     return start_run(p, req, NULL, timeout_ms, wait, ctx);
 }
 
+lr_err lr_pipeline_resume(lr_pipeline *p, const lr_run_req *req, const lr_strv *task_ids)
+{
+    return start_run(p, req, task_ids, 0, NULL, NULL);
+}
+
 /* Resumes a generation another (dead) process left with provider tasks. */
 static void resume_row(lr_pipeline *p, const lr_generation *g)
 {
@@ -950,7 +961,8 @@ int lr_pipeline_recover(lr_pipeline *p)
     }
     n += (int)reaped.n;
     lr_reaped_list_clear(&reaped);
-    return n;
+    int runs = lr_graph_runs_recover(p);
+    return runs < 0 ? -1 : n + runs;
 }
 
 static run *find_run(lr_pipeline *p, const char *id)
@@ -1279,6 +1291,7 @@ void lr_pipeline_free(lr_pipeline *p)
     if (!p)
         return;
     stop_maintenance(p);
+    lr_graph_runs_free(p);
     /* Runs abandoned at shutdown (loop and workers already stopped): their
      * rows stay unfinished and the next start refunds them. */
     for (unsigned b = 0; b < BUCKETS; b++) {

@@ -1,0 +1,286 @@
+"""Graph runs executed on the server, through the real binary: POST
+/api/runs charges the whole quote once, runs the nodes as generations in
+dependency order with upstream outputs in their inputs, refunds a failed
+node and everything below it exactly once, and GET /api/runs/{id} shows
+every node with its outputs and costs."""
+import json
+import threading
+import time
+import unittest
+
+from fake_providers import FakeProviders
+from harness import Server, ServerTest, new_user, wait_for
+
+
+def ref(node, i=0):
+    return {"$ref": f"{node}.outputs[{i}]"}
+
+
+def five_nodes(fail_at=None, hold=None, text_prompt="a castle on a hill"):
+    """text -> image -> two edits in parallel -> video (reads the text and
+    the second edit). fail_at: the node whose prompt makes the mock fail."""
+    def prompt(node, p):
+        marks = (" [mock_fail]" if node == fail_at else "") + (" [hold]" if node == hold else "")
+        return p + marks
+    return {"nodes": [
+        {"id": "text", "modelId": "anthropic_text", "inputs": {"prompt": text_prompt}},
+        {"id": "img", "modelId": "seedream_image", "inputs": {"prompt": ref("text")}},
+        {"id": "night", "modelId": "nano_banana_edit",
+         "inputs": {"prompt": prompt("night", "make it night"), "imageUrl": ref("img")}},
+        {"id": "snow", "modelId": "nano_banana_edit",
+         "inputs": {"prompt": prompt("snow", "add snow"), "imageUrl": ref("img")}},
+        {"id": "vid", "modelId": "veo3_video",
+         "inputs": {"prompt": ref("text"), "imageUrl": ref("snow")}},
+    ]}
+
+
+class RunClient:
+    def __init__(self, server, user):
+        self.s = server
+        self.user = user
+        self.h = {"Authorization": f"Bearer {server.token(user)}"}
+
+    def post(self, path, body, headers=None):
+        return self.s.request("POST", path, body=body, headers={**self.h, **(headers or {})})
+
+    def run(self, graph, **extra):
+        headers = extra.pop("headers", None)
+        return self.post("/api/runs", {"graph": graph, **extra}, headers)
+
+    def quote(self, graph):
+        return self.post("/api/quote", {"graph": graph})
+
+    def get(self, run_id):
+        return self.s.get(f"/api/runs/{run_id}", self.h)
+
+    def wait_finished(self, run_id, timeout=90):
+        def done():
+            r = self.get(run_id)
+            return r.json if r.status == 200 and r.json["status"] != "running" else None
+        body = wait_for(done, timeout, 0.2)
+        self.s_assert(body, f"run {run_id} still running: {self.get(run_id).body}")
+        return body
+
+    def s_assert(self, cond, msg):
+        if not cond:
+            raise AssertionError(msg)
+
+
+def ledger_rows(server, user):
+    with server.db() as c:
+        rows = c.execute("SELECT amount, type, generation_id, run_id FROM credit_transactions "
+                         "WHERE user_id = ? ORDER BY created_at", (user,)).fetchall()
+    return [(a, t, str(g) if g else None, str(r) if r else None) for a, t, g, r in rows]
+
+
+def assert_run_money(tc, server, user, run_body):
+    """The run's money as the design says: one charge of the quote, at most
+    one refund per node, equal to what the node did not use; balance equals
+    the ledger; `lensroom audit` clean."""
+    rid = run_body["runId"]
+    rows = ledger_rows(server, user)
+    charges = [r for r in rows if r[3] == rid and r[1] == "generation"]
+    tc.assertEqual(len(charges), 1, rows)
+    tc.assertEqual(-charges[0][0], run_body["costs"]["quoted"])
+    refunded = 0
+    for n in run_body["nodes"]:
+        refunds = [r for r in rows if r[2] == n["generationId"] and r[1] == "refund"]
+        node_charges = [r for r in rows if r[2] == n["generationId"] and r[1] == "generation"]
+        tc.assertEqual(node_charges, [], n["id"])
+        tc.assertLessEqual(len(refunds), 1, n["id"])
+        got = sum(r[0] for r in refunds)
+        tc.assertEqual(got, n["cost"]["refunded"], n["id"])
+        tc.assertEqual(n["cost"]["charged"], n["cost"]["quoted"] - got, n["id"])
+        if n["status"] in ("failed", "canceled"):
+            tc.assertEqual(len(refunds), 1, n["id"])
+            tc.assertEqual(got, n["cost"]["quoted"], n["id"])
+        refunded += got
+    tc.assertEqual(run_body["costs"]["refunded"], refunded)
+    tc.assertEqual(sum(r[0] for r in rows), server.balance(user), rows)
+    audit = server.cli("audit", check=False)
+    tc.assertEqual(audit.returncode, 0, audit.stdout + audit.stderr)
+
+
+def nodes_by_id(body):
+    return {n["id"]: n for n in body["nodes"]}
+
+
+class Runs(ServerTest):
+    server_env = {"LENSROOM_MOCK_LATENCY_MS": "150"}
+
+    def setUp(self):
+        super().setUp()
+        self.user = new_user()
+        self.server.grant(self.user, 500)
+        self.c = RunClient(self.server, self.user)
+
+    def test_five_node_graph_quote_equals_charge_and_outputs_flow(self):
+        graph = five_nodes()
+        q = self.c.quote(graph)
+        self.assertEqual(q.status, 200, q.body)
+        total = q.json["total"]
+        r = self.c.run(graph, quoteId=q.json["quoteId"])
+        self.assertEqual(r.status, 202, r.body)
+        self.assertEqual(r.json["costs"]["quoted"], total)
+        self.assertEqual(r.json["balance"], 500 - total)
+        self.assertEqual(self.server.balance(self.user), 500 - total)
+        self.assertEqual(r.header("location"), f"/api/runs/{r.json['runId']}")
+        body = self.c.wait_finished(r.json["runId"])
+        self.assertEqual(body["status"], "success", body)
+        self.assertIsNone(body["error"])
+        self.assertEqual(body["costs"], {"quoted": total, "charged": total, "refunded": 0})
+        self.assertEqual([n["id"] for n in body["nodes"]], ["text", "img", "night", "snow", "vid"])
+        n = nodes_by_id(body)
+        lines = {l["nodeId"]: l["credits"] for l in q.json["lines"]}
+        for nid, node in n.items():
+            self.assertEqual(node["status"], "success", node)
+            self.assertEqual(node["cost"]["quoted"], lines[nid])
+        # outputs flow into the inputs that name them
+        text = n["text"]["text"]
+        self.assertTrue(text.startswith("Mock answer to: a castle"), text)
+        self.assertEqual(n["img"]["inputs"]["prompt"], text)
+        self.assertEqual(n["vid"]["inputs"]["prompt"], text)
+        self.assertEqual(n["night"]["inputs"]["imageUrl"], n["img"]["urls"][0])
+        self.assertEqual(n["snow"]["inputs"]["imageUrl"], n["img"]["urls"][0])
+        self.assertEqual(n["vid"]["inputs"]["imageUrl"], n["snow"]["urls"][0])
+        for nid in ("img", "night", "snow", "vid"):
+            self.assertEqual(len(n[nid]["urls"]), 1)
+            f = self.server.fetch_url(n[nid]["urls"][0])
+            self.assertEqual(f.status, 200)
+            want = "video/mp4" if nid == "vid" else "image/png"
+            self.assertEqual(f.header("content-type"), want)
+        # each node is a generation of its own, linked to the run
+        g = self.server.get(f"/api/generations/{n['img']['generationId']}", self.c.h)
+        self.assertEqual(g.status, 200)
+        self.assertEqual(g.json["generation"]["resultUrls"], n["img"]["urls"])
+        assert_run_money(self, self.server, self.user, body)
+
+    def test_failure_at_node_three_refunds_it_and_its_descendants_once(self):
+        r = self.c.run(five_nodes(fail_at="snow"))
+        self.assertEqual(r.status, 202, r.body)
+        total = r.json["costs"]["quoted"]
+        body = self.c.wait_finished(r.json["runId"])
+        self.assertEqual(body["status"], "failed", body)
+        self.assertEqual(body["error"]["nodeId"], "snow")
+        self.assertEqual(body["error"]["code"], "provider_failed")
+        n = nodes_by_id(body)
+        for nid in ("text", "img", "night"):  # upstream and beside: kept, charged
+            self.assertEqual(n[nid]["status"], "success", n[nid])
+            self.assertEqual(n[nid]["cost"]["refunded"], 0)
+        self.assertEqual(n["snow"]["status"], "failed")
+        self.assertEqual(n["snow"]["error"]["code"], "provider_failed")
+        self.assertEqual(n["vid"]["status"], "failed")
+        self.assertEqual(n["vid"]["error"]["code"], "upstream_failed")
+        self.assertEqual(n["vid"]["urls"], [])
+        refunded = n["snow"]["cost"]["quoted"] + n["vid"]["cost"]["quoted"]
+        self.assertEqual(body["costs"]["refunded"], refunded)
+        self.assertEqual(self.server.balance(self.user), 500 - total + refunded)
+        assert_run_money(self, self.server, self.user, body)
+
+    def test_bad_graphs_are_refused_and_nothing_is_charged(self):
+        before = ledger_rows(self.server, self.user)
+        cases = [
+            ({"nodes": [
+                {"id": "a", "modelId": "seedream_image", "inputs": {"prompt": "p"}},
+                {"id": "b", "modelId": "anthropic_text", "inputs": {"prompt": ref("a")}}]},
+             422, "invalid_graph", {"b": "type_mismatch"}),
+            ({"nodes": [
+                {"id": "a", "modelId": "anthropic_text", "inputs": {"prompt": ref("b")}},
+                {"id": "b", "modelId": "anthropic_text", "inputs": {"prompt": ref("a")}}]},
+             422, "invalid_graph", {"a": "graph_cycle", "b": "graph_cycle"}),
+            ({"nodes": [
+                {"id": "a", "modelId": "seedream_image", "inputs": {"prompt": ref("ghost")}}]},
+             422, "invalid_graph", {"a": "dangling_reference"}),
+            ({"nodes": [
+                {"id": "a", "modelId": "seedream_image", "inputs": {"prompt": "p"}},
+                {"id": "b", "modelId": "veo3_video", "inputs": {"prompt": "p"},
+                 "params": {"duration": ref("a")}}]},
+             422, "invalid_graph", {"b": "type_mismatch"}),
+        ]
+        for graph, status, code, node_codes in cases:
+            r = self.c.run(graph)
+            self.assertEqual(r.status, status, r.body)
+            self.assertEqual(r.json["code"], code)
+            self.assertIs(r.json["success"], False)
+            self.assertIsInstance(r.json["error"], str)
+            for nid, ncode in node_codes.items():
+                self.assertIn(ncode, [e["code"] for e in r.json["nodeErrors"][nid]], r.json)
+        big = {"nodes": [{"id": f"n{i}", "modelId": "anthropic_text", "inputs": {"prompt": "p"}}
+                         for i in range(200)]}
+        r = self.c.run(big)
+        self.assertEqual(r.status, 413, r.body)
+        self.assertEqual(r.json["code"], "graph_too_large")
+        r = self.c.run(five_nodes(), maxCredits=10)
+        self.assertEqual(r.status, 402, r.body)
+        self.assertEqual(r.json["code"], "max_credits_exceeded")
+        self.assertGreater(r.json["required"], 10)
+        poor = new_user()
+        self.server.grant(poor, 5)
+        r = RunClient(self.server, poor).run(five_nodes())
+        self.assertEqual(r.status, 402, r.body)
+        self.assertEqual(r.json["code"], "insufficient_credits")
+        self.assertEqual(r.json["balance"], 5)
+        self.assertEqual(self.server.balance(poor), 5)
+        self.assertEqual(self.server.balance(self.user), 500)
+        self.assertEqual(ledger_rows(self.server, self.user), before)
+        with self.server.db() as c:
+            self.assertEqual(c.execute("SELECT count(*) FROM runs").fetchone()[0], 0)
+            self.assertEqual(c.execute("SELECT count(*) FROM generations").fetchone()[0], 0)
+
+    def test_idempotency_key_replays_the_run_and_another_body_conflicts(self):
+        graph = {"nodes": [{"id": "a", "modelId": "anthropic_text", "inputs": {"prompt": "hi"}}]}
+        h = {"Idempotency-Key": "run-key-1"}
+        r1 = self.c.run(graph, headers=h)
+        self.assertEqual(r1.status, 202, r1.body)
+        r2 = self.c.run(graph, headers=h)
+        self.assertEqual(r2.status, 200, r2.body)
+        self.assertEqual(r2.json["runId"], r1.json["runId"])
+        r3 = self.c.run({"nodes": [{"id": "a", "modelId": "anthropic_text",
+                                    "inputs": {"prompt": "other"}}]}, headers=h)
+        self.assertEqual(r3.status, 422, r3.body)
+        self.assertEqual(r3.json["code"], "idempotency_key_reused")
+        body = self.c.wait_finished(r1.json["runId"])
+        self.assertEqual(self.server.balance(self.user), 500 - body["costs"]["quoted"])
+        assert_run_money(self, self.server, self.user, body)
+
+    def test_another_users_run_is_not_found(self):
+        r = self.c.run({"nodes": [{"id": "a", "modelId": "anthropic_text",
+                                   "inputs": {"prompt": "hi"}}]})
+        self.assertEqual(r.status, 202, r.body)
+        other = RunClient(self.server, new_user())
+        for resp in (other.get(r.json["runId"]),
+                     other.post(f"/api/runs/{r.json['runId']}/cancel", {}),
+                     other.get("00000000-0000-4000-8000-000000000000"),
+                     other.get("not-a-uuid")):
+            self.assertEqual(resp.status, 404, resp.body)
+            self.assertEqual(resp.json["code"], "run_not_found")
+        self.assertEqual(self.c.s.get(f"/api/runs/{r.json['runId']}").status, 401)
+        self.c.wait_finished(r.json["runId"])
+
+
+class RunCancel(ServerTest):
+    server_env = {"LENSROOM_MOCK_LATENCY_MS": "2000"}
+
+    def test_cancel_refunds_what_has_not_finished(self):
+        user = new_user()
+        self.server.grant(user, 500)
+        c = RunClient(self.server, user)
+        r = c.run(five_nodes())
+        self.assertEqual(r.status, 202, r.body)
+        rid = r.json["runId"]
+        x = c.post(f"/api/runs/{rid}/cancel", {})
+        self.assertEqual(x.status, 200, x.body)
+        body = c.wait_finished(rid)
+        self.assertEqual(body["status"], "canceled", body)
+        for n in body["nodes"]:
+            self.assertEqual(n["status"], "canceled", n)
+        self.assertEqual(body["costs"]["refunded"], body["costs"]["quoted"])
+        self.assertEqual(self.server.balance(user), 500)
+        again = c.post(f"/api/runs/{rid}/cancel", {})
+        self.assertEqual(again.status, 409, again.body)
+        self.assertEqual(again.json["code"], "run_finished")
+        assert_run_money(self, self.server, user, body)
+
+
+if __name__ == "__main__":
+    unittest.main()
