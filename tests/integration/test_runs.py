@@ -8,7 +8,7 @@ import threading
 import time
 import unittest
 
-from fake_providers import FakeProviders
+from fake_providers import FakeProviders, real_mp4
 from harness import Server, ServerTest, new_user, wait_for
 
 
@@ -280,6 +280,116 @@ class RunCancel(ServerTest):
         self.assertEqual(again.status, 409, again.body)
         self.assertEqual(again.json["code"], "run_finished")
         assert_run_money(self, self.server, user, body)
+
+
+class KieRuns(unittest.TestCase):
+    """The same graph on the real providers' code, against loopback fakes of
+    Kie.ai and Anthropic that record what each create received."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.mp4 = real_mp4()
+
+    def setUp(self):
+        self.fake = FakeProviders(mp4=self.mp4)
+        self.addCleanup(self.fake.close)
+        self.fake.released.clear()
+
+    def server(self, **extra):
+        env = self.fake.env()
+        env.update({"LENSROOM_LEASE_S": "2", **extra})
+        s = Server(env)
+        self.addCleanup(s.cleanup)
+        s.start()
+        user = new_user()
+        s.grant(user, 500)
+        return s, user, RunClient(s, user)
+
+    def creates(self):
+        """Kie creates by prompt: (model, prompt, image urls)."""
+        out = []
+        for r in self.fake.requests_to("/api/v1/"):
+            b = r["body"] if isinstance(r["body"], dict) else {}
+            if r["method"] != "POST" or ("generate" not in r["path"] and "createTask" not in r["path"]):
+                continue
+            inp = b.get("input") or b
+            out.append((b.get("model"), inp.get("prompt"),
+                        inp.get("image_urls") or inp.get("imageUrls") or []))
+        return out
+
+    def test_five_nodes_on_kie_outputs_reach_the_right_creates(self):
+        self.fake.release()
+        s, user, c = self.server()
+        q = c.quote(five_nodes())
+        r = c.run(five_nodes(), quoteId=q.json["quoteId"])
+        self.assertEqual(r.status, 202, r.body)
+        body = c.wait_finished(r.json["runId"])
+        self.assertEqual(body["status"], "success", body)
+        self.assertEqual(body["costs"]["charged"], q.json["total"])
+        n = nodes_by_id(body)
+        text = n["text"]["text"]
+        self.assertEqual(text, "Echo: a castle on a hill")
+        creates = self.creates()
+        self.assertEqual(len(creates), 4, creates)
+        by_prompt = {(p, tuple(u)) for _, p, u in creates}
+        img_url, snow_url = n["img"]["urls"][0], n["snow"]["urls"][0]
+        self.assertIn((text, ()), by_prompt)  # the image, from the text
+        self.assertIn(("make it night", (img_url,)), by_prompt)
+        self.assertIn(("add snow", (img_url,)), by_prompt)
+        self.assertIn((text, (snow_url,)), by_prompt)  # the video
+        self.assertEqual(s.fetch_url(img_url).body, self.fake.png)
+        assert_run_money(self, s, user, body)
+
+    def test_failure_at_kie_refunds_the_node_and_below_once(self):
+        self.fake.release()
+        s, user, c = self.server()
+        graph = five_nodes()
+        graph["nodes"][3]["inputs"]["prompt"] = "add snow [create_500]"
+        r = c.run(graph)
+        self.assertEqual(r.status, 202, r.body)
+        body = c.wait_finished(r.json["runId"])
+        self.assertEqual(body["status"], "failed", body)
+        self.assertEqual(body["error"]["nodeId"], "snow")
+        n = nodes_by_id(body)
+        self.assertEqual([n[x]["status"] for x in ("text", "img", "night", "snow", "vid")],
+                         ["success", "success", "success", "failed", "failed"])
+        self.assertEqual(n["vid"]["error"]["code"], "upstream_failed")
+        self.assertEqual(len([1 for _, p, _ in self.creates() if p == n["text"]["text"]]), 1)
+        assert_run_money(self, s, user, body)
+
+    def test_sigkill_mid_run_then_restart_completes_each_node_charged_and_sent_once(self):
+        s, user, c = self.server()
+        r = c.run(five_nodes(text_prompt="a castle [hold]"))
+        self.assertEqual(r.status, 202, r.body)
+        rid = r.json["runId"]
+        total = r.json["costs"]["quoted"]
+
+        def img_at_provider():
+            n = nodes_by_id(c.get(rid).json)["img"]
+            return n["status"] == "processing" and n["generationId"] and self.task_recorded(
+                s, n["generationId"])
+
+        self.assertTrue(wait_for(img_at_provider, 60), c.get(rid).body)
+        s.kill()
+        self.assertEqual(s.balance(user), 500 - total)
+        self.fake.release()
+        s.start()
+        body = c.wait_finished(rid, 120)
+        self.assertEqual(body["status"], "success", body)
+        self.assertIn("resuming a run's node left by a stopped process", s.read_log())
+        self.assertEqual(s.balance(user), 500 - total)
+        prompts = [p for _, p, _ in self.creates()]
+        text = nodes_by_id(body)["text"]["text"]
+        self.assertEqual(prompts.count(text), 2, prompts)  # the image and the video, once each
+        self.assertEqual(len(prompts), 4, prompts)
+        assert_run_money(self, s, user, body)
+
+    @staticmethod
+    def task_recorded(s, gid):
+        with s.db() as c:
+            (t,) = c.execute("SELECT provider_task_ids FROM generations WHERE id = ?",
+                             (gid,)).fetchone()
+        return t not in ("[]", [], None)
 
 
 if __name__ == "__main__":
