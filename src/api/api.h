@@ -61,6 +61,7 @@ void lr_api_quote(lr_app *app, lr_req *req);
 void lr_api_runs_create(lr_app *app, lr_req *req);
 void lr_api_run_get(lr_app *app, lr_req *req, const char *id);
 void lr_api_run_cancel(lr_app *app, lr_req *req, const char *id);
+void lr_api_run_events(lr_app *app, lr_req *req, const char *id);
 void lr_api_models(lr_app *app, lr_req *req);
 void lr_api_generations_list(lr_app *app, lr_req *req);
 void lr_api_generation_get(lr_app *app, lr_req *req, const char *id);

@@ -27,6 +27,7 @@ static const route routes[] = {
     {"POST", EXACT, "/api/quote", NULL, lr_api_quote, NULL},
     {"POST", EXACT, "/api/runs", NULL, lr_api_runs_create, NULL},
     {"POST", ID_SUFFIX, "/api/runs/", "/cancel", NULL, lr_api_run_cancel},
+    {"GET", ID_SUFFIX, "/api/runs/", "/events", NULL, lr_api_run_events},
     {"GET", ID_SUFFIX, "/api/runs/", "", NULL, lr_api_run_get},
     {"GET", EXACT, "/api/generations", NULL, lr_api_generations_list, NULL},
     {"POST", ID_SUFFIX, "/api/generations/", "/cancel", NULL, lr_api_generation_cancel},

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "api/api.h"
+#include "api/events.h"
 #include "api/render.h"
 #include "core/util.h"
 #include "pipeline/generation.h"
@@ -154,72 +155,6 @@ void lr_api_quote(lr_app *app, lr_req *req)
 
 /* ---- runs ---- */
 
-static json_t *render_error(const char *code, const char *message)
-{
-    return code ? json_pack("{s:s, s:s?}", "code", code, "message", message) : json_null();
-}
-
-/* The graph node with id node_id of graph (nodes as sent), or NULL. */
-static json_t *graph_node(json_t *graph, const char *node_id)
-{
-    json_t *nodes = json_object_get(graph, "nodes"), *n;
-    size_t i;
-    json_array_foreach(nodes, i, n)
-    {
-        const char *id = json_string_value(json_object_get(n, "id"));
-        if (id && node_id && !strcmp(id, node_id))
-            return n;
-    }
-    return NULL;
-}
-
-static json_t *render_node(json_t *graph, const lr_run_node *n)
-{
-    json_t *g = graph_node(graph, n->node_id);
-    json_t *urls = lr_render_strv(&n->result_urls);
-    json_t *o = json_pack(
-        "{s:s, s:s, s:s?, s:s, s:s?, s:i, s:o, s:s?, s:o, s:b, s:{s:i, s:i, s:i}, s:o, s:s?, "
-        "s:s?}",
-        "id", n->node_id, "generationId", n->generation_id, "modelId",
-        json_string_value(json_object_get(g, "modelId")), "status", n->status, "stage", n->stage,
-        "outputsCount", n->outputs_count, "urls", urls, "text", n->text, "outputs",
-        json_deep_copy(urls), "cached", 0, "cost", "quoted", n->run_cost, "charged",
-        n->run_cost - n->refunded, "refunded", n->refunded, "error",
-        render_error(n->error_code, n->error_message), "createdAt", n->created_at, "finishedAt",
-        n->finished_at);
-    if (n->text)
-        json_array_append_new(json_object_get(o, "outputs"), json_string(n->text));
-    json_object_set_new(o, "inputs",
-                        json_pack("{s:s?, s:s?}", "prompt", n->prompt, "imageUrl", n->image_url));
-    return o;
-}
-
-/* {runId, status, error, costs: {quoted, charged, refunded}, nodes: [...]},
- * nodes in the graph's order. */
-static json_t *render_run(const lr_run *r, const lr_run_node_list *nodes)
-{
-    json_t *arr = json_array(), *gn;
-    size_t i;
-    int refunded = 0;
-    json_array_foreach(json_object_get(r->graph, "nodes"), i, gn)
-    {
-        const char *id = json_string_value(json_object_get(gn, "id"));
-        for (size_t k = 0; id && k < nodes->n; k++) {
-            if (nodes->v[k].node_id && !strcmp(nodes->v[k].node_id, id)) {
-                json_array_append_new(arr, render_node(r->graph, &nodes->v[k]));
-                refunded += nodes->v[k].refunded;
-            }
-        }
-    }
-    json_t *err = r->error_code ? json_pack("{s:s?, s:s, s:s?}", "nodeId", r->error_node, "code",
-                                            r->error_code, "message", r->error_message)
-                                : json_null();
-    return json_pack("{s:b, s:s, s:s, s:o, s:{s:i, s:i, s:i}, s:o, s:s?, s:s?}", "success", 1,
-                     "runId", r->id, "status", r->status, "error", err, "costs", "quoted",
-                     r->quoted, "charged", r->quoted - refunded, "refunded", refunded, "nodes", arr,
-                     "createdAt", r->created_at, "finishedAt", r->finished_at);
-}
-
 /* user's run id as the API shows it; NOT_FOUND for a missing or
  * someone else's. */
 static lr_err load_run(lr_app *app, const char *user, const char *id, json_t **out)
@@ -234,7 +169,7 @@ static lr_err load_run(lr_app *app, const char *user, const char *id, json_t **o
     lr_run_node_list nodes;
     e = app->db->ops->list_run_nodes(app->db, r.id, &nodes);
     if (e == LR_OK)
-        *out = render_run(&r, &nodes);
+        *out = lr_render_run(&r, &nodes);
     lr_run_node_list_clear(&nodes);
     lr_run_clear(&r);
     return e;
@@ -373,4 +308,58 @@ void lr_api_run_cancel(lr_app *app, lr_req *req, const char *id)
         lr_api_db_error(req, e);
     else
         answer_run(app, req, user, id, 200, -1);
+}
+
+/* The nodes' indexes in graph order, each after the nodes it reads (the
+ * graph as the run keeps it; in graph order when it no longer checks). */
+static size_t *event_order(lr_app *app, json_t *graph, size_t n)
+{
+    size_t *order = lr_xcalloc(n ? n : 1, sizeof *order);
+    lr_graph g;
+    lr_graph_read(json_object_get(graph, "nodes"), &g);
+    lr_graph_check_result c;
+    lr_graph_check(app->pipeline, &g, &c);
+    bool ok = c.n == n && c.n_errors == 0;
+    for (size_t i = 0; i < n; i++)
+        order[i] = ok ? c.order[i] : i;
+    lr_graph_check_clear(&c);
+    lr_graph_release(&g);
+    return order;
+}
+
+/* Server-Sent Events for one of the caller's runs: every node's progress
+ * in an order where a node's events follow those of the nodes it reads. */
+void lr_api_run_events(lr_app *app, lr_req *req, const char *id)
+{
+    char user[LR_UUID_LEN + 1];
+    if (!lr_api_user(app, req, false, user))
+        return;
+    lr_run r = {0};
+    lr_run_node_list nodes = {0};
+    lr_err e = lr_uuid_valid(id, strlen(id)) ? app->db->ops->get_run(app->db, user, id, &r)
+                                             : LR_ERR_NOT_FOUND;
+    if (e == LR_OK)
+        e = app->db->ops->list_run_nodes(app->db, id, &nodes);
+    const char *last = lr_req_header(req, "Last-Event-ID");
+    if (!last)
+        last = lr_req_query(req, "lastEventId");
+    int *levels = lr_xcalloc(nodes.n ? nodes.n : 1, sizeof *levels);
+    bool ended = false;
+    if (e == LR_ERR_NOT_FOUND) {
+        lr_api_error(req, LR_CODE_RUN_NOT_FOUND, NULL, NULL);
+    } else if (e != LR_OK) {
+        lr_api_db_error(req, e);
+    } else if (last && !lr_events_run_cursor(last, nodes.n, levels, &ended)) {
+        lr_api_error(req, LR_CODE_INVALID_LAST_EVENT_ID,
+                     "Last-Event-ID must be an event id from this run's stream", NULL);
+    } else if (ended) {
+        lr_req_reply_empty(req, 204); /* the client has seen the end: EventSource stops */
+    } else {
+        size_t *order = event_order(app, r.graph, nodes.n);
+        lr_events_open_run(app->events, req, user, &r, &nodes, order, last ? levels : NULL);
+        free(order);
+    }
+    free(levels);
+    lr_run_node_list_clear(&nodes);
+    lr_run_clear(&r);
 }

@@ -3,6 +3,7 @@
 dependency order with upstream outputs in their inputs, refunds a failed
 node and everything below it exactly once, and GET /api/runs/{id} shows
 every node with its outputs and costs."""
+import http.client
 import json
 import threading
 import time
@@ -99,6 +100,54 @@ def assert_run_money(tc, server, user, run_body):
     tc.assertEqual(sum(r[0] for r in rows), server.balance(user), rows)
     audit = server.cli("audit", check=False)
     tc.assertEqual(audit.returncode, 0, audit.stdout + audit.stderr)
+
+
+def parse_sse(text):
+    """[(id, event, data-json)] of an SSE body."""
+    events = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        ev = {}
+        for line in block.split("\n"):
+            if ": " in line and not line.startswith(":"):
+                k, v = line.split(": ", 1)
+                ev[k] = v
+        if "event" in ev:
+            events.append((ev["id"], ev["event"], json.loads(ev["data"])))
+    return events
+
+
+def read_stream(server, run_id, headers, timeout=90):
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=timeout)
+    conn.request("GET", f"/api/runs/{run_id}/events", headers=headers)
+    r = conn.getresponse()
+    status, ctype = r.status, r.getheader("Content-Type")
+    body = r.read().decode()
+    conn.close()
+    return status, ctype, parse_sse(body)
+
+
+def assert_valid_order(tc, events, graph):
+    """Each node: queued, then started, progress, then one final event; a
+    node starts only after the nodes it reads succeeded; run.finished last."""
+    reads = {n["id"]: [v["$ref"].split(".")[0] for v in n["inputs"].values()
+                       if isinstance(v, dict)] for n in graph["nodes"]}
+    seen = {}
+    rank = {"node.queued": 0, "node.started": 1, "node.progress": 2,
+            "node.succeeded": 3, "node.failed": 3}
+    for k, (_, name, data) in enumerate(events):
+        if name == "run.finished":
+            tc.assertEqual(k, len(events) - 1, events)
+            continue
+        nid = data["nodeId"] if "nodeId" in data else data["id"]
+        tc.assertGreaterEqual(rank[name], seen.get(nid, -1), (nid, name))
+        tc.assertFalse(seen.get(nid) == 3, (nid, name, "after its end"))
+        seen[nid] = rank[name]
+        if name == "node.started":
+            for src in reads[nid]:
+                tc.assertEqual(seen.get(src), 3, (nid, "started before", src))
+    tc.assertEqual(events[-1][1], "run.finished")
+    tc.assertEqual(set(seen), set(reads))
+    tc.assertTrue(all(v == 3 for v in seen.values()), seen)
 
 
 def nodes_by_id(body):
@@ -243,12 +292,40 @@ class Runs(ServerTest):
         self.assertEqual(self.server.balance(self.user), 500 - body["costs"]["quoted"])
         assert_run_money(self, self.server, self.user, body)
 
+    def test_events_show_every_node_in_a_valid_order_and_resume(self):
+        graph = five_nodes()
+        r = self.c.run(graph)
+        self.assertEqual(r.status, 202, r.body)
+        rid = r.json["runId"]
+        status, ctype, events = read_stream(self.server, rid, self.c.h)
+        self.assertEqual(status, 200)
+        self.assertTrue(ctype.startswith("text/event-stream"), ctype)
+        assert_valid_order(self, events, graph)
+        finals = [(e[1], e[2]["id"]) for e in events if e[1] in ("node.succeeded", "node.failed")]
+        self.assertEqual(sorted(finals), sorted(("node.succeeded", n["id"])
+                                                for n in graph["nodes"]))
+        done = events[-1][2]
+        self.assertEqual(done["status"], "success")
+        self.assertEqual(done["runId"], rid)
+        # resume after the first node's end: only what came after it
+        cut = next(k for k, e in enumerate(events) if e[1] == "node.succeeded")
+        _, _, rest = read_stream(self.server, rid, {**self.c.h, "Last-Event-ID": events[cut][0]})
+        self.assertEqual([e for e in rest if e[2].get("id") == events[cut][2]["id"]], [])
+        self.assertEqual(rest[-1][1], "run.finished")
+        self.assertEqual(len([e for e in rest if e[1] == "node.succeeded"]), 4)
+        # after the end: 204, EventSource stops
+        st, _, _ = read_stream(self.server, rid, {**self.c.h, "Last-Event-ID": events[-1][0]})
+        self.assertEqual(st, 204)
+        st, _, _ = read_stream(self.server, rid, {**self.c.h, "Last-Event-ID": "r12"})
+        self.assertEqual(st, 400)
+
     def test_another_users_run_is_not_found(self):
         r = self.c.run({"nodes": [{"id": "a", "modelId": "anthropic_text",
                                    "inputs": {"prompt": "hi"}}]})
         self.assertEqual(r.status, 202, r.body)
         other = RunClient(self.server, new_user())
         for resp in (other.get(r.json["runId"]),
+                     other.s.get(f"/api/runs/{r.json['runId']}/events", other.h),
                      other.post(f"/api/runs/{r.json['runId']}/cancel", {}),
                      other.get("00000000-0000-4000-8000-000000000000"),
                      other.get("not-a-uuid")):
