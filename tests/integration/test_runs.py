@@ -9,8 +9,23 @@ import threading
 import time
 import unittest
 
+import os
+
+import yaml
+from jsonschema import Draft202012Validator
+
 from fake_providers import FakeProviders, real_mp4
 from harness import Server, ServerTest, new_user, wait_for
+
+
+with open(os.path.join(os.path.dirname(__file__), "../../docs/openapi.yaml")) as f:
+    SPEC = yaml.safe_load(f)
+
+
+def assert_schema(tc, name, body):
+    v = Draft202012Validator({"$ref": f"#/components/schemas/{name}",
+                              "components": SPEC["components"]})
+    tc.assertEqual(sorted(v.iter_errors(body), key=str), [], f"{name}: {body}")
 
 
 def ref(node, i=0):
@@ -174,7 +189,9 @@ class Runs(ServerTest):
         self.assertEqual(r.json["balance"], 500 - total)
         self.assertEqual(self.server.balance(self.user), 500 - total)
         self.assertEqual(r.header("location"), f"/api/runs/{r.json['runId']}")
+        assert_schema(self, "Run", r.json)
         body = self.c.wait_finished(r.json["runId"])
+        assert_schema(self, "Run", body)
         self.assertEqual(body["status"], "success", body)
         self.assertIsNone(body["error"])
         self.assertEqual(body["costs"], {"quoted": total, "charged": total, "refunded": 0})
@@ -210,6 +227,7 @@ class Runs(ServerTest):
         total = r.json["costs"]["quoted"]
         body = self.c.wait_finished(r.json["runId"])
         self.assertEqual(body["status"], "failed", body)
+        assert_schema(self, "Run", body)
         self.assertEqual(body["error"]["nodeId"], "snow")
         self.assertEqual(body["error"]["code"], "provider_failed")
         n = nodes_by_id(body)
@@ -301,6 +319,8 @@ class Runs(ServerTest):
         self.assertEqual(status, 200)
         self.assertTrue(ctype.startswith("text/event-stream"), ctype)
         assert_valid_order(self, events, graph)
+        for _, name, data in events:
+            assert_schema(self, "Run" if name == "run.finished" else "RunNode", data)
         finals = [(e[1], e[2]["id"]) for e in events if e[1] in ("node.succeeded", "node.failed")]
         self.assertEqual(sorted(finals), sorted(("node.succeeded", n["id"])
                                                 for n in graph["nodes"]))
