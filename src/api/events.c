@@ -294,7 +294,8 @@ static json_t *node_event(const lr_run *r, const lr_run_node *n)
 }
 
 /* Brings one node of w up to its row: the events it has not sent, in
- * order (started only for a node that ran). */
+ * order (started only for a node that ran; a node from the cache is
+ * queued, then cached). */
 static void node_up(watcher *w, size_t i, const lr_run *r, const lr_run_node *n)
 {
     int *level = &w->run->levels[i], target = node_level(n);
@@ -305,6 +306,11 @@ static void node_up(watcher *w, size_t i, const lr_run *r, const lr_run_node *n)
     if (*level < 1) {
         *level = 1;
         write_run_event(w, "node.queued", node_event(r, n), false);
+    }
+    if (n->cached_from) { /* its outputs are an earlier node's: it never runs */
+        *level = 6;
+        write_run_event(w, "node.cached", node_event(r, n), false);
+        return;
     }
     if (*level < 2 && target >= 2 && ran && strcmp(n->status, "canceled") != 0) {
         *level = 2;
@@ -484,26 +490,34 @@ void lr_events_open_run(lr_events *h, lr_req *req, const char *user, const lr_ru
         lr_api_error(req, LR_CODE_INTERNAL_ERROR, NULL, NULL);
         return;
     }
-    size_t n = nodes->n;
+    size_t n = nodes->n, gn = json_array_size(json_object_get(run->graph, "nodes")), k = 0;
     run_watch *rw = lr_xcalloc(1, sizeof *rw);
     *rw = (run_watch){.n = n,
-                      .node_ids = lr_xcalloc(n, sizeof *rw->node_ids),
-                      .gen_ids = lr_xcalloc(n, sizeof *rw->gen_ids),
-                      .order = lr_xcalloc(n, sizeof *rw->order),
-                      .levels = lr_xcalloc(n, sizeof *rw->levels)};
-    json_t *gn;
-    size_t i;
-    json_array_foreach(json_object_get(run->graph, "nodes"), i, gn)
-    {
-        const char *id = json_string_value(json_object_get(gn, "id"));
-        for (size_t j = 0; id && i < n && j < n; j++) {
+                      .node_ids = lr_xcalloc(n ? n : 1, sizeof *rw->node_ids),
+                      .gen_ids = lr_xcalloc(n ? n : 1, sizeof *rw->gen_ids),
+                      .order = lr_xcalloc(n ? n : 1, sizeof *rw->order),
+                      .levels = lr_xcalloc(n ? n : 1, sizeof *rw->levels)};
+    /* the run's nodes (a run with targets has fewer than its graph), in
+     * graph order; slot: each graph node's place among them, or -1 */
+    long *slot = lr_xcalloc(gn ? gn : 1, sizeof *slot);
+    for (size_t i = 0; i < gn; i++) {
+        json_t *g = json_array_get(json_object_get(run->graph, "nodes"), i);
+        const char *id = json_string_value(json_object_get(g, "id"));
+        slot[i] = -1;
+        for (size_t j = 0; id && k < n && j < n; j++) {
             if (nodes->v[j].node_id && !strcmp(nodes->v[j].node_id, id)) {
-                snprintf(rw->node_ids[i], sizeof rw->node_ids[i], "%s", id);
-                snprintf(rw->gen_ids[i], sizeof rw->gen_ids[i], "%s", nodes->v[j].generation_id);
+                snprintf(rw->node_ids[k], sizeof rw->node_ids[k], "%s", id);
+                snprintf(rw->gen_ids[k], sizeof rw->gen_ids[k], "%s", nodes->v[j].generation_id);
+                slot[i] = (long)k++;
+                break;
             }
         }
     }
-    memcpy(rw->order, order, n * sizeof *order);
+    for (size_t i = 0, o = 0; i < gn; i++) {
+        if (order[i] < gn && slot[order[i]] >= 0 && o < n)
+            rw->order[o++] = (size_t)slot[order[i]];
+    }
+    free(slot);
     if (levels)
         memcpy(rw->levels, levels, n * sizeof *levels);
     watcher *w = lr_xcalloc(1, sizeof *w);

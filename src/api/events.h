@@ -28,10 +28,12 @@ void lr_events_observe(void *hub, const char *generation_id, lr_gen_status statu
 void lr_events_open(lr_events *h, lr_req *req, const char *user, const lr_generation *g,
                     int last_event_id);
 /* Opens a stream on req for user's run (its row and nodes as read now;
- * order: the graph's node indexes, each after the nodes it reads).
+ * order: the indexes of all the graph's nodes, each after the nodes it
+ * reads; a run with targets streams only the nodes it has).
  * levels (NULL: nothing seen) is what a reconnecting client saw, from
  * lr_events_run_cursor. Events: node.queued, node.started, node.progress
- * (with the stage), node.succeeded | node.failed, each with the node's
+ * (with the stage), node.succeeded | node.failed (node.cached for a node
+ * reused from the cache), each with the node's
  * state, then run.finished with the run; the stream ends after it. Event
  * ids are cursors: "r" and each node's level (a digit: 1 queued, 2
  * started, 3-5 a stage, 6 final) in graph order, "f" added at the end. */

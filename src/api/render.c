@@ -110,8 +110,8 @@ json_t *lr_render_run_node(json_t *graph, const lr_run_node *n)
         "id", n->node_id, "generationId", n->generation_id, "modelId",
         json_string_value(json_object_get(g, "modelId")), "status", n->status, "stage", n->stage,
         "outputsCount", n->outputs_count, "urls", urls, "text", n->text, "outputs",
-        json_deep_copy(urls), "cached", 0, "cost", "quoted", n->run_cost, "charged",
-        n->run_cost - n->refunded, "refunded", n->refunded, "error",
+        json_deep_copy(urls), "cached", n->cached_from != NULL, "cost", "quoted", n->run_cost,
+        "charged", n->run_cost - n->refunded, "refunded", n->refunded, "error",
         render_error(n->error_code, n->error_message), "createdAt", n->created_at, "finishedAt",
         n->finished_at);
     if (n->text)

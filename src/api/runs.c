@@ -30,8 +30,10 @@ static json_t *render_line(const lr_price_line *l)
     return o;
 }
 
+/* Saves and answers the quote of lines (cached: per line, reused from
+ * the cache, or NULL). */
 static void answer_quote(lr_app *app, lr_req *req, const char *user, const lr_price_line *lines,
-                         size_t n)
+                         const bool *cached, size_t n)
 {
     char id[LR_UUID_LEN + 1], expires[32];
     int total = 0;
@@ -41,8 +43,12 @@ static void answer_quote(lr_app *app, lr_req *req, const char *user, const lr_pr
         return;
     }
     json_t *arr = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(arr, render_line(&lines[i]));
+    for (size_t i = 0; i < n; i++) {
+        json_t *line = render_line(&lines[i]);
+        if (cached && cached[i])
+            json_object_set_new(line, "cached", json_true());
+        json_array_append_new(arr, line);
+    }
     lr_req_reply_json(req, 200,
                       json_pack("{s:b, s:s, s:i, s:s, s:o}", "success", 1, "quoteId", id, "total",
                                 total, "expiresAt", expires, "lines", arr));
@@ -89,44 +95,94 @@ static long max_credits_of(json_t *v)
     return json_is_integer(v) && json_integer_value(v) >= 0 ? (long)json_integer_value(v) : -2;
 }
 
-/* The graph of body (nodes array) checked and priced, then quoted. */
-static void quote_graph(lr_app *app, lr_req *req, const char *user, json_t *body)
+static void answer_refused(lr_req *req, const lr_run_begin_result *r);
+
+/* What a graph request (quote or run) carries besides the graph. Strings
+ * are borrowed from the body; targets is allocated (free it). */
+typedef struct {
+    json_t *nodes;
+    long max;
+    const char *quote_id, *from_run;
+    const char **targets;
+    size_t n_targets;
+} graph_body;
+
+/* targets: absent, or an array of 1..LR_GRAPH_MAX_NODES node ids. */
+static bool read_targets(json_t *v, graph_body *b)
 {
-    json_t *nodes = json_object_get(json_object_get(body, "graph"), "nodes");
-    long max = max_credits_of(json_object_get(body, "maxCredits"));
-    if (!json_is_array(nodes) || max == -2) {
-        lr_api_error(req, LR_CODE_BAD_REQUEST,
-                     max == -2 ? "maxCredits must be a whole number of credits"
-                               : "graph.nodes must be an array of nodes",
-                     json_pack("{s:s}", "field", max == -2 ? "maxCredits" : "graph.nodes"));
-        return;
+    if (!v || json_is_null(v))
+        return true;
+    size_t n = json_array_size(v);
+    if (!json_is_array(v) || n == 0 || n > LR_GRAPH_MAX_NODES)
+        return false;
+    b->targets = lr_xcalloc(n, sizeof *b->targets);
+    for (size_t i = 0; i < n; i++) {
+        b->targets[i] = json_string_value(json_array_get(v, i));
+        if (!b->targets[i])
+            return false;
     }
-    size_t n = json_array_size(nodes);
-    if (n == 0 || n > LR_GRAPH_MAX_NODES) {
+    b->n_targets = n;
+    return true;
+}
+
+/* body's graph and options; false after a 400 or 413. */
+static bool read_graph_body(lr_req *req, json_t *body, graph_body *b)
+{
+    *b = (graph_body){.nodes = json_object_get(json_object_get(body, "graph"), "nodes"),
+                      .max = max_credits_of(json_object_get(body, "maxCredits"))};
+    json_t *q = json_object_get(body, "quoteId"), *from = json_object_get(body, "fromRunId");
+    b->quote_id = json_string_value(q);
+    b->from_run = json_string_value(from);
+    const char *field = !json_is_array(b->nodes)                             ? "graph.nodes"
+                        : b->max == -2                                       ? "maxCredits"
+                        : q && !json_is_null(q) && !b->quote_id              ? "quoteId"
+                        : from && !json_is_null(from) && !b->from_run        ? "fromRunId"
+                        : !read_targets(json_object_get(body, "targets"), b) ? "targets"
+                                                                             : NULL;
+    size_t n = json_array_size(b->nodes);
+    if (!field && n >= 1 && n <= LR_GRAPH_MAX_NODES)
+        return true;
+    if (field) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "%s is not valid%s", field,
+                 !strcmp(field, "targets") ? ": an array of 1 to 50 node ids" : "");
+        lr_api_error(req, LR_CODE_BAD_REQUEST, msg, json_pack("{s:s}", "field", field));
+    } else {
         char msg[96];
         snprintf(msg, sizeof msg, "A graph has 1 to %d nodes", LR_GRAPH_MAX_NODES);
         lr_api_error(req, n ? LR_CODE_GRAPH_TOO_LARGE : LR_CODE_BAD_REQUEST, msg,
                      json_pack("{s:s, s:i}", "field", "graph.nodes", "limit", LR_GRAPH_MAX_NODES));
+    }
+    free(b->targets);
+    b->targets = NULL;
+    return false;
+}
+
+/* The graph of body checked, planned (targets, the cache) and priced,
+ * then quoted: a node from the cache costs nothing. */
+static void quote_graph(lr_app *app, lr_req *req, const char *user, json_t *body)
+{
+    graph_body b;
+    if (!read_graph_body(req, body, &b))
         return;
-    }
     lr_graph g;
-    lr_graph_read(nodes, &g);
-    lr_graph_check_result r;
-    lr_graph_check(app->pipeline, &g, &r);
-    if (r.n_errors) {
-        answer_node_errors(req, &r);
-    } else if (max >= 0 && r.total > max) {
-        lr_api_error(req, LR_CODE_MAX_CREDITS_EXCEEDED, NULL,
-                     json_pack("{s:i, s:i}", "required", r.total, "maxCredits", (int)max));
-    } else {
-        lr_price_line *ordered = lr_xcalloc(n, sizeof *ordered);
-        for (size_t i = 0; i < n; i++)
-            ordered[i] = r.lines[r.order[i]];
-        answer_quote(app, req, user, ordered, n);
-        free(ordered);
-    }
-    lr_graph_check_clear(&r);
+    lr_graph_read(b.nodes, &g);
+    lr_run_begin_req q = {.user_id = user,
+                          .graph = &g,
+                          .targets = b.targets,
+                          .n_targets = b.n_targets,
+                          .from_run = b.from_run,
+                          .max_credits = b.max,
+                          .request_id = lr_req_id(req)};
+    lr_run_begin_result r;
+    lr_run_price(app->pipeline, &q, &r);
+    if (r.kind == LR_RUN_REFUSED)
+        answer_refused(req, &r);
+    else
+        answer_quote(app, req, user, r.lines, r.cached, r.n_lines);
+    lr_run_begin_result_clear(&r);
     lr_graph_release(&g);
+    free(b.targets);
 }
 
 void lr_api_quote(lr_app *app, lr_req *req)
@@ -145,7 +201,7 @@ void lr_api_quote(lr_app *app, lr_req *req)
                    app->pipeline, json_string_value(json_object_get(body, "modelId")),
                    json_object_get(body, "params"),
                    outputs_of(json_object_get(body, "outputsCount")), &line, &why)) {
-        answer_quote(app, req, user, &line, 1);
+        answer_quote(app, req, user, &line, NULL, 1);
         json_decref(line.params);
     } else {
         refuse(req, &why);
@@ -211,7 +267,10 @@ static void answer_refused(lr_req *req, const lr_run_begin_result *r)
         extra = json_pack("{s:i, s:i}", "required", r->required, "maxCredits", (int)r->max_credits);
         break;
     case LR_CODE_IDEMPOTENCY_KEY_REUSED: extra = json_pack("{s:s}", "runId", r->run_id); break;
-    default: break;
+    default:
+        if (r->field[0])
+            extra = json_pack("{s:s}", "field", r->field);
+        break;
     }
     if (r->retry_after_s > 0) {
         char ra[16];
@@ -221,31 +280,6 @@ static void answer_refused(lr_req *req, const lr_run_begin_result *r)
     lr_api_error(req, r->code, r->message, extra);
 }
 
-/* The body's shape (the graph's content is the domain's to judge); false
- * after a 400. */
-static bool run_body(lr_req *req, json_t *body, json_t **nodes, long *max, const char **quote)
-{
-    *nodes = json_object_get(json_object_get(body, "graph"), "nodes");
-    *max = max_credits_of(json_object_get(body, "maxCredits"));
-    json_t *q = json_object_get(body, "quoteId");
-    *quote = json_string_value(q);
-    const char *field = !json_is_array(*nodes)               ? "graph.nodes"
-                        : *max == -2                         ? "maxCredits"
-                        : q && !json_is_null(q) && !*quote   ? "quoteId"
-                        : json_object_get(body, "targets")   ? "targets"
-                        : json_object_get(body, "fromRunId") ? "fromRunId"
-                                                             : NULL;
-    if (!field)
-        return true;
-    char msg[128];
-    snprintf(msg, sizeof msg, "%s is not valid%s", field,
-             !strcmp(field, "targets") || !strcmp(field, "fromRunId")
-                 ? ": partial re-runs are not supported by this server yet"
-                 : "");
-    lr_api_error(req, LR_CODE_BAD_REQUEST, msg, json_pack("{s:s}", "field", field));
-    return false;
-}
-
 void lr_api_runs_create(lr_app *app, lr_req *req)
 {
     char user[LR_UUID_LEN + 1], key[204], hash[65];
@@ -253,22 +287,23 @@ void lr_api_runs_create(lr_app *app, lr_req *req)
     if (!lr_api_user(app, req, false, user) || !lr_api_idempotency_key(req, key, &has_key))
         return;
     json_t *body = lr_api_json_body(req);
-    json_t *nodes;
-    long max;
-    const char *quote_id;
-    if (!body || !run_body(req, body, &nodes, &max, &quote_id)) {
+    graph_body b;
+    if (!body || !read_graph_body(req, body, &b)) {
         json_decref(body);
         return;
     }
     if (has_key)
         lr_api_body_sha256(req, hash);
     lr_graph g;
-    lr_graph_read(nodes, &g);
+    lr_graph_read(b.nodes, &g);
     lr_run_begin_req q = {.user_id = user,
                           .graph = &g,
                           .graph_json = json_object_get(body, "graph"),
-                          .max_credits = max,
-                          .quote_id = quote_id,
+                          .targets = b.targets,
+                          .n_targets = b.n_targets,
+                          .from_run = b.from_run,
+                          .max_credits = b.max,
+                          .quote_id = b.quote_id,
                           .idempotency_key = has_key ? key : NULL,
                           .request_hash = has_key ? hash : NULL,
                           .max_in_flight = app->cfg->user_max_in_flight,
@@ -282,6 +317,7 @@ void lr_api_runs_create(lr_app *app, lr_req *req)
                    r.kind == LR_RUN_STARTED ? r.balance : -1);
     lr_run_begin_result_clear(&r);
     lr_graph_release(&g);
+    free(b.targets);
     json_decref(body);
 }
 
@@ -355,7 +391,8 @@ void lr_api_run_events(lr_app *app, lr_req *req, const char *id)
     } else if (ended) {
         lr_req_reply_empty(req, 204); /* the client has seen the end: EventSource stops */
     } else {
-        size_t *order = event_order(app, r.graph, nodes.n);
+        size_t *order =
+            event_order(app, r.graph, json_array_size(json_object_get(r.graph, "nodes")));
         lr_events_open_run(app->events, req, user, &r, &nodes, order, last ? levels : NULL);
         free(order);
     }

@@ -214,6 +214,12 @@ typedef struct {
     const char *prompt; /* the literal prompt, or the reference while unresolved */
     json_t *params;
     int outputs_count, cost;
+    const char *cache_key; /* SHA-256 hex of what the node makes its outputs from */
+    /* A node served from the cache (cost 0): written as succeeded with
+     * the outputs of generation cached_from. */
+    const char *cached_from;
+    json_t *result_urls; /* its URLs (array) */
+    const char *text;    /* its text (text models), or NULL */
 } lr_run_node_req;
 
 typedef struct {
@@ -249,7 +255,9 @@ typedef struct {
     lr_strv result_urls, task_ids;
     char *text, *prompt, *image_url, *error_code, *error_message;
     char *created_at, *finished_at;
+    char *cached_from; /* served from the cache: the generation it reused */
 } lr_run_node;
+void lr_run_node_clear(lr_run_node *n);
 
 typedef struct {
     lr_run_node *v;
@@ -340,6 +348,11 @@ typedef struct {
      * lease ran out, with their unfinished nodes; *ids: the runs. */
     lr_err (*claim_runs)(lr_db *db, const char *owner, const char *lease_until, int limit,
                          lr_strv *ids);
+    /* The newest node of user_id's runs (of run from_run, when not NULL)
+     * with cache_key that succeeded in full and is not deleted; NOT_FOUND
+     * when there is none. */
+    lr_err (*find_cached)(lr_db *db, const char *user_id, const char *cache_key,
+                          const char *from_run, lr_run_node *out);
     void (*close)(lr_db *db);
 } lr_db_ops;
 

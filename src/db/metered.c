@@ -181,6 +181,11 @@ static lr_err m_finish_run(lr_db *db, const char *id, const char *status, const 
 {
     FORWARD(finish_run, db, id, status, error_node, error_code, error_message);
 }
+static lr_err m_find_cached(lr_db *db, const char *user_id, const char *cache_key,
+                            const char *from_run, lr_run_node *out)
+{
+    FORWARD(find_cached, db, user_id, cache_key, from_run, out);
+}
 static lr_err m_claim_runs(lr_db *db, const char *owner, const char *lease_until, int limit,
                            lr_strv *ids)
 {
@@ -220,6 +225,7 @@ static const lr_db_ops metered_ops = {
     .start_node = m_start_node,
     .finish_run = m_finish_run,
     .claim_runs = m_claim_runs,
+    .find_cached = m_find_cached,
     .close = m_close,
 };
 

@@ -849,11 +849,15 @@ static json_t *run_nodes_json(const lr_run_reserve_req *r)
     json_t *a = json_array();
     for (size_t i = 0; i < r->n; i++) {
         const lr_run_node_req *n = &r->nodes[i];
-        json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s?, s:O?, s:i, s:i}", "id",
-                                           n->generation_id, "node", n->node_id, "type", n->type,
-                                           "model", n->model, "provider", n->provider, "prompt",
-                                           n->prompt, "params", n->params, "outputs",
-                                           n->outputs_count, "cost", n->cost));
+        json_t *o =
+            json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s?, s:O?, s:i, s:i, s:s?}", "id",
+                      n->generation_id, "node", n->node_id, "type", n->type, "model", n->model,
+                      "provider", n->provider, "prompt", n->prompt, "params", n->params, "outputs",
+                      n->outputs_count, "cost", n->cost, "cache_key", n->cache_key);
+        if (n->cached_from)
+            json_object_update_new(o, json_pack("{s:s, s:O?, s:s?}", "cached_from", n->cached_from,
+                                                "urls", n->result_urls, "text", n->text));
+        json_array_append_new(a, o);
     }
     return a;
 }
@@ -959,6 +963,28 @@ static lr_err pg_finish_run(lr_db *db, const char *id, const char *status, const
                     5, p);
 }
 
+static lr_err pg_find_cached(lr_db *db, const char *user_id, const char *cache_key,
+                             const char *from_run, lr_run_node *out)
+{
+    const char *p[] = {user_id, cache_key, from_run};
+    lr_run_node_list l = {0};
+    lr_err e = query_rows((pg_db *)db,
+                          "SELECT " LR_PG_NODE_COLUMNS " FROM public.generations g "
+                          "WHERE g.user_id = $1::uuid AND g.cache_key = $2 "
+                          "AND g.status = 'success' AND g.succeeded_count = g.outputs_count "
+                          "AND g.deleted_at IS NULL AND ($3::uuid IS NULL OR g.run_id = $3::uuid) "
+                          "ORDER BY g.created_at DESC LIMIT 1",
+                          3, p, lr_db_add_run_node, NC_COUNT, &l);
+    if (e == LR_OK && l.n == 0)
+        e = LR_ERR_NOT_FOUND;
+    if (e == LR_OK) {
+        *out = l.v[0];
+        l.v[0] = (lr_run_node){0};
+    }
+    lr_run_node_list_clear(&l);
+    return e;
+}
+
 static void add_run_id(const char *const *col, void *out)
 {
     lr_strv *ids = out;
@@ -1034,6 +1060,7 @@ static const lr_db_ops pg_ops = {
     .start_node = pg_start_node,
     .finish_run = pg_finish_run,
     .claim_runs = pg_claim_runs,
+    .find_cached = pg_find_cached,
     .close = pg_close,
 };
 

@@ -178,6 +178,7 @@ void lr_db_add_run_node(const char *const *col, void *out)
         .error_message = lr_xstrdup(col[NC_ERROR_MESSAGE]),
         .created_at = lr_xstrdup(col[NC_CREATED_AT]),
         .finished_at = lr_xstrdup(col[NC_FINISHED_AT]),
+        .cached_from = lr_xstrdup(col[NC_CACHED_FROM]),
     };
     lr_db_strv_parse(col[NC_RESULT_URLS], &n->result_urls);
     lr_db_strv_parse(col[NC_TASK_IDS], &n->task_ids);

@@ -87,6 +87,7 @@ enum {
     NC_ERROR_MESSAGE,
     NC_CREATED_AT,
     NC_FINISHED_AT,
+    NC_CACHED_FROM,
     NC_COUNT
 };
 
@@ -142,7 +143,7 @@ lr_err lr_db_first_generation(lr_err e, lr_generation_list *l, lr_generation *ou
     "CASE WHEN jsonb_typeof(g.metadata -> 'text') = 'string' THEN g.metadata ->> 'text' END, "     \
     "g.prompt, g.metadata ->> 'image_url', g.error_code, g.error_message, "                        \
     "lensroom.iso(g.created_at), "                                                                 \
-    "lensroom.iso(g.finished_at)"
+    "lensroom.iso(g.finished_at), g.metadata ->> 'cached_from'"
 #define LR_SQLITE_NODE_COLUMNS                                                                     \
     "g.id, g.node_id, g.status, g.stage, g.run_cost, g.credits_used, "                             \
     "(SELECT coalesce(sum(t.amount), 0) FROM credit_transactions t "                               \
@@ -150,6 +151,6 @@ lr_err lr_db_first_generation(lr_err e, lr_generation_list *l, lr_generation *ou
     "g.provider_task_ids, "                                                                        \
     "CASE WHEN json_type(g.metadata, '$.text') = 'text' THEN json_extract(g.metadata, '$.text') "  \
     "END, g.prompt, json_extract(g.metadata, '$.image_url'), g.error_code, g.error_message, "      \
-    "g.created_at, g.finished_at"
+    "g.created_at, g.finished_at, json_extract(g.metadata, '$.cached_from')"
 
 #endif

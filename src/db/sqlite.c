@@ -104,6 +104,8 @@ enum {
     Q_RENEW_RUNS,
     Q_CLAIM_RUNS,
     Q_CLAIM_RUN_NODES,
+    Q_INSERT_CACHED_NODE,
+    Q_FIND_CACHED,
     Q_COUNT
 };
 
@@ -191,9 +193,9 @@ static const char *const sql_text[Q_COUNT] = {
                      "VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
     [Q_INSERT_NODE] = "INSERT INTO generations (id, user_id, type, model, prompt, status, "
                       "credits_used, outputs_count, provider, params, created_at, updated_at, "
-                      "claimed_by, lease_until, run_id, node_id, run_cost) "
+                      "claimed_by, lease_until, run_id, node_id, run_cost, cache_key) "
                       "VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, "
-                      "?13, ?14, ?6)",
+                      "?13, ?14, ?6, ?15)",
     [Q_INSERT_RUN_TX] = "INSERT INTO credit_transactions (id, user_id, amount, type, description, "
                         "metadata, run_id, created_at) "
                         "VALUES (?1, ?2, ?3, 'generation', ?4, ?5, ?6, ?7)",
@@ -217,6 +219,16 @@ static const char *const sql_text[Q_COUNT] = {
                      "RETURNING id",
     [Q_CLAIM_RUN_NODES] = "UPDATE generations SET claimed_by = ?2, lease_until = ?3 "
                           "WHERE run_id = ?1 AND status IN ('pending', 'processing')",
+    [Q_INSERT_CACHED_NODE] =
+        "INSERT INTO generations (id, user_id, type, model, prompt, status, credits_used, "
+        "outputs_count, succeeded_count, provider, params, result_urls, metadata, created_at, "
+        "updated_at, finished_at, duration_ms, run_id, node_id, run_cost, cache_key) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, 'success', 0, ?6, ?6, ?7, ?8, ?9, "
+        "json_object('cached_from', ?10, 'text', ?11), ?12, ?12, ?12, 0, ?13, ?14, 0, ?15)",
+    [Q_FIND_CACHED] = "SELECT " LR_SQLITE_NODE_COLUMNS " FROM generations g "
+                      "WHERE g.user_id = ?1 AND g.cache_key = ?2 AND g.status = 'success' "
+                      "AND g.succeeded_count = g.outputs_count AND g.deleted_at IS NULL "
+                      "AND (?3 IS NULL OR g.run_id = ?3) ORDER BY g.created_at DESC LIMIT 1",
 };
 
 typedef struct {
@@ -1195,11 +1207,20 @@ static lr_err check_run_key(conn *c, const lr_run_reserve_req *r, lr_key_holder 
 
 static lr_err run_node_row(conn *c, const lr_run_reserve_req *r, const lr_run_node_req *n)
 {
+    if (n->cached_from)
+        return run(c, Q_INSERT_CACHED_NODE,
+                   ARGS(A_TEXT(n->generation_id), A_TEXT(r->user_id), A_TEXT(n->type),
+                        A_TEXT(n->model), A_TEXT(n->prompt), A_INT(n->outputs_count),
+                        A_TEXT(n->provider), A_JSON(n->params, "{}"), A_JSON(n->result_urls, "[]"),
+                        A_TEXT(n->cached_from), A_TEXT(n->text), A_TEXT(r->created_at),
+                        A_TEXT(r->run_id), A_TEXT(n->node_id), A_TEXT(n->cache_key)),
+                   NULL, NULL);
     return run(c, Q_INSERT_NODE,
                ARGS(A_TEXT(n->generation_id), A_TEXT(r->user_id), A_TEXT(n->type), A_TEXT(n->model),
                     A_TEXT(n->prompt), A_INT(n->cost), A_INT(n->outputs_count), A_TEXT(n->provider),
                     A_JSON(n->params, "{}"), A_TEXT(r->created_at), A_TEXT(r->owner),
-                    A_TEXT(r->lease_until), A_TEXT(r->run_id), A_TEXT(n->node_id)),
+                    A_TEXT(r->lease_until), A_TEXT(r->run_id), A_TEXT(n->node_id),
+                    A_TEXT(n->cache_key)),
                NULL, NULL);
 }
 
@@ -1298,6 +1319,23 @@ static lr_err sq_finish_run(lr_db *db, const char *id, const char *status, const
                      A_TEXT(error_code), A_TEXT(error_message), A_TEXT(ts)};
     return write_job_run((sqlite_db *)db, changing_job,
                          &(changing){.q = Q_FINISH_RUN, .args = a, .n = 6});
+}
+
+static lr_err sq_find_cached(lr_db *db, const char *user_id, const char *cache_key,
+                             const char *from_run, lr_run_node *out)
+{
+    lr_run_node_list l = {0};
+    lr_err e = query((sqlite_db *)db, READ, Q_FIND_CACHED,
+                     ARGS(A_TEXT(user_id), A_TEXT(cache_key), A_TEXT(from_run)),
+                     INTO(lr_db_add_run_node, NC_COUNT, &l));
+    if (e == LR_OK && l.n == 0)
+        e = LR_ERR_NOT_FOUND;
+    if (e == LR_OK) {
+        *out = l.v[0];
+        l.v[0] = (lr_run_node){0};
+    }
+    lr_run_node_list_clear(&l);
+    return e;
 }
 
 static void add_id(sqlite3_stmt *s, void *out)
@@ -1409,6 +1447,7 @@ static const lr_db_ops sqlite_ops = {
     .start_node = sq_start_node,
     .finish_run = sq_finish_run,
     .claim_runs = sq_claim_runs,
+    .find_cached = sq_find_cached,
     .close = sq_close,
 };
 

@@ -27,7 +27,8 @@
 
 #define RETRY_MS 250 /* a node waiting for a slot, or the database, is tried again */
 
-typedef enum { N_WAITING, N_RUNNING, N_SUCCEEDED, N_FAILED, N_SKIPPED } node_state;
+/* N_OUT: not part of this run (targets did not need it). */
+typedef enum { N_WAITING, N_RUNNING, N_SUCCEEDED, N_FAILED, N_SKIPPED, N_OUT } node_state;
 
 typedef struct {
     lr_graph_run *gr;
@@ -91,11 +92,32 @@ static void notify(lr_pipeline *p, const char *id, lr_gen_status status)
         p->observer(p->observer_ctx, id, status, LR_STAGE_NONE);
 }
 
+static json_t *strv_json(const lr_strv *a)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < a->n; i++)
+        json_array_append_new(arr, a->v[i] ? json_string(a->v[i]) : json_null());
+    return arr;
+}
+
+/* Node i served from the cache: its outputs are those of the node reused. */
+static void take_cached(gnode *nd, const lr_run_node *from)
+{
+    nd->state = N_SUCCEEDED;
+    size_t n = from->result_urls.n;
+    nd->urls.v = n ? lr_xcalloc(n, sizeof *nd->urls.v) : NULL;
+    for (size_t k = 0; k < n; k++)
+        nd->urls.v[k] = lr_xstrdup(from->result_urls.v[k]);
+    nd->urls.n = n;
+    nd->text = from->text ? lr_xstrdup(from->text) : NULL;
+}
+
 /* A run built from a checked graph: nodes in the graph's order, what each
- * reads, and their price lines (units as charged). */
+ * reads, and their price lines (units as charged); plan (NULL: every node,
+ * nothing cached) says which nodes run and which are reused. */
 static lr_graph_run *graph_run_new(lr_pipeline *p, const char *id, const char *user,
                                    const lr_graph *g, const lr_graph_check_result *c,
-                                   const int *units)
+                                   const int *units, const lr_run_plan *plan)
 {
     lr_graph_run *gr = lr_xcalloc(1, sizeof *gr);
     pthread_mutex_init(&gr->mu, NULL);
@@ -121,6 +143,10 @@ static lr_graph_run *graph_run_new(lr_pipeline *p, const char *id, const char *u
         nd->image_url = gn->image_url.ref ? NULL : lr_xstrdup(gn->image_url.value);
         memcpy(nd->reads, c->reads[i], sizeof nd->reads);
         memcpy(nd->output, c->output[i], sizeof nd->output);
+        if (plan && !plan->included[i])
+            nd->state = N_OUT;
+        else if (plan && plan->cache[i].generation_id)
+            take_cached(nd, &plan->cache[i]);
     }
     return gr;
 }
@@ -534,31 +560,45 @@ static lr_err reserve(lr_pipeline *p, const lr_run_begin_req *q, lr_run_begin_re
                       const int *units, char (*gen_ids)[LR_UUID_LEN + 1], char lease[32])
 {
     const lr_graph_check_result *c = &o->check;
+    const lr_run_plan *plan = &o->plan;
     lr_run_node_req *nodes = lr_xcalloc(c->n, sizeof *nodes);
+    json_t **urls = lr_xcalloc(c->n, sizeof *urls);
+    size_t n = 0;
     for (size_t i = 0; i < c->n; i++) {
         const lr_price_line *l = &c->lines[i];
         const lr_graph_node *gn = &q->graph->nodes[i];
+        const lr_run_node *from = &plan->cache[i];
         lr_uuid_v4(gen_ids[i]);
-        nodes[i] = (lr_run_node_req){.generation_id = gen_ids[i],
-                                     .node_id = gn->id,
-                                     .type = lr_model_generation_type(l->model),
-                                     .model = l->model->id,
-                                     .provider = lr_provider_name_for(p->provider, l->model),
-                                     .prompt = gn->prompt.ref ? NULL : gn->prompt.value,
-                                     .params = l->params,
-                                     .outputs_count = l->outputs,
-                                     .cost = units[i] * l->outputs};
+        if (!plan->included[i])
+            continue;
+        urls[i] = from->generation_id ? strv_json(&from->result_urls) : NULL;
+        nodes[n++] = (lr_run_node_req){
+            .generation_id = gen_ids[i],
+            .node_id = gn->id,
+            .type = lr_model_generation_type(l->model),
+            .model = l->model->id,
+            .provider = lr_provider_name_for(p->provider, l->model),
+            .prompt = gn->prompt.ref ? NULL : gn->prompt.value,
+            .params = l->params,
+            .outputs_count = l->outputs,
+            .cost = from->generation_id ? 0 : units[i] * l->outputs,
+            .cache_key = plan->keys[i],
+            .cached_from = from->generation_id
+                               ? (from->cached_from ? from->cached_from : from->generation_id)
+                               : NULL,
+            .result_urls = urls[i],
+            .text = from->text};
     }
     char created[32];
     lr_time_iso(lr_now_ms(), created);
     lr_time_iso(lr_now_ms() + (int64_t)p->lease_s * 1000, lease);
-    json_t *meta = charge_meta(o->run_id, nodes, c->n);
+    json_t *meta = charge_meta(o->run_id, nodes, n);
     lr_run_reserve_req r = {.run_id = o->run_id,
                             .user_id = q->user_id,
                             .graph = q->graph_json,
                             .charge_meta = meta,
                             .nodes = nodes,
-                            .n = c->n,
+                            .n = n,
                             .total = o->total,
                             .created_at = created,
                             .owner = p->owner,
@@ -569,6 +609,9 @@ static lr_err reserve(lr_pipeline *p, const lr_run_begin_req *q, lr_run_begin_re
     lr_err e = p->db->ops->reserve_run(p->db, &r, &o->balance, &holder);
     json_decref(meta);
     free(nodes);
+    for (size_t i = 0; i < c->n; i++)
+        json_decref(urls[i]);
+    free(urls);
     if (e == LR_ERR_CONFLICT) {
         snprintf(o->run_id, sizeof o->run_id, "%s", holder.generation_id);
         if (holder.same_request)
@@ -591,18 +634,34 @@ static lr_err reserve(lr_pipeline *p, const lr_run_begin_req *q, lr_run_begin_re
  * quote's; false with the refusal when the quote does not apply. */
 static bool price(lr_pipeline *p, const lr_run_begin_req *q, lr_run_begin_result *o, int *units)
 {
-    lr_graph_check_result *c = &o->check;
-    lr_price_line *ordered = lr_xcalloc(c->n, sizeof *ordered);
-    for (size_t k = 0; k < c->n; k++)
-        ordered[k] = c->lines[c->order[k]];
-    lr_code code =
-        q->quote_id ? lr_quote_honour(p, q->user_id, q->quote_id, ordered, c->n) : LR_CODE_NONE;
-    o->total = 0;
+    const lr_graph_check_result *c = &o->check;
+    const lr_run_plan *plan = &o->plan;
+    size_t *index = lr_xcalloc(c->n, sizeof *index);
+    o->lines = lr_xcalloc(c->n, sizeof *o->lines);
+    o->cached = lr_xcalloc(c->n, sizeof *o->cached);
+    o->n_lines = 0;
     for (size_t k = 0; k < c->n; k++) {
-        units[c->order[k]] = ordered[k].unit;
-        o->total += ordered[k].unit * ordered[k].outputs;
+        size_t i = c->order[k];
+        if (!plan->included[i])
+            continue;
+        index[o->n_lines] = i;
+        o->cached[o->n_lines] = plan->cache[i].generation_id != NULL;
+        o->lines[o->n_lines] = c->lines[i];
+        if (o->cached[o->n_lines])
+            o->lines[o->n_lines].unit = 0;
+        o->n_lines++;
     }
-    free(ordered);
+    lr_code code = q->quote_id ? lr_quote_honour(p, q->user_id, q->quote_id, o->lines, o->n_lines)
+                               : LR_CODE_NONE;
+    o->total = 0;
+    for (size_t k = 0; code == LR_CODE_NONE && k < o->n_lines; k++) {
+        /* a node quoted from the cache that the cache no longer has */
+        if (o->lines[k].unit == 0 && !o->cached[k] && c->lines[index[k]].unit > 0)
+            code = LR_CODE_QUOTE_MISMATCH;
+        units[index[k]] = o->lines[k].unit;
+        o->total += o->lines[k].unit * o->lines[k].outputs;
+    }
+    free(index);
     if (code == LR_CODE_DATABASE_UNAVAILABLE)
         o->retry_after_s = 1;
     if (code != LR_CODE_NONE)
@@ -610,16 +669,66 @@ static bool price(lr_pipeline *p, const lr_run_begin_req *q, lr_run_begin_result
     return code == LR_CODE_NONE;
 }
 
+/* The checks and the plan, before pricing: false with the refusal. */
+static bool prepare(lr_pipeline *p, const lr_run_begin_req *q, lr_run_begin_result *o)
+{
+    if (lr_graph_check(p, q->graph, &o->check) == LR_ERR_TOO_LARGE) {
+        refuse(o, LR_CODE_GRAPH_TOO_LARGE, "A graph has 1 to %d nodes", LR_GRAPH_MAX_NODES);
+        return false;
+    }
+    check_inputs(p, q->graph, &o->check);
+    if (o->check.n_errors) {
+        refuse(o, LR_CODE_INVALID_GRAPH, NULL);
+        return false;
+    }
+    const char *bad = NULL;
+    lr_run_plan_req pq = {.user_id = q->user_id,
+                          .targets = q->targets,
+                          .n_targets = q->n_targets,
+                          .from_run = q->from_run};
+    lr_err e = lr_run_plan_make(p, &pq, q->graph, &o->check, &o->plan, &bad);
+    if (e == LR_ERR_NOT_FOUND) {
+        snprintf(o->field, sizeof o->field, "fromRunId");
+        refuse(o, LR_CODE_RUN_NOT_FOUND, "fromRunId names no run of yours");
+    } else if (e == LR_ERR_INVALID) {
+        snprintf(o->field, sizeof o->field, "targets");
+        refuse(o, LR_CODE_INVALID_PARAMETER,
+               "targets names %.64s, which is not a node of the graph", bad);
+    } else if (e != LR_OK) {
+        lr_log(LR_LOG_ERROR, q->request_id, "run not planned: %s", lr_strerror(e));
+        o->retry_after_s = 1;
+        refuse(o, LR_CODE_DATABASE_UNAVAILABLE, NULL);
+    }
+    return e == LR_OK;
+}
+
+lr_err lr_run_price(lr_pipeline *p, const lr_run_begin_req *q, lr_run_begin_result *o)
+{
+    *o = (lr_run_begin_result){.kind = LR_RUN_STARTED};
+    if (!q->user_id)
+        return LR_ERR_INVALID;
+    if (!prepare(p, q, o))
+        return LR_OK;
+    int *units = lr_xcalloc(o->check.n, sizeof *units);
+    lr_run_begin_req unquoted = *q;
+    unquoted.quote_id = NULL;
+    if (price(p, &unquoted, o, units) && q->max_credits >= 0 && o->total > q->max_credits) {
+        o->required = o->total;
+        o->max_credits = q->max_credits;
+        refuse(o, LR_CODE_MAX_CREDITS_EXCEEDED, "The run costs %d credits, over maxCredits %ld",
+               o->total, q->max_credits);
+    }
+    free(units);
+    return LR_OK;
+}
+
 lr_err lr_run_begin(lr_pipeline *p, const lr_run_begin_req *q, lr_run_begin_result *o)
 {
     *o = (lr_run_begin_result){.kind = LR_RUN_STARTED};
     if (!q->user_id)
         return LR_ERR_INVALID;
-    if (lr_graph_check(p, q->graph, &o->check) == LR_ERR_TOO_LARGE)
-        return refuse(o, LR_CODE_GRAPH_TOO_LARGE, "A graph has 1 to %d nodes", LR_GRAPH_MAX_NODES);
-    check_inputs(p, q->graph, &o->check);
-    if (o->check.n_errors)
-        return refuse(o, LR_CODE_INVALID_GRAPH, NULL);
+    if (!prepare(p, q, o))
+        return LR_OK;
     int *units = lr_xcalloc(o->check.n, sizeof *units);
     char(*gen_ids)[LR_UUID_LEN + 1] = lr_xcalloc(o->check.n, sizeof *gen_ids);
     char lease[32];
@@ -631,7 +740,8 @@ lr_err lr_run_begin(lr_pipeline *p, const lr_run_begin_req *q, lr_run_begin_resu
         refuse(o, LR_CODE_MAX_CREDITS_EXCEEDED, "The run costs %d credits, over maxCredits %ld",
                o->total, q->max_credits);
     } else if (reserve(p, q, o, units, gen_ids, lease) == LR_OK) {
-        lr_graph_run *gr = graph_run_new(p, o->run_id, q->user_id, q->graph, &o->check, units);
+        lr_graph_run *gr =
+            graph_run_new(p, o->run_id, q->user_id, q->graph, &o->check, units, &o->plan);
         gr->max_in_flight = q->max_in_flight;
         for (size_t i = 0; i < gr->n; i++)
             memcpy(gr->nodes[i].gen_id, gen_ids[i], sizeof gen_ids[i]);
@@ -649,6 +759,9 @@ lr_err lr_run_begin(lr_pipeline *p, const lr_run_begin_req *q, lr_run_begin_resu
 void lr_run_begin_result_clear(lr_run_begin_result *r)
 {
     lr_graph_check_clear(&r->check);
+    lr_run_plan_clear(&r->plan);
+    free(r->lines);
+    free(r->cached);
 }
 
 /* ---- cancel ---- */
@@ -705,13 +818,7 @@ static void adopt_node(lr_graph_run *gr, size_t i, const lr_run_node *row)
     for (size_t k = 0; k < row->task_ids.n; k++)
         tasks |= row->task_ids.v[k] != NULL;
     if (!strcmp(row->status, "success")) {
-        nd->state = N_SUCCEEDED;
-        size_t n = row->result_urls.n;
-        nd->urls.v = n ? lr_xcalloc(n, sizeof *nd->urls.v) : NULL;
-        for (size_t k = 0; k < n; k++)
-            nd->urls.v[k] = lr_xstrdup(row->result_urls.v[k]);
-        nd->urls.n = n;
-        nd->text = row->text ? lr_xstrdup(row->text) : NULL;
+        take_cached(nd, row);
     } else if (!strcmp(row->status, "pending")) {
         nd->state = N_WAITING;
     } else if (!strcmp(row->status, "processing") && tasks) {
@@ -758,12 +865,14 @@ static bool adopt_run(lr_pipeline *p, const lr_run *rr, const lr_run_node_list *
     lr_graph_read(json_object_get(rr->graph, "nodes"), &g);
     lr_graph_check_result c;
     lr_graph_check(p, &g, &c);
-    bool ok = c.n > 0 && c.n_errors == 0 && rows->n == c.n;
+    bool ok = c.n > 0 && c.n_errors == 0 && rows->n <= c.n;
     lr_graph_run *gr = NULL;
     if (ok) {
         int *units = lr_xcalloc(c.n, sizeof *units);
-        gr = graph_run_new(p, rr->id, rr->user_id, &g, &c, units);
+        gr = graph_run_new(p, rr->id, rr->user_id, &g, &c, units, NULL);
         free(units);
+        for (size_t i = 0; i < gr->n; i++)
+            gr->nodes[i].state = N_OUT; /* until its row says otherwise */
         registry_add(p, gr);
         gr->refs++; /* held while its nodes are adopted */
     }

@@ -148,7 +148,7 @@ def assert_valid_order(tc, events, graph):
                        if isinstance(v, dict)] for n in graph["nodes"]}
     seen = {}
     rank = {"node.queued": 0, "node.started": 1, "node.progress": 2,
-            "node.succeeded": 3, "node.failed": 3}
+            "node.succeeded": 3, "node.failed": 3, "node.cached": 3}
     for k, (_, name, data) in enumerate(events):
         if name == "run.finished":
             tc.assertEqual(k, len(events) - 1, events)
@@ -353,6 +353,100 @@ class Runs(ServerTest):
             self.assertEqual(resp.json["code"], "run_not_found")
         self.assertEqual(self.c.s.get(f"/api/runs/{r.json['runId']}").status, 401)
         self.c.wait_finished(r.json["runId"])
+
+
+class RunCache(ServerTest):
+    server_env = {"LENSROOM_MOCK_LATENCY_MS": "50"}
+
+    def setUp(self):
+        super().setUp()
+        self.user = new_user()
+        self.server.grant(self.user, 500)
+        self.c = RunClient(self.server, self.user)
+        r = self.c.run(five_nodes())
+        self.assertEqual(r.status, 202, r.body)
+        self.first = self.c.wait_finished(r.json["runId"])
+        self.assertEqual(self.first["status"], "success", self.first)
+        self.prices = {n["id"]: n["cost"]["quoted"] for n in self.first["nodes"]}
+
+    def test_rerun_after_editing_one_prompt_charges_only_it_and_below(self):
+        graph = five_nodes()
+        graph["nodes"][3]["inputs"]["prompt"] = "add heavy snow"
+        q = self.c.quote(graph)
+        self.assertEqual(q.status, 200, q.body)
+        want = self.prices["snow"] + self.prices["vid"]
+        self.assertEqual(q.json["total"], want)
+        cached = {l["nodeId"] for l in q.json["lines"] if l.get("cached")}
+        self.assertEqual(cached, {"text", "img", "night"})
+        before = self.server.balance(self.user)
+        r = self.c.run(graph, quoteId=q.json["quoteId"])
+        self.assertEqual(r.status, 202, r.body)
+        self.assertEqual(r.json["costs"]["quoted"], want)
+        body = self.c.wait_finished(r.json["runId"])
+        self.assertEqual(body["status"], "success", body)
+        self.assertEqual(self.server.balance(self.user), before - want)
+        n, old = nodes_by_id(body), nodes_by_id(self.first)
+        for nid in ("text", "img", "night"):
+            self.assertTrue(n[nid]["cached"], nid)
+            self.assertEqual(n[nid]["cost"], {"quoted": 0, "charged": 0, "refunded": 0})
+            self.assertEqual(n[nid]["outputs"], old[nid]["outputs"])
+        for nid in ("snow", "vid"):
+            self.assertFalse(n[nid]["cached"], nid)
+            self.assertNotEqual(n[nid]["urls"], old[nid]["urls"])
+        self.assertEqual(n["snow"]["inputs"]["imageUrl"], old["img"]["urls"][0])
+        self.assertEqual(n["vid"]["inputs"]["imageUrl"], n["snow"]["urls"][0])
+        assert_run_money(self, self.server, self.user, body)
+        # the same graph once more: everything from the cache, nothing charged
+        r = self.c.run(graph)
+        self.assertEqual(r.json["costs"]["quoted"], 0)
+        body = self.c.wait_finished(r.json["runId"])
+        self.assertEqual(body["status"], "success")
+        self.assertTrue(all(x["cached"] for x in body["nodes"]))
+        self.assertEqual(self.server.balance(self.user), before - want)
+        assert_run_money(self, self.server, self.user, body)
+
+    def test_targets_with_a_cached_ancestor_runs_one_node(self):
+        graph = five_nodes()
+        graph["nodes"][4]["inputs"]["prompt"] = "a slow pan across the snow"
+        before = self.server.balance(self.user)
+        r = self.c.run(graph, targets=["vid"], fromRunId=self.first["runId"])
+        self.assertEqual(r.status, 202, r.body)
+        self.assertEqual(r.json["costs"]["quoted"], self.prices["vid"])
+        body = self.c.wait_finished(r.json["runId"])
+        self.assertEqual(body["status"], "success", body)
+        self.assertEqual([x["id"] for x in body["nodes"]], ["snow", "vid"])
+        _, _, events = read_stream(self.server, r.json["runId"], self.c.h)
+        seq = [(e[1], e[2]["id"]) for e in events[:-1] if e[1] != "node.progress"]
+        self.assertEqual([x for x, nid in seq if nid == "snow"], ["node.queued", "node.cached"])
+        self.assertEqual([x for x, nid in seq if nid == "vid"],
+                         ["node.queued", "node.started", "node.succeeded"])
+        self.assertLess(seq.index(("node.cached", "snow")), seq.index(("node.started", "vid")))
+        self.assertEqual(events[-1][1], "run.finished")
+        n = nodes_by_id(body)
+        self.assertTrue(n["snow"]["cached"])
+        self.assertFalse(n["vid"]["cached"])
+        self.assertEqual(n["vid"]["inputs"]["imageUrl"], nodes_by_id(self.first)["snow"]["urls"][0])
+        self.assertEqual(self.server.balance(self.user), before - self.prices["vid"])
+        assert_run_money(self, self.server, self.user, body)
+        with self.server.db() as c:
+            made = c.execute("SELECT count(*) FROM generations WHERE run_id = ? AND "
+                             "run_cost > 0", (r.json["runId"],)).fetchone()[0]
+        self.assertEqual(made, 1)
+
+    def test_bad_targets_and_another_users_run_are_refused(self):
+        r = self.c.run(five_nodes(), targets=["ghost"])
+        self.assertEqual(r.status, 422, r.body)
+        self.assertEqual((r.json["code"], r.json["field"]), ("invalid_parameter", "targets"))
+        other = RunClient(self.server, new_user())
+        self.server.grant(other.user, 500)
+        r = other.run(five_nodes(), fromRunId=self.first["runId"])
+        self.assertEqual(r.status, 404, r.body)
+        self.assertEqual(r.json["code"], "run_not_found")
+        self.assertEqual(self.server.balance(other.user), 500)
+        # another user's cache is not this user's: a full price
+        r = other.run(five_nodes())
+        self.assertEqual(r.json["costs"]["quoted"], sum(self.prices.values()))
+        other.wait_finished(r.json["runId"])
 
 
 class RunCancel(ServerTest):

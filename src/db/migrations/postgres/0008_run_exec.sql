@@ -50,8 +50,10 @@ CREATE UNIQUE INDEX IF NOT EXISTS credit_transactions_one_run_charge
 
 -- The whole run reserved at once: the debit of its total, the run row, a
 -- pending generation per node (p_nodes: [{id, node, type, model, provider,
--- prompt, params, outputs, cost}]) and the one charge row. A live run
--- holding the idempotency key answers instead (holder, same_request).
+-- prompt, params, outputs, cost, cache_key}]; a node served from the
+-- cache also has cached_from, urls and text, and is written succeeded at
+-- cost 0) and the one charge row. A run holding the idempotency key
+-- answers instead (holder, same_request).
 CREATE OR REPLACE FUNCTION lensroom.reserve_run(
   p_id uuid, p_user_id uuid, p_total integer, p_graph jsonb, p_nodes jsonb, p_meta jsonb,
   p_owner uuid, p_lease_until timestamptz, p_key text, p_request_hash text,
@@ -97,13 +99,23 @@ BEGIN
     RETURN;
   END IF;
   INSERT INTO public.generations
-    (id, user_id, type, model, prompt, status, credits_used, outputs_count, provider, params,
-     created_at, updated_at, claimed_by, lease_until, run_id, node_id, run_cost)
-  SELECT (n ->> 'id')::uuid, p_user_id, n ->> 'type', n ->> 'model', n ->> 'prompt', 'pending',
-         (n ->> 'cost')::integer, (n ->> 'outputs')::integer, n ->> 'provider',
-         coalesce(n -> 'params', '{}'::jsonb), p_created_at, p_created_at, p_owner,
-         p_lease_until, p_id, n ->> 'node', (n ->> 'cost')::integer
-    FROM jsonb_array_elements(p_nodes) n;
+    (id, user_id, type, model, prompt, status, credits_used, outputs_count, succeeded_count,
+     provider, params, result_urls, metadata, created_at, updated_at, finished_at, duration_ms,
+     claimed_by, lease_until, run_id, node_id, run_cost, cache_key)
+  SELECT (n ->> 'id')::uuid, p_user_id, n ->> 'type', n ->> 'model', n ->> 'prompt',
+         CASE WHEN x.cached THEN 'success' ELSE 'pending' END,
+         (n ->> 'cost')::integer, (n ->> 'outputs')::integer,
+         CASE WHEN x.cached THEN (n ->> 'outputs')::integer ELSE 0 END, n ->> 'provider',
+         coalesce(n -> 'params', '{}'::jsonb), coalesce(n -> 'urls', '[]'::jsonb),
+         CASE WHEN x.cached THEN jsonb_strip_nulls(jsonb_build_object(
+                'cached_from', n ->> 'cached_from', 'text', n ->> 'text'))
+              ELSE '{}'::jsonb END,
+         p_created_at, p_created_at, CASE WHEN x.cached THEN p_created_at END,
+         CASE WHEN x.cached THEN 0 END, CASE WHEN x.cached THEN NULL ELSE p_owner END,
+         CASE WHEN x.cached THEN NULL ELSE p_lease_until END, p_id, n ->> 'node',
+         (n ->> 'cost')::integer, n ->> 'cache_key'
+    FROM jsonb_array_elements(p_nodes) n,
+         LATERAL (SELECT (n -> 'cached_from') IS NOT NULL AS cached) x;
   INSERT INTO public.credit_transactions
     (user_id, amount, type, description, run_id, metadata, created_at)
   VALUES (p_user_id, -p_total, 'generation',
