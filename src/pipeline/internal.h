@@ -56,6 +56,7 @@ struct lr_pipeline {
     pthread_cond_t maint_cv;
     bool maint_running, maint_stop, purge_queued;
     lr_graph_run *graph_runs; /* graph runs this process executes (mu) */
+    bool draining;            /* shutting down: graph runs start no more nodes (mu) */
 };
 
 /* Marks r as claimed by this process (owner and lease_until, which points

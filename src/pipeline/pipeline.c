@@ -1232,6 +1232,7 @@ void lr_pipeline_drain(lr_pipeline *p, int64_t timeout_ms)
         until.tv_nsec -= 1000000000;
     }
     pthread_mutex_lock(&p->mu);
+    p->draining = true;
     while (p->in_flight > 0 && pthread_cond_timedwait(&p->idle, &p->mu, &until) == 0)
         ;
     pthread_mutex_unlock(&p->mu);
@@ -1278,7 +1279,10 @@ void lr_pipeline_drain(lr_pipeline *p, int64_t timeout_ms)
 
 void lr_pipeline_release_claims(lr_pipeline *p)
 {
-    if (lr_pipeline_in_flight(p) == 0)
+    pthread_mutex_lock(&p->mu);
+    bool runs = p->graph_runs != NULL; /* their waiting nodes are claimed too */
+    pthread_mutex_unlock(&p->mu);
+    if (lr_pipeline_in_flight(p) == 0 && !runs)
         return;
     char past[32];
     lr_time_iso(lr_now_ms() - 1000, past);

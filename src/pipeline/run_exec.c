@@ -360,12 +360,23 @@ static void launch(lr_graph_run *gr, size_t i, const char *prompt, const char *i
     node_ended(nd, &o);
 }
 
+static bool draining(lr_pipeline *p)
+{
+    pthread_mutex_lock(&p->mu);
+    bool d = p->draining;
+    pthread_mutex_unlock(&p->mu);
+    return d;
+}
+
 /* Starts node i when a slot is free: false when the scheduler must stop
- * and try again later. */
+ * and try again later. A process shutting down starts nothing: the node
+ * waits for the next process. */
 static bool start_node(lr_graph_run *gr, size_t i)
 {
     lr_pipeline *p = gr->p;
     gnode *nd = &gr->nodes[i];
+    if (draining(p))
+        return false;
     if (!lr_pipeline_admit(p, gr->user, gr->max_in_flight)) {
         retry_later(gr);
         return false;

@@ -355,6 +355,31 @@ class Runs(ServerTest):
         self.c.wait_finished(r.json["runId"])
 
 
+class RunRestart(unittest.TestCase):
+    def test_sigterm_mid_run_exits_cleanly_and_the_next_process_finishes_it(self):
+        s = Server({"LENSROOM_MOCK_LATENCY_MS": "1500", "LENSROOM_LEASE_S": "2"})
+        self.addCleanup(s.cleanup)
+        s.start()
+        user = new_user()
+        s.grant(user, 500)
+        c = RunClient(s, user)
+        r = c.run(five_nodes())
+        self.assertEqual(r.status, 202, r.body)
+        rid, total = r.json["runId"], r.json["costs"]["quoted"]
+        self.assertTrue(wait_for(lambda: nodes_by_id(c.get(rid).json)["text"]["status"]
+                                 == "processing", 30))
+        s.stop()  # SIGTERM: exit 0, no sanitizer report (asserted by the harness)
+        with s.db() as db:
+            left = db.execute("SELECT count(*) FROM generations WHERE run_id = ? AND status = "
+                              "'pending'", (rid,)).fetchone()[0]
+        self.assertGreater(left, 0)
+        s.start()
+        body = c.wait_finished(rid, 120)
+        self.assertEqual(body["status"], "success", body)
+        self.assertEqual(s.balance(user), 500 - total)
+        assert_run_money(self, s, user, body)
+
+
 class RunCache(ServerTest):
     server_env = {"LENSROOM_MOCK_LATENCY_MS": "50"}
 
