@@ -92,14 +92,6 @@ static void notify(lr_pipeline *p, const char *id, lr_gen_status status)
         p->observer(p->observer_ctx, id, status, LR_STAGE_NONE);
 }
 
-static json_t *strv_json(const lr_strv *a)
-{
-    json_t *arr = json_array();
-    for (size_t i = 0; i < a->n; i++)
-        json_array_append_new(arr, a->v[i] ? json_string(a->v[i]) : json_null());
-    return arr;
-}
-
 /* Node i served from the cache: its outputs are those of the node reused. */
 static void take_cached(gnode *nd, const lr_run_node *from)
 {
@@ -582,7 +574,7 @@ static lr_err reserve(lr_pipeline *p, const lr_run_begin_req *q, lr_run_begin_re
         lr_uuid_v4(gen_ids[i]);
         if (!plan->included[i])
             continue;
-        urls[i] = from->generation_id ? strv_json(&from->result_urls) : NULL;
+        urls[i] = from->generation_id ? lr_strv_json(&from->result_urls) : NULL;
         nodes[n++] = (lr_run_node_req){
             .generation_id = gen_ids[i],
             .node_id = gn->id,
