@@ -307,6 +307,7 @@ void lr_api_runs_create(lr_app *app, lr_req *req)
                           .idempotency_key = has_key ? key : NULL,
                           .request_hash = has_key ? hash : NULL,
                           .max_in_flight = app->cfg->user_max_in_flight,
+                          .limiter = app->ratelimit,
                           .request_id = lr_req_id(req)};
     lr_run_begin_result r;
     lr_run_begin(app->pipeline, &q, &r);

@@ -25,6 +25,7 @@
 #include "core/vocab.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/quote.h"
+#include "pipeline/ratelimit.h"
 
 #define LR_GRAPH_MAX_NODES 50
 #define LR_NODE_ID_MAX 64
@@ -146,7 +147,8 @@ typedef struct {
     long max_credits;     /* < 0: no cap */
     const char *quote_id, *idempotency_key, *request_hash; /* NULL: none */
     int max_in_flight;                                     /* the user's; <= 0: unlimited */
-    const char *request_id;                                /* for the log, or NULL */
+    lr_ratelimit *limiter;  /* the request-rate limit a run counts against, or NULL */
+    const char *request_id; /* for the log, or NULL */
 } lr_run_begin_req;
 
 typedef enum {

@@ -425,11 +425,17 @@ static void maybe_end(lr_graph_run *gr)
     const char *node = gr->failed >= 0 ? gr->nodes[gr->failed].node_id : NULL;
     pthread_mutex_unlock(&gr->mu);
     lr_pipeline *p = gr->p;
+    /* The failed node's error as its row has it: a node canceled on its
+     * own (POST /api/generations/{id}/cancel) reads canceled there. */
+    lr_generation row = {0};
+    if (node)
+        p->db->ops->get_generation(p->db, NULL, gr->nodes[gr->failed].gen_id, &row);
+    const char *code = row.error_code ? row.error_code : lr_code_name(gr->fail_code);
     lr_err e = p->db->ops->finish_run(
         p->db, gr->id, lr_gen_status_name(status), status == LR_GEN_FAILED ? node : NULL,
-        status == LR_GEN_FAILED ? lr_code_name(node ? gr->fail_code : LR_CODE_UPSTREAM_FAILED)
-                                : NULL,
-        status == LR_GEN_FAILED ? gr->fail_msg : NULL);
+        status == LR_GEN_FAILED ? (node ? code : lr_code_name(LR_CODE_UPSTREAM_FAILED)) : NULL,
+        status == LR_GEN_FAILED ? (row.error_message ? row.error_message : gr->fail_msg) : NULL);
+    lr_generation_clear(&row);
     if (e != LR_OK && e != LR_ERR_CONFLICT)
         lr_error("run %s: its end was not recorded (%s); recovery finishes it", gr->id,
                  lr_strerror(e));
@@ -730,6 +736,12 @@ lr_err lr_run_begin(lr_pipeline *p, const lr_run_begin_req *q, lr_run_begin_resu
     *o = (lr_run_begin_result){.kind = LR_RUN_STARTED};
     if (!q->user_id)
         return LR_ERR_INVALID;
+    int retry_after;
+    if (q->limiter && !lr_ratelimit_take(q->limiter, q->user_id, &retry_after)) {
+        o->retry_after_s = retry_after;
+        return refuse(o, LR_CODE_RATE_LIMITED,
+                      "Too many requests: slow down and retry after the given seconds");
+    }
     if (!prepare(p, q, o))
         return LR_OK;
     int *units = lr_xcalloc(o->check.n, sizeof *units);

@@ -355,6 +355,24 @@ class Runs(ServerTest):
         self.c.wait_finished(r.json["runId"])
 
 
+class RunLimits(ServerTest):
+    server_env = {"LENSROOM_USER_RATE_PER_MIN": "1"}
+
+    def test_a_run_counts_against_the_request_rate_and_a_refusal_charges_nothing(self):
+        user = new_user()
+        self.server.grant(user, 100)
+        c = RunClient(self.server, user)
+        graph = {"nodes": [{"id": "a", "modelId": "anthropic_text", "inputs": {"prompt": "hi"}}]}
+        r = c.run(graph)
+        self.assertEqual(r.status, 202, r.body)
+        c.wait_finished(r.json["runId"])
+        r = c.run(graph)
+        self.assertEqual(r.status, 429, r.body)
+        self.assertEqual(r.json["code"], "rate_limited")
+        self.assertTrue(r.header("retry-after"))
+        self.assertEqual(self.server.balance(user), 98)
+
+
 class RunRestart(unittest.TestCase):
     def test_sigterm_mid_run_exits_cleanly_and_the_next_process_finishes_it(self):
         s = Server({"LENSROOM_MOCK_LATENCY_MS": "1500", "LENSROOM_LEASE_S": "2"})
@@ -495,6 +513,24 @@ class RunCancel(ServerTest):
         again = c.post(f"/api/runs/{rid}/cancel", {})
         self.assertEqual(again.status, 409, again.body)
         self.assertEqual(again.json["code"], "run_finished")
+        assert_run_money(self, self.server, user, body)
+
+    def test_a_node_canceled_on_its_own_fails_the_run_naming_it(self):
+        user = new_user()
+        self.server.grant(user, 500)
+        c = RunClient(self.server, user)
+        r = c.run(five_nodes())
+        rid = r.json["runId"]
+        self.assertTrue(wait_for(lambda: nodes_by_id(c.get(rid).json)["text"]["status"]
+                                 == "processing", 30))
+        gid = nodes_by_id(c.get(rid).json)["text"]["generationId"]
+        x = c.post(f"/api/generations/{gid}/cancel", {})
+        self.assertEqual(x.status, 200, x.body)
+        body = c.wait_finished(rid)
+        self.assertEqual(body["status"], "failed", body)
+        self.assertEqual((body["error"]["nodeId"], body["error"]["code"]), ("text", "canceled"))
+        self.assertEqual(body["costs"]["refunded"], body["costs"]["quoted"])
+        self.assertEqual(self.server.balance(user), 500)
         assert_run_money(self, self.server, user, body)
 
 
