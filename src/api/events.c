@@ -192,6 +192,18 @@ static bool run_watching(lr_events *h, const char *id, char run[LR_UUID_LEN + 1]
 
 static void poll_run(lr_events *h, const char *id);
 
+typedef struct {
+    lr_events *h;
+    char id[LR_UUID_LEN + 1];
+} run_poll;
+
+static void run_poll_job(void *arg)
+{
+    run_poll *q = arg;
+    poll_run(q->h, q->id);
+    free(q);
+}
+
 void lr_events_observe(void *hub, const char *id, lr_gen_status status, lr_gen_stage stage)
 {
     lr_events *h = hub;
@@ -201,8 +213,12 @@ void lr_events_observe(void *hub, const char *id, lr_gen_status status, lr_gen_s
     /* a node's end may start the nodes below it: its run is read again */
     bool node = !lr_gen_status_unfinished(status) && run_watching(h, id, run);
     pthread_mutex_unlock(&h->mu);
-    if (node)
-        poll_run(h, run);
+    if (node) { /* read on a worker: the observer may be called on the loop thread */
+        run_poll *q = lr_xmalloc(sizeof *q);
+        q->h = h;
+        memcpy(q->id, run, sizeof q->id);
+        lr_workers_submit(h->workers, run_poll_job, q);
+    }
     if (!watched)
         return;
     lr_generation g = {0};
