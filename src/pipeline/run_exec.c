@@ -849,8 +849,10 @@ static void adopt_node(lr_graph_run *gr, size_t i, const lr_run_node *row)
                          .created_at = row->created_at ? row->created_at : created,
                          .ended = node_ended,
                          .ended_ctx = nd};
+        pthread_mutex_lock(&gr->mu);
         nd->state = N_RUNNING;
         gr->refs++;
+        pthread_mutex_unlock(&gr->mu);
         lr_log_fields(LR_LOG_WARN, NULL, "resuming a run's node left by a stopped process",
                       json_pack("{s:s, s:s}", "run_id", gr->id, "node", nd->node_id));
         if (lr_pipeline_resume(gr->p, &rq, &row->task_ids) != LR_OK) {
@@ -888,8 +890,8 @@ static bool adopt_run(lr_pipeline *p, const lr_run *rr, const lr_run_node_list *
         free(units);
         for (size_t i = 0; i < gr->n; i++)
             gr->nodes[i].state = N_OUT; /* until its row says otherwise */
+        gr->refs++;                     /* held while its nodes are adopted */
         registry_add(p, gr);
-        gr->refs++; /* held while its nodes are adopted */
     }
     for (size_t r = 0; ok && r < rows->n; r++) {
         for (size_t i = 0; i < gr->n; i++) {
