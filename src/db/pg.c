@@ -112,6 +112,8 @@ struct pg_db {
     lr_db base;
     char *url;
     PGconn **conns;
+    unsigned *conn_epoch; /* the epoch each connection was last known good in */
+    unsigned epoch;       /* advanced by every lost connection (mu) */
     int n;
     int *free_stack;
     int nfree;
@@ -139,25 +141,38 @@ static PGconn *connect_db(const char *url)
     return c;
 }
 
-/* A usable connection, or NULL (returned to the pool by release). */
+/* A usable connection, or NULL (returned to the pool by release). An idle
+ * connection to a server that restarted still says CONNECTION_OK until
+ * its next statement fails; so once any statement has lost its
+ * connection, every connection last good before that is reset before its
+ * next use, and only the request that met the outage fails. */
 static PGconn *acquire(pg_db *d, int *slot)
 {
     pthread_mutex_lock(&d->mu);
     while (d->nfree == 0)
         pthread_cond_wait(&d->cv, &d->mu);
     *slot = d->free_stack[--d->nfree];
+    unsigned epoch = d->epoch;
     pthread_mutex_unlock(&d->mu);
     PGconn *c = d->conns[*slot];
-    if (!c) {
+    if (!c)
         c = d->conns[*slot] = connect_db(d->url);
-    } else if (PQstatus(c) != CONNECTION_OK) {
+    else if (PQstatus(c) != CONNECTION_OK || d->conn_epoch[*slot] != epoch)
         PQreset(c);
-    }
     if (PQstatus(c) != CONNECTION_OK) {
         lr_error("postgres: cannot connect: %s", PQerrorMessage(c));
         return NULL;
     }
+    d->conn_epoch[*slot] = epoch;
     return c;
+}
+
+/* A statement lost its connection: the server may have restarted. */
+static void connection_lost(pg_db *d)
+{
+    pthread_mutex_lock(&d->mu);
+    d->epoch++;
+    pthread_mutex_unlock(&d->mu);
 }
 
 static void release(pg_db *d, int slot)
@@ -192,6 +207,8 @@ static lr_err query(pg_db *d, const char *sql, int n, const char *const *params,
     int slot;
     PGconn *c = acquire(d, &slot);
     lr_err e = c ? run(c, sql, n, params, out) : LR_ERR_UNAVAILABLE;
+    if (c && e == LR_ERR_UNAVAILABLE)
+        connection_lost(d);
     release(d, slot);
     return e;
 }
@@ -1092,6 +1109,7 @@ static void pg_close(lr_db *db)
     pthread_mutex_destroy(&d->mu);
     pthread_cond_destroy(&d->cv);
     free(d->conns);
+    free(d->conn_epoch);
     free(d->free_stack);
     free(d->url);
     free(d);
@@ -1140,6 +1158,7 @@ lr_err lr_db_pg_open(const char *url, int pool_size, lr_db **out, char **errmsg)
     d->url = lr_xstrdup(url);
     d->n = pool_size;
     d->conns = lr_xcalloc((size_t)pool_size, sizeof *d->conns);
+    d->conn_epoch = lr_xcalloc((size_t)pool_size, sizeof *d->conn_epoch);
     d->free_stack = lr_xcalloc((size_t)pool_size, sizeof *d->free_stack);
     pthread_mutex_init(&d->mu, NULL);
     pthread_cond_init(&d->cv, NULL);
