@@ -54,6 +54,8 @@ void *lr_xcalloc(size_t count, size_t size);
 void *lr_xrealloc(void *p, size_t n);
 char *lr_xstrdup(const char *s);
 char *lr_xstrndup(const char *s, size_t n);
+/* asprintf that aborts when memory runs out. */
+char *lr_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Lowercase hex of len bytes into out (2*len+1). */
 void lr_hex(const unsigned char *in, size_t len, char *out);

@@ -23,22 +23,33 @@
 #include "storage/storage.h"
 
 typedef struct {
-    lr_store base;
-    char *endpoint; /* scheme://host[:port], no trailing slash */
+    lr_remote_store r; /* first: the store is an lr_store */
+    char *endpoint;    /* scheme://host[:port], no trailing slash */
     char *region;
     char *userpwd; /* key:secret for curl */
     char *sigv4;   /* aws:amz:<region>:s3 */
-    char *tmp_dir;
     bool path_style;
     size_t part_size;
 } s3_store;
-
-typedef lr_spool_range body_src;
 
 typedef struct {
     char *buf;
     size_t len;
 } sink_buf;
+
+/* One S3 request, as s3_call takes it. */
+typedef struct {
+    const char *method;
+    const char *key;          /* NULL: the bucket itself */
+    const char *query;        /* sorted and encoded (SigV4 signs it as written), or NULL */
+    lr_spool_range *body;     /* streamed from a spool, or NULL */
+    const char *payload_sha;  /* hex or UNSIGNED-PAYLOAD; NULL: the empty body's */
+    const char *content_type; /* or NULL */
+    const char *xml;          /* a small body sent from memory, or NULL */
+    sink_buf *resp;           /* keeps the answer's body, or NULL */
+    char *etag;               /* receives the ETag header, or NULL */
+    size_t etag_len;
+} s3_req;
 
 /* Keeps at most 64 KiB of a response (S3 answers are small XML). */
 static size_t keep_response(char *src, size_t size, size_t n, void *arg)
@@ -47,11 +58,8 @@ static size_t keep_response(char *src, size_t size, size_t n, void *arg)
     size_t len = size * n;
     if (k->len + len > 65536)
         return len;
-    char *nb = realloc(k->buf, k->len + len + 1);
-    if (!nb)
-        return 0;
-    memcpy(nb + k->len, src, len);
-    k->buf = nb;
+    k->buf = lr_xrealloc(k->buf, k->len + len + 1);
+    memcpy(k->buf + k->len, src, len);
     k->len += len;
     k->buf[k->len] = '\0';
     return len;
@@ -59,83 +67,72 @@ static size_t keep_response(char *src, size_t size, size_t n, void *arg)
 
 static char *object_url(const s3_store *s, const char *key, const char *query)
 {
-    char *url;
-    int rc;
     const char *q = query ? query : "";
     const char *sep = query ? "?" : "";
-    if (s->path_style) {
-        rc = asprintf(&url, "%s/%s%s%s%s%s", s->endpoint, s->base.bucket, key ? "/" : "",
-                      key ? key : "", sep, q);
-    } else {
-        const char *host = strstr(s->endpoint, "://");
-        host = host ? host + 3 : s->endpoint;
-        rc = asprintf(&url, "%.*s%s.%s/%s%s%s", (int)(host - s->endpoint), s->endpoint,
-                      s->base.bucket, host, key ? key : "", sep, q);
-    }
-    return rc < 0 ? NULL : url;
+    const char *bucket = s->r.base.bucket;
+    if (s->path_style)
+        return lr_xasprintf("%s/%s%s%s%s%s", s->endpoint, bucket, key ? "/" : "", key ? key : "",
+                            sep, q);
+    const char *host = strstr(s->endpoint, "://");
+    host = host ? host + 3 : s->endpoint;
+    return lr_xasprintf("%.*s%s.%s/%s%s%s", (int)(host - s->endpoint), s->endpoint, bucket, host,
+                        key ? key : "", sep, q);
 }
 
 static const char EMPTY_SHA256[] =
     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
-/* One signed request. body: NULL for none; payload_sha: hex or
- * UNSIGNED-PAYLOAD. Returns the HTTP status (0 when the request failed). */
-static long s3_call(s3_store *s, const char *method, const char *key, const char *query,
-                    body_src *body, const char *payload_sha, const char *content_type,
-                    const char *xml, sink_buf *resp, char *etag, size_t etag_len)
+/* One signed request; returns the HTTP status (0 when it got no answer). */
+static long s3_call(s3_store *s, const s3_req *q)
 {
     CURL *c = curl_easy_init();
-    char *url = object_url(s, key, query);
-    if (!c || !url) {
-        curl_easy_cleanup(c);
-        free(url);
+    if (!c)
         return 0;
-    }
+    char *url = object_url(s, q->key, q->query);
     struct curl_slist *h = NULL;
     char line[160];
     snprintf(line, sizeof line, "x-amz-content-sha256: %s",
-             payload_sha ? payload_sha : EMPTY_SHA256);
+             q->payload_sha ? q->payload_sha : EMPTY_SHA256);
     h = curl_slist_append(h, line);
-    if (content_type) {
-        snprintf(line, sizeof line, "Content-Type: %s", content_type);
+    if (q->content_type) {
+        snprintf(line, sizeof line, "Content-Type: %s", q->content_type);
         h = curl_slist_append(h, line);
     }
     /* No "Expect:" override: curl 7.88 would sign the removed header as
      * empty and the signature would no longer match what it sends. */
     curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, q->method);
     curl_easy_setopt(c, CURLOPT_AWS_SIGV4, s->sigv4);
     curl_easy_setopt(c, CURLOPT_USERPWD, s->userpwd);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     lr_spool_curl_defaults(c);
-    if (body) {
+    if (q->body) {
         curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
         curl_easy_setopt(c, CURLOPT_READFUNCTION, lr_spool_read_cb);
-        curl_easy_setopt(c, CURLOPT_READDATA, body);
-        curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)body->left);
-    } else if (xml) {
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, xml);
-    } else if (!strcmp(method, "HEAD")) {
+        curl_easy_setopt(c, CURLOPT_READDATA, q->body);
+        curl_easy_setopt(c, CURLOPT_INFILESIZE_LARGE, (curl_off_t)q->body->left);
+    } else if (q->xml) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, q->xml);
+    } else if (!strcmp(q->method, "HEAD")) {
         curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
     }
     sink_buf ignored = {0};
+    sink_buf *resp = q->resp ? q->resp : &ignored;
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, keep_response);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, resp ? resp : &ignored);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, resp);
     long status = 0;
+    const char *what = q->key ? q->key : "(bucket)";
     CURLcode rc = curl_easy_perform(c);
     if (rc == CURLE_OK) {
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
         struct curl_header *eh;
-        if (etag && curl_easy_header(c, "ETag", 0, CURLH_HEADER, -1, &eh) == CURLHE_OK)
-            snprintf(etag, etag_len, "%s", eh->value);
+        if (q->etag && curl_easy_header(c, "ETag", 0, CURLH_HEADER, -1, &eh) == CURLHE_OK)
+            snprintf(q->etag, q->etag_len, "%s", eh->value);
     } else {
-        lr_error("s3: %s %s: %s", method, key ? key : "(bucket)", curl_easy_strerror(rc));
+        lr_error("s3: %s %s: %s", q->method, what, curl_easy_strerror(rc));
     }
     if (status >= 300)
-        lr_error("s3: %s %s: HTTP %ld %s", method, key ? key : "(bucket)", status,
-                 resp && resp->buf ? resp->buf
-                 : ignored.buf     ? ignored.buf
-                                   : "");
+        lr_error("s3: %s %s: HTTP %ld %s", q->method, what, status, resp->buf ? resp->buf : "");
     free(ignored.buf);
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
@@ -146,7 +143,7 @@ static long s3_call(s3_store *s, const char *method, const char *key, const char
 static lr_err s3_open_writer(lr_store *st, const char *key, const char *content_type,
                              lr_store_writer **out)
 {
-    return lr_spooled_open(st, ((s3_store *)st)->tmp_dir, key, content_type, out);
+    return lr_spooled_open(st, ((s3_store *)st)->r.tmp_dir, key, content_type, out);
 }
 
 /* Between <UploadId> tags of an S3 answer. */
@@ -157,15 +154,19 @@ static char *xml_value(const char *xml, const char *tag)
     snprintf(close_, sizeof close_, "</%s>", tag);
     const char *a = xml ? strstr(xml, open) : NULL;
     const char *b = a ? strstr(a, close_) : NULL;
-    return b ? strndup(a + strlen(open), (size_t)(b - a - strlen(open))) : NULL;
+    return b ? lr_xstrndup(a + strlen(open), (size_t)(b - a - strlen(open))) : NULL;
 }
 
 static lr_err put_multipart(lr_store_writer *w)
 {
     s3_store *s = w->store;
     sink_buf resp = {0};
-    long st =
-        s3_call(s, "POST", w->key, "uploads=", NULL, NULL, w->content_type, "", &resp, NULL, 0);
+    long st = s3_call(s, &(s3_req){.method = "POST",
+                                   .key = w->key,
+                                   .query = "uploads=",
+                                   .content_type = w->content_type,
+                                   .xml = "",
+                                   .resp = &resp});
     char *upload_id = st == 200 ? xml_value(resp.buf, "UploadId") : NULL;
     free(resp.buf);
     if (!upload_id)
@@ -173,7 +174,7 @@ static lr_err put_multipart(lr_store_writer *w)
     size_t size = w->spool.size;
     size_t parts = (size + s->part_size - 1) / s->part_size;
     size_t cap = 128 + parts * 96;
-    char *xml = malloc(cap);
+    char *xml = lr_xmalloc(cap);
     size_t o = (size_t)snprintf(xml, cap, "<CompleteMultipartUpload>");
     lr_err e = LR_OK;
     for (size_t i = 0; i < parts && e == LR_OK; i++) {
@@ -183,10 +184,15 @@ static lr_err put_multipart(lr_store_writer *w)
          * semantics of the store, and TLS protects the bytes in transit. */
         snprintf(query, sizeof query, "partNumber=%zu&uploadId=%s", i + 1, upload_id);
         size_t off = i * s->part_size;
-        body_src b = {w->spool.fd, (off_t)off,
-                      size - off < s->part_size ? size - off : s->part_size};
-        if (s3_call(s, "PUT", w->key, query, &b, "UNSIGNED-PAYLOAD", NULL, NULL, NULL, etag,
-                    sizeof etag) != 200 ||
+        lr_spool_range b = {w->spool.fd, (off_t)off,
+                            size - off < s->part_size ? size - off : s->part_size};
+        if (s3_call(s, &(s3_req){.method = "PUT",
+                                 .key = w->key,
+                                 .query = query,
+                                 .body = &b,
+                                 .payload_sha = "UNSIGNED-PAYLOAD",
+                                 .etag = etag,
+                                 .etag_len = sizeof etag}) != 200 ||
             !etag[0])
             e = LR_ERR_IO;
         else
@@ -202,12 +208,16 @@ static lr_err put_multipart(lr_store_writer *w)
         char hex[65];
         EVP_Digest(xml, strlen(xml), d, NULL, EVP_sha256(), NULL);
         lr_hex(d, 32, hex);
-        if (s3_call(s, "POST", w->key, query, NULL, hex, "application/xml", xml, NULL, NULL, 0) !=
-            200)
+        if (s3_call(s, &(s3_req){.method = "POST",
+                                 .key = w->key,
+                                 .query = query,
+                                 .payload_sha = hex,
+                                 .content_type = "application/xml",
+                                 .xml = xml}) != 200)
             e = LR_ERR_IO;
     }
     if (e != LR_OK)
-        s3_call(s, "DELETE", w->key, query, NULL, NULL, NULL, NULL, NULL, NULL, 0);
+        s3_call(s, &(s3_req){.method = "DELETE", .key = w->key, .query = query});
     free(xml);
     free(upload_id);
     return e;
@@ -221,9 +231,12 @@ static lr_err s3_commit(lr_store_writer *w)
     if (w->spool.size > ((s3_store *)w->store)->part_size) {
         e = put_multipart(w);
     } else {
-        body_src b = {w->spool.fd, 0, w->spool.size};
-        long st = s3_call((s3_store *)w->store, "PUT", w->key, NULL, &b, hex, w->content_type, NULL,
-                          NULL, NULL, 0);
+        lr_spool_range b = {w->spool.fd, 0, w->spool.size};
+        long st = s3_call(w->store, &(s3_req){.method = "PUT",
+                                              .key = w->key,
+                                              .body = &b,
+                                              .payload_sha = hex,
+                                              .content_type = w->content_type});
         e = st == 200 ? LR_OK : LR_ERR_IO;
     }
     lr_spooled_free(w);
@@ -234,8 +247,7 @@ static lr_err s3_remove(lr_store *st, const char *key)
 {
     if (!lr_store_key_valid(key))
         return LR_ERR_INVALID;
-    long status =
-        s3_call((s3_store *)st, "DELETE", key, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0);
+    long status = s3_call((s3_store *)st, &(s3_req){.method = "DELETE", .key = key});
     return status == 204 || status == 200 ? LR_OK : status == 404 ? LR_ERR_NOT_FOUND : LR_ERR_IO;
 }
 
@@ -244,7 +256,7 @@ static lr_err s3_read(lr_store *st, const char *key, size_t max, char **buf, siz
     if (!lr_store_key_valid(key))
         return LR_ERR_INVALID;
     sink_buf resp = {0};
-    long status = s3_call((s3_store *)st, "GET", key, NULL, NULL, NULL, NULL, NULL, &resp, NULL, 0);
+    long status = s3_call((s3_store *)st, &(s3_req){.method = "GET", .key = key, .resp = &resp});
     if (status != 200) {
         free(resp.buf);
         return status == 404 ? LR_ERR_NOT_FOUND : LR_ERR_IO;
@@ -253,29 +265,24 @@ static lr_err s3_read(lr_store *st, const char *key, size_t max, char **buf, siz
         free(resp.buf);
         return LR_ERR_TOO_LARGE;
     }
-    *buf = resp.buf ? resp.buf : strdup("");
+    *buf = resp.buf ? resp.buf : lr_xstrdup("");
     *len = resp.len;
     return LR_OK;
 }
 
 static lr_err s3_ping(lr_store *st)
 {
-    return lr_spool_bucket_status(
-        s3_call((s3_store *)st, "HEAD", NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0));
+    return lr_spool_bucket_status(s3_call((s3_store *)st, &(s3_req){.method = "HEAD"}));
 }
 
 static void s3_close(lr_store *st)
 {
     s3_store *s = (s3_store *)st;
+    lr_remote_store_clear(&s->r);
     free(s->endpoint);
     free(s->region);
-    if (s->userpwd)
-        OPENSSL_cleanse(s->userpwd, strlen(s->userpwd));
-    free(s->userpwd);
+    lr_secret_free(s->userpwd);
     free(s->sigv4);
-    free(s->tmp_dir);
-    free(s->base.bucket);
-    free(s->base.url_prefix);
     free(s);
 }
 
@@ -291,40 +298,30 @@ static const lr_store_ops s3_ops = {
     .close = s3_close,
 };
 
+static void trim_slashes(char *s)
+{
+    size_t n = strlen(s);
+    while (n > 0 && s[n - 1] == '/')
+        s[--n] = '\0';
+}
+
 lr_err lr_store_s3_open(const lr_s3_options *o, lr_store **out)
 {
-    s3_store *s = calloc(1, sizeof *s);
-    if (!s)
-        return LR_ERR_NOMEM;
-    s->base.ops = &s3_ops;
-    s->base.backend = "s3";
-    s->base.bucket = strdup(o->bucket);
-    s->endpoint = strdup(o->endpoint);
-    size_t n = strlen(s->endpoint);
-    while (n > 0 && s->endpoint[n - 1] == '/')
-        s->endpoint[--n] = '\0';
-    s->region = strdup(o->region);
+    s3_store *s = lr_xcalloc(1, sizeof *s);
+    s->endpoint = lr_xstrdup(o->endpoint);
+    trim_slashes(s->endpoint);
+    s->region = lr_xstrdup(o->region);
     s->path_style = o->path_style;
-    s->tmp_dir = strdup(o->tmp_dir);
     s->part_size = o->part_size ? o->part_size : 16u * 1024u * 1024u;
-    if (asprintf(&s->userpwd, "%s:%s", o->access_key, o->secret_key) < 0)
-        s->userpwd = NULL;
-    if (asprintf(&s->sigv4, "aws:amz:%s:s3", o->region) < 0)
-        s->sigv4 = NULL;
-    if (o->public_url) {
-        s->base.url_prefix = strdup(o->public_url);
-    } else {
-        s->base.url_prefix = object_url(s, NULL, NULL);
+    s->userpwd = lr_xasprintf("%s:%s", o->access_key, o->secret_key);
+    s->sigv4 = lr_xasprintf("aws:amz:%s:s3", o->region);
+    lr_err e = lr_remote_store_init(&s->r, &s3_ops, "s3", o->bucket, o->tmp_dir);
+    if (e != LR_OK) {
+        s3_close(&s->r.base);
+        return e;
     }
-    if (!s->base.bucket || !s->endpoint || !s->region || !s->tmp_dir || !s->userpwd || !s->sigv4 ||
-        !s->base.url_prefix || lr_mkdir_p(s->tmp_dir, 0700) != 0) {
-        s3_close(&s->base);
-        return LR_ERR_NOMEM;
-    }
-    lr_temp_sweep(s->tmp_dir, LR_SPOOL_PREFIX, 0);
-    n = strlen(s->base.url_prefix);
-    while (n > 0 && s->base.url_prefix[n - 1] == '/')
-        s->base.url_prefix[--n] = '\0';
-    *out = &s->base;
+    s->r.base.url_prefix = o->public_url ? lr_xstrdup(o->public_url) : object_url(s, NULL, NULL);
+    trim_slashes(s->r.base.url_prefix);
+    *out = &s->r.base;
     return LR_OK;
 }

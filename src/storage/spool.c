@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,6 +156,35 @@ void lr_spool_close(lr_spool *s)
     s->fd = -1;
     EVP_MD_CTX_free(s->sha);
     s->sha = NULL;
+}
+
+lr_err lr_remote_store_init(lr_remote_store *r, const lr_store_ops *ops, const char *backend,
+                            const char *bucket, const char *tmp_dir)
+{
+    r->base.ops = ops;
+    r->base.backend = backend;
+    r->base.bucket = lr_xstrdup(bucket);
+    r->tmp_dir = lr_xstrdup(tmp_dir);
+    if (lr_mkdir_p(tmp_dir, 0700) != LR_OK) {
+        lr_error("storage: cannot create %s: %s", tmp_dir, strerror(errno));
+        return LR_ERR_IO;
+    }
+    lr_temp_sweep(tmp_dir, LR_SPOOL_PREFIX, 0);
+    return LR_OK;
+}
+
+void lr_remote_store_clear(lr_remote_store *r)
+{
+    free(r->base.bucket);
+    free(r->base.url_prefix);
+    free(r->tmp_dir);
+}
+
+void lr_secret_free(char *secret)
+{
+    if (secret)
+        OPENSSL_cleanse(secret, strlen(secret));
+    free(secret);
 }
 
 lr_err lr_spooled_open(void *store, const char *dir, const char *key, const char *content_type,

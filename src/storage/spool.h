@@ -10,6 +10,7 @@
 #include <sys/types.h>
 
 #include "core/err.h"
+#include "storage/storage.h"
 
 typedef struct {
     int fd;
@@ -35,6 +36,21 @@ struct lr_store_writer {
     char *content_type;
     lr_spool spool;
 };
+
+/* What the remote stores (S3, Supabase) share at their head. */
+typedef struct {
+    lr_store base;
+    char *tmp_dir; /* spool files for uploads */
+} lr_remote_store;
+
+/* Fills r's shared fields (backend: a static name; bucket and tmp_dir
+ * copied) and makes tmp_dir; LR_ERR_IO when it cannot be made. */
+lr_err lr_remote_store_init(lr_remote_store *r, const lr_store_ops *ops, const char *backend,
+                            const char *bucket, const char *tmp_dir);
+/* Frees the shared fields (url_prefix included), not r itself. */
+void lr_remote_store_clear(lr_remote_store *r);
+/* Wipes a secret (a key, a header carrying one), then frees it. */
+void lr_secret_free(char *secret);
 
 /* open_writer/write/abort for remote backends; commit is theirs. */
 lr_err lr_spooled_open(void *store, const char *dir, const char *key, const char *content_type,

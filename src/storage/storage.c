@@ -53,10 +53,7 @@ bool lr_store_key_valid(const char *key)
 
 char *lr_store_public_url(const lr_store *s, const char *key)
 {
-    char *url;
-    if (asprintf(&url, "%s/%s", s->url_prefix, key) < 0)
-        return NULL;
-    return url;
+    return lr_xasprintf("%s/%s", s->url_prefix, key);
 }
 
 void lr_store_close(lr_store *s)
@@ -104,8 +101,7 @@ static lr_err open_target(lr_blob_sink *k)
     const char *folder = k->folder                             ? k->folder
                          : strcmp(k->mime->kind, "video") == 0 ? "video"
                                                                : "photo";
-    if (asprintf(&k->key, "%s/%s/%s.%s", k->user_id, folder, k->name, k->mime->ext) < 0)
-        abort(); /* out of memory, as lr_xmalloc */
+    k->key = lr_xasprintf("%s/%s/%s.%s", k->user_id, folder, k->name, k->mime->ext);
     if (!lr_store_key_valid(k->key))
         return LR_ERR_INVALID;
     lr_err e = k->store->ops->open_writer(k->store, k->key, k->mime->content_type, &k->w);

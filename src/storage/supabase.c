@@ -23,11 +23,10 @@
 #include "storage/storage.h"
 
 typedef struct {
-    lr_store base;
+    lr_remote_store r; /* first: the store is an lr_store */
     char *url;         /* https://<ref>.supabase.co, no trailing slash */
     char *auth_header; /* NULL for an sb_secret_… key */
     char *apikey_header;
-    char *tmp_dir;
 } sb_store;
 
 typedef struct {
@@ -45,11 +44,8 @@ static size_t keep_body(char *src, size_t size, size_t n, void *arg)
         b->too_large = true;
         return 0; /* abort the transfer */
     }
-    char *nb = realloc(b->buf, b->len + len + 1);
-    if (!nb)
-        return 0;
-    memcpy(nb + b->len, src, len);
-    b->buf = nb;
+    b->buf = lr_xrealloc(b->buf, b->len + len + 1);
+    memcpy(b->buf + b->len, src, len);
     b->len += len;
     b->buf[b->len] = '\0';
     return len;
@@ -60,11 +56,9 @@ static long sb_call(sb_store *s, const char *method, const char *path, lr_spool_
                     const char *content_type, const char *json, body_buf *resp)
 {
     CURL *c = curl_easy_init();
-    char *url = NULL;
-    if (!c || asprintf(&url, "%s%s", s->url, path) < 0) {
-        curl_easy_cleanup(c);
+    if (!c)
         return 0;
-    }
+    char *url = lr_xasprintf("%s%s", s->url, path);
     struct curl_slist *h = NULL;
     if (s->auth_header)
         h = curl_slist_append(h, s->auth_header);
@@ -110,13 +104,13 @@ static long sb_call(sb_store *s, const char *method, const char *path, lr_spool_
 static lr_err sb_open_writer(lr_store *st, const char *key, const char *content_type,
                              lr_store_writer **out)
 {
-    return lr_spooled_open(st, ((sb_store *)st)->tmp_dir, key, content_type, out);
+    return lr_spooled_open(st, ((sb_store *)st)->r.tmp_dir, key, content_type, out);
 }
 
 static lr_err sb_commit(lr_store_writer *w)
 {
     char path[2048];
-    snprintf(path, sizeof path, "/storage/v1/object/%s/%s", ((sb_store *)w->store)->base.bucket,
+    snprintf(path, sizeof path, "/storage/v1/object/%s/%s", ((sb_store *)w->store)->r.base.bucket,
              w->key);
     lr_spool_range b = {w->spool.fd, 0, w->spool.size};
     long status = sb_call((sb_store *)w->store, "POST", path, &b, w->content_type, NULL, NULL);
@@ -130,7 +124,7 @@ static lr_err sb_remove(lr_store *st, const char *key)
     if (!lr_store_key_valid(key))
         return LR_ERR_INVALID;
     char path[1024];
-    snprintf(path, sizeof path, "/storage/v1/object/%s", s->base.bucket);
+    snprintf(path, sizeof path, "/storage/v1/object/%s", s->r.base.bucket);
     json_t *j = json_pack("{s:[s]}", "prefixes", key);
     char *body = json_dumps(j, JSON_COMPACT);
     json_decref(j);
@@ -154,7 +148,7 @@ static lr_err sb_read(lr_store *st, const char *key, size_t max, char **buf, siz
     if (!lr_store_key_valid(key))
         return LR_ERR_INVALID;
     char path[2048];
-    snprintf(path, sizeof path, "/storage/v1/object/%s/%s", s->base.bucket, key);
+    snprintf(path, sizeof path, "/storage/v1/object/%s/%s", s->r.base.bucket, key);
     body_buf resp = {.max = max};
     long status = sb_call(s, "GET", path, NULL, NULL, NULL, &resp);
     if (status != 200) {
@@ -163,7 +157,7 @@ static lr_err sb_read(lr_store *st, const char *key, size_t max, char **buf, siz
                : (status == 404 || status == 400) ? LR_ERR_NOT_FOUND
                                                   : LR_ERR_IO;
     }
-    *buf = resp.buf ? resp.buf : strdup("");
+    *buf = resp.buf ? resp.buf : lr_xstrdup("");
     *len = resp.len;
     return LR_OK;
 }
@@ -172,23 +166,17 @@ static lr_err sb_ping(lr_store *st)
 {
     sb_store *s = (sb_store *)st;
     char path[1024];
-    snprintf(path, sizeof path, "/storage/v1/bucket/%s", s->base.bucket);
+    snprintf(path, sizeof path, "/storage/v1/bucket/%s", s->r.base.bucket);
     return lr_spool_bucket_status(sb_call(s, "GET", path, NULL, NULL, NULL, NULL));
 }
 
 static void sb_close(lr_store *st)
 {
     sb_store *s = (sb_store *)st;
+    lr_remote_store_clear(&s->r);
     free(s->url);
-    if (s->auth_header)
-        OPENSSL_cleanse(s->auth_header, strlen(s->auth_header));
-    if (s->apikey_header)
-        OPENSSL_cleanse(s->apikey_header, strlen(s->apikey_header));
-    free(s->auth_header);
-    free(s->apikey_header);
-    free(s->tmp_dir);
-    free(s->base.bucket);
-    free(s->base.url_prefix);
+    lr_secret_free(s->auth_header);
+    lr_secret_free(s->apikey_header);
     free(s);
 }
 
@@ -207,31 +195,20 @@ static const lr_store_ops sb_ops = {
 lr_err lr_store_supabase_open(const char *url, const char *service_key, const char *bucket,
                               const char *tmp_dir, lr_store **out)
 {
-    sb_store *s = calloc(1, sizeof *s);
-    if (!s)
-        return LR_ERR_NOMEM;
-    s->base.ops = &sb_ops;
-    s->base.backend = "supabase";
-    s->base.bucket = strdup(bucket);
-    s->url = strdup(url);
-    size_t n = s->url ? strlen(s->url) : 0;
+    sb_store *s = lr_xcalloc(1, sizeof *s);
+    s->url = lr_xstrdup(url);
+    size_t n = strlen(s->url);
     while (n > 0 && s->url[n - 1] == '/')
         s->url[--n] = '\0';
-    s->tmp_dir = strdup(tmp_dir);
-    bool jwt_key = strncmp(service_key, "sb_", 3) != 0;
-    if (jwt_key && asprintf(&s->auth_header, "Authorization: Bearer %s", service_key) < 0)
-        s->auth_header = NULL;
-    if (asprintf(&s->apikey_header, "apikey: %s", service_key) < 0)
-        s->apikey_header = NULL;
-    if (s->url &&
-        asprintf(&s->base.url_prefix, "%s/storage/v1/object/public/%s", s->url, bucket) < 0)
-        s->base.url_prefix = NULL;
-    if (!s->base.bucket || !s->url || !s->tmp_dir || (jwt_key && !s->auth_header) ||
-        !s->apikey_header || !s->base.url_prefix || lr_mkdir_p(s->tmp_dir, 0700) != 0) {
-        sb_close(&s->base);
-        return LR_ERR_NOMEM;
+    if (strncmp(service_key, "sb_", 3) != 0) /* a legacy service_role JWT */
+        s->auth_header = lr_xasprintf("Authorization: Bearer %s", service_key);
+    s->apikey_header = lr_xasprintf("apikey: %s", service_key);
+    lr_err e = lr_remote_store_init(&s->r, &sb_ops, "supabase", bucket, tmp_dir);
+    if (e != LR_OK) {
+        sb_close(&s->r.base);
+        return e;
     }
-    lr_temp_sweep(s->tmp_dir, LR_SPOOL_PREFIX, 0);
-    *out = &s->base;
+    s->r.base.url_prefix = lr_xasprintf("%s/storage/v1/object/public/%s", s->url, bucket);
+    *out = &s->r.base;
     return LR_OK;
 }
