@@ -5,8 +5,9 @@
  * SHA-256 and curl signs it. A writer spools the object to an unlinked
  * temp file while hashing it (memory stays flat whatever the size), then
  * commits with one streamed PUT; objects over the part size go up as a
- * multipart upload, part by part from the same file. Calls block: the
- * pipeline runs them on its workers.
+ * multipart upload, part by part from the same file. A commit's requests
+ * run blocking (commit) or on the event loop (commit_start, what the
+ * pipeline uses); the other calls block.
  */
 #include <curl/curl.h>
 #include <errno.h>
@@ -82,29 +83,41 @@ static char *object_url(const s3_store *s, const char *key, const char *query)
 static const char EMPTY_SHA256[] =
     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
-/* One signed request; returns the HTTP status (0 when it got no answer). */
-static long s3_call(s3_store *s, const s3_req *q)
+/* What a prepared request holds until it is answered. */
+typedef struct {
+    struct curl_slist *headers;
+    char *url;
+    sink_buf ignored; /* the answer's body when the request keeps none */
+} s3_held;
+
+static void s3_held_clear(s3_held *h)
 {
-    CURL *c = curl_easy_init();
-    if (!c)
-        return 0;
-    char *url = object_url(s, q->key, q->query);
-    struct curl_slist *h = NULL;
+    curl_slist_free_all(h->headers);
+    free(h->url);
+    free(h->ignored.buf);
+    *h = (s3_held){0};
+}
+
+/* Sets up c (new or reset) for q, signed; q and h must outlive the
+ * transfer. */
+static void s3_prepare(s3_store *s, const s3_req *q, CURL *c, s3_held *h)
+{
+    h->url = object_url(s, q->key, q->query);
     char line[160];
     snprintf(line, sizeof line, "x-amz-content-sha256: %s",
              q->payload_sha ? q->payload_sha : EMPTY_SHA256);
-    h = curl_slist_append(h, line);
+    h->headers = curl_slist_append(h->headers, line);
     if (q->content_type) {
         snprintf(line, sizeof line, "Content-Type: %s", q->content_type);
-        h = curl_slist_append(h, line);
+        h->headers = curl_slist_append(h->headers, line);
     }
     /* No "Expect:" override: curl 7.88 would sign the removed header as
      * empty and the signature would no longer match what it sends. */
-    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_URL, h->url);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, q->method);
     curl_easy_setopt(c, CURLOPT_AWS_SIGV4, s->sigv4);
     curl_easy_setopt(c, CURLOPT_USERPWD, s->userpwd);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h->headers);
     lr_spool_curl_defaults(c);
     if (q->body) {
         curl_easy_setopt(c, CURLOPT_UPLOAD, 1L);
@@ -116,13 +129,16 @@ static long s3_call(s3_store *s, const s3_req *q)
     } else if (!strcmp(q->method, "HEAD")) {
         curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
     }
-    sink_buf ignored = {0};
-    sink_buf *resp = q->resp ? q->resp : &ignored;
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, keep_response);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, resp);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, q->resp ? q->resp : &h->ignored);
+}
+
+/* q's HTTP status once c finished with rc (0: no answer); fills q->etag
+ * and logs a failure. */
+static long s3_answer(const s3_req *q, CURL *c, const s3_held *h, CURLcode rc)
+{
     long status = 0;
     const char *what = q->key ? q->key : "(bucket)";
-    CURLcode rc = curl_easy_perform(c);
     if (rc == CURLE_OK) {
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
         struct curl_header *eh;
@@ -131,12 +147,23 @@ static long s3_call(s3_store *s, const s3_req *q)
     } else {
         lr_error("s3: %s %s: %s", q->method, what, curl_easy_strerror(rc));
     }
+    const sink_buf *resp = q->resp ? q->resp : &h->ignored;
     if (status >= 300)
         lr_error("s3: %s %s: HTTP %ld %s", q->method, what, status, resp->buf ? resp->buf : "");
-    free(ignored.buf);
-    curl_slist_free_all(h);
+    return status;
+}
+
+/* One signed request, blocking; returns the HTTP status (0: no answer). */
+static long s3_call(s3_store *s, const s3_req *q)
+{
+    CURL *c = curl_easy_init();
+    if (!c)
+        return 0;
+    s3_held h = {0};
+    s3_prepare(s, q, c, &h);
+    long status = s3_answer(q, c, &h, curl_easy_perform(c));
+    s3_held_clear(&h);
     curl_easy_cleanup(c);
-    free(url);
     return status;
 }
 
@@ -157,90 +184,182 @@ static char *xml_value(const char *xml, const char *tag)
     return b ? lr_xstrndup(a + strlen(open), (size_t)(b - a - strlen(open))) : NULL;
 }
 
-static lr_err put_multipart(lr_store_writer *w)
-{
-    s3_store *s = w->store;
-    sink_buf resp = {0};
-    long st = s3_call(s, &(s3_req){.method = "POST",
-                                   .key = w->key,
-                                   .query = "uploads=",
-                                   .content_type = w->content_type,
-                                   .xml = "",
-                                   .resp = &resp});
-    char *upload_id = st == 200 ? xml_value(resp.buf, "UploadId") : NULL;
-    free(resp.buf);
-    if (!upload_id)
-        return LR_ERR_IO;
-    size_t size = w->spool.size;
-    size_t parts = (size + s->part_size - 1) / s->part_size;
-    size_t cap = 128 + parts * 96;
-    char *xml = lr_xmalloc(cap);
-    size_t o = (size_t)snprintf(xml, cap, "<CompleteMultipartUpload>");
-    lr_err e = LR_OK;
-    for (size_t i = 0; i < parts && e == LR_OK; i++) {
-        char query[512], etag[96] = "";
-        /* Parts are signed as UNSIGNED-PAYLOAD: hashing each would read the
-         * spool twice; the whole-object hash is checked by the final ETag
-         * semantics of the store, and TLS protects the bytes in transit. */
-        snprintf(query, sizeof query, "partNumber=%zu&uploadId=%s", i + 1, upload_id);
-        size_t off = i * s->part_size;
-        lr_spool_range b = {w->spool.fd, (off_t)off,
-                            size - off < s->part_size ? size - off : s->part_size};
-        if (s3_call(s, &(s3_req){.method = "PUT",
-                                 .key = w->key,
-                                 .query = query,
-                                 .body = &b,
-                                 .payload_sha = "UNSIGNED-PAYLOAD",
-                                 .etag = etag,
-                                 .etag_len = sizeof etag}) != 200 ||
-            !etag[0])
-            e = LR_ERR_IO;
-        else
-            o += (size_t)snprintf(xml + o, cap - o,
-                                  "<Part><PartNumber>%zu</PartNumber><ETag>%s</ETag></Part>", i + 1,
-                                  etag);
-    }
-    snprintf(xml + o, cap - o, "</CompleteMultipartUpload>");
+/* A commit: one PUT, or a multipart upload (create, the parts in order
+ * from the spool, complete; abort after any failure, so the bucket keeps
+ * no parts), one request at a time. */
+typedef enum { PUT_WHOLE, CREATE, PART, COMPLETE, ABORT, FINISHED } s3_step;
+
+typedef struct {
+    lr_spooled_op op; /* first */
+    s3_store *s;
+    s3_step step;
+    s3_req q; /* the request in flight, and what it holds */
+    s3_held held;
+    lr_spool_range body;
+    sink_buf resp;
+    char etag[96];
     char query[512];
-    snprintf(query, sizeof query, "uploadId=%s", upload_id);
-    if (e == LR_OK) {
-        unsigned char d[32];
-        char hex[65];
-        EVP_Digest(xml, strlen(xml), d, NULL, EVP_sha256(), NULL);
-        lr_hex(d, 32, hex);
-        if (s3_call(s, &(s3_req){.method = "POST",
-                                 .key = w->key,
-                                 .query = query,
-                                 .payload_sha = hex,
-                                 .content_type = "application/xml",
-                                 .xml = xml}) != 200)
-            e = LR_ERR_IO;
+    char sha[65];
+    char *upload_id;
+    size_t part, parts;
+    char *xml; /* CompleteMultipartUpload, built as the parts' ETags come */
+    size_t xml_len, xml_cap;
+} s3_commit_op;
+
+static void xml_add(s3_commit_op *m, const char *text)
+{
+    lr_buf_append(&m->xml, &m->xml_len, &m->xml_cap, text, strlen(text));
+}
+
+static void commit_request(s3_commit_op *m)
+{
+    lr_store_writer *w = m->op.w;
+    size_t size = w->spool.size, ps = m->s->part_size;
+    s3_req q = {.key = w->key, .resp = &m->resp};
+    switch (m->step) {
+    case PUT_WHOLE:
+        m->body = (lr_spool_range){w->spool.fd, 0, size};
+        q = (s3_req){.method = "PUT",
+                     .key = w->key,
+                     .body = &m->body,
+                     .payload_sha = m->sha,
+                     .content_type = w->content_type,
+                     .resp = &m->resp};
+        break;
+    case CREATE:
+        q.method = "POST";
+        q.query = "uploads=";
+        q.content_type = w->content_type;
+        q.xml = "";
+        break;
+    case PART: {
+        /* Parts are signed as UNSIGNED-PAYLOAD: hashing each would read
+         * the spool twice; TLS protects the bytes in transit. */
+        size_t off = m->part * ps;
+        m->body = (lr_spool_range){w->spool.fd, (off_t)off, size - off < ps ? size - off : ps};
+        snprintf(m->query, sizeof m->query, "partNumber=%zu&uploadId=%s", m->part + 1,
+                 m->upload_id);
+        q = (s3_req){.method = "PUT",
+                     .key = w->key,
+                     .query = m->query,
+                     .body = &m->body,
+                     .payload_sha = "UNSIGNED-PAYLOAD",
+                     .resp = &m->resp,
+                     .etag = m->etag,
+                     .etag_len = sizeof m->etag};
+        break;
     }
-    if (e != LR_OK)
-        s3_call(s, &(s3_req){.method = "DELETE", .key = w->key, .query = query});
-    free(xml);
-    free(upload_id);
-    return e;
+    case COMPLETE: {
+        unsigned char d[32];
+        EVP_Digest(m->xml, m->xml_len, d, NULL, EVP_sha256(), NULL);
+        lr_hex(d, 32, m->sha);
+        snprintf(m->query, sizeof m->query, "uploadId=%s", m->upload_id);
+        q.method = "POST";
+        q.query = m->query;
+        q.payload_sha = m->sha;
+        q.content_type = "application/xml";
+        q.xml = m->xml;
+        break;
+    }
+    default: /* ABORT */
+        snprintf(m->query, sizeof m->query, "uploadId=%s", m->upload_id);
+        q.method = "DELETE";
+        q.query = m->query;
+        break;
+    }
+    m->q = q;
+}
+
+static bool commit_next(lr_spooled_op *op)
+{
+    s3_commit_op *m = (s3_commit_op *)op;
+    if (m->step == FINISHED)
+        return false;
+    s3_held_clear(&m->held);
+    free(m->resp.buf);
+    m->resp = (sink_buf){0};
+    m->etag[0] = '\0';
+    commit_request(m);
+    s3_prepare(m->s, &m->q, op->xfer.easy, &m->held);
+    return true;
+}
+
+static void commit_answer(lr_spooled_op *op, CURLcode rc)
+{
+    s3_commit_op *m = (s3_commit_op *)op;
+    long status = s3_answer(&m->q, op->xfer.easy, &m->held, rc);
+    switch (m->step) {
+    case PUT_WHOLE:
+        op->result = status == 200 ? LR_OK : LR_ERR_IO;
+        m->step = FINISHED;
+        break;
+    case CREATE:
+        m->upload_id = status == 200 ? xml_value(m->resp.buf, "UploadId") : NULL;
+        m->step = m->upload_id ? PART : FINISHED;
+        if (m->upload_id)
+            xml_add(m, "<CompleteMultipartUpload>");
+        break;
+    case PART:
+        if (status != 200 || !m->etag[0]) {
+            m->step = ABORT;
+            break;
+        }
+        char part[160];
+        snprintf(part, sizeof part, "<Part><PartNumber>%zu</PartNumber><ETag>%s</ETag></Part>",
+                 m->part + 1, m->etag);
+        xml_add(m, part);
+        if (++m->part == m->parts) {
+            xml_add(m, "</CompleteMultipartUpload>");
+            m->step = COMPLETE;
+        }
+        break;
+    case COMPLETE:
+        /* S3 may answer 200 and still report an error in the body. */
+        if (status == 200 && !(m->resp.buf && strstr(m->resp.buf, "<Error>"))) {
+            op->result = LR_OK;
+            m->step = FINISHED;
+        } else {
+            m->step = ABORT;
+        }
+        break;
+    default: m->step = FINISHED;
+    }
+}
+
+static void commit_clear(lr_spooled_op *op)
+{
+    s3_commit_op *m = (s3_commit_op *)op;
+    s3_held_clear(&m->held);
+    free(m->resp.buf);
+    free(m->upload_id);
+    free(m->xml);
+}
+
+/* The commit's steps for w; nothing sent yet. */
+static lr_spooled_op *commit_op(lr_store_writer *w)
+{
+    s3_commit_op *m = lr_xcalloc(1, sizeof *m);
+    m->s = w->store;
+    m->op = (lr_spooled_op){.w = w,
+                            .next = commit_next,
+                            .answer = commit_answer,
+                            .clear = commit_clear,
+                            .result = LR_ERR_IO};
+    size_t ps = m->s->part_size;
+    m->parts = (w->spool.size + ps - 1) / ps;
+    m->step = w->spool.size > ps ? CREATE : PUT_WHOLE;
+    lr_spool_sha256_hex(&w->spool, m->sha);
+    return &m->op;
 }
 
 static lr_err s3_commit(lr_store_writer *w)
 {
-    char hex[65];
-    lr_spool_sha256_hex(&w->spool, hex);
-    lr_err e;
-    if (w->spool.size > ((s3_store *)w->store)->part_size) {
-        e = put_multipart(w);
-    } else {
-        lr_spool_range b = {w->spool.fd, 0, w->spool.size};
-        long st = s3_call(w->store, &(s3_req){.method = "PUT",
-                                              .key = w->key,
-                                              .body = &b,
-                                              .payload_sha = hex,
-                                              .content_type = w->content_type});
-        e = st == 200 ? LR_OK : LR_ERR_IO;
-    }
-    lr_spooled_free(w);
-    return e;
+    return lr_spooled_run(commit_op(w));
+}
+
+static void s3_commit_start(lr_store_writer *w, lr_store_commit *c)
+{
+    lr_spooled_start(commit_op(w), c);
 }
 
 static lr_err s3_remove(lr_store *st, const char *key)
@@ -290,6 +409,7 @@ static const lr_store_ops s3_ops = {
     .open_writer = s3_open_writer,
     .write = lr_spooled_write,
     .commit = s3_commit,
+    .commit_start = s3_commit_start,
     .abort = lr_spooled_free,
     .remove = s3_remove,
     .open_local = NULL,

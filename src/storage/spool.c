@@ -220,6 +220,70 @@ void lr_spooled_free(struct lr_store_writer *w)
     free(w);
 }
 
+static void spooled_op_free(void *arg)
+{
+    lr_spooled_op *op = arg;
+    if (op->xfer.easy)
+        curl_easy_cleanup(op->xfer.easy);
+    op->clear(op);
+    lr_spooled_free(op->w);
+    free(op);
+}
+
+/* Prepares op's next request on its handle: false when there is none. */
+static bool spooled_next(lr_spooled_op *op)
+{
+    if (!op->xfer.easy)
+        op->xfer.easy = curl_easy_init();
+    else
+        curl_easy_reset(op->xfer.easy);
+    if (!op->xfer.easy)
+        abort(); /* curl could not allocate a handle: out of memory */
+    return op->next(op);
+}
+
+lr_err lr_spooled_run(lr_spooled_op *op)
+{
+    while (spooled_next(op))
+        op->answer(op, curl_easy_perform(op->xfer.easy));
+    lr_err e = op->result;
+    spooled_op_free(op);
+    return e;
+}
+
+static void spooled_step(void *arg);
+
+static void spooled_answered(lr_transfer *t, CURLcode rc)
+{
+    lr_spooled_op *op = (lr_spooled_op *)t;
+    op->answer(op, rc);
+    spooled_step(op);
+}
+
+/* On the loop thread: the next request, or the end. */
+static void spooled_step(void *arg)
+{
+    lr_spooled_op *op = arg;
+    if (spooled_next(op)) {
+        op->xfer.done = spooled_answered;
+        lr_loop_add_transfer(op->c->loop, &op->xfer);
+        return;
+    }
+    lr_store_commit *c = op->c;
+    lr_err e = op->result;
+    c->op = NULL;
+    spooled_op_free(op);
+    c->done(c, e);
+}
+
+void lr_spooled_start(lr_spooled_op *op, lr_store_commit *c)
+{
+    op->c = c;
+    c->op = op;
+    c->op_free = spooled_op_free;
+    lr_loop_post(c->loop, spooled_step, op); /* the multi is the loop thread's */
+}
+
 size_t lr_spool_read_cb(char *dst, size_t size, size_t n, void *arg)
 {
     lr_spool_range *b = arg;

@@ -138,28 +138,94 @@ static void sink_free(lr_blob_sink *k)
     free(k);
 }
 
-lr_err lr_blob_finish(lr_blob_sink *k, char **url, char **key, const lr_mime **mime)
+/* The writer holding every byte, its object named: what a commit takes.
+ * On failure nothing is left open. */
+static lr_err ready(lr_blob_sink *k)
 {
     lr_err e = LR_OK;
     if (!k->w)
         e = k->head_len ? open_target(k) : LR_ERR_UNSUPPORTED;
-    if (e != LR_OK) {
-        lr_blob_abort(k);
-        return e;
+    if (e != LR_OK && k->w) {
+        k->store->ops->abort(k->w);
+        k->w = NULL;
     }
-    e = k->store->ops->commit(k->w);
-    k->w = NULL;
+    return e;
+}
+
+static void committed(lr_blob_sink *k, char **url, char **key)
+{
+    lr_metrics_add(LR_M_STORAGE_BYTES, NULL, (double)k->total);
+    if (url)
+        *url = lr_store_public_url(k->store, k->key);
+    if (key)
+        *key = lr_xstrdup(k->key);
+}
+
+lr_err lr_blob_finish(lr_blob_sink *k, char **url, char **key, const lr_mime **mime)
+{
+    lr_err e = ready(k);
     if (e == LR_OK) {
-        lr_metrics_add(LR_M_STORAGE_BYTES, NULL, (double)k->total);
-        if (url)
-            *url = lr_store_public_url(k->store, k->key);
-        if (key)
-            *key = lr_xstrdup(k->key);
+        e = k->store->ops->commit(k->w);
+        k->w = NULL;
+    }
+    if (e == LR_OK) {
+        committed(k, url, key);
         if (mime)
             *mime = k->mime;
     }
     sink_free(k);
     return e;
+}
+
+bool lr_store_commit_blocks(const lr_store *s)
+{
+    return s->ops->commit_start == NULL;
+}
+
+void lr_store_commit_release(lr_store_commit *c)
+{
+    if (c->op)
+        c->op_free(c->op);
+    c->op = NULL;
+}
+
+static void blob_committed(lr_store_commit *sc, lr_err e)
+{
+    lr_blob_commit *c = (lr_blob_commit *)sc;
+    lr_blob_sink *k = c->sink;
+    c->sink = NULL;
+    if (e == LR_OK)
+        committed(k, &c->url, &c->key);
+    sink_free(k);
+    c->done(c, e);
+}
+
+void lr_blob_commit_start(lr_blob_commit *c, lr_blob_sink *k, lr_loop *loop)
+{
+    c->sink = k;
+    c->sc.loop = loop;
+    c->sc.done = blob_committed;
+    lr_err e = ready(k);
+    if (e != LR_OK) {
+        blob_committed(&c->sc, e);
+        return;
+    }
+    lr_store_writer *w = k->w;
+    k->w = NULL;
+    if (k->store->ops->commit_start)
+        k->store->ops->commit_start(w, &c->sc);
+    else
+        blob_committed(&c->sc, k->store->ops->commit(w));
+}
+
+void lr_blob_commit_release(lr_blob_commit *c)
+{
+    lr_store_commit_release(&c->sc);
+    lr_blob_abort(c->sink);
+    c->sink = NULL;
+    free(c->url);
+    free(c->key);
+    c->url = c->key = NULL;
 }
 
 void lr_blob_abort(lr_blob_sink *k)

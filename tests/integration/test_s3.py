@@ -9,7 +9,7 @@ import urllib.request
 
 from PIL import Image
 
-from harness import Server, new_user
+from harness import Server, new_user, wait_for
 from s3env import S3
 
 
@@ -103,6 +103,57 @@ class S3Storage(unittest.TestCase):
                  and "partNumber=" in l and l.endswith(" 200")]
         self.assertEqual(len(parts), 3, parts)
         self.assertEqual(data, urllib.request.urlopen(r.json["url"], timeout=30).read())
+
+    def test_uploads_wait_on_the_loop_and_leave_the_workers_free(self):
+        """One worker, three outputs whose uploads the bucket holds: all three
+        are in flight at once (a blocking upload would hold the one worker and
+        send them one by one), none is settled before the bucket has it, and
+        all succeed once it lets them through."""
+        self.addCleanup(self.s3.hold_uploads, False)
+        s = self.server(dict(self.s3.env(), LENSROOM_WORKERS="1"))
+        user = new_user()
+        s.grant(user, 24)
+        tok = s.token(user)
+        self.s3.hold_uploads(True)
+        gids = []
+        for i in range(3):
+            r = s.infer(tok, prompt=f"held upload {i}", headers={"Prefer": "respond-async"})
+            self.assertEqual(r.status, 202, r.body)
+            gids.append(r.json["generationId"])
+        wait_for(lambda: len(self.s3.held()) >= 3, timeout=60)
+        self.assertEqual(len(set(self.s3.held())), 3, self.s3.held())
+        for gid in gids:
+            self.assertIn(s.generation_status(gid, tok), ("pending", "processing"))
+        self.s3.hold_uploads(False)
+        for gid in gids:
+            self.assertEqual(s.wait_settled(gid, tok), "success")
+            g = s.get(f"/api/generations/{gid}", {"Authorization": f"Bearer {tok}"}).json
+            key = f"{user}/photo/{gid}.png"
+            self.assertEqual(g["generation"]["url"], f"{self.s3.public_url}/{key}")
+            body = self.s3.client().get_object(Bucket=self.s3.bucket, Key=key)["Body"].read()
+            self.assertEqual(body[:8], b"\x89PNG\r\n\x1a\n")
+        s.assert_ledger_consistent(self, user)
+
+    def test_stop_while_an_upload_is_held_exits_cleanly(self):
+        """SIGTERM with an upload still in the bucket's hands: the drain gives
+        up on it, the server frees it and exits 0 (no sanitizer report), and
+        the next start refunds the generation."""
+        self.addCleanup(self.s3.hold_uploads, False)
+        s = self.server(self.s3.env())
+        user = new_user()
+        s.grant(user, 8)
+        tok = s.token(user)
+        self.s3.hold_uploads(True)
+        before = len(self.s3.held())
+        r = s.infer(tok, prompt="cut off", headers={"Prefer": "respond-async"})
+        self.assertEqual(r.status, 202, r.body)
+        wait_for(lambda: len(self.s3.held()) > before, timeout=60)
+        s.stop()
+        self.s3.hold_uploads(False)
+        s.start()
+        self.assertEqual(s.wait_settled(r.json["generationId"], tok), "failed")
+        self.assertEqual(s.balance(user), 8)
+        s.assert_ledger_consistent(self, user)
 
     def test_part_size_under_5_mib_is_refused_at_start(self):
         s = Server(dict(self.s3.env(), S3_PART_SIZE="5242879"))
