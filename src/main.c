@@ -412,6 +412,7 @@ static int cmd_serve(void)
     app.ratelimit = lr_ratelimit_new(cfg.user_rate_per_min);
     if (!app.loop || !app.workers || !app.provider || !app.pipeline || lr_loop_start(app.loop))
         goto out_all;
+    lr_store_sweep_start(store); /* before anything is stored: see storage.h */
     start_services(&cfg, &app);
     if (lr_cli_backups_start(&cfg, store, VERSION, &backups) != 0)
         goto out_all;

@@ -1,8 +1,9 @@
 /* Local folder backend: objects are files under {root}/{bucket}/{key},
  * written to a hidden, locked temp file (.tmp-XXXXXX) in the same folder
  * and renamed into place after fsync, so a reader never sees half an
- * object. A crash leaves at most that temp file; opening the store sweeps
- * the ones no live process holds (lr_temp_sweep). Every path is built
+ * object. A crash leaves at most that temp file; the server's start sweeps
+ * the ones no live process holds (lr_store_sweep_start, in the
+ * background: the walk covers the whole tree). Every path is built
  * from a validated key. */
 #include <errno.h>
 #include <fcntl.h>
@@ -184,6 +185,11 @@ static lr_err fs_ping(lr_store *st)
     return access(((fs_store *)st)->dir, W_OK) == 0 ? LR_OK : LR_ERR_NOT_FOUND;
 }
 
+static int fs_sweep(lr_store *st, const struct timespec *before)
+{
+    return lr_temp_sweep(((fs_store *)st)->dir, FS_TEMP_PREFIX, FS_SWEEP_DEPTH, before);
+}
+
 static void fs_close(lr_store *st)
 {
     fs_store *s = (fs_store *)st;
@@ -201,6 +207,7 @@ static const lr_store_ops fs_ops = {
     .remove = fs_remove,
     .open_local = fs_open_local,
     .ping = fs_ping,
+    .sweep = fs_sweep,
     .read = fs_read,
     .close = fs_close,
 };
@@ -219,7 +226,6 @@ lr_err lr_store_fs_open(const char *root, const char *bucket, const char *public
         fs_close(&s->base);
         return LR_ERR_IO;
     }
-    lr_temp_sweep(s->dir, FS_TEMP_PREFIX, FS_SWEEP_DEPTH);
     *out = &s->base;
     return LR_OK;
 }

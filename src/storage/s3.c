@@ -414,6 +414,7 @@ static const lr_store_ops s3_ops = {
     .remove = s3_remove,
     .open_local = NULL,
     .ping = s3_ping,
+    .sweep = lr_remote_store_sweep,
     .read = s3_read,
     .close = s3_close,
 };

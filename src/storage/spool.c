@@ -45,21 +45,27 @@ static bool temp_name(const char *name, const char *prefix)
     return true;
 }
 
+static bool changed_before(const struct stat *st, const struct timespec *before)
+{
+    return !before || st->st_ctim.tv_sec < before->tv_sec ||
+           (st->st_ctim.tv_sec == before->tv_sec && st->st_ctim.tv_nsec < before->tv_nsec);
+}
+
 /* Removes dirfd/name if it is a regular file whose writer is gone: the
  * lock a writer holds until it exits is free. */
-static bool remove_abandoned(int dirfd, const char *name)
+static bool remove_abandoned(int dirfd, const char *name, const struct timespec *before)
 {
     int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
         return false;
     struct stat st;
-    bool gone = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && flock(fd, LOCK_EX | LOCK_NB) == 0 &&
-                unlinkat(dirfd, name, 0) == 0;
+    bool gone = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && changed_before(&st, before) &&
+                flock(fd, LOCK_EX | LOCK_NB) == 0 && unlinkat(dirfd, name, 0) == 0;
     close(fd);
     return gone;
 }
 
-static int sweep_fd(int dirfd, const char *prefix, int depth)
+static int sweep_fd(int dirfd, const char *prefix, int depth, const struct timespec *before)
 {
     DIR *d = fdopendir(dirfd);
     if (!d) {
@@ -72,24 +78,24 @@ static int sweep_fd(int dirfd, const char *prefix, int depth)
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
             continue;
         if (temp_name(e->d_name, prefix)) {
-            removed += remove_abandoned(dirfd, e->d_name);
+            removed += remove_abandoned(dirfd, e->d_name, before);
         } else if (depth > 0 && e->d_name[0] != '.' &&
                    (e->d_type == DT_DIR || e->d_type == DT_UNKNOWN)) {
             int sub = openat(dirfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
             if (sub >= 0)
-                removed += sweep_fd(sub, prefix, depth - 1);
+                removed += sweep_fd(sub, prefix, depth - 1, before);
         }
     }
     closedir(d);
     return removed;
 }
 
-int lr_temp_sweep(const char *dir, const char *prefix, int depth)
+int lr_temp_sweep(const char *dir, const char *prefix, int depth, const struct timespec *before)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return 0;
-    int removed = sweep_fd(fd, prefix, depth);
+    int removed = sweep_fd(fd, prefix, depth, before);
     if (removed > 0)
         lr_info("storage: removed %d temp file%s left in %s by a stopped process", removed,
                 removed == 1 ? "" : "s", dir);
@@ -169,8 +175,12 @@ lr_err lr_remote_store_init(lr_remote_store *r, const lr_store_ops *ops, const c
         lr_error("storage: cannot create %s: %s", tmp_dir, strerror(errno));
         return LR_ERR_IO;
     }
-    lr_temp_sweep(tmp_dir, LR_SPOOL_PREFIX, 0);
     return LR_OK;
+}
+
+int lr_remote_store_sweep(lr_store *st, const struct timespec *before)
+{
+    return lr_temp_sweep(((lr_remote_store *)st)->tmp_dir, LR_SPOOL_PREFIX, 0, before);
 }
 
 void lr_remote_store_clear(lr_remote_store *r)

@@ -50,6 +50,8 @@ typedef struct {
  * copied) and makes tmp_dir; LR_ERR_IO when it cannot be made. */
 lr_err lr_remote_store_init(lr_remote_store *r, const lr_store_ops *ops, const char *backend,
                             const char *bucket, const char *tmp_dir);
+/* The sweep op of a remote store: its spool files. */
+int lr_remote_store_sweep(lr_store *st, const struct timespec *before);
 /* Frees the shared fields (url_prefix included), not r itself. */
 void lr_remote_store_clear(lr_remote_store *r);
 /* Wipes a secret (a key, a header carrying one), then frees it. */

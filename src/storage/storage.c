@@ -56,10 +56,31 @@ char *lr_store_public_url(const lr_store *s, const char *key)
     return lr_xasprintf("%s/%s", s->url_prefix, key);
 }
 
+static void *sweep_main(void *arg)
+{
+    lr_store *s = arg;
+    int64_t t0 = lr_monotonic_ms();
+    int removed = s->ops->sweep(s, &s->sweep_before);
+    lr_info("storage: leftover sweep done in %lld ms (%d removed)",
+            (long long)(lr_monotonic_ms() - t0), removed);
+    return NULL;
+}
+
+void lr_store_sweep_start(lr_store *s)
+{
+    clock_gettime(CLOCK_REALTIME, &s->sweep_before);
+    s->sweeping = pthread_create(&s->sweeper, NULL, sweep_main, s) == 0;
+    if (!s->sweeping) /* no thread to spare: sweep here, as a start always did */
+        sweep_main(s);
+}
+
 void lr_store_close(lr_store *s)
 {
-    if (s)
-        s->ops->close(s);
+    if (!s)
+        return;
+    if (s->sweeping)
+        pthread_join(s->sweeper, NULL);
+    s->ops->close(s);
 }
 
 struct lr_blob_sink {

@@ -17,9 +17,11 @@
 #define LR_STORAGE_H
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "core/err.h"
 #include "loop/loop.h"
@@ -60,6 +62,11 @@ typedef struct {
     /* The bucket answers (LR_OK), is missing (NOT_FOUND), refuses these
      * credentials (DENIED: 401/403) or is unreachable (UNAVAILABLE). */
     lr_err (*ping)(lr_store *s);
+    /* Removes what a killed process left (lr_temp_sweep: the local
+     * folder's temp files, a remote backend's spool files), changed before
+     * `before`; returns how many. May walk the whole bucket: see
+     * lr_store_sweep_start. */
+    int (*sweep)(lr_store *s, const struct timespec *before);
     /* Reads a whole object of at most max bytes into *buf (malloc'd), for
      * checks like `lensroom smoke`; LR_ERR_NOT_FOUND when it is absent. */
     lr_err (*read)(lr_store *s, const char *key, size_t max, char **buf, size_t *len);
@@ -71,6 +78,9 @@ struct lr_store {
     const char *backend; /* "local" | "s3" | "supabase" */
     char *bucket;
     char *url_prefix; /* public URL of the object is url_prefix/key */
+    pthread_t sweeper;
+    bool sweeping; /* sweeper runs or is to be joined */
+    struct timespec sweep_before;
 };
 
 bool lr_store_key_valid(const char *key);
@@ -82,10 +92,17 @@ bool lr_store_key_valid(const char *key);
  * the caller widens it). lr_temp_sweep removes from dir, and with depth
  * > 0 from its subfolders, the temp files with that prefix no process
  * holds: what a kill -9 left. Only those names, only regular files, never
- * through a symlink; a live writer's file is never touched. Returns how
- * many it removed and logs them. */
+ * through a symlink; a live writer's file is never touched. With before
+ * set, only files whose status changed before it: a writer of this
+ * process that has made its file but not locked it yet is left alone.
+ * Returns how many it removed and logs them. */
 int lr_temp_create(char *path_template);
-int lr_temp_sweep(const char *dir, const char *prefix, int depth);
+int lr_temp_sweep(const char *dir, const char *prefix, int depth, const struct timespec *before);
+/* Runs the store's sweep on a thread of its own, over what was there
+ * before this call, and logs "storage: leftover sweep done" when it
+ * ends: a large bucket tree does not delay the start. Call it before the
+ * store is first written to; lr_store_close waits for the sweep. */
+void lr_store_sweep_start(lr_store *s);
 /* True when the store's commit is local disk work (fdatasync: run it on
  * a worker), false when it is an upload that commit_start runs on the loop. */
 bool lr_store_commit_blocks(const lr_store *s);

@@ -275,6 +275,7 @@ static const lr_store_ops sb_ops = {
     .remove = sb_remove,
     .open_local = NULL,
     .ping = sb_ping,
+    .sweep = lr_remote_store_sweep,
     .read = sb_read,
     .close = sb_close,
 };
