@@ -13,6 +13,8 @@
 #   bench/run.sh start_tree [N]  start-up time over a storage folder of N files
 #                                (default 100000), BIN and BASE_BIN (when set)
 #                                interleaved, BENCH_ROUNDS rounds
+#   bench/run.sh arenas          RSS and infer/s under text load for several
+#                                MALLOC_ARENA_MAX values (BENCH_ARENAS, BENCH_PG=1)
 #   bench/run.sh s3 | s3_store50 | s3_busy   S3 storage (bench/s3.py): infer/s
 #                                (BIN, and BASE_BIN when set), a 50 MB upload's
 #                                peak RSS, text infer/s during ten of them
@@ -266,6 +268,30 @@ PY
   done
 }
 
+# glibc's malloc arenas under text load: the same binary with
+# MALLOC_ARENA_MAX unset (glibc: 8 per core) and set to each of
+# BENCH_ARENAS (default "1 2 4"), interleaved over BENCH_ROUNDS rounds;
+# embedded SQLite, or PostgreSQL with BENCH_PG=1; anthropic_text, 100 users.
+# LensRoom caps the arenas itself unless MALLOC_ARENA_MAX is set, so "unset"
+# is LensRoom's default, and BASE_BIN (when set) runs as a further column.
+arenas() {
+  [ -n "${BENCH_PG:-}" ] && pg_cluster
+  local a b r
+  for r in $(seq "$ROUNDS"); do
+    for a in unset ${BENCH_ARENAS:-1 2 4} ${BASE_BIN:+base}; do
+      if [ -n "${BENCH_PG:-}" ]; then fresh_pg; else fresh_sqlite; fi
+      numbered_tokens
+      b=$BIN
+      [ "$a" = base ] && b=$BASE_BIN
+      if [ "$a" = unset ] || [ "$a" = base ]; then BIN=$b start 0; else MALLOC_ARENA_MAX=$a BIN=$b start 0; fi
+      drive "$PORT" anthropic_text "$work/tokens100" "$CONNS"
+      echo "arenas round=$r arena_max=$a infer/s=$rps non2xx=$non2xx rss_kb=$(rss_kb)" \
+        "peak_kb=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status") threads=$(threads)"
+      stop
+    done
+  done
+}
+
 pg_cluster() {
   pgdir=$work/pg
   PG_URL=$(scripts/pg.sh start "$pgdir")
@@ -387,6 +413,7 @@ case "${1:-table}" in
   inflight) inflight "${2:-10000}" ;;
   idle) idle ;;
   start_tree) start_tree "${2:-100000}" ;;
+  arenas) arenas ;;
   s3) /usr/bin/python3 bench/s3.py throughput "$BIN" ${BASE_BIN:+"$BASE_BIN"} ;;
   s3_store50) /usr/bin/python3 bench/s3.py store50 "$BIN" ;;
   s3_busy) /usr/bin/python3 bench/s3.py busy "$BIN" ;;
@@ -397,5 +424,5 @@ case "${1:-table}" in
   mock) mock ;;
   syscalls) syscalls "${2:-seedream_image}" ;;
   all) idle; throughput; inflight 10000; /usr/bin/python3 bench/store50.py "$BIN"; table ;;
-  *) echo "usage: $0 [table|throughput|inflight [N]|idle|start_tree [N]|s3|s3_store50|s3_busy|postgres|store50|kie_inflight [N]|db|mock|syscalls [MODEL]]" >&2; exit 2 ;;
+  *) echo "usage: $0 [table|throughput|inflight [N]|idle|start_tree [N]|arenas|s3|s3_store50|s3_busy|postgres|store50|kie_inflight [N]|db|mock|syscalls [MODEL]]" >&2; exit 2 ;;
 esac
