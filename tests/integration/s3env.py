@@ -62,6 +62,13 @@ class S3:
         elif os.path.exists(self.hold_file):
             os.unlink(self.hold_file)
 
+    def fail_second_parts(self, on):
+        """While on, the checker answers 500 to part 2 of every multipart upload."""
+        if on:
+            open(self.hold_file + ".fail2", "w").close()
+        elif os.path.exists(self.hold_file + ".fail2"):
+            os.unlink(self.hold_file + ".fail2")
+
     def held(self):
         """The lines "HELD PUT PATH" logged so far."""
         with open(os.path.join(self.dir, "s3.log"), errors="replace") as f:

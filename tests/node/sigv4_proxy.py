@@ -10,6 +10,9 @@ While the file HOLD_FILE exists, uploads (PUT) are held after their body
 arrived and before they are forwarded, each logged as "HELD PUT PATH": a
 slow bucket, for tests that need uploads in flight.
 
+While the file HOLD_FILE + ".fail2" exists, the second part of every
+multipart upload is answered 500 (a bucket failing mid-upload).
+
 usage: sigv4_proxy.py LISTEN_PORT UPSTREAM_PORT ACCESS_KEY SECRET REGION [HOLD_FILE]
 """
 import hashlib
@@ -81,6 +84,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
         why = self.verify(body)
         if why:
             return self.deny(why)
+        if HOLD and self.command == "PUT" and "partNumber=2&" in self.path and \
+                os.path.exists(HOLD + ".fail2"):
+            body = b"<Error><Code>InternalError</Code></Error>"
+            self.send_response(500)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         if HOLD and self.command == "PUT" and os.path.exists(HOLD):
             print(f"HELD {self.command} {self.path}", flush=True)
             while os.path.exists(HOLD):
