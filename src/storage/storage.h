@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "core/err.h"
+#include "core/util.h"
 #include "loop/loop.h"
 #include "storage/mime.h"
 
@@ -106,9 +107,9 @@ void lr_store_sweep_start(lr_store *s);
 /* True when the store's commit is local disk work (fdatasync: run it on
  * a worker), false when it is an upload that commit_start runs on the loop. */
 bool lr_store_commit_blocks(const lr_store *s);
-/* Removes every key of the JSON array keys (missing ones count as removed);
+/* Removes every key of keys (missing ones and NULL entries count as removed);
  * logs each failure. True when all are gone. Blocking (remote backends). */
-bool lr_store_remove_keys(lr_store *s, json_t *keys);
+bool lr_store_remove_keys(lr_store *s, const lr_strv *keys);
 /* {url_prefix}/{key}, malloc'd. */
 char *lr_store_public_url(const lr_store *s, const char *key);
 void lr_store_close(lr_store *s);
