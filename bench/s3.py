@@ -7,6 +7,9 @@ be the bottleneck), release binaries, mock provider at 0 ms.
       uploaded per infer) with 100 users, BENCH_ROUNDS rounds (default 3) of
       BENCH_SECONDS (default 10), BIN and BASE_BIN interleaved (BASE_BIN first
       in even rounds); one line per run.
+  bench/s3.py slow BIN [BASE_BIN]        the same against a slow bucket: a
+      fake that answers each upload after BENCH_STALL_MS (default 200 ms), as
+      a distant or overloaded bucket does.
   bench/s3.py store50 BIN                peak RSS while a 50 MB Kie.ai result
       (fake) is downloaded, spooled and uploaded (multipart, 16 MiB parts).
   bench/s3.py busy BIN                   anthropic_text infer/s alone, then
@@ -78,6 +81,36 @@ def throughput(bins):
                     s.cleanup()
     finally:
         s3.close()
+
+
+def slow(bins):
+    import test_backlog  # its StallingS3: a bucket answering each PUT after a stall
+    test_backlog.UPLOAD_STALL_S = int(os.environ.get("BENCH_STALL_MS", "200")) / 1000
+    bucket = test_backlog.StallingS3()
+    env = {"S3_ENDPOINT": bucket.endpoint, "S3_BUCKET": "generations", "S3_ACCESS_KEY_ID": "k",
+           "S3_SECRET_ACCESS_KEY": "s", "S3_PUBLIC_URL": bucket.endpoint + "/generations"}
+
+    class Direct:  # server() wants an S3-like object
+        port = bucket.server_address[1]
+
+        @staticmethod
+        def env():
+            return env
+    try:
+        for rnd in range(ROUNDS):
+            for b in (bins if rnd % 2 == 0 else list(reversed(bins))):
+                s = server(b, Direct, {"S3_ENDPOINT": bucket.endpoint})
+                try:
+                    tf = tokens(s, 100)
+                    rps, bad = wrk(s, "seedream_image", tf)
+                    print(f"s3 slow stall_ms={test_backlog.UPLOAD_STALL_S * 1000:.0f} "
+                          f"round={rnd + 1} bin={b} infer/s={rps:.0f} non2xx={bad} "
+                          f"rss_kb={s.proc_status('VmRSS')['VmRSS']}", flush=True)
+                    os.unlink(tf)
+                finally:
+                    s.cleanup()
+    finally:
+        bucket.shutdown()
 
 
 def big_env():
@@ -159,6 +192,8 @@ if __name__ == "__main__":
     mode, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("", [])
     if mode == "throughput" and args:
         throughput(args)
+    elif mode == "slow" and args:
+        slow(args)
     elif mode == "store50" and args:
         store50(args[0])
     elif mode == "busy" and args:
