@@ -13,21 +13,17 @@ end
 local model = os.getenv("MODEL") or "seedream_image"
 local body = '{"modelId":"' .. model .. '","inputs":{"prompt":"a majestic dragon"},"params":{}}'
 
--- PREFER (e.g. "respond-async") is sent as the Prefer header when set.
-local prefer = os.getenv("PREFER")
-
 function request()
   idx = idx % #tokens + 1
   return wrk.format("POST", "/api/infer", {
     ["Content-Type"] = "application/json",
     ["Cookie"] = "lr_session=" .. tokens[idx],
-    ["Prefer"] = prefer,
   }, body)
 end
 
 local non200 = 0
 function response(status, headers, body)
-  if status ~= 200 and status ~= 202 then non200 = non200 + 1 end
+  if status ~= 200 then non200 = non200 + 1 end
 end
 
 function done(summary, latency, requests)

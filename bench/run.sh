@@ -15,9 +15,6 @@
 #                                interleaved, BENCH_ROUNDS rounds
 #   bench/run.sh arenas          RSS and infer/s under text load for several
 #                                MALLOC_ARENA_MAX values (BENCH_ARENAS, BENCH_PG=1)
-#   bench/run.sh backlog2        two processes on one PostgreSQL, 60 users of
-#                                asynchronous infers for 90 s: how many failed
-#                                as interrupted (BENCH_USERS, BENCH_BACKLOG_S)
 #   bench/run.sh s3 | s3_store50 | s3_busy   S3 storage (bench/s3.py): infer/s
 #                                (BIN, and BASE_BIN when set), a 50 MB upload's
 #                                peak RSS, text infer/s during ten of them
@@ -295,50 +292,6 @@ arenas() {
   done
 }
 
-# Two processes on one PostgreSQL under a backlog (issue 11): BENCH_USERS
-# users (default 60) send asynchronous infers (Prefer: respond-async) of
-# BENCH_MODEL (seedream_image) to both processes for BENCH_BACKLOG_S
-# seconds (90), half the connections each, nobody killed; then, once every
-# generation has settled, how many succeeded and how many were failed, by
-# error code. A generation failed as `interrupted` was taken over by the
-# other process although its owner was alive.
-backlog2() {
-  local users=${BENCH_USERS:-60} secs=${BENCH_BACKLOG_S:-90} model=${BENCH_MODEL:-seedream_image}
-  local p2=$((PORT + 1)) pid1 pid2 t0
-  pg_cluster
-  fresh_pg
-  : >"$work/tokens60"
-  for i in $(seq "$users"); do "$BIN" token "$(uid "$i")" --ttl 86400 >>"$work/tokens60"; done
-  start 0 # exports the servers' settings
-  pid1=$pid
-  PORT=$p2 "$BIN" serve 2>>"${BENCH_LOG:-$work/server.log}" &
-  pid2=$!
-  until curl -fs "http://127.0.0.1:$p2/healthz" >/dev/null; do sleep 0.01; done
-  t0=$SECONDS
-  local w=() port left
-  for port in "$PORT" "$p2"; do
-    PREFER=respond-async MODEL=$model TOKENS_FILE=$work/tokens60 wrk -t1 -c$((CONNS / 2)) \
-      -d"${secs}s" -s bench/infer.lua "http://127.0.0.1:$port" >"$work/wrk-$port.out" 2>&1 &
-    w+=($!)
-  done
-  wait "${w[@]}" || true
-  while :; do
-    left=$(psql -X -qAt "$DATABASE_URL" -c \
-      "select count(*) from generations where status in ('pending','processing')")
-    [ "$left" -eq 0 ] && break
-    [ $((SECONDS - t0)) -gt $((secs + 600)) ] && break
-    sleep 1
-  done
-  echo "backlog2 processes=2 users=$users seconds=$secs model=$model" \
-    "accepted=$(cat "$work"/wrk-*.out | awk '/requests in/ {n += $1} END {print n}')" \
-    "drained_after_s=$((SECONDS - t0)) still_running=$left" \
-    "$(psql -X -qAt "$DATABASE_URL" -c "select string_agg(s || '=' || n, ' ') from
-       (select coalesce(status || ':' || error_code, status) s, count(*) n from generations
-        group by 1 order by 1) t")"
-  kill "$pid1" "$pid2"; wait "$pid1" "$pid2" || true
-  pid=""
-}
-
 pg_cluster() {
   pgdir=$work/pg
   PG_URL=$(scripts/pg.sh start "$pgdir")
@@ -461,7 +414,6 @@ case "${1:-table}" in
   idle) idle ;;
   start_tree) start_tree "${2:-100000}" ;;
   arenas) arenas ;;
-  backlog2) backlog2 ;;
   s3) /usr/bin/python3 bench/s3.py throughput "$BIN" ${BASE_BIN:+"$BASE_BIN"} ;;
   s3_store50) /usr/bin/python3 bench/s3.py store50 "$BIN" ;;
   s3_busy) /usr/bin/python3 bench/s3.py busy "$BIN" ;;
@@ -472,5 +424,5 @@ case "${1:-table}" in
   mock) mock ;;
   syscalls) syscalls "${2:-seedream_image}" ;;
   all) idle; throughput; inflight 10000; /usr/bin/python3 bench/store50.py "$BIN"; table ;;
-  *) echo "usage: $0 [table|throughput|inflight [N]|idle|start_tree [N]|arenas|backlog2|s3|s3_store50|s3_busy|postgres|store50|kie_inflight [N]|db|mock|syscalls [MODEL]]" >&2; exit 2 ;;
+  *) echo "usage: $0 [table|throughput|inflight [N]|idle|start_tree [N]|arenas|s3|s3_store50|s3_busy|postgres|store50|kie_inflight [N]|db|mock|syscalls [MODEL]]" >&2; exit 2 ;;
 esac
