@@ -68,6 +68,7 @@ struct run {
     char *keys[MAX_OUTPUTS];
     char *task_ids[MAX_OUTPUTS];
     download *dl[MAX_OUTPUTS];
+    lr_blob_commit commits[MAX_OUTPUTS]; /* each output's commit into storage */
     json_t *input_urls;
     lr_strv input_keys; /* stored input images: deleted with the generation */
     char *text;
@@ -188,6 +189,7 @@ static void run_free(run *r)
         free(r->keys[i]);
         free(r->task_ids[i]);
         download_free(r->dl[i]);
+        lr_blob_commit_release(&r->commits[i]);
         free((char *)r->tasks[i].task_id);
     }
     json_decref(r->input_urls);
@@ -624,23 +626,36 @@ static void output_name(const run *r, int v, char name[64])
         snprintf(name, 64, "%s_%d", r->id, v);
 }
 
-/* Output v's bytes are all in sink (e is how writing them went): commit
- * and record the stored object, or fail the output. On a worker. */
-static void commit_output(run *r, int v, lr_blob_sink *sink, lr_err e)
+static void output_committed(lr_blob_commit *c, lr_err e)
 {
-    char *url = NULL, *key = NULL;
-    if (e == LR_OK)
-        e = lr_blob_finish(sink, &url, &key, NULL);
-    else if (sink)
-        lr_blob_abort(sink);
+    run *r = c->ctx;
+    int v = (int)(c - r->commits);
     if (e != LR_OK) {
         lr_error("generation %s output %d could not be stored: %s", r->id, v, lr_strerror(e));
         output_finished(r, v, false, storage_failure(e), NULL);
         return;
     }
-    r->urls[v] = url; /* only this worker writes slot v */
-    r->keys[v] = key;
+    r->urls[v] = c->url; /* only this output's commit writes slot v */
+    r->keys[v] = c->key;
+    c->url = c->key = NULL;
     output_finished(r, v, true, LR_CODE_NONE, NULL);
+}
+
+/* Output v's bytes are all in sink (e is how writing them went): commit
+ * and record the stored object, or fail the output. On a worker: the
+ * local store commits here; a remote one uploads on the loop, and the
+ * output finishes once the bucket holds the object. */
+static void commit_output(run *r, int v, lr_blob_sink *sink, lr_err e)
+{
+    if (e != LR_OK) {
+        lr_blob_abort(sink);
+        lr_error("generation %s output %d could not be stored: %s", r->id, v, lr_strerror(e));
+        output_finished(r, v, false, storage_failure(e), NULL);
+        return;
+    }
+    r->commits[v].done = output_committed;
+    r->commits[v].ctx = r;
+    lr_blob_commit_start(&r->commits[v], sink, r->p->loop);
 }
 
 static void store_output(void *arg)
@@ -675,7 +690,8 @@ static int download_write(void *ctx, const void *buf, size_t len)
     return 0;
 }
 
-/* The bytes are all in: commit (an upload for remote storage) on a worker. */
+/* The bytes are all in: commit them (a worker for the local store, whose
+ * commit is an fdatasync; a remote store's upload starts right here). */
 static void download_commit(void *arg)
 {
     download *d = arg;
@@ -690,7 +706,10 @@ static void download_done(lr_fetch *f, lr_err e)
     download *d = (download *)f;
     run *r = d->r;
     if (e == LR_OK) {
-        lr_workers_submit(r->p->workers, download_commit, d);
+        if (lr_store_commit_blocks(r->p->store))
+            lr_workers_submit(r->p->workers, download_commit, d);
+        else
+            download_commit(d);
         return;
     }
     if (d->sink) {
