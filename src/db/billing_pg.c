@@ -33,18 +33,21 @@ static PGconn *connect_db(const char *url)
     return c;
 }
 
-static lr_err pg_exec(lr_billing_db *db, const char *sql, const char *const *params, int n,
-                      lr_billing_row_fn row, void *ctx, long *changes)
+/* Under d->mu: the connection, reset when it broke. */
+static lr_err usable(pg_billing *d)
 {
-    pg_billing *d = (pg_billing *)db;
-    pthread_mutex_lock(&d->mu);
     if (PQstatus(d->c) != CONNECTION_OK)
         PQreset(d->c);
-    if (PQstatus(d->c) != CONNECTION_OK) {
-        lr_error("postgres billing: cannot connect: %s", PQerrorMessage(d->c));
-        pthread_mutex_unlock(&d->mu);
-        return LR_ERR_UNAVAILABLE;
-    }
+    if (PQstatus(d->c) == CONNECTION_OK)
+        return LR_OK;
+    lr_error("postgres billing: cannot connect: %s", PQerrorMessage(d->c));
+    return LR_ERR_UNAVAILABLE;
+}
+
+/* Under d->mu, on a usable connection: one statement. */
+static lr_err run(pg_billing *d, const char *sql, const char *const *params, int n,
+                  lr_billing_row_fn row, void *ctx, long *changes)
+{
     PGresult *r = PQexecParams(d->c, sql, n, NULL, params, NULL, NULL, 0);
     ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
     lr_err e = LR_OK;
@@ -63,6 +66,34 @@ static lr_err pg_exec(lr_billing_db *db, const char *sql, const char *const *par
         lr_error("postgres billing: %s", r ? PQresultErrorMessage(r) : PQerrorMessage(d->c));
     }
     PQclear(r);
+    return e;
+}
+
+static lr_err pg_exec(lr_billing_db *db, const char *sql, const char *const *params, int n,
+                      lr_billing_row_fn row, void *ctx, long *changes)
+{
+    pg_billing *d = (pg_billing *)db;
+    pthread_mutex_lock(&d->mu);
+    lr_err e = usable(d);
+    if (e == LR_OK)
+        e = run(d, sql, params, n, row, ctx, changes);
+    pthread_mutex_unlock(&d->mu);
+    return e;
+}
+
+static lr_err pg_exec_all(lr_billing_db *db, const lr_billing_stmt *v, size_t n)
+{
+    pg_billing *d = (pg_billing *)db;
+    pthread_mutex_lock(&d->mu);
+    lr_err e = usable(d);
+    if (e == LR_OK)
+        e = run(d, "BEGIN", NULL, 0, NULL, NULL, NULL);
+    for (size_t i = 0; i < n && e == LR_OK; i++)
+        e = run(d, v[i].sql, v[i].params, v[i].n, NULL, NULL, v[i].changes);
+    if (e == LR_OK)
+        e = run(d, "COMMIT", NULL, 0, NULL, NULL, NULL);
+    else if (PQstatus(d->c) == CONNECTION_OK)
+        run(d, "ROLLBACK", NULL, 0, NULL, NULL, NULL);
     pthread_mutex_unlock(&d->mu);
     return e;
 }
@@ -76,7 +107,8 @@ static void pg_close(lr_billing_db *db)
     free(d);
 }
 
-static const lr_billing_driver pg_driver = {.exec = pg_exec, .close = pg_close};
+static const lr_billing_driver pg_driver = {
+    .exec = pg_exec, .exec_all = pg_exec_all, .close = pg_close};
 
 lr_err lr_billing_pg_open(const char *url, lr_billing_db **out, char **errmsg)
 {

@@ -37,6 +37,7 @@ extern const char lr_sql_sqlite_0005[];
 extern const char lr_sql_sqlite_0006_admin[];
 extern const char lr_sql_sqlite_0007[];
 extern const char lr_sql_sqlite_0008_admin_links[];
+extern const char lr_sql_sqlite_0012_ops[];
 
 static const struct {
     const char *version;
@@ -45,7 +46,8 @@ static const struct {
     {"0001_init", lr_sql_sqlite_0001},     {"0002_leases", lr_sql_sqlite_0002},
     {"0003_deletion", lr_sql_sqlite_0003}, {"0004_idempotency", lr_sql_sqlite_0004},
     {"0005_billing", lr_sql_sqlite_0005},  {"0006_admin", lr_sql_sqlite_0006_admin},
-    {"0007_runs", lr_sql_sqlite_0007},     {"0008_admin_links", lr_sql_sqlite_0008_admin_links}};
+    {"0007_runs", lr_sql_sqlite_0007},     {"0008_admin_links", lr_sql_sqlite_0008_admin_links},
+    {"0012_ops", lr_sql_sqlite_0012_ops}};
 
 /* Readiness (db/admin.c) checks that the newest one is applied. */
 const char *lr_db_sqlite_latest_migration(void)
@@ -88,6 +90,7 @@ enum {
     Q_SAVE_QUOTE,
     Q_PURGE_QUOTES,
     Q_GET_QUOTE,
+    Q_OUTBOX,
     Q_COUNT
 };
 
@@ -169,6 +172,13 @@ static const char *const sql_text[Q_COUNT] = {
     [Q_PURGE_QUOTES] = "DELETE FROM quotes WHERE expires_at < ?1",
     [Q_GET_QUOTE] = "SELECT lines, total, expires_at < ?3 FROM quotes "
                     "WHERE id = ?1 AND user_id = ?2",
+    /* The webhook outbox (db/billing.h): only when a webhook wants it. */
+    [Q_OUTBOX] = "INSERT INTO webhook_outbox (generation_id, user_id, event_type, created_at) "
+                 "SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM webhook_endpoints "
+                 "WHERE ',' || events || ',' LIKE '%,' || ?3 || ',%' "
+                 "OR ',' || events || ',' LIKE '%,credits.low,%') "
+                 "OR EXISTS (SELECT 1 FROM generation_webhooks WHERE generation_id = ?1) "
+                 "ON CONFLICT (generation_id) DO NOTHING",
 };
 
 typedef struct {
@@ -732,6 +742,13 @@ static lr_err settle_rows(conn *c, const lr_settle_req *q, const char *ts, int *
         return e;
     if (!user[0])
         return LR_ERR_CONFLICT; /* already final: settling twice changes nothing */
+    char type[LR_EVENT_TYPE_LEN];
+    lr_generation_event_type(q->status, type);
+    e = run(c, Q_OUTBOX,
+            ARGS(A_TEXT(q->generation_id), A_TEXT(user), A_TEXT(type), A_INT(lr_now_ms())), NULL,
+            NULL);
+    if (e != LR_OK)
+        return e;
     if (q->refund <= 0)
         return read_balance(c, user, balance);
     char desc[160];
