@@ -16,7 +16,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from harness import BACKEND, Server, free_port, new_user, wait_for
+from harness import BACKEND, BIN, Server, free_port, new_user, wait_for
 
 TOOL = os.path.join(os.path.dirname(__file__), "../node/webhook_tool.mjs")
 STRIPE_SECRET = "whsec_test_" + uuid.uuid4().hex
@@ -354,6 +354,43 @@ class OutgoingWebhooksTest(unittest.TestCase):
         listed = s.get("/api/admin/webhooks", {"apikey": ADMIN_KEY}).json["endpoints"]
         self.assertEqual([e["id"] for e in listed], [ep])
         self.assertNotIn("secret", listed[0])
+
+    def rotate(self, server, ep, grace=None):
+        env = dict(server.env)
+        if grace is not None:
+            env["LENSROOM_WEBHOOK_ROTATE_GRACE"] = grace
+        r = subprocess.run([BIN, "webhooks", "rotate-secret", ep], env=env, capture_output=True,
+                           text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return r.stdout.strip().splitlines()[1].split(": ", 1)[1]
+
+    def test_a_rotated_secret_signs_beside_the_new_one_during_its_grace(self):
+        rcv = Receiver()
+        self.addCleanup(rcv.close)
+        s = self.start(rcv.port)
+        ep, first = self.add_endpoint(s, rcv.url, "generation.succeeded")
+        second = self.rotate(s, ep)  # default grace: 24 h
+        self.assertNotEqual(first, second)
+        user = new_user()
+        s.grant(user, 100)
+        tok = s.token(user)
+        self.assertEqual(s.infer(tok).status, 200)
+        wait_for(lambda: len(rcv.seen) == 1, 60)
+        d = rcv.seen[0]
+        self.assertEqual(len(d["headers"]["webhook-signature"].split(" ")), 2)
+        # a receiver still on the old secret and one already on the new
+        # both verify the same delivery with the real library
+        self.assertTrue(sw_verify(first, [d])[0]["ok"])
+        self.assertTrue(sw_verify(second, [d])[0]["ok"])
+        self.assertFalse(sw_verify("whsec_" + "QUJD" * 8, [d])[0]["ok"])
+        # rotated again with no grace: only the newest secret signs
+        third = self.rotate(s, ep, grace="0")
+        self.assertEqual(s.infer(tok).status, 200)
+        wait_for(lambda: len(rcv.seen) == 2, 60)
+        d = rcv.seen[1]
+        self.assertEqual(len(d["headers"]["webhook-signature"].split(" ")), 1)
+        self.assertEqual([r["ok"] for r in sw_verify(third, [d]) + sw_verify(second, [d])
+                          + sw_verify(first, [d])], [True, False, False])
 
     def test_failing_receiver_gets_the_same_webhook_id_on_every_retry(self):
         rcv = Receiver(fail=3)
