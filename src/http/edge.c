@@ -17,7 +17,6 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "core/vocab.h"
-#include "http/server.h"
 
 /* A client has this long to send its first header block, and a refused
  * one this long to read our answer before the socket is closed. */

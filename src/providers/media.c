@@ -39,7 +39,7 @@ typedef struct {
     unsigned char *diag; /* w + h - 1 indexes: diag[x + y] */
 } scene;
 
-static lr_err scene_init(scene *sc, const unsigned char *s, int w, int h)
+static void scene_init(scene *sc, const unsigned char *s, int w, int h)
 {
     sc->w = w;
     sc->h = h;
@@ -54,12 +54,9 @@ static lr_err scene_init(scene *sc, const unsigned char *s, int w, int h)
         memcpy(sc->palette[LEVELS + d], s + 15 + 3 * d, 3);
     }
     int n = w + h - 1, last = n > 1 ? n - 1 : 1;
-    sc->diag = malloc((size_t)n);
-    if (!sc->diag)
-        return LR_ERR_NOMEM;
+    sc->diag = lr_xmalloc((size_t)n);
     for (int k = 0; k < n; k++)
         sc->diag[k] = (unsigned char)(k * (LEVELS - 1) / last);
-    return LR_OK;
 }
 
 /* One row of indexes at time t: the discs move right by (d + 1) per t. */
@@ -106,18 +103,13 @@ lr_err lr_media_png(const char *prompt, int variant, int width, int height, lr_m
     unsigned char seed[SHA256_DIGEST_LENGTH];
     seed_of(prompt, variant, seed);
     scene sc;
-    if (scene_init(&sc, seed, width, height) != LR_OK)
-        return LR_ERR_NOMEM;
+    scene_init(&sc, seed, width, height);
     png_sink sink = {write, ctx, 0};
     png_structp p = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
     png_infop info = p ? png_create_info_struct(p) : NULL;
-    unsigned char *volatile row = malloc((size_t)width);
-    if (!p || !info || !row) {
-        png_destroy_write_struct(&p, &info);
-        free(row);
-        free(sc.diag);
-        return LR_ERR_NOMEM;
-    }
+    unsigned char *volatile row = lr_xmalloc((size_t)width);
+    if (!p || !info)
+        abort(); /* libpng allocates only; out of memory is fatal (lr_xmalloc) */
     if (setjmp(png_jmpbuf(p))) {
         png_destroy_write_struct(&p, &info);
         free(row);
@@ -201,8 +193,9 @@ lr_err lr_media_mp4(const char *prompt, int variant, int width, int height, lr_m
     const AVCodec *codec = avcodec_find_encoder_by_name("libx264");
     if (!codec)
         codec = avcodec_find_encoder(AV_CODEC_ID_MPEG4);
-    if (!fr || !pkt || !iobuf || !codec || scene_init(&sc, seed, width, height) != LR_OK)
+    if (!fr || !pkt || !iobuf || !codec)
         goto done;
+    scene_init(&sc, seed, width, height);
     io = avio_alloc_context(iobuf, IOBUF, 1, &sink, NULL, av_write_cb, NULL);
     if (!io)
         goto done;
@@ -241,9 +234,7 @@ lr_err lr_media_mp4(const char *prompt, int variant, int width, int height, lr_m
     fr->height = height;
     if (av_frame_get_buffer(fr, 0) < 0)
         goto done;
-    idx = malloc((size_t)width);
-    if (!idx)
-        goto done;
+    idx = lr_xmalloc((size_t)width);
     /* BT.601 limited range, once per palette entry rather than per pixel. */
     unsigned char yuv[256][3];
     for (int k = 0; k < LEVELS + 3; k++) {
