@@ -20,12 +20,14 @@ import subprocess
 import tarfile
 import tempfile
 import threading
+import time
 import unittest
 import uuid
 
 from harness import BACKEND, BIN, PgConn, PgDatabase, Server, new_user, wait_for
 
 SERVICE_KEY = "service-role-key-for-tests-0123456789abcdef"
+METRICS_TOKEN = "metrics-token-for-tests-0123456789"
 CLIENTS = 50
 
 
@@ -516,7 +518,7 @@ class ScheduledBackups(unittest.TestCase):
         tmp = tempfile.mkdtemp(prefix="lensroom-bks-")
         self.addCleanup(shutil.rmtree, tmp, True)
         s = Server({"LENSROOM_BACKUP_INTERVAL": "1s", "LENSROOM_BACKUP_KEEP": "2",
-                    "LENSROOM_BACKUP_DIR": tmp})
+                    "LENSROOM_BACKUP_DIR": tmp, "LENSROOM_METRICS_TOKEN": METRICS_TOKEN})
         self.addCleanup(s.cleanup)
         s.start()
         user = new_user()
@@ -540,6 +542,18 @@ class ScheduledBackups(unittest.TestCase):
         r = s.cli("backup", "verify", os.path.join(tmp, newest))
         self.assertIn("verify: OK", r.stdout)
         self.assertEqual(manifest_of(os.path.join(tmp, newest))["ledger"]["grants"], 50)
+        # the same in /metrics, for alerts
+        r = s.get("/metrics", {"Authorization": f"Bearer {METRICS_TOKEN}"})
+        self.assertEqual(r.status, 200)
+        text = r.body.decode() if isinstance(r.body, bytes) else r.body
+        gauges = dict(line.split(" ", 1) for line in text.splitlines()
+                      if line.startswith("lensroom_backup"))
+        self.assertEqual(float(gauges["lensroom_backup_last_ok"]), 1)
+        self.assertGreaterEqual(float(gauges["lensroom_backups_made"]), 3)
+        self.assertEqual(float(gauges["lensroom_backup_archives_kept"]), 2)
+        self.assertGreater(float(gauges["lensroom_backup_last_bytes"]), 0)
+        self.assertLess(abs(float(gauges["lensroom_backup_last_timestamp_seconds"]) - time.time()),
+                        600)
 
     def test_a_bad_rotation_policy_is_refused_at_start(self):
         s = Server({"LENSROOM_BACKUP_INTERVAL": "1h", "LENSROOM_BACKUP_KEEP": "seven"})
