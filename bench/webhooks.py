@@ -12,7 +12,7 @@ delivery arrived, and the server's RSS (start, peak, end; it should stay
 flat); then the median and range of each side.
 
 Usage: bench/webhooks.py [--generations N] [--clients C] [--rounds R]
-                         [--pg-admin URL] [--dead-endpoint] [BIN]
+                         [--pg-admin URL] [--stalled-endpoint] [BIN]
                          (default build/lensroom)
 
 The server runs on a fresh data folder (SQLite, or with --pg-admin a fresh
@@ -47,9 +47,10 @@ def parse():
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--pg-admin", help="postgres URL of an admin database: each phase runs on a "
                    "fresh database made there")
-    p.add_argument("--dead-endpoint", action="store_true",
-                   help="the endpoint refuses connections: queuing and attempts without a "
-                        "receiver using the CPU")
+    p.add_argument("--stalled-endpoint", action="store_true",
+                   help="the endpoint accepts connections and never answers: the events are "
+                        "queued (the outbox, the queue) but hardly any delivery runs, so the "
+                        "request path's share is measured without a receiver using the CPU")
     p.add_argument("bin", nargs="?", default=os.path.join(ROOT, "build", "lensroom"))
     return p.parse_args()
 
@@ -86,6 +87,13 @@ def rss_kb(pid):
     return 0
 
 
+def cpu_ms(pid):
+    """The process's user + system CPU time so far, in ms."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def pct(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(len(xs) * p))] if xs else 0
@@ -93,14 +101,18 @@ def pct(xs, p):
 
 def phase(args, with_endpoint):
     work = tempfile.mkdtemp(prefix="lensroom-bench-hooks-")
-    rport, port, dead = free_port(), free_port(), free_port()
+    rport, port = free_port(), free_port()
+    stalled = socket.socket()
+    stalled.bind(("127.0.0.1", 0))
+    stalled.listen(4096)  # never accepted: each attempt waits for its timeout
+    stalled_port = stalled.getsockname()[1]
     rcv = ThreadingHTTPServer(("127.0.0.1", rport), Counter)
     rcv.ids, rcv.first, rcv.last, rcv.lock = set(), None, None, threading.Lock()
     threading.Thread(target=rcv.serve_forever, daemon=True).start()
     env = dict(os.environ, LENSROOM_DATA_DIR=work, PORT=str(port), LENSROOM_LOG_LEVEL="warn",
                LENSROOM_MOCK_LATENCY_MS="0", USE_MOCK_INFERENCE="true",
                LENSROOM_USER_RATE_PER_MIN="0", LENSROOM_USER_MAX_IN_FLIGHT="0",
-               LENSROOM_FETCH_ALLOW=f"127.0.0.1:{rport},127.0.0.1:{dead}")
+               LENSROOM_FETCH_ALLOW=f"127.0.0.1:{rport},127.0.0.1:{stalled_port}")
     for k in ("KIE_API_KEY", "SUPABASE_JWT_SECRET", "S3_ENDPOINT", "DATABASE_URL"):
         env.pop(k, None)
     pg = PgDatabase(args.pg_admin) if args.pg_admin else None
@@ -112,7 +124,7 @@ def phase(args, with_endpoint):
     for u in users:
         cli("credits", "grant", u, str(10 * args.generations))
     if with_endpoint:
-        url_port = dead if args.dead_endpoint else rport
+        url_port = stalled_port if args.stalled_endpoint else rport
         cli("webhooks", "add", f"http://127.0.0.1:{url_port}/hook", "--events",
             "generation.succeeded,generation.failed")
     tokens = [cli("token", u, "--ttl", "86400").strip() for u in users]
@@ -152,12 +164,12 @@ def phase(args, with_endpoint):
                 raise SystemExit(f"infer answered {r.status}")
             lat.append(time.perf_counter() - t)
         return lat
-    t0 = time.time()
+    t0, c0 = time.time(), cpu_ms(srv.pid)
     with ThreadPoolExecutor(args.clients) as pool:
         lats = [x for part in pool.map(client, range(args.clients)) for x in part]
-    t1 = time.time()
+    t1, c1 = time.time(), cpu_ms(srv.pid)
     n = per * args.clients
-    if with_endpoint and not args.dead_endpoint:
+    if with_endpoint and not args.stalled_endpoint:
         end = time.time() + 600
         while len(rcv.ids) < n and time.time() < end:
             time.sleep(0.1)
@@ -166,7 +178,9 @@ def phase(args, with_endpoint):
     srv.send_signal(signal.SIGTERM)
     srv.wait(timeout=60)
     rcv.shutdown()
+    stalled.close()
     out = {"generations": n, "infer_per_s": n / (t1 - t0), "p50_ms": pct(lats, 0.5) * 1e3,
+           "server_cpu_ms_per_gen": (c1 - c0) / n,
            "p99_ms": pct(lats, 0.99) * 1e3, "rss_kb": rss}
     if with_endpoint:
         got = len(rcv.ids)
@@ -201,7 +215,8 @@ class PgDatabase:
 
 def line(name, r):
     out = (f"{name:13} {r['generations']} generations: {r['infer_per_s']:.0f} infer/s, "
-           f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, RSS start/peak/end "
+           f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, server CPU "
+           f"{r['server_cpu_ms_per_gen']:.2f} ms/generation, RSS start/peak/end "
            f"{r['rss_kb']['start'] // 1024}/{r['rss_kb']['peak'] // 1024}/"
            f"{r['rss_kb']['end'] // 1024} MB")
     if "delivered" in r:
@@ -224,10 +239,11 @@ def main():
             r = phase(args, with_endpoint)
             acc.append(r)
             print(f"round {i + 1}: " + line(name, r), flush=True)
-    for key, fmt in (("infer_per_s", "{:.0f}"), ("p50_ms", "{:.1f}"), ("p99_ms", "{:.1f}")):
+    for key, fmt in (("infer_per_s", "{:.0f}"), ("p50_ms", "{:.1f}"), ("p99_ms", "{:.1f}"),
+                     ("server_cpu_ms_per_gen", "{:.2f}")):
         print(f"{key}: " + summary("no endpoint", off, key, fmt) + "; " +
               summary("one endpoint", on, key, fmt))
-    if not args.dead_endpoint:
+    if not args.stalled_endpoint:
         print("deliveries_per_s: " + summary("one endpoint", on, "deliveries_per_s"))
 
 
