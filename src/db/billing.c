@@ -248,7 +248,10 @@ lr_err lr_billing_endpoint_remove(lr_billing_db *db, const char *id)
         return LR_ERR_NOT_FOUND;
     const char *p[] = {id};
     long changed = 0;
-    lr_err e = exec(db, "DELETE FROM webhook_endpoints WHERE id = $1", p, 1, NULL, NULL, &changed);
+    lr_billing_stmt st[] = {
+        {"DELETE FROM webhook_previous_secrets WHERE endpoint_id = $1", p, 1, NULL},
+        {"DELETE FROM webhook_endpoints WHERE id = $1", p, 1, &changed}};
+    lr_err e = db->drv->exec_all(db, st, 2);
     return e == LR_OK && changed == 0 ? LR_ERR_NOT_FOUND : e;
 }
 
@@ -261,13 +264,26 @@ lr_err lr_billing_endpoint_rotate(lr_billing_db *db, const char *id, int64_t gra
     char *secret = lr_billing_new_secret();
     char until[24];
     fmt_i64(until, grace_until);
-    const char *p[] = {id, secret, until};
+    const char *keep[] = {id, until}, *swap[] = {id, secret};
+    long changed = 0;
+    /* The secret going out signs on until grace_until (replacing an
+     * older one's grace), the new one from now. */
+    lr_billing_stmt st[] = {
+        {"INSERT INTO webhook_previous_secrets (endpoint_id, secret, valid_until) "
+         "SELECT id, secret, CAST($2 AS BIGINT) FROM webhook_endpoints WHERE id = $1 "
+         "ON CONFLICT (endpoint_id) DO UPDATE SET secret = excluded.secret, "
+         "valid_until = excluded.valid_until",
+         keep, 2, NULL},
+        {"UPDATE webhook_endpoints SET secret = $2 WHERE id = $1", swap, 2, &changed}};
     lr_endpoint_list l = {0};
-    lr_err e = exec(db,
-                    "UPDATE webhook_endpoints SET previous_secret = secret, "
-                    "previous_until = CAST($3 AS BIGINT), secret = $2 WHERE id = $1 "
-                    "RETURNING CAST(id AS TEXT), url, events, created_at",
-                    p, 3, read_endpoint, &l, NULL);
+    lr_err e = db->drv->exec_all(db, st, 2);
+    if (e == LR_OK && changed == 0)
+        e = LR_ERR_NOT_FOUND;
+    if (e == LR_OK)
+        e = exec(db,
+                 "SELECT CAST(id AS TEXT), url, events, created_at FROM webhook_endpoints "
+                 "WHERE id = $1",
+                 keep, 1, read_endpoint, &l, NULL);
     if (e == LR_OK && l.n == 0)
         e = LR_ERR_NOT_FOUND;
     if (e == LR_OK) {
@@ -276,6 +292,7 @@ lr_err lr_billing_endpoint_rotate(lr_billing_db *db, const char *id, int64_t gra
         free(l.v);
     } else {
         lr_endpoint_list_clear(&l);
+        OPENSSL_cleanse(secret, strlen(secret));
         free(secret);
     }
     return e;
@@ -478,10 +495,11 @@ lr_err lr_billing_claim(lr_billing_db *db, const char *token, int64_t now_ms, in
     e = exec(db,
              "SELECT d.id, CAST(d.endpoint_id AS TEXT), d.url, d.event_type, d.payload, "
              "d.attempts, d.created_at, COALESCE(e.secret, u.secret), "
-             "CASE WHEN e.previous_until > CAST($2 AS BIGINT) THEN e.previous_secret END "
+             "CASE WHEN p.valid_until > CAST($2 AS BIGINT) THEN p.secret END "
              "FROM webhook_deliveries d "
              "LEFT JOIN webhook_endpoints e ON e.id = d.endpoint_id "
              "LEFT JOIN user_webhook_secrets u ON u.user_id = d.user_id "
+             "LEFT JOIN webhook_previous_secrets p ON p.endpoint_id = d.endpoint_id "
              "WHERE d.claim_token = $1 AND d.status = 'pending'",
              (const char *[]){token, now}, 2, read_delivery, out, NULL);
     if (e != LR_OK)

@@ -18,9 +18,12 @@ CREATE TABLE IF NOT EXISTS lensroom.webhook_outbox (
 );
 
 -- A rotated endpoint secret keeps signing beside the new one until
--- previous_until (ms since the epoch).
-ALTER TABLE lensroom.webhook_endpoints ADD COLUMN IF NOT EXISTS previous_secret text;
-ALTER TABLE lensroom.webhook_endpoints ADD COLUMN IF NOT EXISTS previous_until bigint;
+-- valid_until (ms since the epoch).
+CREATE TABLE IF NOT EXISTS lensroom.webhook_previous_secrets (
+  endpoint_id uuid PRIMARY KEY,
+  secret      text NOT NULL,
+  valid_until bigint NOT NULL
+);
 
 -- settle as before, plus the outbox row (same signature: reap_expired
 -- and every caller get it).

@@ -18,7 +18,11 @@ CREATE TABLE IF NOT EXISTS webhook_outbox (
 );
 
 -- A rotated endpoint secret keeps signing beside the new one until
--- previous_until (ms since the epoch), so a receiver can switch without
--- losing deliveries (Standard Webhooks allows several signatures).
-ALTER TABLE webhook_endpoints ADD COLUMN previous_secret TEXT;
-ALTER TABLE webhook_endpoints ADD COLUMN previous_until INTEGER;
+-- valid_until (ms since the epoch), so a receiver can switch without losing
+-- deliveries (Standard Webhooks allows several signatures). A table of
+-- its own, so applying this twice changes nothing.
+CREATE TABLE IF NOT EXISTS webhook_previous_secrets (
+    endpoint_id TEXT PRIMARY KEY,
+    secret      TEXT NOT NULL,
+    valid_until INTEGER NOT NULL
+);
