@@ -538,10 +538,23 @@ class ScheduledBackups(unittest.TestCase):
         self.assertGreater(last["bytes"], 0)
         self.assertRegex(last["archive"], r"^lensroom-backup-\d{8}T\d{6}\.\d{3}Z\.tar\.zst$")
         self.assertIn("at", last)
-        newest = archives()[-1]
-        r = s.cli("backup", "verify", os.path.join(tmp, newest))
+        # rotation goes on every second: hold the newest archive by a link
+        pins = tempfile.mkdtemp(prefix="lensroom-bks-pin-", dir=os.path.dirname(tmp))
+        self.addCleanup(shutil.rmtree, pins, True)
+
+        def pin_newest():
+            for name in reversed(archives()):
+                try:
+                    os.link(os.path.join(tmp, name), os.path.join(pins, name))
+                    return os.path.join(pins, name)
+                except FileNotFoundError:
+                    continue  # rotated away since listed
+            return None
+        newest = wait_for(pin_newest, 60)
+        self.assertTrue(newest)
+        r = s.cli("backup", "verify", newest)
         self.assertIn("verify: OK", r.stdout)
-        self.assertEqual(manifest_of(os.path.join(tmp, newest))["ledger"]["grants"], 50)
+        self.assertEqual(manifest_of(newest)["ledger"]["grants"], 50)
         # the same in /metrics, for alerts
         r = s.get("/metrics", {"Authorization": f"Bearer {METRICS_TOKEN}"})
         self.assertEqual(r.status, 200)
