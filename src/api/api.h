@@ -64,6 +64,9 @@ void lr_api_credits_transactions(lr_app *app, lr_req *req);
 void lr_api_admin_credits(lr_app *app, lr_req *req);
 void lr_api_health(lr_app *app, lr_req *req);
 void lr_api_public_file(lr_app *app, lr_req *req, const char *bucket_and_key);
+/* Supabase's image transformation URL: a resized variant of a stored image
+ * (local storage; redirected to Supabase's own with Supabase storage). */
+void lr_api_render_image(lr_app *app, lr_req *req, const char *bucket_and_key);
 
 /* Operations (ops.c) and the admin API (admin.c). */
 void lr_api_ready(lr_app *app, lr_req *req);

@@ -17,6 +17,7 @@
 #define EV_PENDING 1
 #define EV_OF_STAGE(s) ((int)(s) + EV_PENDING)
 #define EV_FINAL (EV_OF_STAGE(LR_STAGE_STORING) + 1)
+#define EV_PREVIEW (EV_FINAL + 1)
 #define TICK_MS 1000
 #define REMOTE_POLL_MS 2000
 #define LOCAL_POLL_MS 10000
@@ -25,9 +26,11 @@ typedef struct watcher {
     lr_stream *s;
     char id[LR_UUID_LEN + 1];
     char user[LR_UUID_LEN + 1];
-    bool has_file;  /* image/video: storing happens on success */
-    bool downloads; /* and downloading (a remote provider; the mock renders in place) */
-    int last;       /* last event id sent */
+    bool has_file;    /* image/video: storing happens on success */
+    bool downloads;   /* and downloading (a remote provider; the mock renders in place) */
+    bool previews;    /* a success is followed by preview_ready or preview_failed */
+    int64_t final_ms; /* when the final event went out (0: not yet) */
+    int last;         /* last event id sent */
     int64_t last_write_ms, last_poll_ms;
     struct watcher *next;
 } watcher;
@@ -38,6 +41,7 @@ struct lr_events {
     lr_loop *loop;
     lr_workers *workers;
     int keepalive_ms;
+    int preview_wait_ms; /* 0: previews off, the stream ends after the final event */
     pthread_mutex_t mu;
     watcher *list;
     bool stopping, tick_running;
@@ -93,14 +97,61 @@ static void stages_upto(watcher *w, int target)
     }
 }
 
+/* Whether a succeeded generation's stream has a preview event to come:
+ * its job ended (ready, failed), runs (processing) or is about to start
+ * (none, settled within the wait; an older none was never queued, as for
+ * generations made before previews were on). */
+static bool preview_expected(const lr_events *h, const char *preview_status,
+                             const char *finished_at)
+{
+    if (h->preview_wait_ms <= 0 || !preview_status)
+        return false;
+    if (strcmp(preview_status, "none") != 0)
+        return true;
+    int64_t finished = finished_at ? lr_time_parse_iso(finished_at) : -1;
+    return finished > 0 && lr_now_ms() - finished < h->preview_wait_ms;
+}
+
+bool lr_events_preview_follows(lr_events *h, const lr_generation *g)
+{
+    return g->status && !strcmp(g->status, lr_gen_status_name(LR_GEN_SUCCESS)) && g->type &&
+           strcmp(g->type, "text") != 0 &&
+           preview_expected(h, g->preview_status ? g->preview_status : "none", g->finished_at);
+}
+
+/* After a success with stored outputs: the preview event once the job
+ * ended (the row says ready or failed). True when the stream is finished. */
+static bool preview_event(lr_events *h, watcher *w, lr_gen_status status, json_t *g)
+{
+    const char *ps = json_string_value(json_object_get(g, "previewStatus"));
+    if (!w->previews || status != LR_GEN_SUCCESS || w->last >= EV_PREVIEW ||
+        !preview_expected(h, ps, json_string_value(json_object_get(g, "finishedAt")))) {
+        lr_stream_close(w->s);
+        return true;
+    }
+    bool ready = !strcmp(ps, "ready");
+    if (!ready && strcmp(ps, "failed") != 0)
+        return false; /* none or processing: the job has not ended */
+    json_t *data = json_deep_copy(g);
+    json_object_set_new(data, "generationId", json_string(w->id));
+    write_event(w, EV_PREVIEW, ready ? "preview_ready" : "preview_failed", data);
+    lr_stream_close(w->s);
+    return true;
+}
+
 /* Brings w up to (status, stage); g is the row for the final event (may be
  * NULL for stage changes). Returns true when the stream is finished. Call
  * with h->mu held. */
-static bool catch_up(watcher *w, lr_gen_status status, lr_gen_stage stage, json_t *g)
+static bool catch_up(lr_events *h, watcher *w, lr_gen_status status, lr_gen_stage stage, json_t *g)
 {
     if (!lr_gen_status_unfinished(status)) {
-        if (w->last >= EV_FINAL)
-            return true;
+        if (w->last >= EV_FINAL) {
+            if (!g || w->last >= EV_PREVIEW || !w->previews || status != LR_GEN_SUCCESS)
+                return true;
+            if (!w->final_ms)
+                w->final_ms = lr_monotonic_ms();
+            return preview_event(h, w, status, g);
+        }
         /* every generation was pending and handed on; a stored file also
          * went through storing (and downloading, from a remote provider) */
         bool stored = status == LR_GEN_SUCCESS && w->has_file;
@@ -109,8 +160,8 @@ static bool catch_up(watcher *w, lr_gen_status status, lr_gen_stage stage, json_
         json_t *data = g ? json_deep_copy(g) : json_pack("{s:s, s:s}", "id", w->id, "status", name);
         json_object_set_new(data, "generationId", json_string(w->id));
         write_event(w, EV_FINAL, name, data);
-        lr_stream_close(w->s);
-        return true;
+        w->final_ms = lr_monotonic_ms();
+        return g ? preview_event(h, w, status, g) : (lr_stream_close(w->s), true);
     }
     stages_upto(w, status == LR_GEN_PENDING ? EV_PENDING : stage_event(stage));
     return false;
@@ -145,7 +196,7 @@ static void apply(lr_events *h, const char *id, lr_gen_status status, lr_gen_sta
         next = w->next;
         if (strcmp(w->id, id) != 0)
             continue;
-        if (catch_up(w, status, stage, g))
+        if (catch_up(h, w, status, stage, g))
             unlink_watcher(h, w);
     }
     pthread_mutex_unlock(&h->mu);
@@ -167,6 +218,17 @@ void lr_events_observe(void *hub, const char *id, lr_gen_status status, lr_gen_s
     apply(h, id, status, stage, row);
     json_decref(row);
     lr_generation_clear(&g);
+}
+
+void lr_events_preview(void *hub, const char *id, bool ready)
+{
+    (void)ready; /* the row says which */
+    lr_events_observe(hub, id, LR_GEN_SUCCESS, LR_STAGE_NONE);
+}
+
+void lr_events_wait_previews(lr_events *h, int max_wait_s)
+{
+    h->preview_wait_ms = max_wait_s * 1000;
 }
 
 static void poll_row(lr_events *h, const char *id)
@@ -195,6 +257,11 @@ static void tick_job(void *arg)
     pthread_mutex_lock(&h->mu);
     for (watcher *w = h->list, *next; w; w = next) {
         next = w->next;
+        if (w->final_ms && now - w->final_ms > h->preview_wait_ms) {
+            lr_stream_close(w->s); /* the preview job never reported: give up waiting */
+            unlink_watcher(h, w);
+            continue;
+        }
         if (now - w->last_write_ms >= h->keepalive_ms) {
             w->last_write_ms = now;
             if (!lr_stream_write(w->s, ": keep-alive\n\n", 14)) {
@@ -256,6 +323,7 @@ void lr_events_open(lr_events *h, lr_req *req, const char *user, const lr_genera
     snprintf(w->user, sizeof w->user, "%s", user);
     w->has_file = g->type && strcmp(g->type, "text") != 0;
     w->downloads = w->has_file && !(g->provider && !strcmp(g->provider, "mock"));
+    w->previews = w->has_file && h->preview_wait_ms > 0;
     w->last = last_event_id;
     w->last_write_ms = w->last_poll_ms = lr_monotonic_ms();
     lr_stream_write(s, "retry: 2000\n\n", 13);
@@ -264,7 +332,7 @@ void lr_events_open(lr_events *h, lr_req *req, const char *user, const lr_genera
     row_state(g, &status, &stage);
     json_t *row = lr_gen_status_unfinished(status) ? NULL : lr_render_generation(g);
     pthread_mutex_lock(&h->mu);
-    bool done = h->stopping || catch_up(w, status, stage, row);
+    bool done = h->stopping || catch_up(h, w, status, stage, row);
     if (done) {
         if (h->stopping)
             lr_stream_close(s);

@@ -14,6 +14,45 @@ static json_t *error_of(const lr_generation *g)
     return json_pack("{s:o, s:o}", "code", str(g->error_code), "message", str(g->error_message));
 }
 
+/* One output's derived media: {posterUrl, previewUrl, thumbnails:
+ * {small, medium}, width, height}, null where not made. */
+static json_t *preview_of(json_t *o)
+{
+    json_t *thumbs = json_null();
+    if (json_object_get(o, "thumb") || json_object_get(o, "medium"))
+        thumbs =
+            json_pack("{s:o, s:o}", "small", str(json_string_value(json_object_get(o, "thumb"))),
+                      "medium", str(json_string_value(json_object_get(o, "medium"))));
+    json_t *j = json_pack(
+        "{s:o, s:o, s:o}", "posterUrl", str(json_string_value(json_object_get(o, "poster"))),
+        "previewUrl", str(json_string_value(json_object_get(o, "preview"))), "thumbnails", thumbs);
+    json_t *w = json_object_get(o, "width"), *h = json_object_get(o, "height");
+    json_object_set_new(j, "width", json_is_integer(w) ? json_copy(w) : json_null());
+    json_object_set_new(j, "height", json_is_integer(h) ? json_copy(h) : json_null());
+    return j;
+}
+
+/* previewStatus, the first output's posterUrl, previewUrl and thumbnails,
+ * every output's in previews, and previewError when the job failed. */
+static void add_previews(json_t *j, const lr_generation *g)
+{
+    json_t *outputs = json_object_get(g->preview, "outputs");
+    json_t *all = json_array();
+    for (size_t i = 0; i < json_array_size(outputs); i++)
+        json_array_append_new(all, preview_of(json_array_get(outputs, i)));
+    json_t *first = json_array_get(all, 0);
+    json_object_set_new(j, "previewStatus", str(g->preview_status ? g->preview_status : "none"));
+    json_object_set_new(j, "posterUrl",
+                        first ? json_copy(json_object_get(first, "posterUrl")) : json_null());
+    json_object_set_new(j, "previewUrl",
+                        first ? json_copy(json_object_get(first, "previewUrl")) : json_null());
+    json_object_set_new(j, "thumbnails",
+                        first ? json_deep_copy(json_object_get(first, "thumbnails")) : json_null());
+    json_object_set_new(j, "previews", all);
+    json_object_set_new(j, "previewError",
+                        str(json_string_value(json_object_get(g->preview, "error"))));
+}
+
 json_t *lr_render_generation(const lr_generation *g)
 {
     json_t *j = json_object();
@@ -39,6 +78,7 @@ json_t *lr_render_generation(const lr_generation *g)
     json_object_set_new(j, "updatedAt", str(g->updated_at));
     json_object_set_new(j, "finishedAt", str(g->finished_at));
     json_object_set_new(j, "text", str(g->text));
+    add_previews(j, g);
     return j;
 }
 

@@ -13,7 +13,9 @@
 /* {id, type, modelId, prompt, status, stage, url, resultUrls, creditsUsed,
  *  outputsCount, succeededCount, failedCount, provider, taskIds, params,
  *  error: {code, message} | null, durationMs, createdAt, updatedAt,
- *  finishedAt, text}. The owner's id is not part of it: a user only ever
+ *  finishedAt, text, previewStatus, posterUrl, previewUrl, thumbnails:
+ *  {small, medium}, previews: [{posterUrl, previewUrl, thumbnails, width,
+ *  height}] one per output, previewError}. The owner's id is not part of it: a user only ever
  * sees their own generations. */
 json_t *lr_render_generation(const lr_generation *g);
 json_t *lr_render_generations(const lr_generation_list *l);

@@ -51,6 +51,8 @@ static const route routes[] = {
     {NULL, EXACT, "/api/health", NULL, lr_api_health, NULL},
     {"GET", REST, "/storage/v1/object/public/", NULL, NULL, lr_api_public_file},
     {"HEAD", REST, "/storage/v1/object/public/", NULL, NULL, lr_api_public_file},
+    {"GET", REST, "/storage/v1/render/image/public/", NULL, NULL, lr_api_render_image},
+    {"HEAD", REST, "/storage/v1/render/image/public/", NULL, NULL, lr_api_render_image},
     /* operations: readiness, metrics, the admin dashboard and its API */
     {"GET", EXACT, "/readyz", NULL, lr_api_ready, NULL},
     {"GET", EXACT, "/metrics", NULL, lr_api_metrics, NULL},

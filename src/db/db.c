@@ -9,15 +9,17 @@
 
 void lr_generation_clear(lr_generation *g)
 {
-    char *strings[] = {g->id,          g->user_id,       g->type,       g->model,
-                       g->prompt,      g->status,        g->stage,      g->provider,
-                       g->error_code,  g->error_message, g->created_at, g->updated_at,
-                       g->finished_at, g->text};
+    char *strings[] = {g->id,          g->user_id,       g->type,           g->model,
+                       g->prompt,      g->status,        g->stage,          g->provider,
+                       g->error_code,  g->error_message, g->created_at,     g->updated_at,
+                       g->finished_at, g->text,          g->preview_status, g->poster_path,
+                       g->preview_path};
     for (size_t i = 0; i < sizeof strings / sizeof *strings; i++)
         free(strings[i]);
     lr_strv_clear(&g->result_urls);
     lr_strv_clear(&g->task_ids);
     json_decref(g->params);
+    json_decref(g->preview);
     *g = (lr_generation){0};
 }
 

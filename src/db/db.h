@@ -115,6 +115,13 @@ typedef struct {
     int64_t duration_ms;
     char *created_at, *updated_at, *finished_at; /* ISO-8601 UTC */
     char *text;                                  /* a text model's answer */
+    /* Derived media (media/jobs.h): none | processing | ready | failed;
+     * the first output's poster and preview keys; preview the record the
+     * job left (metadata.preview: {outputs: [{poster, preview, thumb,
+     * medium}], error}), NULL when none. */
+    char *preview_status;
+    char *poster_path, *preview_path;
+    json_t *preview;
 } lr_generation;
 
 /* One ledger row (credit_transactions). */
@@ -202,6 +209,15 @@ typedef struct {
 } lr_quote;
 
 void lr_quote_clear(lr_quote *q);
+
+/* The end of a generation's preview job. json_t fields and keys are borrowed. */
+typedef struct {
+    const char *generation_id;
+    const char *status;                     /* ready | failed */
+    const char *poster_path, *preview_path; /* object keys, NULL: none */
+    json_t *preview;                        /* kept as metadata.preview */
+    lr_strv keys; /* the objects made, added to storage_keys (deleted with it); a view */
+} lr_preview_req;
 /* The answer of an asynchronous write: runs once, on a database writer
  * thread (or the caller's, see lr_db_reserve_async), with what the
  * blocking call would have returned; must not block. */
@@ -266,6 +282,18 @@ typedef struct {
     lr_err (*save_quote)(lr_db *db, const lr_quote_req *q);
     /* user_id's quote id; NOT_FOUND for a missing or someone else's. */
     lr_err (*get_quote)(lr_db *db, const char *user_id, const char *id, lr_quote *out);
+    /* Marks the previews of succeeded generation id processing; *keys
+     * gets its stored objects (storage_keys). NOT_FOUND unless it
+     * succeeded, is a photo, video or edit, is not deleted and its
+     * previews are none or processing (a job a stopped process left). */
+    lr_err (*preview_claim)(lr_db *db, const char *id, lr_strv *keys);
+    /* Ids of succeeded photo, video and edit generations whose previews
+     * are processing, or none with finished_at after since (settled but
+     * never queued: the process stopped first); oldest first. */
+    lr_err (*preview_pending)(lr_db *db, const char *since, int limit, lr_strv *ids);
+    /* Records a preview job's end; NOT_FOUND when the generation was
+     * deleted meanwhile or its previews are not processing. */
+    lr_err (*preview_finish)(lr_db *db, const lr_preview_req *r);
     void (*close)(lr_db *db);
 } lr_db_ops;
 

@@ -109,6 +109,18 @@ static lr_err m_purged(lr_db *db, const char *id)
 {
     FORWARD(purged, db, id);
 }
+static lr_err m_preview_claim(lr_db *db, const char *id, lr_strv *keys)
+{
+    FORWARD(preview_claim, db, id, keys);
+}
+static lr_err m_preview_pending(lr_db *db, const char *since, int limit, lr_strv *ids)
+{
+    FORWARD(preview_pending, db, since, limit, ids);
+}
+static lr_err m_preview_finish(lr_db *db, const lr_preview_req *r)
+{
+    FORWARD(preview_finish, db, r);
+}
 static lr_err m_audit(lr_db *db, lr_violation_list *violations)
 {
     FORWARD(audit, db, violations);
@@ -181,6 +193,9 @@ static const lr_db_ops metered_ops = {
     .mark_deleted = m_mark_deleted,
     .pending_purges = m_pending_purges,
     .purged = m_purged,
+    .preview_claim = m_preview_claim,
+    .preview_pending = m_preview_pending,
+    .preview_finish = m_preview_finish,
     .reserve_async = m_reserve_async,
     .settle_async = m_settle_async,
     .audit = m_audit,

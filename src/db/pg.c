@@ -49,6 +49,7 @@ extern const char lr_sql_pg_0004_admin[];
 extern const char lr_sql_pg_0005_billing[];
 extern const char lr_sql_pg_0006_runs[];
 extern const char lr_sql_pg_0007_admin_links[];
+extern const char lr_sql_pg_0009_previews[];
 extern const char lr_sql_pg_0011_ops[];
 
 static const struct {
@@ -61,6 +62,7 @@ static const struct {
                   {"0005_billing", lr_sql_pg_0005_billing},
                   {"0006_runs", lr_sql_pg_0006_runs},
                   {"0007_admin_links", lr_sql_pg_0007_admin_links},
+                  {"0009_previews", lr_sql_pg_0009_previews},
                   {"0011_ops", lr_sql_pg_0011_ops}};
 
 /* Readiness (db/admin.c) checks that the newest one is applied. */
@@ -736,6 +738,69 @@ static lr_err pg_purged(lr_db *db, const char *id)
     return e;
 }
 
+static lr_err pg_preview_claim(lr_db *db, const char *id, lr_strv *keys)
+{
+    const char *p[] = {id};
+    PGresult *r;
+    *keys = (lr_strv){0};
+    lr_err e = query((pg_db *)db,
+                     "UPDATE public.generations SET preview_status = 'processing' "
+                     "WHERE id = $1::uuid AND status = 'success' "
+                     "AND type IN ('photo', 'video', 'edit') AND deleted_at IS NULL "
+                     "AND coalesce(preview_status, 'none') IN ('none', 'processing') "
+                     "RETURNING storage_keys",
+                     1, p, &r);
+    if (e != LR_OK)
+        return e;
+    if (PQntuples(r) == 0)
+        e = LR_ERR_NOT_FOUND;
+    else
+        lr_db_strv_parse(val(r, 0, 0), keys);
+    PQclear(r);
+    return e;
+}
+
+static lr_err pg_preview_pending(lr_db *db, const char *since, int limit, lr_strv *ids)
+{
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", limit);
+    const char *p[] = {since, lim};
+    *ids = (lr_strv){0};
+    return query_rows((pg_db *)db,
+                      "SELECT id FROM public.generations WHERE status = 'success' "
+                      "AND type IN ('photo', 'video', 'edit') AND deleted_at IS NULL "
+                      "AND (preview_status = 'processing' "
+                      "OR (coalesce(preview_status, 'none') = 'none' "
+                      "AND finished_at > $1::timestamptz)) ORDER BY finished_at LIMIT $2",
+                      2, p, lr_db_add_string, 1, ids);
+}
+
+static lr_err pg_preview_finish(lr_db *db, const lr_preview_req *q)
+{
+    char *preview = q->preview ? json_dumps(q->preview, JSON_COMPACT) : NULL;
+    char *keys = lr_db_strv_dump(&q->keys);
+    const char *p[] = {q->generation_id,         q->status, q->poster_path, q->preview_path,
+                       preview ? preview : "{}", keys};
+    PGresult *r;
+    lr_err e =
+        query((pg_db *)db,
+              "UPDATE public.generations SET preview_status = $2, poster_path = $3, "
+              "preview_path = $4, "
+              "metadata = jsonb_set(coalesce(metadata, '{}'::jsonb), '{preview}', $5::jsonb), "
+              "storage_keys = (SELECT coalesce(jsonb_agg(DISTINCT k), '[]'::jsonb) FROM "
+              "(SELECT jsonb_array_elements(storage_keys) UNION ALL "
+              "SELECT jsonb_array_elements($6::jsonb)) AS x(k)) "
+              "WHERE id = $1::uuid AND preview_status = 'processing' "
+              "AND deleted_at IS NULL RETURNING id",
+              6, p, &r);
+    free(preview);
+    free(keys);
+    if (e == LR_OK && PQntuples(r) == 0)
+        e = LR_ERR_NOT_FOUND;
+    PQclear(r);
+    return e;
+}
+
 static lr_err pg_renew_leases(lr_db *db, const char *owner, const char *lease_until)
 {
     const char *p[] = {owner, lease_until};
@@ -869,6 +934,9 @@ static const lr_db_ops pg_ops = {
     .mark_deleted = pg_mark_deleted,
     .pending_purges = pg_pending_purges,
     .purged = pg_purged,
+    .preview_claim = pg_preview_claim,
+    .preview_pending = pg_preview_pending,
+    .preview_finish = pg_preview_finish,
     .renew_leases = pg_renew_leases,
     .reap_expired = pg_reap_expired,
     .claim_resumable = pg_claim_resumable,

@@ -74,6 +74,10 @@ static void generation_row(const char *const *col, lr_generation *g)
         .updated_at = lr_xstrdup(col[GC_UPDATED_AT]),
         .finished_at = lr_xstrdup(col[GC_FINISHED_AT]),
         .text = lr_xstrdup(col[GC_TEXT]),
+        .preview_status = lr_xstrdup(col[GC_PREVIEW_STATUS]),
+        .poster_path = lr_xstrdup(col[GC_POSTER_PATH]),
+        .preview_path = lr_xstrdup(col[GC_PREVIEW_PATH]),
+        .preview = col[GC_PREVIEW] ? json_loads(col[GC_PREVIEW], 0, NULL) : NULL,
     };
     lr_db_strv_parse(col[GC_RESULT_URLS], &g->result_urls);
     lr_db_strv_parse(col[GC_TASK_IDS], &g->task_ids);
@@ -131,6 +135,13 @@ void lr_db_add_violation(const char *const *col, void *out)
     lr_violation_list *l = out;
     l->v = lr_db_grow(l->v, l->n, sizeof *l->v);
     violation_row(col, &l->v[l->n++]);
+}
+
+void lr_db_add_string(const char *const *col, void *out)
+{
+    lr_strv *a = out;
+    a->v = lr_db_grow(a->v, a->n, sizeof *a->v);
+    a->v[a->n++] = lr_xstrdup(col[0]);
 }
 
 lr_err lr_db_first_generation(lr_err e, lr_generation_list *l, lr_generation *out)

@@ -36,6 +36,10 @@ enum {
     GC_UPDATED_AT,
     GC_FINISHED_AT,
     GC_TEXT, /* metadata.text when it is a string */
+    GC_PREVIEW_STATUS,
+    GC_POSTER_PATH,
+    GC_PREVIEW_PATH,
+    GC_PREVIEW, /* metadata.preview as JSON, NULL when absent */
     GC_COUNT
 };
 
@@ -61,6 +65,8 @@ void lr_db_add_generation(const char *const *col, void *out);
 void lr_db_add_ledger_row(const char *const *col, void *out);
 void lr_db_add_purge(const char *const *col, void *out);
 void lr_db_add_violation(const char *const *col, void *out);
+/* Appends the first column (a string) to out, an lr_strv. */
+void lr_db_add_string(const char *const *col, void *out);
 /* A stored JSON array of strings (and nulls) into a; anything else gives
  * an empty array. */
 void lr_db_strv_parse(const char *json, lr_strv *a);
@@ -82,11 +88,13 @@ lr_err lr_db_first_generation(lr_err e, lr_generation_list *l, lr_generation *ou
     "g.failed_count, g.provider, g.provider_task_ids, g.params, g.error_code, g.error_message, "   \
     "g.duration_ms, lensroom.iso(g.created_at), lensroom.iso(g.updated_at), "                      \
     "lensroom.iso(g.finished_at), "                                                                \
-    "CASE WHEN jsonb_typeof(g.metadata -> 'text') = 'string' THEN g.metadata ->> 'text' END"
+    "CASE WHEN jsonb_typeof(g.metadata -> 'text') = 'string' THEN g.metadata ->> 'text' END, "     \
+    "g.preview_status, g.poster_path, g.preview_path, g.metadata -> 'preview'"
 #define LR_SQLITE_GEN_COLUMNS                                                                      \
     "id, user_id, type, model, prompt, status, stage, result_urls, credits_used, outputs_count, "  \
     "succeeded_count, failed_count, provider, provider_task_ids, params, error_code, "             \
     "error_message, duration_ms, created_at, updated_at, finished_at, "                            \
-    "CASE WHEN json_type(metadata, '$.text') = 'text' THEN json_extract(metadata, '$.text') END"
+    "CASE WHEN json_type(metadata, '$.text') = 'text' THEN json_extract(metadata, '$.text') END, " \
+    "preview_status, poster_path, preview_path, json_extract(metadata, '$.preview')"
 
 #endif

@@ -37,17 +37,22 @@ extern const char lr_sql_sqlite_0005[];
 extern const char lr_sql_sqlite_0006_admin[];
 extern const char lr_sql_sqlite_0007[];
 extern const char lr_sql_sqlite_0008_admin_links[];
+extern const char lr_sql_sqlite_0010_previews[];
 extern const char lr_sql_sqlite_0012_ops[];
 
 static const struct {
     const char *version;
     const char *sql;
-} migrations[] = {
-    {"0001_init", lr_sql_sqlite_0001},     {"0002_leases", lr_sql_sqlite_0002},
-    {"0003_deletion", lr_sql_sqlite_0003}, {"0004_idempotency", lr_sql_sqlite_0004},
-    {"0005_billing", lr_sql_sqlite_0005},  {"0006_admin", lr_sql_sqlite_0006_admin},
-    {"0007_runs", lr_sql_sqlite_0007},     {"0008_admin_links", lr_sql_sqlite_0008_admin_links},
-    {"0012_ops", lr_sql_sqlite_0012_ops}};
+} migrations[] = {{"0001_init", lr_sql_sqlite_0001},
+                  {"0002_leases", lr_sql_sqlite_0002},
+                  {"0003_deletion", lr_sql_sqlite_0003},
+                  {"0004_idempotency", lr_sql_sqlite_0004},
+                  {"0005_billing", lr_sql_sqlite_0005},
+                  {"0006_admin", lr_sql_sqlite_0006_admin},
+                  {"0007_runs", lr_sql_sqlite_0007},
+                  {"0008_admin_links", lr_sql_sqlite_0008_admin_links},
+                  {"0010_previews", lr_sql_sqlite_0010_previews},
+                  {"0012_ops", lr_sql_sqlite_0012_ops}};
 
 /* Readiness (db/admin.c) checks that the newest one is applied. */
 const char *lr_db_sqlite_latest_migration(void)
@@ -90,6 +95,9 @@ enum {
     Q_SAVE_QUOTE,
     Q_PURGE_QUOTES,
     Q_GET_QUOTE,
+    Q_PREVIEW_CLAIM,
+    Q_PREVIEW_PENDING,
+    Q_PREVIEW_FINISH,
     Q_OUTBOX,
     Q_COUNT
 };
@@ -172,6 +180,21 @@ static const char *const sql_text[Q_COUNT] = {
     [Q_PURGE_QUOTES] = "DELETE FROM quotes WHERE expires_at < ?1",
     [Q_GET_QUOTE] = "SELECT lines, total, expires_at < ?3 FROM quotes "
                     "WHERE id = ?1 AND user_id = ?2",
+    [Q_PREVIEW_CLAIM] = "UPDATE generations SET preview_status = 'processing' WHERE id = ?1 "
+                        "AND status = 'success' AND type IN ('photo', 'video', 'edit') "
+                        "AND deleted_at IS NULL AND preview_status IN ('none', 'processing') "
+                        "RETURNING storage_keys",
+    [Q_PREVIEW_PENDING] = "SELECT id FROM generations WHERE status = 'success' "
+                          "AND type IN ('photo', 'video', 'edit') AND deleted_at IS NULL "
+                          "AND (preview_status = 'processing' "
+                          "OR (preview_status = 'none' AND finished_at > ?1)) "
+                          "ORDER BY finished_at LIMIT ?2",
+    [Q_PREVIEW_FINISH] =
+        "UPDATE generations SET preview_status = ?2, poster_path = ?3, preview_path = ?4, "
+        "metadata = json_set(metadata, '$.preview', json(?5)), "
+        "storage_keys = (SELECT json_group_array(value) FROM (SELECT value FROM "
+        "json_each(generations.storage_keys) UNION SELECT value FROM json_each(?6))) "
+        "WHERE id = ?1 AND preview_status = 'processing' AND deleted_at IS NULL RETURNING id",
     /* The webhook outbox (db/billing.h): only when a webhook wants it. */
     [Q_OUTBOX] = "INSERT INTO webhook_outbox (generation_id, user_id, event_type, created_at) "
                  "SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM webhook_endpoints "
@@ -993,6 +1016,35 @@ static lr_err sq_purged(lr_db *db, const char *id)
     return query((sqlite_db *)db, WRITE, Q_PURGED, ARGS(A_TEXT(id)), NULL, NULL);
 }
 
+static lr_err sq_preview_claim(lr_db *db, const char *id, lr_strv *keys)
+{
+    *keys = (lr_strv){0};
+    deletion claimed = {.keys = keys}; /* the same shape: a flag and the keys */
+    lr_err e =
+        query((sqlite_db *)db, WRITE, Q_PREVIEW_CLAIM, ARGS(A_TEXT(id)), read_deletion, &claimed);
+    return e != LR_OK ? e : claimed.marked ? LR_OK : LR_ERR_NOT_FOUND;
+}
+
+static lr_err sq_preview_pending(lr_db *db, const char *since, int limit, lr_strv *ids)
+{
+    *ids = (lr_strv){0};
+    lr_err e = query((sqlite_db *)db, READ, Q_PREVIEW_PENDING, ARGS(A_TEXT(since), A_INT(limit)),
+                     INTO(lr_db_add_string, 1, ids));
+    if (e != LR_OK)
+        lr_strv_clear(ids);
+    return e;
+}
+
+static lr_err sq_preview_finish(lr_db *db, const lr_preview_req *r)
+{
+    bool found = false;
+    lr_err e = query((sqlite_db *)db, WRITE, Q_PREVIEW_FINISH,
+                     ARGS(A_TEXT(r->generation_id), A_TEXT(r->status), A_TEXT(r->poster_path),
+                          A_TEXT(r->preview_path), A_JSON(r->preview, "{}"), A_STRV(&r->keys)),
+                     set_flag, &found);
+    return e != LR_OK ? e : found ? LR_OK : LR_ERR_NOT_FOUND;
+}
+
 static lr_err sq_renew_leases(lr_db *db, const char *owner, const char *lease_until)
 {
     return query((sqlite_db *)db, WRITE, Q_RENEW, ARGS(A_TEXT(owner), A_TEXT(lease_until)), NULL,
@@ -1180,6 +1232,9 @@ static const lr_db_ops sqlite_ops = {
     .mark_deleted = sq_mark_deleted,
     .pending_purges = sq_pending_purges,
     .purged = sq_purged,
+    .preview_claim = sq_preview_claim,
+    .preview_pending = sq_preview_pending,
+    .preview_finish = sq_preview_finish,
     .renew_leases = sq_renew_leases,
     .claim_resumable = sq_claim_resumable,
     .reap_expired = sq_reap_expired,

@@ -35,6 +35,7 @@ struct lr_pipeline {
     const lr_net_policy *net;
     lr_observer_fn observer;
     void *observer_ctx;
+    lr_previews *previews; /* NULL: no derived media */
     lr_loop *loop;
     lr_workers *workers;
     pthread_mutex_t mu;

@@ -149,6 +149,11 @@ void lr_pipeline_set_retry(lr_pipeline *p, int retry_ms)
     p->retry_ms = retry_ms > 0 ? retry_ms : 1000;
 }
 
+void lr_pipeline_set_previews(lr_pipeline *p, lr_previews *q)
+{
+    p->previews = q;
+}
+
 void lr_pipeline_observe(lr_pipeline *p, lr_observer_fn fn, void *ctx)
 {
     p->observer = fn;
@@ -492,6 +497,9 @@ static void settled(void *arg)
                                 r->model->id, "status", st->s.status, "succeeded", r->succeeded,
                                 "failed", r->failed, "duration_ms", (json_int_t)st->s.duration_ms));
         notify(p, r->id, st->status, LR_STAGE_NONE);
+        if (p->previews && st->status == LR_GEN_SUCCESS &&
+            strcmp(lr_model_generation_type(r->model), "text") != 0)
+            lr_previews_submit(p->previews, r->id);
     }
     lr_outcome o = {
         .generation_id = r->id,
