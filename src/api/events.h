@@ -1,6 +1,8 @@
-/* The Server-Sent Events hub behind GET /api/generations/{id}/events.
+/* The Server-Sent Events hub behind GET /api/generations/{id}/events and
+ * GET /api/runs/{id}/events.
  *
- * Each stream watches one generation. Events carry fixed ids by stage —
+ * Each stream watches one generation, or one run (its nodes'
+ * generations; see lr_events_open_run). Events carry fixed ids by stage —
  * 1 pending, 2 submitted, 3 downloading, 4 storing, 5 the final status
  * (success, failed or canceled) — so a client reconnecting with
  * Last-Event-ID gets exactly what it has not seen, from any process. Local
@@ -35,6 +37,21 @@ bool lr_events_preview_follows(lr_events *h, const lr_generation *g);
 /* Opens a stream on req for user's generation g (its current row). */
 void lr_events_open(lr_events *h, lr_req *req, const char *user, const lr_generation *g,
                     int last_event_id);
+/* Opens a stream on req for user's run (its row and nodes as read now;
+ * order: the indexes of all the graph's nodes, each after the nodes it
+ * reads; a run with targets streams only the nodes it has).
+ * levels (NULL: nothing seen) is what a reconnecting client saw, from
+ * lr_events_run_cursor. Events: node.queued, node.started, node.progress
+ * (with the stage), node.succeeded | node.failed (node.cached for a node
+ * reused from the cache), each with the node's
+ * state, then run.finished with the run; the stream ends after it. Event
+ * ids are cursors: "r" and each node's level (a digit: 1 queued, 2
+ * started, 3-5 a stage, 6 final) in graph order, "f" added at the end. */
+void lr_events_open_run(lr_events *h, lr_req *req, const char *user, const lr_run *run,
+                        const lr_run_node_list *nodes, const size_t *order, const int *levels);
+/* A run stream's event id into levels[n] and *ended; false when it is not
+ * one of a stream of an n-node run. */
+bool lr_events_run_cursor(const char *id, size_t n, int *levels, bool *ended);
 /* Ends every stream (shutdown: clients reconnect elsewhere). */
 void lr_events_close_all(lr_events *h);
 void lr_events_free(lr_events *h);

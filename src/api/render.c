@@ -1,5 +1,7 @@
 #include "api/render.h"
 
+#include <string.h>
+
 /* A string, or null for NULL (json_string alone would give no value). */
 static json_t *str(const char *s)
 {
@@ -109,4 +111,68 @@ json_t *lr_render_ledger(const lr_ledger_list *l)
     for (size_t i = 0; i < l->n; i++)
         json_array_append_new(arr, lr_render_ledger_row(&l->v[i]));
     return arr;
+}
+
+static json_t *render_error(const char *code, const char *message)
+{
+    return code ? json_pack("{s:s, s:s?}", "code", code, "message", message) : json_null();
+}
+
+/* The graph node with id node_id of graph (nodes as sent), or NULL. */
+static json_t *graph_node(json_t *graph, const char *node_id)
+{
+    json_t *nodes = json_object_get(graph, "nodes"), *n;
+    size_t i;
+    json_array_foreach(nodes, i, n)
+    {
+        const char *id = json_string_value(json_object_get(n, "id"));
+        if (id && node_id && !strcmp(id, node_id))
+            return n;
+    }
+    return NULL;
+}
+
+json_t *lr_render_run_node(json_t *graph, const lr_run_node *n)
+{
+    json_t *g = graph_node(graph, n->node_id);
+    json_t *urls = lr_strv_json(&n->result_urls);
+    json_t *o = json_pack(
+        "{s:s, s:s, s:s?, s:s, s:s?, s:i, s:o, s:s?, s:o, s:b, s:{s:i, s:i, s:i}, s:o, s:s?, "
+        "s:s?}",
+        "id", n->node_id, "generationId", n->generation_id, "modelId",
+        json_string_value(json_object_get(g, "modelId")), "status", n->status, "stage", n->stage,
+        "outputsCount", n->outputs_count, "urls", urls, "text", n->text, "outputs",
+        json_deep_copy(urls), "cached", n->cached_from != NULL, "cost", "quoted", n->run_cost,
+        "charged", n->run_cost - n->refunded, "refunded", n->refunded, "error",
+        render_error(n->error_code, n->error_message), "createdAt", n->created_at, "finishedAt",
+        n->finished_at);
+    if (n->text)
+        json_array_append_new(json_object_get(o, "outputs"), json_string(n->text));
+    json_object_set_new(o, "inputs",
+                        json_pack("{s:s?, s:s?}", "prompt", n->prompt, "imageUrl", n->image_url));
+    return o;
+}
+
+json_t *lr_render_run(const lr_run *r, const lr_run_node_list *nodes)
+{
+    json_t *arr = json_array(), *gn;
+    size_t i;
+    int refunded = 0;
+    json_array_foreach(json_object_get(r->graph, "nodes"), i, gn)
+    {
+        const char *id = json_string_value(json_object_get(gn, "id"));
+        for (size_t k = 0; id && k < nodes->n; k++) {
+            if (nodes->v[k].node_id && !strcmp(nodes->v[k].node_id, id)) {
+                json_array_append_new(arr, lr_render_run_node(r->graph, &nodes->v[k]));
+                refunded += nodes->v[k].refunded;
+            }
+        }
+    }
+    json_t *err = r->error_code ? json_pack("{s:s?, s:s, s:s?}", "nodeId", r->error_node, "code",
+                                            r->error_code, "message", r->error_message)
+                                : json_null();
+    return json_pack("{s:b, s:s, s:s, s:o, s:{s:i, s:i, s:i}, s:o, s:s?, s:s?}", "success", 1,
+                     "runId", r->id, "status", r->status, "error", err, "costs", "quoted",
+                     r->quoted, "charged", r->quoted - refunded, "refunded", refunded, "nodes", arr,
+                     "createdAt", r->created_at, "finishedAt", r->finished_at);
 }

@@ -23,4 +23,14 @@ json_t *lr_render_generations(const lr_generation_list *l);
 json_t *lr_render_ledger_row(const lr_ledger_row *t);
 json_t *lr_render_ledger(const lr_ledger_list *l);
 
+/* A run's node: {id, generationId, modelId (from graph, the run's
+ * document), status, stage, outputsCount, urls, text, outputs (urls, or
+ * the text), cached, cost: {quoted, charged, refunded}, error, inputs:
+ * {prompt, imageUrl}, createdAt, finishedAt}. */
+json_t *lr_render_run_node(json_t *graph, const lr_run_node *n);
+/* {success, runId, status, error: {nodeId, code, message} | null, costs:
+ * {quoted, charged, refunded}, nodes: [...] in the graph's order,
+ * createdAt, finishedAt}. */
+json_t *lr_render_run(const lr_run *r, const lr_run_node_list *nodes);
+
 #endif
