@@ -51,6 +51,7 @@ extern const char lr_sql_pg_0006_runs[];
 extern const char lr_sql_pg_0007_admin_links[];
 extern const char lr_sql_pg_0009_previews[];
 extern const char lr_sql_pg_0008_run_exec[];
+extern const char lr_sql_pg_0011_ops[];
 
 static const struct {
     const char *version;
@@ -63,7 +64,8 @@ static const struct {
                   {"0006_runs", lr_sql_pg_0006_runs},
                   {"0007_admin_links", lr_sql_pg_0007_admin_links},
                   {"0008_run_exec", lr_sql_pg_0008_run_exec},
-                  {"0009_previews", lr_sql_pg_0009_previews}};
+                  {"0009_previews", lr_sql_pg_0009_previews},
+                  {"0011_ops", lr_sql_pg_0011_ops}};
 
 /* Readiness (db/admin.c) checks that the newest one is applied. */
 const char *lr_db_pg_latest_migration(void)
