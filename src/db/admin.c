@@ -164,20 +164,48 @@ static void add_user(const char *const *col, void *out)
         .user_id = lr_xstrdup(col[0]), .spent = to_i64(col[1]), .generations = to_i64(col[2])};
 }
 
+/* Splits [since, until) into the whole UTC days the rollups answer for,
+ * [m1, m2) (days d1 up to d2, excluded), and the partial days around them,
+ * [since, m1) and [m2, until), read from the rows. Without a whole day
+ * inside, m1 = m2 = until: everything comes from the rows. */
+typedef struct {
+    char m1[32], m2[32], d1[11], d2[11];
+} range_split;
+
+static bool split_range(const char *since, const char *until, range_split *r)
+{
+    const int64_t day = 86400000;
+    int64_t s = lr_time_parse_iso(since), u = lr_time_parse_iso(until);
+    if (s < 0 || u < 0)
+        return false;
+    int64_t first = (s + day - 1) / day * day, last = u / day * day;
+    int64_t m1 = first < u ? first : u;
+    int64_t m2 = last > m1 ? last : m1;
+    lr_time_iso(m1, r->m1);
+    lr_time_iso(m2, r->m2);
+    snprintf(r->d1, sizeof r->d1, "%.10s", r->m1);
+    snprintf(r->d2, sizeof r->d2, "%.10s", r->m2);
+    return true;
+}
+
 lr_err lr_admin_analytics(lr_admin *a, const char *since, const char *until, int top,
                           lr_analytics *out)
 {
     *out = (lr_analytics){0};
+    range_split r;
+    if (!split_range(since, until, &r))
+        return LR_ERR_INVALID;
     char lim[16];
     snprintf(lim, sizeof lim, "%d", top);
-    const char *p[] = {since, until, lim};
-    lr_err e = rows(a, AQ_DAYS, 2, p, add_day, 5, out);
+    const char *p[] = {since, until, r.m1, r.m2, r.d1, r.d2};
+    const char *pt[] = {since, until, lim};
+    lr_err e = rows(a, AQ_DAYS, 6, p, add_day, 5, out);
     if (e == LR_OK)
-        e = rows(a, AQ_MODEL_DAYS, 2, p, add_model_day, 3, out);
+        e = rows(a, AQ_MODEL_DAYS, 6, p, add_model_day, 3, out);
     if (e == LR_OK)
-        e = rows(a, AQ_MODELS, 2, p, add_model, 7, out);
+        e = rows(a, AQ_MODELS, 6, p, add_model, 7, out);
     if (e == LR_OK)
-        e = rows(a, AQ_TOP_USERS, 3, p, add_user, 3, out);
+        e = rows(a, AQ_TOP_USERS, 3, pt, add_user, 3, out);
     if (e != LR_OK)
         lr_analytics_clear(out);
     return e;

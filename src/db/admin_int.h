@@ -18,9 +18,13 @@ enum {
     AQ_GEN_COUNTS,    /* () -> model, status, n */
     AQ_LEDGER_TOTALS, /* () -> type, rows, amount */
     AQ_BALANCE_TOTAL, /* () -> sum of balances */
-    AQ_DAYS,          /* (since, until) -> day, spent, bought, refunded, granted */
-    AQ_MODEL_DAYS,    /* (since, until) -> day, model, n */
-    AQ_MODELS,        /* (since, until) -> model, total, succeeded, failed, canceled, p50, p95 */
+    /* The range queries take (since, until, m1, m2, d1, d2): [since, until)
+     * is [since, m1) and [m2, until) read from the rows, and the whole UTC
+     * days d1 (YYYY-MM-DD) up to d2 (excluded) read from the rollups
+     * (range_split in admin.c). */
+    AQ_DAYS,          /* (range) -> day, spent, bought, refunded, granted */
+    AQ_MODEL_DAYS,    /* (range) -> day, model, n */
+    AQ_MODELS,        /* (range) -> model, total, succeeded, failed, canceled, p50, p95 */
     AQ_TOP_USERS,     /* (since, until, limit) -> user_id, spent, generations */
     AQ_GENERATIONS,   /* (user, status, model, since, before_created_at, before_id, limit)
                          -> the generation columns of rows.h */

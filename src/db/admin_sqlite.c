@@ -1,9 +1,11 @@
 /* Operator reads on SQLite: one connection of its own (WAL lets it read
  * while the server writes), statements prepared once. Timestamps are
  * ISO-8601 text, so a day is its first ten characters and a range is a
- * text comparison. SQLite has no percentile function: p50/p95 are the
- * nearest-rank values (rank ceil(p * n)) picked with row_number(), as
- * PostgreSQL's percentile_disc picks them.
+ * text comparison. Per-day counts and sums read the rollups of migration
+ * 0011_rollups for a range's whole days, the rows for its partial first
+ * and last day. SQLite has no percentile function: p50/p95 are the exact
+ * nearest-rank values (rank ceil(p * n)) over the range's rows, picked
+ * with row_number(), as PostgreSQL's percentile_disc picks them.
  */
 #include <sqlite3.h>
 #include <stdio.h>
@@ -14,6 +16,29 @@
 #include "core/util.h"
 #include "db/admin_int.h"
 
+/* The ledger rows and the generations of [lo, hi), in the rollups' columns. */
+#define LEDGER_EDGE(lo, hi)                                                                        \
+    "SELECT substr(created_at, 1, 10), 1, "                                                        \
+    "CASE WHEN type = 'generation' THEN -amount ELSE 0 END, "                                      \
+    "CASE WHEN type = 'purchase' THEN amount ELSE 0 END, "                                         \
+    "CASE WHEN type = 'refund' THEN amount ELSE 0 END, "                                           \
+    "CASE WHEN type IN ('bonus', 'adjustment') THEN amount ELSE 0 END "                            \
+    "FROM credit_transactions WHERE created_at >= " lo " AND created_at < " hi
+#define GEN_EDGE(lo, hi)                                                                           \
+    "SELECT substr(created_at, 1, 10), model, 1, status = 'success', status = 'failed', "          \
+    "status = 'canceled' FROM generations WHERE created_at >= " lo " AND created_at < " hi
+/* Whole days from the rollups (days [?5, ?6)), the partial first and last
+ * day from the rows ([?1, ?3) and [?4, ?2)), as (day, n, spent, bought,
+ * refunded, granted) and (day, model, n, ok, failed, canceled). */
+#define LEDGER_DAYS                                                                                \
+    "SELECT day, rows AS n, spent, bought, refunded, granted FROM ledger_days "                    \
+    "WHERE day >= ?5 AND day < ?6 UNION ALL " LEDGER_EDGE("?1", "?3") " UNION ALL " LEDGER_EDGE(   \
+        "?4", "?2")
+#define GEN_DAYS                                                                                   \
+    "SELECT day, model, created AS n, succeeded AS ok, failed, canceled FROM generation_days "     \
+    "WHERE day >= ?5 AND day < ?6 UNION ALL " GEN_EDGE("?1", "?3") " UNION ALL " GEN_EDGE("?4",    \
+                                                                                          "?2")
+
 static const char *const sql_text[AQ_COUNT] = {
     [AQ_READY] = "SELECT 1 FROM schema_migrations WHERE version = ?1",
     [AQ_GEN_COUNTS] = "SELECT model, status, count(*) FROM generations GROUP BY model, status "
@@ -21,16 +46,10 @@ static const char *const sql_text[AQ_COUNT] = {
     [AQ_LEDGER_TOTALS] = "SELECT type, count(*), sum(amount) FROM credit_transactions "
                          "GROUP BY type ORDER BY type",
     [AQ_BALANCE_TOTAL] = "SELECT coalesce(sum(amount), 0) FROM credits",
-    [AQ_DAYS] = "SELECT substr(created_at, 1, 10) AS day, "
-                "-sum(CASE WHEN type = 'generation' THEN amount ELSE 0 END), "
-                "sum(CASE WHEN type = 'purchase' THEN amount ELSE 0 END), "
-                "sum(CASE WHEN type = 'refund' THEN amount ELSE 0 END), "
-                "sum(CASE WHEN type IN ('bonus', 'adjustment') THEN amount ELSE 0 END) "
-                "FROM credit_transactions WHERE created_at >= ?1 AND created_at < ?2 "
-                "GROUP BY day ORDER BY day",
-    [AQ_MODEL_DAYS] = "SELECT substr(created_at, 1, 10) AS day, model, count(*) FROM generations "
-                      "WHERE created_at >= ?1 AND created_at < ?2 GROUP BY day, model "
-                      "ORDER BY day, model",
+    [AQ_DAYS] = "WITH x AS (" LEDGER_DAYS ") SELECT day, sum(spent), sum(bought), sum(refunded), "
+                "sum(granted) FROM x GROUP BY day HAVING sum(n) > 0 ORDER BY day",
+    [AQ_MODEL_DAYS] = "WITH x AS (" GEN_DAYS ") SELECT day, model, sum(n) FROM x "
+                      "GROUP BY day, model HAVING sum(n) > 0 ORDER BY day, model",
     [AQ_MODELS] =
         "WITH d AS (SELECT model, duration_ms, "
         "row_number() OVER (PARTITION BY model ORDER BY duration_ms) AS rn, "
@@ -41,9 +60,9 @@ static const char *const sql_text[AQ_COUNT] = {
         "p50, "
         "max(CASE WHEN rn = (cnt * 95 + 99) / 100 THEN duration_ms END) AS p95 FROM d "
         "GROUP BY model), "
-        "c AS (SELECT model, count(*) AS total, sum(status = 'success') AS ok, "
-        "sum(status = 'failed') AS failed, sum(status = 'canceled') AS canceled FROM generations "
-        "WHERE created_at >= ?1 AND created_at < ?2 GROUP BY model) "
+        "x AS (" GEN_DAYS "), "
+        "c AS (SELECT model, sum(n) AS total, sum(ok) AS ok, sum(failed) AS failed, "
+        "sum(canceled) AS canceled FROM x GROUP BY model HAVING sum(n) > 0) "
         "SELECT c.model, c.total, c.ok, c.failed, c.canceled, p.p50, p.p95 FROM c "
         "LEFT JOIN p ON p.model = c.model ORDER BY c.total DESC, c.model",
     [AQ_TOP_USERS] = "SELECT user_id, -sum(amount) AS spent, sum(type = 'generation') "

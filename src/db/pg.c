@@ -49,15 +49,19 @@ extern const char lr_sql_pg_0004_admin[];
 extern const char lr_sql_pg_0005_billing[];
 extern const char lr_sql_pg_0006_runs[];
 extern const char lr_sql_pg_0007_admin_links[];
+extern const char lr_sql_pg_0010_rollups[];
 
 static const struct {
     const char *version;
     const char *sql;
-} migrations[] = {
-    {"0001_credits_generations", lr_sql_pg_0001},    {"0002_resume", lr_sql_pg_0002},
-    {"0003_lean_reserve", lr_sql_pg_0003},           {"0004_admin", lr_sql_pg_0004_admin},
-    {"0005_billing", lr_sql_pg_0005_billing},        {"0006_runs", lr_sql_pg_0006_runs},
-    {"0007_admin_links", lr_sql_pg_0007_admin_links}};
+} migrations[] = {{"0001_credits_generations", lr_sql_pg_0001},
+                  {"0002_resume", lr_sql_pg_0002},
+                  {"0003_lean_reserve", lr_sql_pg_0003},
+                  {"0004_admin", lr_sql_pg_0004_admin},
+                  {"0005_billing", lr_sql_pg_0005_billing},
+                  {"0006_runs", lr_sql_pg_0006_runs},
+                  {"0007_admin_links", lr_sql_pg_0007_admin_links},
+                  {"0010_rollups", lr_sql_pg_0010_rollups}};
 
 /* Readiness (db/admin.c) checks that the newest one is applied. */
 const char *lr_db_pg_latest_migration(void)

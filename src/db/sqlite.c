@@ -37,15 +37,20 @@ extern const char lr_sql_sqlite_0005[];
 extern const char lr_sql_sqlite_0006_admin[];
 extern const char lr_sql_sqlite_0007[];
 extern const char lr_sql_sqlite_0008_admin_links[];
+extern const char lr_sql_sqlite_0011_rollups[];
 
 static const struct {
     const char *version;
     const char *sql;
-} migrations[] = {
-    {"0001_init", lr_sql_sqlite_0001},     {"0002_leases", lr_sql_sqlite_0002},
-    {"0003_deletion", lr_sql_sqlite_0003}, {"0004_idempotency", lr_sql_sqlite_0004},
-    {"0005_billing", lr_sql_sqlite_0005},  {"0006_admin", lr_sql_sqlite_0006_admin},
-    {"0007_runs", lr_sql_sqlite_0007},     {"0008_admin_links", lr_sql_sqlite_0008_admin_links}};
+} migrations[] = {{"0001_init", lr_sql_sqlite_0001},
+                  {"0002_leases", lr_sql_sqlite_0002},
+                  {"0003_deletion", lr_sql_sqlite_0003},
+                  {"0004_idempotency", lr_sql_sqlite_0004},
+                  {"0005_billing", lr_sql_sqlite_0005},
+                  {"0006_admin", lr_sql_sqlite_0006_admin},
+                  {"0007_runs", lr_sql_sqlite_0007},
+                  {"0008_admin_links", lr_sql_sqlite_0008_admin_links},
+                  {"0011_rollups", lr_sql_sqlite_0011_rollups}};
 
 /* Readiness (db/admin.c) checks that the newest one is applied. */
 const char *lr_db_sqlite_latest_migration(void)

@@ -1,0 +1,188 @@
+-- LensRoom 0010: per-day rollups for the analytics.
+--
+-- lensroom.generation_days counts generations per UTC day of created_at and
+-- model (all, succeeded, failed, canceled); lensroom.ledger_days sums the
+-- ledger per UTC day (rows, spent, bought, refunded, granted). Row triggers
+-- keep them in the transaction that inserts a generation, settles it or
+-- writes a ledger row, whatever wrote it (the server, adjust_credits, a
+-- payment, direct SQL). Each row is split by shard (the writing backend's
+-- pid modulo 8), so two server processes writing on the same day never
+-- wait for each other's row lock; readers sum the shards.
+--
+-- The analytics read these for the whole days of a range and the raw rows
+-- only for its partial first and last day. p50/p95 stay exact:
+-- percentile_disc over the range's rows, one index range scan per model on
+-- idx_generations_model_created_duration, which replaces 0004's
+-- idx_generations_created_model (its range counts now come from here), so
+-- a write maintains as many indexes as before. Plain CREATE INDEX: on a
+-- large table, create it first with CREATE INDEX CONCURRENTLY under the
+-- same name (docs/ADMIN.md).
+--
+-- Idempotent: the tables are rebuilt from the rows by
+-- lensroom.rollups_rebuild(), which this migration runs under a lock that
+-- keeps writers out until the triggers are in place.
+
+CREATE TABLE IF NOT EXISTS lensroom.generation_days (
+  day       date NOT NULL,
+  model     text NOT NULL,
+  shard     smallint NOT NULL DEFAULT 0,
+  created   bigint NOT NULL DEFAULT 0,
+  succeeded bigint NOT NULL DEFAULT 0,
+  failed    bigint NOT NULL DEFAULT 0,
+  canceled  bigint NOT NULL DEFAULT 0,
+  PRIMARY KEY (day, model, shard)
+);
+
+CREATE TABLE IF NOT EXISTS lensroom.ledger_days (
+  day      date NOT NULL,
+  shard    smallint NOT NULL DEFAULT 0,
+  rows     bigint NOT NULL DEFAULT 0,
+  spent    bigint NOT NULL DEFAULT 0, -- credits charged for generations (positive)
+  bought   bigint NOT NULL DEFAULT 0, -- purchase
+  refunded bigint NOT NULL DEFAULT 0, -- refund
+  granted  bigint NOT NULL DEFAULT 0, -- bonus and adjustment, net
+  PRIMARY KEY (day, shard)
+);
+
+-- Adds to the counts of (created_at's day, model): n generations, of
+-- which ok succeeded, failed failed and canceled were canceled (negative
+-- numbers take away).
+CREATE OR REPLACE FUNCTION lensroom.generation_days_add(p_at timestamptz, p_model text,
+  p_n integer, p_ok integer, p_failed integer, p_canceled integer)
+RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = '' AS $$
+  INSERT INTO lensroom.generation_days AS d (day, model, shard, created, succeeded, failed, canceled)
+  VALUES ((p_at AT TIME ZONE 'UTC')::date, p_model, (pg_backend_pid() % 8)::smallint, p_n, p_ok,
+          p_failed, p_canceled)
+  ON CONFLICT (day, model, shard) DO UPDATE SET
+    created = d.created + EXCLUDED.created, succeeded = d.succeeded + EXCLUDED.succeeded,
+    failed = d.failed + EXCLUDED.failed, canceled = d.canceled + EXCLUDED.canceled
+$$;
+
+CREATE OR REPLACE FUNCTION lensroom.ledger_days_add(p_at timestamptz, p_type text,
+                                                   p_amount bigint, p_n integer)
+RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = '' AS $$
+  INSERT INTO lensroom.ledger_days AS d (day, shard, rows, spent, bought, refunded, granted)
+  VALUES ((p_at AT TIME ZONE 'UTC')::date, (pg_backend_pid() % 8)::smallint, p_n,
+          CASE WHEN p_type = 'generation' THEN -p_amount * p_n ELSE 0 END,
+          CASE WHEN p_type = 'purchase' THEN p_amount * p_n ELSE 0 END,
+          CASE WHEN p_type = 'refund' THEN p_amount * p_n ELSE 0 END,
+          CASE WHEN p_type IN ('bonus', 'adjustment') THEN p_amount * p_n ELSE 0 END)
+  ON CONFLICT (day, shard) DO UPDATE SET
+    rows = d.rows + EXCLUDED.rows, spent = d.spent + EXCLUDED.spent,
+    bought = d.bought + EXCLUDED.bought, refunded = d.refunded + EXCLUDED.refunded,
+    granted = d.granted + EXCLUDED.granted
+$$;
+
+-- A settle moves one generation between status columns of one row: one
+-- upsert. Any other change takes OLD away and adds NEW.
+CREATE OR REPLACE FUNCTION lensroom.generation_days_track() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $$
+BEGIN
+  IF TG_OP = 'UPDATE' AND OLD.model = NEW.model
+     AND (OLD.created_at AT TIME ZONE 'UTC')::date = (NEW.created_at AT TIME ZONE 'UTC')::date THEN
+    PERFORM lensroom.generation_days_add(NEW.created_at, NEW.model, 0,
+      (NEW.status = 'success')::int - (OLD.status = 'success')::int,
+      (NEW.status = 'failed')::int - (OLD.status = 'failed')::int,
+      (NEW.status = 'canceled')::int - (OLD.status = 'canceled')::int);
+    RETURN NULL;
+  END IF;
+  IF TG_OP <> 'INSERT' THEN
+    PERFORM lensroom.generation_days_add(OLD.created_at, OLD.model, -1,
+      -(OLD.status = 'success')::int, -(OLD.status = 'failed')::int,
+      -(OLD.status = 'canceled')::int);
+  END IF;
+  IF TG_OP <> 'DELETE' THEN
+    PERFORM lensroom.generation_days_add(NEW.created_at, NEW.model, 1,
+      (NEW.status = 'success')::int, (NEW.status = 'failed')::int, (NEW.status = 'canceled')::int);
+  END IF;
+  RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION lensroom.ledger_days_track() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $$
+BEGIN
+  IF TG_OP <> 'INSERT' THEN
+    PERFORM lensroom.ledger_days_add(OLD.created_at, OLD.type, OLD.amount, -1);
+  END IF;
+  IF TG_OP <> 'DELETE' THEN
+    PERFORM lensroom.ledger_days_add(NEW.created_at, NEW.type, NEW.amount, 1);
+  END IF;
+  RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION lensroom.rollups_truncated() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $$
+BEGIN
+  IF TG_TABLE_NAME = 'generations' THEN
+    DELETE FROM lensroom.generation_days;
+  ELSE
+    DELETE FROM lensroom.ledger_days;
+  END IF;
+  RETURN NULL;
+END $$;
+
+-- Both tables from the rows (the migration's backfill; also after a bulk
+-- load made with triggers off, session_replication_role = replica).
+CREATE OR REPLACE FUNCTION lensroom.rollups_rebuild() RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $$
+BEGIN
+  DELETE FROM lensroom.generation_days;
+  INSERT INTO lensroom.generation_days (day, model, shard, created, succeeded, failed, canceled)
+  SELECT (g.created_at AT TIME ZONE 'UTC')::date, g.model, 0, count(*),
+         count(*) FILTER (WHERE g.status = 'success'), count(*) FILTER (WHERE g.status = 'failed'),
+         count(*) FILTER (WHERE g.status = 'canceled')
+    FROM public.generations g GROUP BY 1, 2;
+  DELETE FROM lensroom.ledger_days;
+  INSERT INTO lensroom.ledger_days (day, shard, rows, spent, bought, refunded, granted)
+  SELECT (t.created_at AT TIME ZONE 'UTC')::date, 0, count(*),
+         -coalesce(sum(t.amount) FILTER (WHERE t.type = 'generation'), 0),
+         coalesce(sum(t.amount) FILTER (WHERE t.type = 'purchase'), 0),
+         coalesce(sum(t.amount) FILTER (WHERE t.type = 'refund'), 0),
+         coalesce(sum(t.amount) FILTER (WHERE t.type IN ('bonus', 'adjustment')), 0)
+    FROM public.credit_transactions t GROUP BY 1;
+END $$;
+
+-- Writers wait from here to the commit: no row lands between the backfill
+-- and the triggers.
+LOCK TABLE public.generations, public.credit_transactions IN SHARE ROW EXCLUSIVE MODE;
+
+DROP TRIGGER IF EXISTS generations_days_insert ON public.generations;
+CREATE TRIGGER generations_days_insert AFTER INSERT OR DELETE ON public.generations
+  FOR EACH ROW EXECUTE FUNCTION lensroom.generation_days_track();
+-- Only changes that move a count: a stage update (pending -> processing)
+-- or a lease renewal costs nothing here.
+DROP TRIGGER IF EXISTS generations_days_update ON public.generations;
+CREATE TRIGGER generations_days_update AFTER UPDATE OF status, model, created_at
+  ON public.generations FOR EACH ROW
+  WHEN ((OLD.status IS DISTINCT FROM NEW.status
+         AND (OLD.status IN ('success', 'failed', 'canceled')
+              OR NEW.status IN ('success', 'failed', 'canceled')))
+        OR OLD.model IS DISTINCT FROM NEW.model OR OLD.created_at IS DISTINCT FROM NEW.created_at)
+  EXECUTE FUNCTION lensroom.generation_days_track();
+DROP TRIGGER IF EXISTS generations_days_truncate ON public.generations;
+CREATE TRIGGER generations_days_truncate AFTER TRUNCATE ON public.generations
+  FOR EACH STATEMENT EXECUTE FUNCTION lensroom.rollups_truncated();
+
+DROP TRIGGER IF EXISTS credit_transactions_days_insert ON public.credit_transactions;
+CREATE TRIGGER credit_transactions_days_insert AFTER INSERT OR DELETE
+  ON public.credit_transactions FOR EACH ROW EXECUTE FUNCTION lensroom.ledger_days_track();
+DROP TRIGGER IF EXISTS credit_transactions_days_update ON public.credit_transactions;
+CREATE TRIGGER credit_transactions_days_update AFTER UPDATE OF type, amount, created_at
+  ON public.credit_transactions FOR EACH ROW
+  WHEN (OLD.type IS DISTINCT FROM NEW.type OR OLD.amount IS DISTINCT FROM NEW.amount
+        OR OLD.created_at IS DISTINCT FROM NEW.created_at)
+  EXECUTE FUNCTION lensroom.ledger_days_track();
+DROP TRIGGER IF EXISTS credit_transactions_days_truncate ON public.credit_transactions;
+CREATE TRIGGER credit_transactions_days_truncate AFTER TRUNCATE ON public.credit_transactions
+  FOR EACH STATEMENT EXECUTE FUNCTION lensroom.rollups_truncated();
+
+SELECT lensroom.rollups_rebuild();
+
+CREATE INDEX IF NOT EXISTS idx_generations_model_created_duration
+  ON public.generations (model, created_at) INCLUDE (status, duration_ms);
+DROP INDEX IF EXISTS public.idx_generations_created_model;
+
+REVOKE ALL ON lensroom.generation_days, lensroom.ledger_days FROM PUBLIC, anon, authenticated;
+REVOKE ALL ON FUNCTION lensroom.generation_days_add(timestamptz, text, integer, integer, integer, integer),
+  lensroom.ledger_days_add(timestamptz, text, bigint, integer), lensroom.rollups_rebuild()
+  FROM PUBLIC, anon, authenticated;
