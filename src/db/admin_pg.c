@@ -86,20 +86,30 @@ static const char *const sql_text[AQ_COUNT] = {
     [AQ_AUDIT] = "INSERT INTO lensroom.admin_audit (id, actor, action, subject, detail, "
                  "request_id, created_at) VALUES ($1::uuid, $2, $3, $4, $5::jsonb, $6, "
                  "$7::timestamptz)",
-    /* The page of users first (keyset on the unique user_id), then only
-     * their ledger rows, on idx_credit_transactions_user_created. */
+    /* The page of users first (keyset on the unique user_id; with an
+     * email prefix, only the ids lensroom.user_ids_by_email finds), then
+     * only their ledger rows, on idx_credit_transactions_user_created. */
     [AQ_USERS] = "WITH page AS (SELECT user_id, amount FROM public.credits "
                  "WHERE ($1::uuid IS NULL OR user_id >= $1::uuid) "
                  "AND ($2::uuid IS NULL OR user_id <= $2::uuid) "
-                 "AND ($3::uuid IS NULL OR user_id > $3::uuid) ORDER BY user_id LIMIT $4::int) "
+                 "AND ($3::uuid IS NULL OR user_id > $3::uuid) "
+                 "AND ($5::text IS NULL OR user_id IN "
+                 "(SELECT lensroom.user_ids_by_email($5::text, $6::text))) "
+                 "ORDER BY user_id LIMIT $4::int) "
                  "SELECT p.user_id, p.amount, "
                  "coalesce(sum(t.amount) FILTER (WHERE t.type = 'purchase'), 0), "
                  "-coalesce(sum(t.amount) FILTER (WHERE t.type = 'generation'), 0), "
                  "coalesce(sum(t.amount) FILTER (WHERE t.type = 'refund'), 0), "
                  "coalesce(sum(t.amount) FILTER (WHERE t.type IN ('bonus', 'adjustment')), 0), "
-                 "lensroom.iso(max(t.created_at)) FROM page p "
-                 "LEFT JOIN public.credit_transactions t ON t.user_id = p.user_id "
+                 "lensroom.iso(max(t.created_at)), "
+                 "(SELECT e.email FROM lensroom.user_emails e WHERE e.user_id = p.user_id) "
+                 "FROM page p LEFT JOIN public.credit_transactions t ON t.user_id = p.user_id "
                  "GROUP BY p.user_id, p.amount ORDER BY p.user_id",
+    [AQ_NOTE_EMAIL] = "INSERT INTO lensroom.user_emails (user_id, email, email_lc, seen_at) "
+                      "VALUES ($1::uuid, $2, $3, $4::timestamptz) ON CONFLICT (user_id) DO UPDATE "
+                      "SET email = EXCLUDED.email, email_lc = EXCLUDED.email_lc, "
+                      "seen_at = EXCLUDED.seen_at "
+                      "WHERE lensroom.user_emails.email IS DISTINCT FROM EXCLUDED.email",
     [AQ_LINK_CREATE] = "INSERT INTO lensroom.admin_links (token_hash, user_id, expires_at, "
                        "created_at) VALUES ($1, $2::uuid, $3::timestamptz, $4::timestamptz)",
     [AQ_LINK_USE] = "UPDATE lensroom.admin_links SET used_at = $2::timestamptz "

@@ -78,19 +78,26 @@ static const char *const sql_text[AQ_COUNT] = {
                       "FROM credit_transactions WHERE generation_id = ?1 ORDER BY created_at, id",
     [AQ_AUDIT] = "INSERT INTO admin_audit (id, actor, action, subject, detail, request_id, "
                  "created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    /* The page of users first (keyset on the unique user_id), then only
-     * their ledger rows, on credit_transactions_user_created. */
+    /* The page of users first (keyset on the unique user_id; with an
+     * email prefix, only the ids user_emails_email finds), then only their
+     * ledger rows, on credit_transactions_user_created. */
     [AQ_USERS] = "WITH page AS (SELECT user_id, amount FROM credits "
                  "WHERE (?1 IS NULL OR user_id >= ?1) AND (?2 IS NULL OR user_id <= ?2) "
-                 "AND (?3 IS NULL OR user_id > ?3) ORDER BY user_id LIMIT ?4) "
+                 "AND (?3 IS NULL OR user_id > ?3) AND (?5 IS NULL OR user_id IN "
+                 "(SELECT user_id FROM user_emails WHERE email_lc >= ?5 AND email_lc < ?6)) "
+                 "ORDER BY user_id LIMIT ?4) "
                  "SELECT p.user_id, p.amount, "
                  "coalesce(sum(CASE WHEN t.type = 'purchase' THEN t.amount END), 0), "
                  "-coalesce(sum(CASE WHEN t.type = 'generation' THEN t.amount END), 0), "
                  "coalesce(sum(CASE WHEN t.type = 'refund' THEN t.amount END), 0), "
                  "coalesce(sum(CASE WHEN t.type IN ('bonus', 'adjustment') THEN t.amount END), 0), "
-                 "max(t.created_at) FROM page p "
-                 "LEFT JOIN credit_transactions t ON t.user_id = p.user_id "
+                 "max(t.created_at), (SELECT email FROM user_emails e WHERE e.user_id = p.user_id) "
+                 "FROM page p LEFT JOIN credit_transactions t ON t.user_id = p.user_id "
                  "GROUP BY p.user_id, p.amount ORDER BY p.user_id",
+    [AQ_NOTE_EMAIL] = "INSERT INTO user_emails (user_id, email, email_lc, seen_at) "
+                      "VALUES (?1, ?2, ?3, ?4) ON CONFLICT (user_id) DO UPDATE SET "
+                      "email = excluded.email, email_lc = excluded.email_lc, "
+                      "seen_at = excluded.seen_at WHERE email IS NOT excluded.email",
     [AQ_LINK_CREATE] = "INSERT INTO admin_links (token_hash, user_id, expires_at, created_at) "
                        "VALUES (?1, ?2, ?3, ?4)",
     [AQ_LINK_USE] = "UPDATE admin_links SET used_at = ?2 WHERE token_hash = ?1 "

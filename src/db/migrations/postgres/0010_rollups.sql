@@ -186,3 +186,30 @@ REVOKE ALL ON lensroom.generation_days, lensroom.ledger_days FROM PUBLIC, anon, 
 REVOKE ALL ON FUNCTION lensroom.generation_days_add(timestamptz, text, integer, integer, integer, integer),
   lensroom.ledger_days_add(timestamptz, text, bigint, integer), lensroom.rollups_rebuild()
   FROM PUBLIC, anon, authenticated;
+
+-- The email of each user as the token claims seen last said it (lowercased
+-- copy for the admin search by prefix, compared bytewise). Written once
+-- per user and process unless it changes.
+CREATE TABLE IF NOT EXISTS lensroom.user_emails (
+  user_id  uuid PRIMARY KEY,
+  email    text NOT NULL,
+  email_lc text NOT NULL,
+  seen_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS user_emails_email ON lensroom.user_emails (email_lc COLLATE "C");
+REVOKE ALL ON lensroom.user_emails FROM PUBLIC, anon, authenticated;
+
+-- Ids whose email starts with a prefix: lo <= lower(email) < hi, bytewise.
+-- Those seen in tokens, and on Supabase those of auth.users (which also
+-- finds users who never used this server since it learnt emails).
+CREATE OR REPLACE FUNCTION lensroom.user_ids_by_email(p_lo text, p_hi text)
+RETURNS SETOF uuid LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = '' AS $$
+BEGIN
+  RETURN QUERY SELECT e.user_id FROM lensroom.user_emails e
+   WHERE e.email_lc COLLATE "C" >= p_lo AND e.email_lc COLLATE "C" < p_hi;
+  IF to_regclass('auth.users') IS NOT NULL THEN
+    RETURN QUERY EXECUTE 'SELECT u.id FROM auth.users u WHERE lower(u.email) COLLATE "C" >= $1 '
+                         'AND lower(u.email) COLLATE "C" < $2' USING p_lo, p_hi;
+  END IF;
+END $$;
+REVOKE ALL ON FUNCTION lensroom.user_ids_by_email(text, text) FROM PUBLIC, anon, authenticated;

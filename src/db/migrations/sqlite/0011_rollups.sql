@@ -130,3 +130,14 @@ FROM credit_transactions GROUP BY 1;
 DROP INDEX IF EXISTS generations_created;
 CREATE INDEX IF NOT EXISTS generations_created_duration
     ON generations (created_at, model, status, duration_ms);
+
+-- The email of each user as the token claims seen last said it (lowercased
+-- copy for the admin search by prefix). Written once per user and process
+-- unless it changes; not a source of truth for anything but the search.
+CREATE TABLE IF NOT EXISTS user_emails (
+    user_id  TEXT PRIMARY KEY,
+    email    TEXT NOT NULL,
+    email_lc TEXT NOT NULL,
+    seen_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS user_emails_email ON user_emails (email_lc);
