@@ -5,9 +5,10 @@
 -- ledger per UTC day (rows, spent, bought, refunded, granted). Row triggers
 -- keep them in the transaction that inserts a generation, settles it or
 -- writes a ledger row, whatever wrote it (the server, adjust_credits, a
--- payment, direct SQL). Each row is split by shard (the writing backend's
--- pid modulo 8), so two server processes writing on the same day never
--- wait for each other's row lock; readers sum the shards.
+-- payment, direct SQL). Each row is split by the writing backend's pid, so
+-- two connections writing on the same day never wait for each other's row
+-- lock (held to the commit: a shared row would serialize every writer's
+-- commits); readers sum over backends, a few rows per day.
 --
 -- The analytics read these for the whole days of a range and the raw rows
 -- only for its partial first and last day. p50/p95 stay exact:
@@ -25,75 +26,59 @@
 CREATE TABLE IF NOT EXISTS lensroom.generation_days (
   day       date NOT NULL,
   model     text NOT NULL,
-  shard     smallint NOT NULL DEFAULT 0,
+  backend   integer NOT NULL DEFAULT 0, -- pg_backend_pid() of the writer; 0: backfill
   created   bigint NOT NULL DEFAULT 0,
   succeeded bigint NOT NULL DEFAULT 0,
   failed    bigint NOT NULL DEFAULT 0,
   canceled  bigint NOT NULL DEFAULT 0,
-  PRIMARY KEY (day, model, shard)
+  PRIMARY KEY (day, model, backend)
 );
 
 CREATE TABLE IF NOT EXISTS lensroom.ledger_days (
   day      date NOT NULL,
-  shard    smallint NOT NULL DEFAULT 0,
+  backend  integer NOT NULL DEFAULT 0,
   rows     bigint NOT NULL DEFAULT 0,
   spent    bigint NOT NULL DEFAULT 0, -- credits charged for generations (positive)
   bought   bigint NOT NULL DEFAULT 0, -- purchase
   refunded bigint NOT NULL DEFAULT 0, -- refund
   granted  bigint NOT NULL DEFAULT 0, -- bonus and adjustment, net
-  PRIMARY KEY (day, shard)
+  PRIMARY KEY (day, backend)
 );
 
--- Adds to the counts of (created_at's day, model): n generations, of
--- which ok succeeded, failed failed and canceled were canceled (negative
--- numbers take away).
-CREATE OR REPLACE FUNCTION lensroom.generation_days_add(p_at timestamptz, p_model text,
-  p_n integer, p_ok integer, p_failed integer, p_canceled integer)
-RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = '' AS $$
-  INSERT INTO lensroom.generation_days AS d (day, model, shard, created, succeeded, failed, canceled)
-  VALUES ((p_at AT TIME ZONE 'UTC')::date, p_model, (pg_backend_pid() % 8)::smallint, p_n, p_ok,
-          p_failed, p_canceled)
-  ON CONFLICT (day, model, shard) DO UPDATE SET
-    created = d.created + EXCLUDED.created, succeeded = d.succeeded + EXCLUDED.succeeded,
-    failed = d.failed + EXCLUDED.failed, canceled = d.canceled + EXCLUDED.canceled
-$$;
-
-CREATE OR REPLACE FUNCTION lensroom.ledger_days_add(p_at timestamptz, p_type text,
-                                                   p_amount bigint, p_n integer)
-RETURNS void LANGUAGE sql SECURITY DEFINER SET search_path = '' AS $$
-  INSERT INTO lensroom.ledger_days AS d (day, shard, rows, spent, bought, refunded, granted)
-  VALUES ((p_at AT TIME ZONE 'UTC')::date, (pg_backend_pid() % 8)::smallint, p_n,
-          CASE WHEN p_type = 'generation' THEN -p_amount * p_n ELSE 0 END,
-          CASE WHEN p_type = 'purchase' THEN p_amount * p_n ELSE 0 END,
-          CASE WHEN p_type = 'refund' THEN p_amount * p_n ELSE 0 END,
-          CASE WHEN p_type IN ('bonus', 'adjustment') THEN p_amount * p_n ELSE 0 END)
-  ON CONFLICT (day, shard) DO UPDATE SET
-    rows = d.rows + EXCLUDED.rows, spent = d.spent + EXCLUDED.spent,
-    bought = d.bought + EXCLUDED.bought, refunded = d.refunded + EXCLUDED.refunded,
-    granted = d.granted + EXCLUDED.granted
-$$;
-
--- A settle moves one generation between status columns of one row: one
--- upsert. Any other change takes OLD away and adds NEW.
+-- The trigger functions hold their upserts themselves (a nested function
+-- call would cost an executor start per row). A settle moves one
+-- generation between the status columns of one row: one upsert. Any other
+-- change takes OLD away and adds NEW.
 CREATE OR REPLACE FUNCTION lensroom.generation_days_track() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $$
+DECLARE
+  same boolean := TG_OP = 'UPDATE' AND OLD.model = NEW.model
+    AND (OLD.created_at AT TIME ZONE 'UTC')::date = (NEW.created_at AT TIME ZONE 'UTC')::date;
 BEGIN
-  IF TG_OP = 'UPDATE' AND OLD.model = NEW.model
-     AND (OLD.created_at AT TIME ZONE 'UTC')::date = (NEW.created_at AT TIME ZONE 'UTC')::date THEN
-    PERFORM lensroom.generation_days_add(NEW.created_at, NEW.model, 0,
-      (NEW.status = 'success')::int - (OLD.status = 'success')::int,
-      (NEW.status = 'failed')::int - (OLD.status = 'failed')::int,
-      (NEW.status = 'canceled')::int - (OLD.status = 'canceled')::int);
-    RETURN NULL;
-  END IF;
   IF TG_OP <> 'INSERT' THEN
-    PERFORM lensroom.generation_days_add(OLD.created_at, OLD.model, -1,
-      -(OLD.status = 'success')::int, -(OLD.status = 'failed')::int,
-      -(OLD.status = 'canceled')::int);
+    INSERT INTO lensroom.generation_days AS d (day, model, backend, created, succeeded, failed,
+                                               canceled)
+    VALUES ((OLD.created_at AT TIME ZONE 'UTC')::date, OLD.model, pg_backend_pid(),
+            CASE WHEN same THEN 0 ELSE -1 END,
+            (CASE WHEN same AND NEW.status = 'success' THEN 1 ELSE 0 END)
+              - (OLD.status = 'success')::int,
+            (CASE WHEN same AND NEW.status = 'failed' THEN 1 ELSE 0 END)
+              - (OLD.status = 'failed')::int,
+            (CASE WHEN same AND NEW.status = 'canceled' THEN 1 ELSE 0 END)
+              - (OLD.status = 'canceled')::int)
+    ON CONFLICT (day, model, backend) DO UPDATE SET
+      created = d.created + EXCLUDED.created, succeeded = d.succeeded + EXCLUDED.succeeded,
+      failed = d.failed + EXCLUDED.failed, canceled = d.canceled + EXCLUDED.canceled;
   END IF;
-  IF TG_OP <> 'DELETE' THEN
-    PERFORM lensroom.generation_days_add(NEW.created_at, NEW.model, 1,
-      (NEW.status = 'success')::int, (NEW.status = 'failed')::int, (NEW.status = 'canceled')::int);
+  IF TG_OP <> 'DELETE' AND NOT same THEN
+    INSERT INTO lensroom.generation_days AS d (day, model, backend, created, succeeded, failed,
+                                               canceled)
+    VALUES ((NEW.created_at AT TIME ZONE 'UTC')::date, NEW.model, pg_backend_pid(), 1,
+            (NEW.status = 'success')::int, (NEW.status = 'failed')::int,
+            (NEW.status = 'canceled')::int)
+    ON CONFLICT (day, model, backend) DO UPDATE SET
+      created = d.created + 1, succeeded = d.succeeded + EXCLUDED.succeeded,
+      failed = d.failed + EXCLUDED.failed, canceled = d.canceled + EXCLUDED.canceled;
   END IF;
   RETURN NULL;
 END $$;
@@ -102,10 +87,28 @@ CREATE OR REPLACE FUNCTION lensroom.ledger_days_track() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $$
 BEGIN
   IF TG_OP <> 'INSERT' THEN
-    PERFORM lensroom.ledger_days_add(OLD.created_at, OLD.type, OLD.amount, -1);
+    INSERT INTO lensroom.ledger_days AS d (day, backend, rows, spent, bought, refunded, granted)
+    VALUES ((OLD.created_at AT TIME ZONE 'UTC')::date, pg_backend_pid(), -1,
+            CASE WHEN OLD.type = 'generation' THEN OLD.amount ELSE 0 END,
+            CASE WHEN OLD.type = 'purchase' THEN -OLD.amount ELSE 0 END,
+            CASE WHEN OLD.type = 'refund' THEN -OLD.amount ELSE 0 END,
+            CASE WHEN OLD.type IN ('bonus', 'adjustment') THEN -OLD.amount ELSE 0 END)
+    ON CONFLICT (day, backend) DO UPDATE SET
+      rows = d.rows + EXCLUDED.rows, spent = d.spent + EXCLUDED.spent,
+      bought = d.bought + EXCLUDED.bought, refunded = d.refunded + EXCLUDED.refunded,
+      granted = d.granted + EXCLUDED.granted;
   END IF;
   IF TG_OP <> 'DELETE' THEN
-    PERFORM lensroom.ledger_days_add(NEW.created_at, NEW.type, NEW.amount, 1);
+    INSERT INTO lensroom.ledger_days AS d (day, backend, rows, spent, bought, refunded, granted)
+    VALUES ((NEW.created_at AT TIME ZONE 'UTC')::date, pg_backend_pid(), 1,
+            CASE WHEN NEW.type = 'generation' THEN -NEW.amount ELSE 0 END,
+            CASE WHEN NEW.type = 'purchase' THEN NEW.amount ELSE 0 END,
+            CASE WHEN NEW.type = 'refund' THEN NEW.amount ELSE 0 END,
+            CASE WHEN NEW.type IN ('bonus', 'adjustment') THEN NEW.amount ELSE 0 END)
+    ON CONFLICT (day, backend) DO UPDATE SET
+      rows = d.rows + 1, spent = d.spent + EXCLUDED.spent,
+      bought = d.bought + EXCLUDED.bought, refunded = d.refunded + EXCLUDED.refunded,
+      granted = d.granted + EXCLUDED.granted;
   END IF;
   RETURN NULL;
 END $$;
@@ -127,13 +130,13 @@ CREATE OR REPLACE FUNCTION lensroom.rollups_rebuild() RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $$
 BEGIN
   DELETE FROM lensroom.generation_days;
-  INSERT INTO lensroom.generation_days (day, model, shard, created, succeeded, failed, canceled)
+  INSERT INTO lensroom.generation_days (day, model, backend, created, succeeded, failed, canceled)
   SELECT (g.created_at AT TIME ZONE 'UTC')::date, g.model, 0, count(*),
          count(*) FILTER (WHERE g.status = 'success'), count(*) FILTER (WHERE g.status = 'failed'),
          count(*) FILTER (WHERE g.status = 'canceled')
     FROM public.generations g GROUP BY 1, 2;
   DELETE FROM lensroom.ledger_days;
-  INSERT INTO lensroom.ledger_days (day, shard, rows, spent, bought, refunded, granted)
+  INSERT INTO lensroom.ledger_days (day, backend, rows, spent, bought, refunded, granted)
   SELECT (t.created_at AT TIME ZONE 'UTC')::date, 0, count(*),
          -coalesce(sum(t.amount) FILTER (WHERE t.type = 'generation'), 0),
          coalesce(sum(t.amount) FILTER (WHERE t.type = 'purchase'), 0),
@@ -183,9 +186,7 @@ CREATE INDEX IF NOT EXISTS idx_generations_model_created_duration
 DROP INDEX IF EXISTS public.idx_generations_created_model;
 
 REVOKE ALL ON lensroom.generation_days, lensroom.ledger_days FROM PUBLIC, anon, authenticated;
-REVOKE ALL ON FUNCTION lensroom.generation_days_add(timestamptz, text, integer, integer, integer, integer),
-  lensroom.ledger_days_add(timestamptz, text, bigint, integer), lensroom.rollups_rebuild()
-  FROM PUBLIC, anon, authenticated;
+REVOKE ALL ON FUNCTION lensroom.rollups_rebuild() FROM PUBLIC, anon, authenticated;
 
 -- The email of each user as the token claims seen last said it (lowercased
 -- copy for the admin search by prefix, compared bytewise). Written once

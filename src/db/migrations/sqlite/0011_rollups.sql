@@ -45,13 +45,26 @@ BEGIN
 END;
 
 -- Only changes that move a count: a stage update (pending -> processing)
--- or a lease renewal costs nothing here.
-CREATE TRIGGER IF NOT EXISTS generations_days_update
-AFTER UPDATE OF status, model, created_at ON generations
-WHEN (OLD.status IS NOT NEW.status
-      AND (OLD.status IN ('success', 'failed', 'canceled')
-           OR NEW.status IN ('success', 'failed', 'canceled')))
-     OR OLD.model IS NOT NEW.model OR substr(OLD.created_at, 1, 10) IS NOT substr(NEW.created_at, 1, 10)
+-- or a lease renewal costs nothing here. A settle moves one generation
+-- between the status columns of its row: one UPDATE.
+CREATE TRIGGER IF NOT EXISTS generations_days_settle
+AFTER UPDATE OF status ON generations
+WHEN OLD.status IS NOT NEW.status
+     AND (OLD.status IN ('success', 'failed', 'canceled')
+          OR NEW.status IN ('success', 'failed', 'canceled'))
+     AND OLD.model IS NEW.model AND substr(OLD.created_at, 1, 10) IS substr(NEW.created_at, 1, 10)
+BEGIN
+    UPDATE generation_days
+       SET succeeded = succeeded + (NEW.status = 'success') - (OLD.status = 'success'),
+           failed = failed + (NEW.status = 'failed') - (OLD.status = 'failed'),
+           canceled = canceled + (NEW.status = 'canceled') - (OLD.status = 'canceled')
+     WHERE day = substr(NEW.created_at, 1, 10) AND model = NEW.model;
+END;
+
+-- A generation moved to another day or model: taken away, added there.
+CREATE TRIGGER IF NOT EXISTS generations_days_move
+AFTER UPDATE OF model, created_at ON generations
+WHEN OLD.model IS NOT NEW.model OR substr(OLD.created_at, 1, 10) IS NOT substr(NEW.created_at, 1, 10)
 BEGIN
     UPDATE generation_days SET created = created - 1,
         succeeded = succeeded - (OLD.status = 'success'),
