@@ -32,7 +32,7 @@ test: build
 	@scripts/deps.sh test
 	$(call quiet_build,$(BUILD_ASAN),-DCMAKE_BUILD_TYPE=Debug -DLR_SANITIZE=ON -DLENSROOM_TESTS=ON)
 	@scripts/node-test-tools.sh
-	cd $(BUILD_ASAN) && ctest --output-on-failure --timeout 600
+	cd $(BUILD_ASAN) && ctest --output-on-failure --timeout 600 -j2
 
 bench: build
 	@scripts/deps.sh bench

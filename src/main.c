@@ -410,7 +410,8 @@ static int cmd_serve(void)
     if (app.pipeline)
         lr_pipeline_set_retry(app.pipeline, cfg.retry_ms);
     app.ratelimit = lr_ratelimit_new(cfg.user_rate_per_min);
-    if (!app.loop || !app.workers || !app.provider || !app.pipeline || lr_loop_start(app.loop))
+    if (!app.loop || !app.workers || !app.provider || !app.pipeline ||
+        lr_loop_start(app.loop) != LR_OK)
         goto out_all;
     start_services(&cfg, &app);
     if (lr_cli_backups_start(&cfg, store, VERSION, &backups) != 0)

@@ -68,14 +68,14 @@ static void answer_pending(lr_req *req, bool suspended, const lr_outcome *o)
 
 static json_t *success_body(const lr_outcome *o)
 {
-    json_t *task_ids = lr_render_strv(&o->task_ids);
+    json_t *task_ids = lr_strv_json(&o->task_ids);
     json_t *meta =
         json_pack("{s:s, s:s, s:o, s:I, s:i, s:i, s:i, s:s}", "modelId", o->model_id, "provider",
                   o->provider, "taskIds", task_ids, "duration", (json_int_t)o->duration_ms,
                   "outputsCount", o->outputs_count, "succeededCount", o->succeeded_count,
                   "failedCount", o->failed_count, "generationId", o->generation_id);
     json_t *b = json_pack("{s:b, s:o, s:o, s:i, s:s, s:s, s:s*, s:i, s:i, s:s}", "success", 1,
-                          "urls", lr_render_strv(&o->urls), "meta", meta, "newBalance", o->balance,
+                          "urls", lr_strv_json(&o->urls), "meta", meta, "newBalance", o->balance,
                           "generationId", o->generation_id, "status", lr_gen_status_name(o->status),
                           "url", o->urls.n ? o->urls.v[0] : NULL, "creditsUsed", o->credits_used,
                           "balance", o->balance, "createdAt", o->created_at);
@@ -104,7 +104,7 @@ static json_t *failure_body(const lr_outcome *o, int *status)
         lr_code_name(o->error), msg,
         json_pack("{s:s, s:s, s:i, s:i, s:i, s:o}", "generationId", o->generation_id, "status",
                   lr_gen_status_name(o->status), "refunded", internal ? 0 : o->refunded, "balance",
-                  o->balance, "newBalance", o->balance, "taskIds", lr_render_strv(&o->task_ids)));
+                  o->balance, "newBalance", o->balance, "taskIds", lr_strv_json(&o->task_ids)));
 }
 
 static void answer_outcome(lr_req *req, bool suspended, const lr_outcome *o)

@@ -7,14 +7,6 @@ static json_t *str(const char *s)
     return j ? j : json_null();
 }
 
-json_t *lr_render_strv(const lr_strv *a)
-{
-    json_t *arr = json_array();
-    for (size_t i = 0; i < a->n; i++)
-        json_array_append_new(arr, str(a->v[i]));
-    return arr;
-}
-
 static json_t *error_of(const lr_generation *g)
 {
     if (!g->error_code)
@@ -32,13 +24,13 @@ json_t *lr_render_generation(const lr_generation *g)
     json_object_set_new(j, "status", str(g->status));
     json_object_set_new(j, "stage", str(g->stage));
     json_object_set_new(j, "url", str(g->result_urls.n ? g->result_urls.v[0] : NULL));
-    json_object_set_new(j, "resultUrls", lr_render_strv(&g->result_urls));
+    json_object_set_new(j, "resultUrls", lr_strv_json(&g->result_urls));
     json_object_set_new(j, "creditsUsed", json_integer(g->credits_used));
     json_object_set_new(j, "outputsCount", json_integer(g->outputs_count));
     json_object_set_new(j, "succeededCount", json_integer(g->succeeded_count));
     json_object_set_new(j, "failedCount", json_integer(g->failed_count));
     json_object_set_new(j, "provider", str(g->provider));
-    json_object_set_new(j, "taskIds", lr_render_strv(&g->task_ids));
+    json_object_set_new(j, "taskIds", lr_strv_json(&g->task_ids));
     json_object_set_new(j, "params", g->params ? json_deep_copy(g->params) : json_object());
     json_object_set_new(j, "error", error_of(g));
     json_object_set_new(j, "durationMs",

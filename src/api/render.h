@@ -10,8 +10,6 @@
 
 #include "db/db.h"
 
-/* An array of strings, null where an entry is NULL. */
-json_t *lr_render_strv(const lr_strv *a);
 /* {id, type, modelId, prompt, status, stage, url, resultUrls, creditsUsed,
  *  outputsCount, succeededCount, failedCount, provider, taskIds, params,
  *  error: {code, message} | null, durationMs, createdAt, updatedAt,

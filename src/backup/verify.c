@@ -65,8 +65,7 @@ static lr_err sink_mem(void *ctx, const void *buf, size_t len)
     membuf *m = ctx;
     if (m->len + len > MANIFEST_MAX)
         return LR_ERR_TOO_LARGE;
-    if (lr_buf_append(&m->buf, &m->len, &m->cap, buf, len) != 0)
-        abort(); /* out of memory, as lr_xmalloc */
+    lr_buf_append(&m->buf, &m->len, &m->cap, buf, len);
     return LR_OK;
 }
 

@@ -383,20 +383,12 @@ void lr_hooks_emit(lr_hooks *h, const char *type, json_t *data, const char *user
         check_balance(h, user_id);
 }
 
-static json_t *strv_json(const lr_strv *s)
-{
-    json_t *a = json_array();
-    for (size_t i = 0; i < s->n; i++)
-        json_array_append_new(a, s->v[i] ? json_string(s->v[i]) : json_null());
-    return a;
-}
-
 static json_t *generation_json(const lr_generation *g)
 {
     return json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:i, s:i, s:i, s:i, s:s*, s:s*, s:s*, "
                      "s:s*, s:s*}",
                      "id", g->id, "userId", g->user_id, "modelId", g->model, "type", g->type,
-                     "status", g->status, "urls", strv_json(&g->result_urls), "credits",
+                     "status", g->status, "urls", lr_strv_json(&g->result_urls), "credits",
                      g->credits_used, "outputsCount", g->outputs_count, "succeededCount",
                      g->succeeded_count, "failedCount", g->failed_count, "errorCode", g->error_code,
                      "errorMessage", g->error_message, "createdAt", g->created_at, "finishedAt",

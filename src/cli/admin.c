@@ -106,9 +106,7 @@ static json_t *str(const char *s)
 /* A generation as an operator reads it: the owner included. */
 static json_t *generation_json(const lr_generation *g)
 {
-    json_t *urls = json_array();
-    for (size_t i = 0; i < g->result_urls.n; i++)
-        json_array_append_new(urls, str(g->result_urls.v[i]));
+    json_t *urls = lr_strv_json(&g->result_urls);
     return json_pack("{s:o, s:o, s:o, s:o, s:o, s:i, s:o, s:o, s:o, s:o, s:o, s:o}", "id",
                      str(g->id), "userId", str(g->user_id), "modelId", str(g->model), "status",
                      str(g->status), "prompt", str(g->prompt), "creditsUsed", g->credits_used,

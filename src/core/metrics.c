@@ -43,8 +43,7 @@ static family families[LR_M_COUNT] = {
 
 static void text_append(lr_metrics_text *t, const char *s, size_t n)
 {
-    if (lr_buf_append(&t->buf, &t->len, &t->cap, s, n) != 0)
-        abort(); /* the allocation policy: out of memory is fatal */
+    lr_buf_append(&t->buf, &t->len, &t->cap, s, n);
 }
 
 void lr_metrics_text_printf(lr_metrics_text *t, const char *fmt, ...)

@@ -105,6 +105,28 @@ char *lr_xstrndup(const char *s, size_t n)
     return d;
 }
 
+void lr_strv_push(lr_strv *a, const char *s)
+{
+    a->v = lr_xrealloc(a->v, (a->n + 1) * sizeof *a->v);
+    a->v[a->n++] = lr_xstrdup(s);
+}
+
+void lr_strv_clear(lr_strv *a)
+{
+    for (size_t i = 0; i < a->n; i++)
+        free(a->v[i]);
+    free(a->v);
+    *a = (lr_strv){0};
+}
+
+json_t *lr_strv_json(const lr_strv *a)
+{
+    json_t *j = json_array();
+    for (size_t i = 0; i < a->n; i++)
+        json_array_append_new(j, a->v[i] ? json_string(a->v[i]) : json_null());
+    return j;
+}
+
 char *lr_xstrdup(const char *s)
 {
     if (!s)
@@ -115,22 +137,18 @@ char *lr_xstrdup(const char *s)
     return d;
 }
 
-int lr_buf_append(char **buf, size_t *len, size_t *cap, const void *data, size_t n)
+void lr_buf_append(char **buf, size_t *len, size_t *cap, const void *data, size_t n)
 {
     if (*len + n + 1 > *cap) {
         size_t c = *cap ? *cap : 1024;
         while (c < *len + n + 1)
             c *= 2;
-        char *b = realloc(*buf, c);
-        if (!b)
-            return -1;
-        *buf = b;
+        *buf = lr_xrealloc(*buf, c);
         *cap = c;
     }
     memcpy(*buf + *len, data, n);
     *len += n;
     (*buf)[*len] = '\0';
-    return 0;
 }
 
 int64_t lr_time_parse_iso(const char *s)

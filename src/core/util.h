@@ -3,6 +3,7 @@
 #ifndef LR_UTIL_H
 #define LR_UTIL_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -42,9 +43,9 @@ lr_err lr_mkdir_p(const char *path, unsigned mode);
 char *lr_read_file(const char *path, size_t *len);
 
 /* Appends n bytes to the malloc'd buffer *buf of *len used / *cap
- * allocated bytes, growing it by doubling and keeping it NUL-terminated.
- * -1 (buffer unchanged) when out of memory. */
-int lr_buf_append(char **buf, size_t *len, size_t *cap, const void *data, size_t n);
+ * allocated bytes, growing it by doubling and keeping it NUL-terminated
+ * (aborts when memory runs out, as lr_xmalloc). */
+void lr_buf_append(char **buf, size_t *len, size_t *cap, const void *data, size_t n);
 
 /* Allocation that aborts when memory runs out, so callers never check
  * (as redis's zmalloc and h2o's h2o_mem_alloc do). lr_xstrdup(NULL) is
@@ -54,6 +55,21 @@ void *lr_xcalloc(size_t count, size_t size);
 void *lr_xrealloc(void *p, size_t n);
 char *lr_xstrdup(const char *s);
 char *lr_xstrndup(const char *s, size_t n);
+
+/* A list of strings. Owned by the array when it comes from a read or
+ * lr_strv_push (lr_strv_clear frees it); a view when a request lends it
+ * (the strings belong to whoever filled it). An entry may be NULL (a slot
+ * without a value, as an output whose provider task never started). */
+typedef struct {
+    char **v;
+    size_t n;
+} lr_strv;
+
+/* Appends a copy of s (NULL stays NULL) to an owned array. */
+void lr_strv_push(lr_strv *a, const char *s);
+void lr_strv_clear(lr_strv *a);
+/* a as a new JSON array, NULL entries as null. */
+json_t *lr_strv_json(const lr_strv *a);
 
 /* Lowercase hex of len bytes into out (2*len+1). */
 void lr_hex(const unsigned char *in, size_t len, char *out);

@@ -93,3 +93,13 @@ const char *lr_code_message(lr_code c)
 {
     return (unsigned)c < COUNT(codes) ? codes[c].message : codes[0].message;
 }
+
+json_t *lr_error_body(const char *code, const char *msg, json_t *extra)
+{
+    json_t *o = json_pack("{s:b, s:s, s:s}", "success", 0, "error", msg, "code", code);
+    if (extra) {
+        json_object_update(o, extra);
+        json_decref(extra);
+    }
+    return o;
+}

@@ -13,6 +13,7 @@
 #ifndef LR_VOCAB_H
 #define LR_VOCAB_H
 
+#include <jansson.h>
 #include <stdbool.h>
 
 /* XX(NAME, "string"). A generation is pending (reserved, not yet handed
@@ -174,5 +175,10 @@ bool lr_code_parse(const char *s, lr_code *out);
 /* The HTTP status the API answers c with (500 for LR_CODE_NONE). */
 int lr_code_http_status(lr_code c);
 const char *lr_code_message(lr_code c);
+
+/* The API's error body {"success": false, "error": msg, "code": code},
+ * with extra's fields merged in (extra is consumed; may be NULL). A new
+ * reference. */
+json_t *lr_error_body(const char *code, const char *msg, json_t *extra);
 
 #endif

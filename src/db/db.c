@@ -6,14 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-void lr_strv_clear(lr_strv *a)
-{
-    for (size_t i = 0; i < a->n; i++)
-        free(a->v[i]);
-    free(a->v);
-    *a = (lr_strv){0};
-}
-
 void lr_generation_clear(lr_generation *g)
 {
     char *strings[] = {g->id,          g->user_id,       g->type,       g->model,

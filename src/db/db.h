@@ -16,8 +16,8 @@
  * typed records (lr_generation, lr_ledger_row, ...) that the caller owns
  * and releases with the matching _clear function, which also accepts a
  * zeroed record. Field names are the columns', never the API's: the JSON
- * a client sees is rendered in api/render.c. json_t fields in requests are
- * borrowed; json_t fields in records (params, metadata: opaque objects a
+ * a client sees is rendered in api/render.c. json_t and lr_strv fields in requests
+ * are borrowed; json_t fields in records (params, metadata: opaque objects a
  * user or admin supplied) are references the record owns.
  */
 #ifndef LR_DB_H
@@ -60,9 +60,9 @@ typedef struct {
 typedef struct {
     const char *generation_id;
     const char *user_id;
-    json_t *result_urls;  /* array of public URLs */
-    json_t *storage_keys; /* array of object keys, for deletion later */
-    json_t *task_ids;     /* provider task ids, may be NULL */
+    lr_strv result_urls;  /* public URLs */
+    lr_strv storage_keys; /* object keys, for deletion later */
+    lr_strv task_ids;     /* provider task ids */
     int succeeded_count;
     int failed_count;
     int refund; /* credits to give back (failed outputs) */
@@ -95,13 +95,6 @@ typedef struct {
     const char *before_id;
     int limit;
 } lr_gen_filter;
-
-/* Strings owned by the array; an entry may be NULL (a slot without a
- * value, as an output whose provider task never started). */
-typedef struct {
-    char **v;
-    size_t n;
-} lr_strv;
 
 /* A generation as stored. Strings are NULL where the column is. */
 typedef struct {
@@ -176,7 +169,6 @@ typedef struct {
 
 /* Release what a record or list owns and zero it (the struct itself is
  * the caller's, usually on the stack). */
-void lr_strv_clear(lr_strv *a);
 void lr_generation_clear(lr_generation *g);
 void lr_generation_list_clear(lr_generation_list *l);
 void lr_ledger_list_clear(lr_ledger_list *l);
@@ -219,7 +211,7 @@ typedef struct {
     /* Status and stage of an unfinished generation, and (when task_ids is
      * not NULL) the provider's task ids, one per output, null where none. */
     lr_err (*set_stage)(lr_db *db, const char *generation_id, const char *status, const char *stage,
-                        json_t *task_ids);
+                        const lr_strv *task_ids);
     /* LR_ERR_CONFLICT when the generation is already final (nothing written). */
     lr_err (*settle)(lr_db *db, const lr_settle_req *s, int *balance);
     /* reserve and settle without waiting (see lr_db_reserve_async); NULL

@@ -54,7 +54,7 @@ static lr_err m_reserve(lr_db *db, const lr_reserve_req *r, int *balance, lr_key
     FORWARD(reserve, db, r, balance, holder);
 }
 static lr_err m_set_stage(lr_db *db, const char *id, const char *status, const char *stage,
-                          json_t *task_ids)
+                          const lr_strv *task_ids)
 {
     FORWARD(set_stage, db, id, status, stage, task_ids);
 }

@@ -553,9 +553,9 @@ static lr_err pg_reserve(lr_db *db, const lr_reserve_req *r, int *balance, lr_ke
 }
 
 static lr_err pg_set_stage(lr_db *db, const char *id, const char *status, const char *stage,
-                           json_t *task_ids)
+                           const lr_strv *task_ids)
 {
-    char *tasks = task_ids ? json_dumps(task_ids, JSON_COMPACT) : NULL;
+    char *tasks = task_ids ? lr_db_strv_dump(task_ids) : NULL;
     const char *p[] = {id, status, stage, tasks};
     PGresult *r;
     lr_err e = batch_query((pg_db *)db, S_STAGE, p, NULL, &r);
@@ -583,9 +583,9 @@ static void pg_settle_async(lr_db *db, const lr_settle_req *s, int *balance, lr_
     snprintf(q->n[1], sizeof q->n[1], "%d", s->failed_count);
     snprintf(q->n[2], sizeof q->n[2], "%d", s->refund);
     snprintf(q->n[3], sizeof q->n[3], "%lld", (long long)s->duration_ms);
-    q->json[0] = s->result_urls ? json_dumps(s->result_urls, JSON_COMPACT) : NULL;
-    q->json[1] = s->task_ids ? json_dumps(s->task_ids, JSON_COMPACT) : NULL;
-    q->json[2] = s->storage_keys ? json_dumps(s->storage_keys, JSON_COMPACT) : NULL;
+    q->json[0] = lr_db_strv_dump(&s->result_urls);
+    q->json[1] = lr_db_strv_dump(&s->task_ids);
+    q->json[2] = lr_db_strv_dump(&s->storage_keys);
     const char *p[] = {s->generation_id, s->status, q->json[0], q->json[1],
                        q->n[0],          q->n[1],   q->n[2],    s->error_code,
                        s->error_message, q->n[3],   s->text,    q->json[2]};

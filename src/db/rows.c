@@ -33,6 +33,16 @@ void lr_db_strv_parse(const char *text, lr_strv *a)
     json_decref(j);
 }
 
+char *lr_db_strv_dump(const lr_strv *a)
+{
+    json_t *j = lr_strv_json(a);
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (!text)
+        abort();
+    return text;
+}
+
 /* A stored JSON value as it is; {} when there is none. */
 static json_t *json_of(const char *text)
 {

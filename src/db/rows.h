@@ -64,6 +64,8 @@ void lr_db_add_violation(const char *const *col, void *out);
 /* A stored JSON array of strings (and nulls) into a; anything else gives
  * an empty array. */
 void lr_db_strv_parse(const char *json, lr_strv *a);
+/* The inverse: a as a JSON array (NULL entries as null), malloc'd. */
+char *lr_db_strv_dump(const lr_strv *a);
 
 /* v (n elements of size bytes) with room for one more, zeroed at v[n];
  * grows by doubling. */

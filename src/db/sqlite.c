@@ -231,15 +231,17 @@ static sqlite3_stmt *stmt(conn *c, int q)
 
 /* A statement parameter; the arguments of run bind ?1, ?2, ... in order. */
 typedef struct {
-    enum { ARG_TEXT, ARG_INT, ARG_JSON } kind;
+    enum { ARG_TEXT, ARG_INT, ARG_JSON, ARG_STRV } kind;
     const char *text; /* ARG_TEXT (NULL binds NULL), or ARG_JSON's value for NULL */
     int64_t num;
     json_t *json;
+    const lr_strv *strv;
 } arg;
 
 #define A_TEXT(v) ((arg){.kind = ARG_TEXT, .text = (v)})
 #define A_INT(v) ((arg){.kind = ARG_INT, .num = (v)})
 #define A_JSON(v, fallback) ((arg){.kind = ARG_JSON, .json = (v), .text = (fallback)})
+#define A_STRV(v) ((arg){.kind = ARG_STRV, .strv = (v)})
 /* An argument list for run: ARGS(A_TEXT(id), A_INT(n)). */
 #define ARGS(...) (const arg[]){__VA_ARGS__}, sizeof((const arg[]){__VA_ARGS__}) / sizeof(arg)
 #define NO_ARGS NULL, 0
@@ -252,6 +254,11 @@ static void bind_arg(sqlite3_stmt *s, int i, const arg *a)
     case ARG_JSON:
         t = a->json ? json_dumps(a->json, JSON_COMPACT) : NULL;
         sqlite3_bind_text(s, i, t ? t : a->text, -1, SQLITE_TRANSIENT);
+        free(t);
+        return;
+    case ARG_STRV:
+        t = lr_db_strv_dump(a->strv);
+        sqlite3_bind_text(s, i, t, -1, SQLITE_TRANSIENT);
         free(t);
         return;
     case ARG_TEXT:
@@ -692,7 +699,7 @@ static void sq_reserve_async(lr_db *db, const lr_reserve_req *r, int *balance,
 
 typedef struct {
     const char *id, *status, *stage, *ts;
-    json_t *task_ids;
+    const lr_strv *task_ids;
 } stage_args;
 
 static lr_err stage_job(conn *c, void *ctx)
@@ -701,7 +708,7 @@ static lr_err stage_job(conn *c, void *ctx)
     lr_err e = a->task_ids
                    ? run(c, Q_STAGE_TASKS,
                          ARGS(A_TEXT(a->id), A_TEXT(a->status), A_TEXT(a->stage), A_TEXT(a->ts),
-                              A_JSON(a->task_ids, "[]")),
+                              A_STRV(a->task_ids)),
                          NULL, NULL)
                    : run(c, Q_STAGE,
                          ARGS(A_TEXT(a->id), A_TEXT(a->status), A_TEXT(a->stage), A_TEXT(a->ts)),
@@ -712,7 +719,7 @@ static lr_err stage_job(conn *c, void *ctx)
 }
 
 static lr_err sq_set_stage(lr_db *db, const char *id, const char *status, const char *stage,
-                           json_t *task_ids)
+                           const lr_strv *task_ids)
 {
     char ts[32];
     now_iso(ts);
@@ -728,10 +735,10 @@ static lr_err settle_rows(conn *c, const lr_settle_req *q, const char *ts, int *
     char user[LR_UUID_LEN + 1] = "";
     lr_err e =
         run(c, Q_SETTLE_GEN,
-            ARGS(A_TEXT(q->generation_id), A_TEXT(q->status), A_JSON(q->result_urls, "[]"),
-                 A_JSON(q->task_ids, "[]"), A_INT(q->succeeded_count), A_INT(q->failed_count),
+            ARGS(A_TEXT(q->generation_id), A_TEXT(q->status), A_STRV(&q->result_urls),
+                 A_STRV(&q->task_ids), A_INT(q->succeeded_count), A_INT(q->failed_count),
                  A_INT(q->refund), A_TEXT(q->error_code), A_TEXT(q->error_message),
-                 A_INT(q->duration_ms), A_TEXT(ts), A_TEXT(q->text), A_JSON(q->storage_keys, "[]")),
+                 A_INT(q->duration_ms), A_TEXT(ts), A_TEXT(q->text), A_STRV(&q->storage_keys)),
             col_uuid, user);
     if (e != LR_OK)
         return e;

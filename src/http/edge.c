@@ -17,7 +17,6 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "core/vocab.h"
-#include "http/server.h"
 
 /* A client has this long to send its first header block, and a refused
  * one this long to read our answer before the socket is closed. */
@@ -560,7 +559,8 @@ static int listen_on(int port, size_t max_header)
 {
     int fd = socket(AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     bool v6 = fd >= 0;
-    if (!v6)
+    if (!v6) /* fd is -1 here: nothing to close */
+        // cppcheck-suppress resourceLeak
         fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;

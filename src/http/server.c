@@ -154,16 +154,6 @@ void lr_req_reply_json(lr_req *r, int status, json_t *body)
     set_response(r, status, json_response(r, body));
 }
 
-json_t *lr_error_body(const char *code, const char *msg, json_t *extra)
-{
-    json_t *o = json_pack("{s:b, s:s, s:s}", "success", 0, "error", msg, "code", code);
-    if (extra) {
-        json_object_update(o, extra);
-        json_decref(extra);
-    }
-    return o;
-}
-
 void lr_req_reply_error(lr_req *r, int status, const char *code, const char *msg, json_t *extra)
 {
     lr_req_reply_json(r, status, lr_error_body(code, msg, extra));
@@ -293,11 +283,10 @@ bool lr_stream_write(lr_stream *s, const char *data, size_t len)
         pthread_mutex_unlock(&s->mu);
         return false;
     }
-    bool ok = lr_buf_append(&s->buf, &s->len, &s->cap, data, len) == 0;
-    if (ok)
-        stream_wake(s);
+    lr_buf_append(&s->buf, &s->len, &s->cap, data, len);
+    stream_wake(s);
     pthread_mutex_unlock(&s->mu);
-    return ok;
+    return true;
 }
 
 void lr_stream_close(lr_stream *s)
@@ -444,8 +433,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             r->body_len = r->body_cap = 0;
             return MHD_YES;
         }
-        return lr_buf_append(&r->body, &r->body_len, &r->body_cap, upload, n) == 0 ? MHD_YES
-                                                                                   : MHD_NO;
+        lr_buf_append(&r->body, &r->body_len, &r->body_cap, upload, n);
+        return MHD_YES;
     }
 
     pthread_mutex_lock(&r->mu);

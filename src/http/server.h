@@ -93,7 +93,7 @@ void lr_req_suspend(lr_req *r);
 /* Thread-safe; exactly once per suspend. */
 void lr_req_resume_json(lr_req *r, int status, json_t *body);
 
-/* Builds an error body (new reference) for callers that resume later. */
-json_t *lr_error_body(const char *code, const char *msg, json_t *extra);
+/* lr_error_body (core/vocab.h) builds an error body for callers that
+ * resume later. */
 
 #endif

@@ -132,12 +132,12 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
-int lr_loop_start(lr_loop *l)
+lr_err lr_loop_start(lr_loop *l)
 {
     if (pthread_create(&l->thread, NULL, loop_main, l) != 0)
-        return -1;
+        return LR_ERR_IO;
     l->running = true;
-    return 0;
+    return LR_OK;
 }
 
 void lr_loop_stop(lr_loop *l)
@@ -196,18 +196,18 @@ void lr_loop_add_transfer(lr_loop *l, lr_transfer *t)
         t->done(t, CURLE_FAILED_INIT);
 }
 
-int lr_loop_cancel(lr_loop *l, lr_timer_id id)
+bool lr_loop_cancel(lr_loop *l, lr_timer_id id)
 {
     pthread_mutex_lock(&l->mu);
     for (size_t i = 0; i < l->n; i++) {
         if (l->heap[i].id == id) {
             heap_remove(l, i);
             pthread_mutex_unlock(&l->mu);
-            return 1;
+            return true;
         }
     }
     pthread_mutex_unlock(&l->mu);
-    return 0;
+    return false;
 }
 
 typedef struct job {

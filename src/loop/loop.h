@@ -14,20 +14,24 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "core/err.h"
+
 typedef struct lr_loop lr_loop;
 typedef void (*lr_loop_fn)(void *arg);
 typedef uint64_t lr_timer_id;
 
 lr_loop *lr_loop_new(void);
-int lr_loop_start(lr_loop *l);
+/* Starts the loop thread; LR_ERR_IO when it cannot be made. */
+lr_err lr_loop_start(lr_loop *l);
 /* Stops the thread; pending timers are dropped without running. */
 void lr_loop_stop(lr_loop *l);
 void lr_loop_free(lr_loop *l);
 
 /* Runs fn(arg) on the loop thread after delay_ms; returns an id for cancel. */
 lr_timer_id lr_loop_timer(lr_loop *l, int64_t delay_ms, lr_loop_fn fn, void *arg);
-/* 1 when the timer was removed before running, 0 when it ran or is running. */
-int lr_loop_cancel(lr_loop *l, lr_timer_id id);
+/* True when the timer was removed before running, false when it ran or
+ * is running. */
+bool lr_loop_cancel(lr_loop *l, lr_timer_id id);
 
 /* Runs fn(arg) on the loop thread as soon as possible (any thread). */
 void lr_loop_post(lr_loop *l, lr_loop_fn fn, void *arg);

@@ -184,7 +184,8 @@ static size_t call_write(char *ptr, size_t size, size_t nmemb, void *ud)
     size_t n = size * nmemb;
     if (c->len + n + 1 > (c->max_len ? c->max_len : CALL_MAX_BODY))
         return 0; /* aborts: no answer we call for is this large */
-    return lr_buf_append(&c->body, &c->len, &c->cap, ptr, n) == 0 ? n : 0;
+    lr_buf_append(&c->body, &c->len, &c->cap, ptr, n);
+    return n;
 }
 
 static size_t call_header(char *buf, size_t size, size_t nitems, void *ud)

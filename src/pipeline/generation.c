@@ -16,16 +16,6 @@
 
 #define KEY_LIFETIME_MS (24LL * 3600 * 1000) /* an idempotency key is held this long */
 
-int lr_generation_charge(const lr_model *m, json_t *params, int outputs)
-{
-    return m ? lr_model_unit_price(m, params, outputs) * outputs : 0;
-}
-
-int lr_generation_refund(int unit_price, int failed_outputs)
-{
-    return unit_price * failed_outputs;
-}
-
 /* Everything a beginning generation carries from step to step, kept on
  * the heap while its reserve is in the database. */
 typedef struct {
@@ -37,7 +27,7 @@ typedef struct {
     int unit;           /* price of one output: the rules' or the quote's */
     json_t *params;     /* validated */
     json_t *input_urls; /* public URLs of the input images */
-    json_t *input_keys; /* the stored ones' object keys */
+    lr_strv input_keys; /* the stored ones' object keys */
     /* the reserve in flight and its answer */
     lr_reserve_req rr;
     char key_expiry[32], lease[32];
@@ -159,7 +149,7 @@ static lr_err put_input(begin *b, size_t i, const unsigned char *bytes, size_t n
     }
     if (e == LR_OK) {
         json_array_append_new(b->input_urls, json_string(url));
-        json_array_append_new(b->input_keys, json_string(key));
+        lr_strv_push(&b->input_keys, key);
     }
     free(url);
     free(key);
@@ -206,7 +196,6 @@ static bool input_images(begin *b)
 {
     const lr_begin_req *q = b->q;
     b->input_urls = json_array();
-    b->input_keys = json_array();
     if (q->image_url) {
         const char *why = NULL;
         if (strlen(q->image_url) > LR_MAX_IMAGE_URL_BYTES ||
@@ -373,7 +362,7 @@ static void start(begin *b)
         .unit_price = b->unit,
         .created_at = o->created_at,
         .input_urls = b->input_urls,
-        .input_keys = b->input_keys,
+        .input_keys = &b->input_keys,
         .request_id = q->request_id,
     };
     if (q->reserved)
@@ -389,11 +378,11 @@ static void start(begin *b)
 /* The end of a begin: done gets the result, then b goes. */
 static void complete(begin *b)
 {
-    if (b->out->kind != LR_BEGIN_STARTED && b->input_keys)
-        lr_store_remove_keys(b->p->store, b->input_keys); /* not going ahead */
+    if (b->out->kind != LR_BEGIN_STARTED)
+        lr_store_remove_keys(b->p->store, &b->input_keys); /* not going ahead */
     json_decref(b->params);
     json_decref(b->input_urls);
-    json_decref(b->input_keys);
+    lr_strv_clear(&b->input_keys);
     b->done(b->ctx, b->out);
     lr_begin_result_clear(&b->own);
     free(b);

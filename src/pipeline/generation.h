@@ -29,19 +29,13 @@
 #include "pipeline/pipeline.h"
 #include "pipeline/ratelimit.h"
 
-#define LR_MAX_OUTPUTS 4
 #define LR_MAX_PROMPT_BYTES 10000
 #define LR_MAX_INPUT_IMAGES 4
 #define LR_MAX_INPUT_IMAGE_BYTES (10u * 1024u * 1024u)
 #define LR_MAX_IMAGE_URL_BYTES 2048
 
-/* The money rule, in one place: n outputs of m with validated params cost
- * n times the unit price the catalog's price rules give
- * (lr_model_unit_price), or the quoted one, and each output that fails is
- * refunded at the unit price it was charged (settle, replays and cancels
- * all use these). */
-int lr_generation_charge(const lr_model *m, json_t *params, int outputs);
-int lr_generation_refund(int unit_price, int failed_outputs);
+/* The money rule (lr_generation_charge, lr_generation_refund) and
+ * LR_MAX_OUTPUTS are in pipeline.h: settle applies it too. */
 
 typedef struct {
     const char *user_id;

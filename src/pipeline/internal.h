@@ -23,9 +23,9 @@ typedef struct {
     int outputs_count;
     int unit_price; /* credits charged per output: what a failed one refunds */
     const char *created_at;
-    json_t *input_urls;     /* public URLs of input images, or NULL */
-    json_t *input_keys;     /* their object keys (removed with the generation), or NULL */
-    const char *request_id; /* the request that started it, for its log lines; NULL: none */
+    json_t *input_urls;        /* public URLs of input images, or NULL */
+    const lr_strv *input_keys; /* their object keys (removed with the generation), or NULL */
+    const char *request_id;    /* the request that started it, for its log lines; NULL: none */
 } lr_run_req;
 
 struct lr_pipeline {

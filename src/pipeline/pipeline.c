@@ -13,7 +13,6 @@
 
 #include "core/log.h"
 #include "core/util.h"
-#include "pipeline/generation.h"
 #include "pipeline/internal.h"
 
 #define MAX_OUTPUTS LR_MAX_OUTPUTS
@@ -22,6 +21,16 @@
  * first, and its settlement is the generation's only write after the
  * reserve. */
 #define STAGE_DEFER_MS 250
+
+int lr_generation_charge(const lr_model *m, json_t *params, int outputs)
+{
+    return m ? lr_model_unit_price(m, params, outputs) * outputs : 0;
+}
+
+int lr_generation_refund(int unit_price, int failed_outputs)
+{
+    return unit_price * failed_outputs;
+}
 
 /* One output's download from the provider's URL into storage. */
 typedef struct {
@@ -61,7 +70,7 @@ struct run {
     char *task_ids[MAX_OUTPUTS];
     download *dl[MAX_OUTPUTS];
     json_t *input_urls;
-    json_t *input_keys; /* stored input images: deleted with the generation */
+    lr_strv input_keys; /* stored input images: deleted with the generation */
     char *text;
     lr_code err_code; /* the first failed output's */
     char *err_msg;
@@ -182,7 +191,7 @@ static void run_free(run *r)
         free((char *)r->tasks[i].task_id);
     }
     json_decref(r->input_urls);
-    json_decref(r->input_keys);
+    lr_strv_clear(&r->input_keys);
     free(r->text);
     free(r->err_msg);
     free(r->prompt);
@@ -201,16 +210,6 @@ static void run_unref(run *r)
         run_free(r);
 }
 
-/* Task ids per output, null where none: the form set_stage and settle
- * store. */
-static json_t *task_ids_positional(char *const *ids, size_t n)
-{
-    json_t *a = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(a, ids[i] ? json_string(ids[i]) : json_null());
-    return a;
-}
-
 /* Writes the run's latest stage and task ids, one job per run at a time so
  * writes never overtake each other; tells the observer. On a worker. */
 static void stage_job(void *arg)
@@ -225,16 +224,18 @@ static void stage_job(void *arg)
             break;
         }
         lr_gen_stage st = r->stage;
-        json_t *tasks =
-            r->tasks_dirty ? task_ids_positional(r->task_ids, (size_t)r->outputs) : NULL;
+        lr_strv tasks = {0}; /* per output, NULL where none; copied: they change under mu */
+        bool dirty = r->tasks_dirty;
+        for (int i = 0; dirty && i < r->outputs; i++)
+            lr_strv_push(&tasks, r->task_ids[i]);
         r->tasks_dirty = false;
         pthread_mutex_unlock(&p->mu);
         lr_err e = p->db->ops->set_stage(p->db, r->id, lr_gen_status_name(LR_GEN_PROCESSING),
-                                         lr_gen_stage_name(st), tasks);
+                                         lr_gen_stage_name(st), dirty ? &tasks : NULL);
         if (e != LR_OK && e != LR_ERR_CONFLICT)
             lr_log(LR_LOG_WARN, rid(r), "generation %s: stage %s not recorded (%s)", r->id,
                    lr_gen_stage_name(st), lr_strerror(e));
-        json_decref(tasks);
+        lr_strv_clear(&tasks);
         pthread_mutex_lock(&p->mu);
         bool changed = st != r->stage_written;
         r->stage_written = st;
@@ -398,39 +399,33 @@ void lr_pipeline_unadmit(lr_pipeline *p, const char *user)
 }
 
 /* What settle records of a run: the URLs, object keys (the outputs' and
- * the inputs') and task ids of the outputs that have them, as the
- * database takes them (json) and as the outcome lends them (views into
- * the run). */
+ * the inputs') and task ids of the outputs that have them, as views into
+ * the run (which outlives its settlement), lent to the database and the
+ * outcome. */
 typedef struct {
-    json_t *urls, *keys, *task_ids;
     char *url_v[MAX_OUTPUTS], *task_v[MAX_OUTPUTS];
-    size_t n_urls, n_tasks;
+    char **key_v;
+    size_t n_urls, n_tasks, n_keys;
 } results;
 
 static void collect(const run *r, results *x)
 {
-    *x = (results){.urls = json_array(), .keys = json_array(), .task_ids = json_array()};
+    *x = (results){.key_v = lr_xcalloc((size_t)r->outputs + r->input_keys.n, sizeof(char *))};
     for (int i = 0; i < r->outputs; i++) {
-        if (r->urls[i]) {
-            json_array_append_new(x->urls, json_string(r->urls[i]));
+        if (r->urls[i])
             x->url_v[x->n_urls++] = r->urls[i];
-        }
         if (r->keys[i])
-            json_array_append_new(x->keys, json_string(r->keys[i]));
-        if (r->task_ids[i]) {
-            json_array_append_new(x->task_ids, json_string(r->task_ids[i]));
+            x->key_v[x->n_keys++] = r->keys[i];
+        if (r->task_ids[i])
             x->task_v[x->n_tasks++] = r->task_ids[i];
-        }
     }
-    if (r->input_keys)
-        json_array_extend(x->keys, r->input_keys);
+    for (size_t i = 0; i < r->input_keys.n; i++)
+        x->key_v[x->n_keys++] = r->input_keys.v[i];
 }
 
 static void results_clear(results *x)
 {
-    json_decref(x->urls);
-    json_decref(x->keys);
-    json_decref(x->task_ids);
+    free(x->key_v);
 }
 
 /* The run has settled: it leaves the registry, gives its user's slot
@@ -494,7 +489,7 @@ static void settled(void *arg)
         /* Canceled (or reaped) meanwhile: what was stored is nobody's. */
         if (!run_canceled(r))
             lr_log(LR_LOG_WARN, rid(r), "generation %s was already settled", r->id);
-        lr_store_remove_keys(p->store, st->x.keys);
+        lr_store_remove_keys(p->store, &st->s.storage_keys);
     } else if (e != LR_OK) {
         lr_log(LR_LOG_ERROR, rid(r),
                "generation %s could not be settled (%s); start-up recovery will refund it", r->id,
@@ -565,9 +560,9 @@ static void settle(run *r)
         .generation_id = r->id,
         .user_id = r->user_id,
         .status = lr_gen_status_name(st->status),
-        .result_urls = st->x.urls,
-        .storage_keys = st->x.keys,
-        .task_ids = st->x.task_ids,
+        .result_urls = {st->x.url_v, st->x.n_urls},
+        .storage_keys = {st->x.key_v, st->x.n_keys},
+        .task_ids = {st->x.task_v, st->x.n_tasks},
         .succeeded_count = r->succeeded,
         .failed_count = r->failed,
         .refund = lr_generation_refund(r->unit, r->failed),
@@ -810,9 +805,7 @@ static lr_err start_run(lr_pipeline *p, const lr_run_req *req, const lr_strv *ta
 {
     if (req->outputs_count < 1 || req->outputs_count > MAX_OUTPUTS)
         return LR_ERR_INVALID;
-    run *r = calloc(1, sizeof *r);
-    if (!r)
-        return LR_ERR_NOMEM;
+    run *r = lr_xcalloc(1, sizeof *r);
     r->p = p;
     snprintf(r->id, sizeof r->id, "%s", req->generation_id);
     snprintf(r->user_id, sizeof r->user_id, "%s", req->user_id);
@@ -822,7 +815,8 @@ static lr_err start_run(lr_pipeline *p, const lr_run_req *req, const lr_strv *ta
     r->prompt = strdup(req->prompt);
     r->params = json_incref(req->params);
     r->input_urls = json_incref(req->input_urls);
-    r->input_keys = json_incref(req->input_keys);
+    for (size_t i = 0; req->input_keys && i < req->input_keys->n; i++)
+        lr_strv_push(&r->input_keys, req->input_keys->v[i]);
     r->outputs = r->remaining = req->outputs_count;
     r->unit = req->unit_price;
     r->started_ms = lr_monotonic_ms();
@@ -932,9 +926,9 @@ static void resume_row(lr_pipeline *p, const lr_generation *g)
     };
     if (!req.user_id || !req.prompt || !req.created_at)
         return;
-    lr_log_fields(LR_LOG_WARN, NULL, "resuming generation left by a stopped process",
-                  json_pack("{s:s, s:o}", "generation_id", g->id, "task_ids",
-                            task_ids_positional(g->task_ids.v, g->task_ids.n)));
+    lr_log_fields(
+        LR_LOG_WARN, NULL, "resuming generation left by a stopped process",
+        json_pack("{s:s, s:o}", "generation_id", g->id, "task_ids", lr_strv_json(&g->task_ids)));
     start_run(p, &req, &g->task_ids, 0, NULL, NULL);
 }
 
@@ -1029,12 +1023,11 @@ static void stop_canceled_run(lr_pipeline *p, const char *id, int outputs, int r
 /* Settles unfinished generation g as canceled with a full refund. */
 static lr_err settle_canceled(lr_pipeline *p, const lr_generation *g, int *balance)
 {
-    json_t *tasks = task_ids_positional(g->task_ids.v, g->task_ids.n); /* kept as they were */
     lr_settle_req q = {
         .generation_id = g->id,
         .user_id = g->user_id,
         .status = lr_gen_status_name(LR_GEN_CANCELED),
-        .task_ids = tasks,
+        .task_ids = g->task_ids, /* kept as they were */
         .failed_count = g->outputs_count,
         .refund = g->credits_used, /* all that is still charged */
         .error_code = lr_code_name(LR_CODE_CANCELED),
@@ -1047,7 +1040,6 @@ static lr_err settle_canceled(lr_pipeline *p, const lr_generation *g, int *balan
         r->canceled = true;
     pthread_mutex_unlock(&p->mu);
     lr_err e = p->db->ops->settle(p->db, &q, balance);
-    json_decref(tasks);
     if (e == LR_OK)
         lr_log_fields(LR_LOG_INFO, NULL, "generation canceled",
                       json_pack("{s:s, s:i}", "generation_id", g->id, "refund", q.refund));
@@ -1113,15 +1105,7 @@ void lr_pipeline_poke(lr_pipeline *p, const char *id, int variant)
 
 bool lr_pipeline_purge_objects(lr_pipeline *p, const char *id, const lr_strv *keys)
 {
-    bool all = true;
-    for (size_t i = 0; i < keys->n; i++) {
-        lr_err e = keys->v[i] ? p->store->ops->remove(p->store, keys->v[i]) : LR_OK;
-        if (e != LR_OK && e != LR_ERR_NOT_FOUND) {
-            lr_warn("could not delete object %s (%s)", keys->v[i], lr_strerror(e));
-            all = false;
-        }
-    }
-    if (!all) {
+    if (!lr_store_remove_keys(p->store, keys)) {
         lr_warn("objects of deleted generation %s not all removed; will retry", id);
         return false;
     }

@@ -39,6 +39,16 @@
 
 typedef struct lr_pipeline lr_pipeline;
 
+#define LR_MAX_OUTPUTS 4
+
+/* The money rule, in one place: n outputs of m with validated params cost
+ * n times the unit price the catalog's price rules give
+ * (lr_model_unit_price), or the quoted one, and each output that fails is
+ * refunded at the unit price it was charged (begin, settle, replays and
+ * cancels all use these). */
+int lr_generation_charge(const lr_model *m, json_t *params, int outputs);
+int lr_generation_refund(int unit_price, int failed_outputs);
+
 /* How a generation ended (or, for a waiter whose wait ran out, that it
  * is still processing). Everything is borrowed for the duration of the
  * call that hands it over. */

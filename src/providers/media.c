@@ -39,7 +39,7 @@ typedef struct {
     unsigned char *diag; /* w + h - 1 indexes: diag[x + y] */
 } scene;
 
-static lr_err scene_init(scene *sc, const unsigned char *s, int w, int h)
+static void scene_init(scene *sc, const unsigned char *s, int w, int h)
 {
     sc->w = w;
     sc->h = h;
@@ -54,12 +54,9 @@ static lr_err scene_init(scene *sc, const unsigned char *s, int w, int h)
         memcpy(sc->palette[LEVELS + d], s + 15 + 3 * d, 3);
     }
     int n = w + h - 1, last = n > 1 ? n - 1 : 1;
-    sc->diag = malloc((size_t)n);
-    if (!sc->diag)
-        return LR_ERR_NOMEM;
+    sc->diag = lr_xmalloc((size_t)n);
     for (int k = 0; k < n; k++)
         sc->diag[k] = (unsigned char)(k * (LEVELS - 1) / last);
-    return LR_OK;
 }
 
 /* One row of indexes at time t: the discs move right by (d + 1) per t. */
@@ -106,18 +103,13 @@ lr_err lr_media_png(const char *prompt, int variant, int width, int height, lr_m
     unsigned char seed[SHA256_DIGEST_LENGTH];
     seed_of(prompt, variant, seed);
     scene sc;
-    if (scene_init(&sc, seed, width, height) != LR_OK)
-        return LR_ERR_NOMEM;
+    scene_init(&sc, seed, width, height);
     png_sink sink = {write, ctx, 0};
     png_structp p = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
     png_infop info = p ? png_create_info_struct(p) : NULL;
-    unsigned char *volatile row = malloc((size_t)width);
-    if (!p || !info || !row) {
-        png_destroy_write_struct(&p, &info);
-        free(row);
-        free(sc.diag);
-        return LR_ERR_NOMEM;
-    }
+    unsigned char *volatile row = lr_xmalloc((size_t)width);
+    if (!p || !info)
+        abort(); /* libpng allocates only; out of memory is fatal (lr_xmalloc) */
     if (setjmp(png_jmpbuf(p))) {
         png_destroy_write_struct(&p, &info);
         free(row);
@@ -135,10 +127,10 @@ lr_err lr_media_png(const char *prompt, int variant, int width, int height, lr_m
     for (int i = 0; i < LEVELS + 3; i++)
         plte[i] = (png_color){sc.palette[i][0], sc.palette[i][1], sc.palette[i][2]};
     png_set_PLTE(p, info, plte, LEVELS + 3);
-    png_text text = {.compression = PNG_TEXT_COMPRESSION_NONE,
+    png_text note = {.compression = PNG_TEXT_COMPRESSION_NONE,
                      .key = "Software",
                      .text = "LensRoom mock provider"};
-    png_set_text(p, info, &text, 1);
+    png_set_text(p, info, &note, 1);
     png_write_info(p, info);
     for (int y = 0; y < height; y++) {
         scene_row(&sc, y, 0, row);
@@ -179,10 +171,58 @@ static int encode_and_mux(AVCodecContext *enc, AVFormatContext *fmt, AVStream *s
     return rc;
 }
 
+enum { FPS = 12, FRAMES = 24, IOBUF = 16384 };
+
+/* The encoder of the mock's clips (x264 when built in, else MPEG-4 part
+ * 2), opened for w x h at FPS; NULL when it cannot be. */
+static AVCodecContext *open_encoder(const AVCodec *codec, const AVFormatContext *fmt, AVStream *st,
+                                    int width, int height)
+{
+    AVCodecContext *enc = avcodec_alloc_context3(codec);
+    if (!enc)
+        return NULL;
+    enc->width = width;
+    enc->height = height;
+    enc->pix_fmt = AV_PIX_FMT_YUV420P;
+    enc->time_base = (AVRational){1, FPS};
+    enc->framerate = (AVRational){FPS, 1};
+    enc->gop_size = FPS;
+    enc->thread_count = 1;
+    if (fmt->oformat->flags & AVFMT_GLOBALHEADER)
+        enc->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
+    if (!strcmp(codec->name, "libx264")) {
+        av_opt_set(enc->priv_data, "preset", "ultrafast", 0);
+        av_opt_set(enc->priv_data, "tune", "zerolatency", 0);
+    }
+    if (avcodec_open2(enc, codec, NULL) < 0 ||
+        avcodec_parameters_from_context(st->codecpar, enc) < 0)
+        avcodec_free_context(&enc);
+    return enc;
+}
+
+/* Frame t of the scene into fr (YUV 4:2:0); idx: a row of width bytes. */
+static void paint_frame(const scene *sc, const unsigned char (*yuv)[3], unsigned char *idx,
+                        AVFrame *fr, int t)
+{
+    for (int y = 0; y < sc->h; y++) {
+        scene_row(sc, y, t, idx);
+        uint8_t *luma = fr->data[0] + y * fr->linesize[0];
+        for (int x = 0; x < sc->w; x++)
+            luma[x] = yuv[idx[x]][0];
+        if (y & 1)
+            continue;
+        uint8_t *u = fr->data[1] + (y / 2) * fr->linesize[1];
+        uint8_t *v = fr->data[2] + (y / 2) * fr->linesize[2];
+        for (int x = 0; x < sc->w; x += 2) {
+            u[x / 2] = yuv[idx[x]][1];
+            v[x / 2] = yuv[idx[x]][2];
+        }
+    }
+}
+
 lr_err lr_media_mp4(const char *prompt, int variant, int width, int height, lr_media_write_fn write,
                     void *ctx)
 {
-    enum { FPS = 12, FRAMES = 24, IOBUF = 16384 };
     unsigned char seed[SHA256_DIGEST_LENGTH];
     seed_of(prompt, variant, seed);
     width &= ~1;
@@ -201,8 +241,9 @@ lr_err lr_media_mp4(const char *prompt, int variant, int width, int height, lr_m
     const AVCodec *codec = avcodec_find_encoder_by_name("libx264");
     if (!codec)
         codec = avcodec_find_encoder(AV_CODEC_ID_MPEG4);
-    if (!fr || !pkt || !iobuf || !codec || scene_init(&sc, seed, width, height) != LR_OK)
+    if (!fr || !pkt || !iobuf || !codec)
         goto done;
+    scene_init(&sc, seed, width, height);
     io = avio_alloc_context(iobuf, IOBUF, 1, &sink, NULL, av_write_cb, NULL);
     if (!io)
         goto done;
@@ -212,24 +253,7 @@ lr_err lr_media_mp4(const char *prompt, int variant, int width, int height, lr_m
     fmt->pb = io;
     fmt->flags |= AVFMT_FLAG_CUSTOM_IO;
     AVStream *st = avformat_new_stream(fmt, NULL);
-    enc = avcodec_alloc_context3(codec);
-    if (!st || !enc)
-        goto done;
-    enc->width = width;
-    enc->height = height;
-    enc->pix_fmt = AV_PIX_FMT_YUV420P;
-    enc->time_base = (AVRational){1, FPS};
-    enc->framerate = (AVRational){FPS, 1};
-    enc->gop_size = FPS;
-    enc->thread_count = 1;
-    if (fmt->oformat->flags & AVFMT_GLOBALHEADER)
-        enc->flags |= AV_CODEC_FLAG_GLOBAL_HEADER;
-    if (!strcmp(codec->name, "libx264")) {
-        av_opt_set(enc->priv_data, "preset", "ultrafast", 0);
-        av_opt_set(enc->priv_data, "tune", "zerolatency", 0);
-    }
-    if (avcodec_open2(enc, codec, NULL) < 0 ||
-        avcodec_parameters_from_context(st->codecpar, enc) < 0)
+    if (!st || !(enc = open_encoder(codec, fmt, st, width, height)))
         goto done;
     st->time_base = enc->time_base;
     /* Fragmented MP4 needs no seek back to write the index: it streams. */
@@ -241,9 +265,7 @@ lr_err lr_media_mp4(const char *prompt, int variant, int width, int height, lr_m
     fr->height = height;
     if (av_frame_get_buffer(fr, 0) < 0)
         goto done;
-    idx = malloc((size_t)width);
-    if (!idx)
-        goto done;
+    idx = lr_xmalloc((size_t)width);
     /* BT.601 limited range, once per palette entry rather than per pixel. */
     unsigned char yuv[256][3];
     for (int k = 0; k < LEVELS + 3; k++) {
@@ -255,20 +277,7 @@ lr_err lr_media_mp4(const char *prompt, int variant, int width, int height, lr_m
     for (int i = 0; i < FRAMES; i++) {
         if (av_frame_make_writable(fr) < 0)
             goto done;
-        for (int y = 0; y < height; y++) {
-            scene_row(&sc, y, i * 2, idx);
-            uint8_t *luma = fr->data[0] + y * fr->linesize[0];
-            for (int x = 0; x < width; x++)
-                luma[x] = yuv[idx[x]][0];
-            if (y & 1)
-                continue;
-            uint8_t *u = fr->data[1] + (y / 2) * fr->linesize[1];
-            uint8_t *v = fr->data[2] + (y / 2) * fr->linesize[2];
-            for (int x = 0; x < width; x += 2) {
-                u[x / 2] = yuv[idx[x]][1];
-                v[x / 2] = yuv[idx[x]][2];
-            }
-        }
+        paint_frame(&sc, (const unsigned char(*)[3])yuv, idx, fr, i * 2);
         fr->pts = i;
         if (encode_and_mux(enc, fmt, st, fr, pkt) < 0)
             goto done;

@@ -9,16 +9,13 @@
 #include "core/metrics.h"
 #include "core/util.h"
 
-bool lr_store_remove_keys(lr_store *s, json_t *keys)
+bool lr_store_remove_keys(lr_store *s, const lr_strv *keys)
 {
     bool all = true;
-    size_t i;
-    json_t *k;
-    json_array_foreach(keys, i, k)
-    {
-        lr_err e = s->ops->remove(s, json_string_value(k));
+    for (size_t i = 0; i < keys->n; i++) {
+        lr_err e = keys->v[i] ? s->ops->remove(s, keys->v[i]) : LR_OK;
         if (e != LR_OK && e != LR_ERR_NOT_FOUND) {
-            lr_warn("could not delete object %s (%s)", json_string_value(k), lr_strerror(e));
+            lr_warn("could not delete object %s (%s)", keys->v[i], lr_strerror(e));
             all = false;
         }
     }

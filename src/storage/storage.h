@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 
 #include "core/err.h"
+#include "core/util.h"
 #include "storage/mime.h"
 
 #define LR_STORE_MAX_BYTES (50u * 1024u * 1024u) /* the bucket's file_size_limit */
@@ -61,9 +62,9 @@ bool lr_store_key_valid(const char *key);
  * many it removed and logs them. */
 int lr_temp_create(char *path_template);
 int lr_temp_sweep(const char *dir, const char *prefix, int depth);
-/* Removes every key of the JSON array keys (missing ones count as removed);
+/* Removes every key of keys (missing ones and NULL entries count as removed);
  * logs each failure. True when all are gone. Blocking (remote backends). */
-bool lr_store_remove_keys(lr_store *s, json_t *keys);
+bool lr_store_remove_keys(lr_store *s, const lr_strv *keys);
 /* {url_prefix}/{key}, malloc'd. */
 char *lr_store_public_url(const lr_store *s, const char *key);
 void lr_store_close(lr_store *s);

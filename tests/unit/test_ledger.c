@@ -225,8 +225,11 @@ static void test_settle_success_charges_once_and_reads_back_typed(void **state)
                                   &balance, NULL),
                      LR_OK);
     assert_int_equal(balance, 4);
-    json_t *tasks = json_pack("[s, n]", "task-1");
-    assert_int_equal(f->db->ops->set_stage(f->db, id, "processing", "storing", tasks), LR_OK);
+    char *task_v[] = {"task-1", NULL},
+         *url_v[] = {"https://cdn.example/a.png", "https://cdn.example/b.png"};
+    char *key_v[] = {"u/photo/a.png", "u/photo/b.png"};
+    lr_strv tasks = {task_v, 2};
+    assert_int_equal(f->db->ops->set_stage(f->db, id, "processing", "storing", &tasks), LR_OK);
     lr_generation g;
     assert_int_equal(f->db->ops->get_generation(f->db, NULL, id, &g), LR_OK);
     assert_string_equal(g.status, "processing");
@@ -239,12 +242,10 @@ static void test_settle_success_charges_once_and_reads_back_typed(void **state)
     assert_true(lr_generation_unfinished(&g));
     lr_generation_clear(&g);
 
-    json_t *urls = json_pack("[s, s]", "https://cdn.example/a.png", "https://cdn.example/b.png");
-    json_t *keys = json_pack("[s, s]", "u/photo/a.png", "u/photo/b.png");
     lr_settle_req s = {.generation_id = id,
                        .status = "success",
-                       .result_urls = urls,
-                       .storage_keys = keys,
+                       .result_urls = {url_v, 2},
+                       .storage_keys = {key_v, 2},
                        .task_ids = tasks,
                        .succeeded_count = 2,
                        .text = "two foxes",
@@ -279,9 +280,6 @@ static void test_settle_success_charges_once_and_reads_back_typed(void **state)
     assert_int_equal(ledger_rows(f, id, "generation"), 1);
     assert_int_equal(ledger_rows(f, id, "refund"), 0);
     json_decref(params);
-    json_decref(tasks);
-    json_decref(urls);
-    json_decref(keys);
     assert_ledger_consistent(f);
     assert_audit_sound(f);
 }
@@ -408,9 +406,11 @@ static void test_delete_hides_and_queues_objects(void **state)
     assert_int_equal(reserve(f, id, 2, &balance), LR_OK);
     lr_strv keys;
     assert_int_equal(f->db->ops->mark_deleted(f->db, f->user, id, &keys), LR_ERR_CONFLICT);
-    json_t *stored = json_pack("[s]", "u/photo/x.png");
-    lr_settle_req s = {
-        .generation_id = id, .status = "success", .succeeded_count = 1, .storage_keys = stored};
+    char *stored[] = {"u/photo/x.png"};
+    lr_settle_req s = {.generation_id = id,
+                       .status = "success",
+                       .succeeded_count = 1,
+                       .storage_keys = {stored, 1}};
     assert_int_equal(f->db->ops->settle(f->db, &s, &balance), LR_OK);
     char other[LR_UUID_LEN + 1];
     lr_uuid_v4(other);
@@ -435,7 +435,6 @@ static void test_delete_hides_and_queues_objects(void **state)
     for (size_t i = 0; i < purges.n; i++)
         assert_string_not_equal(purges.v[i].id, id);
     lr_purge_list_clear(&purges);
-    json_decref(stored);
     assert_int_equal(balance_of(f), 3); /* deleting moves no credit */
     assert_ledger_consistent(f);
 }
@@ -453,8 +452,9 @@ static void test_expired_work_is_reaped_or_claimed_once(void **state)
     assert_int_equal(
         reserve_with(f, &(reservation){.cost = 3, .lease_ms = -60000}, live, &balance, NULL),
         LR_OK);
-    json_t *tasks = json_pack("[s]", "task-9");
-    assert_int_equal(f->db->ops->set_stage(f->db, live, "processing", "submitted", tasks), LR_OK);
+    char *task_v[] = {"task-9"};
+    lr_strv tasks = {task_v, 1};
+    assert_int_equal(f->db->ops->set_stage(f->db, live, "processing", "submitted", &tasks), LR_OK);
     /* and one whose lease still holds */
     assert_int_equal(reserve(f, held, 1, &balance), LR_OK);
     assert_int_equal(balance_of(f), 4);
@@ -506,7 +506,6 @@ static void test_expired_work_is_reaped_or_claimed_once(void **state)
     assert_string_equal(g.error_code, "interrupted");
     lr_generation_clear(&g);
     assert_int_equal(ledger_rows(f, dead, "refund"), 1);
-    json_decref(tasks);
     assert_ledger_consistent(f);
     assert_audit_sound(f);
 }

@@ -137,7 +137,7 @@ static void proc_start(fixture *f, proc *p, int lease_s)
     p->pipeline = lr_pipeline_new(f->db, f->store, &p->provider->base, f->catalog, f->net, p->loop,
                                   p->workers, lease_s);
     assert_non_null(p->pipeline);
-    assert_int_equal(lr_loop_start(p->loop), 0);
+    assert_int_equal(lr_loop_start(p->loop), LR_OK);
 }
 
 /* Stops the process where it stands: whatever runs is abandoned, its
