@@ -32,7 +32,7 @@ CREATE TABLE IF NOT EXISTS lensroom.generation_days (
   failed    bigint NOT NULL DEFAULT 0,
   canceled  bigint NOT NULL DEFAULT 0,
   PRIMARY KEY (day, model, backend)
-);
+) WITH (fillfactor = 30);
 
 CREATE TABLE IF NOT EXISTS lensroom.ledger_days (
   day      date NOT NULL,
@@ -43,42 +43,69 @@ CREATE TABLE IF NOT EXISTS lensroom.ledger_days (
   refunded bigint NOT NULL DEFAULT 0, -- refund
   granted  bigint NOT NULL DEFAULT 0, -- bonus and adjustment, net
   PRIMARY KEY (day, backend)
-);
+) WITH (fillfactor = 30);
 
--- The trigger functions hold their upserts themselves (a nested function
--- call would cost an executor start per row). A settle moves one
--- generation between the status columns of one row: one upsert. Any other
--- change takes OLD away and adds NEW.
-CREATE OR REPLACE FUNCTION lensroom.generation_days_track() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $$
-DECLARE
-  same boolean := TG_OP = 'UPDATE' AND OLD.model = NEW.model
-    AND (OLD.created_at AT TIME ZONE 'UTC')::date = (NEW.created_at AT TIME ZONE 'UTC')::date;
+-- Adds to one rollup row of this backend: an UPDATE, which finds the row
+-- but on the day's first write (cheaper than INSERT ... ON CONFLICT on
+-- every call; the low fillfactor keeps these updates HOT, so the index is
+-- not touched), else an insert.
+CREATE OR REPLACE FUNCTION lensroom.generation_days_add(p_day date, p_model text, p_n integer,
+  p_ok integer, p_failed integer, p_canceled integer)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $$
 BEGIN
-  IF TG_OP <> 'INSERT' THEN
+  UPDATE lensroom.generation_days d SET created = d.created + p_n,
+         succeeded = d.succeeded + p_ok, failed = d.failed + p_failed,
+         canceled = d.canceled + p_canceled
+   WHERE d.day = p_day AND d.model = p_model AND d.backend = pg_backend_pid();
+  IF NOT FOUND THEN
     INSERT INTO lensroom.generation_days AS d (day, model, backend, created, succeeded, failed,
                                                canceled)
-    VALUES ((OLD.created_at AT TIME ZONE 'UTC')::date, OLD.model, pg_backend_pid(),
-            CASE WHEN same THEN 0 ELSE -1 END,
-            (CASE WHEN same AND NEW.status = 'success' THEN 1 ELSE 0 END)
-              - (OLD.status = 'success')::int,
-            (CASE WHEN same AND NEW.status = 'failed' THEN 1 ELSE 0 END)
-              - (OLD.status = 'failed')::int,
-            (CASE WHEN same AND NEW.status = 'canceled' THEN 1 ELSE 0 END)
-              - (OLD.status = 'canceled')::int)
+    VALUES (p_day, p_model, pg_backend_pid(), p_n, p_ok, p_failed, p_canceled)
     ON CONFLICT (day, model, backend) DO UPDATE SET
       created = d.created + EXCLUDED.created, succeeded = d.succeeded + EXCLUDED.succeeded,
       failed = d.failed + EXCLUDED.failed, canceled = d.canceled + EXCLUDED.canceled;
   END IF;
-  IF TG_OP <> 'DELETE' AND NOT same THEN
-    INSERT INTO lensroom.generation_days AS d (day, model, backend, created, succeeded, failed,
-                                               canceled)
-    VALUES ((NEW.created_at AT TIME ZONE 'UTC')::date, NEW.model, pg_backend_pid(), 1,
-            (NEW.status = 'success')::int, (NEW.status = 'failed')::int,
-            (NEW.status = 'canceled')::int)
-    ON CONFLICT (day, model, backend) DO UPDATE SET
-      created = d.created + 1, succeeded = d.succeeded + EXCLUDED.succeeded,
-      failed = d.failed + EXCLUDED.failed, canceled = d.canceled + EXCLUDED.canceled;
+END $$;
+
+CREATE OR REPLACE FUNCTION lensroom.ledger_days_add(p_day date, p_n integer, p_spent bigint,
+  p_bought bigint, p_refunded bigint, p_granted bigint)
+RETURNS void LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $$
+BEGIN
+  UPDATE lensroom.ledger_days d SET rows = d.rows + p_n, spent = d.spent + p_spent,
+         bought = d.bought + p_bought, refunded = d.refunded + p_refunded,
+         granted = d.granted + p_granted
+   WHERE d.day = p_day AND d.backend = pg_backend_pid();
+  IF NOT FOUND THEN
+    INSERT INTO lensroom.ledger_days AS d (day, backend, rows, spent, bought, refunded, granted)
+    VALUES (p_day, pg_backend_pid(), p_n, p_spent, p_bought, p_refunded, p_granted)
+    ON CONFLICT (day, backend) DO UPDATE SET
+      rows = d.rows + EXCLUDED.rows, spent = d.spent + EXCLUDED.spent,
+      bought = d.bought + EXCLUDED.bought, refunded = d.refunded + EXCLUDED.refunded,
+      granted = d.granted + EXCLUDED.granted;
+  END IF;
+END $$;
+
+-- A settle moves one generation between the status columns of one row:
+-- one call. Any other change takes OLD away and adds NEW.
+CREATE OR REPLACE FUNCTION lensroom.generation_days_track() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $$
+BEGIN
+  IF TG_OP = 'UPDATE' AND OLD.model = NEW.model
+     AND (OLD.created_at AT TIME ZONE 'UTC')::date = (NEW.created_at AT TIME ZONE 'UTC')::date THEN
+    PERFORM lensroom.generation_days_add((NEW.created_at AT TIME ZONE 'UTC')::date, NEW.model, 0,
+      (NEW.status = 'success')::int - (OLD.status = 'success')::int,
+      (NEW.status = 'failed')::int - (OLD.status = 'failed')::int,
+      (NEW.status = 'canceled')::int - (OLD.status = 'canceled')::int);
+    RETURN NULL;
+  END IF;
+  IF TG_OP <> 'INSERT' THEN
+    PERFORM lensroom.generation_days_add((OLD.created_at AT TIME ZONE 'UTC')::date, OLD.model, -1,
+      -(OLD.status = 'success')::int, -(OLD.status = 'failed')::int,
+      -(OLD.status = 'canceled')::int);
+  END IF;
+  IF TG_OP <> 'DELETE' THEN
+    PERFORM lensroom.generation_days_add((NEW.created_at AT TIME ZONE 'UTC')::date, NEW.model, 1,
+      (NEW.status = 'success')::int, (NEW.status = 'failed')::int, (NEW.status = 'canceled')::int);
   END IF;
   RETURN NULL;
 END $$;
@@ -87,28 +114,18 @@ CREATE OR REPLACE FUNCTION lensroom.ledger_days_track() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $$
 BEGIN
   IF TG_OP <> 'INSERT' THEN
-    INSERT INTO lensroom.ledger_days AS d (day, backend, rows, spent, bought, refunded, granted)
-    VALUES ((OLD.created_at AT TIME ZONE 'UTC')::date, pg_backend_pid(), -1,
-            CASE WHEN OLD.type = 'generation' THEN OLD.amount ELSE 0 END,
-            CASE WHEN OLD.type = 'purchase' THEN -OLD.amount ELSE 0 END,
-            CASE WHEN OLD.type = 'refund' THEN -OLD.amount ELSE 0 END,
-            CASE WHEN OLD.type IN ('bonus', 'adjustment') THEN -OLD.amount ELSE 0 END)
-    ON CONFLICT (day, backend) DO UPDATE SET
-      rows = d.rows + EXCLUDED.rows, spent = d.spent + EXCLUDED.spent,
-      bought = d.bought + EXCLUDED.bought, refunded = d.refunded + EXCLUDED.refunded,
-      granted = d.granted + EXCLUDED.granted;
+    PERFORM lensroom.ledger_days_add((OLD.created_at AT TIME ZONE 'UTC')::date, -1,
+      CASE WHEN OLD.type = 'generation' THEN OLD.amount ELSE 0 END,
+      CASE WHEN OLD.type = 'purchase' THEN -OLD.amount ELSE 0 END,
+      CASE WHEN OLD.type = 'refund' THEN -OLD.amount ELSE 0 END,
+      CASE WHEN OLD.type IN ('bonus', 'adjustment') THEN -OLD.amount ELSE 0 END);
   END IF;
   IF TG_OP <> 'DELETE' THEN
-    INSERT INTO lensroom.ledger_days AS d (day, backend, rows, spent, bought, refunded, granted)
-    VALUES ((NEW.created_at AT TIME ZONE 'UTC')::date, pg_backend_pid(), 1,
-            CASE WHEN NEW.type = 'generation' THEN -NEW.amount ELSE 0 END,
-            CASE WHEN NEW.type = 'purchase' THEN NEW.amount ELSE 0 END,
-            CASE WHEN NEW.type = 'refund' THEN NEW.amount ELSE 0 END,
-            CASE WHEN NEW.type IN ('bonus', 'adjustment') THEN NEW.amount ELSE 0 END)
-    ON CONFLICT (day, backend) DO UPDATE SET
-      rows = d.rows + 1, spent = d.spent + EXCLUDED.spent,
-      bought = d.bought + EXCLUDED.bought, refunded = d.refunded + EXCLUDED.refunded,
-      granted = d.granted + EXCLUDED.granted;
+    PERFORM lensroom.ledger_days_add((NEW.created_at AT TIME ZONE 'UTC')::date, 1,
+      CASE WHEN NEW.type = 'generation' THEN -NEW.amount ELSE 0 END,
+      CASE WHEN NEW.type = 'purchase' THEN NEW.amount ELSE 0 END,
+      CASE WHEN NEW.type = 'refund' THEN NEW.amount ELSE 0 END,
+      CASE WHEN NEW.type IN ('bonus', 'adjustment') THEN NEW.amount ELSE 0 END);
   END IF;
   RETURN NULL;
 END $$;
@@ -186,7 +203,10 @@ CREATE INDEX IF NOT EXISTS idx_generations_model_created_duration
 DROP INDEX IF EXISTS public.idx_generations_created_model;
 
 REVOKE ALL ON lensroom.generation_days, lensroom.ledger_days FROM PUBLIC, anon, authenticated;
-REVOKE ALL ON FUNCTION lensroom.rollups_rebuild() FROM PUBLIC, anon, authenticated;
+REVOKE ALL ON FUNCTION lensroom.rollups_rebuild(),
+  lensroom.generation_days_add(date, text, integer, integer, integer, integer),
+  lensroom.ledger_days_add(date, integer, bigint, bigint, bigint, bigint)
+  FROM PUBLIC, anon, authenticated;
 
 -- The email of each user as the token claims seen last said it (lowercased
 -- copy for the admin search by prefix, compared bytewise). Written once
