@@ -20,8 +20,8 @@
 -- same name (docs/ADMIN.md).
 --
 -- Idempotent: the tables are rebuilt from the rows by
--- lensroom.rollups_rebuild(), which this migration runs under a lock that
--- keeps writers out until the triggers are in place.
+-- lensroom.rollups_rebuild(), which this migration runs after creating the
+-- triggers, under a lock that keeps writers out until it commits.
 
 CREATE TABLE IF NOT EXISTS lensroom.generation_days (
   day       date NOT NULL,
@@ -146,6 +146,9 @@ END $$;
 CREATE OR REPLACE FUNCTION lensroom.rollups_rebuild() RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $$
 BEGIN
+  -- Writers wait until the caller's transaction ends: every row is counted
+  -- here or, once committed after it, by the triggers.
+  LOCK TABLE public.generations, public.credit_transactions IN SHARE ROW EXCLUSIVE MODE;
   DELETE FROM lensroom.generation_days;
   INSERT INTO lensroom.generation_days (day, model, backend, created, succeeded, failed, canceled)
   SELECT (g.created_at AT TIME ZONE 'UTC')::date, g.model, 0, count(*),
@@ -161,10 +164,6 @@ BEGIN
          coalesce(sum(t.amount) FILTER (WHERE t.type IN ('bonus', 'adjustment')), 0)
     FROM public.credit_transactions t GROUP BY 1;
 END $$;
-
--- Writers wait from here to the commit: no row lands between the backfill
--- and the triggers.
-LOCK TABLE public.generations, public.credit_transactions IN SHARE ROW EXCLUSIVE MODE;
 
 DROP TRIGGER IF EXISTS generations_days_insert ON public.generations;
 CREATE TRIGGER generations_days_insert AFTER INSERT OR DELETE ON public.generations
@@ -205,7 +204,8 @@ DROP INDEX IF EXISTS public.idx_generations_created_model;
 REVOKE ALL ON lensroom.generation_days, lensroom.ledger_days FROM PUBLIC, anon, authenticated;
 REVOKE ALL ON FUNCTION lensroom.rollups_rebuild(),
   lensroom.generation_days_add(date, text, integer, integer, integer, integer),
-  lensroom.ledger_days_add(date, integer, bigint, bigint, bigint, bigint)
+  lensroom.ledger_days_add(date, integer, bigint, bigint, bigint, bigint),
+  lensroom.generation_days_track(), lensroom.ledger_days_track(), lensroom.rollups_truncated()
   FROM PUBLIC, anon, authenticated;
 
 -- The email of each user as the token claims seen last said it (lowercased
