@@ -2,7 +2,7 @@
 # Checks that no #include in src/ points up a layer. Each folder of src/ is a
 # layer; a file may include its own folder and the layers below it, never
 # one above or beside it. The order (lowest first):
-#   core < loop < db, storage, http, net < auth, providers < pipeline, backup, billing
+#   core < loop < db, storage, http, net < auth, providers, media < pipeline, backup, billing
 #        < cli, app.h < api < main.c
 # Prints each offending include and exits 1; silent when all is well.
 set -euo pipefail
@@ -12,7 +12,7 @@ level() {
   case "$1" in
     core) echo 0 ;; loop) echo 1 ;;
     db | storage | http | net) echo 2 ;;
-    auth | providers) echo 3 ;;
+    auth | providers | media) echo 3 ;;
     pipeline | backup | billing) echo 4 ;;
     cli | app.h) echo 5 ;;
     api) echo 6 ;;

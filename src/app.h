@@ -13,6 +13,8 @@
 #include "db/admin.h"
 #include "db/db.h"
 #include "loop/loop.h"
+#include "media/jobs.h"
+#include "media/render.h"
 #include "net/net.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/ratelimit.h"
@@ -38,7 +40,9 @@ typedef struct {
     lr_hooks *hooks;           /* outgoing webhooks */
     lr_billing_db *billing_db; /* their tables */
     int64_t started_ms;
-    lr_admin *admin; /* operator reads: readiness, /metrics totals, analytics */
+    lr_admin *admin;       /* operator reads: readiness, /metrics totals, analytics */
+    lr_previews *previews; /* NULL: LENSROOM_PREVIEWS off */
+    lr_render *render;     /* resized images; NULL unless the storage is local */
     /* Set once SIGTERM arrived (the one field written after start):
      * /readyz answers 503 from then on. */
     atomic_bool draining;

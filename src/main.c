@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -333,6 +334,24 @@ static void wire_billing(const lr_config *cfg, lr_app *app, lr_billing_db *bdb, 
     app->billing = billing;
 }
 
+/* The preview jobs' threads; their limits are the defaults of
+ * media/transform.h, the time limit and queue from the configuration;
+ * {data_dir}/tmp holds a preview while it is written. */
+static void start_previews(const lr_config *cfg, lr_app *app)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s/tmp", cfg->data_dir);
+    mkdir(tmp, 0700);
+    lr_temp_sweep(tmp, ".lr-preview-", 0); /* what a killed job left */
+    app->previews = lr_previews_new(app->db, app->store,
+                                    &(lr_previews_opts){.threads = cfg->preview_workers,
+                                                        .queue_max = cfg->preview_queue,
+                                                        .time_limit_s = cfg->preview_timeout_s,
+                                                        .tmp_dir = tmp,
+                                                        .limits = lr_media_default_limits()});
+    lr_pipeline_set_previews(app->pipeline, app->previews);
+}
+
 /* Once the loop runs: the JWKS, the event hub and observers, the webhook
  * queue, recovery of what a stopped process left, and maintenance. */
 static void start_services(const lr_config *cfg, lr_app *app)
@@ -345,6 +364,11 @@ static void start_services(const lr_config *cfg, lr_app *app)
     app->events =
         lr_events_new(app->db, app->pipeline, app->loop, app->workers, cfg->sse_keepalive_s);
     lr_pipeline_observe(app->pipeline, observe_all, app);
+    if (app->previews) {
+        lr_events_wait_previews(app->events, cfg->preview_timeout_s + 30);
+        lr_previews_on_done(app->previews, lr_events_preview, app->events);
+        lr_previews_recover(app->previews);
+    }
     lr_hooks_start(app->hooks);
     int recovered = lr_pipeline_recover(app->pipeline);
     if (recovered > 0)
@@ -370,7 +394,9 @@ static int cmd_serve(void)
     char *err = NULL;
     int rc = 1;
     tune_malloc();
-    if (load_config(&cfg) != 0 || open_db(&cfg, &db, cfg.http_threads + cfg.workers + 1) != 0)
+    if (load_config(&cfg) != 0 ||
+        open_db(&cfg, &db,
+                cfg.http_threads + cfg.workers + 1 + (cfg.previews ? cfg.preview_workers : 0)) != 0)
         goto out_cfg;
     if (open_billing(&cfg, db, &bdb, &packs) != 0)
         goto out_db;
@@ -409,6 +435,13 @@ static int cmd_serve(void)
         lr_pipeline_new(db, store, app.provider, catalog, net, app.loop, app.workers, cfg.lease_s);
     if (app.pipeline)
         lr_pipeline_set_retry(app.pipeline, cfg.retry_ms);
+    if (app.pipeline && cfg.previews)
+        start_previews(&cfg, &app);
+    if (store->ops->open_local) {
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s/render-cache", cfg.data_dir);
+        app.render = lr_render_new(store, dir, (uint64_t)cfg.render_cache_mb << 20, 10000);
+    }
     app.ratelimit = lr_ratelimit_new(cfg.user_rate_per_min);
     if (!app.loop || !app.workers || !app.provider || !app.pipeline ||
         lr_loop_start(app.loop) != LR_OK)
@@ -425,6 +458,8 @@ out_all:
     lr_cli_backups_stop(backups);
     lr_loop_stop(app.loop);
     lr_workers_free(app.workers);
+    lr_previews_free(app.previews); /* a job cut short stays processing for the next start */
+    lr_render_free(app.render);
     lr_hooks_free(app.hooks);
     if (app.pipeline)
         lr_pipeline_release_claims(app.pipeline);

@@ -49,9 +49,19 @@ void lr_api_bad_query(lr_req *req, const char *field, const char *msg);
 /* Replies with code's HTTP status (from LR_ERROR_MAP) and the uniform
  * error body; msg NULL: the code's default message. extra is stolen. */
 void lr_api_error(lr_req *req, lr_code code, const char *msg, json_t *extra);
+/* Idempotency-Key: 1-200 visible ASCII characters, optionally as a quoted
+ * sf-string, into out (*present: whether the header came); false (and a
+ * 400 reply) when malformed. */
+bool lr_api_idempotency_key(lr_req *req, char out[204], bool *present);
+/* SHA-256 hex of the request body: what a retry with the same key must match. */
+void lr_api_body_sha256(lr_req *req, char hex[65]);
 
 void lr_api_infer(lr_app *app, lr_req *req);
 void lr_api_quote(lr_app *app, lr_req *req);
+void lr_api_runs_create(lr_app *app, lr_req *req);
+void lr_api_run_get(lr_app *app, lr_req *req, const char *id);
+void lr_api_run_cancel(lr_app *app, lr_req *req, const char *id);
+void lr_api_run_events(lr_app *app, lr_req *req, const char *id);
 void lr_api_models(lr_app *app, lr_req *req);
 void lr_api_generations_list(lr_app *app, lr_req *req);
 void lr_api_generation_get(lr_app *app, lr_req *req, const char *id);
@@ -64,6 +74,9 @@ void lr_api_credits_transactions(lr_app *app, lr_req *req);
 void lr_api_admin_credits(lr_app *app, lr_req *req);
 void lr_api_health(lr_app *app, lr_req *req);
 void lr_api_public_file(lr_app *app, lr_req *req, const char *bucket_and_key);
+/* Supabase's image transformation URL: a resized variant of a stored image
+ * (local storage; redirected to Supabase's own with Supabase storage). */
+void lr_api_render_image(lr_app *app, lr_req *req, const char *bucket_and_key);
 
 /* Operations (ops.c) and the admin API (admin.c). */
 void lr_api_ready(lr_app *app, lr_req *req);

@@ -1,4 +1,5 @@
 /* Request helpers shared by the handlers. */
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,4 +195,37 @@ bool lr_api_service_key(lr_app *app, lr_req *req)
         return false;
     }
     return true;
+}
+
+bool lr_api_idempotency_key(lr_req *req, char out[204], bool *present)
+{
+    const char *h = lr_req_header(req, "Idempotency-Key");
+    *present = h != NULL;
+    if (!h)
+        return true;
+    size_t n = strlen(h);
+    if (n >= 2 && h[0] == '"' && h[n - 1] == '"') {
+        h++;
+        n -= 2;
+    }
+    bool ok = n >= 1 && n <= 200;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = h[i] >= 0x21 && h[i] <= 0x7e && h[i] != '"';
+    if (!ok) {
+        lr_api_error(req, LR_CODE_INVALID_IDEMPOTENCY_KEY,
+                     "Idempotency-Key must be 1 to 200 visible ASCII characters", NULL);
+        return false;
+    }
+    memcpy(out, h, n);
+    out[n] = '\0';
+    return true;
+}
+
+void lr_api_body_sha256(lr_req *req, char hex[65])
+{
+    size_t len;
+    const char *body = lr_req_body(req, &len);
+    unsigned char d[32];
+    EVP_Digest(body, len, d, NULL, EVP_sha256(), NULL);
+    lr_hex(d, 32, hex);
 }

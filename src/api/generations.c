@@ -161,10 +161,11 @@ void lr_api_generation_events(lr_app *app, lr_req *req, const char *id)
     if (!last)
         last = lr_req_query(req, "lastEventId");
     long last_id = 0;
-    if (last && lr_parse_long(last, 0, 5, &last_id) != 0)
+    int end = lr_events_preview_follows(app->events, &g) ? 6 : 5; /* the stream's last event */
+    if (last && lr_parse_long(last, 0, 6, &last_id) != 0)
         lr_api_error(req, LR_CODE_INVALID_LAST_EVENT_ID,
-                     "Last-Event-ID must be an event id from this stream (0 to 5)", NULL);
-    else if (last_id >= 5 && !lr_generation_unfinished(&g))
+                     "Last-Event-ID must be an event id from this stream (0 to 6)", NULL);
+    else if (last_id >= end && !lr_generation_unfinished(&g))
         lr_req_reply_empty(req, 204); /* the client has seen the end: EventSource stops */
     else
         lr_events_open(app->events, req, user, &g, (int)last_id);

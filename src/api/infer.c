@@ -8,8 +8,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include <openssl/evp.h>
-
 #include "api/api.h"
 #include "api/render.h"
 #include "pipeline/generation.h"
@@ -175,41 +173,6 @@ static void answer(lr_req *req, bool suspended, const lr_begin_result *r)
     }
 }
 
-/* Idempotency-Key: 1-200 visible ASCII characters, optionally as a quoted
- * sf-string. Returns false (and replies 400) when malformed. */
-static bool idempotency_key(lr_req *req, char out[204], bool *present)
-{
-    const char *h = lr_req_header(req, "Idempotency-Key");
-    *present = h != NULL;
-    if (!h)
-        return true;
-    size_t n = strlen(h);
-    if (n >= 2 && h[0] == '"' && h[n - 1] == '"') {
-        h++;
-        n -= 2;
-    }
-    bool ok = n >= 1 && n <= 200;
-    for (size_t i = 0; ok && i < n; i++)
-        ok = h[i] >= 0x21 && h[i] <= 0x7e && h[i] != '"';
-    if (!ok) {
-        lr_api_error(req, LR_CODE_INVALID_IDEMPOTENCY_KEY,
-                     "Idempotency-Key must be 1 to 200 visible ASCII characters", NULL);
-        return false;
-    }
-    memcpy(out, h, n);
-    out[n] = '\0';
-    return true;
-}
-
-static void body_sha256(lr_req *req, char hex[65])
-{
-    size_t len;
-    const char *body = lr_req_body(req, &len);
-    unsigned char d[32];
-    EVP_Digest(body, len, d, NULL, EVP_sha256(), NULL);
-    lr_hex(d, 32, hex);
-}
-
 /* inputs.imageUrl and inputs.images (an array of at most
  * LR_MAX_INPUT_IMAGES strings) into q; replies 422/400 when their JSON
  * types are wrong (their values are the domain's to judge). */
@@ -319,7 +282,7 @@ void lr_api_infer(lr_app *app, lr_req *req)
         .max_in_flight = app->cfg->user_max_in_flight,
         .request_id = lr_req_id(req),
     };
-    if (!parse_body(req, c->body, q, c->images) || !idempotency_key(req, c->key, &has_key) ||
+    if (!parse_body(req, c->body, q, c->images) || !lr_api_idempotency_key(req, c->key, &has_key) ||
         !lr_api_gen_hook_parse(app, req, c->body, &c->hook))
         goto fail;
     if (c->hook.set) {
@@ -327,7 +290,7 @@ void lr_api_infer(lr_app *app, lr_req *req)
         q->reserved_ctx = c;
     }
     if (has_key) {
-        body_sha256(req, c->hash);
+        lr_api_body_sha256(req, c->hash);
         q->idempotency_key = c->key;
         q->request_hash = c->hash;
     }

@@ -392,6 +392,12 @@ static void load_limits(lr_config *cfg)
     cfg->http_threads = (int)env_long("LENSROOM_HTTP_THREADS", 2, 1, 64);
     cfg->workers = (int)env_long("LENSROOM_WORKERS", 2, 1, 64);
     cfg->max_connections = (int)env_long("LENSROOM_MAX_CONNECTIONS", 10000, 16, 100000);
+    cfg->previews = env_bool("LENSROOM_PREVIEWS", true);
+    cfg->preview_workers = (int)env_long("LENSROOM_PREVIEW_WORKERS", 1, 1, 16);
+    cfg->preview_queue = (int)env_long("LENSROOM_PREVIEW_QUEUE", 256, 1, 100000);
+    cfg->preview_timeout_s = (int)env_long("LENSROOM_PREVIEW_TIMEOUT_S", 60, 1, 3600);
+    cfg->render_max_side = (int)env_long("LENSROOM_RENDER_MAX_SIDE", 2500, 16, 8192);
+    cfg->render_cache_mb = (int)env_long("LENSROOM_RENDER_CACHE_MB", 256, 1, 1 << 20);
     cfg->max_body_bytes = (size_t)env_long("LENSROOM_MAX_BODY_BYTES", 16L << 20, 1024, 64L << 20);
     cfg->max_header_bytes =
         (size_t)env_long("LENSROOM_MAX_HEADER_BYTES", 64L << 10, 8L << 10, 128L << 10);

@@ -80,6 +80,13 @@ typedef struct {
     int http_threads;
     int workers;
     int max_connections;
+    /* Derived media (media/jobs.h): posters, previews, thumbnails. */
+    bool previews;         /* LENSROOM_PREVIEWS (on): make them after a generation succeeds */
+    int preview_workers;   /* LENSROOM_PREVIEW_WORKERS (1): threads, below the workers' priority */
+    int preview_queue;     /* LENSROOM_PREVIEW_QUEUE (256): queued jobs; more wait in the table */
+    int preview_timeout_s; /* LENSROOM_PREVIEW_TIMEOUT_S (60): one job's time limit */
+    int render_max_side;   /* LENSROOM_RENDER_MAX_SIDE (2500): /storage/v1/render width/height */
+    int render_cache_mb;   /* LENSROOM_RENDER_CACHE_MB (256): its variants kept on disk */
     size_t max_body_bytes;
     size_t max_header_bytes; /* request line + header fields; libmicrohttpd's pool is ~2x */
     int log_level;

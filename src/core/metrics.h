@@ -42,7 +42,13 @@
     XX(DB_DURATION, HISTOGRAM, "lensroom_db_call_duration_seconds",                                \
        "Duration of database operations (waiting for a pooled connection included), by "           \
        "operation.",                                                                               \
-       "op")
+       "op")                                                                                       \
+    XX(PREVIEW_JOBS, COUNTER, "lensroom_preview_jobs_total",                                       \
+       "Preview jobs (posters, previews, thumbnails) this process ended, by status (ready, "       \
+       "failed).",                                                                                 \
+       "status")                                                                                   \
+    XX(PREVIEW_DURATION, HISTOGRAM, "lensroom_preview_job_duration_seconds",                       \
+       "Duration of preview jobs, all outputs of a generation.", "")
 
 typedef enum {
 #define XX(id, kind, name, help, labels) LR_M_##id,

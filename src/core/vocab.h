@@ -140,6 +140,7 @@ bool lr_gen_stage_parse(const char *s, lr_gen_stage *out);
     XX(MAX_CREDITS_EXCEEDED, "max_credits_exceeded", 402, "The run costs more than maxCredits")    \
     XX(RUN_NOT_FOUND, "run_not_found", 404, "Run not found")                                       \
     XX(RUN_FINISHED, "run_finished", 409, "The run has already finished")                          \
+    XX(UPSTREAM_FAILED, "upstream_failed", 424, "A node this one reads from failed")               \
     XX(INTERNAL_ERROR, "internal_error", 500, "Internal error")                                    \
     XX(PROVIDER_FAILED, "provider_failed", 502, "The provider failed")                             \
     XX(PROVIDER_ERROR, "provider_error", 502, "The provider sent a malformed answer")              \

@@ -8,15 +8,17 @@
 
 void lr_generation_clear(lr_generation *g)
 {
-    char *strings[] = {g->id,          g->user_id,       g->type,       g->model,
-                       g->prompt,      g->status,        g->stage,      g->provider,
-                       g->error_code,  g->error_message, g->created_at, g->updated_at,
-                       g->finished_at, g->text};
+    char *strings[] = {g->id,          g->user_id,       g->type,           g->model,
+                       g->prompt,      g->status,        g->stage,          g->provider,
+                       g->error_code,  g->error_message, g->created_at,     g->updated_at,
+                       g->finished_at, g->text,          g->preview_status, g->poster_path,
+                       g->preview_path};
     for (size_t i = 0; i < sizeof strings / sizeof *strings; i++)
         free(strings[i]);
     lr_strv_clear(&g->result_urls);
     lr_strv_clear(&g->task_ids);
     json_decref(g->params);
+    json_decref(g->preview);
     *g = (lr_generation){0};
 }
 
@@ -98,4 +100,35 @@ void lr_quote_clear(lr_quote *q)
 {
     json_decref(q->lines);
     *q = (lr_quote){0};
+}
+
+void lr_run_clear(lr_run *r)
+{
+    char *strings[] = {r->id,         r->user_id,    r->status,
+                       r->error_node, r->error_code, r->error_message,
+                       r->created_at, r->updated_at, r->finished_at};
+    for (size_t i = 0; i < sizeof strings / sizeof *strings; i++)
+        free(strings[i]);
+    json_decref(r->graph);
+    *r = (lr_run){0};
+}
+
+void lr_run_node_clear(lr_run_node *n)
+{
+    char *strings[] = {n->generation_id, n->node_id,    n->status,      n->stage,
+                       n->text,          n->prompt,     n->image_url,   n->error_code,
+                       n->error_message, n->created_at, n->finished_at, n->cached_from};
+    for (size_t j = 0; j < sizeof strings / sizeof *strings; j++)
+        free(strings[j]);
+    lr_strv_clear(&n->result_urls);
+    lr_strv_clear(&n->task_ids);
+    *n = (lr_run_node){0};
+}
+
+void lr_run_node_list_clear(lr_run_node_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        lr_run_node_clear(&l->v[i]);
+    free(l->v);
+    *l = (lr_run_node_list){0};
 }

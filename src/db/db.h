@@ -115,6 +115,13 @@ typedef struct {
     int64_t duration_ms;
     char *created_at, *updated_at, *finished_at; /* ISO-8601 UTC */
     char *text;                                  /* a text model's answer */
+    /* Derived media (media/jobs.h): none | processing | ready | failed;
+     * the first output's poster and preview keys; preview the record the
+     * job left (metadata.preview: {outputs: [{poster, preview, thumb,
+     * medium}], error}), NULL when none. */
+    char *preview_status;
+    char *poster_path, *preview_path;
+    json_t *preview;
 } lr_generation;
 
 /* One ledger row (credit_transactions). */
@@ -197,6 +204,77 @@ typedef struct {
 } lr_quote;
 
 void lr_quote_clear(lr_quote *q);
+
+/* The end of a generation's preview job. json_t fields and keys are borrowed. */
+typedef struct {
+    const char *generation_id;
+    const char *status;                     /* ready | failed */
+    const char *poster_path, *preview_path; /* object keys, NULL: none */
+    json_t *preview;                        /* kept as metadata.preview */
+    lr_strv keys; /* the objects made, added to storage_keys (deleted with it); a view */
+} lr_preview_req;
+/* A graph run to reserve: one charge of total for all its nodes, the run
+ * row and one pending generation row per node (cost: the node's share,
+ * its run_cost). json_t fields are borrowed. */
+typedef struct {
+    const char *generation_id, *node_id;
+    const char *type, *model, *provider;
+    const char *prompt; /* the literal prompt, or the reference while unresolved */
+    json_t *params;
+    int outputs_count, cost;
+    const char *cache_key; /* SHA-256 hex of what the node makes its outputs from */
+    /* A node served from the cache (cost 0): written as succeeded with
+     * the outputs of generation cached_from. */
+    const char *cached_from;
+    json_t *result_urls; /* its URLs (array) */
+    const char *text;    /* its text (text models), or NULL */
+} lr_run_node_req;
+
+typedef struct {
+    const char *run_id, *user_id;
+    json_t *graph;       /* the request's graph, kept for recovery */
+    json_t *charge_meta; /* the charge row's metadata: a line per node */
+    const lr_run_node_req *nodes;
+    size_t n;
+    int total;
+    const char *created_at;
+    const char *owner, *lease_until;
+    const char *idempotency_key, *request_hash; /* NULL: none */
+} lr_run_reserve_req;
+
+/* A run as stored. */
+typedef struct {
+    char *id, *user_id;
+    char *status; /* running | success | failed | canceled */
+    json_t *graph;
+    int quoted;
+    char *error_node, *error_code, *error_message;
+    char *created_at, *updated_at, *finished_at;
+} lr_run;
+
+/* A node of a run as stored: its generation, in the run's terms. */
+typedef struct {
+    char *generation_id, *node_id;
+    char *status, *stage;
+    int run_cost;     /* its share of the run's charge */
+    int credits_used; /* run_cost minus its refund */
+    int refunded;
+    int outputs_count;
+    lr_strv result_urls, task_ids;
+    char *text, *prompt, *image_url, *error_code, *error_message;
+    char *created_at, *finished_at;
+    char *cached_from; /* served from the cache: the generation it reused */
+} lr_run_node;
+void lr_run_node_clear(lr_run_node *n);
+
+typedef struct {
+    lr_run_node *v;
+    size_t n;
+} lr_run_node_list;
+
+void lr_run_clear(lr_run *r);
+void lr_run_node_list_clear(lr_run_node_list *l);
+
 /* The answer of an asynchronous write: runs once, on a database writer
  * thread (or the caller's, see lr_db_reserve_async), with what the
  * blocking call would have returned; must not block. */
@@ -231,7 +309,7 @@ typedef struct {
     /* user_id's ledger rows, newest first; the cursor is both or neither. */
     lr_err (*list_transactions)(lr_db *db, const char *user_id, const char *before_created_at,
                                 const char *before_id, int limit, lr_ledger_list *out);
-    /* Extends the lease of every unfinished generation owner runs. */
+    /* Extends the lease of every unfinished generation and run owner runs. */
     lr_err (*renew_leases)(lr_db *db, const char *owner, const char *lease_until);
     /* Claims for owner (until lease_until) up to limit unfinished
      * generations whose lease ran out and that have provider task ids, to
@@ -258,6 +336,43 @@ typedef struct {
     lr_err (*save_quote)(lr_db *db, const lr_quote_req *q);
     /* user_id's quote id; NOT_FOUND for a missing or someone else's. */
     lr_err (*get_quote)(lr_db *db, const char *user_id, const char *id, lr_quote *out);
+    /* Marks the previews of succeeded generation id processing; *keys
+     * gets its stored objects (storage_keys). NOT_FOUND unless it
+     * succeeded, is a photo, video or edit, is not deleted and its
+     * previews are none or processing (a job a stopped process left). */
+    lr_err (*preview_claim)(lr_db *db, const char *id, lr_strv *keys);
+    /* Ids of succeeded photo, video and edit generations whose previews
+     * are processing, or none with finished_at after since (settled but
+     * never queued: the process stopped first); oldest first. */
+    lr_err (*preview_pending)(lr_db *db, const char *since, int limit, lr_strv *ids);
+    /* Records a preview job's end; NOT_FOUND when the generation was
+     * deleted meanwhile or its previews are not processing. */
+    lr_err (*preview_finish)(lr_db *db, const lr_preview_req *r);
+    /* Graph runs. reserve_run: LR_ERR_INSUFFICIENT with *balance when
+     * short, LR_ERR_CONFLICT with holder (a run id) when the idempotency
+     * key is taken; nothing written either way. */
+    lr_err (*reserve_run)(lr_db *db, const lr_run_reserve_req *r, int *balance,
+                          lr_key_holder *holder);
+    /* user_id NULL: any user's. NOT_FOUND for a missing or someone else's. */
+    lr_err (*get_run)(lr_db *db, const char *user_id, const char *id, lr_run *out);
+    lr_err (*list_run_nodes)(lr_db *db, const char *run_id, lr_run_node_list *out);
+    /* A pending node starts: processing, with its resolved prompt and
+     * input image URL (NULL: none). CONFLICT when it is not pending any
+     * more (canceled meanwhile). */
+    lr_err (*start_node)(lr_db *db, const char *generation_id, const char *prompt,
+                         const char *image_url);
+    /* The run's final status; CONFLICT when it already has one. */
+    lr_err (*finish_run)(lr_db *db, const char *id, const char *status, const char *error_node,
+                         const char *error_code, const char *error_message);
+    /* Claims for owner (until lease_until) up to limit running runs whose
+     * lease ran out, with their unfinished nodes; *ids: the runs. */
+    lr_err (*claim_runs)(lr_db *db, const char *owner, const char *lease_until, int limit,
+                         lr_strv *ids);
+    /* The newest node of user_id's runs (of run from_run, when not NULL)
+     * with cache_key that succeeded in full and is not deleted; NOT_FOUND
+     * when there is none. */
+    lr_err (*find_cached)(lr_db *db, const char *user_id, const char *cache_key,
+                          const char *from_run, lr_run_node *out);
     void (*close)(lr_db *db);
 } lr_db_ops;
 

@@ -109,6 +109,18 @@ static lr_err m_purged(lr_db *db, const char *id)
 {
     FORWARD(purged, db, id);
 }
+static lr_err m_preview_claim(lr_db *db, const char *id, lr_strv *keys)
+{
+    FORWARD(preview_claim, db, id, keys);
+}
+static lr_err m_preview_pending(lr_db *db, const char *since, int limit, lr_strv *ids)
+{
+    FORWARD(preview_pending, db, since, limit, ids);
+}
+static lr_err m_preview_finish(lr_db *db, const lr_preview_req *r)
+{
+    FORWARD(preview_finish, db, r);
+}
 static lr_err m_audit(lr_db *db, lr_violation_list *violations)
 {
     FORWARD(audit, db, violations);
@@ -158,6 +170,39 @@ static lr_err m_get_quote(lr_db *db, const char *user_id, const char *id, lr_quo
 {
     FORWARD(get_quote, db, user_id, id, out);
 }
+static lr_err m_reserve_run(lr_db *db, const lr_run_reserve_req *r, int *balance,
+                            lr_key_holder *holder)
+{
+    FORWARD(reserve_run, db, r, balance, holder);
+}
+static lr_err m_get_run(lr_db *db, const char *user_id, const char *id, lr_run *out)
+{
+    FORWARD(get_run, db, user_id, id, out);
+}
+static lr_err m_list_run_nodes(lr_db *db, const char *run_id, lr_run_node_list *out)
+{
+    FORWARD(list_run_nodes, db, run_id, out);
+}
+static lr_err m_start_node(lr_db *db, const char *generation_id, const char *prompt,
+                           const char *image_url)
+{
+    FORWARD(start_node, db, generation_id, prompt, image_url);
+}
+static lr_err m_finish_run(lr_db *db, const char *id, const char *status, const char *error_node,
+                           const char *error_code, const char *error_message)
+{
+    FORWARD(finish_run, db, id, status, error_node, error_code, error_message);
+}
+static lr_err m_find_cached(lr_db *db, const char *user_id, const char *cache_key,
+                            const char *from_run, lr_run_node *out)
+{
+    FORWARD(find_cached, db, user_id, cache_key, from_run, out);
+}
+static lr_err m_claim_runs(lr_db *db, const char *owner, const char *lease_until, int limit,
+                           lr_strv *ids)
+{
+    FORWARD(claim_runs, db, owner, lease_until, limit, ids);
+}
 static void m_close(lr_db *db)
 {
     lr_db_close(INNER(db));
@@ -181,11 +226,21 @@ static const lr_db_ops metered_ops = {
     .mark_deleted = m_mark_deleted,
     .pending_purges = m_pending_purges,
     .purged = m_purged,
+    .preview_claim = m_preview_claim,
+    .preview_pending = m_preview_pending,
+    .preview_finish = m_preview_finish,
     .reserve_async = m_reserve_async,
     .settle_async = m_settle_async,
     .audit = m_audit,
     .save_quote = m_save_quote,
     .get_quote = m_get_quote,
+    .reserve_run = m_reserve_run,
+    .get_run = m_get_run,
+    .list_run_nodes = m_list_run_nodes,
+    .start_node = m_start_node,
+    .finish_run = m_finish_run,
+    .claim_runs = m_claim_runs,
+    .find_cached = m_find_cached,
     .close = m_close,
 };
 

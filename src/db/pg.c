@@ -49,6 +49,8 @@ extern const char lr_sql_pg_0004_admin[];
 extern const char lr_sql_pg_0005_billing[];
 extern const char lr_sql_pg_0006_runs[];
 extern const char lr_sql_pg_0007_admin_links[];
+extern const char lr_sql_pg_0009_previews[];
+extern const char lr_sql_pg_0008_run_exec[];
 extern const char lr_sql_pg_0010_rollups[];
 
 static const struct {
@@ -61,6 +63,8 @@ static const struct {
                   {"0005_billing", lr_sql_pg_0005_billing},
                   {"0006_runs", lr_sql_pg_0006_runs},
                   {"0007_admin_links", lr_sql_pg_0007_admin_links},
+                  {"0008_run_exec", lr_sql_pg_0008_run_exec},
+                  {"0009_previews", lr_sql_pg_0009_previews},
                   {"0010_rollups", lr_sql_pg_0010_rollups}};
 
 /* Readiness (db/admin.c) checks that the newest one is applied. */
@@ -736,14 +740,80 @@ static lr_err pg_purged(lr_db *db, const char *id)
     return e;
 }
 
+static lr_err pg_preview_claim(lr_db *db, const char *id, lr_strv *keys)
+{
+    const char *p[] = {id};
+    PGresult *r;
+    *keys = (lr_strv){0};
+    lr_err e = query((pg_db *)db,
+                     "UPDATE public.generations SET preview_status = 'processing' "
+                     "WHERE id = $1::uuid AND status = 'success' "
+                     "AND type IN ('photo', 'video', 'edit') AND deleted_at IS NULL "
+                     "AND coalesce(preview_status, 'none') IN ('none', 'processing') "
+                     "RETURNING storage_keys",
+                     1, p, &r);
+    if (e != LR_OK)
+        return e;
+    if (PQntuples(r) == 0)
+        e = LR_ERR_NOT_FOUND;
+    else
+        lr_db_strv_parse(val(r, 0, 0), keys);
+    PQclear(r);
+    return e;
+}
+
+static lr_err pg_preview_pending(lr_db *db, const char *since, int limit, lr_strv *ids)
+{
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", limit);
+    const char *p[] = {since, lim};
+    *ids = (lr_strv){0};
+    return query_rows((pg_db *)db,
+                      "SELECT id FROM public.generations WHERE status = 'success' "
+                      "AND type IN ('photo', 'video', 'edit') AND deleted_at IS NULL "
+                      "AND (preview_status = 'processing' "
+                      "OR (coalesce(preview_status, 'none') = 'none' "
+                      "AND finished_at > $1::timestamptz)) ORDER BY finished_at LIMIT $2",
+                      2, p, lr_db_add_string, 1, ids);
+}
+
+static lr_err pg_preview_finish(lr_db *db, const lr_preview_req *q)
+{
+    char *preview = q->preview ? json_dumps(q->preview, JSON_COMPACT) : NULL;
+    char *keys = lr_db_strv_dump(&q->keys);
+    const char *p[] = {q->generation_id,         q->status, q->poster_path, q->preview_path,
+                       preview ? preview : "{}", keys};
+    PGresult *r;
+    lr_err e =
+        query((pg_db *)db,
+              "UPDATE public.generations SET preview_status = $2, poster_path = $3, "
+              "preview_path = $4, "
+              "metadata = jsonb_set(coalesce(metadata, '{}'::jsonb), '{preview}', $5::jsonb), "
+              "storage_keys = (SELECT coalesce(jsonb_agg(DISTINCT k), '[]'::jsonb) FROM "
+              "(SELECT jsonb_array_elements(storage_keys) UNION ALL "
+              "SELECT jsonb_array_elements($6::jsonb)) AS x(k)) "
+              "WHERE id = $1::uuid AND preview_status = 'processing' "
+              "AND deleted_at IS NULL RETURNING id",
+              6, p, &r);
+    free(preview);
+    free(keys);
+    if (e == LR_OK && PQntuples(r) == 0)
+        e = LR_ERR_NOT_FOUND;
+    PQclear(r);
+    return e;
+}
+
 static lr_err pg_renew_leases(lr_db *db, const char *owner, const char *lease_until)
 {
     const char *p[] = {owner, lease_until};
     PGresult *r;
-    lr_err e = query((pg_db *)db,
-                     "UPDATE public.generations SET lease_until = $2 WHERE claimed_by = $1 "
-                     "AND status IN ('pending', 'processing')",
-                     2, p, &r);
+    lr_err e =
+        query((pg_db *)db,
+              "WITH renewed AS (UPDATE public.runs SET lease_until = $2 WHERE claimed_by = $1 "
+              "AND status = 'running') "
+              "UPDATE public.generations SET lease_until = $2 WHERE claimed_by = $1 "
+              "AND status IN ('pending', 'processing')",
+              2, p, &r);
     PQclear(r);
     return e;
 }
@@ -783,7 +853,7 @@ static lr_err pg_claim_resumable(lr_db *db, const char *owner, const char *lease
         "WHERE x.status IN ('pending', 'processing') "
         "AND (x.lease_until IS NULL OR x.lease_until < now()) "
         "AND x.claimed_by IS DISTINCT FROM $1::uuid "
-        "AND coalesce(x.provider_task_ids, '[]'::jsonb) <> '[]'::jsonb "
+        "AND coalesce(x.provider_task_ids, '[]'::jsonb) <> '[]'::jsonb AND x.run_id IS NULL "
         "ORDER BY x.created_at LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING " LR_PG_GEN_COLUMNS,
         3, p, lr_db_add_generation, GC_COUNT, rows);
 }
@@ -838,6 +908,182 @@ static lr_err pg_get_quote(lr_db *db, const char *user_id, const char *id, lr_qu
     return e;
 }
 
+/* ---- graph runs ---- */
+
+/* The nodes as lensroom.reserve_run takes them. */
+static json_t *run_nodes_json(const lr_run_reserve_req *r)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < r->n; i++) {
+        const lr_run_node_req *n = &r->nodes[i];
+        json_t *o =
+            json_pack("{s:s, s:s, s:s, s:s, s:s?, s:s?, s:O?, s:i, s:i, s:s?}", "id",
+                      n->generation_id, "node", n->node_id, "type", n->type, "model", n->model,
+                      "provider", n->provider, "prompt", n->prompt, "params", n->params, "outputs",
+                      n->outputs_count, "cost", n->cost, "cache_key", n->cache_key);
+        if (n->cached_from)
+            json_object_update_new(o, json_pack("{s:s, s:O?, s:s?}", "cached_from", n->cached_from,
+                                                "urls", n->result_urls, "text", n->text));
+        json_array_append_new(a, o);
+    }
+    return a;
+}
+
+static lr_err pg_reserve_run(lr_db *db, const lr_run_reserve_req *r, int *balance,
+                             lr_key_holder *holder)
+{
+    json_t *nodes = run_nodes_json(r);
+    char total[16], *graph = json_dumps(r->graph, JSON_COMPACT),
+                    *nodes_s = json_dumps(nodes, JSON_COMPACT),
+                    *meta = json_dumps(r->charge_meta, JSON_COMPACT);
+    json_decref(nodes);
+    snprintf(total, sizeof total, "%d", r->total);
+    const char *p[] = {
+        r->run_id,          r->user_id, total,          graph ? graph : "{}", nodes_s,
+        meta ? meta : "{}", r->owner,   r->lease_until, r->idempotency_key,   r->request_hash,
+        r->created_at};
+    PGresult *res;
+    lr_err e = query((pg_db *)db,
+                     "SELECT ok, balance, holder, same_request FROM lensroom.reserve_run($1, $2, "
+                     "$3, $4::jsonb, $5::jsonb, $6::jsonb, $7, $8, $9, $10, $11)",
+                     11, p, &res);
+    if (e == LR_OK && PQntuples(res) == 1) {
+        *balance = val(res, 0, 1) ? atoi(val(res, 0, 1)) : 0;
+        if (val(res, 0, 2)) {
+            snprintf(holder->generation_id, sizeof holder->generation_id, "%s", val(res, 0, 2));
+            holder->same_request = !strcmp(PQgetvalue(res, 0, 3), "t");
+            e = LR_ERR_CONFLICT;
+        } else if (strcmp(PQgetvalue(res, 0, 0), "t") != 0) {
+            e = LR_ERR_INSUFFICIENT;
+        }
+    } else if (e == LR_OK) {
+        e = LR_ERR_DB;
+    }
+    PQclear(res);
+    free(graph);
+    free(nodes_s);
+    free(meta);
+    return e;
+}
+
+static lr_err pg_get_run(lr_db *db, const char *user_id, const char *id, lr_run *out)
+{
+    *out = (lr_run){0};
+    if (!lr_uuid_valid(id, strlen(id)))
+        return LR_ERR_NOT_FOUND;
+    const char *p[] = {id, user_id};
+    lr_err e = query_rows((pg_db *)db,
+                          "SELECT " LR_PG_RUN_COLUMNS " FROM public.runs r WHERE r.id = $1::uuid "
+                          "AND ($2::uuid IS NULL OR r.user_id = $2::uuid)",
+                          2, p, lr_db_set_run, RC_COUNT, out);
+    if (e == LR_OK && !out->id)
+        e = LR_ERR_NOT_FOUND;
+    if (e != LR_OK)
+        lr_run_clear(out);
+    return e;
+}
+
+static lr_err pg_list_run_nodes(lr_db *db, const char *run_id, lr_run_node_list *out)
+{
+    *out = (lr_run_node_list){0};
+    const char *p[] = {run_id};
+    lr_err e = query_rows((pg_db *)db,
+                          "SELECT " LR_PG_NODE_COLUMNS " FROM public.generations g "
+                          "WHERE g.run_id = $1::uuid ORDER BY g.created_at, g.node_id",
+                          1, p, lr_db_add_run_node, NC_COUNT, out);
+    if (e != LR_OK)
+        lr_run_node_list_clear(out);
+    return e;
+}
+
+/* A statement that must change a row: CONFLICT when it changed none. */
+static lr_err changing(pg_db *d, const char *sql, int n, const char *const *p)
+{
+    PGresult *r;
+    lr_err e = query(d, sql, n, p, &r);
+    if (e == LR_OK && strcmp(PQcmdTuples(r), "0") == 0)
+        e = LR_ERR_CONFLICT;
+    PQclear(r);
+    return e;
+}
+
+static lr_err pg_start_node(lr_db *db, const char *generation_id, const char *prompt,
+                            const char *image_url)
+{
+    const char *p[] = {generation_id, prompt, image_url};
+    return changing((pg_db *)db,
+                    "UPDATE public.generations SET status = 'processing', prompt = $2, "
+                    "metadata = CASE WHEN $3::text IS NULL THEN metadata "
+                    "ELSE coalesce(metadata, '{}'::jsonb) || jsonb_build_object('image_url', "
+                    "$3::text) END WHERE id = $1::uuid AND status = 'pending'",
+                    3, p);
+}
+
+static lr_err pg_finish_run(lr_db *db, const char *id, const char *status, const char *error_node,
+                            const char *error_code, const char *error_message)
+{
+    const char *p[] = {id, status, error_node, error_code, error_message};
+    return changing((pg_db *)db,
+                    "UPDATE public.runs SET status = $2, error_node = $3, error_code = $4, "
+                    "error_message = $5, updated_at = now(), finished_at = now(), "
+                    "lease_until = NULL WHERE id = $1::uuid AND status = 'running'",
+                    5, p);
+}
+
+static lr_err pg_find_cached(lr_db *db, const char *user_id, const char *cache_key,
+                             const char *from_run, lr_run_node *out)
+{
+    const char *p[] = {user_id, cache_key, from_run};
+    lr_run_node_list l = {0};
+    lr_err e = query_rows((pg_db *)db,
+                          "SELECT " LR_PG_NODE_COLUMNS " FROM public.generations g "
+                          "WHERE g.user_id = $1::uuid AND g.cache_key = $2 "
+                          "AND g.status = 'success' AND g.succeeded_count = g.outputs_count "
+                          "AND g.deleted_at IS NULL AND ($3::uuid IS NULL OR g.run_id = $3::uuid) "
+                          "ORDER BY g.created_at DESC LIMIT 1",
+                          3, p, lr_db_add_run_node, NC_COUNT, &l);
+    if (e == LR_OK && l.n == 0)
+        e = LR_ERR_NOT_FOUND;
+    if (e == LR_OK) {
+        *out = l.v[0];
+        l.v[0] = (lr_run_node){0};
+    }
+    lr_run_node_list_clear(&l);
+    return e;
+}
+
+static void add_run_id(const char *const *col, void *out)
+{
+    lr_strv *ids = out;
+    ids->v = lr_db_grow(ids->v, ids->n, sizeof *ids->v);
+    ids->v[ids->n++] = lr_xstrdup(col[0]);
+}
+
+/* Runs and their unfinished nodes claimed together; concurrent claimers
+ * skip each other's runs. */
+static lr_err pg_claim_runs(lr_db *db, const char *owner, const char *lease_until, int limit,
+                            lr_strv *ids)
+{
+    char lim[16];
+    snprintf(lim, sizeof lim, "%d", limit);
+    const char *p[] = {owner, lease_until, lim};
+    *ids = (lr_strv){0};
+    lr_err e = query_rows(
+        (pg_db *)db,
+        "WITH c AS (UPDATE public.runs r SET claimed_by = $1::uuid, "
+        "lease_until = $2::timestamptz WHERE r.id IN (SELECT x.id FROM public.runs x "
+        "WHERE x.status = 'running' AND (x.lease_until IS NULL OR x.lease_until < now()) "
+        "AND x.claimed_by IS DISTINCT FROM $1::uuid ORDER BY x.created_at LIMIT $3 "
+        "FOR UPDATE SKIP LOCKED) RETURNING r.id), "
+        "n AS (UPDATE public.generations g SET claimed_by = $1::uuid, "
+        "lease_until = $2::timestamptz FROM c WHERE g.run_id = c.id "
+        "AND g.status IN ('pending', 'processing')) SELECT id FROM c",
+        3, p, add_run_id, 1, ids);
+    if (e != LR_OK)
+        lr_strv_clear(ids);
+    return e;
+}
+
 static void pg_close(lr_db *db)
 {
     pg_db *d = (pg_db *)db;
@@ -869,12 +1115,22 @@ static const lr_db_ops pg_ops = {
     .mark_deleted = pg_mark_deleted,
     .pending_purges = pg_pending_purges,
     .purged = pg_purged,
+    .preview_claim = pg_preview_claim,
+    .preview_pending = pg_preview_pending,
+    .preview_finish = pg_preview_finish,
     .renew_leases = pg_renew_leases,
     .reap_expired = pg_reap_expired,
     .claim_resumable = pg_claim_resumable,
     .audit = pg_audit,
     .save_quote = pg_save_quote,
     .get_quote = pg_get_quote,
+    .reserve_run = pg_reserve_run,
+    .get_run = pg_get_run,
+    .list_run_nodes = pg_list_run_nodes,
+    .start_node = pg_start_node,
+    .finish_run = pg_finish_run,
+    .claim_runs = pg_claim_runs,
+    .find_cached = pg_find_cached,
     .close = pg_close,
 };
 

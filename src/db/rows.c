@@ -74,6 +74,10 @@ static void generation_row(const char *const *col, lr_generation *g)
         .updated_at = lr_xstrdup(col[GC_UPDATED_AT]),
         .finished_at = lr_xstrdup(col[GC_FINISHED_AT]),
         .text = lr_xstrdup(col[GC_TEXT]),
+        .preview_status = lr_xstrdup(col[GC_PREVIEW_STATUS]),
+        .poster_path = lr_xstrdup(col[GC_POSTER_PATH]),
+        .preview_path = lr_xstrdup(col[GC_PREVIEW_PATH]),
+        .preview = col[GC_PREVIEW] ? json_loads(col[GC_PREVIEW], 0, NULL) : NULL,
     };
     lr_db_strv_parse(col[GC_RESULT_URLS], &g->result_urls);
     lr_db_strv_parse(col[GC_TASK_IDS], &g->task_ids);
@@ -133,6 +137,13 @@ void lr_db_add_violation(const char *const *col, void *out)
     violation_row(col, &l->v[l->n++]);
 }
 
+void lr_db_add_string(const char *const *col, void *out)
+{
+    lr_strv *a = out;
+    a->v = lr_db_grow(a->v, a->n, sizeof *a->v);
+    a->v[a->n++] = lr_xstrdup(col[0]);
+}
+
 lr_err lr_db_first_generation(lr_err e, lr_generation_list *l, lr_generation *out)
 {
     if (e == LR_OK && l->n == 0)
@@ -145,4 +156,51 @@ lr_err lr_db_first_generation(lr_err e, lr_generation_list *l, lr_generation *ou
     }
     lr_generation_list_clear(l);
     return e;
+}
+
+void lr_db_set_run(const char *const *col, void *out)
+{
+    lr_run *r = out;
+    if (r->id)
+        return;
+    *r = (lr_run){
+        .id = lr_xstrdup(col[RC_ID]),
+        .user_id = lr_xstrdup(col[RC_USER_ID]),
+        .status = lr_xstrdup(col[RC_STATUS]),
+        .graph = json_of(col[RC_GRAPH]),
+        .quoted = to_int(col[RC_QUOTED]),
+        .error_node = lr_xstrdup(col[RC_ERROR_NODE]),
+        .error_code = lr_xstrdup(col[RC_ERROR_CODE]),
+        .error_message = lr_xstrdup(col[RC_ERROR_MESSAGE]),
+        .created_at = lr_xstrdup(col[RC_CREATED_AT]),
+        .updated_at = lr_xstrdup(col[RC_UPDATED_AT]),
+        .finished_at = lr_xstrdup(col[RC_FINISHED_AT]),
+    };
+}
+
+void lr_db_add_run_node(const char *const *col, void *out)
+{
+    lr_run_node_list *l = out;
+    l->v = lr_db_grow(l->v, l->n, sizeof *l->v);
+    lr_run_node *n = &l->v[l->n++];
+    *n = (lr_run_node){
+        .generation_id = lr_xstrdup(col[NC_GENERATION_ID]),
+        .node_id = lr_xstrdup(col[NC_NODE_ID]),
+        .status = lr_xstrdup(col[NC_STATUS]),
+        .stage = lr_xstrdup(col[NC_STAGE]),
+        .run_cost = to_int(col[NC_RUN_COST]),
+        .credits_used = to_int(col[NC_CREDITS_USED]),
+        .refunded = to_int(col[NC_REFUNDED]),
+        .outputs_count = to_int(col[NC_OUTPUTS_COUNT]),
+        .text = lr_xstrdup(col[NC_TEXT]),
+        .prompt = lr_xstrdup(col[NC_PROMPT]),
+        .image_url = lr_xstrdup(col[NC_IMAGE_URL]),
+        .error_code = lr_xstrdup(col[NC_ERROR_CODE]),
+        .error_message = lr_xstrdup(col[NC_ERROR_MESSAGE]),
+        .created_at = lr_xstrdup(col[NC_CREATED_AT]),
+        .finished_at = lr_xstrdup(col[NC_FINISHED_AT]),
+        .cached_from = lr_xstrdup(col[NC_CACHED_FROM]),
+    };
+    lr_db_strv_parse(col[NC_RESULT_URLS], &n->result_urls);
+    lr_db_strv_parse(col[NC_TASK_IDS], &n->task_ids);
 }

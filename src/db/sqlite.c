@@ -37,6 +37,8 @@ extern const char lr_sql_sqlite_0005[];
 extern const char lr_sql_sqlite_0006_admin[];
 extern const char lr_sql_sqlite_0007[];
 extern const char lr_sql_sqlite_0008_admin_links[];
+extern const char lr_sql_sqlite_0010_previews[];
+extern const char lr_sql_sqlite_0009_run_exec[];
 extern const char lr_sql_sqlite_0011_rollups[];
 
 static const struct {
@@ -50,6 +52,8 @@ static const struct {
                   {"0006_admin", lr_sql_sqlite_0006_admin},
                   {"0007_runs", lr_sql_sqlite_0007},
                   {"0008_admin_links", lr_sql_sqlite_0008_admin_links},
+                  {"0009_run_exec", lr_sql_sqlite_0009_run_exec},
+                  {"0010_previews", lr_sql_sqlite_0010_previews},
                   {"0011_rollups", lr_sql_sqlite_0011_rollups}};
 
 /* Readiness (db/admin.c) checks that the newest one is applied. */
@@ -93,6 +97,22 @@ enum {
     Q_SAVE_QUOTE,
     Q_PURGE_QUOTES,
     Q_GET_QUOTE,
+    Q_PREVIEW_CLAIM,
+    Q_PREVIEW_PENDING,
+    Q_PREVIEW_FINISH,
+    Q_RUN_KEY,
+    Q_INSERT_RUN,
+    Q_INSERT_NODE,
+    Q_INSERT_RUN_TX,
+    Q_GET_RUN,
+    Q_RUN_NODES,
+    Q_START_NODE,
+    Q_FINISH_RUN,
+    Q_RENEW_RUNS,
+    Q_CLAIM_RUNS,
+    Q_CLAIM_RUN_NODES,
+    Q_INSERT_CACHED_NODE,
+    Q_FIND_CACHED,
     Q_COUNT
 };
 
@@ -151,7 +171,7 @@ static const char *const sql_text[Q_COUNT] = {
                   "WHERE status IN ('pending', 'processing') "
                   "AND (lease_until IS NULL OR lease_until < ?1) "
                   "AND (claimed_by IS NULL OR claimed_by <> ?3) "
-                  "AND provider_task_ids = '[]' ORDER BY created_at LIMIT ?2",
+                  "AND provider_task_ids = '[]' AND run_id IS NULL ORDER BY created_at LIMIT ?2",
     [Q_STAGE_TASKS] =
         "UPDATE generations SET status = ?2, stage = ?3, updated_at = ?4, "
         "provider_task_ids = ?5 WHERE id = ?1 AND status IN ('pending', 'processing')",
@@ -159,7 +179,7 @@ static const char *const sql_text[Q_COUNT] = {
                 "SELECT id FROM generations WHERE status IN ('pending', 'processing') "
                 "AND (lease_until IS NULL OR lease_until < ?1) "
                 "AND (claimed_by IS NULL OR claimed_by <> ?3) "
-                "AND provider_task_ids <> '[]' ORDER BY created_at LIMIT ?2) "
+                "AND provider_task_ids <> '[]' AND run_id IS NULL ORDER BY created_at LIMIT ?2) "
                 "RETURNING " LR_SQLITE_GEN_COLUMNS,
     [Q_AUDIT] = lr_sql_audit,
     [Q_MIGRATION_SEEN] = "SELECT 1 FROM schema_migrations WHERE version = ?1",
@@ -174,6 +194,63 @@ static const char *const sql_text[Q_COUNT] = {
     [Q_PURGE_QUOTES] = "DELETE FROM quotes WHERE expires_at < ?1",
     [Q_GET_QUOTE] = "SELECT lines, total, expires_at < ?3 FROM quotes "
                     "WHERE id = ?1 AND user_id = ?2",
+    [Q_PREVIEW_CLAIM] = "UPDATE generations SET preview_status = 'processing' WHERE id = ?1 "
+                        "AND status = 'success' AND type IN ('photo', 'video', 'edit') "
+                        "AND deleted_at IS NULL AND preview_status IN ('none', 'processing') "
+                        "RETURNING storage_keys",
+    [Q_PREVIEW_PENDING] = "SELECT id FROM generations WHERE status = 'success' "
+                          "AND type IN ('photo', 'video', 'edit') AND deleted_at IS NULL "
+                          "AND (preview_status = 'processing' "
+                          "OR (preview_status = 'none' AND finished_at > ?1)) "
+                          "ORDER BY finished_at LIMIT ?2",
+    [Q_PREVIEW_FINISH] =
+        "UPDATE generations SET preview_status = ?2, poster_path = ?3, preview_path = ?4, "
+        "metadata = json_set(metadata, '$.preview', json(?5)), "
+        "storage_keys = (SELECT json_group_array(value) FROM (SELECT value FROM "
+        "json_each(generations.storage_keys) UNION SELECT value FROM json_each(?6))) "
+        "WHERE id = ?1 AND preview_status = 'processing' AND deleted_at IS NULL RETURNING id",
+    [Q_RUN_KEY] = "SELECT id, request_hash FROM runs WHERE user_id = ?1 AND idempotency_key = ?2",
+    [Q_INSERT_RUN] = "INSERT INTO runs (id, user_id, status, graph, quoted, idempotency_key, "
+                     "request_hash, claimed_by, lease_until, created_at, updated_at) "
+                     "VALUES (?1, ?2, 'running', ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+    [Q_INSERT_NODE] = "INSERT INTO generations (id, user_id, type, model, prompt, status, "
+                      "credits_used, outputs_count, provider, params, created_at, updated_at, "
+                      "claimed_by, lease_until, run_id, node_id, run_cost, cache_key) "
+                      "VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, "
+                      "?13, ?14, ?6, ?15)",
+    [Q_INSERT_RUN_TX] = "INSERT INTO credit_transactions (id, user_id, amount, type, description, "
+                        "metadata, run_id, created_at) "
+                        "VALUES (?1, ?2, ?3, 'generation', ?4, ?5, ?6, ?7)",
+    [Q_GET_RUN] = "SELECT " LR_SQLITE_RUN_COLUMNS " FROM runs WHERE id = ?1 "
+                  "AND (?2 IS NULL OR user_id = ?2)",
+    [Q_RUN_NODES] = "SELECT " LR_SQLITE_NODE_COLUMNS " FROM generations g WHERE g.run_id = ?1 "
+                    "ORDER BY g.rowid",
+    [Q_START_NODE] = "UPDATE generations SET status = 'processing', prompt = ?2, updated_at = ?3, "
+                     "metadata = CASE WHEN ?4 IS NULL THEN metadata "
+                     "ELSE json_set(metadata, '$.image_url', ?4) END "
+                     "WHERE id = ?1 AND status = 'pending'",
+    [Q_FINISH_RUN] = "UPDATE runs SET status = ?2, error_node = ?3, error_code = ?4, "
+                     "error_message = ?5, updated_at = ?6, finished_at = ?6, lease_until = NULL "
+                     "WHERE id = ?1 AND status = 'running'",
+    [Q_RENEW_RUNS] =
+        "UPDATE runs SET lease_until = ?2 WHERE claimed_by = ?1 AND status = 'running'",
+    [Q_CLAIM_RUNS] = "UPDATE runs SET claimed_by = ?3, lease_until = ?4 WHERE id IN ("
+                     "SELECT id FROM runs WHERE status = 'running' "
+                     "AND (lease_until IS NULL OR lease_until < ?1) "
+                     "AND (claimed_by IS NULL OR claimed_by <> ?3) ORDER BY created_at LIMIT ?2) "
+                     "RETURNING id",
+    [Q_CLAIM_RUN_NODES] = "UPDATE generations SET claimed_by = ?2, lease_until = ?3 "
+                          "WHERE run_id = ?1 AND status IN ('pending', 'processing')",
+    [Q_INSERT_CACHED_NODE] =
+        "INSERT INTO generations (id, user_id, type, model, prompt, status, credits_used, "
+        "outputs_count, succeeded_count, provider, params, result_urls, metadata, created_at, "
+        "updated_at, finished_at, duration_ms, run_id, node_id, run_cost, cache_key) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, 'success', 0, ?6, ?6, ?7, ?8, ?9, "
+        "json_object('cached_from', ?10, 'text', ?11), ?12, ?12, ?12, 0, ?13, ?14, 0, ?15)",
+    [Q_FIND_CACHED] = "SELECT " LR_SQLITE_NODE_COLUMNS " FROM generations g "
+                      "WHERE g.user_id = ?1 AND g.cache_key = ?2 AND g.status = 'success' "
+                      "AND g.succeeded_count = g.outputs_count AND g.deleted_at IS NULL "
+                      "AND (?3 IS NULL OR g.run_id = ?3) ORDER BY g.created_at DESC LIMIT 1",
 };
 
 typedef struct {
@@ -981,10 +1058,52 @@ static lr_err sq_purged(lr_db *db, const char *id)
     return query((sqlite_db *)db, WRITE, Q_PURGED, ARGS(A_TEXT(id)), NULL, NULL);
 }
 
+static lr_err sq_preview_claim(lr_db *db, const char *id, lr_strv *keys)
+{
+    *keys = (lr_strv){0};
+    deletion claimed = {.keys = keys}; /* the same shape: a flag and the keys */
+    lr_err e =
+        query((sqlite_db *)db, WRITE, Q_PREVIEW_CLAIM, ARGS(A_TEXT(id)), read_deletion, &claimed);
+    return e != LR_OK ? e : claimed.marked ? LR_OK : LR_ERR_NOT_FOUND;
+}
+
+static lr_err sq_preview_pending(lr_db *db, const char *since, int limit, lr_strv *ids)
+{
+    *ids = (lr_strv){0};
+    lr_err e = query((sqlite_db *)db, READ, Q_PREVIEW_PENDING, ARGS(A_TEXT(since), A_INT(limit)),
+                     INTO(lr_db_add_string, 1, ids));
+    if (e != LR_OK)
+        lr_strv_clear(ids);
+    return e;
+}
+
+static lr_err sq_preview_finish(lr_db *db, const lr_preview_req *r)
+{
+    bool found = false;
+    lr_err e = query((sqlite_db *)db, WRITE, Q_PREVIEW_FINISH,
+                     ARGS(A_TEXT(r->generation_id), A_TEXT(r->status), A_TEXT(r->poster_path),
+                          A_TEXT(r->preview_path), A_JSON(r->preview, "{}"), A_STRV(&r->keys)),
+                     set_flag, &found);
+    return e != LR_OK ? e : found ? LR_OK : LR_ERR_NOT_FOUND;
+}
+
+typedef struct {
+    const char *owner, *lease_until;
+} renew_args;
+
+static lr_err renew_job(conn *c, void *ctx)
+{
+    renew_args *a = ctx;
+    lr_err e = run(c, Q_RENEW, ARGS(A_TEXT(a->owner), A_TEXT(a->lease_until)), NULL, NULL);
+    if (e == LR_OK)
+        e = run(c, Q_RENEW_RUNS, ARGS(A_TEXT(a->owner), A_TEXT(a->lease_until)), NULL, NULL);
+    return e;
+}
+
 static lr_err sq_renew_leases(lr_db *db, const char *owner, const char *lease_until)
 {
-    return query((sqlite_db *)db, WRITE, Q_RENEW, ARGS(A_TEXT(owner), A_TEXT(lease_until)), NULL,
-                 NULL);
+    return write_job_run((sqlite_db *)db, renew_job,
+                         &(renew_args){.owner = owner, .lease_until = lease_until});
 }
 
 /* An unfinished generation whose lease ran out, before it is reaped. */
@@ -1112,6 +1231,212 @@ static lr_err sq_get_quote(lr_db *db, const char *user_id, const char *id, lr_qu
     return e;
 }
 
+/* ---- graph runs ---- */
+
+typedef struct {
+    const lr_run_reserve_req *r;
+    int *balance;
+    lr_key_holder *holder;
+} run_reserve_args;
+
+static void read_run_key(sqlite3_stmt *s, void *out)
+{
+    key_row *k = out;
+    k->found = true;
+    snprintf(k->id, sizeof k->id, "%s", (const char *)sqlite3_column_text(s, 0));
+    k->request_hash = lr_xstrdup((const char *)sqlite3_column_text(s, 1));
+}
+
+/* Inside the reservation: *held when a run holds the key. */
+static lr_err check_run_key(conn *c, const lr_run_reserve_req *r, lr_key_holder *holder, bool *held)
+{
+    key_row k = {0};
+    lr_err e =
+        run(c, Q_RUN_KEY, ARGS(A_TEXT(r->user_id), A_TEXT(r->idempotency_key)), read_run_key, &k);
+    *held = e == LR_OK && k.found;
+    if (*held) {
+        memcpy(holder->generation_id, k.id, sizeof k.id);
+        holder->same_request =
+            k.request_hash && r->request_hash && !strcmp(k.request_hash, r->request_hash);
+    }
+    free(k.request_hash);
+    return e;
+}
+
+static lr_err run_node_row(conn *c, const lr_run_reserve_req *r, const lr_run_node_req *n)
+{
+    if (n->cached_from)
+        return run(c, Q_INSERT_CACHED_NODE,
+                   ARGS(A_TEXT(n->generation_id), A_TEXT(r->user_id), A_TEXT(n->type),
+                        A_TEXT(n->model), A_TEXT(n->prompt), A_INT(n->outputs_count),
+                        A_TEXT(n->provider), A_JSON(n->params, "{}"), A_JSON(n->result_urls, "[]"),
+                        A_TEXT(n->cached_from), A_TEXT(n->text), A_TEXT(r->created_at),
+                        A_TEXT(r->run_id), A_TEXT(n->node_id), A_TEXT(n->cache_key)),
+                   NULL, NULL);
+    return run(c, Q_INSERT_NODE,
+               ARGS(A_TEXT(n->generation_id), A_TEXT(r->user_id), A_TEXT(n->type), A_TEXT(n->model),
+                    A_TEXT(n->prompt), A_INT(n->cost), A_INT(n->outputs_count), A_TEXT(n->provider),
+                    A_JSON(n->params, "{}"), A_TEXT(r->created_at), A_TEXT(r->owner),
+                    A_TEXT(r->lease_until), A_TEXT(r->run_id), A_TEXT(n->node_id),
+                    A_TEXT(n->cache_key)),
+               NULL, NULL);
+}
+
+static lr_err reserve_run_job(conn *c, void *ctx)
+{
+    run_reserve_args *a = ctx;
+    const lr_run_reserve_req *r = a->r;
+    bool held = false;
+    lr_err e = r->idempotency_key ? check_run_key(c, r, a->holder, &held) : LR_OK;
+    if (e != LR_OK || held)
+        return e != LR_OK ? e : LR_ERR_CONFLICT;
+    e = run(c, Q_DEBIT, ARGS(A_INT(r->total), A_TEXT(r->user_id), A_TEXT(r->created_at)), col_int,
+            a->balance);
+    if (e == LR_OK && sqlite3_changes(c->h) == 0) {
+        e = read_balance(c, r->user_id, a->balance);
+        return e == LR_OK ? LR_ERR_INSUFFICIENT : e;
+    }
+    if (e == LR_OK)
+        e = run(c, Q_INSERT_RUN,
+                ARGS(A_TEXT(r->run_id), A_TEXT(r->user_id), A_JSON(r->graph, "{}"), A_INT(r->total),
+                     A_TEXT(r->idempotency_key), A_TEXT(r->request_hash), A_TEXT(r->owner),
+                     A_TEXT(r->lease_until), A_TEXT(r->created_at)),
+                NULL, NULL);
+    for (size_t i = 0; e == LR_OK && i < r->n; i++)
+        e = run_node_row(c, r, &r->nodes[i]);
+    char id[LR_UUID_LEN + 1], desc[64];
+    lr_uuid_v4(id);
+    snprintf(desc, sizeof desc, "Run: %zu nodes", r->n);
+    if (e == LR_OK)
+        e = run(c, Q_INSERT_RUN_TX,
+                ARGS(A_TEXT(id), A_TEXT(r->user_id), A_INT(-r->total), A_TEXT(desc),
+                     A_JSON(r->charge_meta, "{}"), A_TEXT(r->run_id), A_TEXT(r->created_at)),
+                NULL, NULL);
+    return e;
+}
+
+static lr_err sq_reserve_run(lr_db *db, const lr_run_reserve_req *r, int *balance,
+                             lr_key_holder *holder)
+{
+    return write_job_run((sqlite_db *)db, reserve_run_job,
+                         &(run_reserve_args){.r = r, .balance = balance, .holder = holder});
+}
+
+static lr_err sq_get_run(lr_db *db, const char *user_id, const char *id, lr_run *out)
+{
+    *out = (lr_run){0};
+    lr_err e = query((sqlite_db *)db, READ, Q_GET_RUN, ARGS(A_TEXT(id), A_TEXT(user_id)),
+                     INTO(lr_db_set_run, RC_COUNT, out));
+    if (e == LR_OK && !out->id)
+        e = LR_ERR_NOT_FOUND;
+    if (e != LR_OK)
+        lr_run_clear(out);
+    return e;
+}
+
+static lr_err sq_list_run_nodes(lr_db *db, const char *run_id, lr_run_node_list *out)
+{
+    *out = (lr_run_node_list){0};
+    lr_err e = query((sqlite_db *)db, READ, Q_RUN_NODES, ARGS(A_TEXT(run_id)),
+                     INTO(lr_db_add_run_node, NC_COUNT, out));
+    if (e != LR_OK)
+        lr_run_node_list_clear(out);
+    return e;
+}
+
+typedef struct {
+    int q;
+    const arg *args;
+    size_t n;
+} changing;
+
+/* One statement that must change a row: CONFLICT when it changed none. */
+static lr_err changing_job(conn *c, void *ctx)
+{
+    changing *ch = ctx;
+    lr_err e = run(c, ch->q, ch->args, ch->n, NULL, NULL);
+    return e == LR_OK && sqlite3_changes(c->h) == 0 ? LR_ERR_CONFLICT : e;
+}
+
+static lr_err sq_start_node(lr_db *db, const char *generation_id, const char *prompt,
+                            const char *image_url)
+{
+    char ts[32];
+    now_iso(ts);
+    const arg a[] = {A_TEXT(generation_id), A_TEXT(prompt), A_TEXT(ts), A_TEXT(image_url)};
+    return write_job_run((sqlite_db *)db, changing_job,
+                         &(changing){.q = Q_START_NODE, .args = a, .n = 4});
+}
+
+static lr_err sq_finish_run(lr_db *db, const char *id, const char *status, const char *error_node,
+                            const char *error_code, const char *error_message)
+{
+    char ts[32];
+    now_iso(ts);
+    const arg a[] = {A_TEXT(id),         A_TEXT(status),        A_TEXT(error_node),
+                     A_TEXT(error_code), A_TEXT(error_message), A_TEXT(ts)};
+    return write_job_run((sqlite_db *)db, changing_job,
+                         &(changing){.q = Q_FINISH_RUN, .args = a, .n = 6});
+}
+
+static lr_err sq_find_cached(lr_db *db, const char *user_id, const char *cache_key,
+                             const char *from_run, lr_run_node *out)
+{
+    lr_run_node_list l = {0};
+    lr_err e = query((sqlite_db *)db, READ, Q_FIND_CACHED,
+                     ARGS(A_TEXT(user_id), A_TEXT(cache_key), A_TEXT(from_run)),
+                     INTO(lr_db_add_run_node, NC_COUNT, &l));
+    if (e == LR_OK && l.n == 0)
+        e = LR_ERR_NOT_FOUND;
+    if (e == LR_OK) {
+        *out = l.v[0];
+        l.v[0] = (lr_run_node){0};
+    }
+    lr_run_node_list_clear(&l);
+    return e;
+}
+
+static void add_id(sqlite3_stmt *s, void *out)
+{
+    lr_strv *ids = out;
+    ids->v = lr_db_grow(ids->v, ids->n, sizeof *ids->v);
+    ids->v[ids->n++] = lr_xstrdup((const char *)sqlite3_column_text(s, 0));
+}
+
+typedef struct {
+    const char *owner, *lease_until, *now;
+    int limit;
+    lr_strv *ids;
+} claim_runs_args;
+
+static lr_err claim_runs_job(conn *c, void *ctx)
+{
+    claim_runs_args *a = ctx;
+    lr_strv_clear(a->ids);
+    lr_err e = run(c, Q_CLAIM_RUNS,
+                   ARGS(A_TEXT(a->now), A_INT(a->limit), A_TEXT(a->owner), A_TEXT(a->lease_until)),
+                   add_id, a->ids);
+    for (size_t i = 0; e == LR_OK && i < a->ids->n; i++)
+        e = run(c, Q_CLAIM_RUN_NODES,
+                ARGS(A_TEXT(a->ids->v[i]), A_TEXT(a->owner), A_TEXT(a->lease_until)), NULL, NULL);
+    return e;
+}
+
+static lr_err sq_claim_runs(lr_db *db, const char *owner, const char *lease_until, int limit,
+                            lr_strv *ids)
+{
+    char now[32];
+    now_iso(now);
+    *ids = (lr_strv){0};
+    lr_err e = write_job_run(
+        (sqlite_db *)db, claim_runs_job,
+        &(claim_runs_args){
+            .owner = owner, .lease_until = lease_until, .now = now, .limit = limit, .ids = ids});
+    if (e != LR_OK)
+        lr_strv_clear(ids);
+    return e;
+}
+
 static void close_conn(conn *c)
 {
     for (int q = 0; q < Q_COUNT; q++)
@@ -1168,12 +1493,22 @@ static const lr_db_ops sqlite_ops = {
     .mark_deleted = sq_mark_deleted,
     .pending_purges = sq_pending_purges,
     .purged = sq_purged,
+    .preview_claim = sq_preview_claim,
+    .preview_pending = sq_preview_pending,
+    .preview_finish = sq_preview_finish,
     .renew_leases = sq_renew_leases,
     .claim_resumable = sq_claim_resumable,
     .reap_expired = sq_reap_expired,
     .audit = sq_audit,
     .save_quote = sq_save_quote,
     .get_quote = sq_get_quote,
+    .reserve_run = sq_reserve_run,
+    .get_run = sq_get_run,
+    .list_run_nodes = sq_list_run_nodes,
+    .start_node = sq_start_node,
+    .finish_run = sq_finish_run,
+    .claim_runs = sq_claim_runs,
+    .find_cached = sq_find_cached,
     .close = sq_close,
 };
 

@@ -13,6 +13,7 @@
 
 typedef struct run run;
 typedef struct user_slots user_slots;
+typedef struct lr_graph_run lr_graph_run;
 
 typedef struct {
     const char *generation_id;
@@ -25,7 +26,12 @@ typedef struct {
     const char *created_at;
     json_t *input_urls;        /* public URLs of input images, or NULL */
     const lr_strv *input_keys; /* their object keys (removed with the generation), or NULL */
-    const char *request_id;    /* the request that started it, for its log lines; NULL: none */
+    /* A node of a graph run (NULL otherwise): called once with how the
+     * generation ended, after its waiters, on the loop thread or a worker;
+     * must not block. The run's executor starts what comes next from it. */
+    lr_wait_fn ended;
+    void *ended_ctx;
+    const char *request_id; /* the request that started it, for its log lines; NULL: none */
 } lr_run_req;
 
 struct lr_pipeline {
@@ -36,6 +42,7 @@ struct lr_pipeline {
     const lr_net_policy *net;
     lr_observer_fn observer;
     void *observer_ctx;
+    lr_previews *previews; /* NULL: no derived media */
     lr_loop *loop;
     lr_workers *workers;
     pthread_mutex_t mu;
@@ -50,6 +57,8 @@ struct lr_pipeline {
     pthread_t maint;
     pthread_cond_t maint_cv;
     bool maint_running, maint_stop, purge_queued;
+    lr_graph_run *graph_runs; /* graph runs this process executes (mu) */
+    bool draining;            /* shutting down: graph runs start no more nodes (mu) */
 };
 
 /* Marks r as claimed by this process (owner and lease_until, which points
@@ -63,5 +72,13 @@ void lr_pipeline_unadmit(lr_pipeline *p, const char *user);
 /* Starts a reserved, admitted generation. wait may be NULL (nobody waits). */
 lr_err lr_pipeline_start(lr_pipeline *p, const lr_run_req *req, int64_t timeout_ms, lr_wait_fn wait,
                          void *ctx);
+/* Resumes a reserved generation whose provider tasks (task_ids, one per
+ * output, NULL where none: that output fails) a dead process started. */
+lr_err lr_pipeline_resume(lr_pipeline *p, const lr_run_req *req, const lr_strv *task_ids);
+/* Graph runs left by a dead process, taken over (run_exec.c); called by
+ * lr_pipeline_recover. */
+int lr_graph_runs_recover(lr_pipeline *p);
+/* Frees the graph runs still registered (shutdown, workers stopped). */
+void lr_graph_runs_free(lr_pipeline *p);
 
 #endif

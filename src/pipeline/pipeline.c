@@ -81,6 +81,8 @@ struct run {
     bool tasks_dirty, stage_job, canceled;
     bool stage_timer_armed; /* stage_timer holds a reference */
     lr_timer_id stage_timer;
+    lr_wait_fn ended; /* a graph run's node: its executor's callback */
+    void *ended_ctx;
     int refs;
     run *next;
 };
@@ -154,6 +156,11 @@ lr_pipeline *lr_pipeline_new(lr_db *db, lr_store *store, lr_provider *provider,
 void lr_pipeline_set_retry(lr_pipeline *p, int retry_ms)
 {
     p->retry_ms = retry_ms > 0 ? retry_ms : 1000;
+}
+
+void lr_pipeline_set_previews(lr_pipeline *p, lr_previews *q)
+{
+    p->previews = q;
 }
 
 void lr_pipeline_observe(lr_pipeline *p, lr_observer_fn fn, void *ctx)
@@ -500,6 +507,9 @@ static void settled(void *arg)
                                 r->model->id, "status", st->s.status, "succeeded", r->succeeded,
                                 "failed", r->failed, "duration_ms", (json_int_t)st->s.duration_ms));
         notify(p, r->id, st->status, LR_STAGE_NONE);
+        if (p->previews && st->status == LR_GEN_SUCCESS &&
+            strcmp(lr_model_generation_type(r->model), "text") != 0)
+            lr_previews_submit(p->previews, r->id);
     }
     lr_outcome o = {
         .generation_id = r->id,
@@ -521,6 +531,8 @@ static void settled(void *arg)
         .created_at = r->created_at,
     };
     finish(r, &o);
+    if (r->ended)
+        r->ended(r->ended_ctx, &o);
     results_clear(&st->x);
     free(st);
     run_unref(r);
@@ -819,6 +831,8 @@ static lr_err start_run(lr_pipeline *p, const lr_run_req *req, const lr_strv *ta
         lr_strv_push(&r->input_keys, req->input_keys->v[i]);
     r->outputs = r->remaining = req->outputs_count;
     r->unit = req->unit_price;
+    r->ended = req->ended;
+    r->ended_ctx = req->ended_ctx;
     r->started_ms = lr_monotonic_ms();
     int64_t created_ms = lr_time_parse_iso(req->created_at);
     if (created_ms < 0 || created_ms > lr_now_ms())
@@ -896,6 +910,11 @@ lr_err lr_pipeline_start(lr_pipeline *p, const lr_run_req *req, int64_t timeout_
     return start_run(p, req, NULL, timeout_ms, wait, ctx);
 }
 
+lr_err lr_pipeline_resume(lr_pipeline *p, const lr_run_req *req, const lr_strv *task_ids)
+{
+    return start_run(p, req, task_ids, 0, NULL, NULL);
+}
+
 /* Resumes a generation another (dead) process left with provider tasks. */
 static void resume_row(lr_pipeline *p, const lr_generation *g)
 {
@@ -955,7 +974,8 @@ int lr_pipeline_recover(lr_pipeline *p)
     }
     n += (int)reaped.n;
     lr_reaped_list_clear(&reaped);
-    return n;
+    int runs = lr_graph_runs_recover(p);
+    return runs < 0 ? -1 : n + runs;
 }
 
 static run *find_run(lr_pipeline *p, const char *id)
@@ -1215,6 +1235,7 @@ void lr_pipeline_drain(lr_pipeline *p, int64_t timeout_ms)
         until.tv_nsec -= 1000000000;
     }
     pthread_mutex_lock(&p->mu);
+    p->draining = true;
     while (p->in_flight > 0 && pthread_cond_timedwait(&p->idle, &p->mu, &until) == 0)
         ;
     pthread_mutex_unlock(&p->mu);
@@ -1261,7 +1282,10 @@ void lr_pipeline_drain(lr_pipeline *p, int64_t timeout_ms)
 
 void lr_pipeline_release_claims(lr_pipeline *p)
 {
-    if (lr_pipeline_in_flight(p) == 0)
+    pthread_mutex_lock(&p->mu);
+    bool runs = p->graph_runs != NULL; /* their waiting nodes are claimed too */
+    pthread_mutex_unlock(&p->mu);
+    if (lr_pipeline_in_flight(p) == 0 && !runs)
         return;
     char past[32];
     lr_time_iso(lr_now_ms() - 1000, past);
@@ -1274,6 +1298,7 @@ void lr_pipeline_free(lr_pipeline *p)
     if (!p)
         return;
     stop_maintenance(p);
+    lr_graph_runs_free(p);
     /* Runs abandoned at shutdown (loop and workers already stopped): their
      * rows stay unfinished and the next start refunds them. */
     for (unsigned b = 0; b < BUCKETS; b++) {

@@ -32,6 +32,7 @@
 #include "core/vocab.h"
 #include "db/db.h"
 #include "loop/loop.h"
+#include "media/jobs.h"
 #include "net/net.h"
 #include "providers/catalog.h"
 #include "providers/provider.h"
@@ -83,6 +84,9 @@ lr_pipeline *lr_pipeline_new(lr_db *db, lr_store *store, lr_provider *provider,
                              const lr_catalog *catalog, const lr_net_policy *net, lr_loop *loop,
                              lr_workers *workers, int lease_s);
 void lr_pipeline_observe(lr_pipeline *p, lr_observer_fn fn, void *ctx);
+/* Where a succeeded generation with stored outputs goes for its posters,
+ * previews and thumbnails (after its settle, never before); NULL: none. */
+void lr_pipeline_set_previews(lr_pipeline *p, lr_previews *q);
 /* First delay before a failed download is retried (doubling; default 1 s). */
 void lr_pipeline_set_retry(lr_pipeline *p, int retry_ms);
 /* Takes over unfinished generations whose lease ran out (their process

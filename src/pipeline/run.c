@@ -33,6 +33,69 @@ bool lr_graph_parse_ref(const char *ref, size_t len, size_t *id_len, int *output
     return true;
 }
 
+/* outputsCount as infer reads it: absent 0 (one), out of range -1. */
+static int outputs_of(json_t *v)
+{
+    if (!v || json_is_null(v))
+        return 0;
+    json_int_t n = json_is_integer(v) ? json_integer_value(v) : -1;
+    return n >= 1 && n <= LR_MAX_OUTPUTS ? (int)n : -1;
+}
+
+/* An input as written: a string, or {"$ref": "..."}; anything else is a
+ * reference that cannot parse (the check names the problem). */
+static lr_node_input parse_input(json_t *v)
+{
+    if (!v || json_is_null(v))
+        return (lr_node_input){0};
+    if (json_is_string(v))
+        return (lr_node_input){.present = true, .value = json_string_value(v)};
+    const char *ref = json_string_value(json_object_get(v, "$ref"));
+    return (lr_node_input){.present = true, .ref = ref ? ref : ""};
+}
+
+static void read_node(json_t *j, lr_graph_node *n)
+{
+    json_t *inputs = json_object_get(j, "inputs"), *given = json_object_get(j, "params");
+    *n = (lr_graph_node){
+        .id = json_string_value(json_object_get(j, "id")),
+        .model_id = json_string_value(json_object_get(j, "modelId")),
+        .outputs = outputs_of(json_object_get(j, "outputsCount")),
+        .prompt = parse_input(json_object_get(inputs, "prompt")),
+        .image_url = parse_input(json_object_get(inputs, "imageUrl")),
+    };
+    json_t *params = json_is_object(given) ? json_deep_copy(given) : json_incref(given);
+    const char *name;
+    json_t *v;
+    void *tmp;
+    json_object_foreach_safe(params, tmp, name, v)
+    {
+        if (json_is_object(v) && json_object_get(v, "$ref")) {
+            if (!n->param_ref) /* the key as given stays while the document does */
+                n->param_ref = json_object_iter_key(json_object_iter_at(given, name));
+            json_object_del(params, name);
+        }
+    }
+    n->params = params;
+}
+
+void lr_graph_read(json_t *nodes, lr_graph *g)
+{
+    size_t n = json_array_size(nodes);
+    lr_graph_node *v = n ? lr_xcalloc(n, sizeof *v) : NULL;
+    for (size_t i = 0; i < n; i++)
+        read_node(json_array_get(nodes, i), &v[i]);
+    *g = (lr_graph){.nodes = v, .n = n};
+}
+
+void lr_graph_release(lr_graph *g)
+{
+    for (size_t i = 0; i < g->n; i++)
+        json_decref(g->nodes[i].params);
+    free((lr_graph_node *)g->nodes);
+    *g = (lr_graph){0};
+}
+
 __attribute__((format(printf, 5, 6))) static void add_error(lr_graph_check_result *r,
                                                             const lr_graph_node *node,
                                                             const char *field, lr_code code,

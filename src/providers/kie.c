@@ -164,6 +164,10 @@ static json_t *create_body(const kie_task *k)
             model = "veo3";
         json_t *b = json_pack("{s:s, s:s}", "prompt", t->prompt, "model", model);
         put_params(b, kie_model_find(model), t->params);
+        /* An image to start from (a graph run's upstream output): Veo's
+         * image-to-video mode takes it in imageUrls. */
+        if (json_array_size(t->input_urls) > 0)
+            json_object_set_new(b, "imageUrls", json_deep_copy(t->input_urls));
         return b;
     }
     const kie_model *km = kie_model_find(model);

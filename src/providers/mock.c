@@ -1,7 +1,9 @@
 /* The mock provider. It behaves like a remote one as far as the pipeline
  * can tell: the answer arrives later on the loop thread, failures happen
- * at the configured rate, and success hands over real bytes (produced on
- * a worker, streamed into storage). Only the network is missing. */
+ * at the configured rate (and always for a prompt holding "[mock_fail]",
+ * so a test can fail one chosen generation), and success hands over real
+ * bytes (produced on a worker, streamed into storage). Only the network
+ * is missing. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,7 +59,7 @@ static void fire(void *arg)
     char task_id[64];
     snprintf(task_id, sizeof task_id, "mock-%.8s-%d", t->generation_id, t->variant);
     lr_provider_result r = {.task_id = task_id};
-    if (rate > 0 && lr_random_unit() < rate) {
+    if ((rate > 0 && lr_random_unit() < rate) || strstr(t->prompt, "[mock_fail]")) {
         r.error = LR_CODE_PROVIDER_FAILED;
         r.error_message = "The mock provider failed this output (LENSROOM_MOCK_FAIL_RATE)";
     } else if (!strcmp(t->model->capability, "text")) {

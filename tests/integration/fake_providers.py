@@ -25,6 +25,7 @@ Faults are chosen per task by tokens in the prompt, e.g. "[create_401]":
   dl_cut dl_cut_once dl_big (60 MB) dl_50mb (just under the limit) dl_html dl_404
   dl_redirect_local dl_redirect_local_https dl_redirect_name
   hold (finishes only when release() is called)   delay_<seconds>
+  file_<name> (the result file is files[name], bytes a test put there)
   a_400 a_429_once a_529_once a_500_once a_malformed a_401
 """
 import io
@@ -170,6 +171,7 @@ class FakeProviders:
     def __init__(self, mp4=None):
         self.png = png_bytes()
         self.mp4 = mp4
+        self.files = {}  # name -> bytes, served for a prompt with [file_<name>]
         self.tasks = {}
         self.requests = []
         self.lock = threading.Lock()
@@ -373,6 +375,9 @@ class FakeProviders:
         f = t["faults"]
         body = self.mp4 if ext == "mp4" else self.png
         ctype = "video/mp4" if ext == "mp4" else "image/png"
+        named = [x[len("file_"):] for x in f if x.startswith("file_")]
+        if named:
+            body = self.files[named[0]]
         if "dl_404" in f:
             return h._send(404, b"expired", ctype="text/plain")
         if "dl_html" in f:

@@ -91,8 +91,8 @@ class Events(Base):
         events, comments = parse_sse(out.stdout)
         self.assertEqual([(i, e) for i, e, _ in events],
                          [(1, "pending"), (2, "submitted"), (3, "downloading"), (4, "storing"),
-                          (5, "success")], out.stdout)
-        final = events[-1][2]
+                          (5, "success"), (6, "preview_ready")], out.stdout)
+        final = events[-2][2]
         self.assertEqual(final["status"], "success")
         self.assertEqual(final["generationId"], gid)
         self.assertTrue(final["url"].endswith(".png"))
@@ -107,8 +107,11 @@ class Events(Base):
         self.assertTrue(r.getheader("Content-Type").startswith("text/event-stream"))
         self.assertEqual(r.getheader("Cache-Control"), "no-store")
         r, body = self.stream(gid, {"Last-Event-ID": "3"})
-        self.assertEqual([(i, e) for i, e, _ in parse_sse(body)[0]], [(4, "storing"), (5, "success")])
+        self.assertEqual([(i, e) for i, e, _ in parse_sse(body)[0]],
+                         [(4, "storing"), (5, "success"), (6, "preview_ready")])
         r, body = self.stream(gid, {"Last-Event-ID": "5"})
+        self.assertEqual([(i, e) for i, e, _ in parse_sse(body)[0]], [(6, "preview_ready")])
+        r, body = self.stream(gid, {"Last-Event-ID": "6"})
         self.assertEqual(r.status, 204)  # EventSource stops reconnecting
         r, body = self.stream(gid, {"Last-Event-ID": "banana"})
         self.assertEqual(r.status, 400)
@@ -146,7 +149,8 @@ class Events(Base):
                      headers={"Cookie": f"lr_session={tok}"})
         body = conn.getresponse().read().decode()
         self.assertEqual([(i, e) for i, e, _ in parse_sse(body)[0]],
-                         [(1, "pending"), (2, "submitted"), (4, "storing"), (5, "success")])
+                         [(1, "pending"), (2, "submitted"), (4, "storing"), (5, "success"),
+                          (6, "preview_ready")])
 
     def test_text_generation(self):
         gid = self.start("hello", model="anthropic_text")
@@ -178,7 +182,7 @@ class Events(Base):
         body = conn.getresponse().read().decode()
         events = parse_sse(body)[0]
         self.assertEqual(events[0][0], 1)
-        self.assertEqual(events[-1][:2], (5, "success"))
+        self.assertEqual([e[:2] for e in events[-2:]], [(5, "success"), (6, "preview_ready")])
         self.assertEqual([i for i, _, _ in events], sorted(i for i, _, _ in events))
 
 

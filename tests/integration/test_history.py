@@ -3,7 +3,7 @@ each user sees only their own rows. Admin grants need the service role
 key and are idempotent."""
 import unittest
 
-from harness import ServerTest, new_user
+from harness import ServerTest, new_user, wait_for
 
 SERVICE_KEY = "service-role-key-for-tests-0123456789abcdef"
 
@@ -65,14 +65,20 @@ class History(ServerTest):
         r = self.server.infer(tok)
         gid, url = r.json["generationId"], r.json["url"]
         self.assertEqual(self.server.fetch_url(url).status, 200)
+        # its thumbnails are objects of the generation too: made first
+        row = lambda: self.server.get(f"/api/generations/{gid}", self.auth(a)).json["generation"]
+        self.assertTrue(wait_for(lambda: row()["previewStatus"] == "ready", 60))
+        thumbs = row()["thumbnails"]
         ledger = self.server.ledger(a)
         other = self.server.request("DELETE", f"/api/generations/{gid}", headers=self.auth(b))
         self.assertEqual(other.status, 404)
         d = self.server.request("DELETE", f"/api/generations/{gid}", headers=self.auth(a))
         self.assertEqual(d.status, 200, d.body)
         self.assertEqual((d.json["deleted"], d.json["objects"], d.json["objectsRemoved"]),
-                         (True, 1, True))
+                         (True, 3, True))
         self.assertEqual(self.server.fetch_url(url).status, 404)
+        for thumb in (thumbs["small"], thumbs["medium"]):
+            self.assertEqual(self.server.fetch_url(thumb).status, 404)
         self.assertEqual(self.server.get(f"/api/generations/{gid}", self.auth(a)).status, 404)
         self.assertEqual(self.server.get("/api/generations", self.auth(a)).json["generations"], [])
         again = self.server.request("DELETE", f"/api/generations/{gid}", headers=self.auth(a))

@@ -510,6 +510,190 @@ static void test_expired_work_is_reaped_or_claimed_once(void **state)
     assert_audit_sound(f);
 }
 
+/* A run of three nodes: a (10), b (20) and c from the cache (0). */
+static lr_err reserve_run(fixture *f, const char *run, char gens[3][LR_UUID_LEN + 1], int total,
+                          const char *owner, const char *hash, int *balance, lr_key_holder *h)
+{
+    char ts[32], lease[32];
+    lr_time_iso(lr_now_ms(), ts);
+    lr_time_iso(lr_now_ms() - 60000, lease); /* a dead process's */
+    for (int i = 0; i < 3; i++)
+        lr_uuid_v4(gens[i]);
+    json_t *urls = json_pack("[s]", "https://cdn.example/c.png");
+    lr_run_node_req nodes[3] = {
+        {.generation_id = gens[0],
+         .node_id = "a",
+         .type = "text",
+         .model = "anthropic_text",
+         .provider = "mock",
+         .prompt = "hi",
+         .outputs_count = 1,
+         .cost = 10,
+         .cache_key = "ka"},
+        {.generation_id = gens[1],
+         .node_id = "b",
+         .type = "photo",
+         .model = "seedream_image",
+         .provider = "mock",
+         .outputs_count = 2,
+         .cost = 20,
+         .cache_key = "kb"},
+        {.generation_id = gens[2],
+         .node_id = "c",
+         .type = "photo",
+         .model = "seedream_image",
+         .provider = "mock",
+         .prompt = "c",
+         .outputs_count = 1,
+         .cost = 0,
+         .cache_key = "kc",
+         .cached_from = gens[0],
+         .result_urls = urls},
+    };
+    json_t *graph = json_pack("{s:[]}", "nodes"), *meta = json_pack("{s:s}", "run_id", run);
+    lr_run_reserve_req r = {.run_id = run,
+                            .user_id = f->user,
+                            .graph = graph,
+                            .charge_meta = meta,
+                            .nodes = nodes,
+                            .n = 3,
+                            .total = total,
+                            .created_at = ts,
+                            .owner = owner,
+                            .lease_until = lease,
+                            .idempotency_key = hash ? "run-key" : NULL,
+                            .request_hash = hash};
+    lr_err e = f->db->ops->reserve_run(f->db, &r, balance, h);
+    json_decref(urls);
+    json_decref(graph);
+    json_decref(meta);
+    return e;
+}
+
+static void test_run_charged_once_nodes_refunded_once_and_left_to_their_run(void **state)
+{
+    fixture *f = *state;
+    grant(f, 100, NULL);
+    char run[LR_UUID_LEN + 1], again[LR_UUID_LEN + 1], gens[3][LR_UUID_LEN + 1], more[3][37];
+    char owner[LR_UUID_LEN + 1], rival[LR_UUID_LEN + 1], until[32];
+    lr_uuid_v4(run);
+    lr_uuid_v4(again);
+    lr_uuid_v4(owner);
+    lr_uuid_v4(rival);
+    lr_time_iso(lr_now_ms() + 60000, until);
+    int balance;
+    lr_key_holder h = {0};
+    assert_int_equal(reserve_run(f, run, gens, 30, owner, "h1", &balance, &h), LR_OK);
+    assert_int_equal(balance, 70);
+    /* the key answers with its run, same body or not; nothing charged */
+    assert_int_equal(reserve_run(f, again, more, 30, owner, "h1", &balance, &h), LR_ERR_CONFLICT);
+    assert_string_equal(h.generation_id, run);
+    assert_true(h.same_request);
+    assert_int_equal(reserve_run(f, again, more, 30, owner, "h2", &balance, &h), LR_ERR_CONFLICT);
+    assert_false(h.same_request);
+    assert_int_equal(balance_of(f), 70);
+    lr_run r;
+    assert_int_equal(f->db->ops->get_run(f->db, f->user, again, &r), LR_ERR_NOT_FOUND);
+    assert_int_equal(f->db->ops->get_run(f->db, rival, run, &r), LR_ERR_NOT_FOUND);
+    assert_int_equal(f->db->ops->get_run(f->db, f->user, run, &r), LR_OK);
+    assert_string_equal(r.status, "running");
+    assert_int_equal(r.quoted, 30);
+    lr_run_clear(&r);
+
+    lr_run_node_list nodes;
+    assert_int_equal(f->db->ops->list_run_nodes(f->db, run, &nodes), LR_OK);
+    assert_int_equal(nodes.n, 3);
+    for (size_t i = 0; i < nodes.n; i++) {
+        const lr_run_node *n = &nodes.v[i];
+        if (!strcmp(n->node_id, "c")) {
+            assert_string_equal(n->status, "success");
+            assert_string_equal(n->cached_from, gens[0]);
+            assert_int_equal(n->result_urls.n, 1);
+            assert_int_equal(n->run_cost, 0);
+        } else {
+            assert_string_equal(n->status, "pending");
+            assert_null(n->cached_from);
+            assert_int_equal(n->run_cost, !strcmp(n->node_id, "a") ? 10 : 20);
+        }
+    }
+    lr_run_node_list_clear(&nodes);
+
+    /* a started node, at the provider, of a run whose process died: the
+     * generic reaper and claimer leave it (and the pending one) alone */
+    assert_int_equal(f->db->ops->start_node(f->db, gens[0], "hi", NULL), LR_OK);
+    assert_int_equal(f->db->ops->start_node(f->db, gens[0], "hi", NULL), LR_ERR_CONFLICT);
+    char *task_v[] = {"task-1"};
+    lr_strv tasks = {task_v, 1};
+    assert_int_equal(f->db->ops->set_stage(f->db, gens[0], "processing", "submitted", &tasks),
+                     LR_OK);
+    lr_generation_list claimed;
+    assert_int_equal(f->db->ops->claim_resumable(f->db, rival, until, 100000, &claimed), LR_OK);
+    for (size_t i = 0; i < claimed.n; i++)
+        assert_string_not_equal(claimed.v[i].id, gens[0]);
+    lr_generation_list_clear(&claimed);
+    lr_reaped_list reaped;
+    assert_int_equal(f->db->ops->reap_expired(f->db, rival, 100000, &reaped), LR_OK);
+    for (size_t i = 0; i < reaped.n; i++)
+        assert_string_not_equal(reaped.v[i].id, gens[1]);
+    lr_reaped_list_clear(&reaped);
+    /* the run is claimed once, with its nodes */
+    lr_strv ids;
+    assert_int_equal(f->db->ops->claim_runs(f->db, rival, until, 100000, &ids), LR_OK);
+    bool mine = false;
+    for (size_t i = 0; i < ids.n; i++)
+        mine |= !strcmp(ids.v[i], run);
+    assert_true(mine);
+    lr_strv_clear(&ids);
+    assert_int_equal(f->db->ops->claim_runs(f->db, owner, until, 100000, &ids), LR_OK);
+    for (size_t i = 0; i < ids.n; i++)
+        assert_string_not_equal(ids.v[i], run);
+    lr_strv_clear(&ids);
+
+    /* the cache finds the node that succeeded, for its user only */
+    lr_run_node hit = {0};
+    assert_int_equal(f->db->ops->find_cached(f->db, f->user, "kc", NULL, &hit), LR_OK);
+    assert_string_equal(hit.generation_id, gens[2]);
+    lr_run_node_clear(&hit);
+    assert_int_equal(f->db->ops->find_cached(f->db, f->user, "kc", again, &hit), LR_ERR_NOT_FOUND);
+    assert_int_equal(f->db->ops->find_cached(f->db, rival, "kc", NULL, &hit), LR_ERR_NOT_FOUND);
+    assert_int_equal(f->db->ops->find_cached(f->db, f->user, "kb", NULL, &hit), LR_ERR_NOT_FOUND);
+
+    /* a fails, b below it is refunded without running; each once */
+    lr_settle_req fa = {.generation_id = gens[0],
+                        .status = "failed",
+                        .failed_count = 1,
+                        .refund = 10,
+                        .error_code = "provider_failed"};
+    lr_settle_req fb = {.generation_id = gens[1],
+                        .status = "failed",
+                        .failed_count = 2,
+                        .refund = 20,
+                        .error_code = "upstream_failed"};
+    assert_int_equal(f->db->ops->settle(f->db, &fa, &balance), LR_OK);
+    assert_int_equal(f->db->ops->settle(f->db, &fb, &balance), LR_OK);
+    assert_int_equal(f->db->ops->settle(f->db, &fb, &balance), LR_ERR_CONFLICT);
+    assert_int_equal(balance_of(f), 100);
+    assert_int_equal(ledger_rows(f, gens[0], "refund"), 1);
+    assert_int_equal(ledger_rows(f, gens[1], "refund"), 1);
+    assert_int_equal(ledger_rows(f, gens[0], "generation"), 0);
+    assert_int_equal(f->db->ops->finish_run(f->db, run, "failed", "a", "provider_failed", "x"),
+                     LR_OK);
+    assert_int_equal(f->db->ops->finish_run(f->db, run, "success", NULL, NULL, NULL),
+                     LR_ERR_CONFLICT);
+    assert_int_equal(f->db->ops->get_run(f->db, NULL, run, &r), LR_OK);
+    assert_string_equal(r.status, "failed");
+    assert_string_equal(r.error_node, "a");
+    lr_run_clear(&r);
+    /* short (no key): nothing written */
+    lr_uuid_v4(again);
+    assert_int_equal(reserve_run(f, again, more, 1000, owner, NULL, &balance, &h),
+                     LR_ERR_INSUFFICIENT);
+    assert_int_equal(balance, 100);
+    assert_int_equal(f->db->ops->get_run(f->db, NULL, again, &r), LR_ERR_NOT_FOUND);
+    assert_ledger_consistent(f);
+    assert_audit_sound(f);
+}
+
 typedef struct {
     fixture *f;
     int ok, short_;
@@ -792,6 +976,7 @@ int main(void)
         T(test_concurrent_reserves_never_overspend),
         T(test_mixed_batches_answer_each_caller),
         T(test_posted_writes_answer_each_caller_once),
+        T(test_run_charged_once_nodes_refunded_once_and_left_to_their_run),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
