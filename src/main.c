@@ -27,6 +27,7 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "http/server.h"
+#include "pipeline/run.h"
 
 #define VERSION "0.1.0"
 
@@ -378,6 +379,26 @@ static void start_services(const lr_config *cfg, lr_app *app)
     lr_pipeline_start_maintenance(app->pipeline);
 }
 
+/* The domain on the opened parts: the pipeline with graph runs, the
+ * previews and render cache when on, the per-user rate limit. */
+static void wire_domain(const lr_config *cfg, lr_app *app)
+{
+    app->pipeline = lr_pipeline_new(app->db, app->store, app->provider, app->catalog, app->net,
+                                    app->loop, app->workers, cfg->lease_s);
+    if (app->pipeline) {
+        lr_pipeline_set_retry(app->pipeline, cfg->retry_ms);
+        lr_graph_runs_attach(app->pipeline);
+    }
+    if (app->pipeline && cfg->previews)
+        start_previews(cfg, app);
+    if (app->store->ops->open_local) {
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s/render-cache", cfg->data_dir);
+        app->render = lr_render_new(app->store, dir, (uint64_t)cfg->render_cache_mb << 20, 10000);
+    }
+    app->ratelimit = lr_ratelimit_new(cfg->user_rate_per_min);
+}
+
 static int cmd_serve(void)
 {
     lr_config cfg;
@@ -431,18 +452,7 @@ static int cmd_serve(void)
     }
     app.net = net;
     wire_billing(&cfg, &app, bdb, &packs, &billing);
-    app.pipeline =
-        lr_pipeline_new(db, store, app.provider, catalog, net, app.loop, app.workers, cfg.lease_s);
-    if (app.pipeline)
-        lr_pipeline_set_retry(app.pipeline, cfg.retry_ms);
-    if (app.pipeline && cfg.previews)
-        start_previews(&cfg, &app);
-    if (store->ops->open_local) {
-        char dir[4096];
-        snprintf(dir, sizeof dir, "%s/render-cache", cfg.data_dir);
-        app.render = lr_render_new(store, dir, (uint64_t)cfg.render_cache_mb << 20, 10000);
-    }
-    app.ratelimit = lr_ratelimit_new(cfg.user_rate_per_min);
+    wire_domain(&cfg, &app);
     if (!app.loop || !app.workers || !app.provider || !app.pipeline ||
         lr_loop_start(app.loop) != LR_OK)
         goto out_all;

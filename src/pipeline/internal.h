@@ -57,8 +57,9 @@ struct lr_pipeline {
     pthread_t maint;
     pthread_cond_t maint_cv;
     bool maint_running, maint_stop, purge_queued;
-    lr_graph_run *graph_runs; /* graph runs this process executes (mu) */
-    bool draining;            /* shutting down: graph runs start no more nodes (mu) */
+    lr_graph_run *graph_runs;     /* graph runs this process executes (mu) */
+    bool draining;                /* shutting down: graph runs start no more nodes (mu) */
+    const lr_pipeline_part *part; /* graph runs' recovery and release, or NULL */
 };
 
 /* Marks r as claimed by this process (owner and lease_until, which points
@@ -75,10 +76,5 @@ lr_err lr_pipeline_start(lr_pipeline *p, const lr_run_req *req, int64_t timeout_
 /* Resumes a reserved generation whose provider tasks (task_ids, one per
  * output, NULL where none: that output fails) a dead process started. */
 lr_err lr_pipeline_resume(lr_pipeline *p, const lr_run_req *req, const lr_strv *task_ids);
-/* Graph runs left by a dead process, taken over (run_exec.c); called by
- * lr_pipeline_recover. */
-int lr_graph_runs_recover(lr_pipeline *p);
-/* Frees the graph runs still registered (shutdown, workers stopped). */
-void lr_graph_runs_free(lr_pipeline *p);
 
 #endif

@@ -974,8 +974,8 @@ int lr_pipeline_recover(lr_pipeline *p)
     }
     n += (int)reaped.n;
     lr_reaped_list_clear(&reaped);
-    int runs = lr_graph_runs_recover(p);
-    return runs < 0 ? -1 : n + runs;
+    int more = p->part ? p->part->recover(p) : 0;
+    return more < 0 ? -1 : n + more;
 }
 
 static run *find_run(lr_pipeline *p, const char *id)
@@ -1293,12 +1293,18 @@ void lr_pipeline_release_claims(lr_pipeline *p)
         lr_warn("could not give up generation claims; they are taken over when the lease ends");
 }
 
+void lr_pipeline_attach(lr_pipeline *p, const lr_pipeline_part *part)
+{
+    p->part = part;
+}
+
 void lr_pipeline_free(lr_pipeline *p)
 {
     if (!p)
         return;
     stop_maintenance(p);
-    lr_graph_runs_free(p);
+    if (p->part)
+        p->part->release(p);
     /* Runs abandoned at shutdown (loop and workers already stopped): their
      * rows stay unfinished and the next start refunds them. */
     for (unsigned b = 0; b < BUCKETS; b++) {

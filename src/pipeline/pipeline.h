@@ -84,6 +84,16 @@ lr_pipeline *lr_pipeline_new(lr_db *db, lr_store *store, lr_provider *provider,
                              const lr_catalog *catalog, const lr_net_policy *net, lr_loop *loop,
                              lr_workers *workers, int lease_s);
 void lr_pipeline_observe(lr_pipeline *p, lr_observer_fn fn, void *ctx);
+/* A part of the domain built on generations that keeps work of its own
+ * across crashes (graph runs, run.h): recover runs after every recovery of
+ * generations (lr_pipeline_recover adds its count; -1: failed), release at
+ * lr_pipeline_free once the loop and workers have stopped. Attached once,
+ * before the first recovery; the pipeline calls it and never names it. */
+typedef struct {
+    int (*recover)(lr_pipeline *p);
+    void (*release)(lr_pipeline *p);
+} lr_pipeline_part;
+void lr_pipeline_attach(lr_pipeline *p, const lr_pipeline_part *part);
 /* Where a succeeded generation with stored outputs goes for its posters,
  * previews and thumbnails (after its settle, never before); NULL: none. */
 void lr_pipeline_set_previews(lr_pipeline *p, lr_previews *q);

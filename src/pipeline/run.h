@@ -187,4 +187,8 @@ void lr_run_begin_result_clear(lr_run_begin_result *r);
  * run has already ended. */
 lr_err lr_run_cancel(lr_pipeline *p, const char *user, const char *id);
 
+/* Makes p recover and release graph runs (lr_pipeline_attach); before
+ * the first lr_pipeline_recover. */
+void lr_graph_runs_attach(lr_pipeline *p);
+
 #endif

@@ -930,7 +930,8 @@ static void abandon_run(lr_pipeline *p, const lr_run *rr, const lr_run_node_list
                            lr_code_name(LR_CODE_INTERRUPTED), "The run could not be resumed");
 }
 
-int lr_graph_runs_recover(lr_pipeline *p)
+/* Graph runs left by a dead process, taken over. */
+static int graph_runs_recover(lr_pipeline *p)
 {
     char lease[32];
     lr_time_iso(lr_now_ms() + (int64_t)p->lease_s * 1000, lease);
@@ -955,11 +956,18 @@ int lr_graph_runs_recover(lr_pipeline *p)
     return n;
 }
 
-void lr_graph_runs_free(lr_pipeline *p)
+/* Frees the graph runs still registered (shutdown, workers stopped). */
+static void graph_runs_release(lr_pipeline *p)
 {
     for (lr_graph_run *gr = p->graph_runs, *next; gr; gr = next) {
         next = gr->next;
         graph_run_free(gr);
     }
     p->graph_runs = NULL;
+}
+
+void lr_graph_runs_attach(lr_pipeline *p)
+{
+    static const lr_pipeline_part part = {graph_runs_recover, graph_runs_release};
+    lr_pipeline_attach(p, &part);
 }
