@@ -142,6 +142,12 @@ static void metrics_reply(lr_app *app, lr_req *req)
     append_gauge(&t, "lensroom_generations_in_flight",
                  "Generations this process is running (the pipeline's queue).",
                  (double)lr_pipeline_in_flight(app->pipeline));
+    int queued, running;
+    lr_workers_depth(app->workers, &queued, &running);
+    append_gauge(&t, "lensroom_worker_queue_depth",
+                 "Jobs waiting for a worker thread (storing outputs, removals, slow settlements).",
+                 (double)queued);
+    append_gauge(&t, "lensroom_workers_busy", "Worker threads running a job now.", (double)running);
     append_gauge(&t, "lensroom_db_connections_in_use",
                  "Database operations in progress, each holding a pooled connection.",
                  (double)lr_db_metered_in_use(app->db));

@@ -51,6 +51,7 @@ extern const char lr_sql_pg_0006_runs[];
 extern const char lr_sql_pg_0007_admin_links[];
 extern const char lr_sql_pg_0009_previews[];
 extern const char lr_sql_pg_0008_run_exec[];
+extern const char lr_sql_pg_0010_rollups[];
 extern const char lr_sql_pg_0011_ops[];
 
 static const struct {
@@ -65,6 +66,7 @@ static const struct {
                   {"0007_admin_links", lr_sql_pg_0007_admin_links},
                   {"0008_run_exec", lr_sql_pg_0008_run_exec},
                   {"0009_previews", lr_sql_pg_0009_previews},
+                  {"0010_rollups", lr_sql_pg_0010_rollups},
                   {"0011_ops", lr_sql_pg_0011_ops}};
 
 /* Readiness (db/admin.c) checks that the newest one is applied. */

@@ -39,6 +39,7 @@ extern const char lr_sql_sqlite_0007[];
 extern const char lr_sql_sqlite_0008_admin_links[];
 extern const char lr_sql_sqlite_0010_previews[];
 extern const char lr_sql_sqlite_0009_run_exec[];
+extern const char lr_sql_sqlite_0011_rollups[];
 extern const char lr_sql_sqlite_0012_ops[];
 
 static const struct {
@@ -54,6 +55,7 @@ static const struct {
                   {"0008_admin_links", lr_sql_sqlite_0008_admin_links},
                   {"0009_run_exec", lr_sql_sqlite_0009_run_exec},
                   {"0010_previews", lr_sql_sqlite_0010_previews},
+                  {"0011_rollups", lr_sql_sqlite_0011_rollups},
                   {"0012_ops", lr_sql_sqlite_0012_ops}};
 
 /* Readiness (db/admin.c) checks that the newest one is applied. */

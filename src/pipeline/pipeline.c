@@ -58,6 +58,7 @@ struct run {
     char id[LR_UUID_LEN + 1];
     char user_id[LR_UUID_LEN + 1];
     char created_at[32];
+    char request_id[65]; /* of the request that started it ("" when resumed): every log line */
     const lr_model *model;
     char *prompt;
     json_t *params;
@@ -99,6 +100,12 @@ struct user_slots {
     int count;
     struct user_slots *next;
 };
+
+/* The request id a run's log lines carry, NULL when it has none. */
+static const char *rid(const run *r)
+{
+    return r->request_id[0] ? r->request_id : NULL;
+}
 
 static void lease_until(const lr_pipeline *p, char buf[32])
 {
@@ -235,8 +242,8 @@ static void stage_job(void *arg)
         lr_err e = p->db->ops->set_stage(p->db, r->id, lr_gen_status_name(LR_GEN_PROCESSING),
                                          lr_gen_stage_name(st), dirty ? &tasks : NULL);
         if (e != LR_OK && e != LR_ERR_CONFLICT)
-            lr_warn("generation %s: stage %s not recorded (%s)", r->id, lr_gen_stage_name(st),
-                    lr_strerror(e));
+            lr_log(LR_LOG_WARN, rid(r), "generation %s: stage %s not recorded (%s)", r->id,
+                   lr_gen_stage_name(st), lr_strerror(e));
         lr_strv_clear(&tasks);
         pthread_mutex_lock(&p->mu);
         bool changed = st != r->stage_written;
@@ -490,13 +497,14 @@ static void settled(void *arg)
     if (e == LR_ERR_CONFLICT) {
         /* Canceled (or reaped) meanwhile: what was stored is nobody's. */
         if (!run_canceled(r))
-            lr_warn("generation %s was already settled", r->id);
+            lr_log(LR_LOG_WARN, rid(r), "generation %s was already settled", r->id);
         lr_store_remove_keys(p->store, &st->s.storage_keys);
     } else if (e != LR_OK) {
-        lr_error("generation %s could not be settled (%s); start-up recovery will refund it", r->id,
-                 lr_strerror(e));
+        lr_log(LR_LOG_ERROR, rid(r),
+               "generation %s could not be settled (%s); start-up recovery will refund it", r->id,
+               lr_strerror(e));
     } else {
-        lr_log_fields(LR_LOG_INFO, NULL, "generation settled",
+        lr_log_fields(LR_LOG_INFO, rid(r), "generation settled",
                       json_pack("{s:s, s:s, s:s, s:i, s:i, s:I}", "generation_id", r->id, "model",
                                 r->model->id, "status", st->s.status, "succeeded", r->succeeded,
                                 "failed", r->failed, "duration_ms", (json_int_t)st->s.duration_ms));
@@ -599,7 +607,7 @@ static void output_finished(run *r, int variant, bool ok, lr_code code, const ch
             r->err_code = code;
             r->err_msg = lr_xstrdup(msg ? msg : lr_code_message(code));
         }
-        lr_log(LR_LOG_WARN, NULL, "generation %s output %d failed: %s", r->id, variant,
+        lr_log(LR_LOG_WARN, rid(r), "generation %s output %d failed: %s", r->id, variant,
                lr_code_name(code));
     }
     bool last = --r->remaining == 0;
@@ -631,7 +639,8 @@ static void output_committed(lr_blob_commit *c, lr_err e)
     run *r = c->ctx;
     int v = (int)(c - r->commits);
     if (e != LR_OK) {
-        lr_error("generation %s output %d could not be stored: %s", r->id, v, lr_strerror(e));
+        lr_log(LR_LOG_ERROR, rid(r), "generation %s output %d could not be stored: %s", r->id, v,
+               lr_strerror(e));
         output_finished(r, v, false, storage_failure(e), NULL);
         return;
     }
@@ -725,14 +734,15 @@ static void download_done(lr_fetch *f, lr_err e)
         code = LR_CODE_OUTPUT_URL_REFUSED;
         snprintf(msg, sizeof msg, "The provider's result URL was refused (%s)", f->why);
     } else if (++d->attempts < 4 && !atomic_load(&r->tasks[d->v].canceled)) {
-        lr_warn("generation %s output %d: download failed (%s), retrying", r->id, d->v, f->why);
+        lr_log(LR_LOG_WARN, rid(r), "generation %s output %d: download failed (%s), retrying",
+               r->id, d->v, f->why);
         lr_loop_timer(r->p->loop, (int64_t)r->p->retry_ms << d->attempts, download_start, d);
         return;
     } else {
         snprintf(msg, sizeof msg, "The result could not be downloaded from the provider (%s)",
                  f->why);
     }
-    lr_error("generation %s output %d: %s", r->id, d->v, msg);
+    lr_log(LR_LOG_ERROR, rid(r), "generation %s output %d: %s", r->id, d->v, msg);
     output_finished(r, d->v, false, code, msg);
 }
 
@@ -831,6 +841,7 @@ static lr_err start_run(lr_pipeline *p, const lr_run_req *req, const lr_strv *ta
     snprintf(r->id, sizeof r->id, "%s", req->generation_id);
     snprintf(r->user_id, sizeof r->user_id, "%s", req->user_id);
     snprintf(r->created_at, sizeof r->created_at, "%s", req->created_at);
+    snprintf(r->request_id, sizeof r->request_id, "%s", req->request_id ? req->request_id : "");
     r->model = req->model;
     r->prompt = strdup(req->prompt);
     r->params = json_incref(req->params);
