@@ -7,7 +7,9 @@ never touching the generation's money; a job cut by SIGKILL is made once
 after the restart.
 
 Files are checked with real decoders: PIL for the WebP posters and
-thumbnails, ffprobe for the preview MP4. The Veo-like clip (8 s, 1280x720,
+thumbnails, ffprobe for the preview MP4, and headless Chromium (the
+DevTools-pipe driver of test_admin_dashboard) for all three as a gallery
+page would load them. The Veo-like clip (8 s, 1280x720,
 with an audio track) is made with the ffmpeg CLI and served by the fake
 Kie.ai, so it goes through the real download, sniff and store path.
 """
@@ -26,9 +28,44 @@ from PIL import Image
 
 from fake_providers import FakeProviders, png_bytes
 from harness import Server, ServerTest, new_user, wait_for
+from test_admin_dashboard import Chromium
 
 FFMPEG = shutil.which("ffmpeg")
 FFPROBE = shutil.which("ffprobe")
+
+# In the page: each image fully decoded (decode() rejects what the browser
+# cannot), then the preview as a muted <video> played to its end. Each await
+# is on a browser event; an error rejects, which fails Runtime.evaluate.
+BROWSER_LOAD = """(async (images, preview) => {
+  const out = {images: {}};
+  for (const [name, url] of Object.entries(images)) {
+    const img = new Image();
+    img.src = url;
+    await img.decode();
+    out.images[name] = [img.naturalWidth, img.naturalHeight];
+  }
+  const v = document.createElement('video');
+  out.canPlayH264 = v.canPlayType('video/mp4; codecs="avc1.42E01E"');
+  v.muted = true;
+  v.preload = 'auto';
+  const failed = () => new Error('video: ' + (v.error ? v.error.code + ' ' + v.error.message : '?'));
+  await new Promise((ok, no) => {
+    v.onloadeddata = ok;
+    v.onerror = () => no(failed());
+    v.src = preview;
+  });
+  Object.assign(out, {readyState: v.readyState, width: v.videoWidth,
+                      height: v.videoHeight, duration: v.duration});
+  await new Promise((ok, no) => {
+    v.onended = ok;
+    v.onerror = () => no(failed());
+    v.play().catch(no);
+  });
+  const q = v.getVideoPlaybackQuality();
+  out.frames = q.totalVideoFrames;
+  out.corrupted = q.corruptedVideoFrames;
+  return out;
+})"""
 
 
 def make_clip(path, seconds=8, size="1280x720", faststart=False):
@@ -115,6 +152,29 @@ class PreviewCase:
         self.assertEqual(r.status, 200, url)
         return r.body
 
+    def assert_in_chromium(self, images, sizes, preview, probe):
+        """Headless Chromium decodes each image at its size in `sizes` (what
+        PIL decoded) and plays the preview through at ffprobe's size."""
+        self.assertTrue(shutil.which("chromium"), "chromium missing: scripts/deps.sh test installs it")
+        b = Chromium(800, 600)
+        self.addCleanup(b.close)
+        # a page on the server's own origin, so every load is same-origin
+        b.goto(f"http://localhost:{self.server.port}/healthz")
+        b.wait("document.readyState === 'complete' && location.pathname === '/healthz'")
+        got = b.eval(f"{BROWSER_LOAD}({json.dumps(images)}, {json.dumps(preview)})")
+        self.assertEqual({k: tuple(wh) for k, wh in got["images"].items()}, sizes)
+        # Debian's chromium plays H.264 (canPlayType says "probably"); a build
+        # without the proprietary codecs fails here rather than skip the video
+        self.assertEqual(got["canPlayH264"], "probably", got)
+        self.assertGreaterEqual(got["readyState"], 2, got)  # HAVE_CURRENT_DATA
+        self.assertEqual((got["width"], got["height"]), (probe["width"], probe["height"]))
+        self.assertLessEqual(max(got["width"], got["height"]), 480)
+        self.assertGreater(got["duration"], 0)
+        self.assertLessEqual(got["duration"], 3.1)
+        self.assertGreater(got["frames"], 0, got)
+        self.assertEqual(got["corrupted"], 0, got)
+        return got
+
     def assert_preview_mp4(self, data, max_side=480):
         boxes = top_boxes(data)
         self.assertIn("moov", boxes)
@@ -190,6 +250,26 @@ class MockPreviewsTest(PreviewCase, ServerTest):
         self.assertAlmostEqual(small.size[0] / small.size[1], src.size[0] / src.size[1], delta=0.02)
         self.assertTrue(g["thumbnails"]["small"].endswith(f"/photo/{gid}.thumb.webp"))
         self.assertTrue(g["thumbnails"]["medium"].endswith(f"/photo/{gid}.medium.webp"))
+
+    def test_chromium_decodes_the_poster_thumbnails_and_plays_the_preview(self):
+        v = self.server.infer(self.token, model="veo3_video", prompt="a lantern at dusk")
+        i = self.server.infer(self.token, model="seedream_image", prompt="a paper boat")
+        self.assertEqual((v.status, i.status), (200, 200), (v.body, i.body))
+        src = ffprobe(self.fetch(v.json["url"]))["streams"][0]
+        photo = Image.open(BytesIO(self.fetch(i.json["url"]))).size
+        video = self.wait_preview(v.json["generationId"])
+        image = self.wait_preview(i.json["generationId"])
+        self.assertEqual((video["previewStatus"], image["previewStatus"]), ("ready", "ready"),
+                         (video, image))
+        urls = {"poster": video["posterUrl"], "small": image["thumbnails"]["small"],
+                "medium": image["thumbnails"]["medium"]}
+        # the sizes PIL decodes, which the tests above hold to the source's
+        pil = {k: Image.open(BytesIO(self.fetch(u))).size for k, u in urls.items()}
+        self.assertEqual(pil["poster"], (src["width"], src["height"]))
+        self.assertEqual(max(pil["small"]), min(256, max(photo)))
+        self.assertEqual(max(pil["medium"]), min(1024, max(photo)))
+        probe = self.assert_preview_mp4(self.fetch(video["previewUrl"]))
+        self.assert_in_chromium(urls, pil, video["previewUrl"], probe)
 
     def test_sse_announces_preview_ready_after_the_final_event(self):
         r = self.server.infer(self.token, model="veo3_video", prompt="a quiet harbour",
@@ -349,6 +429,24 @@ class ProviderFilesTest(PreviewCase, unittest.TestCase):
         self.assertEqual((g["previews"][0]["width"], g["previews"][0]["height"]), (1280, 720))
         v = self.assert_preview_mp4(self.fetch(g["previewUrl"]))
         self.assertEqual((v["width"], v["height"]), (480, 270))
+
+    def test_chromium_loads_the_derived_files_of_a_720p_clip_and_a_1024px_png(self):
+        """Unlike the mock's 192x108 clip and 256px image, these are scaled
+        down: poster 1280x720, preview 480x270 cut to 3 s, thumbnails 256
+        and 1024 px."""
+        video = self.wait_preview(self.generate("veo3_video", "clip"))
+        image = self.wait_preview(self.generate("seedream_image", "png1024"))
+        self.assertEqual((video["previewStatus"], image["previewStatus"]), ("ready", "ready"),
+                         (video, image))
+        urls = {"poster": video["posterUrl"], "small": image["thumbnails"]["small"],
+                "medium": image["thumbnails"]["medium"]}
+        pil = {k: Image.open(BytesIO(self.fetch(u))).size for k, u in urls.items()}
+        self.assertEqual(pil, {"poster": (1280, 720), "small": (256, 256),
+                               "medium": (1024, 1024)})
+        probe = self.assert_preview_mp4(self.fetch(video["previewUrl"]))
+        self.assertEqual((probe["width"], probe["height"]), (480, 270))
+        got = self.assert_in_chromium(urls, pil, video["previewUrl"], probe)
+        self.assertGreater(got["duration"], 2.5, got)  # the first 3 s of 8, not less
 
     def test_hostile_files_fail_with_a_reason_and_keep_the_money_and_the_server(self):
         before = self.server.balance(self.user)
