@@ -452,6 +452,25 @@ static void poll_run(lr_events *h, const char *id)
 
 static void tick_timer(void *arg);
 
+/* With h->mu held: a new watcher whose stream is already complete (or the
+ * hub stopping) goes; another joins the list the tick polls. */
+static void adopt(lr_events *h, watcher *w, bool done)
+{
+    if (!done) {
+        w->next = h->list;
+        h->list = w;
+        if (!h->tick_running) {
+            h->tick_running = true;
+            lr_loop_timer(h->loop, TICK_MS, tick_timer, h);
+        }
+        return;
+    }
+    if (h->stopping)
+        lr_stream_close(w->s);
+    lr_stream_release(w->s);
+    watcher_free(w);
+}
+
 /* On a worker: keep-alives, gone clients, and re-reads from the database. */
 static void tick_job(void *arg)
 {
@@ -548,20 +567,7 @@ void lr_events_open(lr_events *h, lr_req *req, const char *user, const lr_genera
     row_state(g, &status, &stage);
     json_t *row = lr_gen_status_unfinished(status) ? NULL : lr_render_generation(g);
     pthread_mutex_lock(&h->mu);
-    bool done = h->stopping || catch_up(h, w, status, stage, row);
-    if (done) {
-        if (h->stopping)
-            lr_stream_close(s);
-        lr_stream_release(s);
-        watcher_free(w);
-    } else {
-        w->next = h->list;
-        h->list = w;
-        if (!h->tick_running) {
-            h->tick_running = true;
-            lr_loop_timer(h->loop, TICK_MS, tick_timer, h);
-        }
-    }
+    adopt(h, w, h->stopping || catch_up(h, w, status, stage, row));
     pthread_mutex_unlock(&h->mu);
     json_decref(row);
 }
@@ -612,20 +618,7 @@ void lr_events_open_run(lr_events *h, lr_req *req, const char *user, const lr_ru
     w->last_write_ms = w->last_poll_ms = lr_monotonic_ms();
     lr_stream_write(s, "retry: 2000\n\n", 13);
     pthread_mutex_lock(&h->mu);
-    bool done = h->stopping || catch_up_run(w, run, nodes);
-    if (done) {
-        if (h->stopping)
-            lr_stream_close(s);
-        lr_stream_release(s);
-        watcher_free(w);
-    } else {
-        w->next = h->list;
-        h->list = w;
-        if (!h->tick_running) {
-            h->tick_running = true;
-            lr_loop_timer(h->loop, TICK_MS, tick_timer, h);
-        }
-    }
+    adopt(h, w, h->stopping || catch_up_run(w, run, nodes));
     pthread_mutex_unlock(&h->mu);
 }
 

@@ -1,4 +1,5 @@
-/* Snapshots (snapshot.h): dispatch by backend, and the SQLite half.
+/* Snapshots (snapshot.h): the SQLite half (snapshot_open.c dispatches by
+ * backend), and the stats query both halves run.
  *
  * The SQLite copy is made by the online backup API in a single step: one
  * read transaction over every page, so the copy is one point in time
@@ -23,11 +24,6 @@
 
 /* How long a locked source may hold the copy up before we give up. */
 #define COPY_BUSY_MS 30000
-
-struct lr_db_snapshot {
-    sqlite3 *copy;      /* SQLite: the snapshot file, read-only */
-    lr_pg_snapshot *pg; /* PostgreSQL: the open snapshot transaction */
-};
 
 char *lr_snapshot_stats_sql(void)
 {
@@ -84,7 +80,7 @@ static lr_err fsync_path(const char *path)
     return rc == 0 ? LR_OK : LR_ERR_IO;
 }
 
-static lr_err sqlite_take(const lr_snapshot_opts *o, sqlite3 **copy, char **errmsg)
+lr_err lr_sqlite_snapshot_take(const lr_snapshot_opts *o, sqlite3 **copy, char **errmsg)
 {
     struct stat sb;
     if (lstat(o->out_path, &sb) == 0) {
@@ -137,25 +133,7 @@ out:
     return e;
 }
 
-lr_err lr_db_snapshot_take(const lr_snapshot_opts *o, lr_db_snapshot **out, char **errmsg)
-{
-    lr_db_snapshot *s = lr_xcalloc(1, sizeof *s);
-    lr_err e = lr_db_url_is_postgres(o->url) ? lr_pg_snapshot_take(o, &s->pg, errmsg)
-                                             : sqlite_take(o, &s->copy, errmsg);
-    if (e != LR_OK) {
-        free(s);
-        return e;
-    }
-    *out = s;
-    return LR_OK;
-}
-
-const char *lr_db_snapshot_backend(const lr_db_snapshot *s)
-{
-    return s->pg ? "postgres" : "sqlite";
-}
-
-static lr_err sqlite_stats(sqlite3 *h, lr_snapshot_stats *st, char **errmsg)
+lr_err lr_sqlite_snapshot_stats(sqlite3 *h, lr_snapshot_stats *st, char **errmsg)
 {
     *st = (lr_snapshot_stats){0};
     sqlite3_stmt *q = NULL;
@@ -187,22 +165,10 @@ out:
     return e;
 }
 
-lr_err lr_db_snapshot_stats(lr_db_snapshot *s, lr_snapshot_stats *st)
+lr_err lr_sqlite_snapshot_each_key(sqlite3 *h, lr_snapshot_key_fn fn, void *ctx)
 {
-    if (s->pg)
-        return lr_pg_snapshot_stats(s->pg, st);
-    char *err = NULL;
-    lr_err e = sqlite_stats(s->copy, st, &err);
-    free(err);
-    return e;
-}
-
-lr_err lr_db_snapshot_each_key(lr_db_snapshot *s, lr_snapshot_key_fn fn, void *ctx)
-{
-    if (s->pg)
-        return lr_pg_snapshot_each_key(s->pg, fn, ctx);
     sqlite3_stmt *q = NULL;
-    if (sqlite3_prepare_v2(s->copy,
+    if (sqlite3_prepare_v2(h,
                            "SELECT j.value FROM generations g, json_each(g.storage_keys) j "
                            "WHERE g.deleted_at IS NULL AND j.type = 'text'",
                            -1, &q, NULL) != SQLITE_OK)
@@ -215,16 +181,6 @@ lr_err lr_db_snapshot_each_key(lr_db_snapshot *s, lr_snapshot_key_fn fn, void *c
         e = LR_ERR_DB;
     sqlite3_finalize(q);
     return e;
-}
-
-void lr_db_snapshot_free(lr_db_snapshot *s)
-{
-    if (!s)
-        return;
-    if (s->pg)
-        lr_pg_snapshot_free(s->pg);
-    sqlite3_close(s->copy);
-    free(s);
 }
 
 lr_err lr_db_sqlite_file_stats(const char *path, lr_snapshot_stats *st, char **errmsg)
@@ -247,7 +203,7 @@ lr_err lr_db_sqlite_file_stats(const char *path, lr_snapshot_stats *st, char **e
         set_err(errmsg, "the database snapshot is damaged (quick_check)", verdict);
         goto out;
     }
-    e = sqlite_stats(h, st, errmsg);
+    e = lr_sqlite_snapshot_stats(h, st, errmsg);
 out:
     sqlite3_finalize(q);
     sqlite3_close(h);
