@@ -32,12 +32,13 @@ class Cli(unittest.TestCase):
         table, want = ("lensroom.schema_migrations", ["0001_credits_generations", "0002_resume",
                                                       "0003_lean_reserve", "0004_admin",
                                                       "0005_billing", "0006_runs", "0007_admin_links",
-                                                      "0008_run_exec", "0009_previews"]) \
+                                                      "0008_run_exec", "0009_previews",
+                                                      "0012_heartbeats"]) \
             if BACKEND == "postgres" else ("schema_migrations",
                                            ["0001_init", "0002_leases", "0003_deletion",
                                             "0004_idempotency", "0005_billing", "0006_admin",
                                             "0007_runs", "0008_admin_links", "0009_run_exec",
-                                            "0010_previews"])
+                                            "0010_previews", "0013_heartbeats"])
         with self.s.db() as c:
             versions = [v for v, in c.execute(f"SELECT version FROM {table} ORDER BY 1")]
         self.assertEqual(versions, want)
