@@ -4,9 +4,15 @@ failed ones, refund rows) spread over 365 days, 5 models, 10,000 users, on
 a throwaway PostgreSQL 15 (scripts/pg.sh) and on SQLite. Times the analytics
 query set (GET /api/admin/analytics, `lensroom analytics`) over the last
 30 days and the whole year, in-process through the CLI, and prints
-PostgreSQL's EXPLAIN of the per-model query.
+PostgreSQL's EXPLAIN of the analytics queries.
 
-    bench/analytics.py [--rows 1000000] [--bin build/lensroom]
+With --base OLD_BIN the rows are generated on OLD_BIN's schema and timed
+with it first; then BIN migrates the same database (the rollups' backfill,
+timed) and is timed on it: before and after, same data, same session.
+Tables are vacuumed and analyzed after loading, as autovacuum leaves them
+in a steady state.
+
+    bench/analytics.py [--rows 1000000] [--bin build/lensroom] [--base OLD_BIN]
 """
 import argparse
 import os
@@ -31,8 +37,29 @@ INSERT INTO public.credit_transactions (user_id, amount, type, generation_id, cr
 SELECT user_id, -8, 'generation', id, created_at FROM public.generations;
 INSERT INTO public.credit_transactions (user_id, amount, type, generation_id, created_at)
 SELECT user_id, 8, 'refund', id, created_at FROM public.generations WHERE status = 'failed';
-ANALYZE;
 """
+
+# The rollups from the rows when the schema has them (the bulk load runs
+# with triggers off: session_replication_role = replica).
+REBUILD_PG = """
+DO $$ BEGIN
+  IF to_regproc('lensroom.rollups_rebuild') IS NOT NULL THEN PERFORM lensroom.rollups_rebuild(); END IF;
+END $$;
+"""
+
+EXPLAIN_PG = ["""
+EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) WITH x AS (
+  SELECT day, model, created AS n, succeeded AS ok, failed, canceled FROM lensroom.generation_days
+   WHERE day >= (now() - interval '29 days')::date AND day < now()::date),
+c AS (SELECT model, sum(n) AS total, sum(ok) AS ok FROM x GROUP BY model)
+SELECT c.*, (SELECT percentile_disc(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY g.duration_ms)
+  FROM public.generations g WHERE g.model = c.model AND g.created_at >= now() - interval '30 days'
+  AND g.created_at < now() AND g.status IN ('success', 'failed') AND g.duration_ms IS NOT NULL)
+FROM c""", """
+EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) SELECT user_id, -sum(amount) AS spent,
+  count(*) FILTER (WHERE type = 'generation') FROM public.credit_transactions
+ WHERE created_at >= now() - interval '30 days' AND created_at < now()
+   AND type IN ('generation', 'refund') GROUP BY user_id ORDER BY spent DESC, user_id LIMIT 10"""]
 
 GEN_SQLITE = """
 WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < %d)
@@ -50,7 +77,6 @@ INSERT INTO credit_transactions (id, user_id, amount, type, generation_id, creat
 SELECT 't' || id, user_id, -8, 'generation', id, created_at FROM generations;
 INSERT INTO credit_transactions (id, user_id, amount, type, generation_id, created_at)
 SELECT 'r' || id, user_id, 8, 'refund', id, created_at FROM generations WHERE status = 'failed';
-ANALYZE;
 """
 
 
@@ -73,25 +99,38 @@ def bench(name, env, binary):
           f"(best of 3, process start and migration check of {base * 1000:.0f} ms taken off)")
 
 
+def migrate(env, binary):
+    t = time.monotonic()
+    subprocess.run([binary, "migrate"], env=env, check=True, capture_output=True)
+    return time.monotonic() - t
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1000000)
     ap.add_argument("--bin", default=os.path.join(ROOT, "build/lensroom"))
+    ap.add_argument("--base", help="a build to time first, on its own schema")
     ap.add_argument("--only", choices=["sqlite", "postgres"])
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="lr-abench-", dir="/tmp")
     os.chmod(tmp, 0o755)
     env = dict(os.environ, LENSROOM_DATA_DIR=tmp, LENSROOM_LOG_LEVEL="error")
     env.pop("DATABASE_URL", None)
+    first = a.base or a.bin
 
     if a.only != "postgres":
         db = os.path.join(tmp, "lensroom.db")
-        subprocess.run([a.bin, "migrate"], env=env, check=True, capture_output=True)
+        migrate(env, first)
         t = time.monotonic()
         subprocess.run(["python3", "-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); "
-                        "c.executescript(sys.argv[2]); c.commit()", db, GEN_SQLITE % a.rows],
-                       check=True)
+                        "c.executescript(sys.argv[2]); c.commit(); c.execute('VACUUM'); "
+                        "c.execute('ANALYZE')", db, GEN_SQLITE % a.rows], check=True)
         print(f"sqlite: {a.rows} generations generated in {time.monotonic() - t:.0f} s", flush=True)
+        if a.base:
+            bench("sqlite, base", env, a.base)
+            print(f"sqlite: migrated by {a.bin} in {migrate(env, a.bin):.1f} s", flush=True)
+            subprocess.run(["python3", "-c", "import sqlite3,sys; sqlite3.connect(sys.argv[1])"
+                            ".execute('ANALYZE')", db], check=True)
         bench("sqlite", env, a.bin)
         if a.only == "sqlite":
             return 0
@@ -101,19 +140,24 @@ def main():
                          capture_output=True, text=True).stdout.strip()
     try:
         env["DATABASE_URL"] = url
-        subprocess.run([a.bin, "migrate"], env=env, check=True, capture_output=True)
+        migrate(env, first)
         psql = ["psql", "-q", "-X", "-v", "ON_ERROR_STOP=1", url]
         t = time.monotonic()
-        gen = subprocess.run(psql + ["-c", GEN_PG % a.rows], capture_output=True, text=True)
+        gen = subprocess.run(psql + ["-c", "SET session_replication_role = replica;" + GEN_PG % a.rows
+                                     + "SET session_replication_role = DEFAULT;" + REBUILD_PG],
+                             capture_output=True, text=True)
         if gen.returncode != 0:
             sys.exit("postgres: generating rows failed: " + gen.stderr)
-        print(f"postgres: {a.rows} generations generated in {time.monotonic() - t:.0f} s")
+        subprocess.run(psql + ["-c", "VACUUM ANALYZE"], check=True)
+        print(f"postgres: {a.rows} generations generated in {time.monotonic() - t:.0f} s", flush=True)
+        if a.base:
+            bench("postgres, base", env, a.base)
+            print(f"postgres: migrated by {a.bin} in {migrate(env, a.bin):.1f} s", flush=True)
+            subprocess.run(psql + ["-c", "VACUUM ANALYZE"], check=True)
         bench("postgres", env, a.bin)
-        plan = subprocess.run(psql + ["-c", "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) SELECT model, "
-                                      "count(*), percentile_disc(0.5) WITHIN GROUP (ORDER BY duration_ms) "
-                                      "FROM public.generations WHERE created_at >= now() - interval '30 days' "
-                                      "AND created_at < now() GROUP BY model"],
-                              check=True, capture_output=True, text=True).stdout
+        plan = subprocess.run(psql + ["-c", "SET TimeZone = UTC"] + [x for q in EXPLAIN_PG for x in ("-c", q)],
+                              check=True,
+                              capture_output=True, text=True).stdout
         print(plan)
     finally:
         subprocess.run([os.path.join(ROOT, "scripts/pg.sh"), "stop", pgdir], capture_output=True)

@@ -4,7 +4,8 @@ create` at two sizes (RSS must not grow with the store), and infer/s with
 and without a backup running.
 
 Usage: bench/backup.py [--generations N] [BIN]   (default 10000, build/lensroom)
-       --generations 100000 makes the ~1.5 GB store (each mock image is ~15 KB).
+       --generations 100000 makes a ~470 MB store, 220000 about 1 GB (each mock
+       image is ~4.6 KB; it was ~12 KB before the mock's renders changed).
 
 The release server runs on a fresh data folder (SQLite, local storage, mock
 provider at 0 ms); wrk (bench/infer.lua, 100 users) fills it with image
@@ -130,6 +131,7 @@ class Bench:
 def report(b):
     print(f"backup generations={b['objects']} store_bytes={b['object_bytes']} "
           f"archive_bytes={b['archive_bytes']} seconds={b['seconds']:.2f} "
+          f"throughput_mb_s={b['object_bytes'] / 1e6 / max(b['seconds'], 1e-3):.1f} "
           f"peak_rss_kb={b['peak_rss_kb']} ({b['label']})")
 
 

@@ -10,6 +10,14 @@
 #   bench/run.sh inflight [N]    N generations held at 15 s mock latency (default
 #                                10000, BENCH_LATENCY_MS): held, RSS, threads
 #   bench/run.sh idle            idle RSS and start-up time
+#   bench/run.sh start_tree [N]  start-up time over a storage folder of N files
+#                                (default 100000), BIN and BASE_BIN (when set)
+#                                interleaved, BENCH_ROUNDS rounds
+#   bench/run.sh arenas          RSS and infer/s under text load for several
+#                                MALLOC_ARENA_MAX values (BENCH_ARENAS, BENCH_PG=1)
+#   bench/run.sh s3 | s3_store50 | s3_busy   S3 storage (bench/s3.py): infer/s
+#                                (BIN, and BASE_BIN when set), a 50 MB upload's
+#                                peak RSS, text infer/s during ten of them
 #   bench/run.sh postgres        infer/s on a throwaway PostgreSQL 15 (fsync on),
 #                                with the pgbench floor of the same two transactions
 #   bench/run.sh store50         peak RSS while a 50 MB Kie.ai result (faked) is
@@ -231,6 +239,59 @@ idle() {
   stop
 }
 
+# Start-up over a large bucket: N files under 1,000 users' photo folders
+# (page cache warm: the tree was just written), the same folder for every
+# binary; the sweep of leftovers walks it.
+start_tree() {
+  local n=${1:-100000}
+  rm -rf "$work/data"
+  mkdir -p "$work/data/storage/generations"
+  /usr/bin/python3 - "$work/data/storage/generations" "$n" <<'PY'
+import os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+for i in range(n):
+    d = os.path.join(root, "00000000-0000-4000-8000-%012d" % (i % 1000), "photo")
+    if i < 1000:
+        os.makedirs(d)
+    open(os.path.join(d, "%08d.png" % i), "wb").close()
+PY
+  local bins=("$BIN") b r
+  [ -n "${BASE_BIN:-}" ] && bins+=("$BASE_BIN")
+  start 100 # the database is made once, outside the timed starts
+  stop
+  for r in $(seq "$ROUNDS"); do
+    for b in "${bins[@]}"; do
+      BIN=$b start 100
+      echo "start_tree files=$n round=$r bin=$b startup_ms=$startup_ms"
+      stop
+    done
+  done
+}
+
+# glibc's malloc arenas under text load: the same binary with
+# MALLOC_ARENA_MAX unset (glibc: 8 per core) and set to each of
+# BENCH_ARENAS (default "1 2 4"), interleaved over BENCH_ROUNDS rounds;
+# embedded SQLite, or PostgreSQL with BENCH_PG=1; anthropic_text, 100 users.
+# LensRoom caps the arenas itself unless MALLOC_ARENA_MAX is set, so "unset"
+# is LensRoom's default, and BASE_BIN (when set) runs as a further column.
+arenas() {
+  [ -n "${BENCH_PG:-}" ] && pg_cluster
+  local a b r
+  for r in $(seq "$ROUNDS"); do
+    for a in unset ${BENCH_ARENAS:-1 2 4} ${BASE_BIN:+base}; do
+      if [ -n "${BENCH_PG:-}" ]; then fresh_pg; else fresh_sqlite; fi
+      numbered_tokens
+      b=$BIN
+      [ "$a" = base ] && b=$BASE_BIN
+      if [ "$a" = unset ] || [ "$a" = base ]; then BIN=$b start 0; else MALLOC_ARENA_MAX=$a BIN=$b start 0; fi
+      drive "$PORT" anthropic_text "$work/tokens100" "$CONNS"
+      echo "arenas round=$r arena_max=$a infer/s=$rps non2xx=$non2xx rss_kb=$(rss_kb)" \
+        "peak_kb=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status") threads=$(threads)"
+      stop
+    done
+  done
+}
+
 pg_cluster() {
   pgdir=$work/pg
   PG_URL=$(scripts/pg.sh start "$pgdir")
@@ -351,6 +412,11 @@ case "${1:-table}" in
   throughput) throughput ;;
   inflight) inflight "${2:-10000}" ;;
   idle) idle ;;
+  start_tree) start_tree "${2:-100000}" ;;
+  arenas) arenas ;;
+  s3) /usr/bin/python3 bench/s3.py throughput "$BIN" ${BASE_BIN:+"$BASE_BIN"} ;;
+  s3_store50) /usr/bin/python3 bench/s3.py store50 "$BIN" ;;
+  s3_busy) /usr/bin/python3 bench/s3.py busy "$BIN" ;;
   postgres) postgres ;;
   store50) /usr/bin/python3 bench/store50.py "$BIN" ;;
   kie_inflight) /usr/bin/python3 bench/kie_inflight.py "${2:-1000}" "$BIN" ;;
@@ -358,5 +424,5 @@ case "${1:-table}" in
   mock) mock ;;
   syscalls) syscalls "${2:-seedream_image}" ;;
   all) idle; throughput; inflight 10000; /usr/bin/python3 bench/store50.py "$BIN"; table ;;
-  *) echo "usage: $0 [table|throughput|inflight [N]|idle|postgres|store50|kie_inflight [N]|db|mock|syscalls [MODEL]]" >&2; exit 2 ;;
+  *) echo "usage: $0 [table|throughput|inflight [N]|idle|start_tree [N]|arenas|s3|s3_store50|s3_busy|postgres|store50|kie_inflight [N]|db|mock|syscalls [MODEL]]" >&2; exit 2 ;;
 esac

@@ -316,7 +316,6 @@ static void wire_billing(const lr_config *cfg, lr_app *app, lr_billing_db *bdb, 
     app->hooks = lr_hooks_new(&(lr_hooks_opts){.db = app->db,
                                                .store = bdb,
                                                .loop = app->loop,
-                                               .workers = app->workers,
                                                .policy = app->net,
                                                .retry_ms = cfg->webhook_retry_ms,
                                                .max_age_ms = cfg->webhook_max_age_s * 1000LL,
@@ -343,7 +342,7 @@ static void start_previews(const lr_config *cfg, lr_app *app)
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s/tmp", cfg->data_dir);
     mkdir(tmp, 0700);
-    lr_temp_sweep(tmp, ".lr-preview-", 0); /* what a killed job left */
+    lr_temp_sweep(tmp, ".lr-preview-", 0, NULL); /* what a killed job left */
     app->previews = lr_previews_new(app->db, app->store,
                                     &(lr_previews_opts){.threads = cfg->preview_workers,
                                                         .queue_max = cfg->preview_queue,
@@ -456,6 +455,7 @@ static int cmd_serve(void)
     if (!app.loop || !app.workers || !app.provider || !app.pipeline ||
         lr_loop_start(app.loop) != LR_OK)
         goto out_all;
+    lr_store_sweep_start(store); /* before anything is stored: see storage.h */
     start_services(&cfg, &app);
     if (lr_cli_backups_start(&cfg, store, VERSION, &backups) != 0)
         goto out_all;

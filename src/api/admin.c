@@ -191,6 +191,7 @@ static json_t *user_json(const lr_admin_user *u)
                           (json_int_t)u->granted);
     json_object_set_new(j, "lastActivity",
                         u->last_activity ? json_string(u->last_activity) : json_null());
+    json_object_set_new(j, "email", u->email ? json_string(u->email) : json_null());
     return j;
 }
 
@@ -232,10 +233,12 @@ void lr_api_admin_users(lr_app *app, lr_req *req)
     const char *q = lr_req_query(req, "q"), *after = lr_req_query(req, "cursor");
     if (q && !*q)
         q = NULL;
-    if (q && !id_prefix_range(q, lo, hi)) {
+    /* Hex digits search ids; anything else (an @ above all) emails. */
+    const char *email = q && (strchr(q, '@') || !id_prefix_range(q, lo, hi)) ? q : NULL;
+    if (email && strlen(email) > 254) {
         lr_api_bad_query(req, "q",
-                         "q must be a user id or its first hex digits (searching by email "
-                         "is not available: no store of emails)");
+                         "q must be a user id, its first hex digits, or the start "
+                         "of an email (254 characters at most)");
         return;
     }
     if (after && !lr_uuid_valid(after, strlen(after))) {
@@ -243,11 +246,13 @@ void lr_api_admin_users(lr_app *app, lr_req *req)
         return;
     }
     lr_admin_user_list l;
-    lr_err e = lr_admin_users(
-        app->admin,
-        &(lr_admin_user_filter){
-            .lo = q ? lo : NULL, .hi = q ? hi : NULL, .after = after, .limit = limit},
-        &l);
+    lr_err e = lr_admin_users(app->admin,
+                              &(lr_admin_user_filter){.lo = q && !email ? lo : NULL,
+                                                      .hi = q && !email ? hi : NULL,
+                                                      .email = email,
+                                                      .after = after,
+                                                      .limit = limit},
+                              &l);
     if (e != LR_OK) {
         lr_api_db_error(req, e);
         return;

@@ -102,6 +102,31 @@ static void append_gauge(lr_metrics_text *t, const char *name, const char *help,
     lr_metrics_text_sample(t, name, NULL, NULL, 0, v);
 }
 
+/* The scheduled backups, when there are: what /healthz says of them, as
+ * gauges an alert can watch (e.g. time() - last_timestamp > 2 intervals,
+ * or last_ok == 0). */
+static void append_backup(lr_app *app, lr_metrics_text *t)
+{
+    if (!app->backup)
+        return;
+    lr_backup_status st;
+    lr_backup_sched_status(app->backup, &st);
+    append_gauge(t, "lensroom_backups_made", "Scheduled backups made since this process started.",
+                 (double)st.made);
+    append_gauge(t, "lensroom_backup_archives_kept",
+                 "Archives in the backup folder after the last rotation.", (double)st.kept);
+    if (!st.ran)
+        return;
+    append_gauge(t, "lensroom_backup_last_ok", "1 when the last scheduled backup succeeded.",
+                 st.ok ? 1 : 0);
+    append_gauge(t, "lensroom_backup_last_timestamp_seconds",
+                 "When the last scheduled backup finished (Unix time).", (double)st.at_ms / 1e3);
+    append_gauge(t, "lensroom_backup_last_duration_seconds",
+                 "How long the last scheduled backup took.", (double)st.duration_ms / 1e3);
+    append_gauge(t, "lensroom_backup_last_bytes", "Size of the last scheduled backup's archive.",
+                 st.ok ? (double)st.bytes : 0);
+}
+
 /* The scrape, once the caller may have it. */
 static void metrics_reply(lr_app *app, lr_req *req)
 {
@@ -117,6 +142,12 @@ static void metrics_reply(lr_app *app, lr_req *req)
     append_gauge(&t, "lensroom_generations_in_flight",
                  "Generations this process is running (the pipeline's queue).",
                  (double)lr_pipeline_in_flight(app->pipeline));
+    int queued, running;
+    lr_workers_depth(app->workers, &queued, &running);
+    append_gauge(&t, "lensroom_worker_queue_depth",
+                 "Jobs waiting for a worker thread (storing outputs, removals, slow settlements).",
+                 (double)queued);
+    append_gauge(&t, "lensroom_workers_busy", "Worker threads running a job now.", (double)running);
     append_gauge(&t, "lensroom_db_connections_in_use",
                  "Database operations in progress, each holding a pooled connection.",
                  (double)lr_db_metered_in_use(app->db));
@@ -125,6 +156,7 @@ static void metrics_reply(lr_app *app, lr_req *req)
     append_gauge(&t, "lensroom_uptime_seconds", "Seconds since this process started.",
                  (double)(lr_monotonic_ms() - app->started_ms) / 1000.0);
     append_db_totals(app, &t);
+    append_backup(app, &t);
     lr_req_reply_text(req, 200, "text/plain; version=0.0.4; charset=utf-8", t.buf, t.len);
 }
 

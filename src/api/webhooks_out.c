@@ -124,7 +124,9 @@ void lr_api_admin_webhook_rotate(lr_app *app, lr_req *req, const char *id)
     if (!admin_ok(app, req))
         return;
     lr_endpoint ep;
-    lr_err e = lr_billing_endpoint_rotate(app->billing_db, id, &ep);
+    int grace_s = app->cfg->webhook_rotate_grace_s;
+    lr_err e = lr_billing_endpoint_rotate(app->billing_db, id,
+                                          grace_s ? lr_now_ms() + (int64_t)grace_s * 1000 : 0, &ep);
     if (e == LR_ERR_NOT_FOUND) {
         lr_api_error(req, LR_CODE_NOT_FOUND, "No webhook endpoint has this id", NULL);
     } else if (e != LR_OK) {

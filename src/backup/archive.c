@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -49,7 +50,12 @@ lr_err lr_archive_create(const char *path, lr_archive_writer **out, char **errms
     w->path = lr_xstrdup(path);
     if (asprintf(&w->partial, "%s.partial", path) < 0)
         abort();
-    w->fd = open(w->partial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    w->fd = open(w->partial, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (w->fd >= 0 && flock(w->fd, LOCK_EX | LOCK_NB) != 0) {
+        close(w->fd);
+        unlink(w->partial);
+        w->fd = -1;
+    }
     if (w->fd < 0) {
         set_err(errmsg, w->partial, strerror(errno));
         free(w->partial);
@@ -68,6 +74,16 @@ lr_err lr_archive_create(const char *path, lr_archive_writer **out, char **errms
     }
     *out = w;
     return LR_OK;
+}
+
+bool lr_archive_partial_stale(const char *partial)
+{
+    int fd = open(partial, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT;
+    bool stale = flock(fd, LOCK_EX | LOCK_NB) == 0;
+    close(fd);
+    return stale;
 }
 
 static lr_err write_header(lr_archive_writer *w, const char *name, int64_t size, char **errmsg)

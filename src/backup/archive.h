@@ -5,12 +5,16 @@
  *
  * A writer writes to {path}.partial (mode 0600: the archive holds the
  * ledger) and renames it to path on finish, after fsync, so a folder of
- * archives only ever shows complete ones. A writer or reader belongs to
- * one thread.
+ * archives only ever shows complete ones. While it writes, it holds an
+ * exclusive flock on the partial file: a process killed mid-way (even by
+ * SIGKILL) loses the lock with its life, so lr_archive_partial_stale
+ * tells a live writer's file from one left behind. A writer or reader
+ * belongs to one thread.
  */
 #ifndef LR_BACKUP_ARCHIVE_H
 #define LR_BACKUP_ARCHIVE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,6 +37,9 @@ lr_err lr_archive_add_buf(lr_archive_writer *w, const char *name, const void *bu
 lr_err lr_archive_finish(lr_archive_writer *w, char **errmsg);
 /* Discards the partial file. Frees w (NULL is fine). */
 void lr_archive_abort(lr_archive_writer *w);
+/* True when no writer holds the partial file at this path (it is gone,
+ * or the process writing it died): it can be removed. */
+bool lr_archive_partial_stale(const char *partial);
 
 lr_err lr_archive_open(const char *path, lr_archive_reader **out, char **errmsg);
 /* The next entry: 1 with *name (valid until the next call) and *size,

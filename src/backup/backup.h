@@ -53,11 +53,18 @@ typedef struct {
     int64_t bytes;                          /* its size */
     int64_t objects, object_bytes, missing; /* copied, their bytes, referenced but absent */
     int64_t keys;                           /* object keys the snapshot references */
+    int swept; /* leftovers of unfinished backups removed first (lr_backup_sweep) */
     lr_snapshot_stats stats;
     int64_t duration_ms;
 } lr_backup_result;
 
+/* Makes an archive in o->dir, after sweeping what killed backups left
+ * there. */
 lr_err lr_backup_create(const lr_backup_create_opts *o, lr_backup_result *res, char **errmsg);
+/* Removes from dir the partial archives and snapshot files of backups
+ * whose process is gone (no live writer holds the partial's lock);
+ * returns how many. A finished archive is never touched. */
+int lr_backup_sweep(const char *dir);
 
 /* What verify learned of an archive, for restore. */
 typedef struct {
@@ -68,14 +75,25 @@ typedef struct {
     int64_t objects;
 } lr_backup_info;
 
+/* Where a PostgreSQL archive's rows are audited: a scratch database made
+ * on server_url's server for the purpose (NULL: such an archive fails
+ * verification, its audit cannot run), with the client tools of bindir
+ * (see lr_snapshot_opts). */
+typedef struct {
+    const char *server_url;
+    const char *bindir;
+} lr_verify_pg;
+
 /* Checks every entry's hash against the index and the index against the
- * manifest, reads the database snapshot (SQLite: quick_check, ledger
- * audit, totals equal to the manifest's; PostgreSQL: pg_restore --list),
- * and prints what the archive holds and each problem found to out.
- * work_dir holds the extracted database snapshot meanwhile. LR_OK when
- * sound; LR_ERR_INVALID when a problem was found (printed). */
-lr_err lr_backup_verify(const char *archive, const char *work_dir, const char *pg_bindir, FILE *out,
-                        lr_backup_info *info);
+ * manifest, re-runs the ledger audit on the snapshot's own rows (SQLite:
+ * quick_check and the audit on the extracted file; PostgreSQL: the dump
+ * restored into a scratch database, see lr_verify_pg) and checks its
+ * totals against the manifest's, and prints what the archive holds and
+ * each problem found to out. work_dir holds the extracted database
+ * snapshot meanwhile. LR_OK when sound; LR_ERR_INVALID when a problem was
+ * found (printed). */
+lr_err lr_backup_verify(const char *archive, const char *work_dir, const lr_verify_pg *pg,
+                        FILE *out, lr_backup_info *info);
 
 typedef struct {
     const char *archive; /* one that passed lr_backup_verify */

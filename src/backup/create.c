@@ -7,6 +7,7 @@
  * copying them after the snapshot gives the same bytes; one removed in
  * between (its generation deleted since) is counted as missing.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -199,6 +200,48 @@ static void archive_name(char *out, size_t n)
     snprintf(out, n, LR_BACKUP_PREFIX "%s" LR_BACKUP_SUFFIX, compact);
 }
 
+/* The archive name X behind a leftover of its making: X.partial (the
+ * archive being written) or .X.db, .X.db-journal (the database snapshot
+ * beside it). NULL for any other name. */
+static char *leftover_of(const char *name)
+{
+    size_t pl = strlen(LR_BACKUP_PREFIX), n = strlen(name);
+    const char *partial = ".partial";
+    if (!strncmp(name, LR_BACKUP_PREFIX, pl) && n > strlen(partial) &&
+        !strcmp(name + n - strlen(partial), partial))
+        return lr_xstrndup(name, n - strlen(partial));
+    const char *db = strstr(name, LR_BACKUP_SUFFIX ".db");
+    if (name[0] == '.' && !strncmp(name + 1, LR_BACKUP_PREFIX, pl) && db)
+        return lr_xstrndup(name + 1, (size_t)(db - name - 1) + strlen(LR_BACKUP_SUFFIX));
+    return NULL;
+}
+
+int lr_backup_sweep(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    int removed = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        char *archive = leftover_of(de->d_name), *partial = NULL, *path = NULL;
+        if (!archive)
+            continue;
+        if (asprintf(&partial, "%s/%s.partial", dir, archive) < 0 ||
+            asprintf(&path, "%s/%s", dir, de->d_name) < 0)
+            abort();
+        if (lr_archive_partial_stale(partial) && unlink(path) == 0) {
+            lr_warn("backup: removed %s, left by a backup that did not finish", path);
+            removed++;
+        }
+        free(archive);
+        free(partial);
+        free(path);
+    }
+    closedir(d);
+    return removed;
+}
+
 /* The index, the keys and the secret, then the manifest. */
 static lr_err finish_entries(run *r, const char *backend, const char *db_entry)
 {
@@ -254,6 +297,7 @@ lr_err lr_backup_create(const lr_backup_create_opts *o, lr_backup_result *res, c
     char *snap_path = NULL;
     if (asprintf(&snap_path, "%s/.%s.db", o->dir, res->name) < 0)
         abort();
+    res->swept = lr_backup_sweep(o->dir);
     run r = {
         .o = o, .res = res, .errmsg = errmsg, .keys = temp_in(o->dir), .index = temp_in(o->dir)};
     lr_db_snapshot *snap = NULL;
@@ -262,6 +306,10 @@ lr_err lr_backup_create(const lr_backup_create_opts *o, lr_backup_result *res, c
         set_err(errmsg, o->dir, "cannot create temp files");
         goto out;
     }
+    /* The archive's partial file first: its lock covers the snapshot
+     * file too, from the moment it exists (lr_backup_sweep). */
+    if ((e = lr_archive_create(res->path, &r.w, errmsg)) != LR_OK)
+        goto out;
     lr_snapshot_opts so = {
         .url = o->database_url, .out_path = snap_path, .pg_bindir = o->pg_bindir};
     if ((e = lr_db_snapshot_take(&so, &snap, errmsg)) != LR_OK)
@@ -273,8 +321,7 @@ lr_err lr_backup_create(const lr_backup_create_opts *o, lr_backup_result *res, c
     const char *backend = lr_db_snapshot_backend(snap);
     const char *db_entry =
         !strcmp(backend, "postgres") ? "database/lensroom.pgdump" : "database/lensroom.db";
-    if ((e = lr_archive_create(res->path, &r.w, errmsg)) != LR_OK ||
-        (e = add_path(&r, db_entry, snap_path)) != LR_OK ||
+    if ((e = add_path(&r, db_entry, snap_path)) != LR_OK ||
         (e = lr_db_snapshot_each_key(snap, add_object, &r)) != LR_OK ||
         (e = finish_entries(&r, backend, db_entry)) != LR_OK) {
         if (e != LR_OK && errmsg && !*errmsg)

@@ -1,7 +1,12 @@
 /* The delivery engine. State under one mutex: deliveries claimed but not
  * started (ready), deliveries in flight (jobs, a list so shutdown can free
- * what the stopped loop dropped), and whether a claim is running. The
- * loop thread starts transfers; workers claim and record results. */
+ * what the stopped loop dropped), attempts answered but not yet recorded
+ * (done), and which database job is queued or running. The loop thread
+ * starts transfers; the engine's own worker thread does every database
+ * call (claiming the outbox and deliveries, recording results), so a
+ * slow commit never holds a thread the pipeline stores outputs on, and
+ * whatever piled up while one call ran goes in the next, as one
+ * transaction. */
 #include "billing/hooks.h"
 
 #include <openssl/core_names.h>
@@ -17,6 +22,8 @@
 
 #define TICK_MS 1000
 #define LEASE_EXTRA_MS 15000
+#define OUTBOX_BATCH 256 /* outbox rows turned into deliveries per transaction */
+#define OUTBOX_LEASE_MS 60000
 
 const char *const lr_hooks_event_types[] = {"generation.succeeded",
                                             "generation.failed",
@@ -30,21 +37,23 @@ typedef struct job {
     lr_call call;
     lr_hooks *h;
     lr_delivery d;
-    int64_t t0;
+    int64_t t0, ended; /* monotonic ms: sent, answered */
     bool refused;
     char why[200];
-    struct job *prev, *next;
+    struct job *prev, *next; /* in jobs while in flight, then in done */
 } job;
 
 struct lr_hooks {
     lr_hooks_opts o;
+    lr_workers *db;              /* one thread: every database call of the engine */
     char owner[LR_UUID_LEN + 2]; /* claim tokens are owner + ':' + batch */
     pthread_mutex_t mu;
-    job *jobs;
+    job *jobs, *done;
     lr_delivery_list ready;
     int in_flight; /* claimed, not yet recorded */
     uint64_t batch;
     bool claiming, pump_posted, stopped;
+    bool draining, drain_again, recording;
 };
 
 bool lr_hooks_events_valid(const char *csv)
@@ -108,7 +117,14 @@ lr_hooks *lr_hooks_new(const lr_hooks_opts *o)
         h->o.concurrency = 1;
     lr_uuid_v4(h->owner);
     pthread_mutex_init(&h->mu, NULL);
+    h->db = lr_workers_new(1);
     return h;
+}
+
+/* A claim token: this process, and which claim. */
+static void next_token(lr_hooks *h, char token[64])
+{
+    snprintf(token, 64, "%s:%llu", h->owner, (unsigned long long)++h->batch);
 }
 
 /* ---- claiming ---- */
@@ -120,9 +136,9 @@ static void claim_job(void *arg)
 {
     lr_hooks *h = arg;
     pthread_mutex_lock(&h->mu);
-    int room = h->o.concurrency - h->in_flight;
+    int room = h->stopped ? 0 : h->o.concurrency - h->in_flight;
     char token[64];
-    snprintf(token, sizeof token, "%s:%llu", h->owner, (unsigned long long)++h->batch);
+    next_token(h, token);
     pthread_mutex_unlock(&h->mu);
     lr_delivery_list got = {0};
     int64_t now = lr_now_ms();
@@ -157,13 +173,17 @@ static void pump(void *arg)
         h->claiming = true;
     pthread_mutex_unlock(&h->mu);
     if (go)
-        lr_workers_submit(h->o.workers, claim_job, h);
+        lr_workers_submit(h->db, claim_job, h);
 }
 
+static void request_drain(lr_hooks *h);
+
+/* Every second: due retries, and outbox rows a dead process left. */
 static void tick(void *arg)
 {
     lr_hooks *h = arg;
     pump(h);
+    request_drain(h);
     lr_loop_timer(h->o.loop, TICK_MS, tick, h);
 }
 
@@ -193,77 +213,130 @@ static void job_free(job *j)
     free(j);
 }
 
-/* The delay before attempt n+1 after n failures: doubling from retry_ms,
- * at most an hour, +-25% jitter so a recovering receiver is not hit by
- * every queued delivery at once. */
-static int64_t backoff_ms(const lr_hooks *h, int failures)
+int64_t lr_hooks_backoff_ms(int retry_ms, int failures, double unit)
 {
-    double d = h->o.retry_ms;
+    double d = retry_ms;
     for (int i = 1; i < failures && d < 3600e3; i++)
         d *= 2;
     if (d > 3600e3)
         d = 3600e3;
-    return (int64_t)(d * (0.75 + 0.5 * lr_random_unit()));
+    return (int64_t)(d * (0.75 + 0.5 * unit));
 }
 
-static void finish_job(void *arg)
+static int64_t backoff_ms(const lr_hooks *h, int failures)
 {
-    job *j = arg;
+    return lr_hooks_backoff_ms(h->o.retry_ms, failures, lr_random_unit());
+}
+
+/* What one attempt came to, for the record and the log. */
+typedef struct {
+    bool ok;
+    char error[260];
+    int64_t next_attempt_at;
+} verdict;
+
+static void judge(const lr_hooks *h, const job *j, int64_t now, verdict *v)
+{
+    v->ok = !j->refused && j->call.rc == CURLE_OK && j->call.status >= 200 && j->call.status < 300;
+    v->error[0] = '\0';
+    v->next_attempt_at = 0;
+    if (v->ok)
+        return;
+    if (j->refused || j->call.refused)
+        snprintf(v->error, sizeof v->error, "refused: %s", j->refused ? j->why : j->call.why);
+    else if (j->call.rc != CURLE_OK)
+        snprintf(v->error, sizeof v->error, "%s",
+                 j->call.error[0] ? j->call.error : curl_easy_strerror(j->call.rc));
+    else
+        snprintf(v->error, sizeof v->error, "HTTP %ld", j->call.status);
+    if (!j->refused && !j->call.refused) {
+        v->next_attempt_at = now + backoff_ms(h, j->d.attempts + 1);
+        if (v->next_attempt_at > j->d.created_at + h->o.max_age_ms)
+            v->next_attempt_at = 0;
+    }
+}
+
+/* Engine thread: every answered attempt so far, recorded in one
+ * transaction; then room for more. */
+static void record_job(void *arg)
+{
+    lr_hooks *h = arg;
+    for (;;) {
+        pthread_mutex_lock(&h->mu);
+        job *batch = h->done;
+        h->done = NULL;
+        h->recording = batch != NULL;
+        pthread_mutex_unlock(&h->mu);
+        if (!batch)
+            return;
+        size_t n = 0;
+        for (job *j = batch; j; j = j->next)
+            n++;
+        lr_delivery_result *r = lr_xcalloc(n, sizeof *r);
+        verdict *v = lr_xcalloc(n, sizeof *v);
+        int64_t now = lr_now_ms();
+        size_t i = 0;
+        for (job *j = batch; j; j = j->next, i++) {
+            judge(h, j, now, &v[i]);
+            r[i] = (lr_delivery_result){.d = &j->d,
+                                        .status_code = (int)j->call.status,
+                                        .latency_ms = j->t0 ? j->ended - j->t0 : 0,
+                                        .error = v[i].ok ? NULL : v[i].error,
+                                        .delivered = v[i].ok,
+                                        .next_attempt_at = v[i].next_attempt_at,
+                                        .now_ms = now};
+        }
+        lr_err e = lr_billing_finish_all(h->o.store, r, n);
+        if (e != LR_OK)
+            lr_warn("webhooks: %zu delivery attempts not recorded (%s); they are retried once "
+                    "their claim runs out",
+                    n, lr_strerror(e));
+        i = 0;
+        for (job *j = batch, *next; j; j = next, i++) {
+            next = j->next;
+            if (!v[i].ok)
+                lr_log_fields(v[i].next_attempt_at ? LR_LOG_INFO : LR_LOG_WARN, NULL,
+                              v[i].next_attempt_at ? "webhook delivery failed, will retry"
+                                                   : "webhook delivery given up",
+                              json_pack("{s:s, s:s, s:i, s:s}", "delivery_id", j->d.id, "url",
+                                        j->d.url, "attempt", j->d.attempts + 1, "error",
+                                        v[i].error));
+            job_free(j);
+        }
+        free(r);
+        free(v);
+        pthread_mutex_lock(&h->mu);
+        h->in_flight -= (int)n;
+        pthread_mutex_unlock(&h->mu);
+        lr_hooks_poke(h);
+    }
+}
+
+/* Any thread: the attempt is over; it joins the next record. */
+static void attempt_done(job *j)
+{
     lr_hooks *h = j->h;
-    int64_t now = lr_now_ms();
-    bool ok =
-        !j->refused && j->call.rc == CURLE_OK && j->call.status >= 200 && j->call.status < 300;
-    const char *error = NULL;
-    char text[260];
-    if (!ok) {
-        if (j->refused || j->call.refused)
-            snprintf(text, sizeof text, "refused: %s", j->refused ? j->why : j->call.why);
-        else if (j->call.rc != CURLE_OK)
-            snprintf(text, sizeof text, "%s",
-                     j->call.error[0] ? j->call.error : curl_easy_strerror(j->call.rc));
-        else
-            snprintf(text, sizeof text, "HTTP %ld", j->call.status);
-        error = text;
-    }
-    int64_t next = 0;
-    bool permanent = j->refused || j->call.refused;
-    if (!ok && !permanent) {
-        next = now + backoff_ms(h, j->d.attempts + 1);
-        if (next > j->d.created_at + h->o.max_age_ms)
-            next = 0;
-    }
-    lr_delivery_result r = {.d = &j->d,
-                            .status_code = (int)j->call.status,
-                            .latency_ms = j->t0 ? lr_monotonic_ms() - j->t0 : 0,
-                            .error = error,
-                            .delivered = ok,
-                            .next_attempt_at = next,
-                            .now_ms = now};
-    lr_err e = lr_billing_finish(h->o.store, &r);
-    if (e != LR_OK)
-        lr_warn("webhooks: delivery %s not recorded (%s)", j->d.id, lr_strerror(e));
-    if (!ok)
-        lr_log_fields(next ? LR_LOG_INFO : LR_LOG_WARN, NULL,
-                      next ? "webhook delivery failed, will retry" : "webhook delivery given up",
-                      json_pack("{s:s, s:s, s:i, s:s}", "delivery_id", j->d.id, "url", j->d.url,
-                                "attempt", j->d.attempts + 1, "error", error));
+    j->ended = lr_monotonic_ms();
     pthread_mutex_lock(&h->mu);
     if (j->prev)
         j->prev->next = j->next;
-    else
+    else if (h->jobs == j)
         h->jobs = j->next;
     if (j->next)
         j->next->prev = j->prev;
-    h->in_flight--;
+    j->prev = NULL;
+    j->next = h->done;
+    h->done = j;
+    bool go = !h->recording;
+    h->recording = true;
     pthread_mutex_unlock(&h->mu);
-    job_free(j);
-    lr_hooks_poke(h);
+    if (go)
+        lr_workers_submit(h->db, record_job, h);
 }
 
 static void call_done(lr_call *c)
 {
-    job *j = c->ctx;
-    lr_workers_submit(j->h->o.workers, finish_job, j);
+    attempt_done(c->ctx);
 }
 
 /* Loop thread: signs and POSTs one delivery (or records why not). */
@@ -279,19 +352,24 @@ static void deliver(job *j)
         snprintf(j->why, sizeof j->why, "%s", why);
     }
     int64_t ts = lr_now_ms() / 1000;
-    char sig[64], hdr[3][200];
-    if (!j->refused &&
-        !lr_hooks_sign(j->d.secret, j->d.id, ts, j->d.payload, strlen(j->d.payload), sig)) {
+    char sig[64], old[64], hdr[3][200];
+    size_t len = j->d.payload ? strlen(j->d.payload) : 0;
+    if (!j->refused && !lr_hooks_sign(j->d.secret, j->d.id, ts, j->d.payload, len, sig)) {
         j->refused = true;
         snprintf(j->why, sizeof j->why, "the signing secret is malformed");
     }
     if (j->refused) {
-        lr_workers_submit(h->o.workers, finish_job, j);
+        attempt_done(j);
         return;
     }
+    /* During a rotation's grace the old secret signs too: a receiver
+     * still on it verifies the second signature (space-separated). */
+    bool both = j->d.previous_secret &&
+                lr_hooks_sign(j->d.previous_secret, j->d.id, ts, j->d.payload, len, old);
     snprintf(hdr[0], sizeof hdr[0], "webhook-id: %s", j->d.id);
     snprintf(hdr[1], sizeof hdr[1], "webhook-timestamp: %lld", (long long)ts);
-    snprintf(hdr[2], sizeof hdr[2], "webhook-signature: %s", sig);
+    snprintf(hdr[2], sizeof hdr[2], "webhook-signature: %s%s%s", sig, both ? " " : "",
+             both ? old : "");
     struct curl_slist *l = curl_slist_append(NULL, "Content-Type: application/json");
     for (int i = 0; i < 3; i++)
         l = curl_slist_append(l, hdr[i]);
@@ -328,21 +406,38 @@ static void start_ready(void *arg)
 
 /* ---- events ---- */
 
-static void queue_event(lr_hooks *h, const char *type, json_t *data, const char *generation_id,
-                        const char *filter)
+/* A message id: 16 hex digits, random, or (key set) derived from key,
+ * so an outbox row taken twice queues one message. */
+static void message_id(const char *key, char out[17])
 {
-    char ts[32], uuid[LR_UUID_LEN + 1], msg[40];
-    int64_t now = lr_now_ms();
+    unsigned char d[32];
+    if (key) {
+        unsigned int n = 0;
+        EVP_Digest(key, strlen(key), d, &n, EVP_sha256(), NULL);
+    } else {
+        lr_random_bytes(d, 8);
+    }
+    lr_hex(d, 8, out);
+}
+
+/* The body every attempt sends: {type, timestamp, data (stolen)}. */
+static char *event_body(const char *type, json_t *data, int64_t now)
+{
+    char ts[32];
     lr_time_iso(now, ts);
-    lr_uuid_v4(uuid);
-    size_t k = 0;
-    for (const char *p = uuid; *p && k < 16; p++) /* 64 random bits, ids stay short */
-        if (*p != '-')
-            msg[k++] = *p;
-    msg[k] = '\0';
     json_t *body = json_pack("{s:s, s:s, s:o}", "type", type, "timestamp", ts, "data", data);
     char *text = json_dumps(body, JSON_COMPACT);
     json_decref(body);
+    return text;
+}
+
+static void queue_event(lr_hooks *h, const char *type, json_t *data, const char *generation_id,
+                        const char *filter)
+{
+    char msg[17];
+    int64_t now = lr_now_ms();
+    message_id(NULL, msg);
+    char *text = event_body(type, data, now);
     lr_event_req ev = {.message_id = msg,
                        .type = type,
                        .payload = text,
@@ -395,39 +490,100 @@ static json_t *generation_json(const lr_generation *g)
                      g->finished_at, "text", g->text);
 }
 
-typedef struct {
-    lr_hooks *h;
-    char id[LR_UUID_LEN + 1];
-} gen_event;
+/* ---- the outbox: settled generations' events ---- */
 
-static void generation_job(void *arg)
+static json_t *generation_json(const lr_generation *g);
+
+/* One claimed outbox row as an event (payload NULL when its generation
+ * is gone: the row is only removed). */
+static void outbox_event(lr_hooks *h, const lr_outbox_row *row, int64_t now, lr_event_req *ev,
+                         char msg[17])
 {
-    gen_event *ev = arg;
-    lr_hooks *h = ev->h;
+    char key[LR_UUID_LEN + LR_EVENT_TYPE_LEN + 2];
+    snprintf(key, sizeof key, "%s:%s", row->event_type, row->generation_id);
+    message_id(key, msg);
     lr_generation g = {0};
-    if (h->o.db->ops->get_generation(h->o.db, NULL, ev->id, &g) == LR_OK &&
-        !lr_generation_unfinished(&g)) {
-        char type[40];
-        snprintf(type, sizeof type, "generation.%s",
-                 !strcmp(g.status, lr_gen_status_name(LR_GEN_SUCCESS)) ? "succeeded" : g.status);
-        queue_event(h, type, generation_json(&g), g.id, "completed");
-        check_balance(h, g.user_id);
-    }
+    char *text = NULL;
+    if (h->o.db->ops->get_generation(h->o.db, NULL, row->generation_id, &g) == LR_OK &&
+        !lr_generation_unfinished(&g))
+        text = event_body(row->event_type, generation_json(&g), now);
     lr_generation_clear(&g);
-    free(ev);
+    *ev = (lr_event_req){.message_id = msg,
+                         .type = row->event_type,
+                         .payload = text,
+                         .generation_id = row->generation_id,
+                         .filter = "completed",
+                         .outbox_id = row->generation_id,
+                         .now_ms = now};
+}
+
+/* Engine thread: claims outbox rows, renders their events and queues
+ * them all in one transaction; again while rows keep coming. */
+static void drain_job(void *arg)
+{
+    lr_hooks *h = arg;
+    for (;;) {
+        pthread_mutex_lock(&h->mu);
+        bool go = !h->stopped && h->drain_again;
+        h->drain_again = false;
+        h->draining = go;
+        char token[64];
+        next_token(h, token);
+        pthread_mutex_unlock(&h->mu);
+        if (!go)
+            return;
+        lr_outbox_list rows = {0};
+        int64_t now = lr_now_ms();
+        lr_err e = lr_billing_outbox_claim(h->o.store, token, now, now + OUTBOX_LEASE_MS,
+                                           OUTBOX_BATCH, &rows);
+        if (e != LR_OK)
+            lr_warn("webhooks: cannot read the outbox (%s)", lr_strerror(e));
+        lr_event_req *evs = lr_xcalloc(rows.n + 1, sizeof *evs);
+        char(*msgs)[17] = lr_xcalloc(rows.n + 1, sizeof *msgs);
+        for (size_t i = 0; i < rows.n; i++)
+            outbox_event(h, &rows.v[i], now, &evs[i], msgs[i]);
+        long queued = 0;
+        if (rows.n && (e = lr_billing_enqueue_all(h->o.store, evs, rows.n, &queued)) != LR_OK)
+            lr_warn("webhooks: %zu events not queued yet (%s); retried when their claim runs out",
+                    rows.n, lr_strerror(e));
+        for (size_t i = 0; i < rows.n; i++) {
+            free((char *)evs[i].payload);
+            if (e == LR_OK && (i == 0 || strcmp(rows.v[i].user_id, rows.v[i - 1].user_id)))
+                check_balance(h, rows.v[i].user_id);
+        }
+        free(evs);
+        free(msgs);
+        if (queued > 0)
+            lr_hooks_poke(h);
+        if (rows.n == OUTBOX_BATCH) {
+            pthread_mutex_lock(&h->mu);
+            h->drain_again = true; /* a full batch: there may be more */
+            pthread_mutex_unlock(&h->mu);
+        }
+        free(rows.v);
+    }
+}
+
+/* Any thread: the outbox is looked at once more after whatever drain is
+ * under way, so a row settled during one is never left for the tick. */
+static void request_drain(lr_hooks *h)
+{
+    pthread_mutex_lock(&h->mu);
+    h->drain_again = true;
+    bool go = !h->draining && !h->stopped;
+    h->draining = true;
+    pthread_mutex_unlock(&h->mu);
+    if (go)
+        lr_workers_submit(h->db, drain_job, h);
 }
 
 void lr_hooks_observe(void *ctx, const char *generation_id, lr_gen_status status,
                       lr_gen_stage stage)
 {
+    (void)generation_id;
     (void)stage;
-    lr_hooks *h = ctx;
-    if (lr_gen_status_unfinished(status))
-        return;
-    gen_event *ev = lr_xcalloc(1, sizeof *ev);
-    ev->h = h;
-    snprintf(ev->id, sizeof ev->id, "%s", generation_id);
-    lr_workers_submit(h->o.workers, generation_job, ev);
+    if (!lr_gen_status_unfinished(status))
+        request_drain(ctx);
 }
 
 void lr_hooks_started(lr_hooks *h, const char *generation_id, const char *user_id,
@@ -445,6 +601,9 @@ void lr_hooks_free(lr_hooks *h)
         return;
     pthread_mutex_lock(&h->mu);
     h->stopped = true;
+    pthread_mutex_unlock(&h->mu);
+    lr_workers_free(h->db); /* what is queued runs: answered attempts are recorded */
+    pthread_mutex_lock(&h->mu);
     job *j = h->jobs;
     h->jobs = NULL;
     pthread_mutex_unlock(&h->mu);
@@ -452,6 +611,10 @@ void lr_hooks_free(lr_hooks *h)
         job *next = j->next;
         job_free(j);
         j = next;
+    }
+    for (job *d = h->done, *next; d; d = next) {
+        next = d->next;
+        job_free(d);
     }
     lr_delivery_list_clear(&h->ready);
     lr_billing_release(h->o.store, h->owner);

@@ -13,8 +13,15 @@
  * it was queued. Addresses obey the download policy (https, no private
  * address unless allowed) at registration and on every connection.
  *
- * The observer and emit functions may be called from any thread and do
- * their database work on a worker.
+ * A generation's end reaches the queue through the outbox that settle
+ * writes in its own transaction (db.h): the observer only wakes the
+ * engine, which turns outbox rows into deliveries, many per transaction.
+ * A rotated endpoint secret signs beside the new one during its grace
+ * (webhook-signature then holds two space-separated signatures).
+ *
+ * The engine's database calls run on a thread of its own (never the
+ * pipeline's workers, never the loop). The observer may be called from
+ * any thread and does not block; emit and started block (database).
  */
 #ifndef LR_HOOKS_H
 #define LR_HOOKS_H
@@ -35,7 +42,6 @@ typedef struct {
     lr_db *db;
     lr_billing_db *store;
     lr_loop *loop;
-    lr_workers *workers;
     const lr_net_policy *policy;
     int retry_ms;       /* first retry delay */
     int64_t max_age_ms; /* retried this long after queuing */
@@ -65,9 +71,15 @@ void lr_hooks_started(lr_hooks *h, const char *generation_id, const char *user_i
                       const char *model_id);
 /* Looks at the queue now rather than at the next tick (any thread). */
 void lr_hooks_poke(lr_hooks *h);
-/* After the loop and the workers stopped: hands this process's claims
- * back and frees everything. */
+/* After the loop stopped: records what was answered, hands this
+ * process's claims back and frees everything. */
 void lr_hooks_free(lr_hooks *h);
+
+/* The delay before the next attempt after failures (>= 1) failed ones:
+ * retry_ms doubling with each failure, at most an hour, times 0.75 +
+ * 0.5 x unit (unit in [0, 1): the jitter, +-25 %, so a receiver that
+ * comes back is not hit by every queued delivery at once). */
+int64_t lr_hooks_backoff_ms(int retry_ms, int failures, double unit);
 
 /* "v1,<base64 HMAC-SHA256(key, id.ts.body)>" where key is the base64
  * after "whsec_". false when the secret is malformed. */

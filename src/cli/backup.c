@@ -15,7 +15,7 @@
 
 const char lr_cli_backup_usage[] =
     "usage: lensroom backup create [--to DIR|s3://bucket/prefix] [--with-objects]\n"
-    "       lensroom backup verify ARCHIVE\n"
+    "       lensroom backup verify ARCHIVE [--scratch-url postgres://…]\n"
     "       lensroom backup restore ARCHIVE (--data-dir DIR | --database-url URL) [--force]\n"
     "create: a consistent online snapshot of the database (SQLite: online backup API;\n"
     "  PostgreSQL: pg_dump of the LensRoom rows) and the stored files it references,\n"
@@ -23,7 +23,9 @@ const char lr_cli_backup_usage[] =
     "  file's size and SHA-256). Default folder LENSROOM_BACKUP_DIR ({data dir}/backups).\n"
     "  S3/Supabase objects are listed by key; --with-objects copies them too.\n"
     "verify: checks every hash, runs the ledger audit on the snapshot, prints what\n"
-    "  the archive holds; exits 1 on any problem.\n"
+    "  the archive holds; exits 1 on any problem. A PostgreSQL archive's rows are\n"
+    "  audited in a scratch database created (and dropped) on the server of\n"
+    "  --scratch-url, else DATABASE_URL; the role needs CREATEDB.\n"
     "restore: verifies, then puts the database, the files and the generated JWT\n"
     "  secret in place; refuses a non-empty target unless --force; then audits it.\n";
 
@@ -117,6 +119,8 @@ static int cmd_create(int argc, char **argv, const char *version)
            (long long)res.stats.transactions, (long long)res.stats.generations,
            (long long)res.objects, (long long)res.object_bytes, (long long)res.keys,
            (long long)res.missing);
+    if (res.swept)
+        printf("  removed %d leftover files of backups that did not finish\n", res.swept);
     if (res.stats.violations)
         printf("  warning: the ledger audit found %lld violations in the snapshot\n",
                (long long)res.stats.violations);
@@ -133,6 +137,12 @@ out:
     return rc;
 }
 
+/* The configured database when it is PostgreSQL, else NULL. */
+static const char *postgres_url(const lr_config *cfg)
+{
+    return cfg->database_url && lr_db_url_is_postgres(cfg->database_url) ? cfg->database_url : NULL;
+}
+
 static int cmd_verify(int argc, char **argv)
 {
     if (argc < 2 || argv[1][0] == '-') {
@@ -141,8 +151,12 @@ static int cmd_verify(int argc, char **argv)
     }
     lr_config cfg;
     int rc = 1;
-    if (load(&cfg, false) == 0)
-        rc = lr_backup_verify(argv[1], work_dir(), cfg.pg_bindir, stdout, NULL) == LR_OK ? 0 : 1;
+    if (load(&cfg, false) == 0) {
+        const char *scratch = lr_cli_opt(argc, argv, "--scratch-url");
+        lr_verify_pg pg = {.server_url = scratch ? scratch : postgres_url(&cfg),
+                           .bindir = cfg.pg_bindir};
+        rc = lr_backup_verify(argv[1], work_dir(), &pg, stdout, NULL) == LR_OK ? 0 : 1;
+    }
     lr_config_free(&cfg);
     return rc;
 }
@@ -218,7 +232,8 @@ static int cmd_restore(int argc, char **argv)
     if (load(&cfg, false) != 0 || check_target(data_dir, url, force) != 0)
         goto out;
     lr_backup_info info;
-    if (lr_backup_verify(archive, work_dir(), cfg.pg_bindir, stdout, &info) != LR_OK) {
+    lr_verify_pg pg = {.server_url = url ? url : postgres_url(&cfg), .bindir = cfg.pg_bindir};
+    if (lr_backup_verify(archive, work_dir(), &pg, stdout, &info) != LR_OK) {
         fprintf(stderr, "restore: refusing %s: it failed verification (above)\n", archive);
         goto out;
     }

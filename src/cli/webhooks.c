@@ -15,7 +15,9 @@ const char lr_cli_webhooks_usage[] =
     "       lensroom webhooks rotate-secret ID\n"
     "Endpoints receive Standard Webhooks deliveries (webhook-id, webhook-timestamp,\n"
     "webhook-signature) signed with their own whsec_ secret, printed by add and\n"
-    "rotate-secret only. TYPE: generation.succeeded, generation.failed,\n"
+    "rotate-secret only; after rotate-secret the old secret also signs each delivery\n"
+    "(a second v1 signature) for LENSROOM_WEBHOOK_ROTATE_GRACE (24h), so receivers\n"
+    "can switch without a gap. TYPE: generation.succeeded, generation.failed,\n"
     "generation.canceled, generation.started, credits.low, credits.purchased.\n"
     "URLs must be https and public (LENSROOM_FETCH_ALLOW lists exceptions).\n";
 
@@ -81,11 +83,13 @@ static int list(lr_billing_db *db)
     return 0;
 }
 
-static int by_id(const char *sub, const char *id, lr_billing_db *db)
+static int by_id(const char *sub, const char *id, const lr_config *cfg, lr_billing_db *db)
 {
     lr_endpoint e = {0};
+    int64_t grace =
+        cfg->webhook_rotate_grace_s ? lr_now_ms() + (int64_t)cfg->webhook_rotate_grace_s * 1000 : 0;
     lr_err r = !strcmp(sub, "remove") ? lr_billing_endpoint_remove(db, id)
-                                      : lr_billing_endpoint_rotate(db, id, &e);
+                                      : lr_billing_endpoint_rotate(db, id, grace, &e);
     if (r == LR_ERR_NOT_FOUND) {
         fprintf(stderr, "webhooks: no endpoint %s\n", id);
         return 1;
@@ -110,7 +114,7 @@ int lr_cli_webhooks(int argc, char **argv, const lr_config *cfg, lr_billing_db *
     if (!strcmp(sub, "list"))
         return list(db);
     if ((!strcmp(sub, "remove") || !strcmp(sub, "rotate-secret")) && argc > 2)
-        return by_id(sub, argv[2], db);
+        return by_id(sub, argv[2], cfg, db);
     fputs(lr_cli_webhooks_usage, stderr);
     return 2;
 }

@@ -477,6 +477,9 @@ static void load_billing(lr_config *cfg)
         env("LENSROOM_WEBHOOK_MAX_AGE") ? env_duration("LENSROOM_WEBHOOK_MAX_AGE") : 86400;
     cfg->webhook_timeout_ms = (int)env_long("LENSROOM_WEBHOOK_TIMEOUT_MS", 10000, 100, 120000);
     cfg->webhook_concurrency = (int)env_long("LENSROOM_WEBHOOK_CONCURRENCY", 32, 1, 1024);
+    cfg->webhook_rotate_grace_s = env("LENSROOM_WEBHOOK_ROTATE_GRACE")
+                                      ? env_duration("LENSROOM_WEBHOOK_ROTATE_GRACE")
+                                      : 86400;
 }
 
 lr_err lr_config_load(lr_config *cfg)

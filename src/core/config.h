@@ -120,6 +120,8 @@ typedef struct {
     int webhook_max_age_s;       /* LENSROOM_WEBHOOK_MAX_AGE: retried this long (24h) */
     int webhook_timeout_ms;      /* LENSROOM_WEBHOOK_TIMEOUT_MS: one attempt's limit */
     int webhook_concurrency;     /* LENSROOM_WEBHOOK_CONCURRENCY: deliveries in flight */
+    int webhook_rotate_grace_s;  /* LENSROOM_WEBHOOK_ROTATE_GRACE: a rotated-out secret
+                                    keeps signing this long (24h) */
 } lr_config;
 
 /* Reads the environment into cfg; LR_OK when valid, else LR_ERR_INVALID

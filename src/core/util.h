@@ -55,6 +55,8 @@ void *lr_xcalloc(size_t count, size_t size);
 void *lr_xrealloc(void *p, size_t n);
 char *lr_xstrdup(const char *s);
 char *lr_xstrndup(const char *s, size_t n);
+/* asprintf that aborts when memory runs out. */
+char *lr_xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* A list of strings. Owned by the array when it comes from a read or
  * lr_strv_push (lr_strv_clear frees it); a view when a request lends it

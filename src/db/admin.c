@@ -13,8 +13,10 @@ lr_err lr_admin_open(const char *url, lr_admin **out, char **errmsg)
 {
     lr_err e = lr_db_url_is_postgres(url) ? lr_admin_pg_open(url, out, errmsg)
                                           : lr_admin_sqlite_open(url, out, errmsg);
-    if (e == LR_OK)
+    if (e == LR_OK) {
         pthread_mutex_init(&(*out)->mu, NULL);
+        pthread_mutex_init(&(*out)->seen_mu, NULL);
+    }
     return e;
 }
 
@@ -23,6 +25,7 @@ void lr_admin_close(lr_admin *a)
     if (!a)
         return;
     pthread_mutex_destroy(&a->mu);
+    pthread_mutex_destroy(&a->seen_mu);
     a->close(a);
 }
 
@@ -164,20 +167,48 @@ static void add_user(const char *const *col, void *out)
         .user_id = lr_xstrdup(col[0]), .spent = to_i64(col[1]), .generations = to_i64(col[2])};
 }
 
+/* Splits [since, until) into the whole UTC days the rollups answer for,
+ * [m1, m2) (days d1 up to d2, excluded), and the partial days around them,
+ * [since, m1) and [m2, until), read from the rows. Without a whole day
+ * inside, m1 = m2 = until: everything comes from the rows. */
+typedef struct {
+    char m1[32], m2[32], d1[11], d2[11];
+} range_split;
+
+static bool split_range(const char *since, const char *until, range_split *r)
+{
+    const int64_t day = 86400000;
+    int64_t s = lr_time_parse_iso(since), u = lr_time_parse_iso(until);
+    if (s < 0 || u < 0)
+        return false;
+    int64_t first = (s + day - 1) / day * day, last = u / day * day;
+    int64_t m1 = first < u ? first : u;
+    int64_t m2 = last > m1 ? last : m1;
+    lr_time_iso(m1, r->m1);
+    lr_time_iso(m2, r->m2);
+    snprintf(r->d1, sizeof r->d1, "%.10s", r->m1);
+    snprintf(r->d2, sizeof r->d2, "%.10s", r->m2);
+    return true;
+}
+
 lr_err lr_admin_analytics(lr_admin *a, const char *since, const char *until, int top,
                           lr_analytics *out)
 {
     *out = (lr_analytics){0};
+    range_split r;
+    if (!split_range(since, until, &r))
+        return LR_ERR_INVALID;
     char lim[16];
     snprintf(lim, sizeof lim, "%d", top);
-    const char *p[] = {since, until, lim};
-    lr_err e = rows(a, AQ_DAYS, 2, p, add_day, 5, out);
+    const char *p[] = {since, until, r.m1, r.m2, r.d1, r.d2};
+    const char *pt[] = {since, until, lim};
+    lr_err e = rows(a, AQ_DAYS, 6, p, add_day, 5, out);
     if (e == LR_OK)
-        e = rows(a, AQ_MODEL_DAYS, 2, p, add_model_day, 3, out);
+        e = rows(a, AQ_MODEL_DAYS, 6, p, add_model_day, 3, out);
     if (e == LR_OK)
-        e = rows(a, AQ_MODELS, 2, p, add_model, 7, out);
+        e = rows(a, AQ_MODELS, 6, p, add_model, 7, out);
     if (e == LR_OK)
-        e = rows(a, AQ_TOP_USERS, 3, p, add_user, 3, out);
+        e = rows(a, AQ_TOP_USERS, 3, pt, add_user, 3, out);
     if (e != LR_OK)
         lr_analytics_clear(out);
     return e;
@@ -248,16 +279,34 @@ static void add_admin_user(const char *const *col, void *out)
                                    .spent = to_i64(col[3]),
                                    .refunded = to_i64(col[4]),
                                    .granted = to_i64(col[5]),
-                                   .last_activity = col[6] ? lr_xstrdup(col[6]) : NULL};
+                                   .last_activity = col[6] ? lr_xstrdup(col[6]) : NULL,
+                                   .email = col[7] ? lr_xstrdup(col[7]) : NULL};
+}
+
+/* email lowercased (ASCII) into lo, and into hi the first string past
+ * every one that starts with it: [lo, hi) bytewise. False when too long
+ * or empty. */
+static bool email_range(const char *email, char lo[256], char hi[256])
+{
+    size_t n = strlen(email);
+    if (n == 0 || n >= 256)
+        return false;
+    for (size_t i = 0; i <= n; i++)
+        lo[i] = (email[i] >= 'A' && email[i] <= 'Z') ? (char)(email[i] - 'A' + 'a') : email[i];
+    memcpy(hi, lo, n + 1);
+    hi[n - 1] = (char)((unsigned char)hi[n - 1] + 1); /* UTF-8 never holds 0xff */
+    return true;
 }
 
 lr_err lr_admin_users(lr_admin *a, const lr_admin_user_filter *f, lr_admin_user_list *out)
 {
-    char lim[16];
+    char lim[16], elo[256], ehi[256];
     snprintf(lim, sizeof lim, "%d", f->limit);
-    const char *p[] = {f->lo, f->hi, f->after, lim};
     *out = (lr_admin_user_list){0};
-    lr_err e = rows(a, AQ_USERS, 4, p, add_admin_user, 7, out);
+    if (f->email && !email_range(f->email, elo, ehi))
+        return LR_ERR_INVALID;
+    const char *p[] = {f->lo, f->hi, f->after, lim, f->email ? elo : NULL, f->email ? ehi : NULL};
+    lr_err e = rows(a, AQ_USERS, 6, p, add_admin_user, 8, out);
     if (e != LR_OK)
         lr_admin_user_list_clear(out);
     return e;
@@ -268,9 +317,43 @@ void lr_admin_user_list_clear(lr_admin_user_list *l)
     for (size_t i = 0; i < l->n; i++) {
         free(l->v[i].user_id);
         free(l->v[i].last_activity);
+        free(l->v[i].email);
     }
     free(l->v);
     *l = (lr_admin_user_list){0};
+}
+
+static uint64_t fnv(const char *s)
+{
+    uint64_t h = 14695981039346656037ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+void lr_admin_note_email(lr_admin *a, const char *user_id, const char *email)
+{
+    char lc[256], next[256];
+    if (!email_range(email, lc, next) || strlen(user_id) != LR_UUID_LEN)
+        return;
+    uint64_t h = fnv(email);
+    size_t slot = fnv(user_id) % (sizeof a->seen / sizeof a->seen[0]);
+    pthread_mutex_lock(&a->seen_mu);
+    bool known = !strcmp(a->seen[slot].user, user_id) && a->seen[slot].email == h;
+    pthread_mutex_unlock(&a->seen_mu);
+    if (known || pthread_mutex_trylock(&a->mu) != 0)
+        return;
+    char now[32];
+    lr_time_iso(lr_now_ms(), now);
+    const char *p[] = {user_id, email, lc, now};
+    lr_err e = a->rows(a, AQ_NOTE_EMAIL, 4, p, NULL, 0, NULL);
+    pthread_mutex_unlock(&a->mu);
+    if (e != LR_OK)
+        return;
+    pthread_mutex_lock(&a->seen_mu);
+    memcpy(a->seen[slot].user, user_id, LR_UUID_LEN + 1);
+    a->seen[slot].email = h;
+    pthread_mutex_unlock(&a->seen_mu);
 }
 
 static void token_hash(const char *token, char out[65])

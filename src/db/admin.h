@@ -98,18 +98,23 @@ lr_err lr_admin_generations(lr_admin *a, const lr_admin_gen_filter *f, lr_genera
 lr_err lr_admin_generation_ledger(lr_admin *a, const char *generation_id, lr_ledger_list *out);
 
 /* Users (one per credits row), by id, keyset-paged: ids in [lo, hi]
- * (NULL: unbounded) after `after` (NULL: from the first). Totals are over
- * the user's whole ledger: bought (purchase), spent (generation charges),
- * refunded, granted (bonus and adjustment, net); last_activity is the
- * newest ledger row's time (NULL: none). */
+ * (NULL: unbounded) after `after` (NULL: from the first), and with email
+ * set, only those whose email starts with it (case-insensitive: the
+ * emails tokens carried, lr_admin_note_email, and on PostgreSQL with
+ * Supabase, auth.users). Totals are over the user's whole ledger: bought
+ * (purchase), spent (generation charges), refunded, granted (bonus and
+ * adjustment, net); last_activity is the newest ledger row's time, email
+ * the last one a token carried (NULL: none). */
 typedef struct {
     const char *lo, *hi, *after;
+    const char *email; /* a prefix; NULL: any */
     int limit;
 } lr_admin_user_filter;
 typedef struct {
     char *user_id;
     int64_t balance, bought, spent, refunded, granted;
     char *last_activity;
+    char *email;
 } lr_admin_user;
 typedef struct {
     lr_admin_user *v;
@@ -117,6 +122,13 @@ typedef struct {
 } lr_admin_user_list;
 lr_err lr_admin_users(lr_admin *a, const lr_admin_user_filter *f, lr_admin_user_list *out);
 void lr_admin_user_list_clear(lr_admin_user_list *l);
+
+/* Records the email a verified token of user_id carried, for the search
+ * above. Cheap when nothing changed (a per-process cache of what was
+ * written), so every authenticated request may call it; when the admin
+ * connection is busy with a long read the write is skipped and happens on
+ * a later request, so a caller never waits for one. */
+void lr_admin_note_email(lr_admin *a, const char *user_id, const char *email);
 
 /* One-time sign-in links (lensroom admin-link). create: a new random
  * token (64 hex characters) for user_id, alive ttl_s seconds; only its

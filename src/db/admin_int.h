@@ -18,18 +18,23 @@ enum {
     AQ_GEN_COUNTS,    /* () -> model, status, n */
     AQ_LEDGER_TOTALS, /* () -> type, rows, amount */
     AQ_BALANCE_TOTAL, /* () -> sum of balances */
-    AQ_DAYS,          /* (since, until) -> day, spent, bought, refunded, granted */
-    AQ_MODEL_DAYS,    /* (since, until) -> day, model, n */
-    AQ_MODELS,        /* (since, until) -> model, total, succeeded, failed, canceled, p50, p95 */
-    AQ_TOP_USERS,     /* (since, until, limit) -> user_id, spent, generations */
-    AQ_GENERATIONS,   /* (user, status, model, since, before_created_at, before_id, limit)
-                         -> the generation columns of rows.h */
-    AQ_GEN_LEDGER,    /* (generation_id) -> the ledger columns of rows.h */
-    AQ_AUDIT,         /* (id, actor, action, subject, detail, request_id, created_at) */
-    AQ_USERS,         /* (lo, hi, after, limit) -> user_id, balance, bought, spent, refunded,
-                         granted, last_activity */
-    AQ_LINK_CREATE,   /* (token_hash, user_id, expires_at, created_at) */
-    AQ_LINK_USE,      /* (token_hash, now) -> user_id, when the link was unused and alive */
+    /* The range queries take (since, until, m1, m2, d1, d2): [since, until)
+     * is [since, m1) and [m2, until) read from the rows, and the whole UTC
+     * days d1 (YYYY-MM-DD) up to d2 (excluded) read from the rollups
+     * (range_split in admin.c). */
+    AQ_DAYS,        /* (range) -> day, spent, bought, refunded, granted */
+    AQ_MODEL_DAYS,  /* (range) -> day, model, n */
+    AQ_MODELS,      /* (range) -> model, total, succeeded, failed, canceled, p50, p95 */
+    AQ_TOP_USERS,   /* (since, until, limit) -> user_id, spent, generations */
+    AQ_GENERATIONS, /* (user, status, model, since, before_created_at, before_id, limit)
+                       -> the generation columns of rows.h */
+    AQ_GEN_LEDGER,  /* (generation_id) -> the ledger columns of rows.h */
+    AQ_AUDIT,       /* (id, actor, action, subject, detail, request_id, created_at) */
+    AQ_USERS,       /* (lo, hi, after, limit, email_lo, email_hi) -> user_id, balance, bought,
+                       spent, refunded, granted, last_activity, email */
+    AQ_NOTE_EMAIL,  /* (user_id, email, email_lc, seen_at) */
+    AQ_LINK_CREATE, /* (token_hash, user_id, expires_at, created_at) */
+    AQ_LINK_USE,    /* (token_hash, now) -> user_id, when the link was unused and alive */
     AQ_COUNT
 };
 
@@ -41,6 +46,13 @@ struct lr_admin {
     void (*close)(lr_admin *a);
     const char *latest_migration; /* the newest migration this binary applies */
     pthread_mutex_t mu;
+    /* What lr_admin_note_email wrote: slot = hash(user) % N holds the user
+     * and a hash of the email (collisions only cost a write). */
+    pthread_mutex_t seen_mu;
+    struct {
+        char user[LR_UUID_LEN + 1];
+        uint64_t email;
+    } seen[4096];
 };
 
 lr_err lr_admin_sqlite_open(const char *path, lr_admin **out, char **errmsg);

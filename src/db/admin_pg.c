@@ -1,9 +1,12 @@
 /* Operator reads on PostgreSQL: one connection of its own, opened lazily
  * and reset when it broke, so readiness notices a database that went away
- * and came back. Days are UTC; p50/p95 are percentile_disc (nearest rank,
- * the value SQLite's backend picks too). The range queries run on the
- * indexes of migration 0004_admin (created_at first, the summed columns
- * included, so the per-day sums are index-only scans).
+ * and came back. Days are UTC. The per-day counts and sums read the
+ * rollups of migration 0010_rollups for a range's whole days and the rows
+ * only for its partial first and last day; p50/p95 are exact,
+ * percentile_disc (nearest rank, the value SQLite's backend picks too)
+ * over the range's rows of each model (index-only range scans on
+ * idx_generations_model_created_duration), and top users sum the range's
+ * ledger rows (idx_credit_transactions_created, 0004_admin).
  */
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -14,7 +17,30 @@
 #include "core/util.h"
 #include "db/admin_int.h"
 
-#define DAY(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+/* The ledger rows and the generations of [lo, hi), in the rollups' columns. */
+#define LEDGER_EDGE(lo, hi)                                                                        \
+    "SELECT (created_at AT TIME ZONE 'UTC')::date, 1, "                                            \
+    "CASE WHEN type = 'generation' THEN -amount ELSE 0 END, "                                      \
+    "CASE WHEN type = 'purchase' THEN amount ELSE 0 END, "                                         \
+    "CASE WHEN type = 'refund' THEN amount ELSE 0 END, "                                           \
+    "CASE WHEN type IN ('bonus', 'adjustment') THEN amount ELSE 0 END "                            \
+    "FROM public.credit_transactions WHERE created_at >= " lo "::timestamptz "                     \
+    "AND created_at < " hi "::timestamptz"
+#define GEN_EDGE(lo, hi)                                                                           \
+    "SELECT (created_at AT TIME ZONE 'UTC')::date, model, 1, (status = 'success')::int, "          \
+    "(status = 'failed')::int, (status = 'canceled')::int FROM public.generations "                \
+    "WHERE created_at >= " lo "::timestamptz AND created_at < " hi "::timestamptz"
+/* Whole days from the rollups (days [$5, $6)), the partial first and last
+ * day from the rows ([$1, $3) and [$4, $2)), as (day, n, spent, bought,
+ * refunded, granted) and (day, model, n, ok, failed, canceled). */
+#define LEDGER_DAYS                                                                                \
+    "SELECT day, rows AS n, spent, bought, refunded, granted FROM lensroom.ledger_days "           \
+    "WHERE day >= $5::date AND day < $6::date UNION ALL " LEDGER_EDGE(                             \
+        "$1", "$3") " UNION ALL " LEDGER_EDGE("$4", "$2")
+#define GEN_DAYS                                                                                   \
+    "SELECT day, model, created AS n, succeeded AS ok, failed, canceled "                          \
+    "FROM lensroom.generation_days WHERE day >= $5::date AND day < $6::date "                      \
+    "UNION ALL " GEN_EDGE("$1", "$3") " UNION ALL " GEN_EDGE("$4", "$2")
 
 static const char *const sql_text[AQ_COUNT] = {
     [AQ_READY] = "SELECT 1 FROM lensroom.schema_migrations WHERE version = $1",
@@ -23,30 +49,24 @@ static const char *const sql_text[AQ_COUNT] = {
     [AQ_LEDGER_TOTALS] = "SELECT type, count(*), sum(amount) FROM public.credit_transactions "
                          "GROUP BY type ORDER BY type",
     [AQ_BALANCE_TOTAL] = "SELECT coalesce(sum(amount), 0) FROM public.credits",
-    [AQ_DAYS] = "SELECT " DAY(
-        "created_at") " AS day, "
-                      "-coalesce(sum(amount) FILTER (WHERE type = 'generation'), 0), "
-                      "coalesce(sum(amount) FILTER (WHERE type = 'purchase'), 0), "
-                      "coalesce(sum(amount) FILTER (WHERE type = 'refund'), 0), "
-                      "coalesce(sum(amount) FILTER (WHERE type IN ('bonus', 'adjustment')), 0) "
-                      "FROM public.credit_transactions "
-                      "WHERE created_at >= $1::timestamptz AND created_at < $2::timestamptz "
-                      "GROUP BY day ORDER BY day",
-    [AQ_MODEL_DAYS] = "SELECT " DAY(
-        "created_at") " AS day, model, count(*) "
-                      "FROM public.generations "
-                      "WHERE created_at >= $1::timestamptz AND created_at < $2::timestamptz "
-                      "GROUP BY day, model ORDER BY day, model",
+    [AQ_DAYS] = "WITH x AS (" LEDGER_DAYS ") "
+                "SELECT to_char(day, 'YYYY-MM-DD'), sum(spent), sum(bought), sum(refunded), "
+                "sum(granted) FROM x GROUP BY day HAVING sum(n) > 0 ORDER BY day",
+    [AQ_MODEL_DAYS] = "WITH x AS (" GEN_DAYS ") "
+                      "SELECT to_char(day, 'YYYY-MM-DD'), model, sum(n) FROM x "
+                      "GROUP BY day, model HAVING sum(n) > 0 ORDER BY day, model",
+    /* Counts as above; p50/p95 exact over the range's rows, one index
+     * range scan and one sort (both fractions) per model. */
     [AQ_MODELS] =
-        "SELECT model, count(*), count(*) FILTER (WHERE status = 'success'), "
-        "count(*) FILTER (WHERE status = 'failed'), count(*) FILTER (WHERE status = 'canceled'), "
-        "percentile_disc(0.5) WITHIN GROUP (ORDER BY duration_ms) "
-        "FILTER (WHERE status IN ('success', 'failed')), "
-        "percentile_disc(0.95) WITHIN GROUP (ORDER BY duration_ms) "
-        "FILTER (WHERE status IN ('success', 'failed')) "
-        "FROM public.generations "
-        "WHERE created_at >= $1::timestamptz AND created_at < $2::timestamptz "
-        "GROUP BY model ORDER BY count(*) DESC, model",
+        "WITH x AS (" GEN_DAYS "), "
+        "c AS (SELECT model, sum(n) AS total, sum(ok) AS ok, sum(failed) AS failed, "
+        "sum(canceled) AS canceled FROM x GROUP BY model HAVING sum(n) > 0), "
+        "p AS (SELECT c.*, (SELECT percentile_disc(ARRAY[0.5, 0.95]) WITHIN GROUP "
+        "(ORDER BY g.duration_ms) FROM public.generations g WHERE g.model = c.model "
+        "AND g.created_at >= $1::timestamptz AND g.created_at < $2::timestamptz "
+        "AND g.status IN ('success', 'failed') AND g.duration_ms IS NOT NULL) AS q FROM c) "
+        "SELECT model, total, ok, failed, canceled, q[1], q[2] FROM p "
+        "ORDER BY total DESC, model",
     [AQ_TOP_USERS] = "SELECT user_id, -sum(amount) AS spent, "
                      "count(*) FILTER (WHERE type = 'generation') "
                      "FROM public.credit_transactions "
@@ -66,20 +86,30 @@ static const char *const sql_text[AQ_COUNT] = {
     [AQ_AUDIT] = "INSERT INTO lensroom.admin_audit (id, actor, action, subject, detail, "
                  "request_id, created_at) VALUES ($1::uuid, $2, $3, $4, $5::jsonb, $6, "
                  "$7::timestamptz)",
-    /* The page of users first (keyset on the unique user_id), then only
-     * their ledger rows, on idx_credit_transactions_user_created. */
+    /* The page of users first (keyset on the unique user_id; with an
+     * email prefix, only the ids lensroom.user_ids_by_email finds), then
+     * only their ledger rows, on idx_credit_transactions_user_created. */
     [AQ_USERS] = "WITH page AS (SELECT user_id, amount FROM public.credits "
                  "WHERE ($1::uuid IS NULL OR user_id >= $1::uuid) "
                  "AND ($2::uuid IS NULL OR user_id <= $2::uuid) "
-                 "AND ($3::uuid IS NULL OR user_id > $3::uuid) ORDER BY user_id LIMIT $4::int) "
+                 "AND ($3::uuid IS NULL OR user_id > $3::uuid) "
+                 "AND ($5::text IS NULL OR user_id IN "
+                 "(SELECT lensroom.user_ids_by_email($5::text, $6::text))) "
+                 "ORDER BY user_id LIMIT $4::int) "
                  "SELECT p.user_id, p.amount, "
                  "coalesce(sum(t.amount) FILTER (WHERE t.type = 'purchase'), 0), "
                  "-coalesce(sum(t.amount) FILTER (WHERE t.type = 'generation'), 0), "
                  "coalesce(sum(t.amount) FILTER (WHERE t.type = 'refund'), 0), "
                  "coalesce(sum(t.amount) FILTER (WHERE t.type IN ('bonus', 'adjustment')), 0), "
-                 "lensroom.iso(max(t.created_at)) FROM page p "
-                 "LEFT JOIN public.credit_transactions t ON t.user_id = p.user_id "
+                 "lensroom.iso(max(t.created_at)), "
+                 "(SELECT e.email FROM lensroom.user_emails e WHERE e.user_id = p.user_id) "
+                 "FROM page p LEFT JOIN public.credit_transactions t ON t.user_id = p.user_id "
                  "GROUP BY p.user_id, p.amount ORDER BY p.user_id",
+    [AQ_NOTE_EMAIL] = "INSERT INTO lensroom.user_emails (user_id, email, email_lc, seen_at) "
+                      "VALUES ($1::uuid, $2, $3, $4::timestamptz) ON CONFLICT (user_id) DO UPDATE "
+                      "SET email = EXCLUDED.email, email_lc = EXCLUDED.email_lc, "
+                      "seen_at = EXCLUDED.seen_at "
+                      "WHERE lensroom.user_emails.email IS DISTINCT FROM EXCLUDED.email",
     [AQ_LINK_CREATE] = "INSERT INTO lensroom.admin_links (token_hash, user_id, expires_at, "
                        "created_at) VALUES ($1, $2::uuid, $3::timestamptz, $4::timestamptz)",
     [AQ_LINK_USE] = "UPDATE lensroom.admin_links SET used_at = $2::timestamptz "

@@ -248,22 +248,42 @@ lr_err lr_billing_endpoint_remove(lr_billing_db *db, const char *id)
         return LR_ERR_NOT_FOUND;
     const char *p[] = {id};
     long changed = 0;
-    lr_err e = exec(db, "DELETE FROM webhook_endpoints WHERE id = $1", p, 1, NULL, NULL, &changed);
+    lr_billing_stmt st[] = {
+        {"DELETE FROM webhook_previous_secrets WHERE endpoint_id = $1", p, 1, NULL},
+        {"DELETE FROM webhook_endpoints WHERE id = $1", p, 1, &changed}};
+    lr_err e = db->drv->exec_all(db, st, 2);
     return e == LR_OK && changed == 0 ? LR_ERR_NOT_FOUND : e;
 }
 
-lr_err lr_billing_endpoint_rotate(lr_billing_db *db, const char *id, lr_endpoint *out)
+lr_err lr_billing_endpoint_rotate(lr_billing_db *db, const char *id, int64_t grace_until,
+                                  lr_endpoint *out)
 {
     memset(out, 0, sizeof *out);
     if (!lr_uuid_valid(id, strlen(id)))
         return LR_ERR_NOT_FOUND;
     char *secret = lr_billing_new_secret();
-    const char *p[] = {id, secret};
+    char until[24];
+    fmt_i64(until, grace_until);
+    const char *keep[] = {id, until}, *swap[] = {id, secret};
+    long changed = 0;
+    /* The secret going out signs on until grace_until (replacing an
+     * older one's grace), the new one from now. */
+    lr_billing_stmt st[] = {
+        {"INSERT INTO webhook_previous_secrets (endpoint_id, secret, valid_until) "
+         "SELECT id, secret, CAST($2 AS BIGINT) FROM webhook_endpoints WHERE id = $1 "
+         "ON CONFLICT (endpoint_id) DO UPDATE SET secret = excluded.secret, "
+         "valid_until = excluded.valid_until",
+         keep, 2, NULL},
+        {"UPDATE webhook_endpoints SET secret = $2 WHERE id = $1", swap, 2, &changed}};
     lr_endpoint_list l = {0};
-    lr_err e = exec(db,
-                    "UPDATE webhook_endpoints SET secret = $2 WHERE id = $1 "
-                    "RETURNING CAST(id AS TEXT), url, events, created_at",
-                    p, 2, read_endpoint, &l, NULL);
+    lr_err e = db->drv->exec_all(db, st, 2);
+    if (e == LR_OK && changed == 0)
+        e = LR_ERR_NOT_FOUND;
+    if (e == LR_OK)
+        e = exec(db,
+                 "SELECT CAST(id AS TEXT), url, events, created_at FROM webhook_endpoints "
+                 "WHERE id = $1",
+                 keep, 1, read_endpoint, &l, NULL);
     if (e == LR_OK && l.n == 0)
         e = LR_ERR_NOT_FOUND;
     if (e == LR_OK) {
@@ -272,6 +292,7 @@ lr_err lr_billing_endpoint_rotate(lr_billing_db *db, const char *id, lr_endpoint
         free(l.v);
     } else {
         lr_endpoint_list_clear(&l);
+        OPENSSL_cleanse(secret, strlen(secret));
         free(secret);
     }
     return e;
@@ -319,28 +340,95 @@ lr_err lr_billing_generation_hook(lr_billing_db *db, const char *generation_id, 
 
 /* ---- the delivery queue ---- */
 
-/* One statement for both destinations: every write on SQLite takes the
- * one writer, so fewer statements per generation keep infer fast. */
+/* One statement for both destinations. A message id queued before (an
+ * outbox row taken again after its process died) adds nothing. */
+#define ENQUEUE_SQL                                                                                \
+    "INSERT INTO webhook_deliveries (id, endpoint_id, user_id, url, event_type, "                  \
+    "payload, next_attempt_at, created_at) "                                                       \
+    "SELECT 'msg_' || $1 || '_' || CAST(e.id AS TEXT), e.id, NULL, e.url, $2, $3, "                \
+    "CAST($4 AS BIGINT), CAST($4 AS BIGINT) FROM webhook_endpoints e "                             \
+    "WHERE ',' || e.events || ',' LIKE '%,' || $2 || ',%' "                                        \
+    "UNION ALL "                                                                                   \
+    "SELECT 'msg_' || $1 || '_g', NULL, h.user_id, h.url, $2, $3, "                                \
+    "CAST($4 AS BIGINT), CAST($4 AS BIGINT) FROM generation_webhooks h "                           \
+    "WHERE h.generation_id = $5 "                                                                  \
+    "AND ',' || h.events || ',' LIKE '%,' || $6 || ',%' "                                          \
+    "ON CONFLICT (id) DO NOTHING"
+
 lr_err lr_billing_enqueue(lr_billing_db *db, const lr_event_req *ev, long *queued)
 {
-    char now[24];
-    fmt_i64(now, ev->now_ms);
-    const char *p[] = {ev->message_id, ev->type, ev->payload, now, ev->generation_id, ev->filter};
-    long n = 0;
-    lr_err e = exec(db,
-                    "INSERT INTO webhook_deliveries (id, endpoint_id, user_id, url, event_type, "
-                    "payload, next_attempt_at, created_at) "
-                    "SELECT 'msg_' || $1 || '_' || CAST(e.id AS TEXT), e.id, NULL, e.url, $2, $3, "
-                    "CAST($4 AS BIGINT), CAST($4 AS BIGINT) FROM webhook_endpoints e "
-                    "WHERE ',' || e.events || ',' LIKE '%,' || $2 || ',%' "
-                    "UNION ALL "
-                    "SELECT 'msg_' || $1 || '_g', NULL, h.user_id, h.url, $2, $3, "
-                    "CAST($4 AS BIGINT), CAST($4 AS BIGINT) FROM generation_webhooks h "
-                    "WHERE h.generation_id = $5 "
-                    "AND ',' || h.events || ',' LIKE '%,' || $6 || ',%'",
-                    p, 6, NULL, NULL, &n);
+    return lr_billing_enqueue_all(db, ev, 1, queued);
+}
+
+lr_err lr_billing_enqueue_all(lr_billing_db *db, const lr_event_req *evs, size_t n, long *queued)
+{
+    /* Per event: its parameters, the insert and the outbox row's removal. */
+    const char *(*p)[6] = lr_xcalloc(n + 1, sizeof *p);
+    char(*now)[24] = lr_xcalloc(n + 1, sizeof *now);
+    long *changes = lr_xcalloc(n + 1, sizeof *changes);
+    lr_billing_stmt *st = lr_xcalloc(2 * n + 1, sizeof *st);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const lr_event_req *ev = &evs[i];
+        fmt_i64(now[i], ev->now_ms);
+        const char *row[6] = {ev->message_id, ev->type,          ev->payload,
+                              now[i],         ev->generation_id, ev->filter};
+        memcpy(p[i], row, sizeof row);
+        if (ev->payload)
+            st[k++] = (lr_billing_stmt){ENQUEUE_SQL, p[i], 6, &changes[i]};
+        if (ev->outbox_id)
+            st[k++] = (lr_billing_stmt){"DELETE FROM webhook_outbox WHERE generation_id = $1",
+                                        &ev->outbox_id, 1, NULL};
+    }
+    lr_err e = k ? db->drv->exec_all(db, st, k) : LR_OK;
+    long total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += changes[i];
     if (queued)
-        *queued = n;
+        *queued = e == LR_OK ? total : 0;
+    free(st);
+    free(changes);
+    free(now);
+    free(p);
+    return e;
+}
+
+#define OUTBOX_CLAIM                                                                               \
+    "UPDATE webhook_outbox SET claim_token = $1, claimed_until = CAST($2 AS BIGINT) "              \
+    "WHERE generation_id IN (SELECT generation_id FROM webhook_outbox "                            \
+    "WHERE claimed_until IS NULL OR claimed_until < CAST($3 AS BIGINT) "                           \
+    "ORDER BY created_at LIMIT CAST($4 AS INTEGER)"
+#define OUTBOX_RETURNING                                                                           \
+    ") RETURNING CAST(generation_id AS TEXT), CAST(user_id AS TEXT), event_type"
+
+static void read_outbox(const char *const *c, int n, void *ctx)
+{
+    (void)n;
+    lr_outbox_list *l = ctx;
+    l->v = lr_xrealloc(l->v, (l->n + 1) * sizeof *l->v);
+    lr_outbox_row *r = &l->v[l->n++];
+    snprintf(r->generation_id, sizeof r->generation_id, "%s", c[0]);
+    snprintf(r->user_id, sizeof r->user_id, "%s", c[1]);
+    snprintf(r->event_type, sizeof r->event_type, "%s", c[2]);
+}
+
+lr_err lr_billing_outbox_claim(lr_billing_db *db, const char *token, int64_t now_ms,
+                               int64_t lease_until, int limit, lr_outbox_list *out)
+{
+    char now[24], until[24], lim[24];
+    fmt_i64(now, now_ms);
+    fmt_i64(until, lease_until);
+    fmt_i64(lim, limit);
+    const char *p[] = {token, until, now, lim};
+    memset(out, 0, sizeof *out);
+    lr_err e = exec(db,
+                    db->postgres ? OUTBOX_CLAIM " FOR UPDATE SKIP LOCKED" OUTBOX_RETURNING
+                                 : OUTBOX_CLAIM OUTBOX_RETURNING,
+                    p, 4, read_outbox, out, NULL);
+    if (e != LR_OK) {
+        free(out->v);
+        memset(out, 0, sizeof *out);
+    }
     return e;
 }
 
@@ -353,9 +441,12 @@ void lr_delivery_list_clear(lr_delivery_list *l)
         free(d->url);
         free(d->event_type);
         free(d->payload);
-        if (d->secret)
-            OPENSSL_cleanse(d->secret, strlen(d->secret));
-        free(d->secret);
+        char *secrets[] = {d->secret, d->previous_secret};
+        for (int k = 0; k < 2; k++) {
+            if (secrets[k])
+                OPENSSL_cleanse(secrets[k], strlen(secrets[k]));
+            free(secrets[k]);
+        }
     }
     free(l->v);
     memset(l, 0, sizeof *l);
@@ -373,7 +464,8 @@ static void read_delivery(const char *const *c, int n, void *ctx)
                                  .payload = lr_xstrdup(c[4]),
                                  .attempts = (int)to_i64(c[5]),
                                  .created_at = to_i64(c[6]),
-                                 .secret = dup_or_null(c[7])};
+                                 .secret = dup_or_null(c[7]),
+                                 .previous_secret = dup_or_null(c[8])};
 }
 
 /* The claim: due, unclaimed (or claimed by a process that died) rows.
@@ -402,42 +494,70 @@ lr_err lr_billing_claim(lr_billing_db *db, const char *token, int64_t now_ms, in
         return e;
     e = exec(db,
              "SELECT d.id, CAST(d.endpoint_id AS TEXT), d.url, d.event_type, d.payload, "
-             "d.attempts, d.created_at, COALESCE(e.secret, u.secret) FROM webhook_deliveries d "
+             "d.attempts, d.created_at, COALESCE(e.secret, u.secret), "
+             "CASE WHEN p.valid_until > CAST($2 AS BIGINT) THEN p.secret END "
+             "FROM webhook_deliveries d "
              "LEFT JOIN webhook_endpoints e ON e.id = d.endpoint_id "
              "LEFT JOIN user_webhook_secrets u ON u.user_id = d.user_id "
+             "LEFT JOIN webhook_previous_secrets p ON p.endpoint_id = d.endpoint_id "
              "WHERE d.claim_token = $1 AND d.status = 'pending'",
-             p, 1, read_delivery, out, NULL);
+             (const char *[]){token, now}, 2, read_delivery, out, NULL);
     if (e != LR_OK)
         lr_delivery_list_clear(out);
     return e;
 }
 
+#define FINISH_SQL                                                                                 \
+    "UPDATE webhook_deliveries SET status = $2, attempts = attempts + 1, "                         \
+    "last_status = CAST($3 AS INTEGER), last_error = $4, "                                         \
+    "next_attempt_at = CASE WHEN $2 = 'pending' THEN CAST($5 AS BIGINT) "                          \
+    "ELSE next_attempt_at END, "                                                                   \
+    "delivered_at = CASE WHEN $2 = 'delivered' THEN CAST($6 AS BIGINT) END, "                      \
+    "claim_token = NULL, claimed_until = NULL WHERE id = $1"
+#define ATTEMPT_SQL                                                                                \
+    "INSERT INTO webhook_attempts (delivery_id, endpoint_id, attempt, status_code, "               \
+    "latency_ms, error, created_at) VALUES ($1, $2, CAST($3 AS INTEGER), "                         \
+    "CAST($4 AS INTEGER), CAST($5 AS BIGINT), $6, CAST($7 AS BIGINT))"
+
+/* The text parameters of one result's two statements. */
+typedef struct {
+    char attempt[24], code[24], latency[24], next[24], now[24];
+    const char *state[6], *log[7];
+} finish_params;
+
+static void finish_fill(const lr_delivery_result *r, finish_params *f)
+{
+    fmt_i64(f->attempt, r->d->attempts + 1);
+    fmt_i64(f->code, r->status_code);
+    fmt_i64(f->latency, r->latency_ms);
+    fmt_i64(f->next, r->next_attempt_at);
+    fmt_i64(f->now, r->now_ms);
+    const char *status = r->delivered ? "delivered" : r->next_attempt_at ? "pending" : "failed";
+    const char *code = r->status_code ? f->code : NULL;
+    const char *state[6] = {r->d->id, status, code, r->error, f->next, f->now};
+    const char *log[7] = {r->d->id,   r->d->endpoint_id, f->attempt, code,
+                          f->latency, r->error,          f->now};
+    memcpy(f->state, state, sizeof state);
+    memcpy(f->log, log, sizeof log);
+}
+
 lr_err lr_billing_finish(lr_billing_db *db, const lr_delivery_result *r)
 {
-    char attempt[24], code[24], latency[24], next[24], now[24];
-    fmt_i64(attempt, r->d->attempts + 1);
-    fmt_i64(code, r->status_code);
-    fmt_i64(latency, r->latency_ms);
-    fmt_i64(next, r->next_attempt_at);
-    fmt_i64(now, r->now_ms);
-    const char *status = r->delivered ? "delivered" : r->next_attempt_at ? "pending" : "failed";
-    const char *p[] = {r->d->id, status, r->status_code ? code : NULL, r->error, next, now};
-    lr_err e = exec(db,
-                    "UPDATE webhook_deliveries SET status = $2, attempts = attempts + 1, "
-                    "last_status = CAST($3 AS INTEGER), last_error = $4, "
-                    "next_attempt_at = CASE WHEN $2 = 'pending' THEN CAST($5 AS BIGINT) "
-                    "ELSE next_attempt_at END, "
-                    "delivered_at = CASE WHEN $2 = 'delivered' THEN CAST($6 AS BIGINT) END, "
-                    "claim_token = NULL, claimed_until = NULL WHERE id = $1",
-                    p, NPARAMS(p), NULL, NULL, NULL);
-    const char *a[] = {r->d->id, r->d->endpoint_id, attempt, r->status_code ? code : NULL,
-                       latency,  r->error,          now};
-    if (e == LR_OK)
-        e = exec(db,
-                 "INSERT INTO webhook_attempts (delivery_id, endpoint_id, attempt, status_code, "
-                 "latency_ms, error, created_at) VALUES ($1, $2, CAST($3 AS INTEGER), "
-                 "CAST($4 AS INTEGER), CAST($5 AS BIGINT), $6, CAST($7 AS BIGINT))",
-                 a, NPARAMS(a), NULL, NULL, NULL);
+    return lr_billing_finish_all(db, r, 1);
+}
+
+lr_err lr_billing_finish_all(lr_billing_db *db, const lr_delivery_result *r, size_t n)
+{
+    finish_params *f = lr_xcalloc(n + 1, sizeof *f);
+    lr_billing_stmt *st = lr_xcalloc(2 * n + 1, sizeof *st);
+    for (size_t i = 0; i < n; i++) {
+        finish_fill(&r[i], &f[i]);
+        st[2 * i] = (lr_billing_stmt){FINISH_SQL, f[i].state, 6, NULL};
+        st[2 * i + 1] = (lr_billing_stmt){ATTEMPT_SQL, f[i].log, 7, NULL};
+    }
+    lr_err e = n ? db->drv->exec_all(db, st, 2 * n) : LR_OK;
+    free(st);
+    free(f);
     return e;
 }
 

@@ -30,12 +30,24 @@ typedef struct lr_billing_db lr_billing_db;
 /* Each result row as text columns (NULL where SQL NULL). */
 typedef void (*lr_billing_row_fn)(const char *const *col, int ncol, void *ctx);
 
+/* One statement of a batch; *changes (changes may be NULL) gets the rows
+ * it changed. */
+typedef struct {
+    const char *sql;
+    const char *const *params;
+    int n;
+    long *changes;
+} lr_billing_stmt;
+
 /* A backend: runs one statement; *changes (may be NULL) gets the rows it
  * changed. LR_ERR_UNAVAILABLE when the server is away, LR_ERR_DB (logged)
- * when the statement failed. */
+ * when the statement failed. exec_all runs n statements in one
+ * transaction, all or nothing (on SQLite: one job of the ledger's writer,
+ * so many rows cost one place in its next commit). */
 typedef struct {
     lr_err (*exec)(lr_billing_db *db, const char *sql, const char *const *params, int n,
                    lr_billing_row_fn row, void *ctx, long *changes);
+    lr_err (*exec_all)(lr_billing_db *db, const lr_billing_stmt *v, size_t n);
     void (*close)(lr_billing_db *db);
 } lr_billing_driver;
 
@@ -97,7 +109,11 @@ lr_err lr_billing_endpoint_add(lr_billing_db *db, const char *url, const char *e
 lr_err lr_billing_endpoint_list(lr_billing_db *db, lr_endpoint_list *out);
 /* NOT_FOUND for an unknown id (also a malformed one). */
 lr_err lr_billing_endpoint_remove(lr_billing_db *db, const char *id);
-lr_err lr_billing_endpoint_rotate(lr_billing_db *db, const char *id, lr_endpoint *out);
+/* A new secret for endpoint id (out->secret); the one it replaces keeps
+ * signing beside it until grace_until (ms since the epoch; 0: not at
+ * all), so receivers can switch without a gap. */
+lr_err lr_billing_endpoint_rotate(lr_billing_db *db, const char *id, int64_t grace_until,
+                                  lr_endpoint *out);
 /* user's secret for the webhooks of single generations, made on first use. */
 lr_err lr_billing_user_secret(lr_billing_db *db, const char *user_id, char **secret);
 /* events: comma-separated filter (start, output, logs, completed). */
@@ -112,17 +128,41 @@ typedef struct {
     const char *payload;       /* the JSON body, as sent on every attempt */
     const char *generation_id; /* also to this generation's own webhook, or NULL */
     const char *filter;        /* its filter word (start, completed) */
+    const char *outbox_id;     /* the outbox row (a generation id) this empties, or NULL */
     int64_t now_ms;
 } lr_event_req;
 
 /* Queues the event for every endpoint subscribed to its type (and the
- * generation's webhook); *queued (may be NULL): how many deliveries. */
+ * generation's webhook); *queued (may be NULL): how many deliveries. A
+ * message queued before (same message_id) is not queued twice. */
 lr_err lr_billing_enqueue(lr_billing_db *db, const lr_event_req *ev, long *queued);
+/* The same for n events in one transaction, each also emptying its
+ * outbox row; an event without a payload only empties its row. */
+lr_err lr_billing_enqueue_all(lr_billing_db *db, const lr_event_req *evs, size_t n, long *queued);
+
+/* ---- the outbox (settle writes it, db.h) ---- */
+
+typedef struct {
+    char generation_id[LR_UUID_LEN + 1];
+    char user_id[LR_UUID_LEN + 1];
+    char event_type[LR_EVENT_TYPE_LEN];
+} lr_outbox_row;
+typedef struct {
+    lr_outbox_row *v;
+    size_t n;
+} lr_outbox_list;
+
+/* Claims up to limit outbox rows for token until lease_until (ms); rows
+ * whose claim ran out (their process died) are taken again. The caller
+ * frees out->v. */
+lr_err lr_billing_outbox_claim(lr_billing_db *db, const char *token, int64_t now_ms,
+                               int64_t lease_until, int limit, lr_outbox_list *out);
 
 typedef struct {
     char *id, *endpoint_id, *url, *event_type, *payload;
-    char *secret; /* NULL: its endpoint was removed */
-    int attempts; /* before this one */
+    char *secret;          /* NULL: its endpoint was removed */
+    char *previous_secret; /* a rotated-out secret still signing, or NULL */
+    int attempts;          /* before this one */
     int64_t created_at;
 } lr_delivery;
 typedef struct {
@@ -146,6 +186,8 @@ typedef struct {
 } lr_delivery_result;
 /* Records the attempt in the log and the delivery's new state. */
 lr_err lr_billing_finish(lr_billing_db *db, const lr_delivery_result *r);
+/* The same for n attempts, in one transaction. */
+lr_err lr_billing_finish_all(lr_billing_db *db, const lr_delivery_result *r, size_t n);
 /* Hands back the claims whose token starts with prefix (shutdown). */
 lr_err lr_billing_release(lr_billing_db *db, const char *prefix);
 /* Due again now, with a fresh 24 h window. NOT_FOUND for an unknown id. */

@@ -76,12 +76,37 @@ static lr_err sq_exec(lr_billing_db *db, const char *sql, const char *const *par
     return lr_db_sqlite_writer(((sq_billing *)db)->db, run, &st);
 }
 
+typedef struct {
+    const lr_billing_stmt *v;
+    size_t n;
+} statements;
+
+static lr_err run_all(sqlite3 *h, void *arg)
+{
+    statements *all = arg;
+    lr_err e = LR_OK;
+    for (size_t i = 0; i < all->n && e == LR_OK; i++) {
+        const lr_billing_stmt *s = &all->v[i];
+        e = run(h, &(statement){s->sql, s->params, s->n, NULL, NULL, s->changes});
+    }
+    return e;
+}
+
+/* One job of the writer: its savepoint takes back every statement when
+ * one fails. */
+static lr_err sq_exec_all(lr_billing_db *db, const lr_billing_stmt *v, size_t n)
+{
+    statements all = {v, n};
+    return lr_db_sqlite_writer(((sq_billing *)db)->db, run_all, &all);
+}
+
 static void sq_close(lr_billing_db *db)
 {
     free(db);
 }
 
-static const lr_billing_driver sqlite_driver = {.exec = sq_exec, .close = sq_close};
+static const lr_billing_driver sqlite_driver = {
+    .exec = sq_exec, .exec_all = sq_exec_all, .close = sq_close};
 
 lr_err lr_billing_sqlite_open(lr_db *db, lr_billing_db **out)
 {

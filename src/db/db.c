@@ -3,6 +3,7 @@
 
 #include "core/vocab.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,6 +45,12 @@ bool lr_generation_unfinished(const lr_generation *g)
 {
     lr_gen_status s;
     return lr_gen_status_parse(g->status, &s) && lr_gen_status_unfinished(s);
+}
+
+void lr_generation_event_type(const char *status, char out[LR_EVENT_TYPE_LEN])
+{
+    snprintf(out, LR_EVENT_TYPE_LEN, "generation.%s",
+             !strcmp(status, lr_gen_status_name(LR_GEN_SUCCESS)) ? "succeeded" : status);
 }
 
 void lr_generation_list_clear(lr_generation_list *l)

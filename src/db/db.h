@@ -186,6 +186,11 @@ void lr_violation_list_clear(lr_violation_list *l);
 /* True for pending and processing: the generation has not settled. */
 bool lr_generation_unfinished(const lr_generation *g);
 
+/* The webhook event of a generation that ended with status (success,
+ * failed, canceled): generation.succeeded, generation.failed, ... */
+#define LR_EVENT_TYPE_LEN 48
+void lr_generation_event_type(const char *status, char out[LR_EVENT_TYPE_LEN]);
+
 /* A price quote as saved: lines (borrowed) is the priced request, opaque
  * to the database. */
 typedef struct {
@@ -290,7 +295,10 @@ typedef struct {
      * not NULL) the provider's task ids, one per output, null where none. */
     lr_err (*set_stage)(lr_db *db, const char *generation_id, const char *status, const char *stage,
                         const lr_strv *task_ids);
-    /* LR_ERR_CONFLICT when the generation is already final (nothing written). */
+    /* LR_ERR_CONFLICT when the generation is already final (nothing written).
+     * In the same transaction, a row in the webhook outbox when a webhook
+     * wants to hear of this end (db/billing.h): no webhook write of its
+     * own on the request path, and no event lost to a crash. */
     lr_err (*settle)(lr_db *db, const lr_settle_req *s, int *balance);
     /* reserve and settle without waiting (see lr_db_reserve_async); NULL
      * when the backend has none. */

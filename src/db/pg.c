@@ -51,6 +51,8 @@ extern const char lr_sql_pg_0006_runs[];
 extern const char lr_sql_pg_0007_admin_links[];
 extern const char lr_sql_pg_0009_previews[];
 extern const char lr_sql_pg_0008_run_exec[];
+extern const char lr_sql_pg_0010_rollups[];
+extern const char lr_sql_pg_0011_ops[];
 extern const char lr_sql_pg_0012_heartbeats[];
 
 static const struct {
@@ -65,6 +67,8 @@ static const struct {
                   {"0007_admin_links", lr_sql_pg_0007_admin_links},
                   {"0008_run_exec", lr_sql_pg_0008_run_exec},
                   {"0009_previews", lr_sql_pg_0009_previews},
+                  {"0010_rollups", lr_sql_pg_0010_rollups},
+                  {"0011_ops", lr_sql_pg_0011_ops},
                   {"0012_heartbeats", lr_sql_pg_0012_heartbeats}};
 
 /* Readiness (db/admin.c) checks that the newest one is applied. */
@@ -114,6 +118,8 @@ struct pg_db {
     lr_db base;
     char *url;
     PGconn **conns;
+    unsigned *conn_epoch; /* the epoch each connection was last known good in */
+    unsigned epoch;       /* advanced by every lost connection (mu) */
     int n;
     int *free_stack;
     int nfree;
@@ -141,25 +147,38 @@ static PGconn *connect_db(const char *url)
     return c;
 }
 
-/* A usable connection, or NULL (returned to the pool by release). */
+/* A usable connection, or NULL (returned to the pool by release). An idle
+ * connection to a server that restarted still says CONNECTION_OK until
+ * its next statement fails; so once any statement has lost its
+ * connection, every connection last good before that is reset before its
+ * next use, and only the request that met the outage fails. */
 static PGconn *acquire(pg_db *d, int *slot)
 {
     pthread_mutex_lock(&d->mu);
     while (d->nfree == 0)
         pthread_cond_wait(&d->cv, &d->mu);
     *slot = d->free_stack[--d->nfree];
+    unsigned epoch = d->epoch;
     pthread_mutex_unlock(&d->mu);
     PGconn *c = d->conns[*slot];
-    if (!c) {
+    if (!c)
         c = d->conns[*slot] = connect_db(d->url);
-    } else if (PQstatus(c) != CONNECTION_OK) {
+    else if (PQstatus(c) != CONNECTION_OK || d->conn_epoch[*slot] != epoch)
         PQreset(c);
-    }
     if (PQstatus(c) != CONNECTION_OK) {
         lr_error("postgres: cannot connect: %s", PQerrorMessage(c));
         return NULL;
     }
+    d->conn_epoch[*slot] = epoch;
     return c;
+}
+
+/* A statement lost its connection: the server may have restarted. */
+static void connection_lost(pg_db *d)
+{
+    pthread_mutex_lock(&d->mu);
+    d->epoch++;
+    pthread_mutex_unlock(&d->mu);
 }
 
 static void release(pg_db *d, int slot)
@@ -194,6 +213,8 @@ static lr_err query(pg_db *d, const char *sql, int n, const char *const *params,
     int slot;
     PGconn *c = acquire(d, &slot);
     lr_err e = c ? run(c, sql, n, params, out) : LR_ERR_UNAVAILABLE;
+    if (c && e == LR_ERR_UNAVAILABLE)
+        connection_lost(d);
     release(d, slot);
     return e;
 }
@@ -1109,6 +1130,7 @@ static void pg_close(lr_db *db)
     pthread_mutex_destroy(&d->mu);
     pthread_cond_destroy(&d->cv);
     free(d->conns);
+    free(d->conn_epoch);
     free(d->free_stack);
     free(d->url);
     free(d);
@@ -1157,6 +1179,7 @@ lr_err lr_db_pg_open(const char *url, int pool_size, lr_db **out, char **errmsg)
     d->url = lr_xstrdup(url);
     d->n = pool_size;
     d->conns = lr_xcalloc((size_t)pool_size, sizeof *d->conns);
+    d->conn_epoch = lr_xcalloc((size_t)pool_size, sizeof *d->conn_epoch);
     d->free_stack = lr_xcalloc((size_t)pool_size, sizeof *d->free_stack);
     pthread_mutex_init(&d->mu, NULL);
     pthread_cond_init(&d->cv, NULL);

@@ -67,8 +67,13 @@ void lr_db_snapshot_free(lr_db_snapshot *s);
  * is wrong when it is not a sound SQLite database. */
 lr_err lr_db_sqlite_file_stats(const char *path, lr_snapshot_stats *st, char **errmsg);
 
-/* A PostgreSQL dump file: pg_restore --list reads it whole. */
-lr_err lr_db_pg_dump_check(const char *dump_path, const char *pg_bindir, char **errmsg);
+/* The stats of a PostgreSQL dump file, the ledger audit among them, read
+ * from the dump's own rows: they are loaded (as lr_db_pg_load) into a
+ * scratch database created for this on the server of server_url (the
+ * role needs CREATEDB) and dropped afterwards, whatever happened. The
+ * schema in *st is this binary's (the migrations applied first). */
+lr_err lr_db_pg_dump_stats(const char *server_url, const char *dump_path, const char *schema,
+                           const char *pg_bindir, lr_snapshot_stats *st, char **errmsg);
 /* True when url's LensRoom tables hold no row (or do not exist yet). */
 lr_err lr_db_pg_is_empty(const char *url, bool *empty, char **errmsg);
 /* Loads a dump into url: applies the migrations, empties the LensRoom

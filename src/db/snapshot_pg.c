@@ -66,33 +66,49 @@ static PGresult *exec_ok(PGconn *c, const char *sql, ExecStatusType want, char *
     return r;
 }
 
-/* url as conninfo without its password (*password: malloc'd or NULL). */
-static char *conninfo_without_password(const char *url, char **password)
+static void conninfo_pair(char **out, size_t *len, size_t *cap, const char *key, const char *val)
 {
-    *password = NULL;
+    lr_buf_append(out, len, cap, key, strlen(key));
+    lr_buf_append(out, len, cap, "='", 2);
+    for (const char *p = val; *p; p++) {
+        if (*p == '\'' || *p == '\\')
+            lr_buf_append(out, len, cap, "\\", 1);
+        lr_buf_append(out, len, cap, p, 1);
+    }
+    lr_buf_append(out, len, cap, "' ", 2);
+}
+
+/* url as conninfo, with dbname replaced when dbname is set; its password
+ * goes to *password (malloc'd or NULL) unless password is NULL, when it
+ * stays in the string (for this process's own connections only). */
+static char *conninfo_of(const char *url, const char *dbname, char **password)
+{
+    if (password)
+        *password = NULL;
     PQconninfoOption *opts = PQconninfoParse(url, NULL);
     if (!opts)
         return NULL;
     char *out = NULL;
     size_t len = 0, cap = 0;
     for (PQconninfoOption *o = opts; o->keyword; o++) {
-        if (!o->val)
+        if (!o->val || (dbname && !strcmp(o->keyword, "dbname")))
             continue;
-        if (!strcmp(o->keyword, "password")) {
+        if (password && !strcmp(o->keyword, "password")) {
             *password = lr_xstrdup(o->val);
             continue;
         }
-        lr_buf_append(&out, &len, &cap, o->keyword, strlen(o->keyword));
-        lr_buf_append(&out, &len, &cap, "='", 2);
-        for (const char *p = o->val; *p; p++) {
-            if (*p == '\'' || *p == '\\')
-                lr_buf_append(&out, &len, &cap, "\\", 1);
-            lr_buf_append(&out, &len, &cap, p, 1);
-        }
-        lr_buf_append(&out, &len, &cap, "' ", 2);
+        conninfo_pair(&out, &len, &cap, o->keyword, o->val);
     }
+    if (dbname)
+        conninfo_pair(&out, &len, &cap, "dbname", dbname);
     PQconninfoFree(opts);
     return out ? out : lr_xstrdup("");
+}
+
+/* url as conninfo without its password (*password: malloc'd or NULL). */
+static char *conninfo_without_password(const char *url, char **password)
+{
+    return conninfo_of(url, NULL, password);
 }
 
 /* The path of a client tool for a server of major version major (0:
@@ -304,15 +320,6 @@ void lr_pg_snapshot_free(lr_pg_snapshot *s)
     free(s);
 }
 
-lr_err lr_db_pg_dump_check(const char *dump_path, const char *pg_bindir, char **errmsg)
-{
-    char *tool = find_tool("pg_restore", 0, pg_bindir);
-    char *argv[] = {tool, "--list", (char *)dump_path, NULL};
-    lr_err e = run_tool(argv, NULL, NULL, errmsg);
-    free(tool);
-    return e;
-}
-
 /* *empty: no LensRoom table holds a row (missing tables are empty). */
 static lr_err count_rows(PGconn *c, bool *empty, char **errmsg)
 {
@@ -431,5 +438,54 @@ lr_err lr_db_pg_load(const char *url, const char *dump_path, const char *schema,
     free(db);
     free(conninfo);
     free(password);
+    return e;
+}
+
+/* Runs sql (no result wanted) on c; LR_ERR_DB with *errmsg when it fails. */
+static lr_err exec_command(PGconn *c, const char *sql, char **errmsg)
+{
+    PGresult *r = exec_ok(c, sql, PGRES_COMMAND_OK, errmsg);
+    PQclear(r);
+    return r ? LR_OK : LR_ERR_DB;
+}
+
+lr_err lr_db_pg_dump_stats(const char *server_url, const char *dump_path, const char *schema,
+                           const char *pg_bindir, lr_snapshot_stats *st, char **errmsg)
+{
+    PGconn *admin = connect_url(server_url, errmsg);
+    if (!admin)
+        return LR_ERR_UNAVAILABLE;
+    unsigned char rnd[8];
+    char hex[17], name[40], *sql = NULL;
+    lr_random_bytes(rnd, sizeof rnd);
+    lr_hex(rnd, sizeof rnd, hex);
+    snprintf(name, sizeof name, "lensroom_verify_%s", hex);
+    if (asprintf(&sql, "CREATE DATABASE %s", name) < 0)
+        abort();
+    lr_err e = exec_command(admin, sql, errmsg);
+    free(sql);
+    if (e != LR_OK) {
+        PQfinish(admin);
+        return e;
+    }
+    char *scratch = conninfo_of(server_url, name, NULL);
+    e = lr_db_pg_load(scratch, dump_path, schema, false, pg_bindir, errmsg);
+    lr_pg_snapshot snap = {.c = e == LR_OK ? connect_url(scratch, errmsg) : NULL};
+    if (e == LR_OK && !snap.c)
+        e = LR_ERR_UNAVAILABLE;
+    if (e == LR_OK && (e = lr_pg_snapshot_stats(&snap, st)) != LR_OK)
+        set_err(errmsg, "postgres", "cannot read the restored rows' totals");
+    PQfinish(snap.c);
+    free(scratch);
+    if (asprintf(&sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", name) < 0)
+        abort();
+    char *drop_err = NULL;
+    if (exec_command(admin, sql, &drop_err) != LR_OK) {
+        fprintf(stderr, "backup: the scratch database %s was not dropped: %s\n", name,
+                drop_err ? drop_err : "");
+        free(drop_err);
+    }
+    free(sql);
+    PQfinish(admin);
     return e;
 }

@@ -40,6 +40,8 @@ extern const char lr_sql_sqlite_0008_admin_links[];
 extern const char lr_sql_sqlite_0010_previews[];
 extern const char lr_sql_sqlite_0013_heartbeats[];
 extern const char lr_sql_sqlite_0009_run_exec[];
+extern const char lr_sql_sqlite_0011_rollups[];
+extern const char lr_sql_sqlite_0012_ops[];
 
 static const struct {
     const char *version;
@@ -54,6 +56,8 @@ static const struct {
                   {"0008_admin_links", lr_sql_sqlite_0008_admin_links},
                   {"0009_run_exec", lr_sql_sqlite_0009_run_exec},
                   {"0010_previews", lr_sql_sqlite_0010_previews},
+                  {"0011_rollups", lr_sql_sqlite_0011_rollups},
+                  {"0012_ops", lr_sql_sqlite_0012_ops},
                   {"0013_heartbeats", lr_sql_sqlite_0013_heartbeats}};
 
 /* Readiness (db/admin.c) checks that the newest one is applied. */
@@ -115,6 +119,7 @@ enum {
     Q_CLAIM_RUN_NODES,
     Q_INSERT_CACHED_NODE,
     Q_FIND_CACHED,
+    Q_OUTBOX,
     Q_COUNT
 };
 
@@ -263,6 +268,13 @@ static const char *const sql_text[Q_COUNT] = {
                       "WHERE g.user_id = ?1 AND g.cache_key = ?2 AND g.status = 'success' "
                       "AND g.succeeded_count = g.outputs_count AND g.deleted_at IS NULL "
                       "AND (?3 IS NULL OR g.run_id = ?3) ORDER BY g.created_at DESC LIMIT 1",
+    /* The webhook outbox (db/billing.h): only when a webhook wants it. */
+    [Q_OUTBOX] = "INSERT INTO webhook_outbox (generation_id, user_id, event_type, created_at) "
+                 "SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM webhook_endpoints "
+                 "WHERE ',' || events || ',' LIKE '%,' || ?3 || ',%' "
+                 "OR ',' || events || ',' LIKE '%,credits.low,%') "
+                 "OR EXISTS (SELECT 1 FROM generation_webhooks WHERE generation_id = ?1) "
+                 "ON CONFLICT (generation_id) DO NOTHING",
 };
 
 typedef struct {
@@ -833,6 +845,13 @@ static lr_err settle_rows(conn *c, const lr_settle_req *q, const char *ts, int *
         return e;
     if (!user[0])
         return LR_ERR_CONFLICT; /* already final: settling twice changes nothing */
+    char type[LR_EVENT_TYPE_LEN];
+    lr_generation_event_type(q->status, type);
+    e = run(c, Q_OUTBOX,
+            ARGS(A_TEXT(q->generation_id), A_TEXT(user), A_TEXT(type), A_INT(lr_now_ms())), NULL,
+            NULL);
+    if (e != LR_OK)
+        return e;
     if (q->refund <= 0)
         return read_balance(c, user, balance);
     char desc[160];

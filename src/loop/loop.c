@@ -222,6 +222,7 @@ struct lr_workers {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     job *head, *tail;
+    int queued, running; /* jobs waiting for a thread; jobs a thread runs */
     bool stop;
 };
 
@@ -240,9 +241,14 @@ static void *worker_main(void *arg)
         w->head = j->next;
         if (!w->head)
             w->tail = NULL;
+        w->queued--;
+        w->running++;
         pthread_mutex_unlock(&w->mu);
         j->fn(j->arg);
         free(j);
+        pthread_mutex_lock(&w->mu);
+        w->running--;
+        pthread_mutex_unlock(&w->mu);
     }
 }
 
@@ -274,7 +280,16 @@ void lr_workers_submit(lr_workers *w, lr_loop_fn fn, void *arg)
     else
         w->head = j;
     w->tail = j;
+    w->queued++;
     pthread_cond_signal(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+void lr_workers_depth(lr_workers *w, int *queued, int *running)
+{
+    pthread_mutex_lock(&w->mu);
+    *queued = w->queued;
+    *running = w->running;
     pthread_mutex_unlock(&w->mu);
 }
 

@@ -50,6 +50,9 @@ void lr_loop_add_transfer(lr_loop *l, lr_transfer *t);
 typedef struct lr_workers lr_workers;
 lr_workers *lr_workers_new(int threads);
 void lr_workers_submit(lr_workers *w, lr_loop_fn fn, void *arg);
+/* Jobs submitted and waiting for a thread, and jobs a thread is running
+ * now (any thread; for /metrics). */
+void lr_workers_depth(lr_workers *w, int *queued, int *running);
 /* Runs what is queued, then joins the threads. */
 void lr_workers_free(lr_workers *w);
 

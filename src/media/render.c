@@ -35,7 +35,7 @@ lr_render *lr_render_new(lr_store *store, const char *cache_dir, uint64_t max_by
         lr_error("render: cannot create %s: %s", cache_dir, strerror(errno));
         return NULL;
     }
-    lr_temp_sweep(cache_dir, TEMP_PREFIX, 0);
+    lr_temp_sweep(cache_dir, TEMP_PREFIX, 0, NULL);
     lr_render *r = lr_xcalloc(1, sizeof *r);
     *r = (lr_render){.store = store,
                      .dir = lr_xstrdup(cache_dir),

@@ -363,6 +363,7 @@ static void start(begin *b)
         .created_at = o->created_at,
         .input_urls = b->input_urls,
         .input_keys = &b->input_keys,
+        .request_id = q->request_id,
     };
     if (q->reserved)
         q->reserved(q->reserved_ctx, o->generation_id, b->model->id);

@@ -31,6 +31,7 @@ typedef struct {
      * must not block. The run's executor starts what comes next from it. */
     lr_wait_fn ended;
     void *ended_ctx;
+    const char *request_id; /* the request that started it, for its log lines; NULL: none */
 } lr_run_req;
 
 struct lr_pipeline {

@@ -58,6 +58,7 @@ struct run {
     char id[LR_UUID_LEN + 1];
     char user_id[LR_UUID_LEN + 1];
     char created_at[32];
+    char request_id[65]; /* of the request that started it ("" when resumed): every log line */
     const lr_model *model;
     char *prompt;
     json_t *params;
@@ -68,6 +69,7 @@ struct run {
     char *keys[MAX_OUTPUTS];
     char *task_ids[MAX_OUTPUTS];
     download *dl[MAX_OUTPUTS];
+    lr_blob_commit commits[MAX_OUTPUTS]; /* each output's commit into storage */
     json_t *input_urls;
     lr_strv input_keys; /* stored input images: deleted with the generation */
     char *text;
@@ -98,6 +100,12 @@ struct user_slots {
     int count;
     struct user_slots *next;
 };
+
+/* The request id a run's log lines carry, NULL when it has none. */
+static const char *rid(const run *r)
+{
+    return r->request_id[0] ? r->request_id : NULL;
+}
 
 static void lease_until(const lr_pipeline *p, char buf[32])
 {
@@ -188,6 +196,7 @@ static void run_free(run *r)
         free(r->keys[i]);
         free(r->task_ids[i]);
         download_free(r->dl[i]);
+        lr_blob_commit_release(&r->commits[i]);
         free((char *)r->tasks[i].task_id);
     }
     json_decref(r->input_urls);
@@ -233,8 +242,8 @@ static void stage_job(void *arg)
         lr_err e = p->db->ops->set_stage(p->db, r->id, lr_gen_status_name(LR_GEN_PROCESSING),
                                          lr_gen_stage_name(st), dirty ? &tasks : NULL);
         if (e != LR_OK && e != LR_ERR_CONFLICT)
-            lr_warn("generation %s: stage %s not recorded (%s)", r->id, lr_gen_stage_name(st),
-                    lr_strerror(e));
+            lr_log(LR_LOG_WARN, rid(r), "generation %s: stage %s not recorded (%s)", r->id,
+                   lr_gen_stage_name(st), lr_strerror(e));
         lr_strv_clear(&tasks);
         pthread_mutex_lock(&p->mu);
         bool changed = st != r->stage_written;
@@ -488,13 +497,14 @@ static void settled(void *arg)
     if (e == LR_ERR_CONFLICT) {
         /* Canceled (or reaped) meanwhile: what was stored is nobody's. */
         if (!run_canceled(r))
-            lr_warn("generation %s was already settled", r->id);
+            lr_log(LR_LOG_WARN, rid(r), "generation %s was already settled", r->id);
         lr_store_remove_keys(p->store, &st->s.storage_keys);
     } else if (e != LR_OK) {
-        lr_error("generation %s could not be settled (%s); start-up recovery will refund it", r->id,
-                 lr_strerror(e));
+        lr_log(LR_LOG_ERROR, rid(r),
+               "generation %s could not be settled (%s); start-up recovery will refund it", r->id,
+               lr_strerror(e));
     } else {
-        lr_log_fields(LR_LOG_INFO, NULL, "generation settled",
+        lr_log_fields(LR_LOG_INFO, rid(r), "generation settled",
                       json_pack("{s:s, s:s, s:s, s:i, s:i, s:I}", "generation_id", r->id, "model",
                                 r->model->id, "status", st->s.status, "succeeded", r->succeeded,
                                 "failed", r->failed, "duration_ms", (json_int_t)st->s.duration_ms));
@@ -597,7 +607,7 @@ static void output_finished(run *r, int variant, bool ok, lr_code code, const ch
             r->err_code = code;
             r->err_msg = lr_xstrdup(msg ? msg : lr_code_message(code));
         }
-        lr_log(LR_LOG_WARN, NULL, "generation %s output %d failed: %s", r->id, variant,
+        lr_log(LR_LOG_WARN, rid(r), "generation %s output %d failed: %s", r->id, variant,
                lr_code_name(code));
     }
     bool last = --r->remaining == 0;
@@ -624,23 +634,37 @@ static void output_name(const run *r, int v, char name[64])
         snprintf(name, 64, "%s_%d", r->id, v);
 }
 
+static void output_committed(lr_blob_commit *c, lr_err e)
+{
+    run *r = c->ctx;
+    int v = (int)(c - r->commits);
+    if (e != LR_OK) {
+        lr_log(LR_LOG_ERROR, rid(r), "generation %s output %d could not be stored: %s", r->id, v,
+               lr_strerror(e));
+        output_finished(r, v, false, storage_failure(e), NULL);
+        return;
+    }
+    r->urls[v] = c->url; /* only this output's commit writes slot v */
+    r->keys[v] = c->key;
+    c->url = c->key = NULL;
+    output_finished(r, v, true, LR_CODE_NONE, NULL);
+}
+
 /* Output v's bytes are all in sink (e is how writing them went): commit
- * and record the stored object, or fail the output. On a worker. */
+ * and record the stored object, or fail the output. On a worker: the
+ * local store commits here; a remote one uploads on the loop, and the
+ * output finishes once the bucket holds the object. */
 static void commit_output(run *r, int v, lr_blob_sink *sink, lr_err e)
 {
-    char *url = NULL, *key = NULL;
-    if (e == LR_OK)
-        e = lr_blob_finish(sink, &url, &key, NULL);
-    else if (sink)
-        lr_blob_abort(sink);
     if (e != LR_OK) {
+        lr_blob_abort(sink);
         lr_error("generation %s output %d could not be stored: %s", r->id, v, lr_strerror(e));
         output_finished(r, v, false, storage_failure(e), NULL);
         return;
     }
-    r->urls[v] = url; /* only this worker writes slot v */
-    r->keys[v] = key;
-    output_finished(r, v, true, LR_CODE_NONE, NULL);
+    r->commits[v].done = output_committed;
+    r->commits[v].ctx = r;
+    lr_blob_commit_start(&r->commits[v], sink, r->p->loop);
 }
 
 static void store_output(void *arg)
@@ -675,7 +699,8 @@ static int download_write(void *ctx, const void *buf, size_t len)
     return 0;
 }
 
-/* The bytes are all in: commit (an upload for remote storage) on a worker. */
+/* The bytes are all in: commit them (a worker for the local store, whose
+ * commit is an fdatasync; a remote store's upload starts right here). */
 static void download_commit(void *arg)
 {
     download *d = arg;
@@ -690,7 +715,10 @@ static void download_done(lr_fetch *f, lr_err e)
     download *d = (download *)f;
     run *r = d->r;
     if (e == LR_OK) {
-        lr_workers_submit(r->p->workers, download_commit, d);
+        if (lr_store_commit_blocks(r->p->store))
+            lr_workers_submit(r->p->workers, download_commit, d);
+        else
+            download_commit(d);
         return;
     }
     if (d->sink) {
@@ -706,14 +734,15 @@ static void download_done(lr_fetch *f, lr_err e)
         code = LR_CODE_OUTPUT_URL_REFUSED;
         snprintf(msg, sizeof msg, "The provider's result URL was refused (%s)", f->why);
     } else if (++d->attempts < 4 && !atomic_load(&r->tasks[d->v].canceled)) {
-        lr_warn("generation %s output %d: download failed (%s), retrying", r->id, d->v, f->why);
+        lr_log(LR_LOG_WARN, rid(r), "generation %s output %d: download failed (%s), retrying",
+               r->id, d->v, f->why);
         lr_loop_timer(r->p->loop, (int64_t)r->p->retry_ms << d->attempts, download_start, d);
         return;
     } else {
         snprintf(msg, sizeof msg, "The result could not be downloaded from the provider (%s)",
                  f->why);
     }
-    lr_error("generation %s output %d: %s", r->id, d->v, msg);
+    lr_log(LR_LOG_ERROR, rid(r), "generation %s output %d: %s", r->id, d->v, msg);
     output_finished(r, d->v, false, code, msg);
 }
 
@@ -812,6 +841,7 @@ static lr_err start_run(lr_pipeline *p, const lr_run_req *req, const lr_strv *ta
     snprintf(r->id, sizeof r->id, "%s", req->generation_id);
     snprintf(r->user_id, sizeof r->user_id, "%s", req->user_id);
     snprintf(r->created_at, sizeof r->created_at, "%s", req->created_at);
+    snprintf(r->request_id, sizeof r->request_id, "%s", req->request_id ? req->request_id : "");
     r->model = req->model;
     r->prompt = strdup(req->prompt);
     r->params = json_incref(req->params);

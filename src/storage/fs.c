@@ -1,8 +1,9 @@
 /* Local folder backend: objects are files under {root}/{bucket}/{key},
  * written to a hidden, locked temp file (.tmp-XXXXXX) in the same folder
  * and renamed into place after fsync, so a reader never sees half an
- * object. A crash leaves at most that temp file; opening the store sweeps
- * the ones no live process holds (lr_temp_sweep). Every path is built
+ * object. A crash leaves at most that temp file; the server's start sweeps
+ * the ones no live process holds (lr_store_sweep_start, in the
+ * background: the walk covers the whole tree). Every path is built
  * from a validated key. */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,10 +33,7 @@ struct lr_store_writer {
 
 static char *object_path(fs_store *s, const char *key)
 {
-    char *p;
-    if (!lr_store_key_valid(key) || asprintf(&p, "%s/%s", s->dir, key) < 0)
-        return NULL;
-    return p;
+    return lr_store_key_valid(key) ? lr_xasprintf("%s/%s", s->dir, key) : NULL;
 }
 
 /* The temp file beside the object; the folders are made only when the
@@ -43,10 +41,7 @@ static char *object_path(fs_store *s, const char *key)
  * existing folder costs one openat and no mkdir per component. */
 static int open_temp(const char *folder, char **tmp)
 {
-    if (asprintf(tmp, "%s/" FS_TEMP_PREFIX "XXXXXX", folder) < 0) {
-        *tmp = NULL;
-        return -1;
-    }
+    *tmp = lr_xasprintf("%s/" FS_TEMP_PREFIX "XXXXXX", folder);
     int fd = lr_temp_create(*tmp);
     if (fd >= 0 || errno != ENOENT)
         return fd;
@@ -75,14 +70,7 @@ static lr_err fs_open_writer(lr_store *st, const char *key, const char *content_
         return LR_ERR_IO;
     }
     fchmod(fd, 0644);
-    lr_store_writer *w = malloc(sizeof *w);
-    if (!w) {
-        close(fd);
-        unlink(tmp);
-        free(tmp);
-        free(path);
-        return LR_ERR_NOMEM;
-    }
+    lr_store_writer *w = lr_xmalloc(sizeof *w);
     *w = (lr_store_writer){fd, tmp, path};
     *out = w;
     return LR_OK;
@@ -180,8 +168,8 @@ static lr_err fs_read(lr_store *st, const char *key, size_t max, char **buf, siz
         close(fd);
         return LR_ERR_TOO_LARGE;
     }
-    char *b = malloc((size_t)sb.st_size + 1);
-    ssize_t n = b ? read(fd, b, (size_t)sb.st_size) : -1;
+    char *b = lr_xmalloc((size_t)sb.st_size + 1);
+    ssize_t n = read(fd, b, (size_t)sb.st_size);
     close(fd);
     if (n != sb.st_size) {
         free(b);
@@ -195,6 +183,11 @@ static lr_err fs_read(lr_store *st, const char *key, size_t max, char **buf, siz
 static lr_err fs_ping(lr_store *st)
 {
     return access(((fs_store *)st)->dir, W_OK) == 0 ? LR_OK : LR_ERR_NOT_FOUND;
+}
+
+static int fs_sweep(lr_store *st, const struct timespec *before)
+{
+    return lr_temp_sweep(((fs_store *)st)->dir, FS_TEMP_PREFIX, FS_SWEEP_DEPTH, before);
 }
 
 static void fs_close(lr_store *st)
@@ -214,6 +207,7 @@ static const lr_store_ops fs_ops = {
     .remove = fs_remove,
     .open_local = fs_open_local,
     .ping = fs_ping,
+    .sweep = fs_sweep,
     .read = fs_read,
     .close = fs_close,
 };
@@ -221,22 +215,17 @@ static const lr_store_ops fs_ops = {
 lr_err lr_store_fs_open(const char *root, const char *bucket, const char *public_base,
                         lr_store **out)
 {
-    fs_store *s = calloc(1, sizeof *s);
-    if (!s)
-        return LR_ERR_NOMEM;
+    fs_store *s = lr_xcalloc(1, sizeof *s);
     s->base.ops = &fs_ops;
     s->base.backend = "local";
-    s->base.bucket = strdup(bucket);
-    if (asprintf(&s->base.url_prefix, "%s/storage/v1/object/public/%s", public_base, bucket) < 0)
-        s->base.url_prefix = NULL;
-    if (asprintf(&s->dir, "%s/%s", root, bucket) < 0)
-        s->dir = NULL;
-    if (!s->dir || lr_mkdir_p(s->dir, 0755) != 0) {
+    s->base.bucket = lr_xstrdup(bucket);
+    s->base.url_prefix = lr_xasprintf("%s/storage/v1/object/public/%s", public_base, bucket);
+    s->dir = lr_xasprintf("%s/%s", root, bucket);
+    if (lr_mkdir_p(s->dir, 0755) != LR_OK) {
         lr_error("storage: cannot create %s/%s: %s", root, bucket, strerror(errno));
         fs_close(&s->base);
         return LR_ERR_IO;
     }
-    lr_temp_sweep(s->dir, FS_TEMP_PREFIX, FS_SWEEP_DEPTH);
     *out = &s->base;
     return LR_OK;
 }

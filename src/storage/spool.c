@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,21 +45,27 @@ static bool temp_name(const char *name, const char *prefix)
     return true;
 }
 
+static bool changed_before(const struct stat *st, const struct timespec *before)
+{
+    return !before || st->st_ctim.tv_sec < before->tv_sec ||
+           (st->st_ctim.tv_sec == before->tv_sec && st->st_ctim.tv_nsec < before->tv_nsec);
+}
+
 /* Removes dirfd/name if it is a regular file whose writer is gone: the
  * lock a writer holds until it exits is free. */
-static bool remove_abandoned(int dirfd, const char *name)
+static bool remove_abandoned(int dirfd, const char *name, const struct timespec *before)
 {
     int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
         return false;
     struct stat st;
-    bool gone = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && flock(fd, LOCK_EX | LOCK_NB) == 0 &&
-                unlinkat(dirfd, name, 0) == 0;
+    bool gone = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && changed_before(&st, before) &&
+                flock(fd, LOCK_EX | LOCK_NB) == 0 && unlinkat(dirfd, name, 0) == 0;
     close(fd);
     return gone;
 }
 
-static int sweep_fd(int dirfd, const char *prefix, int depth)
+static int sweep_fd(int dirfd, const char *prefix, int depth, const struct timespec *before)
 {
     DIR *d = fdopendir(dirfd);
     if (!d) {
@@ -71,24 +78,24 @@ static int sweep_fd(int dirfd, const char *prefix, int depth)
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
             continue;
         if (temp_name(e->d_name, prefix)) {
-            removed += remove_abandoned(dirfd, e->d_name);
+            removed += remove_abandoned(dirfd, e->d_name, before);
         } else if (depth > 0 && e->d_name[0] != '.' &&
                    (e->d_type == DT_DIR || e->d_type == DT_UNKNOWN)) {
             int sub = openat(dirfd, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
             if (sub >= 0)
-                removed += sweep_fd(sub, prefix, depth - 1);
+                removed += sweep_fd(sub, prefix, depth - 1, before);
         }
     }
     closedir(d);
     return removed;
 }
 
-int lr_temp_sweep(const char *dir, const char *prefix, int depth)
+int lr_temp_sweep(const char *dir, const char *prefix, int depth, const struct timespec *before)
 {
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         return 0;
-    int removed = sweep_fd(fd, prefix, depth);
+    int removed = sweep_fd(fd, prefix, depth, before);
     if (removed > 0)
         lr_info("storage: removed %d temp file%s left in %s by a stopped process", removed,
                 removed == 1 ? "" : "s", dir);
@@ -157,6 +164,39 @@ void lr_spool_close(lr_spool *s)
     s->sha = NULL;
 }
 
+lr_err lr_remote_store_init(lr_remote_store *r, const lr_store_ops *ops, const char *backend,
+                            const char *bucket, const char *tmp_dir)
+{
+    r->base.ops = ops;
+    r->base.backend = backend;
+    r->base.bucket = lr_xstrdup(bucket);
+    r->tmp_dir = lr_xstrdup(tmp_dir);
+    if (lr_mkdir_p(tmp_dir, 0700) != LR_OK) {
+        lr_error("storage: cannot create %s: %s", tmp_dir, strerror(errno));
+        return LR_ERR_IO;
+    }
+    return LR_OK;
+}
+
+int lr_remote_store_sweep(lr_store *st, const struct timespec *before)
+{
+    return lr_temp_sweep(((lr_remote_store *)st)->tmp_dir, LR_SPOOL_PREFIX, 0, before);
+}
+
+void lr_remote_store_clear(lr_remote_store *r)
+{
+    free(r->base.bucket);
+    free(r->base.url_prefix);
+    free(r->tmp_dir);
+}
+
+void lr_secret_free(char *secret)
+{
+    if (secret)
+        OPENSSL_cleanse(secret, strlen(secret));
+    free(secret);
+}
+
 lr_err lr_spooled_open(void *store, const char *dir, const char *key, const char *content_type,
                        struct lr_store_writer **out)
 {
@@ -188,6 +228,70 @@ void lr_spooled_free(struct lr_store_writer *w)
     free(w->key);
     free(w->content_type);
     free(w);
+}
+
+static void spooled_op_free(void *arg)
+{
+    lr_spooled_op *op = arg;
+    if (op->xfer.easy)
+        curl_easy_cleanup(op->xfer.easy);
+    op->clear(op);
+    lr_spooled_free(op->w);
+    free(op);
+}
+
+/* Prepares op's next request on its handle: false when there is none. */
+static bool spooled_next(lr_spooled_op *op)
+{
+    if (!op->xfer.easy)
+        op->xfer.easy = curl_easy_init();
+    else
+        curl_easy_reset(op->xfer.easy);
+    if (!op->xfer.easy)
+        abort(); /* curl could not allocate a handle: out of memory */
+    return op->next(op);
+}
+
+lr_err lr_spooled_run(lr_spooled_op *op)
+{
+    while (spooled_next(op))
+        op->answer(op, curl_easy_perform(op->xfer.easy));
+    lr_err e = op->result;
+    spooled_op_free(op);
+    return e;
+}
+
+static void spooled_step(void *arg);
+
+static void spooled_answered(lr_transfer *t, CURLcode rc)
+{
+    lr_spooled_op *op = (lr_spooled_op *)t;
+    op->answer(op, rc);
+    spooled_step(op);
+}
+
+/* On the loop thread: the next request, or the end. */
+static void spooled_step(void *arg)
+{
+    lr_spooled_op *op = arg;
+    if (spooled_next(op)) {
+        op->xfer.done = spooled_answered;
+        lr_loop_add_transfer(op->c->loop, &op->xfer);
+        return;
+    }
+    lr_store_commit *c = op->c;
+    lr_err e = op->result;
+    c->op = NULL;
+    spooled_op_free(op);
+    c->done(c, e);
+}
+
+void lr_spooled_start(lr_spooled_op *op, lr_store_commit *c)
+{
+    op->c = c;
+    c->op = op;
+    c->op_free = spooled_op_free;
+    lr_loop_post(c->loop, spooled_step, op); /* the multi is the loop thread's */
 }
 
 size_t lr_spool_read_cb(char *dst, size_t size, size_t n, void *arg)

@@ -5,11 +5,15 @@
 #ifndef LR_SPOOL_H
 #define LR_SPOOL_H
 
+#include <curl/curl.h>
 #include <openssl/evp.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
 
 #include "core/err.h"
+#include "loop/loop.h"
+#include "storage/storage.h"
 
 typedef struct {
     int fd;
@@ -36,11 +40,50 @@ struct lr_store_writer {
     lr_spool spool;
 };
 
+/* What the remote stores (S3, Supabase) share at their head. */
+typedef struct {
+    lr_store base;
+    char *tmp_dir; /* spool files for uploads */
+} lr_remote_store;
+
+/* Fills r's shared fields (backend: a static name; bucket and tmp_dir
+ * copied) and makes tmp_dir; LR_ERR_IO when it cannot be made. */
+lr_err lr_remote_store_init(lr_remote_store *r, const lr_store_ops *ops, const char *backend,
+                            const char *bucket, const char *tmp_dir);
+/* The sweep op of a remote store: its spool files. */
+int lr_remote_store_sweep(lr_store *st, const struct timespec *before);
+/* Frees the shared fields (url_prefix included), not r itself. */
+void lr_remote_store_clear(lr_remote_store *r);
+/* Wipes a secret (a key, a header carrying one), then frees it. */
+void lr_secret_free(char *secret);
+
 /* open_writer/write/abort for remote backends; commit is theirs. */
 lr_err lr_spooled_open(void *store, const char *dir, const char *key, const char *content_type,
                        struct lr_store_writer **out);
 lr_err lr_spooled_write(struct lr_store_writer *w, const void *buf, size_t len);
 void lr_spooled_free(struct lr_store_writer *w);
+
+/* A remote commit as a series of requests on one curl handle, one at a
+ * time: the same steps run blocking (commit) or on the loop (commit_start).
+ * The backend embeds this first in its own state and fills the three
+ * functions: next prepares the next request on xfer.easy (made or reset
+ * for it) or returns false when there is none, result then being final;
+ * answer takes the request's outcome; clear frees the backend's parts. */
+typedef struct lr_spooled_op {
+    lr_transfer xfer; /* first: the loop hands it back */
+    struct lr_store_writer *w;
+    lr_store_commit *c; /* NULL when blocking */
+    bool (*next)(struct lr_spooled_op *op);
+    void (*answer)(struct lr_spooled_op *op, CURLcode rc);
+    void (*clear)(struct lr_spooled_op *op);
+    lr_err result;
+} lr_spooled_op;
+
+/* Runs op's requests one after another on this thread; frees op and its
+ * writer; returns the result. */
+lr_err lr_spooled_run(lr_spooled_op *op);
+/* Runs them on c->loop (see lr_store_commit): any thread. */
+void lr_spooled_start(lr_spooled_op *op, lr_store_commit *c);
 
 /* A byte range of a spool as a libcurl read callback source. */
 typedef struct {

@@ -50,16 +50,34 @@ bool lr_store_key_valid(const char *key)
 
 char *lr_store_public_url(const lr_store *s, const char *key)
 {
-    char *url;
-    if (asprintf(&url, "%s/%s", s->url_prefix, key) < 0)
-        return NULL;
-    return url;
+    return lr_xasprintf("%s/%s", s->url_prefix, key);
+}
+
+static void *sweep_main(void *arg)
+{
+    lr_store *s = arg;
+    int64_t t0 = lr_monotonic_ms();
+    int removed = s->ops->sweep(s, &s->sweep_before);
+    lr_info("storage: leftover sweep done in %lld ms (%d removed)",
+            (long long)(lr_monotonic_ms() - t0), removed);
+    return NULL;
+}
+
+void lr_store_sweep_start(lr_store *s)
+{
+    clock_gettime(CLOCK_REALTIME, &s->sweep_before);
+    s->sweeping = pthread_create(&s->sweeper, NULL, sweep_main, s) == 0;
+    if (!s->sweeping) /* no thread to spare: sweep here, as a start always did */
+        sweep_main(s);
 }
 
 void lr_store_close(lr_store *s)
 {
-    if (s)
-        s->ops->close(s);
+    if (!s)
+        return;
+    if (s->sweeping)
+        pthread_join(s->sweeper, NULL);
+    s->ops->close(s);
 }
 
 struct lr_blob_sink {
@@ -101,8 +119,7 @@ static lr_err open_target(lr_blob_sink *k)
     const char *folder = k->folder                             ? k->folder
                          : strcmp(k->mime->kind, "video") == 0 ? "video"
                                                                : "photo";
-    if (asprintf(&k->key, "%s/%s/%s.%s", k->user_id, folder, k->name, k->mime->ext) < 0)
-        abort(); /* out of memory, as lr_xmalloc */
+    k->key = lr_xasprintf("%s/%s/%s.%s", k->user_id, folder, k->name, k->mime->ext);
     if (!lr_store_key_valid(k->key))
         return LR_ERR_INVALID;
     lr_err e = k->store->ops->open_writer(k->store, k->key, k->mime->content_type, &k->w);
@@ -139,28 +156,94 @@ static void sink_free(lr_blob_sink *k)
     free(k);
 }
 
-lr_err lr_blob_finish(lr_blob_sink *k, char **url, char **key, const lr_mime **mime)
+/* The writer holding every byte, its object named: what a commit takes.
+ * On failure nothing is left open. */
+static lr_err ready(lr_blob_sink *k)
 {
     lr_err e = LR_OK;
     if (!k->w)
         e = k->head_len ? open_target(k) : LR_ERR_UNSUPPORTED;
-    if (e != LR_OK) {
-        lr_blob_abort(k);
-        return e;
+    if (e != LR_OK && k->w) {
+        k->store->ops->abort(k->w);
+        k->w = NULL;
     }
-    e = k->store->ops->commit(k->w);
-    k->w = NULL;
+    return e;
+}
+
+static void committed(lr_blob_sink *k, char **url, char **key)
+{
+    lr_metrics_add(LR_M_STORAGE_BYTES, NULL, (double)k->total);
+    if (url)
+        *url = lr_store_public_url(k->store, k->key);
+    if (key)
+        *key = lr_xstrdup(k->key);
+}
+
+lr_err lr_blob_finish(lr_blob_sink *k, char **url, char **key, const lr_mime **mime)
+{
+    lr_err e = ready(k);
     if (e == LR_OK) {
-        lr_metrics_add(LR_M_STORAGE_BYTES, NULL, (double)k->total);
-        if (url)
-            *url = lr_store_public_url(k->store, k->key);
-        if (key)
-            *key = lr_xstrdup(k->key);
+        e = k->store->ops->commit(k->w);
+        k->w = NULL;
+    }
+    if (e == LR_OK) {
+        committed(k, url, key);
         if (mime)
             *mime = k->mime;
     }
     sink_free(k);
     return e;
+}
+
+bool lr_store_commit_blocks(const lr_store *s)
+{
+    return s->ops->commit_start == NULL;
+}
+
+void lr_store_commit_release(lr_store_commit *c)
+{
+    if (c->op)
+        c->op_free(c->op);
+    c->op = NULL;
+}
+
+static void blob_committed(lr_store_commit *sc, lr_err e)
+{
+    lr_blob_commit *c = (lr_blob_commit *)sc;
+    lr_blob_sink *k = c->sink;
+    c->sink = NULL;
+    if (e == LR_OK)
+        committed(k, &c->url, &c->key);
+    sink_free(k);
+    c->done(c, e);
+}
+
+void lr_blob_commit_start(lr_blob_commit *c, lr_blob_sink *k, lr_loop *loop)
+{
+    c->sink = k;
+    c->sc.loop = loop;
+    c->sc.done = blob_committed;
+    lr_err e = ready(k);
+    if (e != LR_OK) {
+        blob_committed(&c->sc, e);
+        return;
+    }
+    lr_store_writer *w = k->w;
+    k->w = NULL;
+    if (k->store->ops->commit_start)
+        k->store->ops->commit_start(w, &c->sc);
+    else
+        blob_committed(&c->sc, k->store->ops->commit(w));
+}
+
+void lr_blob_commit_release(lr_blob_commit *c)
+{
+    lr_store_commit_release(&c->sc);
+    lr_blob_abort(c->sink);
+    c->sink = NULL;
+    free(c->url);
+    free(c->key);
+    c->url = c->key = NULL;
 }
 
 void lr_blob_abort(lr_blob_sink *k)

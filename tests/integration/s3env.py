@@ -22,6 +22,7 @@ class S3:
         self.dir = tempfile.mkdtemp(prefix="lensroom-s3-")
         self.port, self.proxy_port = free_port(), free_port()
         self.log = open(os.path.join(self.dir, "s3.log"), "wb")
+        self.hold_file = os.path.join(self.dir, "hold")
         self.s3rver = subprocess.Popen(
             [S3RVER, "-d", os.path.join(self.dir, "data"), "-a", "127.0.0.1", "-p",
              str(self.port), "--configure-bucket", bucket, "--silent"],
@@ -39,7 +40,8 @@ class S3:
     def start_proxy(self):
         self.proxy = subprocess.Popen(
             ["/usr/bin/python3", os.path.join(S3_DIR, "sigv4_proxy.py"), str(self.proxy_port),
-             str(self.port), ACCESS, SECRET, REGION], stdout=self.log, stderr=subprocess.STDOUT)
+             str(self.port), ACCESS, SECRET, REGION, self.hold_file], stdout=self.log,
+            stderr=subprocess.STDOUT)
         deadline = time.time() + 30
         while time.time() < deadline:  # until it accepts connections
             try:
@@ -52,6 +54,25 @@ class S3:
         """The lines "METHOD PATH STATUS" the signature checker logged so far."""
         with open(os.path.join(self.dir, "s3.log"), errors="replace") as f:
             return [l.rstrip("\n") for l in f if l[:4] in ("GET ", "PUT ", "POST", "HEAD", "DELE")]
+
+    def hold_uploads(self, on):
+        """While on, the checker holds every PUT before forwarding it."""
+        if on:
+            open(self.hold_file, "w").close()
+        elif os.path.exists(self.hold_file):
+            os.unlink(self.hold_file)
+
+    def fail_second_parts(self, on):
+        """While on, the checker answers 500 to part 2 of every multipart upload."""
+        if on:
+            open(self.hold_file + ".fail2", "w").close()
+        elif os.path.exists(self.hold_file + ".fail2"):
+            os.unlink(self.hold_file + ".fail2")
+
+    def held(self):
+        """The lines "HELD PUT PATH" logged so far."""
+        with open(os.path.join(self.dir, "s3.log"), errors="replace") as f:
+            return [l.rstrip("\n") for l in f if l.startswith("HELD ")]
 
     def stop_proxy(self):
         self.proxy.terminate()

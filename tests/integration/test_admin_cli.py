@@ -1,15 +1,20 @@
 """The operator's command line and GET /api/admin/analytics through the real
 binary: generations list/show, credits take, users top, analytics, with
 every number checked against the database."""
+import base64
 import datetime
+import hashlib
+import hmac
 import json
 import os
+import time
 import unittest
+import urllib.parse
 
 import yaml
 from jsonschema import Draft202012Validator
 
-from harness import ServerTest, new_user
+from harness import ServerTest, new_user, wait_for
 
 SERVICE_KEY = "sb_secret_admin_cli_test_key_0123456789"
 ADMIN = new_user()
@@ -179,6 +184,77 @@ class AdminCli(ServerTest):
         r = self.server.get("/api/admin/analytics?since=yesterday", {"apikey": SERVICE_KEY})
         self.assertEqual((r.status, r.json["code"], r.json["field"]),
                          (422, "invalid_parameter", "since"))
+
+
+JWT_SECRET = "admin-cli-test-jwt-secret-with-at-least-32-characters"
+
+
+def b64url(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def token_with_email(user, email):
+    now = int(time.time())
+    claims = {"sub": user, "aud": "authenticated", "role": "authenticated", "iat": now,
+              "exp": now + 600, "email": email}
+    signing = (b64url(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." +
+               b64url(json.dumps(claims).encode()))
+    sig = hmac.new(JWT_SECRET.encode(), signing.encode(), hashlib.sha256).digest()
+    return signing + "." + b64url(sig)
+
+
+class AdminUsersByEmail(ServerTest):
+    """GET /api/admin/users?q= finds users by the start of their email:
+    the one their tokens carried, and on PostgreSQL with Supabase's
+    auth.users, the one there."""
+    server_env = {"SUPABASE_JWT_SECRET": JWT_SECRET, "SUPABASE_SECRET_KEY": SERVICE_KEY}
+
+    def search(self, q):
+        r = self.server.get("/api/admin/users?q=" + urllib.parse.quote(q), {"apikey": SERVICE_KEY})
+        self.assertEqual(r.status, 200, r.body)
+        return [(u["userId"], u["email"]) for u in r.json["users"]]
+
+    def seen(self, user, email):
+        r = self.server.get("/api/credits/balance",
+                            {"Authorization": f"Bearer {token_with_email(user, email)}"})
+        self.assertEqual(r.status, 200, r.body)
+
+    def test_users_are_found_by_the_start_of_their_email(self):
+        alice, bob, carol = new_user(), new_user(), new_user()
+        for u in (alice, bob, carol):
+            self.server.grant(u, 10)
+        self.seen(alice, "Alice@Example.com")
+        self.seen(bob, "bob@example.org")
+        self.server.get("/api/credits/balance",
+                        {"Authorization": f"Bearer {self.server.token(carol)}"})
+        self.assertEqual(wait_for(lambda: self.search("alice@"), 30),
+                         [(alice, "Alice@Example.com")])
+        self.assertEqual(self.search("ALICE@EXAMPLE.COM"), [(alice, "Alice@Example.com")])
+        self.assertEqual(self.search("bob"), [(bob, "bob@example.org")])
+        self.assertEqual(self.search("example"), [])  # the start, not a substring
+        self.assertEqual(self.search("carol"), [])
+        # the id search is unchanged, and every row names its email
+        everyone = self.search(carol[:8])
+        self.assertEqual(everyone, [(carol, None)])
+        # a new email in a later token replaces the old one
+        self.seen(bob, "robert@example.org")
+        self.assertEqual(wait_for(lambda: self.search("robert"), 30),
+                         [(bob, "robert@example.org")])
+        self.assertEqual(self.search("bob"), [])
+        r = self.server.get("/api/admin/users?q=" + "x" * 300, {"apikey": SERVICE_KEY})
+        self.assertEqual((r.status, r.json["code"], r.json["field"]),
+                         (400, "invalid_parameter", "q"))
+        if self.server.pg:
+            # Supabase keeps every user's email in auth.users: one who never
+            # sent this server a token is found there.
+            dora = new_user()
+            self.server.grant(dora, 5)
+            with self.server.db() as c:
+                c.execute("CREATE TABLE auth.users (id uuid PRIMARY KEY, email text)")
+                c.execute("INSERT INTO auth.users VALUES (?, ?), (?, ?)",
+                          (dora, "Dora@Example.net", alice, "Alice@Example.com"))
+            self.assertEqual(self.search("dora@"), [(dora, None)])
+            self.assertEqual(self.search("alice"), [(alice, "Alice@Example.com")])
 
 
 if __name__ == "__main__":

@@ -381,8 +381,11 @@ class AdminDashboard(ServerTest):
         self.assertTrue(js.header("content-type").startswith("text/javascript"))
         self.assertEqual(self.server.get("/admin/../admin", {"Cookie": cookie.split(";")[0]}).status, 404)
         self.assertEqual(self.server.get("/admin/nope", {"Cookie": cookie.split(";")[0]}).status, 404)
-        # Search: a bad query is 400, a prefix finds only matching ids.
+        # Search: a query that is no id prefix searches emails; one longer
+        # than an email can be is 400.
         users = self.server.get("/api/admin/users?q=zz", {"Cookie": cookie.split(";")[0]})
+        self.assertEqual((users.status, users.json["users"]), (200, []))
+        users = self.server.get("/api/admin/users?q=" + "z" * 300, {"Cookie": cookie.split(";")[0]})
         self.assertEqual((users.status, users.json["code"]), (400, "invalid_parameter"))
 
 

@@ -1,9 +1,11 @@
 """A busy process keeps its generations: lease renewal does not queue
 behind renders and uploads. One process stores into an S3 bucket that
-stalls every upload, so its workers stay saturated for several lease
-periods; a second process on the same database reaps expired claims all
-the while. It must take none of the busy process's generations: none is
-failed as interrupted, all finish, each charged once."""
+stalls every upload for more than two lease periods (the uploads wait on
+the event loop, all at once; before they did, they held the two workers
+for five lease periods); a second process on the same database reaps
+expired claims all the while. It must take none of the busy process's
+generations: none is failed as interrupted, all finish, each charged
+once."""
 import hashlib
 import http.server
 import threading
@@ -13,8 +15,8 @@ import unittest
 from harness import Server, new_user, wait_for
 
 LEASE_S = 3
-UPLOAD_STALL_S = 2.5
-GENERATIONS = 12  # on 2 workers: about 15 s of uploads, five lease periods
+UPLOAD_STALL_S = 7.0  # each generation in flight for over two lease periods
+GENERATIONS = 12
 
 
 class StallingS3(http.server.ThreadingHTTPServer):

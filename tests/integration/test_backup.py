@@ -15,16 +15,19 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tarfile
 import tempfile
 import threading
+import time
 import unittest
 import uuid
 
 from harness import BACKEND, BIN, PgConn, PgDatabase, Server, new_user, wait_for
 
 SERVICE_KEY = "service-role-key-for-tests-0123456789abcdef"
+METRICS_TOKEN = "metrics-token-for-tests-0123456789"
 CLIENTS = 50
 
 
@@ -49,6 +52,18 @@ def write_tar_zst(data, path):
 def members(tar_bytes):
     with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as t:
         return {m.name: m for m in t.getmembers()}
+
+
+def replace_member(tar_bytes, name, data):
+    """The tar with member name's bytes replaced, every other one as it was."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes)) as src, \
+            tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as dst:
+        for m in src.getmembers():
+            body = data if m.name == name else src.extractfile(m).read()
+            m.size = len(body)
+            dst.addfile(m, io.BytesIO(body))
+    return out.getvalue()
 
 
 def manifest_of(archive):
@@ -288,6 +303,112 @@ class Backup(unittest.TestCase):
                 n = c.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
                 self.assertEqual(n.fetchone()[0], 0)  # nothing was even migrated
 
+    def test_verify_reruns_the_ledger_audit_on_the_archived_rows(self):
+        """A ledger broken in the database is found by verify in the rows
+        themselves, even when the manifest is edited to say it is sound (the
+        manifest is not under the index's hashes, so only a re-run audit can
+        tell)."""
+        user = self.some_generations(1)
+        archive = self.create()
+        r = self.s.cli("backup", "verify", archive)
+        self.assertIn("ledger audit on the snapshot: sound", r.stdout)
+        if BACKEND == "postgres":
+            self.assertIn("restored into a scratch database", r.stdout)
+            with PgConn(self.s.pg.url) as c:  # no scratch database is left behind
+                n = c.execute("SELECT count(*) FROM pg_database "
+                              "WHERE left(datname, 16) = 'lensroom_verify_'").fetchone()[0]
+            self.assertEqual(n, 0)
+        with db_conn(self.s.pg.url if BACKEND == "postgres" else
+                     os.path.join(self.s.data_dir, "lensroom.db")) as c:
+            if BACKEND == "postgres":  # past the guard that would add a ledger row
+                c.execute("SET lensroom.ledger = 'on'")
+            c.execute("UPDATE credits SET amount = amount + 5 WHERE user_id = ?", (user,))
+        broken = self.create()
+        self.assertEqual(manifest_of(broken)["ledger"]["violations"], 1)
+        tar_bytes = read_tar(broken)
+        m = json.loads(tar_bytes[members(tar_bytes)["manifest.json"].offset_data:][
+            :members(tar_bytes)["manifest.json"].size])
+        m["ledger"]["violations"] = 0
+        m["ledger"]["balances"] = (m["ledger"]["grants"] - m["ledger"]["charges"]
+                                   + m["ledger"]["refunds"])
+        lying = os.path.join(self.tmp, "lying.tar.zst")
+        write_tar_zst(replace_member(tar_bytes, "manifest.json",
+                                     json.dumps(m).encode()), lying)
+        r = self.s.cli("backup", "verify", lying, check=False)
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertIn("ledger audit on the snapshot: 1 violations", r.stdout)
+        self.assertIn("ledger balances: the snapshot has", r.stdout)
+
+    # -- a backup killed mid-way ---------------------------------------------
+    def hold_database(self):
+        """Blocks the backup's snapshot until release(): SQLite, an exclusive
+        lock on the file (the server stopped first); PostgreSQL, an ACCESS
+        EXCLUSIVE lock on credits, which pg_dump waits for."""
+        if BACKEND == "postgres":
+            import psycopg2
+            conn = psycopg2.connect(self.s.pg.url)
+            conn.cursor().execute("LOCK TABLE public.credits IN ACCESS EXCLUSIVE MODE")
+            return conn.rollback, conn.close
+        import sqlite3
+        self.s.stop()
+        conn = sqlite3.connect(os.path.join(self.s.data_dir, "lensroom.db"),
+                               isolation_level=None)
+        conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+        conn.execute("BEGIN EXCLUSIVE")
+        conn.execute("UPDATE credits SET amount = amount")
+        return (lambda: conn.execute("ROLLBACK")), conn.close
+
+    def test_a_backup_killed_midway_is_never_taken_for_an_archive_and_is_swept(self):
+        self.some_generations(2)
+        out = os.path.join(self.tmp, "killed")
+        release, close = self.hold_database()
+        p = subprocess.Popen([BIN, "backup", "create", "--to", out], env=self.s.env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            # the partial archive exists from the start of the backup
+            wait_for(lambda: os.path.isdir(out) and any(
+                n.endswith(".tar.zst.partial") for n in os.listdir(out)), timeout=60,
+                interval=0.005)
+            self.assertIsNone(p.poll())
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+            p.stdout.close()
+            p.stderr.close()
+        finally:
+            release()
+            close()
+        if BACKEND == "postgres":  # pg_dump, orphaned, finishes on its own
+            wait_for(lambda: not self.pg_dump_running(), timeout=60)
+        left = sorted(os.listdir(out))
+        partial = next(n for n in left if n.endswith(".partial"))
+        self.assertFalse([n for n in left if n.endswith(".tar.zst")], left)
+        # named as a half archive, refused by restore
+        r = self.s.cli("backup", "verify", os.path.join(out, partial), check=False)
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertIn("verify: FAILED", r.stdout)
+        args = ["--data-dir", os.path.join(self.tmp, "never")]
+        if BACKEND == "postgres":
+            pg = PgDatabase()
+            self.addCleanup(pg.drop)
+            args = ["--database-url", pg.url]
+        r = self.s.cli("backup", "restore", os.path.join(out, partial), *args, check=False)
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertIn("failed verification", r.stderr)
+        # the next backup sweeps what the killed one left, and is sound
+        r = self.s.cli("backup", "create", "--to", out)
+        self.assertIn("leftover files of backups that did not finish", r.stdout)
+        now = os.listdir(out)
+        self.assertEqual(len(now), 1, now)
+        self.assertTrue(now[0].endswith(".tar.zst"), now)
+        self.assertNotIn(now[0] + ".partial", left)
+        r = self.s.cli("backup", "verify", os.path.join(out, now[0]))
+        self.assertIn("verify: OK", r.stdout)
+
+    def pg_dump_running(self):
+        with PgConn(self.s.pg.url) as c:
+            return c.execute("SELECT count(*) FROM pg_stat_activity WHERE "
+                             "application_name = 'pg_dump'").fetchone()[0] > 0
+
     # -- targets ------------------------------------------------------------
     def test_restore_refuses_a_non_empty_target_without_force(self):
         user = self.some_generations(2)
@@ -398,7 +519,7 @@ class ScheduledBackups(unittest.TestCase):
         tmp = tempfile.mkdtemp(prefix="lensroom-bks-")
         self.addCleanup(shutil.rmtree, tmp, True)
         s = Server({"LENSROOM_BACKUP_INTERVAL": "1s", "LENSROOM_BACKUP_KEEP": "2",
-                    "LENSROOM_BACKUP_DIR": tmp})
+                    "LENSROOM_BACKUP_DIR": tmp, "LENSROOM_METRICS_TOKEN": METRICS_TOKEN})
         self.addCleanup(s.cleanup)
         s.start()
         user = new_user()
@@ -418,10 +539,35 @@ class ScheduledBackups(unittest.TestCase):
         self.assertGreater(last["bytes"], 0)
         self.assertRegex(last["archive"], r"^lensroom-backup-\d{8}T\d{6}\.\d{3}Z\.tar\.zst$")
         self.assertIn("at", last)
-        newest = archives()[-1]
-        r = s.cli("backup", "verify", os.path.join(tmp, newest))
+        # rotation goes on every second: hold the newest archive by a link
+        pins = tempfile.mkdtemp(prefix="lensroom-bks-pin-", dir=os.path.dirname(tmp))
+        self.addCleanup(shutil.rmtree, pins, True)
+
+        def pin_newest():
+            for name in reversed(archives()):
+                try:
+                    os.link(os.path.join(tmp, name), os.path.join(pins, name))
+                    return os.path.join(pins, name)
+                except FileNotFoundError:
+                    continue  # rotated away since listed
+            return None
+        newest = wait_for(pin_newest, 60)
+        self.assertTrue(newest)
+        r = s.cli("backup", "verify", newest)
         self.assertIn("verify: OK", r.stdout)
-        self.assertEqual(manifest_of(os.path.join(tmp, newest))["ledger"]["grants"], 50)
+        self.assertEqual(manifest_of(newest)["ledger"]["grants"], 50)
+        # the same in /metrics, for alerts
+        r = s.get("/metrics", {"Authorization": f"Bearer {METRICS_TOKEN}"})
+        self.assertEqual(r.status, 200)
+        text = r.body.decode() if isinstance(r.body, bytes) else r.body
+        gauges = dict(line.split(" ", 1) for line in text.splitlines()
+                      if line.startswith("lensroom_backup"))
+        self.assertEqual(float(gauges["lensroom_backup_last_ok"]), 1)
+        self.assertGreaterEqual(float(gauges["lensroom_backups_made"]), 3)
+        self.assertEqual(float(gauges["lensroom_backup_archives_kept"]), 2)
+        self.assertGreater(float(gauges["lensroom_backup_last_bytes"]), 0)
+        self.assertLess(abs(float(gauges["lensroom_backup_last_timestamp_seconds"]) - time.time()),
+                        600)
 
     def test_a_bad_rotation_policy_is_refused_at_start(self):
         s = Server({"LENSROOM_BACKUP_INTERVAL": "1h", "LENSROOM_BACKUP_KEEP": "seven"})

@@ -10,7 +10,7 @@ import time
 import unittest
 
 from fake_providers import ANTHROPIC_KEY, FakeProviders, KIE_KEY, real_mp4
-from harness import Server, new_user
+from harness import Server, new_user, wait_for
 
 FAKE = None
 
@@ -343,10 +343,14 @@ class EditInputs(KieBase):
         self.assertEqual(set(create["body"]["input"]),
                          {"prompt", "image_urls", "aspect_ratio", "output_format"})
         # deleting the generation removes the uploaded input with the result
-        d = self.server.request("DELETE", f"/api/generations/{b['generationId']}",
-                                headers={"Cookie": f"lr_session={self.token}"})
+        # and its two thumbnails (made after settle: waited for first)
+        auth = {"Cookie": f"lr_session={self.token}"}
+        row = lambda: self.server.get(f"/api/generations/{b['generationId']}",
+                                      auth).json["generation"]
+        self.assertTrue(wait_for(lambda: row()["previewStatus"] == "ready", 60))
+        d = self.server.request("DELETE", f"/api/generations/{b['generationId']}", headers=auth)
         self.assertEqual(d.status, 200, d.body)
-        self.assertEqual(d.json["objects"], 2)
+        self.assertEqual(d.json["objects"], 4)
         self.assertEqual(self.server.fetch_url(urls[0]).status, 404)
         self.assertEqual(self.server.fetch_url(b["url"]).status, 404)
 

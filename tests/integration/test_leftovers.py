@@ -2,7 +2,8 @@
 backend's half-written object (a locked .tmp-XXXXXX beside where the object
 goes) and the remote backends' spool files (spool-XXXXXX in
 $LENSROOM_DATA_DIR/tmp; nameless where the file system allows, so planted
-here). Finished objects stay, and so does a temp file some live process
+here), by a sweep that runs in the background after the start and logs its
+end. Finished objects stay, and so does a temp file some live process
 still holds (its flock), anything not named like ours, and whatever a
 symlink points at."""
 import fcntl
@@ -58,7 +59,8 @@ class Leftovers(unittest.TestCase):
         self.addCleanup(os.close, fd)
         fcntl.flock(fd, fcntl.LOCK_EX)
 
-        s.start()
+        s.start()  # the sweep runs after the start, in the background: wait for its end
+        self.assertTrue(wait_for(lambda: s.read_log().count("leftover sweep done") == 2, 60))
         self.assertEqual(temp_files(root), [live])
         self.assertIn("removed 1 temp file left in", s.read_log())
         self.assertEqual(s.fetch_url(done.json["url"]).body, kept)  # the finished object stays
@@ -93,6 +95,7 @@ class Leftovers(unittest.TestCase):
         os.symlink(outside, os.path.join(tmp, "spool-LiNk01"))
 
         s.start()
+        self.assertTrue(wait_for(lambda: s.read_log().count("leftover sweep done") == 2, 60))
         for p in abandoned:
             self.assertFalse(os.path.exists(p), p)
         for p in [held] + others:

@@ -145,6 +145,43 @@ class MetricsAfterLoad(ServerTest):
         self.assertEqual(samples[("lensroom_generations_in_flight", frozenset())], 0)
 
 
+class WorkerQueue(ServerTest):
+    # One worker thread, so a burst of outputs to store queues up.
+    server_env = {"LENSROOM_METRICS_TOKEN": TOKEN, "LENSROOM_WORKERS": "1"}
+
+    def gauges(self):
+        r = self.server.get("/metrics", {"Authorization": f"Bearer {TOKEN}"})
+        self.assertEqual(r.status, 200)
+        p = parse(r.body.decode())
+        return (p[("lensroom_worker_queue_depth", frozenset())],
+                p[("lensroom_workers_busy", frozenset())])
+
+    def test_worker_queue_depth_rises_under_a_burst_and_returns_to_zero(self):
+        self.assertEqual(self.gauges(), (0, 0))
+        user = new_user()
+        self.server.grant(user, 100000)
+        token = self.server.token(user)
+        seen = []
+
+        def queued():
+            # keep the burst going until a scrape catches jobs waiting
+            for i in range(8):
+                r = self.server.infer(token, model="veo3_video", prompt=f"burst {len(seen)} {i}",
+                                      extra={"outputsCount": 4},
+                                      headers={"Prefer": "respond-async"})
+                self.assertEqual(r.status, 202, r.body)
+            g = self.gauges()
+            seen.append(g)
+            return g[0] > 0
+        self.assertTrue(wait_for(queued, 120, 0), seen)
+        self.assertTrue(wait_for(lambda: self.gauges() == (0, 0) and
+                                 self.server.in_flight() == 0, 120), self.gauges())
+        r = self.server.get("/metrics", {"Authorization": f"Bearer {TOKEN}"})
+        check = subprocess.run(["promtool", "check", "metrics"], input=r.body.decode(),
+                               capture_output=True, text=True, timeout=60)
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+
+
 class Readiness(ServerTest):
     def test_ready_when_database_schema_and_storage_answer(self):
         r = self.server.get("/readyz")

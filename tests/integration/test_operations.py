@@ -1,12 +1,13 @@
 """Operator-facing details through the real binary: the /api/health alias,
-request ids echoed back, and the model catalog replaced by LENSROOM_MODELS
+request ids echoed back and carried by a generation's log lines up to its
+settlement, and the model catalog replaced by LENSROOM_MODELS
 (a broken file stops the start with a config line)."""
 import json
 import os
 import tempfile
 import unittest
 
-from harness import Server, ServerTest, new_user
+from harness import Server, ServerTest, new_user, wait_for
 
 
 class Health(ServerTest):
@@ -23,6 +24,48 @@ class Health(ServerTest):
         self.assertNotEqual(r.header("x-request-id"), "bad id; drop table")
         self.assertEqual(len(r.header("x-request-id")), 36)
         self.assertIn('"request_id":"trace-123.abc"', self.server.read_log())
+
+
+def log_lines(server):
+    out = []
+    for line in server.read_log().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass
+    return out
+
+
+class SettleLog(ServerTest):
+    # Slow enough that the settlement happens on the loop after the 202.
+    server_env = {"LENSROOM_MOCK_LATENCY_MS": "300", "LENSROOM_MOCK_FAIL_RATE": "0.5"}
+
+    def test_settle_lines_carry_the_request_id_of_the_infer(self):
+        user = new_user()
+        self.server.grant(user, 200)
+        token = self.server.token(user)
+        started = {}
+        for k in range(6):
+            rid = f"settle-trace-{k}"
+            r = self.server.infer(token, prompt=f"p{k}", extra={"outputsCount": 2} if k % 2 else None,
+                                  headers={"X-Request-Id": rid, "Prefer": "respond-async"})
+            self.assertEqual(r.status, 202, r.body)
+            started[r.json["generationId"]] = rid
+
+        def settled():
+            seen = {l.get("generation_id"): l for l in log_lines(self.server)
+                    if l.get("msg") == "generation settled"}
+            return seen if set(started) <= set(seen) else None
+        seen = wait_for(settled, timeout=60)
+        self.assertTrue(seen, "every generation should settle")
+        for gid, rid in started.items():
+            self.assertEqual(seen[gid].get("request_id"), rid, seen[gid])
+        # The failed outputs' lines, written on the loop, carry it too.
+        failed = [l for l in log_lines(self.server) if " failed: " in l.get("msg", "")
+                  and "output" in l.get("msg", "")]
+        for l in failed:
+            gid = l["msg"].split()[1]
+            self.assertEqual(l.get("request_id"), started[gid], l)
 
 
 class ModelsOverride(unittest.TestCase):

@@ -274,7 +274,9 @@ class Outage(unittest.TestCase):
             time.sleep(0.3)
             r = s.infer(tok)
         self.assertEqual(r.status, 200, r.body)
-        bal = s.get("/api/credits/balance", {"Authorization": f"Bearer {tok}"}).json["balance"]
+        r = s.get("/api/credits/balance", {"Authorization": f"Bearer {tok}"})
+        self.assertEqual(r.status, 200, r.body)
+        bal = r.json["balance"]
         self.assertEqual(bal, 0)  # two generations, nothing charged for the failed attempt
 
 

@@ -6,13 +6,22 @@ the expected secret, agrees with; otherwise 403 SignatureDoesNotMatch.
 Good requests are forwarded to s3rver unchanged. Every request is logged
 on stdout as "METHOD PATH STATUS", so tests can see what was sent.
 
-usage: sigv4_proxy.py LISTEN_PORT UPSTREAM_PORT ACCESS_KEY SECRET REGION
+While the file HOLD_FILE exists, uploads (PUT) are held after their body
+arrived and before they are forwarded, each logged as "HELD PUT PATH": a
+slow bucket, for tests that need uploads in flight.
+
+While the file HOLD_FILE + ".fail2" exists, the second part of every
+multipart upload is answered 500 (a bucket failing mid-upload).
+
+usage: sigv4_proxy.py LISTEN_PORT UPSTREAM_PORT ACCESS_KEY SECRET REGION [HOLD_FILE]
 """
 import hashlib
 import http.client
 import http.server
+import os
 import re
 import sys
+import time
 
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -20,6 +29,7 @@ from botocore.credentials import Credentials
 
 PORT, UPSTREAM, ACCESS, SECRET, REGION = (int(sys.argv[1]), int(sys.argv[2]), sys.argv[3],
                                           sys.argv[4], sys.argv[5])
+HOLD = sys.argv[6] if len(sys.argv) > 6 else None
 AUTH = re.compile(r"AWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/s3/aws4_request,\s*"
                   r"SignedHeaders=([a-z0-9;-]+),\s*Signature=([0-9a-f]{64})$")
 
@@ -74,6 +84,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
         why = self.verify(body)
         if why:
             return self.deny(why)
+        if HOLD and self.command == "PUT" and "partNumber=2&" in self.path and \
+                os.path.exists(HOLD + ".fail2"):
+            body = b"<Error><Code>InternalError</Code></Error>"
+            self.send_response(500)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        if HOLD and self.command == "PUT" and os.path.exists(HOLD):
+            print(f"HELD {self.command} {self.path}", flush=True)
+            while os.path.exists(HOLD):
+                time.sleep(0.02)
         up = http.client.HTTPConnection("127.0.0.1", UPSTREAM, timeout=60)
         hdrs = {k: v for k, v in self.headers.items() if k.lower() not in ("connection",)}
         up.request(self.command, self.path, body=body, headers=hdrs)

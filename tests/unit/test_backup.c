@@ -3,6 +3,7 @@
  * through the binary is in tests/integration/test_backup.py. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -175,6 +176,65 @@ static void test_archive_round_trip_hashes_each_entry(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+static void touch(const char *dir, const char *name)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("half", f);
+    fclose(f);
+}
+
+static bool exists_in(const char *dir, const char *name)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return access(path, F_OK) == 0;
+}
+
+/* A killed backup leaves its partial archive and snapshot file unlocked:
+ * the sweep removes them; a live writer's (locked) and finished archives
+ * stay. */
+static void test_sweep_removes_only_what_dead_backups_left(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/lensroom-sweep-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    const char *dead = "lensroom-backup-20261101T000000.000Z.tar.zst";
+    const char *live = "lensroom-backup-20261102T000000.000Z.tar.zst";
+    char name[256], path[512];
+    snprintf(name, sizeof name, "%s.partial", dead);
+    touch(dir, name);
+    snprintf(name, sizeof name, ".%s.db", dead);
+    touch(dir, name);
+    snprintf(name, sizeof name, ".%s.db-journal", dead);
+    touch(dir, name);
+    touch(dir, "lensroom-backup-20261031T000000.000Z.tar.zst"); /* a finished one */
+    touch(dir, "notes.partial");                                /* not ours */
+    snprintf(path, sizeof path, "%s/%s", dir, live);
+    lr_archive_writer *w = NULL;
+    char *err = NULL;
+    assert_int_equal(lr_archive_create(path, &w, &err), LR_OK);
+    snprintf(name, sizeof name, ".%s.db", live);
+    touch(dir, name); /* the live backup's snapshot */
+
+    assert_int_equal(lr_backup_sweep(dir), 3);
+    snprintf(name, sizeof name, "%s.partial", dead);
+    assert_false(exists_in(dir, name));
+    snprintf(name, sizeof name, "%s.partial", live);
+    assert_true(exists_in(dir, name));
+    snprintf(name, sizeof name, ".%s.db", live);
+    assert_true(exists_in(dir, name));
+    assert_true(exists_in(dir, "lensroom-backup-20261031T000000.000Z.tar.zst"));
+    assert_true(exists_in(dir, "notes.partial"));
+    lr_archive_abort(w); /* the writer gone, its snapshot file is a leftover too */
+    assert_int_equal(lr_backup_sweep(dir), 1);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -182,6 +242,7 @@ int main(void)
         cmocka_unit_test(test_rotation_keeps_the_newest_of_recent_days_and_weeks),
         cmocka_unit_test(test_rotate_removes_only_archives_beyond_the_policy),
         cmocka_unit_test(test_archive_round_trip_hashes_each_entry),
+        cmocka_unit_test(test_sweep_removes_only_what_dead_backups_left),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

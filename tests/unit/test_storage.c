@@ -166,14 +166,30 @@ static void test_sweep_takes_only_abandoned_temp_files(void **state)
     touch(f->dir, ".tmp-dead01");
     touch(f->dir, ".tmp-toolong");
     touch(f->dir, "kept.png");
-    assert_int_equal(lr_temp_sweep(f->dir, ".tmp-", 0), 1);
+    assert_int_equal(lr_temp_sweep(f->dir, ".tmp-", 0, NULL), 1);
     assert_false(exists(f->dir, ".tmp-dead01"));
     assert_int_equal(access(live, F_OK), 0); /* its writer (this fd) still holds it */
     assert_true(exists(f->dir, ".tmp-toolong"));
     assert_true(exists(f->dir, "kept.png"));
     close(fd); /* the writer is gone */
-    assert_int_equal(lr_temp_sweep(f->dir, ".tmp-", 0), 1);
+    assert_int_equal(lr_temp_sweep(f->dir, ".tmp-", 0, NULL), 1);
     assert_int_not_equal(access(live, F_OK), 0);
+}
+
+/* A sweep leaves what changed after its cutoff: a writer of this process
+ * that has made its file and not locked it yet. */
+static void test_sweep_leaves_files_newer_than_its_cutoff(void **state)
+{
+    fixture *f = *state;
+    touch(f->dir, ".tmp-new001");
+    struct timespec past = {.tv_sec = 1};
+    assert_int_equal(lr_temp_sweep(f->dir, ".tmp-", 0, &past), 0);
+    assert_true(exists(f->dir, ".tmp-new001"));
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    now.tv_sec += 1; /* file times come from a coarser clock */
+    assert_int_equal(lr_temp_sweep(f->dir, ".tmp-", 0, &now), 1);
+    assert_false(exists(f->dir, ".tmp-new001"));
 }
 
 int main(void)
@@ -187,6 +203,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_sink_aborts_past_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_local_open_refuses_traversal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_sweep_leaves_files_newer_than_its_cutoff, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_sweep_takes_only_abandoned_temp_files, setup,
                                         teardown),
     };

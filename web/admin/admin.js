@@ -72,7 +72,7 @@ function preview(url) {
 
 async function pageUsers(params) {
   const q = params.get("q") || "", cursor = params.get("cursor");
-  const input = el("input", { id: "q", name: "q", value: q, placeholder: "user id or its start",
+  const input = el("input", { id: "q", name: "q", value: q, placeholder: "user id, its start, or email",
                               autocomplete: "off", spellcheck: "false" });
   const form = el("form", { class: "bar", id: "user-search", role: "search",
     onsubmit: (ev) => { ev.preventDefault(); location.hash = "#/users?q=" + encodeURIComponent(input.value.trim()); } },
@@ -85,10 +85,10 @@ async function pageUsers(params) {
   const rows = j.users.map((x) => el("tr", { "data-user": x.userId },
     cell(link("#/user/" + x.userId, x.userId)), cell(num(x.balance), "num"),
     cell(num(x.bought), "num"), cell(num(x.spent), "num"), cell(num(x.refunded), "num"),
-    cell(num(x.granted), "num"), cell(fmtTime(x.lastActivity))));
+    cell(num(x.granted), "num"), cell(fmtTime(x.lastActivity)), cell(x.email || "")));
   const next = j.nextCursor ? link("#/users?" + new URLSearchParams({ q, cursor: j.nextCursor }), "Next page →") : null;
   main.replaceChildren(el("h1", { text: "Users" }), form,
-    rows.length ? table("users", ["User", "Balance", "Bought", "Spent", "Refunded", "Granted", "Last activity"], rows, [1, 2, 3, 4, 5])
+    rows.length ? table("users", ["User", "Balance", "Bought", "Spent", "Refunded", "Granted", "Last activity", "Email"], rows, [1, 2, 3, 4, 5])
                 : el("p", { class: "muted", id: "no-users", text: "No user matches." }),
     el("p", {}, next));
   say(rows.length + " users");
