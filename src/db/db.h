@@ -317,16 +317,22 @@ typedef struct {
     /* user_id's ledger rows, newest first; the cursor is both or neither. */
     lr_err (*list_transactions)(lr_db *db, const char *user_id, const char *before_created_at,
                                 const char *before_id, int limit, lr_ledger_list *out);
-    /* Extends the lease of every unfinished generation and run owner runs. */
+    /* owner's heartbeat, alive until lease_until: one row, whatever the
+     * backlog. Work whose row lease ran out is abandoned (claimable,
+     * reapable) only while its claimer has no live heartbeat. A
+     * lease_until already past also ends the leases of owner's unfinished
+     * generations and runs, so a successor takes them over at once. */
     lr_err (*renew_leases)(lr_db *db, const char *owner, const char *lease_until);
     /* Claims for owner (until lease_until) up to limit unfinished
-     * generations whose lease ran out and that have provider task ids, to
+     * generations whose lease ran out, whose claimer has no live heartbeat
+     * and that have provider task ids, to
      * resume them; *rows: the generations as claimed. Concurrent claimers
      * never take the same row. */
     lr_err (*claim_resumable)(lr_db *db, const char *owner, const char *lease_until, int limit,
                               lr_generation_list *rows);
     /* Fails and refunds (like settle) up to limit unfinished generations
-     * whose lease ran out, that owner does not run and that have no
+     * whose lease ran out, whose claimer has no live heartbeat, that owner
+     * does not run and that have no
      * provider task id: their process died before the provider took them.
      * Concurrent reapers never take the same row. *reaped: what was. */
     lr_err (*reap_expired)(lr_db *db, const char *owner, int limit, lr_reaped_list *reaped);
@@ -373,7 +379,8 @@ typedef struct {
     lr_err (*finish_run)(lr_db *db, const char *id, const char *status, const char *error_node,
                          const char *error_code, const char *error_message);
     /* Claims for owner (until lease_until) up to limit running runs whose
-     * lease ran out, with their unfinished nodes; *ids: the runs. */
+     * lease ran out and whose claimer has no live heartbeat, with their
+     * unfinished nodes; *ids: the runs. */
     lr_err (*claim_runs)(lr_db *db, const char *owner, const char *lease_until, int limit,
                          lr_strv *ids);
     /* The newest node of user_id's runs (of run from_run, when not NULL)

@@ -53,6 +53,7 @@ extern const char lr_sql_pg_0009_previews[];
 extern const char lr_sql_pg_0008_run_exec[];
 extern const char lr_sql_pg_0010_rollups[];
 extern const char lr_sql_pg_0011_ops[];
+extern const char lr_sql_pg_0012_heartbeats[];
 
 static const struct {
     const char *version;
@@ -67,7 +68,8 @@ static const struct {
                   {"0008_run_exec", lr_sql_pg_0008_run_exec},
                   {"0009_previews", lr_sql_pg_0009_previews},
                   {"0010_rollups", lr_sql_pg_0010_rollups},
-                  {"0011_ops", lr_sql_pg_0011_ops}};
+                  {"0011_ops", lr_sql_pg_0011_ops},
+                  {"0012_heartbeats", lr_sql_pg_0012_heartbeats}};
 
 /* Readiness (db/admin.c) checks that the newest one is applied. */
 const char *lr_db_pg_latest_migration(void)
@@ -822,15 +824,25 @@ static lr_err pg_preview_finish(lr_db *db, const lr_preview_req *q)
     return e;
 }
 
+/* The heartbeat is one row, whatever the backlog; the rows' own leases
+ * are only touched to give them up (a lease_until already past: the
+ * guard is evaluated once, before any row is read). Heartbeats of
+ * processes gone for a day are dropped on the way. */
 static lr_err pg_renew_leases(lr_db *db, const char *owner, const char *lease_until)
 {
     const char *p[] = {owner, lease_until};
     PGresult *r;
     lr_err e =
         query((pg_db *)db,
-              "WITH renewed AS (UPDATE public.runs SET lease_until = $2 WHERE claimed_by = $1 "
-              "AND status = 'running') "
-              "UPDATE public.generations SET lease_until = $2 WHERE claimed_by = $1 "
+              "WITH beat AS (INSERT INTO lensroom.instances (owner, alive_until) "
+              "VALUES ($1::uuid, $2::timestamptz) ON CONFLICT (owner) "
+              "DO UPDATE SET alive_until = excluded.alive_until), "
+              "gone AS (DELETE FROM lensroom.instances WHERE owner <> $1::uuid "
+              "AND alive_until < now() - interval '1 day'), "
+              "runs AS (UPDATE public.runs SET lease_until = $2::timestamptz "
+              "WHERE $2::timestamptz <= now() AND claimed_by = $1::uuid AND status = 'running') "
+              "UPDATE public.generations SET lease_until = $2::timestamptz "
+              "WHERE $2::timestamptz <= now() AND claimed_by = $1::uuid "
               "AND status IN ('pending', 'processing')",
               2, p, &r);
     PQclear(r);
@@ -872,6 +884,8 @@ static lr_err pg_claim_resumable(lr_db *db, const char *owner, const char *lease
         "WHERE x.status IN ('pending', 'processing') "
         "AND (x.lease_until IS NULL OR x.lease_until < now()) "
         "AND x.claimed_by IS DISTINCT FROM $1::uuid "
+        "AND NOT EXISTS (SELECT 1 FROM lensroom.instances i WHERE i.owner = x.claimed_by "
+        "AND i.alive_until > now()) "
         "AND coalesce(x.provider_task_ids, '[]'::jsonb) <> '[]'::jsonb AND x.run_id IS NULL "
         "ORDER BY x.created_at LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING " LR_PG_GEN_COLUMNS,
         3, p, lr_db_add_generation, GC_COUNT, rows);
@@ -1092,7 +1106,10 @@ static lr_err pg_claim_runs(lr_db *db, const char *owner, const char *lease_unti
         "WITH c AS (UPDATE public.runs r SET claimed_by = $1::uuid, "
         "lease_until = $2::timestamptz WHERE r.id IN (SELECT x.id FROM public.runs x "
         "WHERE x.status = 'running' AND (x.lease_until IS NULL OR x.lease_until < now()) "
-        "AND x.claimed_by IS DISTINCT FROM $1::uuid ORDER BY x.created_at LIMIT $3 "
+        "AND x.claimed_by IS DISTINCT FROM $1::uuid "
+        "AND NOT EXISTS (SELECT 1 FROM lensroom.instances i WHERE i.owner = x.claimed_by "
+        "AND i.alive_until > now()) "
+        "ORDER BY x.created_at LIMIT $3 "
         "FOR UPDATE SKIP LOCKED) RETURNING r.id), "
         "n AS (UPDATE public.generations g SET claimed_by = $1::uuid, "
         "lease_until = $2::timestamptz FROM c WHERE g.run_id = c.id "

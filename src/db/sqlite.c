@@ -38,6 +38,7 @@ extern const char lr_sql_sqlite_0006_admin[];
 extern const char lr_sql_sqlite_0007[];
 extern const char lr_sql_sqlite_0008_admin_links[];
 extern const char lr_sql_sqlite_0010_previews[];
+extern const char lr_sql_sqlite_0013_heartbeats[];
 extern const char lr_sql_sqlite_0009_run_exec[];
 extern const char lr_sql_sqlite_0011_rollups[];
 extern const char lr_sql_sqlite_0012_ops[];
@@ -56,7 +57,8 @@ static const struct {
                   {"0009_run_exec", lr_sql_sqlite_0009_run_exec},
                   {"0010_previews", lr_sql_sqlite_0010_previews},
                   {"0011_rollups", lr_sql_sqlite_0011_rollups},
-                  {"0012_ops", lr_sql_sqlite_0012_ops}};
+                  {"0012_ops", lr_sql_sqlite_0012_ops},
+                  {"0013_heartbeats", lr_sql_sqlite_0013_heartbeats}};
 
 /* Readiness (db/admin.c) checks that the newest one is applied. */
 const char *lr_db_sqlite_latest_migration(void)
@@ -85,6 +87,8 @@ enum {
     Q_MARK_DELETED,
     Q_PENDING_PURGES,
     Q_PURGED,
+    Q_BEAT,
+    Q_BEATS_GONE,
     Q_RENEW,
     Q_EXPIRED,
     Q_STAGE_TASKS,
@@ -168,12 +172,17 @@ static const char *const sql_text[Q_COUNT] = {
     [Q_PENDING_PURGES] = "SELECT id, storage_keys FROM generations WHERE purge_pending = 1 "
                          "LIMIT ?1",
     [Q_PURGED] = "UPDATE generations SET purge_pending = 0 WHERE id = ?1",
-    [Q_RENEW] = "UPDATE generations SET lease_until = ?2 WHERE claimed_by = ?1 "
+    [Q_BEAT] = "INSERT INTO instances (owner, alive_until) VALUES (?1, ?2) "
+               "ON CONFLICT (owner) DO UPDATE SET alive_until = excluded.alive_until",
+    [Q_BEATS_GONE] = "DELETE FROM instances WHERE owner <> ?1 AND alive_until < ?2",
+    [Q_RENEW] = "UPDATE generations SET lease_until = ?2 WHERE ?2 <= ?3 AND claimed_by = ?1 "
                 "AND status IN ('pending', 'processing')",
     [Q_EXPIRED] = "SELECT id, credits_used, outputs_count FROM generations "
                   "WHERE status IN ('pending', 'processing') "
                   "AND (lease_until IS NULL OR lease_until < ?1) "
                   "AND (claimed_by IS NULL OR claimed_by <> ?3) "
+                  "AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.owner = claimed_by "
+                  "AND i.alive_until > ?1) "
                   "AND provider_task_ids = '[]' AND run_id IS NULL ORDER BY created_at LIMIT ?2",
     [Q_STAGE_TASKS] =
         "UPDATE generations SET status = ?2, stage = ?3, updated_at = ?4, "
@@ -182,6 +191,8 @@ static const char *const sql_text[Q_COUNT] = {
                 "SELECT id FROM generations WHERE status IN ('pending', 'processing') "
                 "AND (lease_until IS NULL OR lease_until < ?1) "
                 "AND (claimed_by IS NULL OR claimed_by <> ?3) "
+                "AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.owner = claimed_by "
+                "AND i.alive_until > ?1) "
                 "AND provider_task_ids <> '[]' AND run_id IS NULL ORDER BY created_at LIMIT ?2) "
                 "RETURNING " LR_SQLITE_GEN_COLUMNS,
     [Q_AUDIT] = lr_sql_audit,
@@ -235,12 +246,15 @@ static const char *const sql_text[Q_COUNT] = {
     [Q_FINISH_RUN] = "UPDATE runs SET status = ?2, error_node = ?3, error_code = ?4, "
                      "error_message = ?5, updated_at = ?6, finished_at = ?6, lease_until = NULL "
                      "WHERE id = ?1 AND status = 'running'",
-    [Q_RENEW_RUNS] =
-        "UPDATE runs SET lease_until = ?2 WHERE claimed_by = ?1 AND status = 'running'",
+    [Q_RENEW_RUNS] = "UPDATE runs SET lease_until = ?2 WHERE ?2 <= ?3 AND claimed_by = ?1 "
+                     "AND status = 'running'",
     [Q_CLAIM_RUNS] = "UPDATE runs SET claimed_by = ?3, lease_until = ?4 WHERE id IN ("
                      "SELECT id FROM runs WHERE status = 'running' "
                      "AND (lease_until IS NULL OR lease_until < ?1) "
-                     "AND (claimed_by IS NULL OR claimed_by <> ?3) ORDER BY created_at LIMIT ?2) "
+                     "AND (claimed_by IS NULL OR claimed_by <> ?3) "
+                     "AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.owner = claimed_by "
+                     "AND i.alive_until > ?1) "
+                     "ORDER BY created_at LIMIT ?2) "
                      "RETURNING id",
     [Q_CLAIM_RUN_NODES] = "UPDATE generations SET claimed_by = ?2, lease_until = ?3 "
                           "WHERE run_id = ?1 AND status IN ('pending', 'processing')",
@@ -1108,12 +1122,26 @@ typedef struct {
     const char *owner, *lease_until;
 } renew_args;
 
+/* The heartbeat is one row, whatever the backlog; the rows' own leases
+ * are only touched to give them up (a lease_until already past: SQLite
+ * tests a term that names no column once, before reading any row).
+ * Heartbeats of processes gone for a day are dropped on the way. */
 static lr_err renew_job(conn *c, void *ctx)
 {
     renew_args *a = ctx;
-    lr_err e = run(c, Q_RENEW, ARGS(A_TEXT(a->owner), A_TEXT(a->lease_until)), NULL, NULL);
+    char now[32], day_ago[32];
+    int64_t ms = lr_now_ms();
+    lr_time_iso(ms, now);
+    lr_time_iso(ms - 24 * 3600 * 1000, day_ago);
+    lr_err e = run(c, Q_BEAT, ARGS(A_TEXT(a->owner), A_TEXT(a->lease_until)), NULL, NULL);
     if (e == LR_OK)
-        e = run(c, Q_RENEW_RUNS, ARGS(A_TEXT(a->owner), A_TEXT(a->lease_until)), NULL, NULL);
+        e = run(c, Q_BEATS_GONE, ARGS(A_TEXT(a->owner), A_TEXT(day_ago)), NULL, NULL);
+    if (e == LR_OK)
+        e = run(c, Q_RENEW, ARGS(A_TEXT(a->owner), A_TEXT(a->lease_until), A_TEXT(now)), NULL,
+                NULL);
+    if (e == LR_OK)
+        e = run(c, Q_RENEW_RUNS, ARGS(A_TEXT(a->owner), A_TEXT(a->lease_until), A_TEXT(now)), NULL,
+                NULL);
     return e;
 }
 

@@ -970,20 +970,29 @@ static void resume_row(lr_pipeline *p, const lr_generation *g)
     start_run(p, &req, &g->task_ids, 0, NULL, NULL);
 }
 
-int lr_pipeline_recover(lr_pipeline *p)
+enum { CLAIM_BATCH = 200, REAP_BATCH = 500 };
+
+/* One batch of resumable generations whose lease ran out, resumed here;
+ * how many, or -1. */
+static int claim_batch(lr_pipeline *p)
 {
     char until[32];
     lease_until(p, until);
     lr_generation_list rows;
-    if (p->db->ops->claim_resumable(p->db, p->owner, until, 200, &rows) != LR_OK)
+    if (p->db->ops->claim_resumable(p->db, p->owner, until, CLAIM_BATCH, &rows) != LR_OK)
         return -1;
     for (size_t i = 0; i < rows.n; i++)
         resume_row(p, &rows.v[i]);
     int n = (int)rows.n;
     lr_generation_list_clear(&rows);
+    return n;
+}
 
+/* One batch of the others, failed and refunded; how many, or -1. */
+static int reap_batch(lr_pipeline *p)
+{
     lr_reaped_list reaped;
-    if (p->db->ops->reap_expired(p->db, p->owner, 500, &reaped) != LR_OK)
+    if (p->db->ops->reap_expired(p->db, p->owner, REAP_BATCH, &reaped) != LR_OK)
         return -1;
     for (size_t i = 0; i < reaped.n; i++) {
         lr_log_fields(
@@ -991,8 +1000,27 @@ int lr_pipeline_recover(lr_pipeline *p)
             json_pack("{s:s, s:i}", "generation_id", reaped.v[i].id, "refund", reaped.v[i].refund));
         notify(p, reaped.v[i].id, LR_GEN_FAILED, LR_STAGE_NONE);
     }
-    n += (int)reaped.n;
+    int n = (int)reaped.n;
     lr_reaped_list_clear(&reaped);
+    return n;
+}
+
+/* Batches follow each other until one comes back short: a dead process
+ * with thousands of generations in its backlog is taken over within one
+ * round, not one batch per round (lease/3 apart). */
+int lr_pipeline_recover(lr_pipeline *p)
+{
+    int n = 0, k;
+    while ((k = claim_batch(p)) == CLAIM_BATCH)
+        n += k;
+    if (k < 0)
+        return -1;
+    n += k;
+    while ((k = reap_batch(p)) == REAP_BATCH)
+        n += k;
+    if (k < 0)
+        return -1;
+    n += k;
     int more = p->part ? p->part->recover(p) : 0;
     return more < 0 ? -1 : n + more;
 }

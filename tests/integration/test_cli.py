@@ -33,12 +33,14 @@ class Cli(unittest.TestCase):
                                                       "0003_lean_reserve", "0004_admin",
                                                       "0005_billing", "0006_runs", "0007_admin_links",
                                                       "0008_run_exec", "0009_previews",
-                                                      "0010_rollups", "0011_ops"]) \
+                                                      "0010_rollups", "0011_ops",
+                                                      "0012_heartbeats"]) \
             if BACKEND == "postgres" else ("schema_migrations",
                                            ["0001_init", "0002_leases", "0003_deletion",
                                             "0004_idempotency", "0005_billing", "0006_admin",
                                             "0007_runs", "0008_admin_links", "0009_run_exec",
-                                            "0010_previews", "0011_rollups", "0012_ops"])
+                                            "0010_previews", "0011_rollups", "0012_ops",
+                                            "0013_heartbeats"])
         with self.s.db() as c:
             versions = [v for v, in c.execute(f"SELECT version FROM {table} ORDER BY 1")]
         self.assertEqual(versions, want)

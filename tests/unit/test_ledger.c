@@ -439,6 +439,65 @@ static void test_delete_hides_and_queues_objects(void **state)
     assert_ledger_consistent(f);
 }
 
+/* Whether reap_expired (reap) or claim_resumable by rival takes id. */
+static bool taken_by(fixture *f, const char *rival, const char *id, bool reap)
+{
+    char until[32];
+    lr_time_iso(lr_now_ms() + 60000, until);
+    bool taken = false;
+    if (reap) {
+        lr_reaped_list l;
+        assert_int_equal(f->db->ops->reap_expired(f->db, rival, 100000, &l), LR_OK);
+        for (size_t i = 0; i < l.n; i++)
+            taken |= !strcmp(l.v[i].id, id);
+        lr_reaped_list_clear(&l);
+    } else {
+        lr_generation_list l;
+        assert_int_equal(f->db->ops->claim_resumable(f->db, rival, until, 100000, &l), LR_OK);
+        for (size_t i = 0; i < l.n; i++)
+            taken |= !strcmp(l.v[i].id, id);
+        lr_generation_list_clear(&l);
+    }
+    return taken;
+}
+
+/* A row lease that ran out is not enough: the process that claimed the
+ * row must also have stopped beating (a backlog renewed late is not a
+ * dead process); once its heartbeat ends, its work is taken over. */
+static void test_live_heartbeat_keeps_expired_work(void **state)
+{
+    fixture *f = *state;
+    grant(f, 10, NULL);
+    char owner[LR_UUID_LEN + 1], rival[LR_UUID_LEN + 1], alive[32];
+    lr_uuid_v4(owner);
+    lr_uuid_v4(rival);
+    lr_time_iso(lr_now_ms() + 3600 * 1000, alive);
+    assert_int_equal(f->db->ops->renew_leases(f->db, owner, alive), LR_OK);
+    char untaken[LR_UUID_LEN + 1], running[LR_UUID_LEN + 1];
+    int balance;
+    reservation late = {.cost = 2, .lease_ms = -60000, .owner = owner};
+    assert_int_equal(reserve_with(f, &late, untaken, &balance, NULL), LR_OK);
+    late.cost = 3;
+    assert_int_equal(reserve_with(f, &late, running, &balance, NULL), LR_OK);
+    char *task_v[] = {"task-7"};
+    lr_strv tasks = {task_v, 1};
+    assert_int_equal(f->db->ops->set_stage(f->db, running, "processing", "submitted", &tasks),
+                     LR_OK);
+    assert_false(taken_by(f, rival, untaken, true));
+    assert_false(taken_by(f, rival, running, false));
+    assert_int_equal(balance_of(f), 5);
+
+    char past[32];
+    lr_time_iso(lr_now_ms() - 1000, past);
+    assert_int_equal(f->db->ops->renew_leases(f->db, owner, past), LR_OK); /* it stopped */
+    assert_true(taken_by(f, rival, untaken, true));
+    assert_true(taken_by(f, rival, running, false));
+    assert_int_equal(balance_of(f), 7); /* the untaken one refunded, once */
+    assert_false(taken_by(f, owner, untaken, true));
+    assert_ledger_consistent(f);
+    assert_audit_sound(f);
+}
+
 static void test_expired_work_is_reaped_or_claimed_once(void **state)
 {
     fixture *f = *state;
@@ -973,6 +1032,7 @@ int main(void)
         T(test_lists_are_newest_first_in_keyset_pages),
         T(test_delete_hides_and_queues_objects),
         T(test_expired_work_is_reaped_or_claimed_once),
+        T(test_live_heartbeat_keeps_expired_work),
         T(test_concurrent_reserves_never_overspend),
         T(test_mixed_batches_answer_each_caller),
         T(test_posted_writes_answer_each_caller_once),
