@@ -21,6 +21,7 @@ import http.server
 import os
 import re
 import sys
+import threading
 import time
 
 from botocore.auth import S3SigV4Auth
@@ -34,6 +35,17 @@ AUTH = re.compile(r"AWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/s3/aws4_
                   r"SignedHeaders=([a-z0-9;-]+),\s*Signature=([0-9a-f]{64})$")
 
 
+LOG_LOCK = threading.Lock()
+
+
+def log(line):
+    """One whole line per request: the handler threads print at once, and
+    print() writes the text and its newline apart, so lines could merge."""
+    with LOG_LOCK:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -41,7 +53,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         pass
 
     def log_request(self, code="-", size="-"):
-        print(f"{self.command} {self.path} {code}", flush=True)
+        log(f"{self.command} {self.path} {code}")
 
     def deny(self, why):
         body = (f"<?xml version=\"1.0\"?><Error><Code>SignatureDoesNotMatch</Code>"
@@ -93,7 +105,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.write(body)
             return
         if HOLD and self.command == "PUT" and os.path.exists(HOLD):
-            print(f"HELD {self.command} {self.path}", flush=True)
+            log(f"HELD {self.command} {self.path}")
             while os.path.exists(HOLD):
                 time.sleep(0.02)
         up = http.client.HTTPConnection("127.0.0.1", UPSTREAM, timeout=60)
