@@ -1009,11 +1009,7 @@ static lr_err pg_get_run(lr_db *db, const char *user_id, const char *id, lr_run 
                           "SELECT " LR_PG_RUN_COLUMNS " FROM public.runs r WHERE r.id = $1::uuid "
                           "AND ($2::uuid IS NULL OR r.user_id = $2::uuid)",
                           2, p, lr_db_set_run, RC_COUNT, out);
-    if (e == LR_OK && !out->id)
-        e = LR_ERR_NOT_FOUND;
-    if (e != LR_OK)
-        lr_run_clear(out);
-    return e;
+    return lr_db_found_run(e, out);
 }
 
 static lr_err pg_list_run_nodes(lr_db *db, const char *run_id, lr_run_node_list *out)

@@ -144,6 +144,15 @@ void lr_db_add_string(const char *const *col, void *out)
     a->v[a->n++] = lr_xstrdup(col[0]);
 }
 
+lr_err lr_db_found_run(lr_err e, lr_run *out)
+{
+    if (e == LR_OK && !out->id)
+        e = LR_ERR_NOT_FOUND;
+    if (e != LR_OK)
+        lr_run_clear(out);
+    return e;
+}
+
 lr_err lr_db_first_generation(lr_err e, lr_generation_list *l, lr_generation *out)
 {
     if (e == LR_OK && l->n == 0)

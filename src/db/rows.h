@@ -120,6 +120,9 @@ void *lr_db_grow(void *v, size_t n, size_t size);
 /* Moves the first generation of l into out and clears l; NOT_FOUND when l
  * is empty. e: the read's result, passed through when not LR_OK. */
 lr_err lr_db_first_generation(lr_err e, lr_generation_list *l, lr_generation *out);
+/* The end of a read of one run (lr_db_set_run into out): NOT_FOUND when
+ * no row came; out is cleared whenever the answer is not LR_OK. */
+lr_err lr_db_found_run(lr_err e, lr_run *out);
 
 /* A generation's columns in the order above (GC_*), for each dialect;
  * PostgreSQL's times as the server writes them (ISO-8601 UTC). */

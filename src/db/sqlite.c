@@ -1372,11 +1372,7 @@ static lr_err sq_get_run(lr_db *db, const char *user_id, const char *id, lr_run 
     *out = (lr_run){0};
     lr_err e = query((sqlite_db *)db, READ, Q_GET_RUN, ARGS(A_TEXT(id), A_TEXT(user_id)),
                      INTO(lr_db_set_run, RC_COUNT, out));
-    if (e == LR_OK && !out->id)
-        e = LR_ERR_NOT_FOUND;
-    if (e != LR_OK)
-        lr_run_clear(out);
-    return e;
+    return lr_db_found_run(e, out);
 }
 
 static lr_err sq_list_run_nodes(lr_db *db, const char *run_id, lr_run_node_list *out)

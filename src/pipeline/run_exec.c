@@ -269,6 +269,16 @@ static void skip_node(lr_graph_run *gr, size_t i, size_t src)
     pthread_mutex_unlock(&gr->mu);
 }
 
+/* nd is handed to the pipeline: it runs, and holds the run until its
+ * generation ends (node_ended lets go). */
+static void mark_running(lr_graph_run *gr, gnode *nd)
+{
+    pthread_mutex_lock(&gr->mu);
+    nd->state = N_RUNNING;
+    gr->refs++;
+    pthread_mutex_unlock(&gr->mu);
+}
+
 /* The pipeline's answer for a node: its outputs kept for the nodes that
  * read them, or its failure noted; the scheduler goes on. */
 static void node_ended(void *ctx, const lr_outcome *o)
@@ -338,10 +348,7 @@ static void launch(lr_graph_run *gr, size_t i, const char *prompt, const char *i
                      .input_urls = inputs,
                      .ended = node_ended,
                      .ended_ctx = nd};
-    pthread_mutex_lock(&gr->mu);
-    nd->state = N_RUNNING;
-    gr->refs++;
-    pthread_mutex_unlock(&gr->mu);
+    mark_running(gr, nd);
     lr_err e = lr_pipeline_start(p, &rq, 0, NULL, NULL);
     json_decref(inputs);
     if (e == LR_OK)
@@ -849,10 +856,7 @@ static void adopt_node(lr_graph_run *gr, size_t i, const lr_run_node *row)
                          .created_at = row->created_at ? row->created_at : created,
                          .ended = node_ended,
                          .ended_ctx = nd};
-        pthread_mutex_lock(&gr->mu);
-        nd->state = N_RUNNING;
-        gr->refs++;
-        pthread_mutex_unlock(&gr->mu);
+        mark_running(gr, nd);
         lr_log_fields(LR_LOG_WARN, NULL, "resuming a run's node left by a stopped process",
                       json_pack("{s:s, s:s}", "run_id", gr->id, "node", nd->node_id));
         if (lr_pipeline_resume(gr->p, &rq, &row->task_ids) != LR_OK) {
