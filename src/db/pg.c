@@ -54,6 +54,7 @@ extern const char lr_sql_pg_0008_run_exec[];
 extern const char lr_sql_pg_0010_rollups[];
 extern const char lr_sql_pg_0011_ops[];
 extern const char lr_sql_pg_0012_heartbeats[];
+extern const char lr_sql_pg_0014_set_batches[];
 
 static const struct {
     const char *version;
@@ -69,7 +70,8 @@ static const struct {
                   {"0009_previews", lr_sql_pg_0009_previews},
                   {"0010_rollups", lr_sql_pg_0010_rollups},
                   {"0011_ops", lr_sql_pg_0011_ops},
-                  {"0012_heartbeats", lr_sql_pg_0012_heartbeats}};
+                  {"0012_heartbeats", lr_sql_pg_0012_heartbeats},
+                  {"0014_set_batches", lr_sql_pg_0014_set_batches}};
 
 /* Readiness (db/admin.c) checks that the newest one is applied. */
 const char *lr_db_pg_latest_migration(void)
@@ -78,7 +80,7 @@ const char *lr_db_pg_latest_migration(void)
 }
 
 /* The statements of the writer, prepared once per connection. */
-enum { S_RESERVE, S_SETTLE, S_STAGE, S_ADJUST, S_COUNT };
+enum { S_RESERVE, S_SETTLE, S_STAGE, S_ADJUST, S_BATCH, S_COUNT };
 
 static const struct {
     const char *name, *sql;
@@ -101,6 +103,10 @@ static const struct {
                   "SELECT status, balance, transaction_id FROM lensroom.adjust($1, $2, $3, $4, "
                   "NULL, $5, $6)",
                   6},
+    [S_BATCH] = {"lr_batch",
+                 "SELECT a_kind, a_i, a_ok, a_balance, a_holder, a_same FROM "
+                 "lensroom.write_batch($1, $2, $3)",
+                 3},
 };
 
 /* How many calls one transaction of the writer takes at most. */
@@ -247,16 +253,34 @@ static lr_err query_rows(pg_db *d, const char *sql, int n, const char *const *pa
     return e;
 }
 
+/* A reserve's or settle's answer: one row of lensroom.reserve (ok,
+ * balance, holder, same_request), lensroom.settle (ok, balance) or
+ * lensroom.write_batch (kind, index, then reserve's four). */
+typedef struct {
+    bool ok, same_request, has_balance;
+    int balance;
+    char holder[LR_UUID_LEN + 1]; /* "" when no generation holds the key */
+} pg_answer;
+
 /* A call for the writer: statement w of writes[], its text parameters
  * (the caller's, valid until it is answered) and, when answered with
- * LR_OK, its result (the caller's to PQclear). user orders the batch. */
+ * LR_OK, its answer (reserve, settle) or result (the others; the
+ * caller's to PQclear). user orders the batch, seq keeps a user's calls
+ * in the order they came. */
 typedef struct {
     lr_db_job base; /* first: the batch hands back lr_db_job pointers */
     int w;
     const char *const *params;
     const char *user;
+    size_t seq;
     PGresult *res;
+    pg_answer ans;
 } pg_job;
+
+static bool set_based(int w)
+{
+    return w == S_RESERVE || w == S_SETTLE;
+}
 
 /* Connects the writer when it has no usable connection: prepares the
  * writes, then enters pipeline mode. */
@@ -284,24 +308,57 @@ static bool writer_ready(pg_writer *w)
     return ok;
 }
 
-/* Reads the next call's result into j: LR_OK (j->res set), LR_ERR_DB when
- * it failed or was skipped after another's failure, LR_ERR_UNAVAILABLE
- * when the connection broke. */
-static lr_err read_result(PGconn *c, pg_job *j)
+/* Row row of r, its answer starting at column col. */
+static void decode_answer(PGresult *r, int row, int col, pg_answer *a)
 {
+    int n = PQnfields(r);
+    *a = (pg_answer){.ok = !strcmp(PQgetvalue(r, row, col), "t")};
+    a->has_balance = !PQgetisnull(r, row, col + 1);
+    a->balance = a->has_balance ? atoi(PQgetvalue(r, row, col + 1)) : 0;
+    if (col + 2 < n && !PQgetisnull(r, row, col + 2))
+        snprintf(a->holder, sizeof a->holder, "%s", PQgetvalue(r, row, col + 2));
+    a->same_request = col + 3 < n && !strcmp(PQgetvalue(r, row, col + 3), "t");
+}
+
+/* Reads the next statement's result: LR_OK (*out set), LR_ERR_DB when it
+ * failed or was skipped after another's failure, LR_ERR_UNAVAILABLE when
+ * the connection broke. */
+static lr_err read_result(PGconn *c, int w, PGresult **out)
+{
+    *out = NULL;
     PGresult *r = PQgetResult(c);
     if (!r)
         return LR_ERR_UNAVAILABLE;
     ExecStatusType st = PQresultStatus(r);
     PQclear(PQgetResult(c)); /* the NULL that ends this call's results */
     if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) {
-        j->res = r;
+        *out = r;
         return LR_OK;
     }
+    /* write_batch fails when another process took an idempotency key
+     * meanwhile: the batch is rerun call by call, which answers that. */
     if (st == PGRES_FATAL_ERROR)
-        lr_error("postgres: %s: %s", writes[j->w].name, PQresultErrorMessage(r));
+        lr_log(w == S_BATCH ? LR_LOG_WARN : LR_LOG_ERROR, NULL, "postgres: %s: %s",
+               writes[w].name, PQresultErrorMessage(r));
     PQclear(r);
     return PQstatus(c) == CONNECTION_OK ? LR_ERR_DB : LR_ERR_UNAVAILABLE;
+}
+
+/* One call's result into j: a reserve's or settle's answer decoded. */
+static lr_err read_call(PGconn *c, pg_job *j)
+{
+    PGresult *r;
+    lr_err e = read_result(c, j->w, &r);
+    if (e == LR_OK && set_based(j->w)) {
+        if (PQntuples(r) == 1)
+            decode_answer(r, 0, 0, &j->ans);
+        else
+            e = LR_ERR_DB;
+        PQclear(r);
+        r = NULL;
+    }
+    j->res = r;
+    return e;
 }
 
 /* Waits for the Sync's result; false when the connection broke. */
@@ -321,20 +378,26 @@ static void drop_results(pg_job **jobs, size_t n)
     }
 }
 
-/* Sends jobs[0..n) in one round trip: with one Sync at the end (together:
- * one transaction, LR_ERR_DB for all if any failed) or a Sync after each
- * (each its own transaction and answer). */
-static void send_batch(PGconn *c, pg_job **jobs, size_t n, bool together)
+static bool send_call(PGconn *c, pg_job *j)
+{
+    return PQsendQueryPrepared(c, writes[j->w].name, writes[j->w].nparams, j->params, NULL, NULL,
+                               0) == 1;
+}
+
+/* Sends jobs[0..n) one call each, in one round trip: with one Sync at
+ * the end (together: one transaction, LR_ERR_DB for all if any failed) or
+ * a Sync after each (each its own transaction and answer; the fallback
+ * when a batch failed as a whole). */
+static void send_calls(PGconn *c, pg_job **jobs, size_t n, bool together)
 {
     bool sent = true;
     for (size_t i = 0; sent && i < n; i++) {
-        sent = PQsendQueryPrepared(c, writes[jobs[i]->w].name, writes[jobs[i]->w].nparams,
-                                   jobs[i]->params, NULL, NULL, 0) == 1;
+        sent = send_call(c, jobs[i]);
         if (sent && (!together || i + 1 == n))
             sent = PQpipelineSync(c) == 1;
     }
     for (size_t i = 0; i < n; i++) {
-        lr_err e = sent ? read_result(c, jobs[i]) : LR_ERR_UNAVAILABLE;
+        lr_err e = sent ? read_call(c, jobs[i]) : LR_ERR_UNAVAILABLE;
         if (e != LR_ERR_UNAVAILABLE && (!together || i + 1 == n) && !read_sync(c))
             e = LR_ERR_UNAVAILABLE;
         jobs[i]->base.result = e;
@@ -343,10 +406,109 @@ static void send_batch(PGconn *c, pg_job **jobs, size_t n, bool together)
     }
 }
 
+/* The parameters of the reserves (or settles, with their user appended)
+ * among jobs, as a JSON array of arrays in the order of the per-call
+ * functions' parameters; lensroom.write_batch reads them by position. */
+static char *calls_json(pg_job **jobs, size_t n, int w)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++) {
+        if (jobs[i]->w != w)
+            continue;
+        json_t *row = json_array();
+        for (int p = 0; p <= writes[w].nparams; p++) {
+            const char *v = p < writes[w].nparams ? jobs[i]->params[p]
+                            : w == S_SETTLE       ? jobs[i]->user
+                                                  : NULL;
+            if (p < writes[w].nparams || w == S_SETTLE)
+                json_array_append_new(row, v ? json_string_nocheck(v) : json_null());
+        }
+        json_array_append_new(a, row);
+    }
+    char *s = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
+    return s;
+}
+
+/* The users of the calls that run after write_batch in the same
+ * transaction (adjust): write_batch locks their balances too, all in
+ * user order. */
+static char *lock_json(pg_job **jobs, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        if (jobs[i]->w == S_ADJUST && jobs[i]->user)
+            json_array_append_new(a, json_string_nocheck(jobs[i]->user));
+    char *s = json_dumps(a, JSON_COMPACT);
+    json_decref(a);
+    return s;
+}
+
+/* write_batch's rows into the answers of its reserves and settles. */
+static lr_err spread_answers(PGresult *r, pg_job **jobs, size_t n)
+{
+    pg_job *calls[2][BATCH_MAX];
+    size_t count[2] = {0, 0};
+    for (size_t i = 0; i < n; i++)
+        if (set_based(jobs[i]->w))
+            calls[jobs[i]->w == S_SETTLE][count[jobs[i]->w == S_SETTLE]++] = jobs[i];
+    if ((size_t)PQntuples(r) != count[0] + count[1])
+        return LR_ERR_DB;
+    for (int row = 0; row < PQntuples(r); row++) {
+        int kind = PQgetvalue(r, row, 0)[0] == 's';
+        long i = atol(PQgetvalue(r, row, 1)) - 1;
+        if (i < 0 || (size_t)i >= count[kind])
+            return LR_ERR_DB;
+        decode_answer(r, row, 2, &calls[kind][i]->ans);
+    }
+    return LR_OK;
+}
+
+/* The batch in one transaction (one Sync): the stage writes, then the
+ * reserves and settles as one call of lensroom.write_batch, then the
+ * adjusts. Every job's result is LR_OK, or LR_ERR_DB for all when any
+ * statement failed (the transaction rolled back), or LR_ERR_UNAVAILABLE. */
+static void send_together(PGconn *c, pg_job **jobs, size_t n)
+{
+    char *json[3] = {calls_json(jobs, n, S_RESERVE), calls_json(jobs, n, S_SETTLE),
+                     lock_json(jobs, n)};
+    pg_job batch = {.w = S_BATCH, .params = (const char *const *)json};
+    pg_job *order[BATCH_MAX + 1];
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (jobs[i]->w == S_STAGE)
+            order[m++] = jobs[i];
+    order[m++] = &batch;
+    for (size_t i = 0; i < n; i++)
+        if (jobs[i]->w == S_ADJUST)
+            order[m++] = jobs[i];
+    bool sent = true;
+    for (size_t i = 0; sent && i < m; i++)
+        sent = send_call(c, order[i]);
+    sent = sent && PQpipelineSync(c) == 1;
+    lr_err all = sent ? LR_OK : LR_ERR_UNAVAILABLE;
+    for (size_t i = 0; i < m && all != LR_ERR_UNAVAILABLE; i++) {
+        lr_err e = read_call(c, order[i]);
+        if (e == LR_OK && order[i] == &batch)
+            e = spread_answers(batch.res, jobs, n);
+        if (e != LR_OK)
+            all = e;
+    }
+    PQclear(batch.res);
+    if (all != LR_ERR_UNAVAILABLE && !read_sync(c))
+        all = LR_ERR_UNAVAILABLE;
+    for (size_t i = 0; i < n; i++)
+        jobs[i]->base.result = all;
+    for (int i = 0; i < 3; i++)
+        free(json[i]);
+}
+
+/* By user, and a user's calls in the order they came. */
 static int by_user(const void *a, const void *b)
 {
     const pg_job *x = *(pg_job *const *)a, *y = *(pg_job *const *)b;
-    return strcmp(x->user ? x->user : "", y->user ? y->user : "");
+    int d = strcmp(x->user ? x->user : "", y->user ? y->user : "");
+    return d ? d : (x->seq > y->seq) - (x->seq < y->seq);
 }
 
 /* The writer thread's batch (batch.h). */
@@ -359,8 +521,16 @@ static void run_batch(void *wp, lr_db_job **jobs_, size_t n)
             jobs[i]->base.result = LR_ERR_UNAVAILABLE;
         return;
     }
+    size_t calls = 0;
+    for (size_t i = 0; i < n; i++) {
+        jobs[i]->seq = i; /* the queue is FIFO */
+        calls += set_based(jobs[i]->w);
+    }
     qsort(jobs, n, sizeof *jobs, by_user);
-    send_batch(w->c, jobs, n, true);
+    if (calls < 2) /* one call costs less than write_batch's set-up */
+        send_calls(w->c, jobs, n, true);
+    else
+        send_together(w->c, jobs, n);
     bool failed = false, gone = false;
     for (size_t i = 0; i < n; i++) {
         failed |= jobs[i]->base.result == LR_ERR_DB;
@@ -374,7 +544,7 @@ static void run_batch(void *wp, lr_db_job **jobs_, size_t n)
         w->c = NULL;
     } else if (failed && n > 1) { /* rolled back as a whole: once more, one by one */
         drop_results(jobs, n);
-        send_batch(w->c, jobs, n, false);
+        send_calls(w->c, jobs, n, false);
     }
 }
 
@@ -475,7 +645,7 @@ typedef struct posted {
     const char *p[15];
     char n[4][32];
     char *json[3];
-    lr_err (*read)(struct posted *q, PGresult *r);
+    lr_err (*read)(struct posted *q, const pg_answer *a);
     int *balance;
     lr_key_holder *holder;
     lr_db_done_fn done;
@@ -487,8 +657,7 @@ static void posted_complete(lr_db_job *j)
     posted *q = (posted *)j;
     lr_err e = j->result;
     if (e == LR_OK)
-        e = q->read(q, q->j.res);
-    PQclear(q->j.res);
+        e = q->read(q, &q->j.ans);
     for (int i = 0; i < 3; i++)
         free(q->json[i]);
     q->done(q->ctx, e);
@@ -502,15 +671,15 @@ static void post(pg_db *d, posted *q, int w, const char *user)
 }
 
 /* reserve's answer: charged, or the key's holder, or short. */
-static lr_err read_reserve(posted *q, PGresult *r)
+static lr_err read_reserve(posted *q, const pg_answer *a)
 {
-    *q->balance = val(r, 0, 1) ? atoi(val(r, 0, 1)) : 0;
-    if (!strcmp(PQgetvalue(r, 0, 0), "t"))
+    *q->balance = a->balance;
+    if (a->ok)
         return LR_OK;
-    if (!val(r, 0, 2))
+    if (!a->holder[0])
         return LR_ERR_INSUFFICIENT;
-    snprintf(q->holder->generation_id, sizeof q->holder->generation_id, "%s", val(r, 0, 2));
-    q->holder->same_request = val(r, 0, 3) && !strcmp(val(r, 0, 3), "t");
+    snprintf(q->holder->generation_id, sizeof q->holder->generation_id, "%s", a->holder);
+    q->holder->same_request = a->same_request;
     return LR_ERR_CONFLICT;
 }
 
@@ -592,11 +761,11 @@ static lr_err pg_set_stage(lr_db *db, const char *id, const char *status, const 
 }
 
 /* settle's answer: settled (with the balance), or already final. */
-static lr_err read_settle(posted *q, PGresult *r)
+static lr_err read_settle(posted *q, const pg_answer *a)
 {
-    if (strcmp(PQgetvalue(r, 0, 0), "t") != 0)
+    if (!a->ok)
         return LR_ERR_CONFLICT;
-    *q->balance = val(r, 0, 1) ? atoi(val(r, 0, 1)) : 0;
+    *q->balance = a->balance;
     return LR_OK;
 }
 
