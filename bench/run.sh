@@ -20,6 +20,9 @@
 #                                peak RSS, text infer/s during ten of them
 #   bench/run.sh postgres        infer/s on a throwaway PostgreSQL 15 (fsync on),
 #                                with the pgbench floor of the same two transactions
+#   bench/run.sh pg_text         the table's first row alone: text infer/s on PostgreSQL
+#                                for BIN, BASE_BIN (when set) and "floor today",
+#                                interleaved over BENCH_ROUNDS rounds
 #   bench/run.sh store50         peak RSS while a 50 MB Kie.ai result (faked) is
 #                                downloaded and stored
 #   bench/run.sh kie_inflight [N] N generations held at the fake Kie.ai: RSS, threads
@@ -307,6 +310,46 @@ postgres() {
   echo "pgbench floor (reserve+settle per generation, 100 users) generations/s=$tps"
 }
 
+# The table's first row alone (PostgreSQL, text, 100 users), for comparing
+# two builds: BIN, BASE_BIN (when set) and the "floor today" pgbench, in an
+# order that rotates every round so drift falls on each alike; one line per
+# run, then each one's median and range.
+pg_text() {
+  pg_cluster
+  numbered_tokens
+  write_floor_scripts 100
+  local names=(bin floor) r i k
+  [ -n "${BASE_BIN:-}" ] && names=(bin base floor)
+  local n=${#names[@]} res="$work/pg_text"
+  : >"$res"
+  echo "pg_text: load before $(cut -d' ' -f1-3 /proc/loadavg)"
+  for r in $(seq "$ROUNDS"); do
+    for i in $(seq 0 $((n - 1))); do
+      k=${names[$(( (i + r) % n ))]}
+      fresh_pg
+      if [ "$k" = floor ]; then
+        floor today
+        rps=$tps non2xx=0
+      else
+        local b=$BIN
+        [ "$k" = base ] && b=$BASE_BIN
+        BIN=$b start 0
+        drive "$PORT" anthropic_text "$work/tokens100" "$CONNS"
+        stop
+        "$b" audit >/dev/null 2>&1 || { echo "bench: ledger audit failed after $k" >&2; exit 1; }
+      fi
+      echo "pg_text round=$r $k infer/s=$rps non2xx=$non2xx load=$(cut -d' ' -f1 /proc/loadavg)"
+      echo "$k $rps" >>"$res"
+    done
+  done
+  for k in "${names[@]}"; do
+    awk -v k="$k" '$1 == k {print $2}' "$res" | sort -n | awk -v k="$k" '{v[++n] = $1} END {
+      m = n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+      printf "pg_text %s median=%.0f range=%.0f-%.0f runs=%d\n", k, m, v[1], v[n], n}'
+  done
+  echo "pg_text: load after $(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
 # The mock's own cost, without the server: bench/mock_bench.c, one thread.
 mock() {
   local dir=${BENCH_BUILD:-$PWD/build-bench}
@@ -418,6 +461,7 @@ case "${1:-table}" in
   s3_store50) /usr/bin/python3 bench/s3.py store50 "$BIN" ;;
   s3_busy) /usr/bin/python3 bench/s3.py busy "$BIN" ;;
   postgres) postgres ;;
+  pg_text) pg_text ;;
   store50) /usr/bin/python3 bench/store50.py "$BIN" ;;
   kie_inflight) /usr/bin/python3 bench/kie_inflight.py "${2:-1000}" "$BIN" ;;
   db) db ;;

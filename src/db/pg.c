@@ -10,14 +10,26 @@
  * thread owns a connection in pipeline mode with those statements
  * prepared once, sends every call that queued up during its previous
  * commit in one round trip and one implicit transaction (one Sync), and
- * so pays one WAL flush for the batch. The functions answer per call
- * (ok=false for a short balance, a held key or an already final
- * generation) instead of raising, so one caller's refusal never aborts
- * the others'. Should a statement raise anyway (a deadlock with another
- * process, a constraint), PostgreSQL rolls the whole batch back and the
- * writer runs it again with a Sync after every call: each in its own
- * transaction, each with its own answer. A batch's calls are sorted by
- * user, so batches of several processes take row locks in one order.
+ * so pays one WAL flush for the batch. A batch's reserves and settles are
+ * ONE call of lensroom.write_batch (migration 0014): their parameters go
+ * in as JSON arrays, in the per-call functions' order, and it answers one
+ * row per call after a few set-based statements for the whole batch (one
+ * insert of the generations, one of the ledger rows, one update of the
+ * balances, one of the settled rows, the rollups once), where N calls of
+ * lensroom.reserve / settle ran N times their statements, row by row.
+ * It locks every balance the transaction may move first, in user order
+ * (also those of the batch's adjusts, which follow it), so batches of
+ * several processes never wait on each other in a circle; it takes a
+ * user's calls in the order they came while the balance lasts. Stage
+ * writes go before it, adjusts after, each its own prepared call. A lone
+ * reserve or settle is sent as its per-call function (cheaper than
+ * write_batch's set-up). The answers say ok=false for a short balance, a
+ * held key or an already final generation instead of raising, so one
+ * caller's refusal never aborts the others'. Should a statement raise
+ * anyway (a deadlock with another process, an idempotency key another
+ * process took meanwhile), PostgreSQL rolls the whole batch back and the
+ * writer runs it again with a Sync after every call through the per-call
+ * functions: each in its own transaction, each with its own answer.
  *
  * Other statements use a fixed pool of connections, opened lazily; a
  * broken one is reset on next use, and while the server is down every
@@ -338,8 +350,8 @@ static lr_err read_result(PGconn *c, int w, PGresult **out)
     /* write_batch fails when another process took an idempotency key
      * meanwhile: the batch is rerun call by call, which answers that. */
     if (st == PGRES_FATAL_ERROR)
-        lr_log(w == S_BATCH ? LR_LOG_WARN : LR_LOG_ERROR, NULL, "postgres: %s: %s",
-               writes[w].name, PQresultErrorMessage(r));
+        lr_log(w == S_BATCH ? LR_LOG_WARN : LR_LOG_ERROR, NULL, "postgres: %s: %s", writes[w].name,
+               PQresultErrorMessage(r));
     PQclear(r);
     return PQstatus(c) == CONNECTION_OK ? LR_ERR_DB : LR_ERR_UNAVAILABLE;
 }

@@ -1020,6 +1020,139 @@ static void test_posted_writes_answer_each_caller_once(void **state)
     assert_audit_sound(f);
 }
 
+/* Reserves of several users posted at once from one thread, so they meet
+ * in the writer's batches: one user's short balance refuses that user's
+ * calls alone, a user's calls are taken in the order they came while the
+ * balance lasts (a cheaper one after a refused one still fits), a key
+ * taken earlier in the batch answers the later calls, and the balances
+ * the answers carry are those after each call. Then settles of the same
+ * users, one generation twice, likewise posted together. */
+enum { MB_USERS = 5, MB_CALLS = 14 };
+
+static void test_posted_batch_mixes_users_in_order(void **state)
+{
+    fixture *f = *state;
+    static fixture u[MB_USERS]; /* A 24 credits, B 4, C none, D 10, E 100 */
+    const int granted[MB_USERS] = {24, 4, 0, 10, 100};
+    for (int i = 0; i < MB_USERS; i++) {
+        u[i] = *f;
+        lr_uuid_v4(u[i].user);
+        if (granted[i])
+            grant(&u[i], granted[i], NULL);
+    }
+    /* in posting order: user, cost, key hash (E's calls share one key) */
+    static const struct {
+        int user, cost;
+        const char *hash;
+        lr_err want;
+        int balance;
+    } call[MB_CALLS] = {
+        {0, 8, NULL, LR_OK, 16},
+        {1, 8, NULL, LR_ERR_INSUFFICIENT, 4},
+        {3, 8, NULL, LR_OK, 2},
+        {0, 8, NULL, LR_OK, 8},
+        {4, 5, "h", LR_OK, 95},
+        {2, 1, NULL, LR_ERR_INSUFFICIENT, 0},
+        {0, 8, NULL, LR_OK, 0},
+        {3, 4, NULL, LR_ERR_INSUFFICIENT, 2},
+        {1, 8, NULL, LR_ERR_INSUFFICIENT, 4},
+        {4, 5, "h", LR_ERR_CONFLICT, 0},
+        {0, 8, NULL, LR_ERR_INSUFFICIENT, 0},
+        {3, 2, NULL, LR_OK, 0},
+        {4, 5, "h2", LR_ERR_CONFLICT, 0},
+        {0, 8, NULL, LR_ERR_INSUFFICIENT, 0},
+    };
+    static posted_answers a;
+    a = (posted_answers){.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    static posted_slot slot[MB_CALLS];
+    static char ids[MB_CALLS][LR_UUID_LEN + 1], ts[32], lease[32], expired[32],
+        owner[LR_UUID_LEN + 1];
+    static lr_reserve_req r[MB_CALLS];
+    static lr_key_holder holder[MB_CALLS];
+    static int balance[MB_CALLS];
+    lr_time_iso(lr_now_ms(), ts);
+    lr_time_iso(lr_now_ms() + 3600 * 1000, lease);
+    lr_time_iso(lr_now_ms() - 24 * 3600 * 1000, expired);
+    lr_uuid_v4(owner);
+    for (int i = 0; i < MB_CALLS; i++) {
+        lr_uuid_v4(ids[i]);
+        slot[i] = (posted_slot){&a, i};
+        r[i] = (lr_reserve_req){.generation_id = ids[i],
+                                .user_id = u[call[i].user].user,
+                                .type = "text",
+                                .model = "anthropic_text",
+                                .provider = "mock",
+                                .prompt = "p",
+                                .outputs_count = 1,
+                                .cost = call[i].cost,
+                                .created_at = ts,
+                                .owner = owner,
+                                .lease_until = lease,
+                                .idempotency_key = call[i].hash ? "k" : NULL,
+                                .request_hash = call[i].hash,
+                                .key_expired_before = expired};
+        balance[i] = -1;
+        lr_db_reserve_async(f->db, &r[i], &balance[i], &holder[i], posted_done, &slot[i]);
+    }
+    posted_wait(&a, MB_CALLS);
+    for (int i = 0; i < MB_CALLS; i++) {
+        assert_int_equal(a.calls[i], 1);
+        if (a.e[i] != call[i].want)
+            fail_msg("call %d: %s, wanted %s", i, lr_strerror(a.e[i]), lr_strerror(call[i].want));
+        if (a.e[i] != LR_ERR_CONFLICT)
+            assert_int_equal(balance[i], call[i].balance);
+    }
+    /* E's second call is the same request as its first, the third not */
+    assert_string_equal(holder[9].generation_id, ids[4]);
+    assert_true(holder[9].same_request);
+    assert_string_equal(holder[12].generation_id, ids[4]);
+    assert_false(holder[12].same_request);
+    const int left[MB_USERS] = {0, 4, 0, 0, 95};
+    for (int i = 0; i < MB_USERS; i++)
+        assert_int_equal(balance_of(&u[i]), left[i]);
+
+    /* A's first fails (refund 8) and is settled twice; the rest succeed */
+    static const int settle[] = {0, 3, 6, 2, 11, 0};
+    enum { MB_SETTLES = sizeof settle / sizeof *settle };
+    static lr_settle_req q[MB_SETTLES];
+    a.answered = 0;
+    for (int i = 0; i < MB_SETTLES; i++) {
+        int c = settle[i];
+        bool fail = c == 0;
+        q[i] = (lr_settle_req){.generation_id = ids[c],
+                               .user_id = u[call[c].user].user,
+                               .status = fail ? "failed" : "success",
+                               .succeeded_count = !fail,
+                               .failed_count = fail,
+                               .refund = fail ? 8 : 0,
+                               .error_code = fail ? "provider_failed" : NULL,
+                               .text = fail ? NULL : "answer"};
+        slot[i] = (posted_slot){&a, i};
+        a.calls[i] = 0;
+        balance[i] = -1;
+        lr_db_settle_async(f->db, &q[i], &balance[i], posted_done, &slot[i]);
+    }
+    posted_wait(&a, MB_SETTLES);
+    const int settled_balance[MB_SETTLES] = {8, 8, 8, 0, 0};
+    for (int i = 0; i < MB_SETTLES - 1; i++) {
+        assert_int_equal(a.calls[i], 1);
+        assert_int_equal(a.e[i], LR_OK);
+        assert_int_equal(balance[i], settled_balance[i]);
+    }
+    assert_int_equal(a.e[MB_SETTLES - 1], LR_ERR_CONFLICT); /* already final */
+    const int end[MB_USERS] = {8, 4, 0, 0, 95};
+    for (int i = 0; i < MB_USERS; i++) {
+        assert_int_equal(balance_of(&u[i]), end[i]);
+        assert_ledger_consistent(&u[i]);
+    }
+    assert_int_equal(ledger_rows(&u[0], ids[0], "refund"), 1);
+    lr_generation g;
+    assert_int_equal(f->db->ops->get_generation(f->db, NULL, ids[3], &g), LR_OK);
+    assert_string_equal(g.status, "success");
+    lr_generation_clear(&g);
+    assert_audit_sound(f);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -1036,6 +1169,7 @@ int main(void)
         T(test_concurrent_reserves_never_overspend),
         T(test_mixed_batches_answer_each_caller),
         T(test_posted_writes_answer_each_caller_once),
+        T(test_posted_batch_mixes_users_in_order),
         T(test_run_charged_once_nodes_refunded_once_and_left_to_their_run),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -49,6 +49,7 @@ DECLARE
   r_same boolean[] := array_fill(NULL::boolean, ARRAY[n]);
   u_id uuid[];
   u_bal integer[];
+  s_id uuid[];
   -- idempotency keys in use: user id || key (a uuid's text is 36 long),
   -- the holder, its request hash and creation, and the batch call that
   -- took it (NULL: a row already in the table)
@@ -77,18 +78,21 @@ BEGIN
       INTO h_uk, h_id, h_hash, h_created, h_call
       FROM (SELECT g.user_id, g.idempotency_key, g.id, g.request_hash, g.created_at
               FROM public.generations g
-             WHERE (g.user_id, g.idempotency_key) IN
-                   (SELECT x.u, x.key FROM unnest(r_user, r_key) AS x(u, key)
-                     WHERE x.key IS NOT NULL)
+             WHERE g.user_id = ANY (r_user) AND g.idempotency_key = ANY (r_key)
+               AND g.user_id::text || g.idempotency_key = ANY
+                   (SELECT x.u::text || x.key FROM unnest(r_user, r_key) AS x(u, key))
              ORDER BY g.user_id, g.idempotency_key FOR UPDATE) h;
   END IF;
 
+  -- (arrays compared with = ANY: the plans, cached once for every batch
+  -- size, then look rows up by index whatever the tables hold)
+  SELECT array_agg(x.u) INTO u_id
+    FROM (SELECT unnest(r_user) AS u
+          UNION SELECT (e->>12)::uuid FROM jsonb_array_elements(p_settles) e
+                 WHERE (e->>6)::integer > 0
+          UNION SELECT (e#>>'{}')::uuid FROM jsonb_array_elements(p_lock) e) x;
   SELECT array_agg(c.user_id), array_agg(c.amount) INTO u_id, u_bal
-    FROM (SELECT c.user_id, c.amount FROM public.credits c
-           WHERE c.user_id IN (SELECT unnest(r_user)
-                               UNION SELECT (e->>12)::uuid FROM jsonb_array_elements(p_settles) e
-                                      WHERE (e->>6)::integer > 0
-                               UNION SELECT (e#>>'{}')::uuid FROM jsonb_array_elements(p_lock) e)
+    FROM (SELECT c.user_id, c.amount FROM public.credits c WHERE c.user_id = ANY (u_id)
            ORDER BY c.user_id FOR UPDATE) c;
 
   FOR v_k IN 1..n LOOP
@@ -131,9 +135,8 @@ BEGIN
   PERFORM set_config('lensroom.ledger', 'on', true);
   PERFORM set_config('lensroom.rollups', 'batch', true);
   IF n > 0 AND true = ANY (r_ok) THEN
-    UPDATE public.credits c SET amount = x.bal
-      FROM unnest(u_id, u_bal) AS x(u, bal)
-     WHERE c.user_id = x.u AND c.amount <> x.bal;
+    UPDATE public.credits c SET amount = u_bal[array_position(u_id, c.user_id)]
+     WHERE c.user_id = ANY (u_id) AND c.amount <> u_bal[array_position(u_id, c.user_id)];
     WITH charged AS (
       SELECT (t.e->>0)::uuid AS id, (t.e->>1)::uuid AS user_id, t.e->>2 AS type,
              t.e->>3 AS model, t.e->>4 AS provider, t.e->>5 AS prompt, (t.e->>6)::jsonb AS params,
@@ -172,6 +175,7 @@ BEGIN
                  FROM generate_series(1, n) AS x(c);
 
   IF coalesce(jsonb_array_length(p_settles), 0) > 0 THEN
+    SELECT array_agg((e->>0)::uuid) INTO s_id FROM jsonb_array_elements(p_settles) e;
     RETURN QUERY
     WITH s AS (
       SELECT t.i::integer AS i, (t.e->>0)::uuid AS id, t.e->>1 AS status, (t.e->>2)::jsonb AS urls,
@@ -193,7 +197,7 @@ BEGIN
                         ELSE coalesce(g.metadata, '{}'::jsonb) || jsonb_build_object('text', f.text)
                    END
         FROM first f
-       WHERE g.id = f.id AND g.status IN ('pending', 'processing')
+       WHERE g.id = ANY (s_id) AND g.id = f.id AND g.status IN ('pending', 'processing')
       RETURNING f.i, g.id, g.user_id, g.model, g.created_at, f.status, f.refund, f.failed,
                 f.error_code, f.error_message,
                 'generation.' || CASE f.status WHEN 'success' THEN 'succeeded'
