@@ -891,7 +891,7 @@ static lr_err pg_claim_resumable(lr_db *db, const char *owner, const char *lease
         "WHERE g.id IN (SELECT x.id FROM public.generations x " ABANDONED_BY_1
         "AND x.status IN ('pending', 'processing') "
         "AND coalesce(x.provider_task_ids, '[]'::jsonb) <> '[]'::jsonb AND x.run_id IS NULL "
-        "ORDER BY x.created_at LIMIT $3 FOR UPDATE OF x SKIP LOCKED) RETURNING " LR_PG_GEN_COLUMNS,
+        "LIMIT $3 FOR UPDATE OF x SKIP LOCKED) RETURNING " LR_PG_GEN_COLUMNS,
         3, p, lr_db_add_generation, GC_COUNT, rows);
 }
 

@@ -190,8 +190,7 @@ static const char *const sql_text[Q_COUNT] = {
                 "AND status IN ('pending', 'processing')",
     [Q_EXPIRED] = "SELECT x.id, x.credits_used, x.outputs_count FROM generations x " ABANDONED
                   "AND x.status IN ('pending', 'processing') "
-                  "AND x.provider_task_ids = '[]' AND x.run_id IS NULL "
-                  "ORDER BY x.created_at LIMIT ?2",
+                  "AND x.provider_task_ids = '[]' AND x.run_id IS NULL LIMIT ?2",
     [Q_STAGE_TASKS] =
         "UPDATE generations SET status = ?2, stage = ?3, updated_at = ?4, "
         "provider_task_ids = ?5 WHERE id = ?1 AND status IN ('pending', 'processing')",
@@ -199,7 +198,7 @@ static const char *const sql_text[Q_COUNT] = {
         "UPDATE generations SET claimed_by = ?3, lease_until = ?4 WHERE id IN ("
         "SELECT x.id FROM generations x " ABANDONED "AND x.status IN ('pending', 'processing') "
         "AND x.provider_task_ids <> '[]' AND x.run_id IS NULL "
-        "ORDER BY x.created_at LIMIT ?2) "
+        "LIMIT ?2) "
         "RETURNING " LR_SQLITE_GEN_COLUMNS,
     [Q_AUDIT] = lr_sql_audit,
     [Q_MIGRATION_SEEN] = "SELECT 1 FROM schema_migrations WHERE version = ?1",

@@ -970,7 +970,9 @@ static void resume_row(lr_pipeline *p, const lr_generation *g)
     start_run(p, &req, &g->task_ids, 0, NULL, NULL);
 }
 
-enum { CLAIM_BATCH = 200, REAP_BATCH = 500 };
+/* Batches of a takeover: a reap batch holds its users' balance rows
+ * until it commits (about 0.15 s for 1,000 rows with the rollup triggers). */
+enum { CLAIM_BATCH = 500, REAP_BATCH = 1000 };
 
 /* One batch of resumable generations whose lease ran out, resumed here;
  * how many, or -1. */

@@ -11,9 +11,11 @@
 -- users' balance rows in that order while a live server's batches take
 -- them in user order, so the two deadlocked (PostgreSQL broke the circle
 -- after deadlock_timeout and the reaper's whole batch was lost until its
--- next round), and it cost a PL/pgSQL call per row. Now one statement
--- fails, refunds and records a batch, after locking the balances in user
--- order. Idempotent.
+-- next round), and it cost a PL/pgSQL call per row; each batch also
+-- sorted every unfinished row by age (0.07 s per batch at 55k rows, so a
+-- big backlog was quadratic). Now one statement fails, refunds and records
+-- a batch, after locking the balances in user order, and a batch takes
+-- the first abandoned rows it finds. Idempotent.
 
 -- The rule, in one place: work claimed by p_claimed_by (lease p_lease_until;
 -- p_alive_until the owner's heartbeat, NULL when it has none) is abandoned
@@ -43,7 +45,6 @@ BEGIN
        AND lensroom.abandoned(p_owner, x.claimed_by, x.lease_until, i.alive_until)
        AND coalesce(x.provider_task_ids, '[]'::jsonb) = '[]'::jsonb
        AND x.run_id IS NULL
-     ORDER BY x.created_at
      LIMIT p_limit
      FOR UPDATE OF x SKIP LOCKED) s;
   IF v_ids IS NULL THEN
