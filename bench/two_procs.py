@@ -210,6 +210,8 @@ def main():
                   f"(lease {run.lease} s; the first taken over "
                   f"{kill.get('first', t_drained) - kill['t']:.1f} s after it)")
         print(f"  audit: {'clean' if audit.returncode == 0 else 'FAILED ' + audit.stdout[-500:]}")
+        with open(os.path.join(run.pgdir, "postgres.log"), errors="replace") as f:
+            print(f"  deadlocks PostgreSQL broke: {f.read().count('deadlock detected')}")
     finally:
         run.close()
 
