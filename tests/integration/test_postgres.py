@@ -257,7 +257,8 @@ class Outage(unittest.TestCase):
         url = subprocess.run([PG_SH, "start", pgdir], capture_output=True, text=True,
                              check=True).stdout.strip()
         self.addCleanup(subprocess.run, [PG_SH, "stop", pgdir], capture_output=True)
-        s = Server({"DATABASE_URL": url})
+        admin = new_user()
+        s = Server({"DATABASE_URL": url, "LENSROOM_ADMINS": admin})
         self.addCleanup(s.cleanup)
         s.pg.drop()  # this server uses its own cluster: read the ledger through the API
         s.pg, s.owns_pg = None, False
@@ -266,6 +267,8 @@ class Outage(unittest.TestCase):
         s.grant(user, 16)
         tok = s.token(user)
         self.assertEqual(s.infer(tok).status, 200)
+        as_admin = {"Authorization": f"Bearer {s.token(admin)}"}
+        self.assertEqual(s.get("/api/admin/analytics", as_admin).status, 200)  # its connection
 
         subprocess.run(["runuser", "-u", "postgres", "--", "/usr/lib/postgresql/15/bin/pg_ctl",
                         "-D", os.path.join(pgdir, "data"), "-m", "fast", "-w", "stop"],
@@ -292,6 +295,9 @@ class Outage(unittest.TestCase):
         self.assertEqual(r.status, 200, r.body)
         bal = r.json["balance"]
         self.assertEqual(bal, 0)  # two generations, nothing charged for the failed attempt
+        # the admin reads' own connection met the restarted server too: retried, not 503
+        r = s.get("/api/admin/analytics", as_admin)
+        self.assertEqual(r.status, 200, r.body)
 
     def pg_ctl(self, pgdir, *args):
         subprocess.run(["runuser", "-u", "postgres", "--", "/usr/lib/postgresql/15/bin/pg_ctl",
