@@ -1207,13 +1207,35 @@ static void purge_job(void *arg)
  * lease_s/10, so five renewals in a row must fail or come late before
  * another process takes this one for dead; a dead one's work is found at
  * most lease_s/2 + lease_s/10 after its last beat and taken over in the
- * same round, within one lease. */
-static void beat(lr_pipeline *p)
+ * same round, within one lease. false: the database did not take it. */
+static bool beat(lr_pipeline *p)
 {
     char alive[32];
     lr_time_iso(lr_now_ms() + (int64_t)p->lease_s * 500, alive);
-    if (p->db->ops->renew_leases(p->db, p->owner, alive) != LR_OK)
-        lr_error("could not renew this process's heartbeat; other processes may take its work");
+    return p->db->ops->renew_leases(p->db, p->owner, alive) == LR_OK;
+}
+
+/* A database outage longer than a heartbeat ends every process's: when
+ * it is back, whichever process beats first would take the others' live
+ * work before they beat again. So after a failed beat a process takes
+ * nothing over for two more rounds (by then every live process has had a
+ * round to beat). Whether to recover this round; failing counts the
+ * rounds left (maintenance thread only). */
+static bool beat_round(lr_pipeline *p, int *quiet)
+{
+    if (!beat(p)) {
+        if (*quiet == 0)
+            lr_error("could not renew this process's heartbeat; other processes may take its "
+                     "work, and it takes none over until it beats again");
+        *quiet = 3;
+        return false;
+    }
+    if (*quiet == 3)
+        lr_info("heartbeat renewed again; taking over dead processes' work from the round after "
+                "next");
+    if (*quiet > 0)
+        (*quiet)--;
+    return *quiet == 0;
 }
 
 /* The maintenance thread: beats, then takes over what dead processes
@@ -1224,6 +1246,7 @@ static void beat(lr_pipeline *p)
 static void *maintenance_main(void *arg)
 {
     lr_pipeline *p = arg;
+    int quiet = 0;
     pthread_mutex_lock(&p->mu);
     while (!p->maint_stop) {
         struct timespec until;
@@ -1236,8 +1259,8 @@ static void *maintenance_main(void *arg)
         if (p->maint_stop)
             break;
         pthread_mutex_unlock(&p->mu);
-        beat(p);
-        lr_pipeline_recover(p);
+        if (beat_round(p, &quiet))
+            lr_pipeline_recover(p);
         pthread_mutex_lock(&p->mu);
         bool purge = !p->purge_queued;
         p->purge_queued = true;
@@ -1254,7 +1277,9 @@ void lr_pipeline_start_maintenance(lr_pipeline *p)
 {
     if (p->maint_running)
         return;
-    beat(p);
+    if (!beat(p))
+        lr_error("could not write this process's first heartbeat; it is retried every %d ms",
+                 p->lease_s * 100);
     if (pthread_create(&p->maint, NULL, maintenance_main, p) != 0) {
         lr_error("cannot start the maintenance thread");
         abort(); /* without renewals every generation would be reaped: fail loudly */

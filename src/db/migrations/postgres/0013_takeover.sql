@@ -28,6 +28,8 @@ RETURNS boolean LANGUAGE sql STABLE AS $$
               THEN p_lease_until IS NULL OR p_lease_until < pg_catalog.now()
               ELSE p_alive_until <= pg_catalog.now() END
 $$;
+REVOKE ALL ON FUNCTION lensroom.abandoned(uuid, uuid, timestamptz, timestamptz)
+  FROM PUBLIC, anon, authenticated;
 
 CREATE OR REPLACE FUNCTION lensroom.reap_expired(p_owner uuid, p_limit integer)
 RETURNS TABLE (generation_id uuid, refund integer)
