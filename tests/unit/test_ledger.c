@@ -1198,6 +1198,65 @@ static void test_posted_batch_mixes_users_in_order(void **state)
     assert_audit_sound(f);
 }
 
+/* A batch whose set-based statement raises (here: two reserves with one
+ * generation id, a primary key violation) is rolled back and run again one
+ * call per transaction: the other callers of the batch are answered as if
+ * nothing happened, the duplicate alone fails, and no credit moves for it. */
+static void test_failed_batch_is_rerun_call_by_call(void **state)
+{
+    fixture *f = *state;
+    enum { CALLS = 6 };
+    static fixture u[2];
+    for (int i = 0; i < 2; i++) {
+        u[i] = *f;
+        lr_uuid_v4(u[i].user);
+        grant(&u[i], 100, NULL);
+    }
+    static posted_answers a;
+    a = (posted_answers){.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    static posted_slot slot[CALLS];
+    static char ids[CALLS][LR_UUID_LEN + 1], ts[32], lease[32], owner[LR_UUID_LEN + 1];
+    static lr_reserve_req r[CALLS];
+    static lr_key_holder holder[CALLS];
+    static int balance[CALLS];
+    lr_time_iso(lr_now_ms(), ts);
+    lr_time_iso(lr_now_ms() + 3600 * 1000, lease);
+    lr_uuid_v4(owner);
+    for (int i = 0; i < CALLS; i++) {
+        if (i == 3)
+            memcpy(ids[i], ids[1], sizeof ids[i]); /* the duplicate */
+        else
+            lr_uuid_v4(ids[i]);
+        slot[i] = (posted_slot){&a, i};
+        r[i] = (lr_reserve_req){.generation_id = ids[i],
+                                .user_id = u[i % 2].user,
+                                .type = "text",
+                                .model = "anthropic_text",
+                                .provider = "mock",
+                                .prompt = "p",
+                                .outputs_count = 1,
+                                .cost = 10,
+                                .created_at = ts,
+                                .owner = owner,
+                                .lease_until = lease};
+        lr_db_reserve_async(f->db, &r[i], &balance[i], &holder[i], posted_done, &slot[i]);
+    }
+    posted_wait(&a, CALLS);
+    for (int i = 0; i < CALLS; i++) {
+        assert_int_equal(a.calls[i], 1);
+        if (i == 3)
+            assert_int_not_equal(a.e[i], LR_OK);
+        else
+            assert_int_equal(a.e[i], LR_OK);
+    }
+    assert_int_equal(balance_of(&u[0]), 70); /* calls 0, 2, 4 */
+    assert_int_equal(balance_of(&u[1]), 80); /* calls 1, 5; 3 failed */
+    for (int i = 0; i < 2; i++)
+        assert_ledger_consistent(&u[i]);
+    assert_int_equal(ledger_rows(&u[1], ids[1], "generation"), 1);
+    assert_audit_sound(f);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -1216,6 +1275,7 @@ int main(void)
         T(test_mixed_batches_answer_each_caller),
         T(test_posted_writes_answer_each_caller_once),
         T(test_posted_batch_mixes_users_in_order),
+        T(test_failed_batch_is_rerun_call_by_call),
         T(test_run_charged_once_nodes_refunded_once_and_left_to_their_run),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
