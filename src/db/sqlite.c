@@ -125,14 +125,15 @@ enum {
 
 /* The join and condition that pick, after "FROM <table> x", the rows
  * abandoned for owner ?3 at time ?1: claimed by another process whose
- * heartbeat ended or, for an owner with no heartbeat row (versions before
- * the heartbeats), whose row lease ran out. PostgreSQL states the same
- * rule as lensroom.abandoned (its migration 0013). */
-#define ABANDONED                                                                                  \
+ * heartbeat ended (counted only when the parameter dead is 1) or, for a
+ * claimer with no heartbeat row (it released its work, or predates the
+ * heartbeats), whose row lease ran out. PostgreSQL states the same rule
+ * as lensroom.abandoned (its migration 0013). */
+#define ABANDONED(dead)                                                                            \
     "LEFT JOIN instances i ON i.owner = x.claimed_by "                                             \
     "WHERE (x.claimed_by IS NULL OR x.claimed_by <> ?3) "                                          \
     "AND CASE WHEN i.alive_until IS NULL THEN x.lease_until IS NULL OR x.lease_until < ?1 "        \
-    "ELSE i.alive_until <= ?1 END "
+    "ELSE " dead " AND i.alive_until <= ?1 END "
 
 static const char *const sql_text[Q_COUNT] = {
     [Q_BEGIN] = "BEGIN IMMEDIATE",
@@ -185,21 +186,22 @@ static const char *const sql_text[Q_COUNT] = {
     [Q_PURGED] = "UPDATE generations SET purge_pending = 0 WHERE id = ?1",
     [Q_BEAT] = "INSERT INTO instances (owner, alive_until) VALUES (?1, ?2) "
                "ON CONFLICT (owner) DO UPDATE SET alive_until = excluded.alive_until",
-    [Q_BEATS_GONE] = "DELETE FROM instances WHERE owner <> ?1 AND alive_until < ?2",
+    [Q_BEATS_GONE] = "DELETE FROM instances WHERE (owner <> ?1 AND alive_until < ?2) "
+                     "OR (owner = ?1 AND alive_until <= ?3)",
     [Q_RENEW] = "UPDATE generations SET lease_until = ?2 WHERE ?2 <= ?3 AND claimed_by = ?1 "
                 "AND status IN ('pending', 'processing')",
-    [Q_EXPIRED] = "SELECT x.id, x.credits_used, x.outputs_count FROM generations x " ABANDONED
-                  "AND x.status IN ('pending', 'processing') "
-                  "AND x.provider_task_ids = '[]' AND x.run_id IS NULL LIMIT ?2",
+    [Q_EXPIRED] = "SELECT x.id, x.credits_used, x.outputs_count FROM generations x " ABANDONED(
+        "?4") "AND x.status IN ('pending', 'processing') "
+              "AND x.provider_task_ids = '[]' AND x.run_id IS NULL LIMIT ?2",
     [Q_STAGE_TASKS] =
         "UPDATE generations SET status = ?2, stage = ?3, updated_at = ?4, "
         "provider_task_ids = ?5 WHERE id = ?1 AND status IN ('pending', 'processing')",
-    [Q_CLAIM] =
-        "UPDATE generations SET claimed_by = ?3, lease_until = ?4 WHERE id IN ("
-        "SELECT x.id FROM generations x " ABANDONED "AND x.status IN ('pending', 'processing') "
-        "AND x.provider_task_ids <> '[]' AND x.run_id IS NULL "
-        "LIMIT ?2) "
-        "RETURNING " LR_SQLITE_GEN_COLUMNS,
+    [Q_CLAIM] = "UPDATE generations SET claimed_by = ?3, lease_until = ?4 WHERE id IN ("
+                "SELECT x.id FROM generations x " ABANDONED(
+                    "?5") "AND x.status IN ('pending', 'processing') "
+                          "AND x.provider_task_ids <> '[]' AND x.run_id IS NULL "
+                          "LIMIT ?2) "
+                          "RETURNING " LR_SQLITE_GEN_COLUMNS,
     [Q_AUDIT] = lr_sql_audit,
     [Q_MIGRATION_SEEN] = "SELECT 1 FROM schema_migrations WHERE version = ?1",
     [Q_MIGRATION_RECORD] = "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
@@ -254,9 +256,9 @@ static const char *const sql_text[Q_COUNT] = {
     [Q_RENEW_RUNS] = "UPDATE runs SET lease_until = ?2 WHERE ?2 <= ?3 AND claimed_by = ?1 "
                      "AND status = 'running'",
     [Q_CLAIM_RUNS] = "UPDATE runs SET claimed_by = ?3, lease_until = ?4 WHERE id IN ("
-                     "SELECT x.id FROM runs x " ABANDONED "AND x.status = 'running' "
-                     "ORDER BY x.created_at LIMIT ?2) "
-                     "RETURNING id",
+                     "SELECT x.id FROM runs x " ABANDONED("?5") "AND x.status = 'running' "
+                                                                "ORDER BY x.created_at LIMIT ?2) "
+                                                                "RETURNING id",
     [Q_CLAIM_RUN_NODES] = "UPDATE generations SET claimed_by = ?2, lease_until = ?3 "
                           "WHERE run_id = ?1 AND status IN ('pending', 'processing')",
     [Q_INSERT_CACHED_NODE] =
@@ -1135,8 +1137,8 @@ static lr_err renew_job(conn *c, void *ctx)
     lr_time_iso(ms, now);
     lr_time_iso(ms - 24 * 3600 * 1000, day_ago);
     lr_err e = run(c, Q_BEAT, ARGS(A_TEXT(a->owner), A_TEXT(a->lease_until)), NULL, NULL);
-    if (e == LR_OK)
-        e = run(c, Q_BEATS_GONE, ARGS(A_TEXT(a->owner), A_TEXT(day_ago)), NULL, NULL);
+    if (e == LR_OK) /* old heartbeats, and this one when it is a release */
+        e = run(c, Q_BEATS_GONE, ARGS(A_TEXT(a->owner), A_TEXT(day_ago), A_TEXT(now)), NULL, NULL);
     if (e == LR_OK)
         e = run(c, Q_RENEW, ARGS(A_TEXT(a->owner), A_TEXT(a->lease_until), A_TEXT(now)), NULL,
                 NULL);
@@ -1172,7 +1174,8 @@ static void add_expired(sqlite3_stmt *s, void *out)
 /* Expired rows are read first, then each is settled in its own
  * transaction; settle's status guard makes a race with another reaper (or
  * a late owner) harmless: the loser changes nothing. */
-static lr_err sq_reap_expired(lr_db *db, const char *owner, int limit, lr_reaped_list *reaped)
+static lr_err sq_reap_expired(lr_db *db, const char *owner, int limit, bool dead,
+                              lr_reaped_list *reaped)
 {
     char now[32];
     now_iso(now);
@@ -1180,7 +1183,7 @@ static lr_err sq_reap_expired(lr_db *db, const char *owner, int limit, lr_reaped
     size_t kept = 0;
     *reaped = (lr_reaped_list){0};
     lr_err e = query((sqlite_db *)db, READ, Q_EXPIRED,
-                     ARGS(A_TEXT(now), A_INT(limit), A_TEXT(owner)), add_expired, &x);
+                     ARGS(A_TEXT(now), A_INT(limit), A_TEXT(owner), A_INT(dead)), add_expired, &x);
     for (size_t i = 0; e == LR_OK && i < x.n; i++) {
         lr_settle_req q = {
             .generation_id = x.v[i].id,
@@ -1204,14 +1207,15 @@ static lr_err sq_reap_expired(lr_db *db, const char *owner, int limit, lr_reaped
 }
 
 static lr_err sq_claim_resumable(lr_db *db, const char *owner, const char *lease_until, int limit,
-                                 lr_generation_list *rows)
+                                 bool dead, lr_generation_list *rows)
 {
     char now[32];
     now_iso(now);
     *rows = (lr_generation_list){0};
-    lr_err e = query((sqlite_db *)db, WRITE, Q_CLAIM,
-                     ARGS(A_TEXT(now), A_INT(limit), A_TEXT(owner), A_TEXT(lease_until)),
-                     INTO(lr_db_add_generation, GC_COUNT, rows));
+    lr_err e =
+        query((sqlite_db *)db, WRITE, Q_CLAIM,
+              ARGS(A_TEXT(now), A_INT(limit), A_TEXT(owner), A_TEXT(lease_until), A_INT(dead)),
+              INTO(lr_db_add_generation, GC_COUNT, rows));
     if (e != LR_OK)
         lr_generation_list_clear(rows);
     return e;
@@ -1448,6 +1452,7 @@ static void add_id(sqlite3_stmt *s, void *out)
 typedef struct {
     const char *owner, *lease_until, *now;
     int limit;
+    bool dead;
     lr_strv *ids;
 } claim_runs_args;
 
@@ -1456,7 +1461,8 @@ static lr_err claim_runs_job(conn *c, void *ctx)
     claim_runs_args *a = ctx;
     lr_strv_clear(a->ids);
     lr_err e = run(c, Q_CLAIM_RUNS,
-                   ARGS(A_TEXT(a->now), A_INT(a->limit), A_TEXT(a->owner), A_TEXT(a->lease_until)),
+                   ARGS(A_TEXT(a->now), A_INT(a->limit), A_TEXT(a->owner), A_TEXT(a->lease_until),
+                        A_INT(a->dead)),
                    add_id, a->ids);
     for (size_t i = 0; e == LR_OK && i < a->ids->n; i++)
         e = run(c, Q_CLAIM_RUN_NODES,
@@ -1465,15 +1471,18 @@ static lr_err claim_runs_job(conn *c, void *ctx)
 }
 
 static lr_err sq_claim_runs(lr_db *db, const char *owner, const char *lease_until, int limit,
-                            lr_strv *ids)
+                            bool dead, lr_strv *ids)
 {
     char now[32];
     now_iso(now);
     *ids = (lr_strv){0};
-    lr_err e = write_job_run(
-        (sqlite_db *)db, claim_runs_job,
-        &(claim_runs_args){
-            .owner = owner, .lease_until = lease_until, .now = now, .limit = limit, .ids = ids});
+    lr_err e = write_job_run((sqlite_db *)db, claim_runs_job,
+                             &(claim_runs_args){.owner = owner,
+                                                .lease_until = lease_until,
+                                                .now = now,
+                                                .limit = limit,
+                                                .dead = dead,
+                                                .ids = ids});
     if (e != LR_OK)
         lr_strv_clear(ids);
     return e;

@@ -940,7 +940,8 @@ static int graph_runs_recover(lr_pipeline *p)
     char lease[32];
     lr_time_iso(lr_now_ms() + (int64_t)p->lease_s * 1000, lease);
     lr_strv ids;
-    if (p->db->ops->claim_runs(p->db, p->owner, lease, 50, &ids) != LR_OK)
+    if (p->db->ops->claim_runs(p->db, p->owner, lease, 50, lr_pipeline_takes_dead(p), &ids) !=
+        LR_OK)
         return -1;
     for (size_t i = 0; i < ids.n; i++) {
         lr_run rr;
