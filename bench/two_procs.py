@@ -169,8 +169,11 @@ def main():
             kill["left"] = int(run.sql(q))
 
             def watch():
-                while int(run.sql(q)) > 0:
+                while (n := int(run.sql(q))) > 0:
+                    if n < kill["left"] and "first" not in kill:
+                        kill["first"] = time.time()
                     time.sleep(0.5)
+                kill.setdefault("first", time.time())
                 kill["clear"] = time.time()
             threading.Thread(target=watch, daemon=True).start()
         time.sleep(max(0, t0 + args.seconds - time.time()))
@@ -204,8 +207,11 @@ def main():
         if args.kill:
             print(f"  A killed at {kill['t'] - t0:.0f} s with {kill['left']} unfinished; the last "
                   f"of them final {kill.get('clear', t_drained) - kill['t']:.1f} s after the kill "
-                  f"(lease {run.lease} s)")
+                  f"(lease {run.lease} s; the first taken over "
+                  f"{kill.get('first', t_drained) - kill['t']:.1f} s after it)")
         print(f"  audit: {'clean' if audit.returncode == 0 else 'FAILED ' + audit.stdout[-500:]}")
+        with open(os.path.join(run.pgdir, "postgres.log"), errors="replace") as f:
+            print(f"  deadlocks PostgreSQL broke: {f.read().count('deadlock detected')}")
     finally:
         run.close()
 

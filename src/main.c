@@ -61,8 +61,8 @@ static const char usage_serve[] =
     "usage: lensroom serve\n"
     "Runs the HTTP API on PORT (default 3001) with data in LENSROOM_DATA_DIR\n"
     "(default ./lensroom-data). Applies migrations, then serves until SIGINT/SIGTERM.\n"
-    "Generations left unfinished by a stopped process are failed and refunded once\n"
-    "their lease (LENSROOM_LEASE_S, default 30) runs out.\n";
+    "Generations left unfinished by a stopped process are resumed, or failed and\n"
+    "refunded, within one lease of its death (LENSROOM_LEASE_S, default 30).\n";
 static const char usage_migrate[] =
     "usage: lensroom migrate\n"
     "Applies the database schema; running it again changes nothing.\n";

@@ -72,7 +72,7 @@ typedef struct {
     bool allow_anon_infer;
     char *test_user_id;
 
-    int lease_s;            /* claim on a running generation, renewed every lease_s/3 */
+    int lease_s;            /* claim on a running generation; takeover within it */
     int user_rate_per_min;  /* infer requests per user and minute, 0: no limit */
     int user_max_in_flight; /* generations running per user, 0: no limit */
     int wait_default_s;

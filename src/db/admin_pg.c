@@ -148,13 +148,22 @@ static lr_err pg_rows(lr_admin *a, int q, int n, const char *const *params, lr_d
                       int ncols, void *list)
 {
     pg_admin *d = (pg_admin *)a;
-    PGconn *c = conn(d);
-    if (!c)
-        return LR_ERR_UNAVAILABLE;
-    PGresult *r = PQexecParams(c, sql_text[q], n, NULL, params, NULL, NULL, 0);
-    ExecStatusType st = PQresultStatus(r);
+    PGresult *r = NULL;
+    ExecStatusType st = PGRES_FATAL_ERROR;
+    bool gone = true;
+    /* An idle connection to a server that restarted still says OK until
+     * its next statement fails: these are reads, so that first failure is
+     * retried once on a fresh connection instead of answering 503. */
+    for (int attempt = 0; attempt < 2 && gone; attempt++) {
+        PGconn *c = conn(d);
+        if (!c)
+            return LR_ERR_UNAVAILABLE;
+        PQclear(r);
+        r = PQexecParams(c, sql_text[q], n, NULL, params, NULL, NULL, 0);
+        st = PQresultStatus(r);
+        gone = st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK && PQstatus(c) != CONNECTION_OK;
+    }
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-        bool gone = PQstatus(c) != CONNECTION_OK;
         if (!gone)
             lr_error("postgres admin: %s", PQresultErrorMessage(r));
         PQclear(r);

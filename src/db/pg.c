@@ -54,6 +54,7 @@ extern const char lr_sql_pg_0008_run_exec[];
 extern const char lr_sql_pg_0010_rollups[];
 extern const char lr_sql_pg_0011_ops[];
 extern const char lr_sql_pg_0012_heartbeats[];
+extern const char lr_sql_pg_0013_takeover[];
 
 static const struct {
     const char *version;
@@ -69,7 +70,8 @@ static const struct {
                   {"0009_previews", lr_sql_pg_0009_previews},
                   {"0010_rollups", lr_sql_pg_0010_rollups},
                   {"0011_ops", lr_sql_pg_0011_ops},
-                  {"0012_heartbeats", lr_sql_pg_0012_heartbeats}};
+                  {"0012_heartbeats", lr_sql_pg_0012_heartbeats},
+                  {"0013_takeover", lr_sql_pg_0013_takeover}};
 
 /* Readiness (db/admin.c) checks that the newest one is applied. */
 const char *lr_db_pg_latest_migration(void)
@@ -868,6 +870,12 @@ static lr_err pg_reap_expired(lr_db *db, const char *owner, int limit, lr_reaped
                       add_reaped, 2, reaped);
 }
 
+/* The join and condition that pick, after "FROM <table> x", the rows
+ * abandoned for owner $1 (rule: lensroom.abandoned, migration 0013). */
+#define ABANDONED_BY_1                                                                             \
+    "LEFT JOIN lensroom.instances i ON i.owner = x.claimed_by "                                    \
+    "WHERE lensroom.abandoned($1::uuid, x.claimed_by, x.lease_until, i.alive_until) "
+
 /* Claims with FOR UPDATE SKIP LOCKED: concurrent claimers skip each
  * other's rows instead of waiting for them. */
 static lr_err pg_claim_resumable(lr_db *db, const char *owner, const char *lease_until, int limit,
@@ -880,14 +888,10 @@ static lr_err pg_claim_resumable(lr_db *db, const char *owner, const char *lease
     return query_rows(
         (pg_db *)db,
         "UPDATE public.generations g SET claimed_by = $1::uuid, lease_until = $2::timestamptz "
-        "WHERE g.id IN (SELECT x.id FROM public.generations x "
-        "WHERE x.status IN ('pending', 'processing') "
-        "AND (x.lease_until IS NULL OR x.lease_until < now()) "
-        "AND x.claimed_by IS DISTINCT FROM $1::uuid "
-        "AND NOT EXISTS (SELECT 1 FROM lensroom.instances i WHERE i.owner = x.claimed_by "
-        "AND i.alive_until > now()) "
+        "WHERE g.id IN (SELECT x.id FROM public.generations x " ABANDONED_BY_1
+        "AND x.status IN ('pending', 'processing') "
         "AND coalesce(x.provider_task_ids, '[]'::jsonb) <> '[]'::jsonb AND x.run_id IS NULL "
-        "ORDER BY x.created_at LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING " LR_PG_GEN_COLUMNS,
+        "LIMIT $3 FOR UPDATE OF x SKIP LOCKED) RETURNING " LR_PG_GEN_COLUMNS,
         3, p, lr_db_add_generation, GC_COUNT, rows);
 }
 
@@ -1097,20 +1101,16 @@ static lr_err pg_claim_runs(lr_db *db, const char *owner, const char *lease_unti
     snprintf(lim, sizeof lim, "%d", limit);
     const char *p[] = {owner, lease_until, lim};
     *ids = (lr_strv){0};
-    lr_err e = query_rows(
-        (pg_db *)db,
-        "WITH c AS (UPDATE public.runs r SET claimed_by = $1::uuid, "
-        "lease_until = $2::timestamptz WHERE r.id IN (SELECT x.id FROM public.runs x "
-        "WHERE x.status = 'running' AND (x.lease_until IS NULL OR x.lease_until < now()) "
-        "AND x.claimed_by IS DISTINCT FROM $1::uuid "
-        "AND NOT EXISTS (SELECT 1 FROM lensroom.instances i WHERE i.owner = x.claimed_by "
-        "AND i.alive_until > now()) "
-        "ORDER BY x.created_at LIMIT $3 "
-        "FOR UPDATE SKIP LOCKED) RETURNING r.id), "
-        "n AS (UPDATE public.generations g SET claimed_by = $1::uuid, "
-        "lease_until = $2::timestamptz FROM c WHERE g.run_id = c.id "
-        "AND g.status IN ('pending', 'processing')) SELECT id FROM c",
-        3, p, add_run_id, 1, ids);
+    lr_err e =
+        query_rows((pg_db *)db,
+                   "WITH c AS (UPDATE public.runs r SET claimed_by = $1::uuid, "
+                   "lease_until = $2::timestamptz WHERE r.id IN (SELECT x.id FROM public.runs "
+                   "x " ABANDONED_BY_1 "AND x.status = 'running' ORDER BY x.created_at LIMIT $3 "
+                   "FOR UPDATE OF x SKIP LOCKED) RETURNING r.id), "
+                   "n AS (UPDATE public.generations g SET claimed_by = $1::uuid, "
+                   "lease_until = $2::timestamptz FROM c WHERE g.run_id = c.id "
+                   "AND g.status IN ('pending', 'processing')) SELECT id FROM c",
+                   3, p, add_run_id, 1, ids);
     if (e != LR_OK)
         lr_strv_clear(ids);
     return e;

@@ -128,6 +128,17 @@ enum {
     Q_COUNT
 };
 
+/* The join and condition that pick, after "FROM <table> x", the rows
+ * abandoned for owner ?3 at time ?1: claimed by another process whose
+ * heartbeat ended or, for an owner with no heartbeat row (versions before
+ * the heartbeats), whose row lease ran out. PostgreSQL states the same
+ * rule as lensroom.abandoned (its migration 0013). */
+#define ABANDONED                                                                                  \
+    "LEFT JOIN instances i ON i.owner = x.claimed_by "                                             \
+    "WHERE (x.claimed_by IS NULL OR x.claimed_by <> ?3) "                                          \
+    "AND CASE WHEN i.alive_until IS NULL THEN x.lease_until IS NULL OR x.lease_until < ?1 "        \
+    "ELSE i.alive_until <= ?1 END "
+
 static const char *const sql_text[Q_COUNT] = {
     [Q_BEGIN] = "BEGIN IMMEDIATE",
     [Q_COMMIT] = "COMMIT",
@@ -182,24 +193,18 @@ static const char *const sql_text[Q_COUNT] = {
     [Q_BEATS_GONE] = "DELETE FROM instances WHERE owner <> ?1 AND alive_until < ?2",
     [Q_RENEW] = "UPDATE generations SET lease_until = ?2 WHERE ?2 <= ?3 AND claimed_by = ?1 "
                 "AND status IN ('pending', 'processing')",
-    [Q_EXPIRED] = "SELECT id, credits_used, outputs_count FROM generations "
-                  "WHERE status IN ('pending', 'processing') "
-                  "AND (lease_until IS NULL OR lease_until < ?1) "
-                  "AND (claimed_by IS NULL OR claimed_by <> ?3) "
-                  "AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.owner = claimed_by "
-                  "AND i.alive_until > ?1) "
-                  "AND provider_task_ids = '[]' AND run_id IS NULL ORDER BY created_at LIMIT ?2",
+    [Q_EXPIRED] = "SELECT x.id, x.credits_used, x.outputs_count FROM generations x " ABANDONED
+                  "AND x.status IN ('pending', 'processing') "
+                  "AND x.provider_task_ids = '[]' AND x.run_id IS NULL LIMIT ?2",
     [Q_STAGE_TASKS] =
         "UPDATE generations SET status = ?2, stage = ?3, updated_at = ?4, "
         "provider_task_ids = ?5 WHERE id = ?1 AND status IN ('pending', 'processing')",
-    [Q_CLAIM] = "UPDATE generations SET claimed_by = ?3, lease_until = ?4 WHERE id IN ("
-                "SELECT id FROM generations WHERE status IN ('pending', 'processing') "
-                "AND (lease_until IS NULL OR lease_until < ?1) "
-                "AND (claimed_by IS NULL OR claimed_by <> ?3) "
-                "AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.owner = claimed_by "
-                "AND i.alive_until > ?1) "
-                "AND provider_task_ids <> '[]' AND run_id IS NULL ORDER BY created_at LIMIT ?2) "
-                "RETURNING " LR_SQLITE_GEN_COLUMNS,
+    [Q_CLAIM] =
+        "UPDATE generations SET claimed_by = ?3, lease_until = ?4 WHERE id IN ("
+        "SELECT x.id FROM generations x " ABANDONED "AND x.status IN ('pending', 'processing') "
+        "AND x.provider_task_ids <> '[]' AND x.run_id IS NULL "
+        "LIMIT ?2) "
+        "RETURNING " LR_SQLITE_GEN_COLUMNS,
     [Q_AUDIT] = lr_sql_audit,
     [Q_MIGRATION_SEEN] = "SELECT 1 FROM schema_migrations WHERE version = ?1",
     [Q_MIGRATION_RECORD] = "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
@@ -254,12 +259,8 @@ static const char *const sql_text[Q_COUNT] = {
     [Q_RENEW_RUNS] = "UPDATE runs SET lease_until = ?2 WHERE ?2 <= ?3 AND claimed_by = ?1 "
                      "AND status = 'running'",
     [Q_CLAIM_RUNS] = "UPDATE runs SET claimed_by = ?3, lease_until = ?4 WHERE id IN ("
-                     "SELECT id FROM runs WHERE status = 'running' "
-                     "AND (lease_until IS NULL OR lease_until < ?1) "
-                     "AND (claimed_by IS NULL OR claimed_by <> ?3) "
-                     "AND NOT EXISTS (SELECT 1 FROM instances i WHERE i.owner = claimed_by "
-                     "AND i.alive_until > ?1) "
-                     "ORDER BY created_at LIMIT ?2) "
+                     "SELECT x.id FROM runs x " ABANDONED "AND x.status = 'running' "
+                     "ORDER BY x.created_at LIMIT ?2) "
                      "RETURNING id",
     [Q_CLAIM_RUN_NODES] = "UPDATE generations SET claimed_by = ?2, lease_until = ?3 "
                           "WHERE run_id = ?1 AND status IN ('pending', 'processing')",

@@ -78,8 +78,10 @@ typedef void (*lr_wait_fn)(void *ctx, const lr_outcome *outcome);
 typedef void (*lr_observer_fn)(void *ctx, const char *generation_id, lr_gen_status status,
                                lr_gen_stage stage);
 
-/* lease_s: how long a claim on a generation holds without renewal; the
- * pipeline renews its own claims every lease_s/3 and reaps expired ones. */
+/* lease_s: how long a claim on a generation holds without renewal. The
+ * pipeline keeps a heartbeat of lease_s/2, renewed every lease_s/10, and
+ * takes over (resumes or reaps) the work of dead processes within one
+ * lease of their death. */
 lr_pipeline *lr_pipeline_new(lr_db *db, lr_store *store, lr_provider *provider,
                              const lr_catalog *catalog, const lr_net_policy *net, lr_loop *loop,
                              lr_workers *workers, int lease_s);
@@ -99,10 +101,10 @@ void lr_pipeline_attach(lr_pipeline *p, const lr_pipeline_part *part);
 void lr_pipeline_set_previews(lr_pipeline *p, lr_previews *q);
 /* First delay before a failed download is retried (doubling; default 1 s). */
 void lr_pipeline_set_retry(lr_pipeline *p, int retry_ms);
-/* Takes over unfinished generations whose lease ran out (their process
- * died): those with provider task ids are resumed by polling the tasks,
- * the others are failed and refunded. Returns how many were handled, -1 on
- * a database error. Called at start and then periodically. */
+/* Takes over unfinished generations whose process died (its heartbeat
+ * ended; for a process without one, the row's lease ran out): those with provider task ids are
+ * resumed by polling the tasks, the others are failed and refunded. Returns how many were handled,
+ * -1 on a database error. Called at start and then periodically. */
 int lr_pipeline_recover(lr_pipeline *p);
 /* Cancels user's unfinished generation: settled as canceled with a full
  * refund (exactly once, whichever process runs it); the provider is told
@@ -120,8 +122,8 @@ bool lr_pipeline_is_local(lr_pipeline *p, const char *id);
  * flag; false leaves it for the periodic retry. Blocking (storage calls):
  * not for the loop thread. */
 bool lr_pipeline_purge_objects(lr_pipeline *p, const char *id, const lr_strv *keys);
-/* Starts the maintenance thread: lease renewal and recovery every
- * lease_s/3 on a thread of their own (never queued behind bulk work),
+/* Beats once, then starts the maintenance thread: heartbeat and recovery
+ * every lease_s/10 on a thread of their own (never queued behind bulk work),
  * purge retries on the workers. lr_pipeline_drain stops it. */
 void lr_pipeline_start_maintenance(lr_pipeline *p);
 int lr_pipeline_in_flight(lr_pipeline *p);

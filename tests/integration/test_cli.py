@@ -34,7 +34,7 @@ class Cli(unittest.TestCase):
                                                       "0005_billing", "0006_runs", "0007_admin_links",
                                                       "0008_run_exec", "0009_previews",
                                                       "0010_rollups", "0011_ops",
-                                                      "0012_heartbeats"]) \
+                                                      "0012_heartbeats", "0013_takeover"]) \
             if BACKEND == "postgres" else ("schema_migrations",
                                            ["0001_init", "0002_leases", "0003_deletion",
                                             "0004_idempotency", "0005_billing", "0006_admin",

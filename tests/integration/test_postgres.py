@@ -12,7 +12,7 @@ import unittest
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
-from harness import BACKEND, BIN, PgDatabase, Server, new_user, pg_connect
+from harness import BACKEND, BIN, PgDatabase, Server, new_user, pg_connect, wait_for
 
 MIGRATION_DIR = os.path.join(os.path.dirname(__file__), "../../src/db/migrations/postgres")
 MIGRATION = os.path.join(MIGRATION_DIR, "0001_credits_generations.sql")
@@ -257,7 +257,8 @@ class Outage(unittest.TestCase):
         url = subprocess.run([PG_SH, "start", pgdir], capture_output=True, text=True,
                              check=True).stdout.strip()
         self.addCleanup(subprocess.run, [PG_SH, "stop", pgdir], capture_output=True)
-        s = Server({"DATABASE_URL": url})
+        admin = new_user()
+        s = Server({"DATABASE_URL": url, "LENSROOM_ADMINS": admin})
         self.addCleanup(s.cleanup)
         s.pg.drop()  # this server uses its own cluster: read the ledger through the API
         s.pg, s.owns_pg = None, False
@@ -266,6 +267,8 @@ class Outage(unittest.TestCase):
         s.grant(user, 16)
         tok = s.token(user)
         self.assertEqual(s.infer(tok).status, 200)
+        as_admin = {"Authorization": f"Bearer {s.token(admin)}"}
+        self.assertEqual(s.get("/api/admin/analytics", as_admin).status, 200)  # its connection
 
         subprocess.run(["runuser", "-u", "postgres", "--", "/usr/lib/postgresql/15/bin/pg_ctl",
                         "-D", os.path.join(pgdir, "data"), "-m", "fast", "-w", "stop"],
@@ -292,6 +295,78 @@ class Outage(unittest.TestCase):
         self.assertEqual(r.status, 200, r.body)
         bal = r.json["balance"]
         self.assertEqual(bal, 0)  # two generations, nothing charged for the failed attempt
+        # the admin reads' own connection met the restarted server too: retried, not 503
+        r = s.get("/api/admin/analytics", as_admin)
+        self.assertEqual(r.status, 200, r.body)
+
+    def pg_ctl(self, pgdir, *args):
+        subprocess.run(["runuser", "-u", "postgres", "--", "/usr/lib/postgresql/15/bin/pg_ctl",
+                        "-D", os.path.join(pgdir, "data"), *args], capture_output=True, check=True)
+
+    def test_an_outage_longer_than_the_heartbeat_takes_no_live_work(self):
+        """Both processes' heartbeats end while the database is down; when it
+        is back, whichever beats first must not take the other's live
+        generations for dead (it waits two rounds, by which time the other
+        has beaten): every generation succeeds where it began."""
+        pgdir = os.path.join(tempfile.mkdtemp(prefix="lensroom-pg-outage-"), "pg")
+        os.chmod(os.path.dirname(pgdir), 0o755)
+        url = subprocess.run([PG_SH, "start", pgdir], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        self.addCleanup(subprocess.run, [PG_SH, "stop", pgdir], capture_output=True)
+        env = {"DATABASE_URL": url, "LENSROOM_LEASE_S": "2", "LENSROOM_MOCK_LATENCY_MS": "20000",
+               "SUPABASE_JWT_SECRET": "outage-shared-secret-at-least-32-characters"}
+        servers = []
+        for _ in range(2):
+            s = Server(env)
+            self.addCleanup(s.cleanup)
+            s.pg.drop()  # these servers share their own cluster
+            s.pg, s.owns_pg = None, False
+            servers.append(s.start())
+        user = new_user()
+        servers[0].grant(user, 64)
+        tok = servers[0].token(user)
+        gids = {}
+        for i, s in enumerate(servers):
+            for k in range(3):
+                r = s.infer(tok, prompt=f"outage {i} {k}", headers={"Prefer": "respond-async"})
+                self.assertEqual(r.status, 202, r.body)
+                gids[r.json["generationId"]] = i
+        with pg_connect(url) as c, c.cursor() as cur:
+            cur.execute("SELECT id::text, claimed_by::text FROM public.generations")
+            owner = dict(cur.fetchall())
+            cur.execute("SELECT extract(epoch FROM max(alive_until)) FROM lensroom.instances")
+            alive_until = float(cur.fetchone()[0])
+        c.close()
+        self.assertEqual(len({owner[g] for g in gids}), 2)
+
+        self.pg_ctl(pgdir, "-m", "fast", "-w", "stop")
+        # down until both heartbeats have ended and both processes saw it
+        self.assertTrue(wait_for(lambda: time.time() > alive_until + 0.5, 30))
+        for s in servers:
+            self.assertTrue(wait_for(lambda: "could not renew this process's heartbeat"
+                                     in s.read_log(), 30), s.read_log())
+        self.pg_ctl(pgdir, "-l", os.path.join(pgdir, "pg2.log"), "-o",
+                    f"-k {pgdir} -c listen_addresses=''", "-w", "start")
+
+        for g, i in gids.items():
+            self.assertEqual(servers[i].wait_settled(g, tok, timeout=120), "success", g)
+        with pg_connect(url) as c, c.cursor() as cur:
+            cur.execute("SELECT id::text, claimed_by::text, status FROM public.generations")
+            after = {g: (o, st) for g, o, st in cur.fetchall()}
+            cur.execute("SELECT coalesce(sum(amount), 0), (SELECT amount FROM public.credits "
+                        "WHERE user_id = %s) FROM public.credit_transactions WHERE user_id = %s",
+                        (user, user))
+            ledger, balance = cur.fetchone()
+        c.close()
+        for g in gids:
+            self.assertEqual(after[g], (owner[g], "success"), g)
+        self.assertEqual(ledger, balance)
+        self.assertEqual(balance, 64 - 8 * len(gids))
+        for s in servers:
+            log = s.read_log()
+            self.assertNotIn("unfinished generation failed and refunded", log)
+            self.assertNotIn("resuming generation left by a stopped process", log)
+            self.assertIn("heartbeat renewed again", log)
 
 
 if __name__ == "__main__":

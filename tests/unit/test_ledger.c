@@ -498,6 +498,51 @@ static void test_live_heartbeat_keeps_expired_work(void **state)
     assert_audit_sound(f);
 }
 
+/* An owner's heartbeat decides for it: once it has ended, its work is
+ * taken over even though the rows' own leases still hold (a killed
+ * process's newest rows would otherwise wait a whole lease more), and
+ * while it lasts nothing is taken. */
+static void test_ended_heartbeat_hands_over_leased_work(void **state)
+{
+    fixture *f = *state;
+    grant(f, 10, NULL);
+    char owner[LR_UUID_LEN + 1], rival[LR_UUID_LEN + 1], alive[32];
+    lr_uuid_v4(owner);
+    lr_uuid_v4(rival);
+    int64_t dies_ms = lr_now_ms() + 2000;
+    lr_time_iso(dies_ms, alive);
+    assert_int_equal(f->db->ops->renew_leases(f->db, owner, alive), LR_OK);
+    char untaken[LR_UUID_LEN + 1], running[LR_UUID_LEN + 1];
+    int balance;
+    reservation fresh = {.cost = 2, .lease_ms = 3600 * 1000, .owner = owner};
+    assert_int_equal(reserve_with(f, &fresh, untaken, &balance, NULL), LR_OK);
+    fresh.cost = 3;
+    assert_int_equal(reserve_with(f, &fresh, running, &balance, NULL), LR_OK);
+    char *task_v[] = {"task-8"};
+    lr_strv tasks = {task_v, 1};
+    assert_int_equal(f->db->ops->set_stage(f->db, running, "processing", "submitted", &tasks),
+                     LR_OK);
+    bool untaken_early = taken_by(f, rival, untaken, true);
+    bool running_early = taken_by(f, rival, running, false);
+    if (lr_now_ms() < dies_ms) { /* the checks ran while the heartbeat lived */
+        assert_false(untaken_early);
+        assert_false(running_early);
+    }
+    /* The heartbeat ends by itself (no release): wait for it to be seen. */
+    bool refunded = untaken_early, claimed = running_early;
+    for (int64_t deadline = dies_ms + 30000; (!refunded || !claimed) && lr_now_ms() < deadline;) {
+        usleep(50000);
+        refunded = refunded || taken_by(f, rival, untaken, true);
+        claimed = claimed || taken_by(f, rival, running, false);
+    }
+    assert_true(refunded);
+    assert_true(claimed);
+    assert_int_equal(balance_of(f), 7); /* the untaken one refunded, once */
+    assert_false(taken_by(f, owner, untaken, true));
+    assert_ledger_consistent(f);
+    assert_audit_sound(f);
+}
+
 static void test_expired_work_is_reaped_or_claimed_once(void **state)
 {
     fixture *f = *state;
@@ -1033,6 +1078,7 @@ int main(void)
         T(test_delete_hides_and_queues_objects),
         T(test_expired_work_is_reaped_or_claimed_once),
         T(test_live_heartbeat_keeps_expired_work),
+        T(test_ended_heartbeat_hands_over_leased_work),
         T(test_concurrent_reserves_never_overspend),
         T(test_mixed_batches_answer_each_caller),
         T(test_posted_writes_answer_each_caller_once),
