@@ -584,7 +584,7 @@ static lr_err reserve(lr_pipeline *p, const lr_run_begin_req *q, lr_run_begin_re
         const lr_price_line *l = &c->lines[i];
         const lr_graph_node *gn = &q->graph->nodes[i];
         const lr_run_node *from = &plan->cache[i];
-        lr_uuid_v4(gen_ids[i]);
+        lr_uuid_v7(gen_ids[i]);
         if (!plan->included[i])
             continue;
         urls[i] = from->generation_id ? lr_strv_json(&from->result_urls) : NULL;

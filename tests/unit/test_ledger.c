@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -967,6 +968,63 @@ static void test_mixed_batches_answer_each_caller(void **state)
     assert_audit_sound(f);
 }
 
+/* Callers that never pause: the writer commits while the checkpoint
+ * thread copies, so that copy alone never catches up with the WAL's end.
+ * The WAL must still start over from its beginning (the writer copies
+ * the tail), or it grows for as long as the load lasts: its file's size
+ * is the most it ever held. */
+enum { STEADY_CALLERS = 16, STEADY_ROUNDS = 300, WAL_FRAME = 24 + 4096 };
+
+typedef struct {
+    fixture f;
+    int errors;
+} steady_caller;
+
+static void *steady_call(void *p)
+{
+    steady_caller *c = p;
+    for (int round = 0; round < STEADY_ROUNDS; round++) {
+        char id[LR_UUID_LEN + 1];
+        int balance;
+        if (reserve_with(&c->f, &(reservation){.cost = 1}, id, &balance, NULL) != LR_OK) {
+            c->errors++;
+            continue;
+        }
+        lr_settle_req s = {
+            .generation_id = id, .user_id = c->f.user, .status = "success", .succeeded_count = 1};
+        c->errors += c->f.db->ops->settle(c->f.db, &s, &balance) != LR_OK;
+    }
+    return NULL;
+}
+
+static void test_wal_starts_over_under_steady_writes(void **state)
+{
+    fixture *f = *state;
+    if (!f->path[0])
+        skip(); /* PostgreSQL: its own WAL */
+    static steady_caller c[STEADY_CALLERS];
+    pthread_t t[STEADY_CALLERS];
+    for (int i = 0; i < STEADY_CALLERS; i++) {
+        c[i] = (steady_caller){.f = *f};
+        lr_uuid_v4(c[i].f.user);
+        grant(&c[i].f, STEADY_ROUNDS, NULL);
+    }
+    for (int i = 0; i < STEADY_CALLERS; i++)
+        pthread_create(&t[i], NULL, steady_call, &c[i]);
+    for (int i = 0; i < STEADY_CALLERS; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(c[i].errors, 0);
+        assert_int_equal(balance_of(&c[i].f), 0);
+    }
+    char wal[96];
+    snprintf(wal, sizeof wal, "%s-wal", f->path);
+    struct stat st;
+    assert_int_equal(stat(wal, &st), 0);
+    /* 9,600 writes put tens of thousands of frames through it */
+    assert_true(st.st_size < 4000 * WAL_FRAME);
+    assert_audit_sound(f);
+}
+
 /* Posted reserves and settles (lr_db_reserve_async / settle_async), all in
  * flight at once from one thread: each is answered exactly once, with its
  * own result, and the money is what the blocking calls would have left. */
@@ -1096,6 +1154,7 @@ int main(void)
         T(test_concurrent_reserves_never_overspend),
         T(test_mixed_batches_answer_each_caller),
         T(test_posted_writes_answer_each_caller_once),
+        T(test_wal_starts_over_under_steady_writes),
         T(test_run_charged_once_nodes_refunded_once_and_left_to_their_run),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
