@@ -7,6 +7,9 @@
 #                                BENCH_SECONDS each (default 10); also written
 #                                to bench/results/<date>.tsv
 #   bench/run.sh throughput      infer/s on the embedded default (1 user, 100 users)
+#   bench/run.sh embedded        infer/s on the embedded default, text and image,
+#                                100 users: BIN and BASE_BIN (when set) interleaved
+#                                over BENCH_ROUNDS rounds, medians and ranges
 #   bench/run.sh inflight [N]    N generations held at 15 s mock latency (default
 #                                10000, BENCH_LATENCY_MS): held, RSS, threads
 #   bench/run.sh idle            idle RSS and start-up time
@@ -46,6 +49,7 @@ work=$(mktemp -d /tmp/lensroom-bench-XXXXXX)
 chmod 755 "$work" # the PostgreSQL benchmark runs its server as user postgres
 pid=""
 pgdir=""
+aside=0
 cleanup() {
   if [ -n "$pid" ]; then kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; fi
   if [ -n "$pgdir" ]; then scripts/pg.sh stop "$pgdir"; fi
@@ -77,6 +81,17 @@ start_peer() { # the Node peer on $DATABASE_URL
   done
 }
 stop() { kill "$pid"; wait "$pid" || true; pid=""; }
+# Moves a previous run's folders out of the way; they are deleted at exit.
+# Deleting them now would slow the next run: on ext4 without a journal (this
+# machine's disk) a new file's inode is allocated past every inode deleted in
+# the last 60 s (up to 6 min; the kernel's recently_deleted), which made each
+# stored output's open() cost ~0.7 ms after an `rm -rf` of 10,000 files.
+set_aside() { # set_aside DIR...
+  local d
+  for d; do
+    if [ -e "$d" ]; then aside=$((aside + 1)); mv "$d" "$work/old.$aside"; fi
+  done
+}
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$pid/status"; }
 threads() { awk '/^Threads/ {print $2}' "/proc/$pid/status"; }
 
@@ -122,7 +137,7 @@ fresh_pg() {
 # A fresh embedded data folder with users 1..100 granted through the CLI.
 fresh_sqlite() {
   unset DATABASE_URL
-  rm -rf "$work/data"
+  set_aside "$work/data"
   export LENSROOM_DATA_DIR=$work/data
   for i in $(seq 100); do "$BIN" credits grant "$(uid "$i")" 1000000000 >/dev/null; done
 }
@@ -185,7 +200,7 @@ throughput() {
     for n in 1 100; do
       unset DATABASE_URL
       [ -n "${PG_URL:-}" ] && fresh_pg
-      rm -rf "$work/data"
+      set_aside "$work/data"
       start 0
       users "$n" 1000000000
       out=$(MODEL=$model TOKENS_FILE=$work/tokens wrk -t2 -c64 -d10s -s bench/infer.lua \
@@ -197,6 +212,40 @@ throughput() {
   done
 }
 
+# The embedded default (SQLite, local storage, mock at 0 ms), BIN against
+# BASE_BIN (when set) in one run: the text and the image model, 100 users,
+# BENCH_CONNS connections, BENCH_ROUNDS rounds, BIN first in odd rounds and
+# BASE_BIN first in even ones, each run on a fresh data folder. One line per
+# run, then the median and range of each binary per model.
+embedded() {
+  local bins=("$BIN") r b model ok
+  [ -n "${BASE_BIN:-}" ] && bins+=("$BASE_BIN")
+  numbered_tokens
+  : >"$work/embedded.tsv"
+  echo "embedded: ${#bins[@]} binaries, $ROUNDS rounds x ${SECS}s, wrk -t2 -c$CONNS, load $(cut -d' ' -f1-3 /proc/loadavg) before"
+  for r in $(seq "$ROUNDS"); do
+    local order=("${bins[@]}")
+    if [ $((r % 2)) -eq 0 ] && [ ${#bins[@]} -eq 2 ]; then order=("${bins[1]}" "${bins[0]}"); fi
+    for model in anthropic_text seedream_image; do
+      for b in "${order[@]}"; do
+        BIN=$b fresh_sqlite
+        BIN=$b start 0
+        drive "$PORT" "$model" "$work/tokens100" "$CONNS"
+        ok=$(succeeded)
+        stop
+        echo "embedded round=$r model=$model bin=$b infer/s=$rps requests=$requests non2xx=$non2xx succeeded=$ok"
+        printf '%s\t%s\t%s\n' "$model" "$b" "$rps" >>"$work/embedded.tsv"
+      done
+    done
+  done
+  echo "embedded: load $(cut -d' ' -f1-3 /proc/loadavg) after"
+  sort -t$'\t' -k1,1 -k2,2 -k3,3n "$work/embedded.tsv" | awk -F'\t' '
+    function flush() { if (n) printf "embedded model=%s bin=%s median=%.0f min=%.0f max=%.0f runs=%d\n",
+      m, b, n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2, v[1], v[n], n }
+    $1 != m || $2 != b { flush(); m = $1; b = $2; n = 0 }
+    { v[++n] = $3 } END { flush() }'
+}
+
 # N connections each holding one infer for BENCH_LATENCY_MS (default 15 s)
 # of mock latency, on the default settings (LENSROOM_MAX_CONNECTIONS 10000).
 # wrk stops before the first answer could come, so every connection carries
@@ -206,7 +255,7 @@ throughput() {
 # and threads; the line reports the peak and what RSS and threads were then.
 inflight() {
   local n=${1:-10000} lat=${BENCH_LATENCY_MS:-15000}
-  rm -rf "$work/data"
+  set_aside "$work/data"
   start "$lat"
   users 1 1000000000
   local idle_rss idle_threads; idle_rss=$(rss_kb); idle_threads=$(threads)
@@ -235,7 +284,7 @@ inflight() {
 }
 
 idle() {
-  rm -rf "$work/data"
+  set_aside "$work/data"
   start 100
   sleep 0.5
   echo "idle rss_kb=$(rss_kb) threads=$(threads) startup_ms=$startup_ms"
@@ -247,7 +296,7 @@ idle() {
 # binary; the sweep of leftovers walks it.
 start_tree() {
   local n=${1:-100000}
-  rm -rf "$work/data"
+  set_aside "$work/data"
   mkdir -p "$work/data/storage/generations"
   /usr/bin/python3 - "$work/data/storage/generations" "$n" <<'PY'
 import os, sys
@@ -364,7 +413,7 @@ mock() {
 syscalls() {
   local model=${1:-seedream_image} ev="" c
   for c in madvise munmap brk mkdir openat rename fdatasync; do ev="$ev,syscalls:sys_enter_$c"; done
-  rm -rf "$work/data"
+  set_aside "$work/data"
   start 0
   users 100 1000000000
   local before; before=$(succeeded)
@@ -392,7 +441,7 @@ record() { # record FIGURE SYSTEM ROUND VALUE [REQUESTS NON2XX SUCCEEDED]
 
 pg_run() { # pg_run FIGURE SYSTEM ROUND MODEL TOKENS CONNS METRIC(rps|p99)
   fresh_pg
-  rm -rf "$work/data" "$work/peer-data"
+  set_aside "$work/data" "$work/peer-data"
   if [ "$2" = lensroom ]; then start 0; else start_peer; fi
   drive "$([ "$2" = lensroom ] && echo "$PORT" || echo "$PEER_PORT")" "$4" "$5" "$6"
   local ok; ok=$(succeeded)
@@ -453,6 +502,7 @@ db() {
 case "${1:-table}" in
   table) table ;;
   throughput) throughput ;;
+  embedded) embedded ;;
   inflight) inflight "${2:-10000}" ;;
   idle) idle ;;
   start_tree) start_tree "${2:-100000}" ;;
@@ -468,5 +518,5 @@ case "${1:-table}" in
   mock) mock ;;
   syscalls) syscalls "${2:-seedream_image}" ;;
   all) idle; throughput; inflight 10000; /usr/bin/python3 bench/store50.py "$BIN"; table ;;
-  *) echo "usage: $0 [table|throughput|inflight [N]|idle|start_tree [N]|arenas|s3|s3_store50|s3_busy|postgres|store50|kie_inflight [N]|db|mock|syscalls [MODEL]]" >&2; exit 2 ;;
+  *) echo "usage: $0 [table|throughput|embedded|inflight [N]|idle|start_tree [N]|arenas|s3|s3_store50|s3_busy|postgres|store50|kie_inflight [N]|db|mock|syscalls [MODEL]]" >&2; exit 2 ;;
 esac

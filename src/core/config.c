@@ -390,7 +390,10 @@ static void load_limits(lr_config *cfg)
     if (cfg->wait_default_s > cfg->wait_max_s)
         problem("LENSROOM_WAIT_DEFAULT_S", "must not exceed LENSROOM_WAIT_MAX_S");
     cfg->http_threads = (int)env_long("LENSROOM_HTTP_THREADS", 2, 1, 64);
-    cfg->workers = (int)env_long("LENSROOM_WORKERS", 2, 1, 64);
+    /* More than the 2 cores: a worker storing into the local folder waits
+     * for the disk (fdatasync) as long as it renders, and flushes from
+     * several threads overlap. */
+    cfg->workers = (int)env_long("LENSROOM_WORKERS", 8, 1, 64);
     cfg->max_connections = (int)env_long("LENSROOM_MAX_CONNECTIONS", 10000, 16, 100000);
     cfg->previews = env_bool("LENSROOM_PREVIEWS", true);
     cfg->preview_workers = (int)env_long("LENSROOM_PREVIEW_WORKERS", 1, 1, 16);

@@ -29,6 +29,21 @@ void lr_uuid_v4(char out[LR_UUID_LEN + 1])
              b[15]);
 }
 
+void lr_uuid_v7(char out[LR_UUID_LEN + 1])
+{
+    unsigned char b[16];
+    lr_random_bytes(b, sizeof b);
+    uint64_t ms = (uint64_t)lr_now_ms();
+    for (int i = 0; i < 6; i++)
+        b[i] = (unsigned char)(ms >> (40 - 8 * i));
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x70);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+    snprintf(out, LR_UUID_LEN + 1,
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+             b[15]);
+}
+
 static bool is_hex(char c)
 {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');

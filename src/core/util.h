@@ -14,6 +14,13 @@
 
 /* Random (version 4) UUID, lowercase, NUL-terminated in out[37]. */
 void lr_uuid_v4(char out[LR_UUID_LEN + 1]);
+/* Time-ordered (version 7, RFC 9562) UUID: the wall clock's milliseconds,
+ * then 74 random bits. For the ids of rows inserted at a high rate
+ * (generations, ledger rows): consecutive ids land on the same B-tree page
+ * of their primary key (and of every index that starts with them), where
+ * random ones touch a page each, and a page written is a page copied into
+ * the WAL or PostgreSQL's. Still unguessable: 74 random bits. */
+void lr_uuid_v7(char out[LR_UUID_LEN + 1]);
 /* True when s[0..len) is a canonical 8-4-4-4-12 hex UUID (either case). */
 bool lr_uuid_valid(const char *s, size_t len);
 

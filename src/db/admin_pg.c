@@ -152,13 +152,16 @@ static lr_err pg_rows(lr_admin *a, int q, int n, const char *const *params, lr_d
     ExecStatusType st = PGRES_FATAL_ERROR;
     bool gone = true;
     /* An idle connection to a server that restarted still says OK until
-     * its next statement fails: these are reads, so that first failure is
-     * retried once on a fresh connection instead of answering 503. */
-    for (int attempt = 0; attempt < 2 && gone; attempt++) {
+     * its next statement fails: a read is retried once on a fresh
+     * connection instead of answering 503; a write is not (it may have
+     * committed before the connection went). */
+    bool write = q == AQ_AUDIT || q == AQ_NOTE_EMAIL || q == AQ_LINK_CREATE || q == AQ_LINK_USE;
+    for (int attempt = 0; attempt < (write ? 1 : 2) && gone; attempt++) {
+        PQclear(r);
+        r = NULL;
         PGconn *c = conn(d);
         if (!c)
             return LR_ERR_UNAVAILABLE;
-        PQclear(r);
         r = PQexecParams(c, sql_text[q], n, NULL, params, NULL, NULL, 0);
         st = PQresultStatus(r);
         gone = st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK && PQstatus(c) != CONNECTION_OK;

@@ -77,6 +77,8 @@ static void *writer_main(void *arg)
     while ((n = take(b, jobs)) > 0) {
         b->o.run(w->conn, jobs, n);
         answer(b, jobs, n);
+        if (b->o.after)
+            b->o.after(w->conn);
     }
     free(jobs);
     return NULL;

@@ -53,6 +53,9 @@ typedef struct {
     void **conns;    /* one per writer thread, the backend's own */
     int writers;     /* threads, one per conns[i] */
     size_t max_jobs; /* per transaction */
+    /* Optional: runs on a writer thread after each batch was answered, with
+     * that writer's conn: upkeep no caller should wait for. */
+    void (*after)(void *conn);
 } lr_db_batch_opts;
 
 /* Starts the writer threads. */

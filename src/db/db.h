@@ -318,24 +318,28 @@ typedef struct {
     lr_err (*list_transactions)(lr_db *db, const char *user_id, const char *before_created_at,
                                 const char *before_id, int limit, lr_ledger_list *out);
     /* owner's heartbeat, alive until lease_until: one row, whatever the
-     * backlog. Work whose row lease ran out is abandoned (claimable,
-     * reapable) only while its claimer has no live heartbeat. A
-     * lease_until already past also ends the leases of owner's unfinished
-     * generations and runs, so a successor takes them over at once. */
+     * backlog. A lease_until already past releases: owner's heartbeat row
+     * goes and the leases of its unfinished generations and runs end, so
+     * others take them over at once.
+     *
+     * Work claimed by another process is abandoned (claimable, reapable)
+     * when its claimer's heartbeat ended (dead), or when its claimer has no
+     * heartbeat row (it released, or predates heartbeats) and the row's
+     * lease ran out. With dead false, only the second: a process that may
+     * have missed others' beats (just started, or its database was away)
+     * takes released work but no heartbeat's. */
     lr_err (*renew_leases)(lr_db *db, const char *owner, const char *lease_until);
-    /* Claims for owner (until lease_until) up to limit unfinished
-     * generations whose lease ran out, whose claimer has no live heartbeat
-     * and that have provider task ids, to
-     * resume them; *rows: the generations as claimed. Concurrent claimers
-     * never take the same row. */
+    /* Claims for owner (until lease_until) up to limit abandoned unfinished
+     * generations that have provider task ids, to resume them; *rows: the
+     * generations as claimed. Concurrent claimers never take the same row. */
     lr_err (*claim_resumable)(lr_db *db, const char *owner, const char *lease_until, int limit,
-                              lr_generation_list *rows);
-    /* Fails and refunds (like settle) up to limit unfinished generations
-     * whose lease ran out, whose claimer has no live heartbeat, that owner
-     * does not run and that have no
-     * provider task id: their process died before the provider took them.
-     * Concurrent reapers never take the same row. *reaped: what was. */
-    lr_err (*reap_expired)(lr_db *db, const char *owner, int limit, lr_reaped_list *reaped);
+                              bool dead, lr_generation_list *rows);
+    /* Fails and refunds (like settle) up to limit abandoned unfinished
+     * generations that have no provider task id: their process died before
+     * the provider took them. Concurrent reapers never take the same row.
+     * *reaped: what was. */
+    lr_err (*reap_expired)(lr_db *db, const char *owner, int limit, bool dead,
+                           lr_reaped_list *reaped);
     /* Hides a finished generation of user_id from its owner and queues its
      * objects for removal; *keys gets them. NOT_FOUND for missing, deleted
      * or someone else's; CONFLICT while it still runs. */
@@ -378,11 +382,11 @@ typedef struct {
     /* The run's final status; CONFLICT when it already has one. */
     lr_err (*finish_run)(lr_db *db, const char *id, const char *status, const char *error_node,
                          const char *error_code, const char *error_message);
-    /* Claims for owner (until lease_until) up to limit running runs whose
-     * lease ran out and whose claimer has no live heartbeat, with their
-     * unfinished nodes; *ids: the runs. */
+    /* Claims for owner (until lease_until) up to limit abandoned running
+     * runs (as claim_resumable), with their unfinished nodes; *ids: the
+     * runs. */
     lr_err (*claim_runs)(lr_db *db, const char *owner, const char *lease_until, int limit,
-                         lr_strv *ids);
+                         bool dead, lr_strv *ids);
     /* The newest node of user_id's runs (of run from_run, when not NULL)
      * with cache_key that succeeded in full and is not deleted; NOT_FOUND
      * when there is none. */

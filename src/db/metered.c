@@ -89,13 +89,14 @@ static lr_err m_renew_leases(lr_db *db, const char *owner, const char *lease_unt
     FORWARD(renew_leases, db, owner, lease_until);
 }
 static lr_err m_claim_resumable(lr_db *db, const char *owner, const char *lease_until, int limit,
-                                lr_generation_list *rows)
+                                bool dead, lr_generation_list *rows)
 {
-    FORWARD(claim_resumable, db, owner, lease_until, limit, rows);
+    FORWARD(claim_resumable, db, owner, lease_until, limit, dead, rows);
 }
-static lr_err m_reap_expired(lr_db *db, const char *owner, int limit, lr_reaped_list *reaped)
+static lr_err m_reap_expired(lr_db *db, const char *owner, int limit, bool dead,
+                             lr_reaped_list *reaped)
 {
-    FORWARD(reap_expired, db, owner, limit, reaped);
+    FORWARD(reap_expired, db, owner, limit, dead, reaped);
 }
 static lr_err m_mark_deleted(lr_db *db, const char *user_id, const char *id, lr_strv *keys)
 {
@@ -199,9 +200,9 @@ static lr_err m_find_cached(lr_db *db, const char *user_id, const char *cache_ke
     FORWARD(find_cached, db, user_id, cache_key, from_run, out);
 }
 static lr_err m_claim_runs(lr_db *db, const char *owner, const char *lease_until, int limit,
-                           lr_strv *ids)
+                           bool dead, lr_strv *ids)
 {
-    FORWARD(claim_runs, db, owner, lease_until, limit, ids);
+    FORWARD(claim_runs, db, owner, lease_until, limit, dead, ids);
 }
 static void m_close(lr_db *db)
 {

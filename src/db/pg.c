@@ -1018,10 +1018,11 @@ static lr_err pg_renew_leases(lr_db *db, const char *owner, const char *lease_un
     lr_err e =
         query((pg_db *)db,
               "WITH beat AS (INSERT INTO lensroom.instances (owner, alive_until) "
-              "VALUES ($1::uuid, $2::timestamptz) ON CONFLICT (owner) "
-              "DO UPDATE SET alive_until = excluded.alive_until), "
-              "gone AS (DELETE FROM lensroom.instances WHERE owner <> $1::uuid "
-              "AND alive_until < now() - interval '1 day'), "
+              "SELECT $1::uuid, $2::timestamptz WHERE $2::timestamptz > now() "
+              "ON CONFLICT (owner) DO UPDATE SET alive_until = excluded.alive_until), "
+              "gone AS (DELETE FROM lensroom.instances WHERE (owner <> $1::uuid "
+              "AND alive_until < now() - interval '1 day') "
+              "OR (owner = $1::uuid AND $2::timestamptz <= now())), "
               "runs AS (UPDATE public.runs SET lease_until = $2::timestamptz "
               "WHERE $2::timestamptz <= now() AND claimed_by = $1::uuid AND status = 'running') "
               "UPDATE public.generations SET lease_until = $2::timestamptz "
@@ -1040,31 +1041,33 @@ static void add_reaped(const char *const *col, void *out)
     l->v[l->n++].refund = atoi(col[1]);
 }
 
-static lr_err pg_reap_expired(lr_db *db, const char *owner, int limit, lr_reaped_list *reaped)
+static lr_err pg_reap_expired(lr_db *db, const char *owner, int limit, bool dead,
+                              lr_reaped_list *reaped)
 {
     char lim[16];
     snprintf(lim, sizeof lim, "%d", limit);
-    const char *p[] = {owner, lim};
+    const char *p[] = {owner, lim, dead ? "t" : "f"};
     *reaped = (lr_reaped_list){0};
     return query_rows((pg_db *)db,
-                      "SELECT generation_id, refund FROM lensroom.reap_expired($1, $2)", 2, p,
+                      "SELECT generation_id, refund FROM lensroom.reap_expired($1, $2, $3)", 3, p,
                       add_reaped, 2, reaped);
 }
 
 /* The join and condition that pick, after "FROM <table> x", the rows
- * abandoned for owner $1 (rule: lensroom.abandoned, migration 0013). */
+ * abandoned for owner $1, ended heartbeats counting when $4 (rule:
+ * lensroom.abandoned, migration 0013). */
 #define ABANDONED_BY_1                                                                             \
     "LEFT JOIN lensroom.instances i ON i.owner = x.claimed_by "                                    \
-    "WHERE lensroom.abandoned($1::uuid, x.claimed_by, x.lease_until, i.alive_until) "
+    "WHERE lensroom.abandoned($1::uuid, x.claimed_by, x.lease_until, i.alive_until, $4::boolean) "
 
 /* Claims with FOR UPDATE SKIP LOCKED: concurrent claimers skip each
  * other's rows instead of waiting for them. */
 static lr_err pg_claim_resumable(lr_db *db, const char *owner, const char *lease_until, int limit,
-                                 lr_generation_list *rows)
+                                 bool dead, lr_generation_list *rows)
 {
     char lim[16];
     snprintf(lim, sizeof lim, "%d", limit);
-    const char *p[] = {owner, lease_until, lim};
+    const char *p[] = {owner, lease_until, lim, dead ? "t" : "f"};
     *rows = (lr_generation_list){0};
     return query_rows(
         (pg_db *)db,
@@ -1073,7 +1076,7 @@ static lr_err pg_claim_resumable(lr_db *db, const char *owner, const char *lease
         "AND x.status IN ('pending', 'processing') "
         "AND coalesce(x.provider_task_ids, '[]'::jsonb) <> '[]'::jsonb AND x.run_id IS NULL "
         "LIMIT $3 FOR UPDATE OF x SKIP LOCKED) RETURNING " LR_PG_GEN_COLUMNS,
-        3, p, lr_db_add_generation, GC_COUNT, rows);
+        4, p, lr_db_add_generation, GC_COUNT, rows);
 }
 
 static lr_err pg_audit(lr_db *db, lr_violation_list *violations)
@@ -1276,11 +1279,11 @@ static void add_run_id(const char *const *col, void *out)
 /* Runs and their unfinished nodes claimed together; concurrent claimers
  * skip each other's runs. */
 static lr_err pg_claim_runs(lr_db *db, const char *owner, const char *lease_until, int limit,
-                            lr_strv *ids)
+                            bool dead, lr_strv *ids)
 {
     char lim[16];
     snprintf(lim, sizeof lim, "%d", limit);
-    const char *p[] = {owner, lease_until, lim};
+    const char *p[] = {owner, lease_until, lim, dead ? "t" : "f"};
     *ids = (lr_strv){0};
     lr_err e =
         query_rows((pg_db *)db,
@@ -1291,7 +1294,7 @@ static lr_err pg_claim_runs(lr_db *db, const char *owner, const char *lease_unti
                    "n AS (UPDATE public.generations g SET claimed_by = $1::uuid, "
                    "lease_until = $2::timestamptz FROM c WHERE g.run_id = c.id "
                    "AND g.status IN ('pending', 'processing')) SELECT id FROM c",
-                   3, p, add_run_id, 1, ids);
+                   4, p, add_run_id, 1, ids);
     if (e != LR_OK)
         lr_strv_clear(ids);
     return e;

@@ -1,4 +1,5 @@
-/* SQLite backend: WAL, a pool of reader connections, one writer thread.
+/* SQLite backend: WAL, a pool of reader connections, one writer thread,
+ * one checkpoint thread.
  *
  * Every write goes through the group commit of batch.h: a dedicated
  * writer thread owns the one write connection and runs all writes that
@@ -11,12 +12,16 @@
  * so every acknowledged charge and generation survives a crash or power
  * loss; batching is what makes that affordable (one fsync per batch).
  * Reads run on their own pooled connections and see the last commit (WAL).
+ * The WAL is copied into the database file by the checkpoint thread, so no
+ * batch waits for that copy.
  * The balance guard (amount >= cost in the UPDATE) plus the CHECK
  * constraint keep a balance from ever going negative. Each connection
  * caches its prepared statements.
  */
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,14 +130,15 @@ enum {
 
 /* The join and condition that pick, after "FROM <table> x", the rows
  * abandoned for owner ?3 at time ?1: claimed by another process whose
- * heartbeat ended or, for an owner with no heartbeat row (versions before
- * the heartbeats), whose row lease ran out. PostgreSQL states the same
- * rule as lensroom.abandoned (its migration 0013). */
-#define ABANDONED                                                                                  \
+ * heartbeat ended (counted only when the parameter dead is 1) or, for a
+ * claimer with no heartbeat row (it released its work, or predates the
+ * heartbeats), whose row lease ran out. PostgreSQL states the same rule
+ * as lensroom.abandoned (its migration 0013). */
+#define ABANDONED(dead)                                                                            \
     "LEFT JOIN instances i ON i.owner = x.claimed_by "                                             \
     "WHERE (x.claimed_by IS NULL OR x.claimed_by <> ?3) "                                          \
     "AND CASE WHEN i.alive_until IS NULL THEN x.lease_until IS NULL OR x.lease_until < ?1 "        \
-    "ELSE i.alive_until <= ?1 END "
+    "ELSE " dead " AND i.alive_until <= ?1 END "
 
 static const char *const sql_text[Q_COUNT] = {
     [Q_BEGIN] = "BEGIN IMMEDIATE",
@@ -185,21 +191,22 @@ static const char *const sql_text[Q_COUNT] = {
     [Q_PURGED] = "UPDATE generations SET purge_pending = 0 WHERE id = ?1",
     [Q_BEAT] = "INSERT INTO instances (owner, alive_until) VALUES (?1, ?2) "
                "ON CONFLICT (owner) DO UPDATE SET alive_until = excluded.alive_until",
-    [Q_BEATS_GONE] = "DELETE FROM instances WHERE owner <> ?1 AND alive_until < ?2",
+    [Q_BEATS_GONE] = "DELETE FROM instances WHERE (owner <> ?1 AND alive_until < ?2) "
+                     "OR (owner = ?1 AND alive_until <= ?3)",
     [Q_RENEW] = "UPDATE generations SET lease_until = ?2 WHERE ?2 <= ?3 AND claimed_by = ?1 "
                 "AND status IN ('pending', 'processing')",
-    [Q_EXPIRED] = "SELECT x.id, x.credits_used, x.outputs_count FROM generations x " ABANDONED
-                  "AND x.status IN ('pending', 'processing') "
-                  "AND x.provider_task_ids = '[]' AND x.run_id IS NULL LIMIT ?2",
+    [Q_EXPIRED] = "SELECT x.id, x.credits_used, x.outputs_count FROM generations x " ABANDONED(
+        "?4") "AND x.status IN ('pending', 'processing') "
+              "AND x.provider_task_ids = '[]' AND x.run_id IS NULL LIMIT ?2",
     [Q_STAGE_TASKS] =
         "UPDATE generations SET status = ?2, stage = ?3, updated_at = ?4, "
         "provider_task_ids = ?5 WHERE id = ?1 AND status IN ('pending', 'processing')",
-    [Q_CLAIM] =
-        "UPDATE generations SET claimed_by = ?3, lease_until = ?4 WHERE id IN ("
-        "SELECT x.id FROM generations x " ABANDONED "AND x.status IN ('pending', 'processing') "
-        "AND x.provider_task_ids <> '[]' AND x.run_id IS NULL "
-        "LIMIT ?2) "
-        "RETURNING " LR_SQLITE_GEN_COLUMNS,
+    [Q_CLAIM] = "UPDATE generations SET claimed_by = ?3, lease_until = ?4 WHERE id IN ("
+                "SELECT x.id FROM generations x " ABANDONED(
+                    "?5") "AND x.status IN ('pending', 'processing') "
+                          "AND x.provider_task_ids <> '[]' AND x.run_id IS NULL "
+                          "LIMIT ?2) "
+                          "RETURNING " LR_SQLITE_GEN_COLUMNS,
     [Q_AUDIT] = lr_sql_audit,
     [Q_MIGRATION_SEEN] = "SELECT 1 FROM schema_migrations WHERE version = ?1",
     [Q_MIGRATION_RECORD] = "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)",
@@ -254,9 +261,9 @@ static const char *const sql_text[Q_COUNT] = {
     [Q_RENEW_RUNS] = "UPDATE runs SET lease_until = ?2 WHERE ?2 <= ?3 AND claimed_by = ?1 "
                      "AND status = 'running'",
     [Q_CLAIM_RUNS] = "UPDATE runs SET claimed_by = ?3, lease_until = ?4 WHERE id IN ("
-                     "SELECT x.id FROM runs x " ABANDONED "AND x.status = 'running' "
-                     "ORDER BY x.created_at LIMIT ?2) "
-                     "RETURNING id",
+                     "SELECT x.id FROM runs x " ABANDONED("?5") "AND x.status = 'running' "
+                                                                "ORDER BY x.created_at LIMIT ?2) "
+                                                                "RETURNING id",
     [Q_CLAIM_RUN_NODES] = "UPDATE generations SET claimed_by = ?2, lease_until = ?3 "
                           "WHERE run_id = ?1 AND status IN ('pending', 'processing')",
     [Q_INSERT_CACHED_NODE] =
@@ -283,6 +290,32 @@ typedef struct {
     sqlite3_stmt *st[Q_COUNT];
 } conn;
 
+/* WAL pages between two checkpoints (SQLite's own default). */
+#define CKPT_FRAMES 1000
+
+/* Copies the WAL back into the database file (a checkpoint), mostly on a
+ * thread of its own. SQLite's automatic checkpoint runs inside the commit
+ * that crosses the threshold, on the writer thread: every caller of that
+ * batch would wait for a thousand pages copied and the database file
+ * fsynced, and the writer is the one thread every generation passes
+ * through. Here the writer only counts the WAL's frames (wal_hook) and
+ * wakes this thread, whose PASSIVE checkpoint blocks neither writer nor
+ * readers. But the WAL starts over from its beginning only once a
+ * checkpoint has copied every frame, and under load the writer appends
+ * while this thread copies; so when it is done the writer copies the few
+ * frames appended meanwhile itself, after answering a batch (tail). Else
+ * the WAL would grow for as long as the load lasts. Commits are durable
+ * without any of this: the WAL is fsynced at each commit. */
+typedef struct {
+    conn c;
+    pthread_t tid;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool due, stopping, started;
+    atomic_bool tail; /* a checkpoint ended: the writer copies the rest */
+    int seen, mark;   /* writer thread only: WAL frames at the last commit, at the last wake */
+} checkpointer;
+
 typedef struct {
     lr_db base;
     conn *conns;
@@ -299,6 +332,7 @@ typedef struct {
      * meet busy_timeout. */
     conn writer;
     lr_db_batch *batch;
+    checkpointer ckpt;
 } sqlite_db;
 
 static conn *acquire(sqlite_db *d)
@@ -348,6 +382,8 @@ typedef struct {
 #define ARGS(...) (const arg[]){__VA_ARGS__}, sizeof((const arg[]){__VA_ARGS__}) / sizeof(arg)
 #define NO_ARGS NULL, 0
 
+/* Binds without copying: run's arguments outlive the statement's step
+ * (SQLITE_STATIC), and a text made here is handed over (freed by SQLite). */
 static void bind_arg(sqlite3_stmt *s, int i, const arg *a)
 {
     char *t = NULL;
@@ -355,17 +391,15 @@ static void bind_arg(sqlite3_stmt *s, int i, const arg *a)
     case ARG_INT: sqlite3_bind_int64(s, i, a->num); return;
     case ARG_JSON:
         t = a->json ? json_dumps(a->json, JSON_COMPACT) : NULL;
-        sqlite3_bind_text(s, i, t ? t : a->text, -1, SQLITE_TRANSIENT);
-        free(t);
+        if (t)
+            sqlite3_bind_text(s, i, t, -1, free);
+        else
+            sqlite3_bind_text(s, i, a->text, -1, SQLITE_STATIC);
         return;
-    case ARG_STRV:
-        t = lr_db_strv_dump(a->strv);
-        sqlite3_bind_text(s, i, t, -1, SQLITE_TRANSIENT);
-        free(t);
-        return;
+    case ARG_STRV: sqlite3_bind_text(s, i, lr_db_strv_dump(a->strv), -1, free); return;
     case ARG_TEXT:
         if (a->text)
-            sqlite3_bind_text(s, i, a->text, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_text(s, i, a->text, -1, SQLITE_STATIC);
         else
             sqlite3_bind_null(s, i);
         return;
@@ -670,7 +704,7 @@ typedef struct {
 static lr_err insert_tx(conn *c, const ledger_entry *t, char id_out[LR_UUID_LEN + 1])
 {
     char id[LR_UUID_LEN + 1];
-    lr_uuid_v4(id);
+    lr_uuid_v7(id);
     lr_err e = run(c, Q_INSERT_TX,
                    ARGS(A_TEXT(id), A_TEXT(t->user_id), A_INT(t->amount), A_TEXT(t->type),
                         A_TEXT(t->description), A_JSON(t->metadata, "{}"), A_TEXT(t->generation_id),
@@ -1135,8 +1169,8 @@ static lr_err renew_job(conn *c, void *ctx)
     lr_time_iso(ms, now);
     lr_time_iso(ms - 24 * 3600 * 1000, day_ago);
     lr_err e = run(c, Q_BEAT, ARGS(A_TEXT(a->owner), A_TEXT(a->lease_until)), NULL, NULL);
-    if (e == LR_OK)
-        e = run(c, Q_BEATS_GONE, ARGS(A_TEXT(a->owner), A_TEXT(day_ago)), NULL, NULL);
+    if (e == LR_OK) /* old heartbeats, and this one when it is a release */
+        e = run(c, Q_BEATS_GONE, ARGS(A_TEXT(a->owner), A_TEXT(day_ago), A_TEXT(now)), NULL, NULL);
     if (e == LR_OK)
         e = run(c, Q_RENEW, ARGS(A_TEXT(a->owner), A_TEXT(a->lease_until), A_TEXT(now)), NULL,
                 NULL);
@@ -1172,7 +1206,8 @@ static void add_expired(sqlite3_stmt *s, void *out)
 /* Expired rows are read first, then each is settled in its own
  * transaction; settle's status guard makes a race with another reaper (or
  * a late owner) harmless: the loser changes nothing. */
-static lr_err sq_reap_expired(lr_db *db, const char *owner, int limit, lr_reaped_list *reaped)
+static lr_err sq_reap_expired(lr_db *db, const char *owner, int limit, bool dead,
+                              lr_reaped_list *reaped)
 {
     char now[32];
     now_iso(now);
@@ -1180,7 +1215,7 @@ static lr_err sq_reap_expired(lr_db *db, const char *owner, int limit, lr_reaped
     size_t kept = 0;
     *reaped = (lr_reaped_list){0};
     lr_err e = query((sqlite_db *)db, READ, Q_EXPIRED,
-                     ARGS(A_TEXT(now), A_INT(limit), A_TEXT(owner)), add_expired, &x);
+                     ARGS(A_TEXT(now), A_INT(limit), A_TEXT(owner), A_INT(dead)), add_expired, &x);
     for (size_t i = 0; e == LR_OK && i < x.n; i++) {
         lr_settle_req q = {
             .generation_id = x.v[i].id,
@@ -1204,14 +1239,15 @@ static lr_err sq_reap_expired(lr_db *db, const char *owner, int limit, lr_reaped
 }
 
 static lr_err sq_claim_resumable(lr_db *db, const char *owner, const char *lease_until, int limit,
-                                 lr_generation_list *rows)
+                                 bool dead, lr_generation_list *rows)
 {
     char now[32];
     now_iso(now);
     *rows = (lr_generation_list){0};
-    lr_err e = query((sqlite_db *)db, WRITE, Q_CLAIM,
-                     ARGS(A_TEXT(now), A_INT(limit), A_TEXT(owner), A_TEXT(lease_until)),
-                     INTO(lr_db_add_generation, GC_COUNT, rows));
+    lr_err e =
+        query((sqlite_db *)db, WRITE, Q_CLAIM,
+              ARGS(A_TEXT(now), A_INT(limit), A_TEXT(owner), A_TEXT(lease_until), A_INT(dead)),
+              INTO(lr_db_add_generation, GC_COUNT, rows));
     if (e != LR_OK)
         lr_generation_list_clear(rows);
     return e;
@@ -1351,7 +1387,7 @@ static lr_err reserve_run_job(conn *c, void *ctx)
     for (size_t i = 0; e == LR_OK && i < r->n; i++)
         e = run_node_row(c, r, &r->nodes[i]);
     char id[LR_UUID_LEN + 1], desc[64];
-    lr_uuid_v4(id);
+    lr_uuid_v7(id);
     snprintf(desc, sizeof desc, "Run: %zu nodes", r->n);
     if (e == LR_OK)
         e = run(c, Q_INSERT_RUN_TX,
@@ -1448,6 +1484,7 @@ static void add_id(sqlite3_stmt *s, void *out)
 typedef struct {
     const char *owner, *lease_until, *now;
     int limit;
+    bool dead;
     lr_strv *ids;
 } claim_runs_args;
 
@@ -1456,7 +1493,8 @@ static lr_err claim_runs_job(conn *c, void *ctx)
     claim_runs_args *a = ctx;
     lr_strv_clear(a->ids);
     lr_err e = run(c, Q_CLAIM_RUNS,
-                   ARGS(A_TEXT(a->now), A_INT(a->limit), A_TEXT(a->owner), A_TEXT(a->lease_until)),
+                   ARGS(A_TEXT(a->now), A_INT(a->limit), A_TEXT(a->owner), A_TEXT(a->lease_until),
+                        A_INT(a->dead)),
                    add_id, a->ids);
     for (size_t i = 0; e == LR_OK && i < a->ids->n; i++)
         e = run(c, Q_CLAIM_RUN_NODES,
@@ -1465,15 +1503,18 @@ static lr_err claim_runs_job(conn *c, void *ctx)
 }
 
 static lr_err sq_claim_runs(lr_db *db, const char *owner, const char *lease_until, int limit,
-                            lr_strv *ids)
+                            bool dead, lr_strv *ids)
 {
     char now[32];
     now_iso(now);
     *ids = (lr_strv){0};
-    lr_err e = write_job_run(
-        (sqlite_db *)db, claim_runs_job,
-        &(claim_runs_args){
-            .owner = owner, .lease_until = lease_until, .now = now, .limit = limit, .ids = ids});
+    lr_err e = write_job_run((sqlite_db *)db, claim_runs_job,
+                             &(claim_runs_args){.owner = owner,
+                                                .lease_until = lease_until,
+                                                .now = now,
+                                                .limit = limit,
+                                                .dead = dead,
+                                                .ids = ids});
     if (e != LR_OK)
         lr_strv_clear(ids);
     return e;
@@ -1486,12 +1527,97 @@ static void close_conn(conn *c)
     sqlite3_close(c->h);
 }
 
+static void *checkpoint_main(void *ctx)
+{
+    checkpointer *k = ctx;
+    pthread_mutex_lock(&k->mu);
+    for (;;) {
+        while (!k->due && !k->stopping)
+            pthread_cond_wait(&k->cv, &k->mu);
+        if (k->stopping)
+            break;
+        k->due = false;
+        pthread_mutex_unlock(&k->mu);
+        int rc = sqlite3_wal_checkpoint_v2(k->c.h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+            lr_warn("sqlite: checkpoint failed: %s", sqlite3_errmsg(k->c.h));
+        atomic_store(&k->tail, true);
+        pthread_mutex_lock(&k->mu);
+    }
+    pthread_mutex_unlock(&k->mu);
+    return NULL;
+}
+
+/* The writer's wal_hook, after each commit: wakes the checkpointer every
+ * CKPT_FRAMES new frames (fewer frames than last time: the WAL restarted
+ * from its start). */
+static int wal_committed(void *ctx, sqlite3 *h, const char *name, int frames)
+{
+    (void)h;
+    (void)name;
+    checkpointer *k = ctx;
+    if (frames < k->seen)
+        k->mark = 0;
+    k->seen = frames;
+    if (frames - k->mark >= CKPT_FRAMES) {
+        k->mark = frames;
+        pthread_mutex_lock(&k->mu);
+        k->due = true;
+        pthread_cond_signal(&k->cv);
+        pthread_mutex_unlock(&k->mu);
+    }
+    return SQLITE_OK;
+}
+
+/* The batch's after hook (writer thread): the tail of a checkpoint. */
+static void checkpoint_tail(void *connp)
+{
+    conn *c = connp;
+    sqlite_db *d = (sqlite_db *)((char *)c - offsetof(sqlite_db, writer));
+    if (atomic_exchange(&d->ckpt.tail, false))
+        sqlite3_wal_checkpoint_v2(c->h, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+}
+
+/* Opens the checkpointer's connection and thread, and takes the writer's
+ * automatic checkpoint over (a wal_hook replaces it). */
+static lr_err checkpointer_start(sqlite_db *d, const char *path, char **errmsg)
+{
+    checkpointer *k = &d->ckpt;
+    lr_err e = open_conn(path, &k->c, errmsg);
+    if (e != LR_OK)
+        return e;
+    pthread_mutex_init(&k->mu, NULL);
+    pthread_cond_init(&k->cv, NULL);
+    if (pthread_create(&k->tid, NULL, checkpoint_main, k) != 0) {
+        lr_error("sqlite: cannot start the checkpoint thread");
+        abort(); /* as an allocation failure: nothing sensible is left to do */
+    }
+    k->started = true;
+    sqlite3_wal_hook(d->writer.h, wal_committed, k);
+    return LR_OK;
+}
+
+static void checkpointer_stop(checkpointer *k)
+{
+    if (k->started) {
+        pthread_mutex_lock(&k->mu);
+        k->stopping = true;
+        pthread_cond_signal(&k->cv);
+        pthread_mutex_unlock(&k->mu);
+        pthread_join(k->tid, NULL);
+        pthread_mutex_destroy(&k->mu);
+        pthread_cond_destroy(&k->cv);
+    }
+    close_conn(&k->c);
+}
+
 static void sq_close(lr_db *db)
 {
     sqlite_db *d = (sqlite_db *)db;
     for (int i = 0; i < d->n; i++)
         close_conn(&d->conns[i]);
     lr_db_batch_stop(d->batch);
+    checkpointer_stop(&d->ckpt);
     close_conn(&d->writer);
     pthread_mutex_destroy(&d->mu);
     pthread_cond_destroy(&d->cv);
@@ -1577,9 +1703,18 @@ lr_err lr_db_sqlite_open(const char *path, int pool_size, lr_db **out, char **er
         }
         d->free_stack[d->nfree++] = i;
     }
+    we = checkpointer_start(d, path, errmsg);
+    if (we != LR_OK) {
+        sq_close(&d->base);
+        return we;
+    }
     void *writer = &d->writer;
-    d->batch = lr_db_batch_start(&(lr_db_batch_opts){
-        .name = "sqlite", .run = run_batch, .conns = &writer, .writers = 1, .max_jobs = 256});
+    d->batch = lr_db_batch_start(&(lr_db_batch_opts){.name = "sqlite",
+                                                     .run = run_batch,
+                                                     .conns = &writer,
+                                                     .writers = 1,
+                                                     .max_jobs = 256,
+                                                     .after = checkpoint_tail});
     *out = &d->base;
     return LR_OK;
 }

@@ -419,7 +419,7 @@ static void begin_with(lr_pipeline *p, const lr_begin_req *q, lr_begin_result *o
     begin *b = lr_xcalloc(1, sizeof *b);
     *b = (begin){.p = p, .q = q, .out = out ? out : &b->own, .done = done, .ctx = ctx};
     *b->out = (lr_begin_result){0};
-    lr_uuid_v4(b->out->generation_id);
+    lr_uuid_v7(b->out->generation_id);
     lr_time_iso(lr_now_ms(), b->out->created_at);
     if (rate_allowed(b) && valid(b) && price(b) && (!is_edit(b->model) || input_images(b)) &&
         reserve(b))

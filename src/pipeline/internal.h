@@ -57,11 +57,19 @@ struct lr_pipeline {
     pthread_t maint;
     pthread_cond_t maint_cv;
     bool maint_running, maint_stop, purge_queued;
+    /* the heartbeat (pipeline.c's beat): when it last took, whether it is
+     * failing, and before when this process takes no work over */
+    int64_t beat_ms, quiet_until_ms;
+    bool beat_failing;
     lr_graph_run *graph_runs;     /* graph runs this process executes (mu) */
     bool draining;                /* shutting down: graph runs start no more nodes (mu) */
     const lr_pipeline_part *part; /* graph runs' recovery and release, or NULL */
 };
 
+/* Whether this process may take over the work of processes whose
+ * heartbeat ended (db.h's dead), or only of those that released theirs
+ * (pipeline.c's beat says when). Maintenance thread. */
+bool lr_pipeline_takes_dead(const lr_pipeline *p);
 /* Marks r as claimed by this process (owner and lease_until, which points
  * into buf) before it is reserved. */
 void lr_pipeline_claim(lr_pipeline *p, lr_reserve_req *r, char buf[32]);

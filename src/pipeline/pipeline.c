@@ -142,7 +142,8 @@ lr_pipeline *lr_pipeline_new(lr_db *db, lr_store *store, lr_provider *provider,
                        .loop = loop,
                        .workers = workers,
                        .lease_s = lease_s,
-                       .retry_ms = 1000};
+                       .retry_ms = 1000,
+                       .quiet_until_ms = lr_now_ms() + (int64_t)lease_s * 600};
     lr_uuid_v4(p->owner);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->idle, NULL);
@@ -485,6 +486,39 @@ typedef struct {
 
 static void settle_send(void *arg);
 
+/* After a settle lost (the generation was canceled, reaped, or settled by
+ * another process that ran it too): removes what this run stored, except
+ * the objects the generation's row now names. Two processes running one
+ * generation write the same keys, and the winner's objects (its result
+ * URLs end in their keys) must outlive the loser's clean-up. When the row cannot be read, nothing
+ * is removed: an object left over costs less than a paid result lost. */
+static void remove_stray_objects(lr_pipeline *p, const run *r, const lr_strv *keys)
+{
+    lr_generation g;
+    if (p->db->ops->get_generation(p->db, r->user_id, r->id, &g) != LR_OK) {
+        lr_log(LR_LOG_WARN, rid(r),
+               "generation %s: its row could not be read, its %zu objects "
+               "are kept",
+               r->id, keys->n);
+        return;
+    }
+    lr_strv stray = {0};
+    for (size_t i = 0; i < keys->n; i++) {
+        bool named = false;
+        size_t k = strlen(keys->v[i]);
+        for (size_t j = 0; j < g.result_urls.n && !named; j++) { /* a URL ends in "/key" */
+            const char *u = g.result_urls.v[j];
+            size_t n = strlen(u);
+            named = n > k && u[n - k - 1] == '/' && !strcmp(u + n - k, keys->v[i]);
+        }
+        if (!named)
+            lr_strv_push(&stray, keys->v[i]);
+    }
+    lr_generation_clear(&g);
+    lr_store_remove_keys(p->store, &stray);
+    lr_strv_clear(&stray);
+}
+
 /* The settlement's outcome goes to the log, the observer and the waiters;
  * the run goes. On the loop thread (on a worker after a conflict: the
  * stored objects are removed, which may be slow). */
@@ -498,7 +532,7 @@ static void settled(void *arg)
         /* Canceled (or reaped) meanwhile: what was stored is nobody's. */
         if (!run_canceled(r))
             lr_log(LR_LOG_WARN, rid(r), "generation %s was already settled", r->id);
-        lr_store_remove_keys(p->store, &st->s.storage_keys);
+        remove_stray_objects(p, r, &st->s.storage_keys);
     } else if (e != LR_OK) {
         lr_log(LR_LOG_ERROR, rid(r),
                "generation %s could not be settled (%s); start-up recovery will refund it", r->id,
@@ -981,7 +1015,8 @@ static int claim_batch(lr_pipeline *p)
     char until[32];
     lease_until(p, until);
     lr_generation_list rows;
-    if (p->db->ops->claim_resumable(p->db, p->owner, until, CLAIM_BATCH, &rows) != LR_OK)
+    if (p->db->ops->claim_resumable(p->db, p->owner, until, CLAIM_BATCH, lr_pipeline_takes_dead(p),
+                                    &rows) != LR_OK)
         return -1;
     for (size_t i = 0; i < rows.n; i++)
         resume_row(p, &rows.v[i]);
@@ -994,7 +1029,8 @@ static int claim_batch(lr_pipeline *p)
 static int reap_batch(lr_pipeline *p)
 {
     lr_reaped_list reaped;
-    if (p->db->ops->reap_expired(p->db, p->owner, REAP_BATCH, &reaped) != LR_OK)
+    if (p->db->ops->reap_expired(p->db, p->owner, REAP_BATCH, lr_pipeline_takes_dead(p), &reaped) !=
+        LR_OK)
         return -1;
     for (size_t i = 0; i < reaped.n; i++) {
         lr_log_fields(
@@ -1007,23 +1043,74 @@ static int reap_batch(lr_pipeline *p)
     return n;
 }
 
+/* This process's heartbeat: alive for lease_s/2 from now. Renewed every
+ * lease_s/10 (between takeover batches too), so five renewals in a row
+ * must fail or come late before another process takes this one for dead;
+ * a dead one's work is found at most lease_s/2 + lease_s/10 after its
+ * last beat and taken over in that round, within one lease.
+ *
+ * A database outage longer than a heartbeat ends every process's: when
+ * it is back, whichever process beats first would take the others' live
+ * work before they beat again; so would a process started just then (an
+ * orchestrator restarts processes whose health check failed during the
+ * outage). So until lease_s * 0.6 after its start, and after its first
+ * good beat following a failed one, a process takes over only work whose
+ * process released it (stopped cleanly) or has no heartbeat: by then every
+ * live process has beaten. false: the database did not take it. On the
+ * thread that starts the pipeline, then the maintenance thread. */
+static bool beat(lr_pipeline *p)
+{
+    int64_t now = lr_now_ms();
+    char alive[32];
+    lr_time_iso(now + (int64_t)p->lease_s * 500, alive);
+    if (p->db->ops->renew_leases(p->db, p->owner, alive) != LR_OK) {
+        if (!p->beat_failing)
+            lr_error("could not renew this process's heartbeat; other processes may take its "
+                     "work, and it takes no dead process's work over until it beats again");
+        p->beat_failing = true;
+        p->quiet_until_ms = INT64_MAX;
+        return false;
+    }
+    p->beat_ms = now;
+    if (p->beat_failing) {
+        p->beat_failing = false;
+        p->quiet_until_ms = now + (int64_t)p->lease_s * 600;
+        lr_info("heartbeat renewed again; taking over dead processes' work again in %d ms",
+                p->lease_s * 600);
+    }
+    return true;
+}
+
+/* Beats when a tenth of the lease has passed since the last beat; false
+ * when that beat failed. */
+static bool beat_if_due(lr_pipeline *p)
+{
+    return lr_now_ms() - p->beat_ms < (int64_t)p->lease_s * 100 || beat(p);
+}
+
+bool lr_pipeline_takes_dead(const lr_pipeline *p)
+{
+    return lr_now_ms() >= p->quiet_until_ms;
+}
+
 /* Batches follow each other until one comes back short: a dead process
  * with thousands of generations in its backlog is taken over within one
- * round, not one batch per round (a tenth of a lease apart). */
+ * round, not one batch per round (a tenth of a lease apart); the
+ * heartbeat is renewed between them, so a long round never lets this
+ * process's own heartbeat end. */
 int lr_pipeline_recover(lr_pipeline *p)
 {
-    int n = 0, k;
-    while ((k = claim_batch(p)) == CLAIM_BATCH)
+    int n = 0, k = CLAIM_BATCH;
+    while (k == CLAIM_BATCH && beat_if_due(p) && (k = claim_batch(p)) >= 0)
         n += k;
     if (k < 0)
         return -1;
-    n += k;
-    while ((k = reap_batch(p)) == REAP_BATCH)
+    k = REAP_BATCH;
+    while (k == REAP_BATCH && beat_if_due(p) && (k = reap_batch(p)) >= 0)
         n += k;
     if (k < 0)
         return -1;
-    n += k;
-    int more = p->part ? p->part->recover(p) : 0;
+    int more = p->part && beat_if_due(p) ? p->part->recover(p) : 0;
     return more < 0 ? -1 : n + more;
 }
 
@@ -1203,41 +1290,6 @@ static void purge_job(void *arg)
     pthread_mutex_unlock(&p->mu);
 }
 
-/* This process's heartbeat: alive for lease_s/2 from now. Renewed every
- * lease_s/10, so five renewals in a row must fail or come late before
- * another process takes this one for dead; a dead one's work is found at
- * most lease_s/2 + lease_s/10 after its last beat and taken over in the
- * same round, within one lease. false: the database did not take it. */
-static bool beat(lr_pipeline *p)
-{
-    char alive[32];
-    lr_time_iso(lr_now_ms() + (int64_t)p->lease_s * 500, alive);
-    return p->db->ops->renew_leases(p->db, p->owner, alive) == LR_OK;
-}
-
-/* A database outage longer than a heartbeat ends every process's: when
- * it is back, whichever process beats first would take the others' live
- * work before they beat again. So after a failed beat a process takes
- * nothing over for two more rounds (by then every live process has had a
- * round to beat). Whether to recover this round; failing counts the
- * rounds left (maintenance thread only). */
-static bool beat_round(lr_pipeline *p, int *quiet)
-{
-    if (!beat(p)) {
-        if (*quiet == 0)
-            lr_error("could not renew this process's heartbeat; other processes may take its "
-                     "work, and it takes none over until it beats again");
-        *quiet = 3;
-        return false;
-    }
-    if (*quiet == 3)
-        lr_info("heartbeat renewed again; taking over dead processes' work from the round after "
-                "next");
-    if (*quiet > 0)
-        (*quiet)--;
-    return *quiet == 0;
-}
-
 /* The maintenance thread: beats, then takes over what dead processes
  * left, every lease_s/10. It has its own thread so a backlog of renders
  * and uploads on the workers never delays a beat (the other processes
@@ -1246,7 +1298,6 @@ static bool beat_round(lr_pipeline *p, int *quiet)
 static void *maintenance_main(void *arg)
 {
     lr_pipeline *p = arg;
-    int quiet = 0;
     pthread_mutex_lock(&p->mu);
     while (!p->maint_stop) {
         struct timespec until;
@@ -1259,7 +1310,7 @@ static void *maintenance_main(void *arg)
         if (p->maint_stop)
             break;
         pthread_mutex_unlock(&p->mu);
-        if (beat_round(p, &quiet))
+        if (beat(p))
             lr_pipeline_recover(p);
         pthread_mutex_lock(&p->mu);
         bool purge = !p->purge_queued;
@@ -1277,9 +1328,7 @@ void lr_pipeline_start_maintenance(lr_pipeline *p)
 {
     if (p->maint_running)
         return;
-    if (!beat(p))
-        lr_error("could not write this process's first heartbeat; it is retried every %d ms",
-                 p->lease_s * 100);
+    beat_if_due(p);
     if (pthread_create(&p->maint, NULL, maintenance_main, p) != 0) {
         lr_error("cannot start the maintenance thread");
         abort(); /* without renewals every generation would be reaped: fail loudly */

@@ -104,7 +104,9 @@ void lr_pipeline_set_retry(lr_pipeline *p, int retry_ms);
 /* Takes over unfinished generations whose process died (its heartbeat
  * ended; for a process without one, the row's lease ran out): those with provider task ids are
  * resumed by polling the tasks, the others are failed and refunded. Returns how many were handled,
- * -1 on a database error. Called at start and then periodically. */
+ * -1 on a database error. Called at start and then periodically; beats
+ * when due, and takes nothing over in the first lease_s * 0.6 after the
+ * start or after the heartbeat failed (pipeline.c's beat says why). */
 int lr_pipeline_recover(lr_pipeline *p);
 /* Cancels user's unfinished generation: settled as canceled with a full
  * refund (exactly once, whichever process runs it); the provider is told

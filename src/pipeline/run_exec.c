@@ -584,7 +584,7 @@ static lr_err reserve(lr_pipeline *p, const lr_run_begin_req *q, lr_run_begin_re
         const lr_price_line *l = &c->lines[i];
         const lr_graph_node *gn = &q->graph->nodes[i];
         const lr_run_node *from = &plan->cache[i];
-        lr_uuid_v4(gen_ids[i]);
+        lr_uuid_v7(gen_ids[i]);
         if (!plan->included[i])
             continue;
         urls[i] = from->generation_id ? lr_strv_json(&from->result_urls) : NULL;
@@ -940,7 +940,8 @@ static int graph_runs_recover(lr_pipeline *p)
     char lease[32];
     lr_time_iso(lr_now_ms() + (int64_t)p->lease_s * 1000, lease);
     lr_strv ids;
-    if (p->db->ops->claim_runs(p->db, p->owner, lease, 50, &ids) != LR_OK)
+    if (p->db->ops->claim_runs(p->db, p->owner, lease, 50, lr_pipeline_takes_dead(p), &ids) !=
+        LR_OK)
         return -1;
     for (size_t i = 0; i < ids.n; i++) {
         lr_run rr;

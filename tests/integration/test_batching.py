@@ -2,16 +2,45 @@
 still gets its own answer. Users with and without enough credits in one
 batch, an Idempotency-Key raced inside a batch, and a SIGKILL right after
 the last answer: every acknowledged generation and its ledger rows are in
-the database, and the ledger audit is clean."""
+the database, its stored image is whole on disk, and the ledger audit is
+clean."""
+import os
 import re
 import signal
+import struct
 import threading
 import unittest
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 from harness import ServerTest, new_user
 
 NO_LIMITS = {"LENSROOM_USER_MAX_IN_FLIGHT": "0", "LENSROOM_USER_RATE_PER_MIN": "0"}
+
+
+def png_problem(data):
+    """None when data is a whole PNG (every chunk's CRC right, the pixel rows
+    all there once inflated), else what is wrong with it."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        return "no PNG signature (%d bytes)" % len(data)
+    pos, idat, ihdr = 8, b"", None
+    while pos + 12 <= len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + n]
+        crc, = struct.unpack(">I", data[pos + 8 + n:pos + 12 + n] or b"\0\0\0\0")
+        if len(body) != n or zlib.crc32(kind + body) != crc:
+            return "chunk %r torn at %d" % (kind, pos)
+        if kind == b"IHDR":
+            ihdr = struct.unpack(">IIBB", body[:10])
+        elif kind == b"IDAT":
+            idat += body
+        elif kind == b"IEND":
+            width, height, depth, color = ihdr
+            row = (width * {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[color] * depth + 7) // 8
+            rows = zlib.decompress(idat)
+            return None if len(rows) == height * (1 + row) else "pixels missing"
+        pos += 12 + n
+    return "no IEND chunk"
 
 
 def run_together(n, fn):
@@ -132,6 +161,12 @@ class DurableAnswers(ServerTest):
             self.assertIn(gid, charged)
         for u in users:
             self.assertEqual(self.server.balance(u), 0)
+        # The file is fdatasync'ed and renamed before its generation settles:
+        # an answered image is on disk, whole, under the name its URL gives.
+        for r in results:
+            bucket, key = re.search(r"/object/public/([^/]+)/(.+)$", r.json["url"]).groups()
+            with open(os.path.join(self.server.data_dir, "storage", bucket, key), "rb") as f:
+                self.assertIsNone(png_problem(f.read()), key)
         audit = self.server.cli("audit", check=False)
         self.assertEqual(audit.returncode, 0, audit.stdout + audit.stderr)
 

@@ -3,6 +3,7 @@ their lease runs out and the next process takes them over — generations
 whose provider task id was recorded are resumed by polling that task
 (Kie.ai, faked), the others are failed and refunded exactly once; nothing
 is left pending or processing."""
+import json
 import threading
 import time
 import unittest
@@ -45,6 +46,35 @@ class Recovery(unittest.TestCase):
         s.stop()
         s.start()
         self.assertEqual(s.balance(user), 160)
+        s.assert_ledger_consistent(self, user)
+
+    def test_a_lost_settle_keeps_the_objects_the_winner_named(self):
+        """Two processes that ran one generation (one wrongly taken for
+        dead) store the same keys; the one whose settle loses must not
+        remove what the winner's row points at."""
+        s = Server({"LENSROOM_MOCK_LATENCY_MS": "3000"})
+        self.addCleanup(s.cleanup)
+        s.start()
+        user = new_user()
+        s.grant(user, 16)
+        tok = s.token(user)
+        first = s.infer(tok, prompt="the winner's picture")
+        self.assertEqual(first.status, 200, first.body)
+        r = s.infer(tok, prompt="the winner's picture", headers={"Prefer": "respond-async"})
+        self.assertEqual(r.status, 202, r.body)
+        gid = r.json["generationId"]
+        url = first.json["url"].replace(first.json["meta"]["generationId"], gid)
+        # the other process settles first, naming the key this one stores
+        with s.db() as c:
+            n = c.execute("UPDATE generations SET status = 'success', result_urls = ?, "
+                          "succeeded_count = 1 WHERE id = ? AND status IN "
+                          "('pending', 'processing')", (json.dumps([url]), gid)).rowcount
+        self.assertEqual(n, 1)
+        self.assertTrue(wait_for(lambda: f"generation {gid} was already settled" in s.read_log(),
+                                 60), s.read_log())
+        got = s.fetch_url(url)
+        self.assertEqual(got.status, 200, url)
+        self.assertTrue(got.body.startswith(b"\x89PNG"))
         s.assert_ledger_consistent(self, user)
 
     def test_sigterm_waits_for_in_flight_generations(self):

@@ -467,11 +467,11 @@ static void a_crashed_run_is_resumed_by_the_next_process(void **state)
     proc_stop(&f->a); /* the crash: the row stays processing, claimed */
 
     proc b = {0};
-    proc_start(f, &b, 60);
+    proc_start(f, &b, 2); /* takes nothing over in its first 1.2 s */
     int64_t until = lr_monotonic_ms() + DEADLINE_MS;
     int taken = 0;
     while (taken == 0 && lr_monotonic_ms() < until) {
-        taken = lr_pipeline_recover(b.pipeline); /* 0 until the lease runs out */
+        taken = lr_pipeline_recover(b.pipeline); /* 0 until the lease and b's wait run out */
         assert_true(taken >= 0);
         if (!taken)
             usleep(50000);

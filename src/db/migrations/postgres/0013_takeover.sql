@@ -5,7 +5,10 @@
 -- lease after its heartbeat had already stopped. Now the heartbeat alone
 -- decides for an owner that has one (the server beats every lease/10 and
 -- its heartbeat lives lease/2); the row's lease decides only for owners
--- without a heartbeat row (processes of versions before 0012).
+-- without a heartbeat row: processes that stopped cleanly (they delete
+-- theirs and end their rows' leases) and versions before 0012. A caller
+-- that may have missed others' beats (just started, or back from a
+-- database outage) passes p_dead false and takes only the latter.
 --
 -- The reaper was a loop of settle() calls in created_at order: it took
 -- users' balance rows in that order while a live server's batches take
@@ -19,19 +22,22 @@
 
 -- The rule, in one place: work claimed by p_claimed_by (lease p_lease_until;
 -- p_alive_until the owner's heartbeat, NULL when it has none) is abandoned
--- for p_owner. A plain SQL expression, so the planner inlines it.
+-- for p_owner; an ended heartbeat counts only when p_dead. A plain SQL
+-- expression, so the planner inlines it.
 CREATE OR REPLACE FUNCTION lensroom.abandoned(p_owner uuid, p_claimed_by uuid,
-  p_lease_until timestamptz, p_alive_until timestamptz)
+  p_lease_until timestamptz, p_alive_until timestamptz, p_dead boolean)
 RETURNS boolean LANGUAGE sql STABLE AS $$
   SELECT p_claimed_by IS DISTINCT FROM p_owner
      AND CASE WHEN p_alive_until IS NULL
               THEN p_lease_until IS NULL OR p_lease_until < pg_catalog.now()
-              ELSE p_alive_until <= pg_catalog.now() END
+              ELSE p_dead AND p_alive_until <= pg_catalog.now() END
 $$;
-REVOKE ALL ON FUNCTION lensroom.abandoned(uuid, uuid, timestamptz, timestamptz)
+REVOKE ALL ON FUNCTION lensroom.abandoned(uuid, uuid, timestamptz, timestamptz, boolean)
   FROM PUBLIC, anon, authenticated;
 
-CREATE OR REPLACE FUNCTION lensroom.reap_expired(p_owner uuid, p_limit integer)
+-- The 2-argument reaper stays 0012's, for processes of earlier versions
+-- during a rolling upgrade.
+CREATE OR REPLACE FUNCTION lensroom.reap_expired(p_owner uuid, p_limit integer, p_dead boolean)
 RETURNS TABLE (generation_id uuid, refund integer)
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $$
 #variable_conflict use_column
@@ -44,7 +50,7 @@ BEGIN
     SELECT x.id FROM public.generations x
       LEFT JOIN lensroom.instances i ON i.owner = x.claimed_by
      WHERE x.status IN ('pending', 'processing')
-       AND lensroom.abandoned(p_owner, x.claimed_by, x.lease_until, i.alive_until)
+       AND lensroom.abandoned(p_owner, x.claimed_by, x.lease_until, i.alive_until, p_dead)
        AND coalesce(x.provider_task_ids, '[]'::jsonb) = '[]'::jsonb
        AND x.run_id IS NULL
      LIMIT p_limit
@@ -92,7 +98,8 @@ BEGIN
         OR EXISTS (SELECT 1 FROM lensroom.generation_webhooks h WHERE h.generation_id = f.id)
     ON CONFLICT (generation_id) DO NOTHING
   )
-  SELECT f.id, f.back FROM failed f;
+  SELECT f.id, coalesce(f.back, 0) FROM failed f;
   PERFORM set_config('lensroom.ledger', 'off', true);
 END $$;
-REVOKE ALL ON FUNCTION lensroom.reap_expired(uuid, integer) FROM PUBLIC, anon, authenticated;
+REVOKE ALL ON FUNCTION lensroom.reap_expired(uuid, integer, boolean)
+  FROM PUBLIC, anon, authenticated;
