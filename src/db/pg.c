@@ -503,8 +503,12 @@ static void send_together(PGconn *c, pg_job **jobs, size_t n)
     lr_err all = sent ? LR_OK : LR_ERR_UNAVAILABLE;
     for (size_t i = 0; i < m && all != LR_ERR_UNAVAILABLE; i++) {
         lr_err e = read_call(c, order[i]);
-        if (e == LR_OK && order[i] == &batch)
-            e = spread_answers(batch.res, jobs, n);
+        if (e == LR_OK && order[i] == &batch && spread_answers(batch.res, jobs, n) != LR_OK) {
+            /* the statement ran and the Sync commits it: rerunning the
+             * calls would charge (or grant) twice; their outcome is unknown */
+            lr_error("postgres writer: write_batch's answer does not match its %zu calls", n);
+            e = LR_ERR_UNAVAILABLE;
+        }
         if (e != LR_OK)
             all = e;
     }

@@ -975,6 +975,7 @@ static void resume_row(lr_pipeline *p, const lr_generation *g)
     int outputs = g->outputs_count;
     if (!m || outputs < 1 || outputs > MAX_OUTPUTS) {
         lr_settle_req q = {.generation_id = g->id,
+                           .user_id = g->user_id, /* orders the write batch */
                            .status = lr_gen_status_name(LR_GEN_FAILED),
                            .failed_count = outputs,
                            .refund = g->credits_used, /* all that is still charged */

@@ -50,6 +50,7 @@ DECLARE
   u_id uuid[];
   u_bal integer[];
   s_id uuid[];
+  s_user uuid[];
   -- idempotency keys in use: user id || key (a uuid's text is 36 long),
   -- the holder, its request hash and creation, and the batch call that
   -- took it (NULL: a row already in the table)
@@ -84,12 +85,23 @@ BEGIN
              ORDER BY g.user_id, g.idempotency_key FOR UPDATE) h;
   END IF;
 
+  -- The generations it settles, locked in id order BEFORE any balance:
+  -- the reaper (0013) takes generation rows without waiting (SKIP LOCKED)
+  -- and then waits for balances, so a batch that waited for a generation
+  -- row while holding a balance could close a circle with it. Their users
+  -- come from the rows, whatever the caller passed.
+  IF coalesce(jsonb_array_length(p_settles), 0) > 0 THEN
+    SELECT array_agg((e->>0)::uuid) INTO s_id FROM jsonb_array_elements(p_settles) e;
+    SELECT array_agg(x.user_id) INTO s_user
+      FROM (SELECT g.id, g.user_id FROM public.generations g WHERE g.id = ANY (s_id)
+             ORDER BY g.id FOR UPDATE) x;
+  END IF;
+
   -- (arrays compared with = ANY: the plans, cached once for every batch
   -- size, then look rows up by index whatever the tables hold)
   SELECT array_agg(x.u) INTO u_id
     FROM (SELECT unnest(r_user) AS u
-          UNION SELECT (e->>12)::uuid FROM jsonb_array_elements(p_settles) e
-                 WHERE (e->>6)::integer > 0
+          UNION SELECT unnest(s_user)
           UNION SELECT (e#>>'{}')::uuid FROM jsonb_array_elements(p_lock) e) x;
   SELECT array_agg(c.user_id), array_agg(c.amount) INTO u_id, u_bal
     FROM (SELECT c.user_id, c.amount FROM public.credits c WHERE c.user_id = ANY (u_id)
@@ -175,7 +187,6 @@ BEGIN
                  FROM generate_series(1, n) AS x(c);
 
   IF coalesce(jsonb_array_length(p_settles), 0) > 0 THEN
-    SELECT array_agg((e->>0)::uuid) INTO s_id FROM jsonb_array_elements(p_settles) e;
     RETURN QUERY
     WITH s AS (
       SELECT t.i::integer AS i, (t.e->>0)::uuid AS id, t.e->>1 AS status, (t.e->>2)::jsonb AS urls,
