@@ -1015,24 +1015,33 @@ static lr_err pg_preview_finish(lr_db *db, const lr_preview_req *q)
  * are only touched to give them up (a lease_until already past: the
  * guard is evaluated once, before any row is read). Heartbeats of
  * processes gone for a day are dropped on the way. */
+/* The heartbeat is dated by the database's clock: lease_until becomes a
+ * duration from this process's now, added to the database's now() when the
+ * statement runs. A server whose clock is behind the database's, or that
+ * waited for a pooled connection, would otherwise write a heartbeat that
+ * is shorter than meant, or already over. */
 static lr_err pg_renew_leases(lr_db *db, const char *owner, const char *lease_until)
 {
-    const char *p[] = {owner, lease_until};
+    int64_t until = lr_time_parse_iso(lease_until);
+    if (until < 0)
+        return LR_ERR_INVALID;
+    char ms[24];
+    snprintf(ms, sizeof ms, "%lld", (long long)(until - lr_now_ms()));
+    const char *p[] = {owner, ms};
     PGresult *r;
-    lr_err e =
-        query((pg_db *)db,
-              "WITH beat AS (INSERT INTO lensroom.instances (owner, alive_until) "
-              "SELECT $1::uuid, $2::timestamptz WHERE $2::timestamptz > now() "
-              "ON CONFLICT (owner) DO UPDATE SET alive_until = excluded.alive_until), "
-              "gone AS (DELETE FROM lensroom.instances WHERE (owner <> $1::uuid "
-              "AND alive_until < now() - interval '1 day') "
-              "OR (owner = $1::uuid AND $2::timestamptz <= now())), "
-              "runs AS (UPDATE public.runs SET lease_until = $2::timestamptz "
-              "WHERE $2::timestamptz <= now() AND claimed_by = $1::uuid AND status = 'running') "
-              "UPDATE public.generations SET lease_until = $2::timestamptz "
-              "WHERE $2::timestamptz <= now() AND claimed_by = $1::uuid "
-              "AND status IN ('pending', 'processing')",
-              2, p, &r);
+    lr_err e = query(
+        (pg_db *)db,
+        "WITH t AS (SELECT now() + $2::bigint * interval '1 millisecond' AS at), "
+        "beat AS (INSERT INTO lensroom.instances (owner, alive_until) "
+        "SELECT $1::uuid, t.at FROM t WHERE $2::bigint > 0 "
+        "ON CONFLICT (owner) DO UPDATE SET alive_until = excluded.alive_until), "
+        "gone AS (DELETE FROM lensroom.instances WHERE (owner <> $1::uuid "
+        "AND alive_until < now() - interval '1 day') OR (owner = $1::uuid AND $2::bigint <= 0)), "
+        "runs AS (UPDATE public.runs SET lease_until = (SELECT at FROM t) "
+        "WHERE $2::bigint <= 0 AND claimed_by = $1::uuid AND status = 'running') "
+        "UPDATE public.generations SET lease_until = (SELECT at FROM t) "
+        "WHERE $2::bigint <= 0 AND claimed_by = $1::uuid AND status IN ('pending', 'processing')",
+        2, p, &r);
     PQclear(r);
     return e;
 }
