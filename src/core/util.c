@@ -17,16 +17,22 @@ void lr_random_bytes(unsigned char *out, size_t len)
         abort(); /* a broken CSPRNG must never produce ids or secrets */
 }
 
-void lr_uuid_v4(char out[LR_UUID_LEN + 1])
+/* b as the text of a UUID of the given version (RFC 9562 variant). */
+static void uuid_text(unsigned char b[16], int version, char out[LR_UUID_LEN + 1])
 {
-    unsigned char b[16];
-    lr_random_bytes(b, sizeof b);
-    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+    b[6] = (unsigned char)((b[6] & 0x0f) | (version << 4));
     b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
     snprintf(out, LR_UUID_LEN + 1,
              "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
              b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
              b[15]);
+}
+
+void lr_uuid_v4(char out[LR_UUID_LEN + 1])
+{
+    unsigned char b[16];
+    lr_random_bytes(b, sizeof b);
+    uuid_text(b, 4, out);
 }
 
 void lr_uuid_v7(char out[LR_UUID_LEN + 1])
@@ -36,12 +42,7 @@ void lr_uuid_v7(char out[LR_UUID_LEN + 1])
     uint64_t ms = (uint64_t)lr_now_ms();
     for (int i = 0; i < 6; i++)
         b[i] = (unsigned char)(ms >> (40 - 8 * i));
-    b[6] = (unsigned char)((b[6] & 0x0f) | 0x70);
-    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-    snprintf(out, LR_UUID_LEN + 1,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
-             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-             b[15]);
+    uuid_text(b, 7, out);
 }
 
 static bool is_hex(char c)

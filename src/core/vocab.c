@@ -1,6 +1,7 @@
 #include "core/vocab.h"
 
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 static const char *const status_names[] = {
@@ -92,6 +93,14 @@ int lr_code_http_status(lr_code c)
 const char *lr_code_message(lr_code c)
 {
     return (unsigned)c < COUNT(codes) ? codes[c].message : codes[0].message;
+}
+
+void lr_code_vformat(char *buf, size_t size, lr_code c, const char *fmt, va_list ap)
+{
+    if (fmt)
+        vsnprintf(buf, size, fmt, ap);
+    else
+        snprintf(buf, size, "%s", lr_code_message(c));
 }
 
 json_t *lr_error_body(const char *code, const char *msg, json_t *extra)

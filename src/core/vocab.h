@@ -14,7 +14,9 @@
 #define LR_VOCAB_H
 
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 /* XX(NAME, "string"). A generation is pending (reserved, not yet handed
  * to the provider), then processing, then final: success, failed or
@@ -176,6 +178,9 @@ bool lr_code_parse(const char *s, lr_code *out);
 /* The HTTP status the API answers c with (500 for LR_CODE_NONE). */
 int lr_code_http_status(lr_code c);
 const char *lr_code_message(lr_code c);
+/* A refusal's message into buf: fmt formatted with ap, or c's own message
+ * when fmt is NULL. */
+void lr_code_vformat(char *buf, size_t size, lr_code c, const char *fmt, va_list ap);
 
 /* The API's error body {"success": false, "error": msg, "code": code},
  * with extra's fields merged in (extra is consumed; may be NULL). A new

@@ -1272,14 +1272,7 @@ static lr_err pg_find_cached(lr_db *db, const char *user_id, const char *cache_k
                           "AND g.deleted_at IS NULL AND ($3::uuid IS NULL OR g.run_id = $3::uuid) "
                           "ORDER BY g.created_at DESC LIMIT 1",
                           3, p, lr_db_add_run_node, NC_COUNT, &l);
-    if (e == LR_OK && l.n == 0)
-        e = LR_ERR_NOT_FOUND;
-    if (e == LR_OK) {
-        *out = l.v[0];
-        l.v[0] = (lr_run_node){0};
-    }
-    lr_run_node_list_clear(&l);
-    return e;
+    return lr_db_first_run_node(e, &l, out);
 }
 
 static void add_run_id(const char *const *col, void *out)

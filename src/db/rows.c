@@ -167,6 +167,20 @@ lr_err lr_db_first_generation(lr_err e, lr_generation_list *l, lr_generation *ou
     return e;
 }
 
+lr_err lr_db_first_run_node(lr_err e, lr_run_node_list *l, lr_run_node *out)
+{
+    if (e == LR_OK && l->n == 0)
+        e = LR_ERR_NOT_FOUND;
+    if (e == LR_OK) {
+        *out = l->v[0];
+        l->v[0] = (lr_run_node){0};
+    } else {
+        *out = (lr_run_node){0};
+    }
+    lr_run_node_list_clear(l);
+    return e;
+}
+
 void lr_db_set_run(const char *const *col, void *out)
 {
     lr_run *r = out;

@@ -120,6 +120,8 @@ void *lr_db_grow(void *v, size_t n, size_t size);
 /* Moves the first generation of l into out and clears l; NOT_FOUND when l
  * is empty. e: the read's result, passed through when not LR_OK. */
 lr_err lr_db_first_generation(lr_err e, lr_generation_list *l, lr_generation *out);
+/* The same for a list of run nodes (find_cached). */
+lr_err lr_db_first_run_node(lr_err e, lr_run_node_list *l, lr_run_node *out);
 /* The end of a read of one run (lr_db_set_run into out): NOT_FOUND when
  * no row came; out is cleared whenever the answer is not LR_OK. */
 lr_err lr_db_found_run(lr_err e, lr_run *out);

@@ -1464,14 +1464,7 @@ static lr_err sq_find_cached(lr_db *db, const char *user_id, const char *cache_k
     lr_err e = query((sqlite_db *)db, READ, Q_FIND_CACHED,
                      ARGS(A_TEXT(user_id), A_TEXT(cache_key), A_TEXT(from_run)),
                      INTO(lr_db_add_run_node, NC_COUNT, &l));
-    if (e == LR_OK && l.n == 0)
-        e = LR_ERR_NOT_FOUND;
-    if (e == LR_OK) {
-        *out = l.v[0];
-        l.v[0] = (lr_run_node){0};
-    }
-    lr_run_node_list_clear(&l);
-    return e;
+    return lr_db_first_run_node(e, &l, out);
 }
 
 static void add_id(sqlite3_stmt *s, void *out)

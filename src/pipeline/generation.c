@@ -49,13 +49,9 @@ static bool refuse(begin *b, lr_code code, const char *field, const char *fmt, .
     o->kind = LR_BEGIN_REFUSED;
     o->code = code;
     snprintf(o->field, sizeof o->field, "%s", field ? field : "");
-    if (!fmt) {
-        snprintf(o->message, sizeof o->message, "%s", lr_code_message(code));
-        return false;
-    }
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(o->message, sizeof o->message, fmt, ap);
+    lr_code_vformat(o->message, sizeof o->message, code, fmt, ap);
     va_end(ap);
     return false;
 }

@@ -57,10 +57,10 @@ struct lr_pipeline {
     pthread_t maint;
     pthread_cond_t maint_cv;
     bool maint_running, maint_stop, purge_queued;
-    /* the heartbeat (pipeline.c's beat): when it last took, whether it is
-     * failing, and before when this process takes no work over */
+    /* the heartbeat (pipeline.c's beat): when it last took, and before when
+     * this process takes no dead process's work over (INT64_MAX: while its
+     * beats fail) */
     int64_t beat_ms, quiet_until_ms;
-    bool beat_failing;
     lr_graph_run *graph_runs;     /* graph runs this process executes (mu) */
     bool draining;                /* shutting down: graph runs start no more nodes (mu) */
     const lr_pipeline_part *part; /* graph runs' recovery and release, or NULL */

@@ -1064,17 +1064,16 @@ static bool beat(lr_pipeline *p)
     int64_t now = lr_now_ms();
     char alive[32];
     lr_time_iso(now + (int64_t)p->lease_s * 500, alive);
+    bool failing = p->quiet_until_ms == INT64_MAX; /* since the last beat that took */
     if (p->db->ops->renew_leases(p->db, p->owner, alive) != LR_OK) {
-        if (!p->beat_failing)
+        if (!failing)
             lr_error("could not renew this process's heartbeat; other processes may take its "
                      "work, and it takes no dead process's work over until it beats again");
-        p->beat_failing = true;
         p->quiet_until_ms = INT64_MAX;
         return false;
     }
     p->beat_ms = now;
-    if (p->beat_failing) {
-        p->beat_failing = false;
+    if (failing) {
         p->quiet_until_ms = now + (int64_t)p->lease_s * 600;
         lr_info("heartbeat renewed again; taking over dead processes' work again in %d ms",
                 p->lease_s * 600);

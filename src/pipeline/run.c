@@ -96,10 +96,8 @@ void lr_graph_release(lr_graph *g)
     *g = (lr_graph){0};
 }
 
-__attribute__((format(printf, 5, 6))) static void add_error(lr_graph_check_result *r,
-                                                            const lr_graph_node *node,
-                                                            const char *field, lr_code code,
-                                                            const char *fmt, ...)
+void lr_graph_add_error(lr_graph_check_result *r, const lr_graph_node *node, const char *field,
+                        lr_code code, const char *fmt, ...)
 {
     lr_node_error *e = &r->errors[r->n_errors++];
     *e = (lr_node_error){.node_id = node->id, .code = code};
@@ -139,28 +137,31 @@ static void check_node(lr_pipeline *p, const lr_graph *g, size_t i, lr_graph_che
     const lr_graph_node *node = &g->nodes[i];
     r->lines[i].node_id = node->id;
     if (!valid_id(node->id)) {
-        add_error(r, node, "id", LR_CODE_INVALID_GRAPH,
-                  "A node id must be 1-64 letters, digits, '_' or '-'");
+        lr_graph_add_error(r, node, "id", LR_CODE_INVALID_GRAPH,
+                           "A node id must be 1-64 letters, digits, '_' or '-'");
         return;
     }
     if (find_node(g, node->id, strlen(node->id)) != (int)i)
-        add_error(r, node, "id", LR_CODE_INVALID_GRAPH, "Node id %s is used twice", node->id);
+        lr_graph_add_error(r, node, "id", LR_CODE_INVALID_GRAPH, "Node id %s is used twice",
+                           node->id);
     lr_quote_refusal why;
     if (!lr_quote_infer_line(p, node->model_id, node->params, node->outputs, &r->lines[i], &why)) {
-        add_error(r, node, why.field[0] ? why.field : "modelId", why.code, "%s", why.message);
+        lr_graph_add_error(r, node, why.field[0] ? why.field : "modelId", why.code, "%s",
+                           why.message);
         return;
     }
     r->lines[i].node_id = node->id;
     if (node->param_ref)
-        add_error(r, node, "params", LR_CODE_TYPE_MISMATCH,
-                  "params.%s cannot take a node output: params are literal values",
-                  node->param_ref);
+        lr_graph_add_error(r, node, "params", LR_CODE_TYPE_MISMATCH,
+                           "params.%s cannot take a node output: params are literal values",
+                           node->param_ref);
     if (!node->prompt.present)
-        add_error(r, node, "inputs.prompt", LR_CODE_MISSING_FIELDS,
-                  "inputs.prompt is required (text or a reference)");
+        lr_graph_add_error(r, node, "inputs.prompt", LR_CODE_MISSING_FIELDS,
+                           "inputs.prompt is required (text or a reference)");
     if (!strcmp(r->lines[i].model->capability, "edit") && !node->image_url.present)
-        add_error(r, node, "inputs.imageUrl", LR_CODE_MISSING_INPUT_IMAGE,
-                  "This model edits an image: give inputs.imageUrl (a URL or a reference)");
+        lr_graph_add_error(
+            r, node, "inputs.imageUrl", LR_CODE_MISSING_INPUT_IMAGE,
+            "This model edits an image: give inputs.imageUrl (a URL or a reference)");
 }
 
 /* Whether an output of capability `from` fits input `field`. */
@@ -185,29 +186,29 @@ static void check_ref(const lr_graph *g, size_t i, const lr_node_input *in, int 
                   ? find_node(g, in->ref, id_len)
                   : -2;
     if (src == -2) {
-        add_error(r, node, field, LR_CODE_DANGLING_REFERENCE,
-                  "%s: a reference is {\"$ref\": \"<node>.outputs[<i>]\"}", field);
+        lr_graph_add_error(r, node, field, LR_CODE_DANGLING_REFERENCE,
+                           "%s: a reference is {\"$ref\": \"<node>.outputs[<i>]\"}", field);
         return;
     }
     if (src < 0 || !r->lines[src].model) {
-        add_error(r, node, field, LR_CODE_DANGLING_REFERENCE, "%s refers to %.*s, %s", field,
-                  (int)(id_len > 64 ? 64 : id_len), in->ref,
-                  src < 0 ? "which is not a node of this graph" : "which has errors");
+        lr_graph_add_error(r, node, field, LR_CODE_DANGLING_REFERENCE, "%s refers to %.*s, %s",
+                           field, (int)(id_len > 64 ? 64 : id_len), in->ref,
+                           src < 0 ? "which is not a node of this graph" : "which has errors");
         return;
     }
     if (output >= r->lines[src].outputs) {
-        add_error(r, node, field, LR_CODE_DANGLING_REFERENCE,
-                  "%s refers to output %d of %s, which makes %d", field, output, g->nodes[src].id,
-                  r->lines[src].outputs);
+        lr_graph_add_error(r, node, field, LR_CODE_DANGLING_REFERENCE,
+                           "%s refers to output %d of %s, which makes %d", field, output,
+                           g->nodes[src].id, r->lines[src].outputs);
         return;
     }
     const char *cap = r->lines[src].model->capability;
     if (!fits(cap, slot == 1)) {
-        add_error(r, node, field, LR_CODE_TYPE_MISMATCH, "%s takes %s, but %s makes %s", field,
-                  slot ? "an image" : "text", g->nodes[src].id,
-                  !strcmp(cap, "text")    ? "text"
-                  : !strcmp(cap, "video") ? "a video"
-                                          : "an image");
+        lr_graph_add_error(r, node, field, LR_CODE_TYPE_MISMATCH, "%s takes %s, but %s makes %s",
+                           field, slot ? "an image" : "text", g->nodes[src].id,
+                           !strcmp(cap, "text")    ? "text"
+                           : !strcmp(cap, "video") ? "a video"
+                                                   : "an image");
         return;
     }
     r->reads[i][slot] = src;
@@ -233,8 +234,8 @@ static void order_nodes(const lr_graph *g, lr_graph_check_result *r)
     }
     for (size_t i = 0; i < n && done < n; i++) {
         if (!placed[i])
-            add_error(r, &g->nodes[i], "inputs", LR_CODE_GRAPH_CYCLE,
-                      "Node %s depends on itself through its inputs", g->nodes[i].id);
+            lr_graph_add_error(r, &g->nodes[i], "inputs", LR_CODE_GRAPH_CYCLE,
+                               "Node %s depends on itself through its inputs", g->nodes[i].id);
     }
     free(placed);
 }

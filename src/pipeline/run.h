@@ -82,6 +82,12 @@ typedef struct {
     int total;
 } lr_graph_check_result;
 
+/* Adds a problem of node to r (its errors array has room for 8 a node). */
+__attribute__((format(printf, 5, 6))) void lr_graph_add_error(lr_graph_check_result *r,
+                                                              const lr_graph_node *node,
+                                                              const char *field, lr_code code,
+                                                              const char *fmt, ...);
+
 /* LR_OK with the result filled (n_errors > 0 when the graph is refused);
  * LR_ERR_TOO_LARGE for more than LR_GRAPH_MAX_NODES nodes or none. */
 lr_err lr_graph_check(lr_pipeline *p, const lr_graph *g, lr_graph_check_result *out);

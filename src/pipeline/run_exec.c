@@ -512,29 +512,11 @@ __attribute__((format(printf, 3, 4))) static lr_err refuse(lr_run_begin_result *
 {
     o->kind = LR_RUN_REFUSED;
     o->code = code;
-    if (!fmt) {
-        snprintf(o->message, sizeof o->message, "%s", lr_code_message(code));
-        return LR_OK;
-    }
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(o->message, sizeof o->message, fmt, ap);
+    lr_code_vformat(o->message, sizeof o->message, code, fmt, ap);
     va_end(ap);
     return LR_OK;
-}
-
-__attribute__((format(printf, 5, 6))) static void node_error(lr_graph_check_result *c,
-                                                             const lr_graph_node *node,
-                                                             const char *field, lr_code code,
-                                                             const char *fmt, ...)
-{
-    lr_node_error *e = &c->errors[c->n_errors++];
-    *e = (lr_node_error){.node_id = node->id, .code = code};
-    snprintf(e->field, sizeof e->field, "%s", field);
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->message, sizeof e->message, fmt, ap);
-    va_end(ap);
 }
 
 /* What a run checks beyond the graph's shape, as /api/infer checks an
@@ -547,15 +529,15 @@ static void check_inputs(lr_pipeline *p, const lr_graph *g, lr_graph_check_resul
         if (!c->lines[i].model)
             continue;
         if (prompt && (!*prompt || strlen(prompt) > LR_MAX_PROMPT_BYTES))
-            node_error(c, node, "inputs.prompt", LR_CODE_INVALID_PROMPT,
-                       "inputs.prompt must be 1 to 10000 bytes of text");
+            lr_graph_add_error(c, node, "inputs.prompt", LR_CODE_INVALID_PROMPT,
+                               "inputs.prompt must be 1 to 10000 bytes of text");
         if (image &&
             (strlen(image) > LR_MAX_IMAGE_URL_BYTES || !lr_net_url_allowed(p->net, image, &why)))
-            node_error(c, node, "inputs.imageUrl", LR_CODE_INVALID_IMAGE_URL,
-                       "inputs.imageUrl is not usable: %s", why ? why : "too long");
+            lr_graph_add_error(c, node, "inputs.imageUrl", LR_CODE_INVALID_IMAGE_URL,
+                               "inputs.imageUrl is not usable: %s", why ? why : "too long");
         if (!lr_provider_supports(p->provider, c->lines[i].model))
-            node_error(c, node, "modelId", LR_CODE_PROVIDER_NOT_CONFIGURED, "%s",
-                       lr_code_message(LR_CODE_PROVIDER_NOT_CONFIGURED));
+            lr_graph_add_error(c, node, "modelId", LR_CODE_PROVIDER_NOT_CONFIGURED, "%s",
+                               lr_code_message(LR_CODE_PROVIDER_NOT_CONFIGURED));
     }
 }
 
