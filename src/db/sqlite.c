@@ -47,6 +47,7 @@ extern const char lr_sql_sqlite_0013_heartbeats[];
 extern const char lr_sql_sqlite_0009_run_exec[];
 extern const char lr_sql_sqlite_0011_rollups[];
 extern const char lr_sql_sqlite_0012_ops[];
+extern const char lr_sql_sqlite_0014_lean_indexes[];
 
 static const struct {
     const char *version;
@@ -63,7 +64,8 @@ static const struct {
                   {"0010_previews", lr_sql_sqlite_0010_previews},
                   {"0011_rollups", lr_sql_sqlite_0011_rollups},
                   {"0012_ops", lr_sql_sqlite_0012_ops},
-                  {"0013_heartbeats", lr_sql_sqlite_0013_heartbeats}};
+                  {"0013_heartbeats", lr_sql_sqlite_0013_heartbeats},
+                  {"0014_lean_indexes", lr_sql_sqlite_0014_lean_indexes}};
 
 /* Readiness (db/admin.c) checks that the newest one is applied. */
 const char *lr_db_sqlite_latest_migration(void)
@@ -224,8 +226,11 @@ static const char *const sql_text[Q_COUNT] = {
                         "AND status = 'success' AND type IN ('photo', 'video', 'edit') "
                         "AND deleted_at IS NULL AND preview_status IN ('none', 'processing') "
                         "RETURNING storage_keys",
+    /* The first line is generations_preview_pending's own condition, so
+     * the queue is read from that small index. */
     [Q_PREVIEW_PENDING] = "SELECT id FROM generations WHERE status = 'success' "
-                          "AND type IN ('photo', 'video', 'edit') AND deleted_at IS NULL "
+                          "AND type IN ('photo', 'video', 'edit') "
+                          "AND preview_status IN ('none', 'processing') AND deleted_at IS NULL "
                           "AND (preview_status = 'processing' "
                           "OR (preview_status = 'none' AND finished_at > ?1)) "
                           "ORDER BY finished_at LIMIT ?2",

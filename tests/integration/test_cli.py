@@ -41,7 +41,7 @@ class Cli(unittest.TestCase):
                                             "0004_idempotency", "0005_billing", "0006_admin",
                                             "0007_runs", "0008_admin_links", "0009_run_exec",
                                             "0010_previews", "0011_rollups", "0012_ops",
-                                            "0013_heartbeats"])
+                                            "0013_heartbeats", "0014_lean_indexes"])
         with self.s.db() as c:
             versions = [v for v, in c.execute(f"SELECT version FROM {table} ORDER BY 1")]
         self.assertEqual(versions, want)
