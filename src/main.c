@@ -704,6 +704,7 @@ out:
 
 int main(int argc, char **argv)
 {
+    lr_db_library_init();
     curl_global_init(CURL_GLOBAL_DEFAULT);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
         !strcmp(argv[1], "help")) {

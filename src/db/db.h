@@ -418,6 +418,12 @@ lr_err lr_db_open(const char *url, int pool_size, lr_db **out, char **errmsg);
 void lr_db_close(lr_db *db);
 bool lr_db_url_is_postgres(const char *url);
 
+/* Once, first thing in main, before any thread starts or any database is
+ * opened: settings the database libraries take only then. SQLite's
+ * allocation statistics go off (nothing reads them), so its allocations
+ * no longer take one process-wide mutex each. */
+void lr_db_library_init(void);
+
 /* Backend constructors. */
 lr_err lr_db_sqlite_open(const char *path, int pool_size, lr_db **out, char **errmsg);
 lr_err lr_db_pg_open(const char *url, int pool_size, lr_db **out, char **errmsg);

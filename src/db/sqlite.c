@@ -1678,6 +1678,11 @@ static const lr_db_ops sqlite_ops = {
     .close = sq_close,
 };
 
+void lr_db_library_init(void)
+{
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 lr_err lr_db_sqlite_open(const char *path, int pool_size, lr_db **out, char **errmsg)
 {
     sqlite_db *d = lr_xcalloc(1, sizeof *d);
