@@ -20,7 +20,10 @@
  * It locks every balance the transaction may move first, in user order
  * (also those of the batch's adjusts, which follow it), so batches of
  * several processes never wait on each other in a circle; it takes a
- * user's calls in the order they came while the balance lasts. Stage
+ * user's calls in the order they came while the balance lasts. It
+ * decides the reserves before the settles, so a reserve that came after a
+ * refund or an adjust of its own user goes into a second transaction,
+ * where it sees them. Stage
  * writes go before it, adjusts after, each its own prepared call. A lone
  * reserve or settle is sent as its per-call function (cheaper than
  * write_batch's set-up). The answers say ok=false for a short balance, a
@@ -529,11 +532,53 @@ static int by_user(const void *a, const void *b)
     return d ? d : (x->seq > y->seq) - (x->seq < y->seq);
 }
 
-/* The writer thread's batch (batch.h). */
+/* Whether j may give its user credits (a settle with a refund, any
+ * adjust) or, for an adjust, take them. */
+static bool moves_credits(const pg_job *j)
+{
+    return j->w == S_ADJUST || (j->w == S_SETTLE && atoi(j->params[6]) > 0);
+}
+
+/* write_batch decides a batch's reserves before its settles, and the
+ * adjusts run after it: a reserve that came after a refund or an adjust
+ * of its own user would not see what they moved (a refund, then a reserve
+ * the refund pays for, would be refused). The first such reserve in the
+ * order the calls came, or n: the batch is cut there. A refund whose user
+ * the caller did not name counts for every user. */
+static size_t first_reserve_after_credits(pg_job **jobs, size_t n)
+{
+    const char *moved[BATCH_MAX];
+    size_t m = 0;
+    bool anyone = false;
+    for (size_t i = 0; i < n; i++) {
+        if (jobs[i]->w == S_RESERVE) {
+            bool cut = anyone;
+            for (size_t k = 0; !cut && k < m; k++)
+                cut = jobs[i]->user && !strcmp(moved[k], jobs[i]->user);
+            if (cut)
+                return i;
+        } else if (moves_credits(jobs[i])) {
+            if (jobs[i]->user)
+                moved[m++] = jobs[i]->user;
+            else
+                anyone = true;
+        }
+    }
+    return n;
+}
+
+/* The writer thread's batch (batch.h): in one transaction, or in two or
+ * more where a reserve must see an earlier refund or adjust of its user. */
 static void run_batch(void *wp, lr_db_job **jobs_, size_t n)
 {
     pg_writer *w = wp;
     pg_job **jobs = (pg_job **)jobs_;
+    size_t cut = first_reserve_after_credits(jobs, n);
+    if (cut > 0 && cut < n) {
+        run_batch(wp, jobs_, cut);
+        run_batch(wp, jobs_ + cut, n - cut);
+        return;
+    }
     if (!writer_ready(w)) {
         for (size_t i = 0; i < n; i++)
             jobs[i]->base.result = LR_ERR_UNAVAILABLE;

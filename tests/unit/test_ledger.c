@@ -1270,6 +1270,70 @@ static void test_posted_batch_mixes_users_in_order(void **state)
     assert_audit_sound(f);
 }
 
+/* A refund and the same user's next reserve posted back to back, so they
+ * (almost always) share one batch: the reserve sees the refunded credits,
+ * as it would had each call been its own transaction. PostgreSQL's
+ * set-based batch decides reserves before settles; the refund must not
+ * come too late for a reserve that came after it. Ten rounds, each with a
+ * balance that covers exactly one generation. */
+static void test_reserve_after_refund_in_one_batch(void **state)
+{
+    fixture *f = *state;
+    enum { ROUNDS = 10 };
+    grant(f, 8, NULL);
+    static posted_answers a;
+    static posted_slot slot[2];
+    static char failed[LR_UUID_LEN + 1], next[LR_UUID_LEN + 1], ts[32], lease[32], expired[32],
+        owner[LR_UUID_LEN + 1];
+    static lr_settle_req q;
+    static lr_reserve_req r;
+    static lr_key_holder holder;
+    static int balance[2];
+    int b = -1;
+    assert_int_equal(reserve(f, failed, 8, &b), LR_OK);
+    for (int round = 0; round < ROUNDS; round++) {
+        a = (posted_answers){.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+        slot[0] = (posted_slot){&a, 0};
+        slot[1] = (posted_slot){&a, 1};
+        q = (lr_settle_req){.generation_id = failed,
+                            .user_id = f->user,
+                            .status = "failed",
+                            .failed_count = 1,
+                            .refund = 8,
+                            .error_code = "provider_failed"};
+        lr_uuid_v4(next);
+        lr_uuid_v4(owner);
+        lr_time_iso(lr_now_ms(), ts);
+        lr_time_iso(lr_now_ms() + 3600 * 1000, lease);
+        lr_time_iso(lr_now_ms() - 24 * 3600 * 1000, expired);
+        r = (lr_reserve_req){.generation_id = next,
+                             .user_id = f->user,
+                             .type = "text",
+                             .model = "anthropic_text",
+                             .provider = "mock",
+                             .prompt = "p",
+                             .outputs_count = 1,
+                             .cost = 8,
+                             .created_at = ts,
+                             .owner = owner,
+                             .lease_until = lease,
+                             .key_expired_before = expired};
+        balance[0] = balance[1] = -1;
+        lr_db_settle_async(f->db, &q, &balance[0], posted_done, &slot[0]);
+        lr_db_reserve_async(f->db, &r, &balance[1], &holder, posted_done, &slot[1]);
+        posted_wait(&a, 2);
+        if (a.e[0] != LR_OK || a.e[1] != LR_OK)
+            fail_msg("round %d: refund %s, reserve after it %s", round, lr_strerror(a.e[0]),
+                     lr_strerror(a.e[1]));
+        assert_int_equal(balance[0], 8);
+        assert_int_equal(balance[1], 0);
+        memcpy(failed, next, sizeof next); /* the next round refunds this one */
+    }
+    assert_int_equal(balance_of(f), 0);
+    assert_ledger_consistent(f);
+    assert_audit_sound(f);
+}
+
 /* A batch whose set-based statement raises (here: two reserves with one
  * generation id, a primary key violation) is rolled back and run again one
  * call per transaction: the other callers of the batch are answered as if
@@ -1348,6 +1412,7 @@ int main(void)
         T(test_posted_writes_answer_each_caller_once),
         T(test_posted_batch_mixes_users_in_order),
         T(test_failed_batch_is_rerun_call_by_call),
+        T(test_reserve_after_refund_in_one_batch),
         T(test_wal_starts_over_under_steady_writes),
         T(test_run_charged_once_nodes_refunded_once_and_left_to_their_run),
     };
