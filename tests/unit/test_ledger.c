@@ -1137,6 +1137,24 @@ static void test_posted_writes_answer_each_caller_once(void **state)
     assert_audit_sound(f);
 }
 
+/* A text generation's reservation for the posted tests: every string it
+ * points to must outlive the call's answer. */
+static lr_reserve_req text_reservation(const char *id, const char *user, int cost, const char *ts,
+                                       const char *owner, const char *lease)
+{
+    return (lr_reserve_req){.generation_id = id,
+                            .user_id = user,
+                            .type = "text",
+                            .model = "anthropic_text",
+                            .provider = "mock",
+                            .prompt = "p",
+                            .outputs_count = 1,
+                            .cost = cost,
+                            .created_at = ts,
+                            .owner = owner,
+                            .lease_until = lease};
+}
+
 /* Reserves of several users posted at once from one thread, so they meet
  * in the writer's batches: one user's short balance refuses that user's
  * calls alone, a user's calls are taken in the order they came while the
@@ -1194,20 +1212,10 @@ static void test_posted_batch_mixes_users_in_order(void **state)
     for (int i = 0; i < MB_CALLS; i++) {
         lr_uuid_v4(ids[i]);
         slot[i] = (posted_slot){&a, i};
-        r[i] = (lr_reserve_req){.generation_id = ids[i],
-                                .user_id = u[call[i].user].user,
-                                .type = "text",
-                                .model = "anthropic_text",
-                                .provider = "mock",
-                                .prompt = "p",
-                                .outputs_count = 1,
-                                .cost = call[i].cost,
-                                .created_at = ts,
-                                .owner = owner,
-                                .lease_until = lease,
-                                .idempotency_key = call[i].hash ? "k" : NULL,
-                                .request_hash = call[i].hash,
-                                .key_expired_before = expired};
+        r[i] = text_reservation(ids[i], u[call[i].user].user, call[i].cost, ts, owner, lease);
+        r[i].idempotency_key = call[i].hash ? "k" : NULL;
+        r[i].request_hash = call[i].hash;
+        r[i].key_expired_before = expired;
         balance[i] = -1;
         lr_db_reserve_async(f->db, &r[i], &balance[i], &holder[i], posted_done, &slot[i]);
     }
@@ -1283,7 +1291,7 @@ static void test_reserve_after_refund_in_one_batch(void **state)
     grant(f, 8, NULL);
     static posted_answers a;
     static posted_slot slot[2];
-    static char failed[LR_UUID_LEN + 1], next[LR_UUID_LEN + 1], ts[32], lease[32], expired[32],
+    static char failed[LR_UUID_LEN + 1], next[LR_UUID_LEN + 1], ts[32], lease[32],
         owner[LR_UUID_LEN + 1];
     static lr_settle_req q;
     static lr_reserve_req r;
@@ -1305,19 +1313,7 @@ static void test_reserve_after_refund_in_one_batch(void **state)
         lr_uuid_v4(owner);
         lr_time_iso(lr_now_ms(), ts);
         lr_time_iso(lr_now_ms() + 3600 * 1000, lease);
-        lr_time_iso(lr_now_ms() - 24 * 3600 * 1000, expired);
-        r = (lr_reserve_req){.generation_id = next,
-                             .user_id = f->user,
-                             .type = "text",
-                             .model = "anthropic_text",
-                             .provider = "mock",
-                             .prompt = "p",
-                             .outputs_count = 1,
-                             .cost = 8,
-                             .created_at = ts,
-                             .owner = owner,
-                             .lease_until = lease,
-                             .key_expired_before = expired};
+        r = text_reservation(next, f->user, 8, ts, owner, lease);
         balance[0] = balance[1] = -1;
         lr_db_settle_async(f->db, &q, &balance[0], posted_done, &slot[0]);
         lr_db_reserve_async(f->db, &r, &balance[1], &holder, posted_done, &slot[1]);
@@ -1364,17 +1360,7 @@ static void test_failed_batch_is_rerun_call_by_call(void **state)
         else
             lr_uuid_v4(ids[i]);
         slot[i] = (posted_slot){&a, i};
-        r[i] = (lr_reserve_req){.generation_id = ids[i],
-                                .user_id = u[i % 2].user,
-                                .type = "text",
-                                .model = "anthropic_text",
-                                .provider = "mock",
-                                .prompt = "p",
-                                .outputs_count = 1,
-                                .cost = 10,
-                                .created_at = ts,
-                                .owner = owner,
-                                .lease_until = lease};
+        r[i] = text_reservation(ids[i], u[i % 2].user, 10, ts, owner, lease);
         lr_db_reserve_async(f->db, &r[i], &balance[i], &holder[i], posted_done, &slot[i]);
     }
     posted_wait(&a, CALLS);
