@@ -60,6 +60,7 @@ static void *caller(void *p)
 
 int main(int argc, char **argv)
 {
+    lr_db_library_init(); /* as the server does */
     if (argc != 5) {
         fprintf(stderr, "usage: %s DATABASE THREADS USERS GENERATIONS\n", argv[0]);
         return 2;

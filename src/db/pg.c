@@ -543,8 +543,10 @@ static bool moves_credits(const pg_job *j)
  * adjusts run after it: a reserve that came after a refund or an adjust
  * of its own user would not see what they moved (a refund, then a reserve
  * the refund pays for, would be refused). The first such reserve in the
- * order the calls came, or n: the batch is cut there. A refund whose user
- * the caller did not name counts for every user. */
+ * order the calls came, or n: the batch is cut there. The users are the
+ * callers' (a settle's is the generation's owner, whom write_batch
+ * refunds); a refund whose user the caller did not name counts for every
+ * user. */
 static size_t first_reserve_after_credits(pg_job **jobs, size_t n)
 {
     const char *moved[BATCH_MAX];

@@ -1680,7 +1680,9 @@ static const lr_db_ops sqlite_ops = {
 
 void lr_db_library_init(void)
 {
-    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    int rc = sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    if (rc != SQLITE_OK) /* SQLite was in use already: the setting did not apply */
+        lr_warn("sqlite: allocation statistics stay on: %s", sqlite3_errstr(rc));
 }
 
 lr_err lr_db_sqlite_open(const char *path, int pool_size, lr_db **out, char **errmsg)

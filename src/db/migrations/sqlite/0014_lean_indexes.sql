@@ -23,7 +23,9 @@
 -- generations_preview_pending also held every finished text generation
 -- (its preview_status stays 'none'); only media get previews.
 -- Creating the new index reads the table once: 2.9 s for a million
--- generations on the 2-core benchmark machine (bench/analytics.py).
+-- generations on the 2-core benchmark machine (bench/analytics.py), with
+-- the write lock held (docs/SETUP.md: upgrade a large store while nothing
+-- else writes to it).
 DROP INDEX IF EXISTS generations_status;
 DROP INDEX IF EXISTS generations_status_created;
 DROP INDEX IF EXISTS generations_model_created;
