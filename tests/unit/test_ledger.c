@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <libpq-fe.h>
 
 #include "db/db.h"
 
@@ -1278,25 +1279,78 @@ static void test_posted_batch_mixes_users_in_order(void **state)
     assert_audit_sound(f);
 }
 
-/* A refund and the same user's next reserve posted back to back, so they
- * (almost always) share one batch: the reserve sees the refunded credits,
- * as it would had each call been its own transaction. PostgreSQL's
- * set-based batch decides reserves before settles; the refund must not
- * come too late for a reserve that came after it. Ten rounds, each with a
- * balance that covers exactly one generation. */
+/* PostgreSQL only (NULL elsewhere): user's balance row locked by a
+ * connection of the test's own, in an open transaction, until
+ * release_balance. A writer batch that moves that balance waits for it, so
+ * the calls posted meanwhile queue up and meet in the batch after. */
+static PGconn *hold_balance(const char *user)
+{
+    const char *url = getenv("LR_TEST_DB_URL");
+    if (!url || !lr_db_url_is_postgres(url))
+        return NULL;
+    PGconn *c = PQconnectdb(url);
+    assert_int_equal(PQstatus(c), CONNECTION_OK);
+    PGresult *r = PQexec(c, "BEGIN");
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    const char *p[] = {user};
+    r = PQexecParams(c, "SELECT 1 FROM public.credits WHERE user_id = $1 FOR UPDATE", 1, NULL, p,
+                     NULL, NULL, 0);
+    assert_int_equal(PQntuples(r), 1);
+    PQclear(r);
+    return c;
+}
+
+/* Returns once a backend of this database waits for a lock in
+ * lensroom.reserve (the writer's batch, stopped by hold_balance). */
+static void wait_for_blocked_reserve(PGconn *c)
+{
+    for (;;) {
+        PGresult *r = PQexec(c, "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                                "current_database() AND wait_event_type = 'Lock' "
+                                "AND query LIKE '%lensroom.reserve%'");
+        assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+        bool blocked = atoi(PQgetvalue(r, 0, 0)) > 0;
+        PQclear(r);
+        if (blocked)
+            return;
+        usleep(2000); /* polling what PostgreSQL shows, not a wait for an event */
+    }
+}
+
+static void release_balance(PGconn *c)
+{
+    PGresult *r = PQexec(c, "COMMIT");
+    assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+    PQclear(r);
+    PQfinish(c);
+}
+
+/* A refund and the same user's next reserve posted back to back: the
+ * reserve sees the refunded credits, as it would had each call been its
+ * own transaction. PostgreSQL's set-based batch decides reserves before
+ * settles; the refund must not come too late for a reserve that came
+ * after it. On PostgreSQL each round makes the two share one batch: a
+ * reserve of another user goes first and waits on that user's balance row,
+ * locked by the test, while the two queue behind it. Ten rounds, each
+ * with a balance that covers exactly one generation. */
 static void test_reserve_after_refund_in_one_batch(void **state)
 {
     fixture *f = *state;
     enum { ROUNDS = 10 };
     grant(f, 8, NULL);
+    static fixture other;
+    other = *f;
+    lr_uuid_v4(other.user);
+    grant(&other, 1000, NULL);
     static posted_answers a;
-    static posted_slot slot[2];
-    static char failed[LR_UUID_LEN + 1], next[LR_UUID_LEN + 1], ts[32], lease[32],
-        owner[LR_UUID_LEN + 1];
+    static posted_slot slot[3];
+    static char failed[LR_UUID_LEN + 1], next[LR_UUID_LEN + 1], blocker[LR_UUID_LEN + 1], ts[32],
+        lease[32], owner[LR_UUID_LEN + 1];
     static lr_settle_req q;
-    static lr_reserve_req r;
-    static lr_key_holder holder;
-    static int balance[2];
+    static lr_reserve_req r, blocked;
+    static lr_key_holder holder, blocker_holder;
+    static int balance[3];
     int b = -1;
     assert_int_equal(reserve(f, failed, 8, &b), LR_OK);
     for (int round = 0; round < ROUNDS; round++) {
@@ -1314,10 +1368,23 @@ static void test_reserve_after_refund_in_one_batch(void **state)
         lr_time_iso(lr_now_ms(), ts);
         lr_time_iso(lr_now_ms() + 3600 * 1000, lease);
         r = text_reservation(next, f->user, 8, ts, owner, lease);
-        balance[0] = balance[1] = -1;
+        balance[0] = balance[1] = balance[2] = -1;
+        PGconn *hold = hold_balance(other.user);
+        if (hold) {
+            slot[2] = (posted_slot){&a, 2};
+            lr_uuid_v4(blocker);
+            blocked = text_reservation(blocker, other.user, 1, ts, owner, lease);
+            lr_db_reserve_async(f->db, &blocked, &balance[2], &blocker_holder, posted_done,
+                                &slot[2]);
+            wait_for_blocked_reserve(hold);
+        }
         lr_db_settle_async(f->db, &q, &balance[0], posted_done, &slot[0]);
         lr_db_reserve_async(f->db, &r, &balance[1], &holder, posted_done, &slot[1]);
-        posted_wait(&a, 2);
+        if (hold)
+            release_balance(hold);
+        posted_wait(&a, hold ? 3 : 2);
+        if (hold)
+            assert_int_equal(a.e[2], LR_OK);
         if (a.e[0] != LR_OK || a.e[1] != LR_OK)
             fail_msg("round %d: refund %s, reserve after it %s", round, lr_strerror(a.e[0]),
                      lr_strerror(a.e[1]));
