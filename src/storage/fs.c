@@ -1,10 +1,13 @@
 /* Local folder backend: objects are files under {root}/{bucket}/{key},
  * written to a hidden, locked temp file (.tmp-XXXXXX) in the same folder
  * and renamed into place after fsync, so a reader never sees half an
- * object. A crash leaves at most that temp file; the server's start sweeps
- * the ones no live process holds (lr_store_sweep_start, in the
- * background: the walk covers the whole tree). Every path is built
- * from a validated key. */
+ * object; then its folder is fsynced, so the name survives a power loss
+ * too (a journaling file system commits it with the data anyway; one
+ * without a journal, such as ext4 made without one, would otherwise keep
+ * the data and lose the name of a generation already answered). A crash
+ * leaves at most that temp file; the server's start sweeps the ones no
+ * live process holds (lr_store_sweep_start, in the background: the walk
+ * covers the whole tree). Every path is built from a validated key. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -29,6 +32,8 @@ struct lr_store_writer {
     int fd;
     char *tmp_path;
     char *final_path;
+    size_t root_len; /* final_path's first root_len bytes: the store's folder */
+    bool made;       /* folders were made for it: their names need syncing too */
 };
 
 static char *object_path(fs_store *s, const char *key)
@@ -39,7 +44,7 @@ static char *object_path(fs_store *s, const char *key)
 /* The temp file beside the object; the folders are made only when the
  * file cannot be created for want of them (ENOENT), so storing into an
  * existing folder costs one openat and no mkdir per component. */
-static int open_temp(const char *folder, char **tmp)
+static int open_temp(const char *folder, char **tmp, bool *made)
 {
     *tmp = lr_xasprintf("%s/" FS_TEMP_PREFIX "XXXXXX", folder);
     int fd = lr_temp_create(*tmp);
@@ -47,6 +52,7 @@ static int open_temp(const char *folder, char **tmp)
         return fd;
     if (lr_mkdir_p(folder, 0755) != 0)
         return -1;
+    *made = true;
     memcpy(*tmp + strlen(*tmp) - 6, "XXXXXX", 6); /* the failed try filled them in */
     return lr_temp_create(*tmp);
 }
@@ -61,7 +67,8 @@ static lr_err fs_open_writer(lr_store *st, const char *key, const char *content_
     char *slash = strrchr(path, '/');
     *slash = '\0';
     char *tmp = NULL;
-    int fd = open_temp(path, &tmp);
+    bool made = false;
+    int fd = open_temp(path, &tmp, &made);
     *slash = '/';
     if (fd < 0) {
         lr_error("storage: cannot create temp file for %s: %s", key, strerror(errno));
@@ -71,7 +78,7 @@ static lr_err fs_open_writer(lr_store *st, const char *key, const char *content_
     }
     fchmod(fd, 0644);
     lr_store_writer *w = lr_xmalloc(sizeof *w);
-    *w = (lr_store_writer){fd, tmp, path};
+    *w = (lr_store_writer){fd, tmp, path, strlen(s->dir), made};
     *out = w;
     return LR_OK;
 }
@@ -100,6 +107,34 @@ static void writer_free(lr_store_writer *w)
     free(w);
 }
 
+static int sync_folder(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+/* The object's folder fsynced, so its new name is on disk; when folders
+ * were made for it, each of them in its parent as well, up to the
+ * store's folder. */
+static int sync_names(const lr_store_writer *w)
+{
+    char *dir = lr_xstrdup(w->final_path);
+    int rc = 0;
+    char *slash;
+    while (rc == 0 && (slash = strrchr(dir, '/')) && (size_t)(slash - dir) >= w->root_len) {
+        *slash = '\0';
+        rc = sync_folder(dir);
+        if (!w->made)
+            break;
+    }
+    free(dir);
+    return rc;
+}
+
 /* Renamed while still open: the temp file's lock is held until it has
  * its final name, so a sweep never takes a file being committed. */
 static lr_err fs_commit(lr_store_writer *w)
@@ -109,6 +144,10 @@ static lr_err fs_commit(lr_store_writer *w)
         e = LR_ERR_IO;
         lr_error("storage: commit failed: %s", strerror(errno));
         unlink(w->tmp_path);
+    } else if (sync_names(w) != 0) {
+        e = LR_ERR_IO;
+        lr_error("storage: commit failed (folder sync): %s", strerror(errno));
+        unlink(w->final_path);
     }
     if (close(w->fd) != 0 && e == LR_OK) {
         e = LR_ERR_IO;
@@ -223,6 +262,19 @@ lr_err lr_store_fs_open(const char *root, const char *bucket, const char *public
     s->dir = lr_xasprintf("%s/%s", root, bucket);
     if (lr_mkdir_p(s->dir, 0755) != LR_OK) {
         lr_error("storage: cannot create %s/%s: %s", root, bucket, strerror(errno));
+        fs_close(&s->base);
+        return LR_ERR_IO;
+    }
+    /* The bucket's folder and the root's may have been made just now:
+     * their names synced as an object's new folders are. */
+    char *parent = lr_xstrdup(root);
+    char *slash = strrchr(parent, '/');
+    if (slash)
+        slash[slash == parent] = '\0'; /* "/srv" -> "/" */
+    int rc = sync_folder(s->dir) || sync_folder(root) || sync_folder(slash ? parent : ".");
+    free(parent);
+    if (rc != 0) {
+        lr_error("storage: cannot sync %s: %s", s->dir, strerror(errno));
         fs_close(&s->base);
         return LR_ERR_IO;
     }
