@@ -48,6 +48,49 @@ class Recovery(unittest.TestCase):
         self.assertEqual(s.balance(user), 160)
         s.assert_ledger_consistent(self, user)
 
+    def test_restart_waits_out_its_quiet_period_before_taking_over(self):
+        """A process that starts while another's heartbeat has ended takes
+        none of that work in its first 0.6 lease: after a database outage
+        every heartbeat ends at once, and whoever started first would
+        otherwise take the others' live work. Here the dead process is
+        really dead (SIGKILL), its heartbeat already over when the next
+        one starts; that one refunds its work, but no refund is dated
+        before 0.6 lease after the new process was spawned."""
+        lease_s = 5
+        s = Server({"LENSROOM_MOCK_LATENCY_MS": "60000", "LENSROOM_LEASE_S": str(lease_s)})
+        self.addCleanup(s.cleanup)
+        s.start()
+        user = new_user()
+        s.grant(user, 8 * 5)
+        tok = s.token(user)
+        for _ in range(5):
+            r = s.infer(tok, headers={"Prefer": "respond-async"})
+            self.assertEqual(r.status, 202, r.body)
+        s.kill()
+        instances = "lensroom.instances" if s.pg else "instances"
+
+        def heartbeat_over():
+            now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".000Z"
+            with s.db() as c:
+                return c.execute(f"SELECT count(*) FROM {instances} WHERE alive_until > ?",
+                                 (now,)).fetchone()[0] == 0
+        self.assertTrue(wait_for(heartbeat_over, timeout=4 * lease_s))
+        spawned = time.time()
+        s.start()
+        self.assertTrue(wait_for(lambda: s.balance(user) == 40, timeout=6 * lease_s),
+                        s.balance(user))
+        quiet_end = spawned + 0.6 * lease_s
+        edge = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(quiet_end)) + \
+            ".%03dZ" % int((quiet_end % 1) * 1000)
+        with s.db() as c:
+            early = c.execute("SELECT count(*) FROM generations WHERE user_id = ? "
+                              "AND finished_at < ?", (user, edge)).fetchone()[0]
+            failed = c.execute("SELECT count(*) FROM generations WHERE user_id = ? "
+                               "AND status = 'failed'", (user,)).fetchone()[0]
+        self.assertEqual(failed, 5)
+        self.assertEqual(early, 0, f"refunded before the quiet period ended ({edge})")
+        s.assert_ledger_consistent(self, user)
+
     def test_a_lost_settle_keeps_the_objects_the_winner_named(self):
         """Two processes that ran one generation (one wrongly taken for
         dead) store the same keys; the one whose settle loses must not
