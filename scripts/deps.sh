@@ -10,10 +10,11 @@ build=(build-essential cmake pkg-config libmicrohttpd-dev libcurl4-openssl-dev l
 # postgresql-client-15: pg_dump/pg_restore for `lensroom backup` on PostgreSQL 15.
 test=(libcmocka-dev python3 python3-pil python3-psycopg2 python3-botocore python3-yaml
       python3-jsonschema curl postgresql-15 chromium zstd clang-format cppcheck prometheus ffmpeg
-      strace)
+      strace libfaketime)
 # ffmpeg: its ffprobe checks the video previews and makes the test clips.
 # prometheus: its promtool checks the /metrics scrape (the service stays off under policy-rc.d).
 # strace: test_files watches the stored files' folders being fsynced.
+# libfaketime: test_postgres runs a server whose clock is behind the database's.
 bench=(wrk postgresql-15 curl python3)
 
 want=()

@@ -197,6 +197,36 @@ class Migration(unittest.TestCase):
             self.assertEqual(cur.fetchone(), (3,))
 
 
+FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+
+@unittest.skipUnless(BACKEND == "postgres", "PostgreSQL backend only")
+class Clock(unittest.TestCase):
+    def test_heartbeat_is_dated_by_the_database_clock(self):
+        """A server whose clock runs 20 s behind the database's (libfaketime)
+        still writes a heartbeat that lives half a lease from the
+        database's now. Dated by its own clock it would be over before it
+        was written, and every other process would take its live work."""
+        s = Server({"LD_PRELOAD": FAKETIME_LIB, "FAKETIME": "-20s",
+                    "FAKETIME_DONT_FAKE_MONOTONIC": "1", "LENSROOM_LEASE_S": "30",
+                    "ASAN_OPTIONS": "detect_leaks=1:verify_asan_link_order=0"})
+        self.addCleanup(s.cleanup)
+        s.start()
+        date = s.get("/healthz").header("date")  # the server's own clock
+        behind = time.time() - time.mktime(time.strptime(date, "%a, %d %b %Y %H:%M:%S GMT")) \
+            + time.mktime(time.gmtime(0))
+        self.assertGreater(behind, 15, f"the server's clock is not behind: Date {date}")
+
+        def lives():
+            with s.db() as c:
+                return c.execute("SELECT extract(epoch FROM alive_until - now()) "
+                                 "FROM lensroom.instances").fetchall()
+        self.assertTrue(wait_for(lambda: len(lives()) == 1))
+        left = float(lives()[0][0])
+        self.assertGreater(left, 0, "the heartbeat was over when written")
+        self.assertLessEqual(left, 15 + 1)
+
+
 @unittest.skipUnless(BACKEND == "postgres", "PostgreSQL backend only")
 class ScaleOut(unittest.TestCase):
     def test_four_processes_share_one_database_without_overspending(self):
