@@ -512,6 +512,9 @@ static lr_err restore_sqlite(const lr_backup_restore_opts *o, lr_archive_reader 
         set_err(errmsg, dst, strerror(errno));
         unlink(tmp);
         e = LR_ERR_IO;
+    } else if (lr_sync_parent(dst) != 0) { /* the restored database's name */
+        set_err(errmsg, dst, strerror(errno));
+        e = LR_ERR_IO;
     }
     free(tmp);
     free(dst);
@@ -554,6 +557,9 @@ static lr_err restore_secret(const lr_backup_restore_opts *o, lr_archive_reader 
     if (rename(tmp, o->secret_path) != 0) {
         set_err(errmsg, o->secret_path, strerror(errno));
         unlink(tmp);
+        e = LR_ERR_IO;
+    } else if (lr_sync_parent(o->secret_path) != 0) {
+        set_err(errmsg, o->secret_path, strerror(errno));
         e = LR_ERR_IO;
     } else {
         fprintf(out, "jwt secret restored to %s\n", o->secret_path);

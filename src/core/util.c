@@ -1,6 +1,7 @@
 #include "core/util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 void lr_random_bytes(unsigned char *out, size_t len)
 {
@@ -265,6 +267,31 @@ double lr_random_unit(void)
     uint64_t v;
     lr_random_bytes((unsigned char *)&v, sizeof v);
     return (double)(v >> 11) / (double)(1ULL << 53);
+}
+
+int lr_sync_dir(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = fsync(fd);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return rc;
+}
+
+int lr_sync_parent(const char *path)
+{
+    char *dir = lr_xstrdup(path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        slash[slash == dir] = '\0'; /* "/srv" -> "/" */
+    int rc = lr_sync_dir(slash ? dir : ".");
+    int saved = errno;
+    free(dir);
+    errno = saved;
+    return rc;
 }
 
 lr_err lr_mkdir_p(const char *path, unsigned mode)

@@ -107,16 +107,6 @@ static void writer_free(lr_store_writer *w)
     free(w);
 }
 
-static int sync_folder(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
 /* The object's folder fsynced, so its new name is on disk; when folders
  * were made for it, each of them in its parent as well, up to the
  * store's folder. */
@@ -127,7 +117,7 @@ static int sync_names(const lr_store_writer *w)
     char *slash;
     while (rc == 0 && (slash = strrchr(dir, '/')) && (size_t)(slash - dir) >= w->root_len) {
         *slash = '\0';
-        rc = sync_folder(dir);
+        rc = lr_sync_dir(dir);
         if (!w->made)
             break;
     }
@@ -267,13 +257,7 @@ lr_err lr_store_fs_open(const char *root, const char *bucket, const char *public
     }
     /* The bucket's folder and the root's may have been made just now:
      * their names synced as an object's new folders are. */
-    char *parent = lr_xstrdup(root);
-    char *slash = strrchr(parent, '/');
-    if (slash)
-        slash[slash == parent] = '\0'; /* "/srv" -> "/" */
-    int rc = sync_folder(s->dir) || sync_folder(root) || sync_folder(slash ? parent : ".");
-    free(parent);
-    if (rc != 0) {
+    if (lr_sync_dir(s->dir) != 0 || lr_sync_dir(root) != 0 || lr_sync_parent(root) != 0) {
         lr_error("storage: cannot sync %s: %s", s->dir, strerror(errno));
         fs_close(&s->base);
         return LR_ERR_IO;
