@@ -171,7 +171,7 @@ lr_err lr_archive_finish(lr_archive_writer *w, char **errmsg)
         set_err(errmsg, "archive", archive_error_string(w->a));
         e = LR_ERR_IO;
     } else if (fsync(w->fd) != 0 || rename(w->partial, w->path) != 0 ||
-               lr_sync_parent(w->path) != 0) {
+               lr_fsync_parent(w->path) != 0) {
         set_err(errmsg, w->path, strerror(errno));
         e = LR_ERR_IO;
     }

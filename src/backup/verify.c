@@ -512,7 +512,7 @@ static lr_err restore_sqlite(const lr_backup_restore_opts *o, lr_archive_reader 
         set_err(errmsg, dst, strerror(errno));
         unlink(tmp);
         e = LR_ERR_IO;
-    } else if (lr_sync_parent(dst) != 0) { /* the restored database's name */
+    } else if (lr_fsync_parent(dst) != 0) { /* the restored database's name */
         set_err(errmsg, dst, strerror(errno));
         e = LR_ERR_IO;
     }
@@ -558,7 +558,7 @@ static lr_err restore_secret(const lr_backup_restore_opts *o, lr_archive_reader 
         set_err(errmsg, o->secret_path, strerror(errno));
         unlink(tmp);
         e = LR_ERR_IO;
-    } else if (lr_sync_parent(o->secret_path) != 0) {
+    } else if (lr_fsync_parent(o->secret_path) != 0) {
         set_err(errmsg, o->secret_path, strerror(errno));
         e = LR_ERR_IO;
     } else {

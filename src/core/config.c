@@ -550,7 +550,7 @@ static lr_err load_or_create_secret(lr_config *cfg)
         lr_hex(raw, sizeof raw, hex);
         hex[64] = '\n';
         ssize_t w = write(fd, hex, 65);
-        int rc = fsync(fd) == 0 ? lr_sync_parent(path) : -1; /* its content and its name */
+        int rc = fsync(fd) == 0 ? lr_fsync_parent(path) : -1; /* its content and its name */
         close(fd);
         if (w != 65 || rc != 0) {
             unlink(path);

@@ -269,9 +269,9 @@ double lr_random_unit(void)
     return (double)(v >> 11) / (double)(1ULL << 53);
 }
 
-int lr_sync_dir(const char *path)
+static int fsync_opened(const char *path, int flags)
 {
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int fd = open(path, O_RDONLY | O_CLOEXEC | flags);
     if (fd < 0)
         return -1;
     int rc = fsync(fd);
@@ -281,13 +281,23 @@ int lr_sync_dir(const char *path)
     return rc;
 }
 
-int lr_sync_parent(const char *path)
+int lr_fsync_file(const char *path)
+{
+    return fsync_opened(path, 0);
+}
+
+int lr_fsync_dir(const char *path)
+{
+    return fsync_opened(path, O_DIRECTORY);
+}
+
+int lr_fsync_parent(const char *path)
 {
     char *dir = lr_xstrdup(path);
     char *slash = strrchr(dir, '/');
     if (slash)
         slash[slash == dir] = '\0'; /* "/srv" -> "/" */
-    int rc = lr_sync_dir(slash ? dir : ".");
+    int rc = lr_fsync_dir(slash ? dir : ".");
     int saved = errno;
     free(dir);
     errno = saved;

@@ -46,11 +46,14 @@ void lr_random_bytes(unsigned char *out, size_t len);
 
 /* mkdir -p with the given mode; LR_ERR_IO when a folder cannot be made. */
 lr_err lr_mkdir_p(const char *path, unsigned mode);
-/* fsyncs the folder path, so the names made in it (a rename, a new file
- * or folder) survive a power loss; 0, or -1 with errno. */
-int lr_sync_dir(const char *path);
-/* lr_sync_dir of the folder that holds path ("." when it names none). */
-int lr_sync_parent(const char *path);
+/* fsync of the file path; 0, or -1 with errno. */
+int lr_fsync_file(const char *path);
+/* fsync of the folder path (it must be one), so the names made in it (a
+ * rename, a new file or folder) survive a power loss; 0, or -1 with
+ * errno. */
+int lr_fsync_dir(const char *path);
+/* lr_fsync_dir of the folder that holds path ("." when it names none). */
+int lr_fsync_parent(const char *path);
 /* Reads a whole (small) file; NULL on error. */
 char *lr_read_file(const char *path, size_t *len);
 

@@ -532,11 +532,14 @@ static int by_user(const void *a, const void *b)
     return d ? d : (x->seq > y->seq) - (x->seq < y->seq);
 }
 
+/* lensroom.settle's refund: $7 (pg_settle_async's parameter order). */
+enum { SETTLE_REFUND = 6 };
+
 /* Whether j may give its user credits (a settle with a refund, any
  * adjust) or, for an adjust, take them. */
 static bool moves_credits(const pg_job *j)
 {
-    return j->w == S_ADJUST || (j->w == S_SETTLE && atoi(j->params[6]) > 0);
+    return j->w == S_ADJUST || (j->w == S_SETTLE && atoi(j->params[SETTLE_REFUND]) > 0);
 }
 
 /* write_batch decides a batch's reserves before its settles, and the

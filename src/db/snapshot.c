@@ -70,16 +70,6 @@ static int copy_pages(sqlite3 *src, sqlite3 *dst)
     return rc == SQLITE_DONE ? fin : rc;
 }
 
-static lr_err fsync_path(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return LR_ERR_IO;
-    int rc = fsync(fd);
-    close(fd);
-    return rc == 0 ? LR_OK : LR_ERR_IO;
-}
-
 lr_err lr_sqlite_snapshot_take(const lr_snapshot_opts *o, sqlite3 **copy, char **errmsg)
 {
     struct stat sb;
@@ -113,7 +103,7 @@ lr_err lr_sqlite_snapshot_take(const lr_snapshot_opts *o, sqlite3 **copy, char *
     }
     sqlite3_close(dst);
     dst = NULL;
-    if (fsync_path(o->out_path) != LR_OK) {
+    if (lr_fsync_file(o->out_path) != 0) {
         set_err(errmsg, o->out_path, strerror(errno));
         e = LR_ERR_IO;
         goto out;

@@ -117,7 +117,7 @@ static int sync_names(const lr_store_writer *w)
     char *slash;
     while (rc == 0 && (slash = strrchr(dir, '/')) && (size_t)(slash - dir) >= w->root_len) {
         *slash = '\0';
-        rc = lr_sync_dir(dir);
+        rc = lr_fsync_dir(dir);
         if (!w->made)
             break;
     }
@@ -250,14 +250,15 @@ lr_err lr_store_fs_open(const char *root, const char *bucket, const char *public
     s->base.bucket = lr_xstrdup(bucket);
     s->base.url_prefix = lr_xasprintf("%s/storage/v1/object/public/%s", public_base, bucket);
     s->dir = lr_xasprintf("%s/%s", root, bucket);
+    bool made = access(s->dir, F_OK) != 0;
     if (lr_mkdir_p(s->dir, 0755) != LR_OK) {
         lr_error("storage: cannot create %s/%s: %s", root, bucket, strerror(errno));
         fs_close(&s->base);
         return LR_ERR_IO;
     }
-    /* The bucket's folder and the root's may have been made just now:
-     * their names synced as an object's new folders are. */
-    if (lr_sync_dir(s->dir) != 0 || lr_sync_dir(root) != 0 || lr_sync_parent(root) != 0) {
+    /* The bucket's folder (and maybe the root's) made just now: their
+     * names synced as an object's new folders are. */
+    if (made && (lr_fsync_dir(root) != 0 || lr_fsync_parent(root) != 0)) {
         lr_error("storage: cannot sync %s: %s", s->dir, strerror(errno));
         fs_close(&s->base);
         return LR_ERR_IO;

@@ -69,19 +69,20 @@ class Recovery(unittest.TestCase):
         s.kill()
         instances = "lensroom.instances" if s.pg else "instances"
 
+        def iso(t):  # the server's timestamps: UTC, milliseconds
+            ms = int(t % 1 * 1000)
+            return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{ms:03d}Z"
+
         def heartbeat_over():
-            now = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".000Z"
             with s.db() as c:
                 return c.execute(f"SELECT count(*) FROM {instances} WHERE alive_until > ?",
-                                 (now,)).fetchone()[0] == 0
+                                 (iso(time.time()),)).fetchone()[0] == 0
         self.assertTrue(wait_for(heartbeat_over, timeout=4 * lease_s))
         spawned = time.time()
         s.start()
         self.assertTrue(wait_for(lambda: s.balance(user) == 40, timeout=6 * lease_s),
                         s.balance(user))
-        quiet_end = spawned + 0.6 * lease_s
-        edge = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(quiet_end)) + \
-            ".%03dZ" % int((quiet_end % 1) * 1000)
+        edge = iso(spawned + 0.6 * lease_s)
         with s.db() as c:
             early = c.execute("SELECT count(*) FROM generations WHERE user_id = ? "
                               "AND finished_at < ?", (user, edge)).fetchone()[0]
